@@ -1,0 +1,236 @@
+"""The connector contract: Source/SourceReader, Sink/SinkWriter, Connector (seed §3.6, §3.8, §3.9).
+
+A ``Source`` or ``Sink`` is a picklable spec with no I/O. At run time each
+subtask asks it for a reader or writer with ``create_reader(ctx)`` /
+``create_writer(ctx)``; the runtime then calls, in this order:
+
+* reader: ``open()`` once, ``read_batch()`` until it returns ``None`` (end of
+  input; an unbounded reader never does), ``close()`` once, also after a failure;
+* writer: ``open()`` once, ``write(batch)`` per micro-batch, ``flush()`` at end
+  of input, ``close()`` once, also after a failure.
+
+Blocking calls (synchronous drivers, file I/O) go through ``ctx.run_blocking``,
+which runs them in the executor's I/O thread pool, never on the event loop.
+"""
+
+from __future__ import annotations
+
+import abc
+import asyncio
+import enum
+from collections.abc import Callable, Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, TypeVar
+
+__all__ = [
+    "Boundedness",
+    "BufferedSinkWriter",
+    "Connector",
+    "ConnectorContext",
+    "Sink",
+    "SinkWriter",
+    "Source",
+    "SourceReader",
+]
+
+T = TypeVar("T")
+
+# Records a reader hands over at once when the job sets no batch size: large
+# enough that per-batch costs vanish, small enough to stay in CPU cache.
+DEFAULT_BATCH_SIZE = 500
+
+
+class Boundedness(enum.Enum):
+    BOUNDED = "bounded"
+    UNBOUNDED = "unbounded"
+
+
+def _no_reject(record: Any, error: BaseException) -> None:
+    raise error
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorContext:
+    """What a subtask gives its reader or writer."""
+
+    step_id: str
+    subtask_index: int = 0
+    parallelism: int = 1
+    job_id: str = ""
+    batch_size: int = DEFAULT_BATCH_SIZE
+    io_pool: Executor | None = None
+    reject: Callable[[Any, BaseException], None] = field(default=_no_reject)
+    """Apply the error policy to a record the connector cannot parse or write."""
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run ``fn(*args)`` in the I/O thread pool and await its result."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self.io_pool, fn, *args)
+
+
+class SourceReader(abc.ABC):
+    """Reads one subtask's share of a source, a micro-batch at a time."""
+
+    async def open(self) -> None:
+        """Connect and position the reader; called once before the first read."""
+
+    @abc.abstractmethod
+    async def read_batch(self) -> list[Any] | None:
+        """Return the next records (maybe empty), or None at end of input."""
+
+    async def close(self) -> None:
+        """Release connections and files; called once, also after a failure."""
+
+
+class Source(abc.ABC):
+    """A data source spec (seed §3.6.3)."""
+
+    name: str | None = None
+    parallelism: int | None = None
+    connector_type: ClassVar[str] = "source"
+
+    @property
+    def operator_type(self) -> str:
+        return f"source:{self.connector_type}"
+
+    @property
+    def boundedness(self) -> Boundedness:
+        return Boundedness.BOUNDED
+
+    @property
+    def bounded(self) -> bool:
+        return self.boundedness is Boundedness.BOUNDED
+
+    @property
+    def is_parallel(self) -> bool:
+        """True if several readers can share the input (each gets distinct records)."""
+        return False
+
+    @abc.abstractmethod
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        """A reader for subtask ``ctx.subtask_index`` of ``ctx.parallelism``."""
+
+
+class SinkWriter(abc.ABC):
+    """Writes one subtask's records to the external system."""
+
+    async def open(self) -> None:
+        """Connect; called once before the first write."""
+
+    @abc.abstractmethod
+    async def write(self, batch: list[Any]) -> None:
+        """Accept a micro-batch; may buffer it."""
+
+    async def flush(self) -> None:
+        """Make everything accepted so far durable; called at end of input."""
+
+    async def close(self) -> None:
+        """Release connections and files; called once, also after a failure."""
+
+
+class Sink(abc.ABC):
+    """A data sink spec (seed §3.8.3)."""
+
+    name: str | None = None
+    parallelism: int | None = None
+    connector_type: ClassVar[str] = "sink"
+    supports_batch: ClassVar[bool] = True
+    supports_transaction: ClassVar[bool] = False
+
+    @property
+    def operator_type(self) -> str:
+        return f"sink:{self.connector_type}"
+
+    @abc.abstractmethod
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        """A writer for subtask ``ctx.subtask_index`` of ``ctx.parallelism``."""
+
+
+class BufferedSinkWriter(SinkWriter):
+    """A writer that sends batches of ``batch_size`` records, at least every ``flush_interval``.
+
+    Subclasses implement ``write_records``, called with the lock held, in order.
+    A timer flushes a partial buffer after ``flush_interval`` seconds, so a
+    quiet stream still reaches the sink (seed §6.2 ``batchSize``/``flushInterval``).
+    """
+
+    def __init__(self, batch_size: int, flush_interval: float | None) -> None:
+        self.batch_size = batch_size
+        self.flush_interval = flush_interval
+        self._buffer: list[Any] = []
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+        self._timer_error: BaseException | None = None
+
+    @abc.abstractmethod
+    async def write_records(self, records: list[Any]) -> None:
+        """Send ``records`` to the external system."""
+
+    async def open(self) -> None:
+        if self.flush_interval:
+            self._timer = asyncio.create_task(self._flush_periodically(self.flush_interval))
+
+    async def _flush_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.flush()
+            except Exception as exc:  # surfaced by the next write()
+                self._timer_error = exc
+                return
+
+    async def write(self, batch: list[Any]) -> None:
+        if self._timer_error is not None:
+            raise self._timer_error
+        self._buffer.extend(batch)
+        if len(self._buffer) >= self.batch_size:
+            async with self._lock:
+                while len(self._buffer) >= self.batch_size:
+                    chunk = self._buffer[: self.batch_size]
+                    del self._buffer[: self.batch_size]
+                    await self.write_records(chunk)
+
+    async def flush(self) -> None:
+        async with self._lock:
+            if self._buffer:
+                chunk, self._buffer = self._buffer, []
+                await self.write_records(chunk)
+
+    async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            try:
+                await self._timer
+            except asyncio.CancelledError:
+                pass
+            self._timer = None
+
+
+class Connector(abc.ABC):
+    """A named factory of sources and sinks for one external system (seed §3.9.3).
+
+    Registered under the entry-point group ``reflow.connectors``; ``options``
+    are the keyword options of ``Connectors.<type>(...)`` or the ``config:``
+    block of a YAML job. ``validate_config`` raises ConnectorConfigError naming
+    the option and the fix, before any I/O.
+    """
+
+    type: ClassVar[str]
+    description: ClassVar[str] = ""
+
+    @abc.abstractmethod
+    def create_source(self, options: Mapping[str, Any]) -> Source:
+        """A Source for ``options``; raises ConnectorConfigError if they are wrong."""
+
+    @abc.abstractmethod
+    def create_sink(self, options: Mapping[str, Any]) -> Sink:
+        """A Sink for ``options``; raises ConnectorConfigError if they are wrong."""
+
+    @abc.abstractmethod
+    def validate_config(self, options: Mapping[str, Any], role: str) -> None:
+        """Check ``options`` for ``role`` ('source' or 'sink')."""
+
+    @abc.abstractmethod
+    def config_descriptor(self) -> Any:
+        """The options this connector takes (a ConfigDescriptor)."""

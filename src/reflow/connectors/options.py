@@ -1,0 +1,172 @@
+"""Connector options: pydantic models that validate and describe themselves.
+
+Option names are snake_case; the seed's camelCase spellings (``batchSize``,
+``flushInterval``) are accepted too. Durations take seconds or strings such
+as ``500ms``, ``5s``, ``2m``, ``1h``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Annotated, Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
+from pydantic.alias_generators import to_camel
+
+from reflow.connectors.base import Connector
+from reflow.errors import ConnectorConfigError
+
+__all__ = [
+    "ConfigDescriptor",
+    "ConnectorOptions",
+    "Duration",
+    "OptionDescriptor",
+    "OptionsConnector",
+    "parse_duration",
+]
+
+M = TypeVar("M", bound=BaseModel)
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> Any:
+    """``5`` / ``"5s"`` / ``"500ms"`` / ``"2m"`` -> seconds as float."""
+    if isinstance(value, bool):
+        raise ValueError("a duration is a number of seconds or a string like '5s'")
+    if isinstance(value, int | float):
+        return float(value)
+    if isinstance(value, str):
+        match = _DURATION.match(value)
+        if match:
+            return float(match.group(1)) * _UNITS[match.group(2)]
+        raise ValueError(f"{value!r} is not a duration; write e.g. '500ms', '5s', '2m' or '1h'")
+    return value
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class ConnectorOptions(BaseModel):
+    """Base of every connector's options model."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        populate_by_name=True,
+        alias_generator=to_camel,
+        frozen=True,
+        arbitrary_types_allowed=True,
+    )
+    secret_fields: ClassVar[frozenset[str]] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class OptionDescriptor:
+    name: str
+    type: str
+    required: bool
+    default: Any
+    description: str
+    secret: bool
+    roles: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigDescriptor:
+    """What ``reflow connectors NAME`` prints."""
+
+    connector: str
+    description: str
+    options: tuple[OptionDescriptor, ...]
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) or str(annotation)
+    return text.replace("typing.", "").replace("NoneType", "None")
+
+
+def _describe(model: type[ConnectorOptions], role: str) -> list[OptionDescriptor]:
+    out = []
+    for name, info in model.model_fields.items():
+        out.append(
+            OptionDescriptor(
+                name=name,
+                type=_type_name(info.annotation),
+                required=info.is_required(),
+                default=None if info.is_required() else info.default,
+                description=info.description or "",
+                secret=name in model.secret_fields,
+                roles=(role,),
+            )
+        )
+    return out
+
+
+class OptionsConnector(Connector):
+    """A Connector whose options are pydantic models (``source_options``/``sink_options``)."""
+
+    source_options: ClassVar[type[ConnectorOptions] | None] = None
+    sink_options: ClassVar[type[ConnectorOptions] | None] = None
+
+    def _model(self, role: str) -> type[ConnectorOptions]:
+        model = self.source_options if role == "source" else self.sink_options
+        if model is None:
+            raise ConnectorConfigError(
+                self.type, f"has no {role}; see `reflow connectors {self.type}` for what it offers"
+            )
+        return model
+
+    def parse(self, options: Mapping[str, Any], role: str, model: type[M]) -> M:
+        """Validate ``options`` into ``model``, raising ConnectorConfigError with the fix."""
+        known = set(model.model_fields) | {
+            info.alias for info in model.model_fields.values() if info.alias
+        }
+        for key in options:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), sorted(known), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConnectorConfigError(
+                    self.type,
+                    f"unknown {role} option {key!r}{hint} "
+                    f"(options: {', '.join(sorted(model.model_fields))})",
+                )
+        try:
+            return model.model_validate(dict(options))
+        except ValidationError as exc:
+            problems = []
+            for err in exc.errors():
+                loc = ".".join(str(p) for p in err["loc"]) or "options"
+                shown = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+                message = err["msg"].removeprefix("Value error, ")
+                problems.append(f"option {loc!r}: {message}{shown}")
+            raise ConnectorConfigError(self.type, f"{role}: " + "; ".join(problems)) from None
+
+    def validate_config(self, options: Mapping[str, Any], role: str) -> None:
+        self.parse(options, role, self._model(role))
+
+    def config_descriptor(self) -> ConfigDescriptor:
+        merged: dict[str, OptionDescriptor] = {}
+        for role, model in (("source", self.source_options), ("sink", self.sink_options)):
+            if model is None:
+                continue
+            for option in _describe(model, role):
+                if option.name in merged:
+                    option = _merge_roles(merged[option.name], role)
+                merged[option.name] = option
+        return ConfigDescriptor(self.type, self.description, tuple(merged.values()))
+
+
+def _merge_roles(prev: OptionDescriptor, role: str) -> OptionDescriptor:
+    return OptionDescriptor(
+        prev.name,
+        prev.type,
+        prev.required,
+        prev.default,
+        prev.description,
+        prev.secret,
+        (*prev.roles, role),
+    )

@@ -1,0 +1,146 @@
+"""Find connectors by name through the entry-point group ``reflow.connectors``.
+
+Built-in connectors are registered the same way as third-party ones (in
+reflow's own ``pyproject.toml``), and loaded lazily: naming ``file`` never
+imports the SQL driver.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from importlib.metadata import EntryPoint, entry_points
+from typing import Any
+
+from reflow.connectors.base import Connector, Sink, Source
+from reflow.errors import ConnectorConfigError, ConnectorNotFoundError
+
+__all__ = [
+    "ENTRY_POINT_GROUP",
+    "ConnectorSpec",
+    "available_connectors",
+    "get_connector",
+    "register_connector",
+    "resolve_sink",
+    "resolve_source",
+]
+
+logger = logging.getLogger(__name__)
+
+ENTRY_POINT_GROUP = "reflow.connectors"
+
+_loaded: dict[str, Connector] = {}
+_registered: dict[str, type[Connector]] = {}
+
+
+def _entry_points() -> dict[str, EntryPoint]:
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_connectors() -> list[str]:
+    """Names of every registered connector, sorted."""
+    return sorted(set(_entry_points()) | set(_registered))
+
+
+def register_connector(name: str, connector: type[Connector]) -> None:
+    """Register a connector class in this process (tests, notebooks).
+
+    Packages should declare an entry point in group ``reflow.connectors``
+    instead, so that every process finds it.
+    """
+    _registered[name] = connector
+    _loaded.pop(name, None)
+
+
+def get_connector(name: str) -> Connector:
+    """The connector registered as ``name``.
+
+    Raises:
+        ConnectorNotFoundError: nothing is registered under ``name``, or its
+            package fails to import (with the install hint).
+    """
+    if name in _loaded:
+        return _loaded[name]
+    cls: type[Connector] | None = _registered.get(name)
+    if cls is None:
+        eps = _entry_points()
+        ep = eps.get(name)
+        if ep is None:
+            close = difflib.get_close_matches(name, available_connectors(), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ConnectorNotFoundError(
+                f"no connector named {name!r}{hint} Registered: "
+                f"{', '.join(available_connectors()) or 'none'}. A third-party connector "
+                f"is found once its package is installed (pip install <package>) and declares "
+                f"an entry point in group {ENTRY_POINT_GROUP!r}."
+            )
+        try:
+            cls = ep.load()
+        except ImportError as exc:
+            dist = ep.dist.name if ep.dist is not None else ep.value.split(":")[0]
+            raise ConnectorNotFoundError(
+                f"connector {name!r} ({ep.value}) could not be imported: {exc}. "
+                f"Install what it needs, e.g. pip install '{dist}' or the missing module "
+                f"{getattr(exc, 'name', '') or ''}".rstrip()
+            ) from exc
+    connector = cls()
+    _loaded[name] = connector
+    return connector
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectorSpec:
+    """A connector named by its registered name, with options; the role (source or
+    sink) is decided by where it is used. Made by ``Connectors.<name>(...)``."""
+
+    connector: str
+    options: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    parallelism: int | None = None
+
+    @property
+    def operator_type(self) -> str:
+        return self.connector
+
+    @property
+    def bounded(self) -> bool | None:
+        try:
+            return resolve_source(self).bounded
+        except Exception:
+            return None
+
+    def validate(self, role: str) -> None:
+        """Raise ConnectorConfigError if the options do not fit ``role``."""
+        get_connector(self.connector).validate_config(self.options, role)
+
+
+def resolve_source(payload: Any) -> Source:
+    """A Source from a Source or a ConnectorSpec; validates the options."""
+    if isinstance(payload, Source):
+        return payload
+    if isinstance(payload, ConnectorSpec):
+        source = get_connector(payload.connector).create_source(payload.options)
+        if payload.parallelism is not None:
+            source.parallelism = payload.parallelism
+        return source
+    raise ConnectorConfigError(
+        type(payload).__name__,
+        f"{payload!r} is not a source; use Connectors.<name>(...) or a reflow Source",
+    )
+
+
+def resolve_sink(payload: Any) -> Sink:
+    """A Sink from a Sink or a ConnectorSpec; validates the options."""
+    if isinstance(payload, Sink):
+        return payload
+    if isinstance(payload, ConnectorSpec):
+        sink = get_connector(payload.connector).create_sink(payload.options)
+        if payload.parallelism is not None:
+            sink.parallelism = payload.parallelism
+        return sink
+    raise ConnectorConfigError(
+        type(payload).__name__,
+        f"{payload!r} is not a sink; use Connectors.<name>(...) or a reflow Sink",
+    )

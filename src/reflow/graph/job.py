@@ -1,0 +1,319 @@
+"""The Job: a JobGraph plus its metadata and lifecycle (seed §3.1).
+
+The lifecycle is the state machine of seed §3.1.2, exactly; any other
+transition raises InvalidTransitionError. A Job is definition and state only:
+the executor in ``reflow.runtime`` runs it.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from reflow.errors import GraphValidationError, InvalidTransitionError
+from reflow.graph.job_graph import JobGraph
+from reflow.graph.stream_graph import StreamGraph, StreamGraphBuilder, validate_step_id
+
+__all__ = [
+    "ErrorMode",
+    "ErrorPolicy",
+    "Job",
+    "JobBuilder",
+    "JobConfig",
+    "JobStatus",
+    "JobType",
+]
+
+
+class JobType(enum.Enum):
+    """STREAMING jobs run until stopped; BATCH jobs end when their bounded input does."""
+
+    STREAMING = "streaming"
+    BATCH = "batch"
+
+
+class JobStatus(enum.Enum):
+    """The lifecycle states of seed §3.1.2."""
+
+    CREATED = "CREATED"
+    SCHEDULED = "SCHEDULED"
+    RUNNING = "RUNNING"
+    PAUSED = "PAUSED"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# (from, to) -> the seed's name of the transition.
+_TRANSITIONS: dict[tuple[JobStatus, JobStatus], str] = {
+    (JobStatus.CREATED, JobStatus.SCHEDULED): "schedule",
+    (JobStatus.SCHEDULED, JobStatus.RUNNING): "start",
+    (JobStatus.RUNNING, JobStatus.PAUSED): "pause",
+    (JobStatus.PAUSED, JobStatus.RUNNING): "resume",
+    (JobStatus.RUNNING, JobStatus.COMPLETED): "complete",
+    (JobStatus.RUNNING, JobStatus.FAILED): "fail",
+    (JobStatus.FAILED, JobStatus.RUNNING): "retry",
+    (JobStatus.RUNNING, JobStatus.CANCELLED): "cancel",
+}
+
+
+class ErrorMode(enum.Enum):
+    """What happens to a record that a user function or a parser rejects."""
+
+    FAIL = "fail"
+    """The job fails with the record, the step_id and the error (default)."""
+    SKIP = "skip"
+    """The record is counted and logged, and processing goes on."""
+    DEAD_LETTER = "dead-letter"
+    """The record goes to the dead-letter sink with the step_id and error attached."""
+
+
+@dataclass(frozen=True, slots=True)
+class ErrorPolicy:
+    """The job's error policy, with per-step overrides.
+
+    ``dead_letter`` is the sink (a Sink or connector spec) that receives
+    rejected records as dicts ``{"step_id", "error", "error_type", "record", "time"}``.
+    """
+
+    mode: ErrorMode = ErrorMode.FAIL
+    dead_letter: Any = None
+    per_step: Mapping[str, ErrorMode] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        modes = [self.mode, *self.per_step.values()]
+        if ErrorMode.DEAD_LETTER in modes and self.dead_letter is None:
+            raise GraphValidationError(
+                "error policy 'dead-letter' needs a dead-letter sink: "
+                "ErrorPolicy(mode=..., dead_letter=Connectors.file(path=...))"
+            )
+
+    def mode_for(self, step_id: str) -> ErrorMode:
+        return self.per_step.get(step_id, self.mode)
+
+
+@dataclass(frozen=True, slots=True)
+class JobConfig:
+    """Per-job settings (seed §3.1.3 ``JobConfig``)."""
+
+    parallelism: int | None = None
+    chaining: bool = True
+    error_policy: ErrorPolicy = field(default_factory=ErrorPolicy)
+    batch_size: int | None = None
+    """Records per micro-batch between subtasks; None takes the executor's default."""
+    channel_capacity: int | None = None
+    """Batches a channel holds before the producer waits; None takes the default."""
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class Job:
+    """A runnable job: id, name, type, status, config, JobGraph and timestamps."""
+
+    def __init__(
+        self,
+        job_graph: JobGraph,
+        *,
+        job_id: str | None = None,
+        name: str | None = None,
+        job_type: JobType | None = None,
+        config: JobConfig | None = None,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
+        self.job_name = name or job_graph.name
+        self.job_graph = job_graph
+        self.config = config or JobConfig()
+        self.job_type = job_type or _infer_type(job_graph.stream_graph)
+        self.status = JobStatus.CREATED
+        self.create_time: datetime = _now()
+        self.start_time: datetime | None = None
+        self.end_time: datetime | None = None
+        self.metadata: dict[str, Any] = dict(metadata or {})
+        self.history: list[tuple[JobStatus, datetime]] = [(JobStatus.CREATED, self.create_time)]
+        self.error: str | None = None
+
+    @staticmethod
+    def builder() -> JobBuilder:
+        """A linear job: ``.source(...).transform(...)...sink(...)`` (seed §9.1)."""
+        return JobBuilder()
+
+    @property
+    def stream_graph(self) -> StreamGraph:
+        return self.job_graph.stream_graph
+
+    def transition(self, target: JobStatus) -> None:
+        """Move to ``target``; raises InvalidTransitionError if §3.1.2 forbids it."""
+        if (self.status, target) not in _TRANSITIONS:
+            allowed = sorted(t.value for (f, t) in _TRANSITIONS if f is self.status)
+            raise InvalidTransitionError(
+                f"job {self.job_id!r} cannot go from {self.status.value} to {target.value}; "
+                f"from {self.status.value} it can go to: {', '.join(allowed) or 'nothing (final)'}"
+            )
+        now = _now()
+        if target is JobStatus.RUNNING and self.start_time is None:
+            self.start_time = now
+        if target.is_terminal:
+            self.end_time = now
+        self.status = target
+        self.history.append((target, now))
+
+    def schedule(self) -> None:
+        self.transition(JobStatus.SCHEDULED)
+
+    def start(self) -> None:
+        self.transition(JobStatus.RUNNING)
+
+    def pause(self) -> None:
+        self.transition(JobStatus.PAUSED)
+
+    def resume(self) -> None:
+        self.transition(JobStatus.RUNNING)
+
+    def complete(self) -> None:
+        self.transition(JobStatus.COMPLETED)
+
+    def fail(self, error: str) -> None:
+        self.transition(JobStatus.FAILED)
+        self.error = error
+
+    def retry(self) -> None:
+        self.transition(JobStatus.RUNNING)
+        self.error = None
+
+    def cancel(self) -> None:
+        self.transition(JobStatus.CANCELLED)
+
+    def __repr__(self) -> str:
+        return f"Job(id={self.job_id!r}, name={self.job_name!r}, status={self.status.value})"
+
+
+def _infer_type(graph: StreamGraph) -> JobType:
+    bounded = [getattr(node.payload, "bounded", None) for node in graph.sources]
+    return JobType.BATCH if bounded and all(b is True for b in bounded) else JobType.STREAMING
+
+
+class JobBuilder:
+    """Fluent builder of a linear job; step ids come from names or types."""
+
+    def __init__(self) -> None:
+        self._name = "job"
+        self._job_id: str | None = None
+        self._type: JobType | None = None
+        self._steps: list[tuple[str, str | None, Any]] = []
+        self._config = JobConfig()
+        self._metadata: dict[str, Any] = {}
+
+    def name(self, name: str) -> JobBuilder:
+        self._name = name
+        return self
+
+    def id(self, job_id: str) -> JobBuilder:
+        self._job_id = job_id
+        return self
+
+    def type(self, job_type: JobType | str) -> JobBuilder:
+        self._type = JobType(job_type) if isinstance(job_type, str) else job_type
+        return self
+
+    def parallelism(self, parallelism: int) -> JobBuilder:
+        return self._replace(parallelism=parallelism)
+
+    def chaining(self, enabled: bool) -> JobBuilder:
+        return self._replace(chaining=enabled)
+
+    def error_policy(self, policy: ErrorPolicy) -> JobBuilder:
+        return self._replace(error_policy=policy)
+
+    def batch_size(self, size: int) -> JobBuilder:
+        return self._replace(batch_size=size)
+
+    def metadata(self, **values: Any) -> JobBuilder:
+        self._metadata.update(values)
+        return self
+
+    def _replace(self, **changes: Any) -> JobBuilder:
+        from dataclasses import replace
+
+        self._config = replace(self._config, **changes)
+        return self
+
+    def source(self, source: Any, *, id: str | None = None) -> JobBuilder:
+        self._steps.append(("source", id, source))
+        return self
+
+    def transform(self, operator: Any, *, id: str | None = None) -> JobBuilder:
+        self._steps.append(("operator", id, operator))
+        return self
+
+    def sink(self, sink: Any, *, id: str | None = None) -> JobBuilder:
+        self._steps.append(("sink", id, sink))
+        return self
+
+    def build(self) -> Job:
+        """Validate the steps, compile the JobGraph and return the Job."""
+        kinds = [kind for kind, _, _ in self._steps]
+        if kinds.count("source") != 1 or kinds[0] != "source":
+            raise GraphValidationError(
+                "Job.builder() takes exactly one .source(...) first; for several sources "
+                "use StreamGraph.builder()"
+            )
+        if "sink" not in kinds:
+            raise GraphValidationError("Job.builder() needs at least one .sink(...)")
+        if any(k == "operator" for k in kinds[kinds.index("sink") :]):
+            raise GraphValidationError(
+                "Job.builder(): .transform(...) after .sink(...) has no input; "
+                "put every transform before the sinks"
+            )
+        builder = StreamGraphBuilder(self._name)
+        used: set[str] = set()
+        previous: str | None = None
+        for kind, step_id, payload in self._steps:
+            step_id = _auto_id(kind, step_id, payload, used)
+            used.add(step_id)
+            if kind == "source":
+                builder.add_source(step_id, payload)
+            elif kind == "operator":
+                builder.add_operator(step_id, payload)
+            else:
+                builder.add_sink(step_id, payload)
+            assert previous is not None or kind == "source"
+            if previous is not None:
+                builder.connect(previous, step_id)
+            if kind != "sink":
+                previous = step_id
+        graph = builder.build()
+        job_graph = graph.to_job_graph(
+            chaining=self._config.chaining, default_parallelism=self._config.parallelism
+        )
+        return Job(
+            job_graph,
+            job_id=self._job_id,
+            name=self._name,
+            job_type=self._type,
+            config=self._config,
+            metadata=self._metadata,
+        )
+
+
+def _auto_id(kind: str, given: str | None, payload: Any, used: set[str]) -> str:
+    if given is not None:
+        return validate_step_id(given)
+    default = getattr(payload, "operator_type", None) if kind == "operator" else kind
+    base = getattr(payload, "name", None) or default or kind
+    base = str(base).replace("_", "-")
+    candidate, n = base, 1
+    while candidate in used:
+        n += 1
+        candidate = f"{base}-{n}"
+    return candidate

@@ -1,0 +1,260 @@
+"""The JobGraph: the physical plan compiled from a StreamGraph (seed §3.3).
+
+Chaining is a pure decision made of named predicates (seed §3.3.3): two nodes
+chain when they have the same parallelism, the downstream one has a single
+input, the upstream one a single output, and the edge between them is
+FORWARD. ``ChainDecision`` records which predicate broke each chain so that
+``reflow explain`` can say why.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from reflow.errors import GraphValidationError
+from reflow.graph.partitioning import Partitioning
+from reflow.graph.stream_graph import NodeKind, Overflow, StreamEdge, StreamGraph, StreamNode
+
+__all__ = [
+    "CHAIN_RULES",
+    "ChainDecision",
+    "JobEdge",
+    "JobGraph",
+    "JobVertex",
+    "ResourceProfile",
+    "compile_job_graph",
+]
+
+DEFAULT_PARALLELISM = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceProfile:
+    """What one subtask of a vertex asks for (seed §3.3.4)."""
+
+    cpu_cores: float = 1.0
+    memory_mb: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobEdge:
+    """A data exchange between two JobVertices."""
+
+    edge_id: int
+    source_vertex: int
+    target_vertex: int
+    source_step: str
+    target_step: str
+    partitioning: Partitioning
+    key_selector: Callable[[Any], Any] | None = None
+    overflow: Overflow = Overflow.BUFFER
+    capacity: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class JobVertex:
+    """One or more chained StreamNodes run as ``parallelism`` subtasks (seed §3.3.4)."""
+
+    vertex_id: int
+    vertex_name: str
+    chained_nodes: tuple[StreamNode, ...]
+    inputs: tuple[JobEdge, ...]
+    outputs: tuple[JobEdge, ...]
+    parallelism: int
+    resource_profile: ResourceProfile = field(default_factory=ResourceProfile)
+
+    @property
+    def head(self) -> StreamNode:
+        return self.chained_nodes[0]
+
+    @property
+    def tail(self) -> StreamNode:
+        return self.chained_nodes[-1]
+
+    @property
+    def is_source(self) -> bool:
+        return self.head.kind is NodeKind.SOURCE
+
+
+@dataclass(frozen=True, slots=True)
+class ChainDecision:
+    """Whether the edge ``source_step -> target_step`` was chained, and why not."""
+
+    source_step: str
+    target_step: str
+    partitioning: Partitioning
+    broken_rules: tuple[str, ...]
+
+    @property
+    def chained(self) -> bool:
+        return not self.broken_rules
+
+
+@dataclass(frozen=True, slots=True)
+class JobGraph:
+    """The compiled physical graph, with the StreamGraph it came from."""
+
+    name: str
+    vertices: tuple[JobVertex, ...]
+    edges: tuple[JobEdge, ...]
+    stream_graph: StreamGraph
+    decisions: tuple[ChainDecision, ...]
+    chaining: bool = True
+
+    def vertex(self, vertex_id: int) -> JobVertex:
+        return self.vertices[vertex_id - 1]
+
+    def vertex_of(self, step_id: str) -> JobVertex:
+        """The vertex whose chain holds ``step_id``."""
+        for vertex in self.vertices:
+            if any(node.step_id == step_id for node in vertex.chained_nodes):
+                return vertex
+        raise GraphValidationError(f"no step {step_id!r} in job {self.name!r}", step_id=step_id)
+
+    @property
+    def max_parallelism(self) -> int:
+        return max(v.parallelism for v in self.vertices)
+
+
+# The chaining rules of seed §3.3.3, by the names ``explain`` prints.
+CHAIN_RULES: tuple[tuple[str, str], ...] = (
+    ("same-parallelism", "upstream and downstream have the same parallelism"),
+    ("single-input", "the downstream node has exactly one input"),
+    ("single-output", "the upstream node has exactly one output"),
+    ("forward-partitioning", "the edge's partitioning is FORWARD"),
+)
+
+
+def _resolve_partitioning(
+    edge: StreamEdge, upstream: StreamNode, up_par: int, down_par: int
+) -> tuple[Partitioning, Callable[[Any], Any] | None]:
+    key_selector = edge.key_selector
+    hint = getattr(upstream.payload, "output_partitioning", None)
+    if key_selector is None:
+        key_selector = getattr(upstream.payload, "key_selector", None)
+    if edge.partitioning is not None:
+        partitioning = edge.partitioning
+    elif hint is not None:
+        partitioning = Partitioning(hint)
+    elif up_par == down_par:
+        partitioning = Partitioning.FORWARD
+    else:
+        partitioning = Partitioning.REBALANCE
+    if partitioning is Partitioning.FORWARD and up_par != down_par:
+        raise GraphValidationError(
+            f"edge {edge.source_id!r} -> {edge.target_id!r} is FORWARD but the parallelism "
+            f"differs ({up_par} vs {down_par}); make them equal or use REBALANCE",
+            step_id=edge.target_id,
+        )
+    if partitioning is Partitioning.HASH and key_selector is None:
+        raise GraphValidationError(
+            f"edge {edge.source_id!r} -> {edge.target_id!r} is HASH but has no key selector",
+            step_id=edge.target_id,
+        )
+    return partitioning, key_selector
+
+
+def _broken_rules(
+    graph: StreamGraph,
+    edge: StreamEdge,
+    partitioning: Partitioning,
+    parallelism: dict[str, int],
+    chaining: bool,
+) -> tuple[str, ...]:
+    if not chaining:
+        return ("chaining-disabled",)
+    upstream = graph.node(edge.source_id)
+    downstream = graph.node(edge.target_id)
+    broken = []
+    if parallelism[upstream.step_id] != parallelism[downstream.step_id]:
+        broken.append("same-parallelism")
+    if len(downstream.in_edges) != 1:
+        broken.append("single-input")
+    if len(upstream.out_edges) != 1:
+        broken.append("single-output")
+    if partitioning is not Partitioning.FORWARD:
+        broken.append("forward-partitioning")
+    if getattr(downstream.payload, "chainable", True) is False:
+        broken.append("operator-not-chainable")
+    return tuple(broken)
+
+
+def compile_job_graph(
+    graph: StreamGraph, *, chaining: bool = True, default_parallelism: int | None = None
+) -> JobGraph:
+    """Chain operators and resolve partitioning: StreamGraph -> JobGraph.
+
+    Args:
+        graph: a validated StreamGraph.
+        chaining: False puts every node in its own vertex (for debugging and tests).
+        default_parallelism: parallelism of nodes and graphs that set none
+            (the system config's ``executor.parallelism``).
+    """
+    fallback = graph.default_parallelism or default_parallelism or DEFAULT_PARALLELISM
+    order = graph.topological_order()
+    parallelism = {n.step_id: n.parallelism or fallback for n in order}
+
+    resolved: dict[tuple[str, str], tuple[Partitioning, Callable[[Any], Any] | None]] = {}
+    decisions: list[ChainDecision] = []
+    for edge in graph.edges:
+        upstream = graph.node(edge.source_id)
+        part, key = _resolve_partitioning(
+            edge, upstream, parallelism[edge.source_id], parallelism[edge.target_id]
+        )
+        resolved[(edge.source_id, edge.target_id)] = (part, key)
+        decisions.append(
+            ChainDecision(
+                edge.source_id,
+                edge.target_id,
+                part,
+                _broken_rules(graph, edge, part, parallelism, chaining),
+            )
+        )
+    chained = {(d.source_step, d.target_step) for d in decisions if d.chained}
+
+    chains: list[list[StreamNode]] = []
+    chain_of: dict[str, int] = {}
+    for node in order:
+        if len(node.in_edges) == 1:
+            edge = node.in_edges[0]
+            if (edge.source_id, edge.target_id) in chained:
+                index = chain_of[edge.source_id]
+                chains[index].append(node)
+                chain_of[node.step_id] = index
+                continue
+        chain_of[node.step_id] = len(chains)
+        chains.append([node])
+
+    job_edges: list[JobEdge] = []
+    for edge in graph.edges:
+        if (edge.source_id, edge.target_id) in chained:
+            continue
+        part, key = resolved[(edge.source_id, edge.target_id)]
+        job_edges.append(
+            JobEdge(
+                edge_id=len(job_edges) + 1,
+                source_vertex=chain_of[edge.source_id] + 1,
+                target_vertex=chain_of[edge.target_id] + 1,
+                source_step=edge.source_id,
+                target_step=edge.target_id,
+                partitioning=part,
+                key_selector=key,
+                overflow=edge.overflow,
+                capacity=edge.capacity,
+            )
+        )
+    vertices = tuple(
+        JobVertex(
+            vertex_id=index + 1,
+            vertex_name=" -> ".join(n.step_id for n in nodes),
+            chained_nodes=tuple(nodes),
+            inputs=tuple(e for e in job_edges if e.target_vertex == index + 1),
+            outputs=tuple(e for e in job_edges if e.source_vertex == index + 1),
+            parallelism=parallelism[nodes[0].step_id],
+            resource_profile=ResourceProfile(),
+        )
+        for index, nodes in enumerate(chains)
+    )
+    return JobGraph(graph.name, vertices, tuple(job_edges), graph, tuple(decisions), chaining)

@@ -1,0 +1,123 @@
+"""What every operator is made of: a frozen *spec* that *builds* its runtime logic.
+
+A spec is picklable data with no I/O (it may travel to other processes).
+``spec.build(ctx)`` returns an ``OperatorLogic``, the mutable per-subtask
+object the runtime calls with micro-batches of records. Inside a chain the
+runtime calls one logic after another as plain function calls.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Generic, TypeVar
+
+__all__ = [
+    "Operator",
+    "OperatorContext",
+    "OperatorLogic",
+    "OperatorSpec",
+    "RejectFn",
+]
+
+IN = TypeVar("IN")
+OUT = TypeVar("OUT")
+
+RejectFn = Callable[[Any, BaseException], None]
+"""Called with a record a user function rejected and the exception; applies the
+error policy (raise, count and log, or dead-letter)."""
+
+
+@dataclass(frozen=True, slots=True)
+class OperatorContext:
+    """What a subtask tells its operator logic when building it."""
+
+    step_id: str
+    subtask_index: int
+    parallelism: int
+    reject: RejectFn
+    job_id: str = ""
+
+
+class OperatorLogic(abc.ABC):
+    """Runtime side of one operator in one subtask.
+
+    The runtime calls ``process`` with each micro-batch in arrival order, then
+    ``finish`` once at end of input, then ``close``. ``process`` returns the
+    output batch (possibly empty). When ``is_async`` is true the runtime awaits
+    ``process_async`` instead; when ``blocking`` is true it runs ``process`` in
+    the compute thread pool, off the event loop.
+    """
+
+    is_async: ClassVar[bool] = False
+    blocking: bool = False
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover - async logics override process_async
+
+    async def process_async(self, batch: list[Any]) -> list[Any]:
+        return self.process(batch)
+
+    def finish(self) -> list[Any]:
+        """Records to emit at end of input (stateful operators flush here)."""
+        return []
+
+    def close(self) -> None:
+        """Release resources; called once, also after a failure."""
+
+
+class OperatorSpec(abc.ABC):
+    """A picklable, validated description of an operator; ``build`` makes its logic."""
+
+    operator_type: ClassVar[str] = "operator"
+    stateful: ClassVar[bool] = False
+
+    @property
+    def is_stateful(self) -> bool:
+        return self.stateful
+
+    @abc.abstractmethod
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        """Return a fresh runtime logic for one subtask."""
+
+
+class Operator(OperatorSpec, Generic[IN, OUT]):
+    """Base class for user-defined operators (seed §8.2).
+
+    Subclass it and implement ``apply``, which receives the records of one
+    micro-batch and returns (or yields) the output records. Set ``name`` and
+    ``parallelism`` as class or instance attributes if you like.
+
+    Example:
+        >>> from reflow.operators import Operator
+        >>> class Normalize(Operator[str, str]):
+        ...     def apply(self, records):
+        ...         for r in records:
+        ...             if r.strip():
+        ...                 yield r.strip().lower()
+        >>> from reflow.testing import TestingSource, TestingSink, run_job
+        >>> from reflow import Job
+        >>> sink = TestingSink()
+        >>> _ = run_job(Job.builder().source(TestingSource([" A", "", "b "]))
+        ...     .transform(Normalize()).sink(sink).build())
+        >>> sink.records
+        ['a', 'b']
+
+    If ``apply`` raises and the step's error policy is not ``fail``, the
+    batch is replayed record by record to isolate the bad record, so keep
+    ``apply`` free of side effects or idempotent.
+    """
+
+    operator_type: ClassVar[str] = "custom"
+    name: str | None = None
+    parallelism: int | None = None
+
+    @abc.abstractmethod
+    def apply(self, records: Iterable[IN]) -> Iterable[OUT]:
+        """Transform the records of one micro-batch."""
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        from reflow.operators.stateless import CustomLogic
+
+        return CustomLogic(self.apply, ctx)

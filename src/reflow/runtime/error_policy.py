@@ -1,0 +1,113 @@
+"""Applying a job's error policy to rejected records: fail, skip-and-count, dead-letter.
+
+Nothing is dropped silently: a skipped record is counted and logged (the
+first ``LOG_FIRST`` per step, then every ``LOG_EVERY``-th, plus a summary at the
+end); a dead-lettered one is also written to the dead-letter sink with its
+step_id and error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from typing import Any
+
+from reflow.connectors.base import SinkWriter
+from reflow.errors import RecordRejectedError
+from reflow.graph.job import ErrorMode
+from reflow.runtime.metrics import StepMetrics
+
+__all__ = ["DeadLetterOutput", "RecordErrorHandler"]
+
+logger = logging.getLogger(__name__)
+
+# Log every rejected record at first, then only a sample, so a flood of bad
+# input cannot flood the log; counters always see every record.
+LOG_FIRST = 10
+LOG_EVERY = 1000
+
+# Characters of a rejected record shown in a dead-letter entry's log line.
+PREVIEW_CHARS = 200
+
+
+class DeadLetterOutput:
+    """The job's dead-letter sink writer, shared by every subtask."""
+
+    def __init__(self, writer: SinkWriter) -> None:
+        self.writer = writer
+        self.pending: list[dict[str, Any]] = []
+        self._lock = asyncio.Lock()
+        self.written = 0
+
+    async def drain(self) -> None:
+        """Write pending entries; called by subtasks after each batch."""
+        if not self.pending:
+            return
+        async with self._lock:
+            entries, self.pending = self.pending, []
+            if entries:
+                await self.writer.write(entries)
+                self.written += len(entries)
+
+
+class RecordErrorHandler:
+    """The ``reject(record, error)`` callback of one step in one subtask."""
+
+    def __init__(
+        self,
+        job_id: str,
+        step_id: str,
+        mode: ErrorMode,
+        metrics: StepMetrics,
+        dead_letters: DeadLetterOutput | None,
+    ) -> None:
+        self.job_id = job_id
+        self.step_id = step_id
+        self.mode = mode
+        self.metrics = metrics
+        self.dead_letters = dead_letters
+
+    def __call__(self, record: Any, error: BaseException) -> None:
+        if self.mode is ErrorMode.FAIL:
+            raise RecordRejectedError(self.step_id, record, error) from error
+        metrics = self.metrics
+        metrics.rejected += 1
+        count = metrics.rejected
+        if count <= LOG_FIRST or count % LOG_EVERY == 0:
+            shown = repr(record)
+            if len(shown) > PREVIEW_CHARS:
+                shown = shown[:PREVIEW_CHARS] + "..."
+            logger.warning(
+                "job %s step %s subtask %d: %s record #%d (%s: %s): %s",
+                self.job_id,
+                self.step_id,
+                metrics.subtask,
+                "dead-lettered" if self.mode is ErrorMode.DEAD_LETTER else "skipped",
+                count,
+                type(error).__name__,
+                error,
+                shown,
+                extra={"job_id": self.job_id, "step_id": self.step_id},
+            )
+        if self.mode is ErrorMode.DEAD_LETTER and self.dead_letters is not None:
+            metrics.dead_lettered += 1
+            self.dead_letters.pending.append(
+                {
+                    "job_id": self.job_id,
+                    "step_id": self.step_id,
+                    "subtask": metrics.subtask,
+                    "error_type": type(error).__name__,
+                    "error": str(error),
+                    "record": _jsonable(record),
+                    "time": time.time(),
+                }
+            )
+
+
+def _jsonable(record: Any) -> Any:
+    if isinstance(record, bytes):
+        return record.decode("utf-8", "replace")
+    if record is None or isinstance(record, str | int | float | bool | list | dict):
+        return record
+    return repr(record)

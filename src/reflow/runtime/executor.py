@@ -1,0 +1,416 @@
+"""The local executor: runs a Job's JobGraph as asyncio subtasks in this process (seed §3.5).
+
+Each JobVertex runs as ``parallelism`` subtasks; every subtask of a vertex
+with inputs has one bounded inbox channel. Blocking work goes to two bounded
+thread pools (seed §6.1 ``executor.threadPool``, §10.4 io/compute). The
+subtasks only meet through ``Channel`` objects, so a distributed executor can
+run the same subtasks in other processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from reflow.connectors.base import DEFAULT_BATCH_SIZE, ConnectorContext, SinkWriter
+from reflow.connectors.registry import resolve_sink, resolve_source
+from reflow.errors import ExecutionError, ReflowError
+from reflow.graph.job import ErrorMode, Job, JobStatus
+from reflow.graph.job_graph import JobVertex
+from reflow.graph.partitioning import Partitioning
+from reflow.graph.stream_graph import NodeKind
+from reflow.operators.base import OperatorContext, OperatorSpec
+from reflow.runtime.channel import Channel
+from reflow.runtime.error_policy import DeadLetterOutput, RecordErrorHandler
+from reflow.runtime.metrics import ExecutionMetrics, StepMetrics
+from reflow.runtime.task import Router, Stage, Subtask
+
+__all__ = ["ExecutorSettings", "JobResult", "LocalExecutor"]
+
+logger = logging.getLogger(__name__)
+
+# Batches a channel holds before its producers wait: with ~500-record batches
+# this keeps a few thousand records in flight per edge, enough to ride out
+# jitter, little enough to bound memory.
+DEFAULT_CHANNEL_CAPACITY = 8
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutorSettings:
+    """Executor settings; the system config's ``executor`` section maps onto these."""
+
+    parallelism: int = 1
+    batch_size: int = DEFAULT_BATCH_SIZE
+    channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
+    io_threads: int = 16
+    compute_threads: int = 4
+
+
+@dataclass(slots=True)
+class JobResult:
+    """The outcome of one execution (seed §3.5.3 ``JobResult``)."""
+
+    job_id: str
+    job_name: str
+    status: JobStatus
+    metrics: ExecutionMetrics
+    start_time: datetime | None
+    end_time: datetime | None
+    error: str | None = None
+    step_id: str | None = None
+    exception: BaseException | None = field(default=None, repr=False)
+
+    @property
+    def duration_seconds(self) -> float:
+        return self.metrics.elapsed_seconds
+
+    def records_in(self, step_id: str) -> int:
+        return self.metrics.step(step_id).records_in
+
+    def records_out(self, step_id: str) -> int:
+        return self.metrics.step(step_id).records_out
+
+
+class _Execution:
+    """The runtime objects of one running job."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.metrics: list[StepMetrics] = []
+        self.channels: list[Channel] = []
+        self.subtasks: list[Subtask] = []
+        self.tasks: list[asyncio.Task[None]] = []
+        self.gate = asyncio.Event()
+        self.gate.set()
+        self.started = time.perf_counter()
+        self.finished: float | None = None
+        self.dead_letters: DeadLetterOutput | None = None
+        self.cancelled = False
+
+    def snapshot(self) -> ExecutionMetrics:
+        stats = [c.statistics() for c in self.channels]
+        end = self.finished if self.finished is not None else time.perf_counter()
+        return ExecutionMetrics.summarize(
+            self.metrics,
+            dropped=sum(s.dropped_records for s in stats),
+            blocked=sum(s.blocked_seconds for s in stats),
+            elapsed=end - self.started,
+            channels={s.name: (s.size, s.capacity) for s in stats},
+        )
+
+
+class LocalExecutor:
+    """Runs jobs in this process on asyncio (the seed's single-node mode)."""
+
+    def __init__(self, settings: ExecutorSettings | None = None) -> None:
+        self.settings = settings or ExecutorSettings()
+        self._io_pool: ThreadPoolExecutor | None = None
+        self._compute_pool: ThreadPoolExecutor | None = None
+        self._executions: dict[str, _Execution] = {}
+
+    def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        if self._io_pool is None or self._compute_pool is None:
+            self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "reflow-io")
+            self._compute_pool = ThreadPoolExecutor(
+                self.settings.compute_threads, "reflow-compute"
+            )
+        return self._io_pool, self._compute_pool
+
+    def close(self) -> None:
+        """Shut the thread pools down."""
+        for pool in (self._io_pool, self._compute_pool):
+            if pool is not None:
+                pool.shutdown(wait=True, cancel_futures=True)
+        self._io_pool = self._compute_pool = None
+
+    def __enter__(self) -> LocalExecutor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- the seed's executor interface (§3.5.3) --------------------------------------------
+
+    async def execute(self, job: Job) -> JobResult:
+        """Run ``job`` to completion (bounded) or until stopped; never raises for job errors.
+
+        The job moves CREATED -> SCHEDULED -> RUNNING -> COMPLETED / FAILED / CANCELLED.
+        """
+        if job.status is JobStatus.CREATED:
+            job.schedule()
+        execution = _Execution(job)
+        self._executions[job.job_id] = execution
+        try:
+            self._build(execution)
+        except ReflowError as exc:
+            job.start()
+            job.fail(str(exc))
+            return self._result(execution, exc)
+        if job.status is JobStatus.FAILED:
+            job.retry()
+        else:
+            job.start()
+        logger.info(
+            "job %s (%s) started: %d vertices, %d subtasks",
+            job.job_id,
+            job.job_name,
+            len(job.job_graph.vertices),
+            len(execution.subtasks),
+            extra={"job_id": job.job_id, "event": "JOB_STARTED"},
+        )
+        error = await self._run(execution)
+        execution.finished = time.perf_counter()
+        if execution.dead_letters is not None:
+            await _close_writer(execution.dead_letters.writer, error is None)
+        if execution.cancelled:
+            job.cancel()
+        elif error is None:
+            job.complete()
+        else:
+            job.fail(str(error))
+        result = self._result(execution, error)
+        logger.info(
+            "job %s finished: %s in %.3fs",
+            job.job_id,
+            job.status.value,
+            result.metrics.elapsed_seconds,
+            extra={"job_id": job.job_id, "event": f"JOB_{job.status.value}"},
+        )
+        return result
+
+    async def stop(self, job_id: str) -> None:
+        """Cancel a running job; it ends CANCELLED."""
+        execution = self._executions.get(job_id)
+        if execution is None:
+            raise ExecutionError(f"no job {job_id!r} runs on this executor")
+        execution.cancelled = True
+        execution.gate.set()
+        for task in execution.tasks:
+            task.cancel()
+
+    def pause(self, job_id: str) -> None:
+        """Stop the sources reading; records in flight drain."""
+        execution = self._executions[job_id]
+        execution.job.pause()
+        execution.gate.clear()
+
+    def resume(self, job_id: str) -> None:
+        execution = self._executions[job_id]
+        execution.job.resume()
+        execution.gate.set()
+
+    def status(self, job_id: str) -> JobStatus:
+        execution = self._executions.get(job_id)
+        if execution is None:
+            raise ExecutionError(f"no job {job_id!r} ran on this executor")
+        return execution.job.status
+
+    def metrics(self, job_id: str) -> ExecutionMetrics:
+        execution = self._executions.get(job_id)
+        if execution is None:
+            raise ExecutionError(f"no job {job_id!r} ran on this executor")
+        return execution.snapshot()
+
+    # -- building --------------------------------------------------------------------------
+
+    def _build(self, execution: _Execution) -> None:
+        job = execution.job
+        graph = job.job_graph
+        settings = self.settings
+        batch_size = job.config.batch_size or settings.batch_size
+        capacity_default = job.config.channel_capacity or settings.channel_capacity
+        io_pool, compute_pool = self._pools()
+        policy = job.config.error_policy
+
+        # Resolve every connector first: a wrong option fails before any I/O.
+        sources = {
+            n.step_id: resolve_source(n.payload)
+            for v in graph.vertices
+            for n in v.chained_nodes
+            if n.kind is NodeKind.SOURCE
+        }
+        sinks = {
+            n.step_id: resolve_sink(n.payload)
+            for v in graph.vertices
+            for n in v.chained_nodes
+            if n.kind is NodeKind.SINK
+        }
+        if policy.dead_letter is not None and any(
+            policy.mode_for(n.step_id) is ErrorMode.DEAD_LETTER for n in graph.stream_graph.nodes
+        ):
+            dl_sink = resolve_sink(policy.dead_letter)
+            dl_writer = dl_sink.create_writer(
+                ConnectorContext("dead-letter", 0, 1, job.job_id, batch_size, io_pool)
+            )
+            execution.dead_letters = DeadLetterOutput(dl_writer)
+
+        inboxes: dict[int, list[Channel]] = {}
+        for vertex in graph.vertices:
+            if not vertex.inputs:
+                continue
+            senders = sum(
+                1
+                if edge.partitioning is Partitioning.FORWARD
+                else graph.vertex(edge.source_vertex).parallelism
+                for edge in vertex.inputs
+            )
+            capacity = min(
+                (e.capacity for e in vertex.inputs if e.capacity is not None),
+                default=capacity_default,
+            )
+            inboxes[vertex.vertex_id] = [
+                Channel(f"{vertex.head.step_id}#{i}", capacity, senders)
+                for i in range(vertex.parallelism)
+            ]
+            execution.channels.extend(inboxes[vertex.vertex_id])
+
+        for vertex in graph.vertices:
+            for index in range(vertex.parallelism):
+                execution.subtasks.append(
+                    self._subtask(
+                        execution,
+                        vertex,
+                        index,
+                        inboxes,
+                        sources,
+                        sinks,
+                        batch_size,
+                        io_pool,
+                        compute_pool,
+                    )
+                )
+
+    def _subtask(
+        self,
+        execution: _Execution,
+        vertex: JobVertex,
+        index: int,
+        inboxes: dict[int, list[Channel]],
+        sources: dict[str, Any],
+        sinks: dict[str, Any],
+        batch_size: int,
+        io_pool: ThreadPoolExecutor,
+        compute_pool: ThreadPoolExecutor,
+    ) -> Subtask:
+        job = execution.job
+        policy = job.config.error_policy
+        stages: list[Stage] = []
+        reader = None
+        source_metrics = None
+        for node in vertex.chained_nodes:
+            metrics = StepMetrics(node.step_id, index, node.kind.value)
+            execution.metrics.append(metrics)
+            handler = RecordErrorHandler(
+                job.job_id,
+                node.step_id,
+                policy.mode_for(node.step_id),
+                metrics,
+                execution.dead_letters,
+            )
+            ctx = ConnectorContext(
+                node.step_id, index, vertex.parallelism, job.job_id, batch_size, io_pool, handler
+            )
+            if node.kind is NodeKind.SOURCE:
+                reader = sources[node.step_id].create_reader(ctx)
+                source_metrics = metrics
+            elif node.kind is NodeKind.SINK:
+                writer: SinkWriter = sinks[node.step_id].create_writer(ctx)
+                stages.append(Stage(metrics, writer=writer))
+            else:
+                spec = node.payload
+                if not isinstance(spec, OperatorSpec):
+                    raise ExecutionError(
+                        f"step {node.step_id!r}: {spec!r} is not an operator; "
+                        "use Operators.<name>(...) or subclass reflow.operators.Operator",
+                        step_id=node.step_id,
+                    )
+                op_ctx = OperatorContext(node.step_id, index, vertex.parallelism, handler, job.job_id)
+                stages.append(Stage(metrics, logic=spec.build(op_ctx)))
+        routers = [
+            Router(edge, inboxes[edge.target_vertex], index) for edge in vertex.outputs
+        ]
+        return Subtask(
+            job_id=job.job_id,
+            vertex_name=vertex.vertex_name,
+            index=index,
+            stages=stages,
+            routers=routers,
+            inbox=inboxes[vertex.vertex_id][index] if vertex.inputs else None,
+            reader=reader,
+            source_metrics=source_metrics,
+            dead_letters=execution.dead_letters,
+            gate=execution.gate,
+            compute_pool=compute_pool,
+        )
+
+    # -- running ---------------------------------------------------------------------------
+
+    async def _run(self, execution: _Execution) -> BaseException | None:
+        if execution.dead_letters is not None:
+            await execution.dead_letters.writer.open()
+        execution.tasks = [
+            asyncio.create_task(subtask.run(), name=f"reflow:{subtask.name}")
+            for subtask in execution.subtasks
+        ]
+        by_task = dict(zip(execution.tasks, execution.subtasks, strict=True))
+        pending: set[asyncio.Task[None]] = set(execution.tasks)
+        error: BaseException | None = None
+        try:
+            while pending:
+                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                failed = [t for t in done if not t.cancelled() and t.exception() is not None]
+                if failed:
+                    task = failed[0]
+                    error = _attribute(task.exception(), by_task[task])
+                    break
+                if execution.cancelled:
+                    break
+        except asyncio.CancelledError:
+            execution.cancelled = True
+        if pending or error is not None:
+            for channel in execution.channels:
+                channel.break_channel(error or asyncio.CancelledError())
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        return None if execution.cancelled and error is None else error
+
+    def _result(self, execution: _Execution, error: BaseException | None) -> JobResult:
+        job = execution.job
+        return JobResult(
+            job_id=job.job_id,
+            job_name=job.job_name,
+            status=job.status,
+            metrics=execution.snapshot(),
+            start_time=job.start_time,
+            end_time=job.end_time,
+            error=None if error is None else str(error),
+            step_id=getattr(error, "step_id", None),
+            exception=error,
+        )
+
+
+def _attribute(error: BaseException | None, subtask: Subtask) -> BaseException:
+    assert error is not None
+    if isinstance(error, ExecutionError) and error.step_id is not None:
+        return error
+    step = subtask.current_step
+    wrapped = ExecutionError(
+        f"step {step!r} (subtask {subtask.name}) failed: {type(error).__name__}: {error}",
+        step_id=step,
+    )
+    wrapped.__cause__ = error
+    return wrapped
+
+
+async def _close_writer(writer: SinkWriter, flush: bool) -> None:
+    try:
+        if flush:
+            await writer.flush()
+    finally:
+        await writer.close()

@@ -1,0 +1,104 @@
+"""Per-step, per-subtask counters kept by the runtime, and their snapshots.
+
+Counters are plain integers bumped once per micro-batch, never per record, so
+they cost nothing measurable. The observability layer reads them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+__all__ = ["ExecutionMetrics", "StepMetrics", "StepSummary"]
+
+
+class StepMetrics:
+    """Live counters of one step in one subtask."""
+
+    __slots__ = (
+        "batches",
+        "dead_lettered",
+        "kind",
+        "processing_ns",
+        "records_in",
+        "records_out",
+        "rejected",
+        "step_id",
+        "subtask",
+    )
+
+    def __init__(self, step_id: str, subtask: int, kind: str) -> None:
+        self.step_id = step_id
+        self.subtask = subtask
+        self.kind = kind
+        self.records_in = 0
+        self.records_out = 0
+        self.rejected = 0
+        self.dead_lettered = 0
+        self.processing_ns = 0
+        self.batches = 0
+
+
+@dataclass(frozen=True, slots=True)
+class StepSummary:
+    """A step's counters summed over its subtasks."""
+
+    step_id: str
+    kind: str
+    subtasks: int
+    records_in: int
+    records_out: int
+    rejected: int
+    dead_lettered: int
+    processing_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecutionMetrics:
+    """A snapshot of a job's execution (seed §3.5.3 ``ExecutionMetrics``)."""
+
+    steps: tuple[StepSummary, ...] = ()
+    dropped_records: int = 0
+    """Records dropped by DROP/LATEST overflow strategies, over all channels."""
+    backpressure_seconds: float = 0.0
+    """Time producers waited on full channels, over all channels."""
+    elapsed_seconds: float = 0.0
+    channels: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Channel name -> (batches queued, capacity)."""
+
+    def step(self, step_id: str) -> StepSummary:
+        for summary in self.steps:
+            if summary.step_id == step_id:
+                return summary
+        raise KeyError(step_id)
+
+    @staticmethod
+    def summarize(
+        live: Iterable[StepMetrics],
+        *,
+        dropped: int = 0,
+        blocked: float = 0.0,
+        elapsed: float = 0.0,
+        channels: dict[str, tuple[int, int]] | None = None,
+    ) -> ExecutionMetrics:
+        order: list[str] = []
+        grouped: dict[str, list[StepMetrics]] = {}
+        for m in live:
+            if m.step_id not in grouped:
+                order.append(m.step_id)
+                grouped[m.step_id] = []
+            grouped[m.step_id].append(m)
+        steps = tuple(
+            StepSummary(
+                step_id=step,
+                kind=grouped[step][0].kind,
+                subtasks=len(grouped[step]),
+                records_in=sum(m.records_in for m in grouped[step]),
+                records_out=sum(m.records_out for m in grouped[step]),
+                rejected=sum(m.rejected for m in grouped[step]),
+                dead_lettered=sum(m.dead_lettered for m in grouped[step]),
+                processing_seconds=sum(m.processing_ns for m in grouped[step]) / 1e9,
+            )
+            for step in order
+        )
+        return ExecutionMetrics(steps, dropped, blocked, elapsed, channels or {})

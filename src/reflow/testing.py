@@ -1,0 +1,34 @@
+"""The public test kit: sources, sinks and a runner for jobs in tests.
+
+``TestingSource(iterable)`` feeds records (with ``ABORT``/``EOF`` markers),
+``TestingSink()`` collects them in ``.records``, and ``run_job(job)`` runs a
+job to its end on a fresh local executor and returns the JobResult.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from reflow.connectors.memory import TestingSink, TestingSource, TestingSourceAbort, memory_store
+from reflow.graph.job import Job
+from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor
+
+__all__ = [
+    "TestingSink",
+    "TestingSource",
+    "TestingSourceAbort",
+    "memory_store",
+    "run_job",
+    "run_job_async",
+]
+
+
+async def run_job_async(job: Job, settings: ExecutorSettings | None = None) -> JobResult:
+    """Run ``job`` on a fresh LocalExecutor inside the running event loop."""
+    with LocalExecutor(settings) as executor:
+        return await executor.execute(job)
+
+
+def run_job(job: Job, settings: ExecutorSettings | None = None) -> JobResult:
+    """Run ``job`` to its end in a new event loop and return its JobResult."""
+    return asyncio.run(run_job_async(job, settings))
