@@ -11,12 +11,6 @@ from reflow.connectors.base import (
     SourceReader,
 )
 from reflow.connectors.facade import Connectors, ConnectorSpecBuilder
-from reflow.connectors.options import (
-    ConfigDescriptor,
-    ConnectorOptions,
-    OptionDescriptor,
-    OptionsConnector,
-)
 from reflow.connectors.registry import (
     ConnectorSpec,
     available_connectors,
@@ -25,6 +19,18 @@ from reflow.connectors.registry import (
     resolve_sink,
     resolve_source,
 )
+
+# The options machinery imports pydantic (~75 ms); it loads when first used.
+_LAZY = {"ConfigDescriptor", "ConnectorOptions", "OptionDescriptor", "OptionsConnector"}
+
+
+def __getattr__(name: str) -> object:
+    if name in _LAZY:
+        from reflow.connectors import options
+
+        return getattr(options, name)
+    raise AttributeError(f"module 'reflow.connectors' has no attribute {name!r}")
+
 
 __all__ = [
     "Boundedness",

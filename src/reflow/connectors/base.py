@@ -36,9 +36,12 @@ __all__ = [
 
 T = TypeVar("T")
 
-# Records a reader hands over at once when the job sets no batch size: large
-# enough that per-batch costs vanish, small enough to stay in CPU cache.
-DEFAULT_BATCH_SIZE = 500
+# Records per micro-batch when the job sets no batch size. Per-batch costs
+# (a channel hop, counters) vanish at ~100 records, and a batch's records stay
+# small enough (~100 KB) that freeing them does not make glibc's malloc return
+# memory to the OS and fault it back in for the next batch: measured on
+# Nexmark Q1, 350-record batches ran 1.8x slower than 100-record ones.
+DEFAULT_BATCH_SIZE = 100
 
 
 class Boundedness(enum.Enum):

@@ -11,11 +11,13 @@ import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from importlib.metadata import EntryPoint, entry_points
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from reflow.connectors.base import Connector, Sink, Source
 from reflow.errors import ConnectorConfigError, ConnectorNotFoundError
+
+if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -36,6 +38,10 @@ _registered: dict[str, type[Connector]] = {}
 
 
 def _entry_points() -> dict[str, EntryPoint]:
+    # Imported here: importlib.metadata costs ~20 ms, paid only when a
+    # connector is looked up by name.
+    from importlib.metadata import entry_points
+
     return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
 
 

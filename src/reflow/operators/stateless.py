@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Awaitable, Callable, Iterable
+from itertools import chain
+from operator import length_hint
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -42,65 +44,49 @@ def _is_async(fn: Callable[..., Any]) -> bool:
     )
 
 
-class MapLogic(OperatorLogic):
+class _FunctionLogic(OperatorLogic):
+    """A sync user function applied by a C-level loop (``map``/``filter`` builtins).
+
+    On an exception, the records the loop already produced stay in ``out``
+    (``list.extend`` keeps them), the failing record is the last one the input
+    iterator gave out, and the loop resumes after it: no record is processed
+    twice and none is lost.
+    """
+
     def __init__(self, fn: Callable[[Any], Any], ctx: OperatorContext, blocking: bool) -> None:
         self.fn = fn
         self.reject = ctx.reject
         self.blocking = blocking
 
-    def process(self, batch: list[Any]) -> list[Any]:
-        fn = self.fn
-        out: list[Any] = []
-        append = out.append
-        records = iter(batch)
-        while True:
-            try:
-                for record in records:
-                    append(fn(record))
-                return out
-            except Exception as exc:
-                self.reject(record, exc)
-
-
-class FilterLogic(OperatorLogic):
-    def __init__(self, fn: Callable[[Any], Any], ctx: OperatorContext, blocking: bool) -> None:
-        self.fn = fn
-        self.reject = ctx.reject
-        self.blocking = blocking
+    def _loop(self, records: Iterator[Any]) -> Iterable[Any]:
+        raise NotImplementedError  # pragma: no cover
 
     def process(self, batch: list[Any]) -> list[Any]:
-        fn = self.fn
         out: list[Any] = []
-        append = out.append
         records = iter(batch)
+        loop = self._loop
         while True:
             try:
-                for record in records:
-                    if fn(record):
-                        append(record)
+                out.extend(loop(records))
                 return out
             except Exception as exc:
-                self.reject(record, exc)
+                failed = batch[len(batch) - length_hint(records) - 1]
+                self.reject(failed, exc)
 
 
-class FlatMapLogic(OperatorLogic):
-    def __init__(self, fn: Callable[[Any], Any], ctx: OperatorContext, blocking: bool) -> None:
-        self.fn = fn
-        self.reject = ctx.reject
-        self.blocking = blocking
+class MapLogic(_FunctionLogic):
+    def _loop(self, records: Iterator[Any]) -> Iterable[Any]:
+        return map(self.fn, records)
 
-    def process(self, batch: list[Any]) -> list[Any]:
-        fn = self.fn
-        out: list[Any] = []
-        extend = out.extend
-        records = iter(batch)
-        while True:
-            try:
-                for record in records:
-                    extend(fn(record))
-                return out
-            except Exception as exc:
-                self.reject(record, exc)
+
+class FilterLogic(_FunctionLogic):
+    def _loop(self, records: Iterator[Any]) -> Iterable[Any]:
+        return filter(self.fn, records)
+
+
+class FlatMapLogic(_FunctionLogic):
+    def _loop(self, records: Iterator[Any]) -> Iterable[Any]:
+        return chain.from_iterable(map(self.fn, records))
 
 
 class AsyncMapLogic(OperatorLogic):

@@ -1,0 +1,1 @@
+"""reflow's benchmark suite: Nexmark-style queries, each beside a plain-Python loop."""

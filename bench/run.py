@@ -1,0 +1,78 @@
+"""Run reflow's benchmarks beside their plain-Python loops and print the ratios.
+
+    python -m bench.run [--events 1000000] [--repeat 3] [--query q1]
+
+Each implementation runs in a fresh process (so peak RSS is its own); the
+best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
+plain loop's: 1.0 means the framework costs nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from bench.nexmark import ensure_bids
+
+DATA_DIR = Path(__file__).parent / "data"
+
+
+def _run(module: str, impl: str, inp: Path, extra: list[str]) -> dict[str, float]:
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "out.jsonl"
+        proc = subprocess.run(
+            [sys.executable, "-m", module, "--impl", impl, *extra, str(inp), str(out)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+    if proc.returncode != 0:
+        raise SystemExit(f"{module} --impl {impl} failed:\n{proc.stderr}")
+    figures: dict[str, float] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return figures
+
+
+def bench_query(module: str, inp: Path, events: int, repeat: int, extra: list[str]) -> None:
+    best: dict[str, dict[str, float]] = {}
+    for _ in range(repeat):
+        for impl in ("plain", "reflow"):
+            figures = _run(module, impl, inp, extra if impl == "reflow" else [])
+            if impl not in best or figures["seconds"] < best[impl]["seconds"]:
+                best[impl] = figures
+    plain, ours = best["plain"], best["reflow"]
+    if plain["written"] != ours["written"]:
+        raise SystemExit(f"outputs differ: plain wrote {plain['written']}, reflow {ours['written']}")
+    print(f"{module}: {events:,} events, best of {repeat}")
+    for impl in ("plain", "reflow"):
+        f = best[impl]
+        print(
+            f"  {impl:<7} {events / f['seconds']:>12,.0f} records/s  {f['seconds']:7.3f} s  "
+            f"cpu {f['cpu_seconds']:7.3f} s  +startup {f['startup_seconds']:5.3f} s  "
+            f"peak RSS {f['peak_rss_mb']:6.1f} MB  written {int(f['written']):,}"
+        )
+    ratio = plain["seconds"] / ours["seconds"]
+    whole = (plain["seconds"] + plain["startup_seconds"]) / (
+        ours["seconds"] + ours["startup_seconds"]
+    )
+    print(f"  ratio reflow/plain, records/s of the run:        {ratio:.3f}")
+    print(f"  ratio reflow/plain, including imports (startup): {whole:.3f}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--query", choices=["q1"], default="q1")
+    parser.add_argument("--parallelism", type=int, default=1)
+    args = parser.parse_args()
+    inp = ensure_bids(DATA_DIR, args.events)
+    extra = ["--parallelism", str(args.parallelism)]
+    bench_query(f"bench.{args.query}", inp, args.events, args.repeat, extra)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,124 @@
+"""The ``file`` connector: CSV, JSON lines, text and Parquet files (seed §3.6.2, §3.8.2, §9.2)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+from pydantic import Field, model_validator
+
+from reflow.connectors.base import ConnectorContext, Sink, SinkWriter, Source, SourceReader
+from reflow.connectors.file.formats import FORMATS, infer_format
+from reflow.connectors.file.reader import list_files, make_reader, plan_splits
+from reflow.connectors.file.writer import FileWriter
+from reflow.connectors.options import ConnectorOptions, OptionsConnector
+from reflow.errors import ConnectorConfigError
+
+__all__ = ["FileConnector", "FileSink", "FileSinkOptions", "FileSource", "FileSourceOptions"]
+
+FormatName = Literal["json", "csv", "text", "parquet"]
+ColumnType = Literal["int", "float", "str", "bool"]
+
+
+class _FileOptions(ConnectorOptions):
+    path: str = Field(description="file path; sources also take a folder or a glob")
+    format: FormatName | None = Field(
+        None, description="json (JSON lines), csv, text or parquet; default: from the extension"
+    )
+    encoding: str = Field("utf-8", description="text encoding of csv, json and text files")
+    csv_delimiter: str = Field(",", description="CSV field delimiter")
+    csv_header: bool = Field(True, description="CSV files have (sources) / get (sinks) a header row")
+    columns: list[str] | None = Field(
+        None, description="CSV column names (source without header; sink column order)"
+    )
+
+    @model_validator(mode="after")
+    def _format_known(self) -> _FileOptions:
+        if self.format is None and infer_format(self.path) is None:
+            raise ValueError(
+                f"cannot tell the format of {self.path!r} from its extension; set format to one "
+                f"of {', '.join(FORMATS)}"
+            )
+        return self
+
+    @property
+    def resolved_format(self) -> str:
+        return self.format or infer_format(self.path) or "json"
+
+
+class FileSourceOptions(_FileOptions):
+    types: dict[str, ColumnType] | None = Field(
+        None, description="CSV column types, e.g. {price: float, id: int}; others stay strings"
+    )
+    split_files: bool = Field(
+        True, description="let several readers share one JSON-lines or text file by byte ranges"
+    )
+
+
+class FileSinkOptions(_FileOptions):
+    mode: Literal["overwrite", "append", "error"] = Field(
+        "overwrite", description="what to do with an existing file"
+    )
+    rolling_max_records: int | None = Field(
+        None, gt=0, description="start a new file after this many records"
+    )
+    rolling_max_bytes: int | None = Field(
+        None, gt=0, description="start a new file after about this many bytes"
+    )
+    parquet_row_group_size: int = Field(65536, gt=0, description="rows per Parquet row group")
+
+
+class FileSource(Source):
+    connector_type: ClassVar[str] = "file"
+
+    def __init__(self, options: FileSourceOptions) -> None:
+        self.options = options
+        self.format = options.resolved_format
+        self.name: str | None = None
+        self.parallelism: int | None = None
+
+    @property
+    def is_parallel(self) -> bool:
+        return True
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        files = list_files(self.options.path)
+        splittable = self.format in ("json", "text") and self.options.split_files
+        splits = plan_splits(files, ctx.parallelism, splittable)
+        mine = splits[ctx.subtask_index :: ctx.parallelism]
+        return make_reader(self.format, mine, self.options, ctx)
+
+
+class FileSink(Sink):
+    connector_type: ClassVar[str] = "file"
+
+    def __init__(self, options: FileSinkOptions) -> None:
+        self.options = options
+        self.format = options.resolved_format
+        self.name: str | None = None
+        self.parallelism: int | None = None
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        return FileWriter(self.options, self.format, ctx)
+
+
+class FileConnector(OptionsConnector):
+    """Local files: a path, a folder or a glob; JSON lines, CSV, text or Parquet."""
+
+    type = "file"
+    description = (
+        "Local files: CSV, JSON lines, text and Parquet. Sources read a path, a folder or a "
+        "glob, in parallel; sinks write rolling files from a path template with {date}, "
+        "{datetime}, {subtask} and {part}."
+    )
+    source_options = FileSourceOptions
+    sink_options = FileSinkOptions
+
+    def create_source(self, options: Mapping[str, Any]) -> Source:
+        return FileSource(self.parse(options, "source", FileSourceOptions))
+
+    def create_sink(self, options: Mapping[str, Any]) -> Sink:
+        parsed = self.parse(options, "sink", FileSinkOptions)
+        if parsed.resolved_format == "parquet" and parsed.mode == "append":
+            raise ConnectorConfigError("file", "sink: Parquet files cannot be appended to")
+        return FileSink(parsed)

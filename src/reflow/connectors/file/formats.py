@@ -1,0 +1,125 @@
+"""Record formats of the file connector: decoding lines and encoding batches.
+
+JSON uses orjson, which parses about 5x and serialises about 14x faster than
+the standard ``json`` module; the codec is the largest single cost of a
+file-to-file job.
+"""
+
+from __future__ import annotations
+
+import csv
+import decimal
+import io
+from collections.abc import Callable, Sequence
+from typing import Any, Literal
+
+import orjson
+
+__all__ = [
+    "FORMATS",
+    "Format",
+    "decode_json_lines",
+    "encode_csv",
+    "encode_json_lines",
+    "encode_text",
+    "infer_format",
+]
+
+Format = Literal["json", "csv", "text", "parquet"]
+FORMATS: tuple[str, ...] = ("json", "csv", "text", "parquet")
+
+_EXTENSIONS = {
+    ".json": "json",
+    ".jsonl": "json",
+    ".ndjson": "json",
+    ".csv": "csv",
+    ".tsv": "csv",
+    ".txt": "text",
+    ".log": "text",
+    ".parquet": "parquet",
+    ".pq": "parquet",
+}
+
+
+def infer_format(path: str) -> str | None:
+    """The format a path's extension implies (``.jsonl`` -> json), or None."""
+    lowered = path.lower()
+    for ext, fmt in _EXTENSIONS.items():
+        if lowered.endswith(ext):
+            return fmt
+    return None
+
+
+Reject = Callable[[Any, BaseException], None]
+
+
+def decode_json_lines(lines: Sequence[bytes], reject: Reject, where: Callable[[int], str]) -> list[Any]:
+    """Parse JSON lines; blank lines are skipped, bad ones go to ``reject``.
+
+    Parsing is pure, so the fast path parses the whole batch in one C-level
+    loop and only a batch with a bad line is parsed again line by line.
+    ``where(index)`` names the place of line ``index`` (file and line, or
+    byte) for the error message; it is only called on the error path.
+    """
+    loads = orjson.loads
+    try:
+        return list(map(loads, lines))
+    except orjson.JSONDecodeError:
+        pass
+    out: list[Any] = []
+    for index, line in enumerate(lines):
+        try:
+            out.append(loads(line))
+        except orjson.JSONDecodeError as exc:
+            if line.strip():
+                reject(line, ValueError(f"{where(index)}: invalid JSON: {exc}"))
+    return out
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, decimal.Decimal):
+        return float(value)
+    if isinstance(value, set | frozenset | tuple):
+        return list(value)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def encode_json_lines(batch: list[Any], reject: Reject) -> bytes:
+    """One JSON document per line.
+
+    The fast path encodes the batch in one C-level loop; types orjson does not
+    know (Decimal, sets) take the slow path, and records that still cannot be
+    encoded go to ``reject``. A batch of ~100 records joins into a block small
+    enough not to be allocated and freed through mmap.
+    """
+    try:
+        return b"\n".join(map(orjson.dumps, batch)) + b"\n" if batch else b""
+    except TypeError:
+        pass
+    out: list[bytes] = []
+    for record in batch:
+        try:
+            out.append(orjson.dumps(record, default=_default))
+        except TypeError as exc:
+            reject(record, exc)
+    return b"\n".join(out) + b"\n" if out else b""
+
+
+def encode_text(batch: list[Any], encoding: str) -> bytes:
+    """``str(record)`` per line."""
+    return "".join([f"{r}\n" for r in batch]).encode(encoding)
+
+
+def encode_csv(
+    batch: list[Any], columns: list[str], delimiter: str, header: bool, encoding: str
+) -> bytes:
+    """CSV rows of ``columns`` (dict records) or of the values (sequence records)."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
+    if header:
+        writer.writerow(columns)
+    if batch and isinstance(batch[0], dict):
+        writer.writerows([[r.get(c) for c in columns] for r in batch])
+    else:
+        writer.writerows(batch)
+    return buffer.getvalue().encode(encoding)

@@ -1,0 +1,356 @@
+"""Reading files: splits (whole files or byte ranges of line files) and their readers.
+
+A line-oriented file (JSON lines, text) read by several subtasks is cut into
+byte ranges; a range owns every line that *starts* inside it, so each line is
+read exactly once whatever the cut points.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import glob
+import io
+import os
+from functools import partial
+from dataclasses import dataclass
+from typing import IO, Any
+
+from reflow.connectors.base import ConnectorContext, SourceReader
+from reflow.connectors.file.formats import decode_json_lines
+from reflow.errors import ConnectorError
+
+__all__ = ["FileSplit", "list_files", "make_reader", "plan_splits"]
+
+# Bytes read per blocking call. The read runs in the I/O pool without the GIL
+# while the previous chunk's records are parsed and processed on the loop;
+# lines are then cut into micro-batches of ``batch_size``.
+READ_CHUNK_BYTES = 1024 * 1024
+# Smallest byte range worth giving a reader of its own.
+MIN_SPLIT_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class FileSplit:
+    path: str
+    start: int = 0
+    end: int | None = None
+    """Exclusive end byte; None reads to the end of the file."""
+
+
+def list_files(pattern: str) -> list[str]:
+    """The files a path, folder or glob names, sorted; raises if there are none."""
+    if os.path.isdir(pattern):
+        files = sorted(
+            os.path.join(pattern, f)
+            for f in os.listdir(pattern)
+            if os.path.isfile(os.path.join(pattern, f)) and not f.startswith(".")
+        )
+    elif glob.has_magic(pattern):
+        files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
+    else:
+        files = [pattern] if os.path.isfile(pattern) else []
+    if not files:
+        raise ConnectorError(
+            f"file source: no file matches {pattern!r} (working directory {os.getcwd()}); "
+            "check the path, or use a glob such as 'data/*.jsonl'"
+        )
+    return files
+
+
+def plan_splits(files: list[str], parallelism: int, splittable: bool) -> list[FileSplit]:
+    """Whole files, or, for line formats with fewer files than readers, byte ranges."""
+    if not splittable or parallelism <= 1 or len(files) >= parallelism:
+        return [FileSplit(f) for f in files]
+    splits = []
+    for path in files:
+        size = os.path.getsize(path)
+        pieces = max(1, min(parallelism, size // MIN_SPLIT_BYTES))
+        step = -(-size // pieces) if size else 0
+        for i in range(pieces):
+            start = i * step
+            end = None if i == pieces - 1 else (i + 1) * step
+            splits.append(FileSplit(path, start, end))
+    return splits
+
+
+class _RawChunks:
+    """Raw byte chunks of one split, ending on a line end (blocking; run in a thread)."""
+
+    def __init__(self, split: FileSplit) -> None:
+        self.split = split
+        start = 0
+        if split.start > 0:
+            with open(split.path, "rb") as probe:
+                probe.seek(split.start - 1)
+                probe.readline()  # the line crossing `start` belongs to the previous split
+                start = probe.tell()
+        self.file = open(split.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+        self.file.seek(start)
+        self.position = start
+        self.done = False
+
+    def read(self) -> bytes | None:
+        if self.done:
+            return None
+        end = self.split.end
+        size = READ_CHUNK_BYTES if end is None else min(READ_CHUNK_BYTES, end - self.position)
+        data = self.file.read(size) if size > 0 else b""
+        if not data:
+            self.done = True
+            return None
+        self.position += len(data)
+        if end is not None and self.position >= end:
+            self.done = True
+            while not data.endswith(b"\n"):
+                more = self.file.read(4096)
+                if not more:
+                    break
+                cut = more.find(b"\n")
+                data += more if cut < 0 else more[: cut + 1]
+                if cut >= 0:
+                    break
+        return data
+
+    def close(self) -> None:
+        self.file.close()
+
+
+class LineReader(SourceReader):
+    """JSON lines or text lines from a list of splits, ``batch_size`` lines per batch.
+
+    While the records of one chunk are parsed and processed, the next chunk is
+    already being read in the I/O pool.
+    """
+
+    def __init__(self, splits: list[FileSplit], fmt: str, encoding: str, ctx: ConnectorContext):
+        self.splits = list(splits)
+        self.fmt = fmt
+        self.encoding = encoding
+        self.ctx = ctx
+        self.batch = max(1, ctx.batch_size)
+        self.current: _RawChunks | None = None
+        self.pending: asyncio.Future[bytes | None] | None = None
+        self.lines: list[bytes] = []
+        self.index = 0
+        self.carry = b""
+        self.line_base: int | None = None  # line number of lines[0], when known
+        self.byte_base = 0  # file offset of lines[0]
+
+    async def _refill(self) -> bool:
+        """Load the next chunk's lines; False at the end of every split."""
+        while True:
+            if self.current is None:
+                if not self.splits:
+                    return False
+                split = self.splits.pop(0)
+                self.current = await self.ctx.run_blocking(_RawChunks, split)
+                self.line_base = 1 if split.start == 0 else None
+                self.byte_base = self.current.position
+                self.carry = b""
+            if self.line_base is not None:
+                self.line_base += len(self.lines)
+            self.byte_base += sum(map(len, self.lines))
+            self.lines, self.index = [], 0
+            if self.pending is not None:
+                data, self.pending = await self.pending, None
+            else:
+                data = await self.ctx.run_blocking(self.current.read)
+            if data is None:
+                self.current.close()
+                self.current = None
+                if self.carry:
+                    self.lines, self.carry = [self.carry], b""
+                    return True
+                continue
+            self.pending = asyncio.ensure_future(self.ctx.run_blocking(self.current.read))
+            if self.carry:
+                data = self.carry + data
+            lines = data.splitlines(keepends=True)
+            self.carry = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+            self.lines = lines
+            if lines:
+                return True
+
+    async def read_batch(self) -> list[Any] | None:
+        if self.index >= len(self.lines) and not await self._refill():
+            return None
+        first = self.index
+        self.index = first + self.batch
+        lines = self.lines[first : self.index]
+        if self.fmt == "json":
+            return decode_json_lines(lines, self.ctx.reject, partial(self._where, first))
+        encoding = self.encoding
+        return [line.decode(encoding).rstrip("\r\n") for line in lines]
+
+    def _where(self, first: int, index: int) -> str:
+        path = self.current.split.path if self.current is not None else "file"
+        if self.line_base is not None:
+            return f"{path}:{self.line_base + first + index}"
+        return f"{path} at byte {self.byte_base + sum(map(len, self.lines[: first + index]))}"
+
+    async def close(self) -> None:
+        if self.pending is not None:
+            try:
+                await self.pending
+            except Exception:  # the reader is closing; the read's error no longer matters
+                pass
+            self.pending = None
+        if self.current is not None:
+            self.current.close()
+            self.current = None
+
+
+def _convert(value: str, kind: str) -> Any:
+    if kind == "int":
+        return int(value)
+    if kind == "float":
+        return float(value)
+    if kind == "bool":
+        lowered = value.strip().lower()
+        if lowered in ("true", "1", "yes", "y", "t"):
+            return True
+        if lowered in ("false", "0", "no", "n", "f", ""):
+            return False
+        raise ValueError(f"{value!r} is not a boolean")
+    return value
+
+
+class CsvReader(SourceReader):
+    """CSV rows as dicts (with a header or ``columns``) or lists, typed by ``types``."""
+
+    def __init__(
+        self,
+        files: list[str],
+        *,
+        delimiter: str,
+        header: bool,
+        columns: list[str] | None,
+        types: dict[str, str],
+        encoding: str,
+        ctx: ConnectorContext,
+    ) -> None:
+        self.files = list(files)
+        self.delimiter = delimiter
+        self.header = header
+        self.columns = columns
+        self.types = types
+        self.encoding = encoding
+        self.ctx = ctx
+        self.file: io.TextIOWrapper | None = None
+        self.reader: Any = None
+        self.path = ""
+        self.fieldnames: list[str] | None = None
+
+    def _open(self, path: str) -> None:
+        self.file = open(path, encoding=self.encoding, newline="")  # noqa: SIM115
+        self.reader = csv.reader(self.file, delimiter=self.delimiter)
+        self.path = path
+        self.fieldnames = self.columns
+        if self.header:
+            first = next(self.reader, None)
+            if self.fieldnames is None and first is not None:
+                self.fieldnames = first
+
+    def _rows(self, count: int) -> list[tuple[int, list[str]]]:
+        rows = []
+        reader = self.reader
+        for row in reader:
+            rows.append((reader.line_num, row))
+            if len(rows) >= count:
+                break
+        return rows
+
+    async def read_batch(self) -> list[Any] | None:
+        while True:
+            if self.file is None:
+                if not self.files:
+                    return None
+                await self.ctx.run_blocking(self._open, self.files.pop(0))
+            rows = await self.ctx.run_blocking(self._rows, self.ctx.batch_size)
+            if not rows:
+                await self.close()
+                continue
+            return self._convert(rows)
+
+    def _convert(self, rows: list[tuple[int, list[str]]]) -> list[Any]:
+        names = self.fieldnames
+        types = self.types
+        out: list[Any] = []
+        for line_num, row in rows:
+            if not row:
+                continue
+            try:
+                if names is None:
+                    out.append(row)
+                    continue
+                if len(row) != len(names):
+                    raise ValueError(
+                        f"{self.path}:{line_num}: expected {len(names)} fields, got {len(row)}"
+                    )
+                record = dict(zip(names, row, strict=True))
+                for column, kind in types.items():
+                    if column in record:
+                        try:
+                            record[column] = _convert(record[column], kind)
+                        except ValueError as exc:
+                            raise ValueError(
+                                f"{self.path}:{line_num}: column {column!r}: {exc}"
+                            ) from exc
+                out.append(record)
+            except ValueError as exc:
+                self.ctx.reject(row, exc)
+        return out
+
+    async def close(self) -> None:
+        if self.file is not None:
+            self.file.close()
+            self.file = None
+
+
+class ParquetReader(SourceReader):
+    """Parquet files, row batch by row batch, as dicts."""
+
+    def __init__(self, files: list[str], ctx: ConnectorContext) -> None:
+        self.files = list(files)
+        self.ctx = ctx
+        self.batches: Any = None
+
+    def _next(self) -> list[Any] | None:
+        import pyarrow.parquet as pq
+
+        while True:
+            if self.batches is None:
+                if not self.files:
+                    return None
+                self.batches = pq.ParquetFile(self.files.pop(0)).iter_batches(
+                    batch_size=self.ctx.batch_size
+                )
+            batch = next(self.batches, None)
+            if batch is None:
+                self.batches = None
+                continue
+            rows: list[Any] = batch.to_pylist()
+            return rows
+
+    async def read_batch(self) -> list[Any] | None:
+        return await self.ctx.run_blocking(self._next)
+
+
+def make_reader(
+    fmt: str, splits: list[FileSplit], options: Any, ctx: ConnectorContext
+) -> SourceReader:
+    files = [s.path for s in splits]
+    if fmt in ("json", "text"):
+        return LineReader(splits, fmt, options.encoding, ctx)
+    if fmt == "csv":
+        return CsvReader(
+            files,
+            delimiter=options.csv_delimiter,
+            header=options.csv_header,
+            columns=options.columns,
+            types=dict(options.types or {}),
+            encoding=options.encoding,
+            ctx=ctx,
+        )
+    return ParquetReader(files, ctx)

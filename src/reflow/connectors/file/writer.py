@@ -1,0 +1,213 @@
+"""Writing files: path templates, rolling files, buffered writes off the event loop.
+
+The path may hold ``{date}`` (YYYY-MM-DD), ``{datetime}`` (YYYYMMDD-HHMMSS),
+``{subtask}`` and ``{part}``. With parallelism above 1 a path without
+``{subtask}`` gets ``-{subtask}`` before its extension, and with rolling on, a
+path without ``{part}`` gets ``-{part}``, so writers never share a file. A new
+file starts when the rendered path changes (a new day) or the current file
+reached ``rolling_max_records`` / ``rolling_max_bytes``.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+from typing import IO, Any
+
+from reflow.connectors.base import ConnectorContext, SinkWriter
+from reflow.connectors.file.formats import encode_csv, encode_json_lines, encode_text
+from reflow.errors import ConnectorError
+
+__all__ = ["FileWriter", "render_template"]
+
+# Encoded bytes gathered (as a list of lines) before one blocking write: large
+# writes amortise the thread-pool hop; 256 KiB stays small next to the records
+# in flight.
+WRITE_BUFFER_BYTES = 256 * 1024
+# The file object's own buffer, allocated once per file.
+FILE_BUFFER_BYTES = 256 * 1024
+
+
+def _insert_before_extension(path: str, text: str) -> str:
+    directory, name = os.path.split(path)
+    stem, dot, ext = name.partition(".")
+    return os.path.join(directory, f"{stem}{text}{dot}{ext}")
+
+
+def effective_template(path: str, parallelism: int, rolling: bool) -> str:
+    """The path template after adding ``{subtask}``/``{part}`` where needed."""
+    if parallelism > 1 and "{subtask}" not in path:
+        path = _insert_before_extension(path, "-{subtask}")
+    if rolling and "{part}" not in path:
+        path = _insert_before_extension(path, "-{part}")
+    return path
+
+
+def render_template(template: str, now: datetime, subtask: int, part: int) -> str:
+    try:
+        return template.format(
+            date=now.strftime("%Y-%m-%d"),
+            datetime=now.strftime("%Y%m%d-%H%M%S"),
+            subtask=subtask,
+            part=part,
+        )
+    except (KeyError, IndexError, ValueError) as exc:
+        raise ConnectorError(
+            f"file sink: bad path template {template!r} ({exc}); use only "
+            "{date}, {datetime}, {subtask} and {part}"
+        ) from exc
+
+
+class FileWriter(SinkWriter):
+    """Encodes batches on the event loop and writes them in the I/O pool."""
+
+    def __init__(self, options: Any, fmt: str, ctx: ConnectorContext) -> None:
+        self.options = options
+        self.fmt = fmt
+        self.ctx = ctx
+        rolling = bool(options.rolling_max_records or options.rolling_max_bytes)
+        self.template = effective_template(options.path, ctx.parallelism, rolling)
+        self.dated = "{date}" in self.template or "{datetime}" in self.template
+        self.part = 0
+        self.path: str | None = None
+        self.file: IO[bytes] | None = None
+        self.buffer: list[bytes] = []
+        self.buffered_bytes = 0
+        self.file_records = 0
+        self.file_bytes = 0
+        self.columns: list[str] | None = options.columns
+        self.parquet: Any = None
+        self.parquet_rows: list[Any] = []
+        self.paths_written: list[str] = []
+
+    def _render(self) -> str:
+        return render_template(self.template, datetime.now(), self.ctx.subtask_index, self.part)
+
+    def _open_file(self, path: str) -> None:
+        directory = os.path.dirname(path)
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        mode = self.options.mode
+        if mode == "error" and os.path.exists(path):
+            raise ConnectorError(
+                f"file sink: {path} exists and mode is 'error'; remove it or set "
+                "mode: overwrite / append"
+            )
+        if self.fmt == "parquet":
+            self.file = None
+        else:
+            self.file = open(  # noqa: SIM115 - closed by _close_file
+                path, "ab" if mode == "append" else "wb", buffering=FILE_BUFFER_BYTES
+            )
+        self.path = path
+        self.paths_written.append(path)
+
+    async def _roll_if_needed(self, incoming: int) -> None:
+        opts = self.options
+        rolled = False
+        if self.path is not None:
+            full = (opts.rolling_max_records and self.file_records + incoming > opts.rolling_max_records
+                    and self.file_records > 0) or (
+                opts.rolling_max_bytes and self.file_bytes >= opts.rolling_max_bytes
+            )
+            if full:
+                await self._close_file()
+                self.part += 1
+                rolled = True
+        if self.path is None or rolled or self.dated:
+            path = self._render()
+            if path != self.path:
+                if self.path is not None:
+                    await self._close_file()
+                await self.ctx.run_blocking(self._open_file, path)
+                self.file_records = 0
+                self.file_bytes = 0
+
+    async def write(self, batch: list[Any]) -> None:
+        max_records = self.options.rolling_max_records
+        while batch:
+            await self._roll_if_needed(len(batch))
+            if max_records:
+                room = max(1, max_records - self.file_records)
+                chunk, batch = batch[:room], batch[room:]
+            else:
+                chunk, batch = batch, []
+            await self._write_chunk(chunk)
+
+    async def _write_chunk(self, chunk: list[Any]) -> None:
+        opts = self.options
+        self.file_records += len(chunk)
+        if self.fmt == "parquet":
+            self.parquet_rows.extend(chunk)
+            if len(self.parquet_rows) >= opts.parquet_row_group_size:
+                await self._write_parquet()
+            return
+        if self.fmt == "json":
+            data = encode_json_lines(chunk, self.ctx.reject)
+        elif self.fmt == "text":
+            data = encode_text(chunk, opts.encoding)
+        else:
+            if self.columns is None:
+                first = chunk[0]
+                if not isinstance(first, dict):
+                    raise ConnectorError(
+                        "file sink: CSV of non-dict records needs the 'columns' option"
+                    )
+                self.columns = list(first)
+            header = opts.csv_header and self.file_bytes == 0 and not self.buffer
+            data = encode_csv(chunk, self.columns, opts.csv_delimiter, header, opts.encoding)
+        size = len(data)
+        self.buffer.append(data)
+        self.buffered_bytes += size
+        self.file_bytes += size
+        if self.buffered_bytes >= WRITE_BUFFER_BYTES:
+            await self._write_buffer()
+
+    async def _write_buffer(self) -> None:
+        if self.buffer and self.file is not None:
+            data, self.buffer = self.buffer, []
+            self.buffered_bytes = 0
+            await self.ctx.run_blocking(self.file.writelines, data)
+
+    async def _write_parquet(self) -> None:
+        rows, self.parquet_rows = self.parquet_rows, []
+        if rows:
+            await self.ctx.run_blocking(self._parquet_blocking, rows)
+
+    def _parquet_blocking(self, rows: list[Any]) -> None:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        if self.parquet is None:
+            table = pa.Table.from_pylist(rows)
+            assert self.path is not None
+            self.parquet = pq.ParquetWriter(self.path, table.schema)
+        else:
+            table = pa.Table.from_pylist(rows, schema=self.parquet.schema)
+        self.parquet.write_table(table)
+        self.file_bytes += table.nbytes
+
+    async def _close_file(self) -> None:
+        if self.fmt == "parquet":
+            await self._write_parquet()
+            if self.parquet is not None:
+                await self.ctx.run_blocking(self.parquet.close)
+                self.parquet = None
+        else:
+            await self._write_buffer()
+            if self.file is not None:
+                await self.ctx.run_blocking(self.file.close)
+                self.file = None
+        self.path = None
+
+    async def flush(self) -> None:
+        if self.fmt == "parquet":
+            await self._write_parquet()
+        else:
+            await self._write_buffer()
+            if self.file is not None:
+                await self.ctx.run_blocking(self.file.flush)
+
+    async def close(self) -> None:
+        if self.path is not None:
+            await self._close_file()
