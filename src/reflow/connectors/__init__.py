@@ -10,7 +10,7 @@ from reflow.connectors.base import (
     Source,
     SourceReader,
 )
-from reflow.connectors.facade import Connectors, ConnectorSpecBuilder
+from reflow.connectors.facade import Connectors
 from reflow.connectors.registry import (
     ConnectorSpec,
     available_connectors,
@@ -40,7 +40,6 @@ __all__ = [
     "ConnectorContext",
     "ConnectorOptions",
     "ConnectorSpec",
-    "ConnectorSpecBuilder",
     "Connectors",
     "OptionDescriptor",
     "OptionsConnector",

@@ -38,6 +38,8 @@ memory_store: dict[str, list[Any]] = {}
 class TestingSourceAbort(ConnectorError):
     """Raised by a TestingSource reader at its ABORT marker."""
 
+    __test__ = False  # not a pytest class
+
 
 class _Marker:
     def __init__(self, name: str) -> None:

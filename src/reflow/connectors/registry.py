@@ -11,7 +11,7 @@ import difflib
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from reflow.connectors.base import Connector, Sink, Source
 from reflow.errors import ConnectorConfigError, ConnectorNotFoundError
@@ -96,6 +96,10 @@ def get_connector(name: str) -> Connector:
     return connector
 
 
+# Names probed by Python, pickle, copy and tests; never fluent option setters.
+_NOT_OPTIONS = frozenset({"is_async", "stateful", "boundedness", "keys", "items", "read", "write"})
+
+
 @dataclass(frozen=True, slots=True)
 class ConnectorSpec:
     """A connector named by its registered name, with options; the role (source or
@@ -106,9 +110,19 @@ class ConnectorSpec:
     name: str | None = None
     parallelism: int | None = None
 
+    # Attributes the graph layer looks up on every node payload; defined here so
+    # that the fluent __getattr__ below never answers for them.
+    output_partitioning: ClassVar[None] = None
+    key_selector: ClassVar[None] = None
+    chainable: ClassVar[bool] = True
+
     @property
     def operator_type(self) -> str:
         return self.connector
+
+    @property
+    def config(self) -> Mapping[str, Any]:
+        return self.options
 
     @property
     def bounded(self) -> bool | None:
@@ -116,6 +130,32 @@ class ConnectorSpec:
             return resolve_source(self).bounded
         except Exception:
             return None
+
+    def __getattr__(self, option: str) -> Any:
+        """Fluent style of the seed (§9.1): ``Connectors.sql().table("t").batch_size(100)``.
+
+        Any other attribute is an option setter returning a new spec.
+        """
+        if option.startswith("_") or option in _NOT_OPTIONS:
+            raise AttributeError(option)
+
+        def setter(*values: Any) -> ConnectorSpec:
+            value = values[0] if len(values) == 1 else list(values)
+            return ConnectorSpec(
+                self.connector, {**self.options, option: value}, self.name, self.parallelism
+            )
+
+        return setter
+
+    def build(self) -> ConnectorSpec:
+        """The spec itself; ends a fluent chain as in the seed's examples."""
+        return self
+
+    def with_name(self, name: str) -> ConnectorSpec:
+        return ConnectorSpec(self.connector, self.options, name, self.parallelism)
+
+    def with_parallelism(self, parallelism: int) -> ConnectorSpec:
+        return ConnectorSpec(self.connector, self.options, self.name, parallelism)
 
     def validate(self, role: str) -> None:
         """Raise ConnectorConfigError if the options do not fit ``role``."""

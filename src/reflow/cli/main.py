@@ -1,0 +1,202 @@
+"""The ``reflow`` command line: run, validate, explain, connectors.
+
+Exit codes: 0 success; 1 the job failed; 2 invalid input (usage, YAML,
+validation, connector options); 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from reflow.errors import ReflowError
+
+__all__ = ["entry_point", "main"]
+
+EXIT_OK = 0
+EXIT_JOB_FAILED = 1
+EXIT_INVALID = 2
+EXIT_INTERRUPTED = 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reflow", description="Reactive ETL and stream processing for Python."
+    )
+    parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
+    parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    run = sub.add_parser("run", help="run a job file; bounded jobs run to completion")
+    run.add_argument("job", help="job file (YAML)")
+    run.add_argument("--config", help="system config file (YAML, seed section 6.1)")
+    run.add_argument("--parallelism", type=int, help="default parallelism of the job's steps")
+    run.add_argument("--no-chaining", action="store_true", help="run every step on its own")
+    run.add_argument("--no-progress", action="store_true", help="no progress display")
+
+    validate = sub.add_parser("validate", help="check a job file without running it")
+    validate.add_argument("job", help="job file (YAML)")
+
+    explain = sub.add_parser("explain", help="show the StreamGraph and the JobGraph of a job")
+    explain.add_argument("job", help="job file (YAML)")
+    explain.add_argument(
+        "--format", choices=["text", "mermaid", "both"], default="both", help="output format"
+    )
+    explain.add_argument("--parallelism", type=int, help="default parallelism of the job's steps")
+    explain.add_argument("--no-chaining", action="store_true", help="explain without chaining")
+
+    connectors = sub.add_parser("connectors", help="list connectors, or one connector's options")
+    connectors.add_argument("name", nargs="?", help="a connector name")
+    return parser
+
+
+def _setup_logging(debug: bool, verbose: bool) -> None:
+    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    logging.basicConfig(
+        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+
+
+def _load(path: str, parallelism: int | None, no_chaining: bool, config: str | None = None) -> object:
+    from reflow.config import load_job, load_system_config
+
+    default = None
+    if config is not None:
+        default = load_system_config(config).executor.parallelism
+    job = load_job(path, default_parallelism=parallelism or default)
+    if parallelism is not None or no_chaining:
+        from dataclasses import replace
+
+        from reflow.graph.job import Job
+
+        job_graph = job.stream_graph.to_job_graph(
+            chaining=not no_chaining and job.config.chaining,
+            default_parallelism=parallelism or default,
+        )
+        job = Job(
+            job_graph,
+            job_id=job.job_id,
+            name=job.job_name,
+            job_type=job.job_type,
+            config=replace(job.config, chaining=not no_chaining and job.config.chaining),
+            metadata=job.metadata,
+        )
+    return job
+
+
+def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
+    from reflow.connectors.registry import resolve_sink, resolve_source
+    from reflow.graph.job import Job
+    from reflow.graph.stream_graph import NodeKind
+
+    job = _load(args.job, None, False)
+    assert isinstance(job, Job)
+    for node in job.stream_graph.nodes:
+        if node.kind is NodeKind.SOURCE:
+            resolve_source(node.payload)
+        elif node.kind is NodeKind.SINK:
+            resolve_sink(node.payload)
+    graph = job.job_graph
+    out.write(
+        f"{args.job}: valid. Job {job.job_name!r} ({job.job_type.value}): "
+        f"{len(job.stream_graph.nodes)} steps in {len(graph.vertices)} vertices.\n"
+    )
+    return EXIT_OK
+
+
+def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
+    from reflow.graph.explain import explain_mermaid, explain_text
+    from reflow.graph.job import Job
+
+    job = _load(args.job, args.parallelism, args.no_chaining)
+    assert isinstance(job, Job)
+    if args.format in ("text", "both"):
+        out.write(explain_text(job.job_graph) + "\n")
+    if args.format == "both":
+        out.write("\n")
+    if args.format in ("mermaid", "both"):
+        out.write("```mermaid\n" + explain_mermaid(job.job_graph) + "\n```\n")
+    return EXIT_OK
+
+
+def _cmd_connectors(args: argparse.Namespace, out: TextIO) -> int:
+    from reflow.connectors.registry import available_connectors, get_connector
+
+    if args.name is None:
+        for name in available_connectors():
+            connector = get_connector(name)
+            description = getattr(connector, "description", "") or ""
+            out.write(f"{name:<10} {description}\n")
+        return EXIT_OK
+    descriptor = get_connector(args.name).config_descriptor()
+    out.write(f"{descriptor.connector}: {descriptor.description}\n\n")
+    out.write(f"{'option':<24} {'for':<12} {'type':<28} default\n")
+    for option in descriptor.options:
+        default = "(required)" if option.required else repr(option.default)
+        roles = "/".join(option.roles)
+        secret = " [secret]" if option.secret else ""
+        out.write(f"{option.name:<24} {roles:<12} {option.type:<28} {default}{secret}\n")
+        if option.description:
+            out.write(f"{'':<24} {option.description}\n")
+    return EXIT_OK
+
+
+def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from reflow.cli.progress import run_with_progress
+    from reflow.config import executor_settings, load_system_config
+    from reflow.graph.job import Job, JobStatus
+    from reflow.runtime.executor import ExecutorSettings
+
+    settings = ExecutorSettings()
+    if args.config:
+        settings = executor_settings(load_system_config(args.config))
+    job = _load(args.job, args.parallelism, args.no_chaining, args.config)
+    assert isinstance(job, Job)
+    result = asyncio.run(run_with_progress(job, settings, out, show=not args.no_progress))
+    if result.status is JobStatus.COMPLETED:
+        return EXIT_OK
+    if result.status is JobStatus.CANCELLED:
+        return EXIT_INTERRUPTED
+    sys.stderr.write(f"reflow: job {job.job_name!r} FAILED: {result.error}\n")
+    if args.debug and result.exception is not None:
+        import traceback
+
+        traceback.print_exception(result.exception, file=sys.stderr)
+    return EXIT_JOB_FAILED
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
+    out = out or sys.stdout
+    parser = _parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if exc.code in (0, None) else EXIT_INVALID
+    _setup_logging(args.debug, args.verbose)
+    commands = {
+        "run": _cmd_run,
+        "validate": _cmd_validate,
+        "explain": _cmd_explain,
+        "connectors": _cmd_connectors,
+    }
+    try:
+        return commands[args.command](args, out)
+    except ReflowError as exc:
+        if args.debug:
+            raise
+        sys.stderr.write(f"reflow: error: {exc}\n")
+        return EXIT_INVALID
+    except KeyboardInterrupt:
+        sys.stderr.write("reflow: interrupted\n")
+        return EXIT_INTERRUPTED
+
+
+def entry_point() -> None:
+    """The console script ``reflow``."""
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Running a job from the CLI: a live progress line and the closing summary."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from typing import TextIO
+
+from reflow.graph.job import Job
+from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor
+from reflow.runtime.metrics import ExecutionMetrics
+
+__all__ = ["format_summary", "run_with_progress"]
+
+# Refresh rate of the progress display: smooth to the eye, negligible cost.
+PROGRESS_INTERVAL_SECONDS = 0.2
+
+
+def _totals(metrics: ExecutionMetrics) -> tuple[int, int]:
+    read = sum(s.records_out for s in metrics.steps if s.kind == "source")
+    written = sum(s.records_in for s in metrics.steps if s.kind == "sink")
+    return read, written
+
+
+def format_summary(result: JobResult) -> str:
+    """The per-step table printed when a job ends."""
+    m = result.metrics
+    lines = [
+        f"Job {result.job_name!r} ({result.job_id}) {result.status.value} "
+        f"in {m.elapsed_seconds:.2f}s",
+        f"  {'step':<24} {'kind':<9} {'subtasks':>8} {'records in':>12} {'records out':>12} "
+        f"{'rejected':>9}",
+    ]
+    for s in m.steps:
+        rec_in = "-" if s.kind == "source" else f"{s.records_in:,}"
+        rec_out = "-" if s.kind == "sink" else f"{s.records_out:,}"
+        lines.append(
+            f"  {s.step_id:<24} {s.kind:<9} {s.subtasks:>8} {rec_in:>12} {rec_out:>12} "
+            f"{s.rejected:>9,}"
+        )
+    read, written = _totals(m)
+    rate = read / m.elapsed_seconds if m.elapsed_seconds > 0 else 0.0
+    lines.append(f"  read {read:,} records, wrote {written:,} ({rate:,.0f} records/s)")
+    if m.dropped_records:
+        lines.append(f"  dropped by overflow strategies: {m.dropped_records:,}")
+    if result.error:
+        lines.append(f"  error: {result.error}")
+    return "\n".join(lines)
+
+
+async def run_with_progress(
+    job: Job, settings: ExecutorSettings, out: TextIO, *, show: bool = True
+) -> JobResult:
+    """Run ``job``; show progress on stderr while it runs; print the summary to ``out``."""
+    from rich.console import Console
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    console = Console(stderr=True)
+    with LocalExecutor(settings) as executor:
+        task = asyncio.create_task(executor.execute(job))
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(
+                signal.SIGINT, lambda: asyncio.ensure_future(executor.stop(job.job_id))
+            )
+        if show and console.is_terminal:
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("[bold]{task.description}"),
+                TextColumn("read {task.fields[read]:,}  wrote {task.fields[written]:,}"),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as progress:
+                bar = progress.add_task(job.job_name, total=None, read=0, written=0)
+                while not task.done():
+                    await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_SECONDS)
+                    with contextlib.suppress(Exception):
+                        read, written = _totals(executor.metrics(job.job_id))
+                        progress.update(bar, read=read, written=written)
+        result = await task
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGINT)
+    out.write(format_summary(result) + "\n")
+    return result

@@ -1,0 +1,247 @@
+"""Job files (seed §6.2): YAML -> StreamGraph -> Job.
+
+Sources, operators and sinks are wired in file order unless a node lists its
+``inputs``: an operator reads the previous operator (the first one reads every
+source), a sink reads the last operator. Operators name a Python callable
+(``module:function``) or a Python expression of ``r``, the record.
+"""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import operator
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from reflow.config.models import JobFile, JobModel, NodeModel, OperatorModel, validate_loaded
+from reflow.config.yaml_loader import LoadedYaml, load_yaml, load_yaml_text
+from reflow.connectors.registry import ConnectorSpec, get_connector
+from reflow.errors import ConfigError, ReflowError
+from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobConfig, JobType
+from reflow.graph.stream_graph import StreamGraphBuilder
+from reflow.operators.facade import Operators
+
+__all__ = ["compile_expression", "load_job", "load_job_text", "resolve_callable"]
+
+# Builtins an expression may use: pure functions on values, nothing that
+# reaches files, modules or the interpreter.
+SAFE_BUILTINS: dict[str, Any] = {
+    name: getattr(builtins, name)
+    for name in (
+        "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "float", "int", "isinstance",
+        "len", "list", "max", "min", "range", "repr", "reversed", "round", "set", "sorted", "str",
+        "sum", "tuple", "zip",
+    )
+}  # fmt: skip
+
+
+def compile_expression(source: str, where: Callable[[str], ConfigError]) -> Callable[[Any], Any]:
+    """A function of one record ``r`` (also named ``record``) from a Python expression."""
+    try:
+        code = compile(source, "<expression>", "eval")
+    except SyntaxError as exc:
+        raise where(f"invalid expression {source!r}: {exc.msg}") from None
+    for name in code.co_names:
+        if name.startswith("__"):
+            raise where(f"expression {source!r} may not use {name!r}")
+    env = {"__builtins__": SAFE_BUILTINS}
+
+    def expression(r: Any) -> Any:
+        return eval(code, env, {"r": r, "record": r})
+
+    expression.__qualname__ = expression.__name__ = f"expression({source})"
+    return expression
+
+
+def resolve_callable(spec: str, where: Callable[[str], ConfigError]) -> Callable[..., Any]:
+    """Import ``module:attr`` (``attr`` may be dotted) and check it is callable."""
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise where(f"function {spec!r} must look like 'package.module:function'")
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise where(
+            f"cannot import module {module_name!r} for {spec!r}: {exc}. Put it on PYTHONPATH or "
+            "next to the job file"
+        ) from None
+    for part in attr.split("."):
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise where(f"module {module_name!r} has no {attr!r}") from None
+    if not callable(target):
+        raise where(f"{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]
+
+
+def _spec(node: NodeModel, path: tuple[str | int, ...], loaded: LoadedYaml, role: str) -> ConnectorSpec:
+    name = node.connector_name
+    try:
+        connector = get_connector(name)
+        connector.validate_config(node.config, role)
+    except ReflowError as exc:
+        raise loaded.error((*path, "config") if node.config else path, str(exc)) from None
+    return ConnectorSpec(name, dict(node.config), node.name, node.parallelism)
+
+
+def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml) -> Any:
+    def where(field: str) -> Callable[[str], ConfigError]:
+        return lambda message: loaded.error((*path, field), message)
+
+    if op.type == "union":
+        return Operators.union(name=op.name, parallelism=op.parallelism)
+    if op.type == "key_by":
+        if op.function is not None:
+            key = resolve_callable(op.function, where("function"))
+        elif op.expression is not None:
+            key = compile_expression(op.expression, where("expression"))
+        else:
+            assert op.key is not None
+            key = (
+                operator.itemgetter(op.key)
+                if op.key.isidentifier()
+                else compile_expression(op.key, where("key"))
+            )
+        return Operators.key_by(key, name=op.name, parallelism=op.parallelism)
+    if op.function is not None:
+        fn = resolve_callable(op.function, where("function"))
+    else:
+        assert op.expression is not None
+        fn = compile_expression(op.expression, where("expression"))
+    factory = {"map": Operators.map, "filter": Operators.filter, "flat_map": Operators.flat_map}
+    return factory[op.type](
+        fn,
+        name=op.name,
+        parallelism=op.parallelism,
+        concurrency=op.concurrency,
+        ordered=op.ordered,
+        blocking=op.blocking,
+    )
+
+
+def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job:
+    """Validate loaded YAML and build the Job it describes."""
+    if isinstance(loaded.data, dict) and "job" not in loaded.data and "system" in loaded.data:
+        raise loaded.error((), "this is a system config (system:), not a job file (job:)")
+    model: JobModel = validate_loaded(loaded, JobFile).job
+    base = ("job",)
+    builder = StreamGraphBuilder(model.name)
+    parallelism = model.parallelism or (model.resources.parallelism if model.resources else None)
+    if parallelism:
+        builder.parallelism(parallelism)
+
+    sources = [model.source] if model.source is not None else list(model.sources or [])
+    src_key = "source" if model.source is not None else "sources"
+    source_ids: list[str] = []
+    for index, node in enumerate(sources):
+        path = (*base, src_key) if model.source is not None else (*base, src_key, index)
+        step = node.name or ("source" if len(sources) == 1 else f"source-{index + 1}")
+        try:
+            builder.add_source(step, _spec(node, path, loaded, "source"))
+        except ConfigError:
+            raise
+        except ReflowError as exc:
+            raise loaded.error(path, str(exc)) from None
+        source_ids.append(step)
+
+    previous = list(source_ids)
+    wiring: list[tuple[str, list[str], tuple[str | int, ...]]] = []
+    for index, op in enumerate(model.operators):
+        path = (*base, "operators", index)
+        try:
+            builder.add_operator(op.name, _operator(op, path, loaded))
+        except ConfigError:
+            raise
+        except ReflowError as exc:
+            raise loaded.error(path, str(exc)) from None
+        inputs = op.inputs if op.inputs is not None else previous
+        wiring.append((op.name, inputs, (*path, "inputs")))
+        previous = [op.name]
+
+    sinks = [model.sink] if model.sink is not None else list(model.sinks or [])
+    sink_key = "sink" if model.sink is not None else "sinks"
+    for index, node in enumerate(sinks):
+        path = (*base, sink_key) if model.sink is not None else (*base, sink_key, index)
+        step = node.name or ("sink" if len(sinks) == 1 else f"sink-{index + 1}")
+        try:
+            builder.add_sink(step, _spec(node, path, loaded, "sink"))
+        except ConfigError:
+            raise
+        except ReflowError as exc:
+            raise loaded.error(path, str(exc)) from None
+        wiring.append((step, node.inputs if node.inputs is not None else previous, (*path, "inputs")))
+
+    try:
+        for target, inputs, path in wiring:
+            for upstream in inputs:
+                builder.connect(upstream, target)
+        graph = builder.build()
+    except ConfigError:
+        raise
+    except ReflowError as exc:
+        step = getattr(exc, "step_id", None)
+        where = next((p for t, _, p in wiring if t == step), base)
+        raise loaded.error(where, str(exc)) from None
+
+    policy_model = model.error_policy
+    dead_letter = None
+    if policy_model.dead_letter is not None:
+        dead_letter = _spec(
+            policy_model.dead_letter, (*base, "error_policy", "dead_letter"), loaded, "sink"
+        )
+    try:
+        policy = ErrorPolicy(
+            ErrorMode(policy_model.mode),
+            dead_letter,
+            {step: ErrorMode(mode) for step, mode in policy_model.steps.items()},
+        )
+    except ReflowError as exc:
+        raise loaded.error((*base, "error_policy"), str(exc)) from None
+    config = JobConfig(
+        parallelism=parallelism,
+        chaining=model.chaining,
+        error_policy=policy,
+        batch_size=model.batch_size,
+    )
+    job_graph = graph.to_job_graph(
+        chaining=model.chaining, default_parallelism=parallelism or default_parallelism
+    )
+    metadata = dict(model.metadata)
+    if model.schedule is not None:
+        metadata["schedule"] = model.schedule
+    if model.resources is not None and model.resources.memory:
+        metadata["memory"] = model.resources.memory
+    return Job(
+        job_graph,
+        job_id=model.id,
+        name=model.name,
+        job_type=JobType(model.type) if model.type else None,
+        config=config,
+        metadata={**metadata, "source_file": loaded.file},
+    )
+
+
+def _importable_from(path: Path) -> None:
+    # `module:function` next to the job file, or in the working directory, resolves.
+    for folder in (str(path.resolve().parent), str(Path.cwd())):
+        if folder not in sys.path:
+            sys.path.insert(0, folder)
+
+
+def load_job(path: str | Path, default_parallelism: int | None = None) -> Job:
+    """Load, validate and compile a job file.
+
+    Raises:
+        ConfigError: with the file, the line and the fix.
+    """
+    _importable_from(Path(path))
+    return build_job(load_yaml(path), default_parallelism)
+
+
+def load_job_text(text: str, file: str = "<string>", default_parallelism: int | None = None) -> Job:
+    """Like ``load_job``, from a string."""
+    return build_job(load_yaml_text(text, file), default_parallelism)

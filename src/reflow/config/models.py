@@ -1,0 +1,243 @@
+"""Pydantic models of reflow's YAML files: the system config (seed §6.1) and job files (§6.2).
+
+Keys may be written in snake_case or in the seed's camelCase.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from reflow.config.yaml_loader import LoadedYaml
+from reflow.errors import ConfigError
+
+__all__ = [
+    "ErrorPolicyModel",
+    "JobFile",
+    "JobModel",
+    "NodeModel",
+    "OperatorModel",
+    "SystemConfig",
+    "SystemFile",
+    "validate_loaded",
+]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(
+        extra="forbid", populate_by_name=True, alias_generator=to_camel, frozen=True
+    )
+
+
+# -- system config (§6.1) -------------------------------------------------------------------
+
+
+class PoolModel(_Model):
+    core_size: int = Field(4, gt=0)
+    max_size: int = Field(16, gt=0)
+    queue_capacity: int = Field(1000, gt=0)
+
+
+class ThreadPoolModel(PoolModel):
+    io: PoolModel | None = None
+    compute: PoolModel | None = None
+
+
+class ExecutorModel(_Model):
+    type: Literal["single-node", "distributed"] = "single-node"
+    parallelism: int = Field(1, gt=0)
+    thread_pool: ThreadPoolModel = Field(default_factory=ThreadPoolModel)
+    batch_size: int = Field(100, gt=0)
+    channel_capacity: int = Field(8, gt=0)
+
+
+class SchedulerModel(_Model):
+    type: str = "quartz"
+    thread_pool_size: int = Field(20, gt=0)
+    job_queue_size: int = Field(1000, gt=0)
+
+
+class StorageModel(_Model):
+    type: Literal["filesystem", "s3"] = "filesystem"
+    path: str = "checkpoints"
+
+
+class CheckpointModel(_Model):
+    enabled: bool = False
+    interval: str | float = "60s"
+    timeout: str | float = "10s"
+    storage: StorageModel = Field(default_factory=StorageModel)
+
+
+class RocksDbModel(_Model):
+    path: str = "state"
+    block_cache_size: str | int = "256m"
+
+
+class StateModel(_Model):
+    backend: Literal["memory", "rocksdb"] = "memory"
+    rocksdb: RocksDbModel = Field(default_factory=RocksDbModel)
+
+
+class ReporterModel(_Model):
+    type: Literal["prometheus", "slf4j", "log"]
+    port: int | None = None
+    interval: str | float | None = None
+
+
+class MetricsModel(_Model):
+    enabled: bool = True
+    reporters: list[ReporterModel] = Field(default_factory=list)
+
+
+class SystemConfig(_Model):
+    """The ``system:`` block of seed §6.1."""
+
+    name: str = "reflow"
+    version: str = "1.0.0"
+    executor: ExecutorModel = Field(default_factory=ExecutorModel)
+    scheduler: SchedulerModel = Field(default_factory=SchedulerModel)
+    checkpoint: CheckpointModel = Field(default_factory=CheckpointModel)
+    state: StateModel = Field(default_factory=StateModel)
+    metrics: MetricsModel = Field(default_factory=MetricsModel)
+
+
+class SystemFile(_Model):
+    system: SystemConfig = Field(default_factory=SystemConfig)
+
+
+# -- job files (§6.2) -----------------------------------------------------------------------
+
+
+class NodeModel(_Model):
+    """A source or a sink: a registered connector and its options."""
+
+    name: str | None = None
+    connector: str | None = None
+    type: str | None = None
+    config: dict[str, Any] = Field(default_factory=dict)
+    parallelism: int | None = Field(None, gt=0)
+    inputs: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _connector(self) -> NodeModel:
+        if self.connector is None and self.type is None:
+            raise ValueError("name the connector: connector: file (see `reflow connectors`)")
+        if self.connector and self.type and self.connector != self.type:
+            raise ValueError(
+                f"connector {self.connector!r} and type {self.type!r} disagree; keep one"
+            )
+        return self
+
+    @property
+    def connector_name(self) -> str:
+        return str(self.connector or self.type)
+
+
+OPERATOR_TYPES = ("map", "filter", "flat_map", "key_by", "union")
+
+
+class OperatorModel(_Model):
+    name: str
+    type: str
+    function: str | None = Field(None, description="module:callable")
+    expression: str | None = Field(None, description="Python expression of r (the record)")
+    key: str | None = Field(None, description="key_by: a field name, or an expression of r")
+    parallelism: int | None = Field(None, gt=0)
+    inputs: list[str] | None = None
+    concurrency: int = Field(16, gt=0)
+    ordered: bool = True
+    blocking: bool = False
+    window: dict[str, Any] | None = None
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, value: str) -> str:
+        normal = value.replace("-", "_")
+        if normal not in OPERATOR_TYPES:
+            raise ValueError(
+                f"unknown operator type {value!r}; this version knows: "
+                + ", ".join(OPERATOR_TYPES)
+            )
+        return normal
+
+    @model_validator(mode="after")
+    def _body(self) -> OperatorModel:
+        if self.type == "union":
+            return self
+        if self.type == "key_by":
+            if self.key is None and self.function is None and self.expression is None:
+                raise ValueError("key_by needs 'key' (a field name or expression) or 'function'")
+            return self
+        if (self.function is None) == (self.expression is None):
+            raise ValueError(
+                f"operator {self.name!r} ({self.type}) needs exactly one of 'function' "
+                "(module:callable) or 'expression'"
+            )
+        return self
+
+
+class ErrorPolicyModel(_Model):
+    mode: Literal["fail", "skip", "dead-letter"] = "fail"
+    dead_letter: NodeModel | None = None
+    steps: dict[str, Literal["fail", "skip", "dead-letter"]] = Field(default_factory=dict)
+
+
+class ResourcesModel(_Model):
+    parallelism: int | None = Field(None, gt=0)
+    memory: str | None = None
+
+
+class JobModel(_Model):
+    id: str | None = None
+    name: str
+    type: Literal["streaming", "batch"] | None = None
+    description: str | None = None
+    parallelism: int | None = Field(None, gt=0)
+    chaining: bool = True
+    batch_size: int | None = Field(None, gt=0)
+    schedule: dict[str, Any] | None = None
+    resources: ResourcesModel | None = None
+    error_policy: ErrorPolicyModel = Field(default_factory=ErrorPolicyModel)
+    source: NodeModel | None = None
+    sources: list[NodeModel] | None = None
+    operators: list[OperatorModel] = Field(default_factory=list)
+    sink: NodeModel | None = None
+    sinks: list[NodeModel] | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _ends(self) -> JobModel:
+        if (self.source is None) == (self.sources is None):
+            raise ValueError("give exactly one of 'source' or 'sources'")
+        if (self.sink is None) == (self.sinks is None):
+            raise ValueError("give exactly one of 'sink' or 'sinks'")
+        return self
+
+
+class JobFile(_Model):
+    job: JobModel
+
+
+def validate_loaded(loaded: LoadedYaml, model: type[BaseModel]) -> Any:
+    """Validate YAML data into ``model``; the first error becomes a ConfigError with its line."""
+    try:
+        return model.model_validate(loaded.data)
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        loc = tuple(first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "missing":
+            message = f"missing required key {loc[-1]!r}" if loc else message
+            loc = loc[:-1]
+        elif first["type"] == "extra_forbidden":
+            message = f"unknown key {loc[-1]!r}; check the spelling (see docs/yaml.md)"
+        elif first["type"] not in ("value_error", "assertion_error"):
+            message = f"{message} (got {first.get('input')!r})"
+        more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
+        raise loaded.error(loc, message + more) from None
+    except ConfigError:
+        raise

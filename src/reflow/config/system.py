@@ -1,0 +1,37 @@
+"""The system config (seed §6.1) and what it means for the executor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from reflow.config.models import SystemConfig, SystemFile, validate_loaded
+from reflow.config.yaml_loader import load_yaml, load_yaml_text
+from reflow.runtime.executor import ExecutorSettings
+
+__all__ = ["executor_settings", "load_system_config", "load_system_config_text"]
+
+
+def load_system_config(path: str | Path) -> SystemConfig:
+    """Load and validate a system config file (``system:`` block)."""
+    system: SystemConfig = validate_loaded(load_yaml(path), SystemFile).system
+    return system
+
+
+def load_system_config_text(text: str, file: str = "<string>") -> SystemConfig:
+    system: SystemConfig = validate_loaded(load_yaml_text(text, file), SystemFile).system
+    return system
+
+
+def executor_settings(config: SystemConfig) -> ExecutorSettings:
+    """ExecutorSettings from ``system.executor`` (threadPool, or its io/compute pools of §10.4)."""
+    ex = config.executor
+    pool = ex.thread_pool
+    io_threads = pool.io.max_size if pool.io else pool.max_size
+    compute_threads = pool.compute.max_size if pool.compute else pool.core_size
+    return ExecutorSettings(
+        parallelism=ex.parallelism,
+        batch_size=ex.batch_size,
+        channel_capacity=ex.channel_capacity,
+        io_threads=io_threads,
+        compute_threads=compute_threads,
+    )

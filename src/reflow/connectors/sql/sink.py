@@ -1,0 +1,252 @@
+"""Writing batches of rows: insert or upsert, optional table creation, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import decimal
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from reflow.connectors.base import BufferedSinkWriter, ConnectorContext
+from reflow.connectors.sql.engine import connect_engine, masked_url, split_table_name
+from reflow.errors import ConnectorError
+
+__all__ = ["SqlWriter", "column_type_for"]
+
+logger = logging.getLogger(__name__)
+
+# First wait before retrying a batch after a connection error; doubles per try.
+RETRY_BACKOFF_SECONDS = 0.5
+# Width of text key columns in created tables (MariaDB cannot index TEXT).
+KEY_STRING_LENGTH = 255
+
+
+def column_type_for(value: Any, is_key: bool) -> Any:
+    """The SQLAlchemy column type for a Python value, for ``create_table``."""
+    from sqlalchemy import (
+        JSON,
+        BigInteger,
+        Boolean,
+        Date,
+        DateTime,
+        Float,
+        LargeBinary,
+        Numeric,
+        String,
+        Text,
+    )
+
+    if isinstance(value, bool):
+        return Boolean()
+    if isinstance(value, int):
+        return BigInteger()
+    if isinstance(value, float):
+        return Float(53)
+    if isinstance(value, decimal.Decimal):
+        return Numeric(38, 10)
+    if isinstance(value, dt.datetime):
+        return DateTime()
+    if isinstance(value, dt.date):
+        return Date()
+    if isinstance(value, bytes):
+        return LargeBinary()
+    if isinstance(value, dict | list):
+        return JSON()
+    return String(KEY_STRING_LENGTH) if is_key else Text()
+
+
+def _reason(exc: BaseException) -> str:
+    return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+
+
+class SqlWriter(BufferedSinkWriter):
+    def __init__(self, options: Any, ctx: ConnectorContext) -> None:
+        super().__init__(options.batch_size, options.flush_interval)
+        self.options = options
+        self.ctx = ctx
+        self.engine: Any = None
+        self.table: Any = None
+        self.columns: set[str] = set()
+
+    async def open(self) -> None:
+        self.engine = await self.ctx.run_blocking(connect_engine, self.options)
+        await self.ctx.run_blocking(self._reflect)
+        await super().open()
+
+    def _reflect(self) -> None:
+        from sqlalchemy import MetaData, Table, inspect
+
+        schema, name = split_table_name(self.options.table)
+        if inspect(self.engine).has_table(name, schema=schema):
+            self.table = Table(name, MetaData(), autoload_with=self.engine, schema=schema)
+            self.columns = set(self.table.c.keys())
+        elif not self.options.create_table:
+            raise ConnectorError(
+                f"sql sink: table {self.options.table!r} does not exist in "
+                f"{masked_url(self.options.url)}; create it, or set create_table: true"
+            )
+
+    def _create(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        from sqlalchemy import Column, MetaData, Table
+
+        schema, name = split_table_name(self.options.table)
+        key = self.options.key or []
+        names: list[str] = []
+        samples: dict[str, Any] = {}
+        for row in rows:
+            for column, value in row.items():
+                if column not in samples:
+                    names.append(column)
+                    samples[column] = value
+                elif samples[column] is None:
+                    samples[column] = value
+        table = Table(
+            name,
+            MetaData(),
+            *(
+                Column(c, column_type_for(samples[c], c in key), primary_key=c in key)
+                for c in names
+            ),
+            schema=schema,
+        )
+        table.create(self.engine, checkfirst=True)
+        self.table = table
+        self.columns = set(names)
+        logger.info("sql sink %s: created table %s", self.ctx.step_id, self.options.table)
+
+    def _rows(self, records: list[Any]) -> list[dict[str, Any]]:
+        columns = self.options.columns
+        rows: list[dict[str, Any]] = []
+        for record in records:
+            if isinstance(record, Mapping):
+                row = dict(record)
+            elif columns is not None and isinstance(record, list | tuple):
+                if len(record) != len(columns):
+                    self.ctx.reject(
+                        record,
+                        ValueError(f"expected {len(columns)} values ({columns}), got {len(record)}"),
+                    )
+                    continue
+                row = dict(zip(columns, record, strict=True))
+            else:
+                self.ctx.reject(
+                    record,
+                    TypeError(
+                        f"the sql sink takes dict records (or lists with the 'columns' option), "
+                        f"got {type(record).__name__}"
+                    ),
+                )
+                continue
+            if self.table is not None:
+                unknown = row.keys() - self.columns
+                if unknown:
+                    self.ctx.reject(
+                        record,
+                        ValueError(
+                            f"columns {sorted(unknown)} are not in table {self.options.table!r}"
+                        ),
+                    )
+                    continue
+            rows.append(row)
+        return rows
+
+    def _statement(self) -> Any:
+        from sqlalchemy import insert
+
+        table = self.table
+        if self.options.mode == "insert":
+            return insert(table)
+        key = list(self.options.key or [])
+        dialect = self.engine.dialect.name
+        if dialect in ("sqlite", "postgresql"):
+            if dialect == "sqlite":
+                from sqlalchemy.dialects.sqlite import insert as dialect_insert
+            else:
+                from sqlalchemy.dialects.postgresql import insert as dialect_insert
+            stmt = dialect_insert(table)
+            updates = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in key}
+            if not updates:
+                return stmt.on_conflict_do_nothing(index_elements=key)
+            return stmt.on_conflict_do_update(index_elements=key, set_=updates)
+        if dialect in ("mysql", "mariadb"):
+            from sqlalchemy.dialects.mysql import insert as mysql_insert
+
+            mstmt = mysql_insert(table)
+            updates = {c.name: mstmt.inserted[c.name] for c in table.c if c.name not in key}
+            return mstmt.on_duplicate_key_update(updates or {key[0]: mstmt.inserted[key[0]]})
+        raise ConnectorError(f"sql sink: upsert is not supported on {dialect}; use mode: insert")
+
+    def _insert_blocking(self, rows: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Any]]:
+        """Insert ``rows`` in one transaction; on a data error, row by row.
+
+        Returns the rows that failed on their own, with their error.
+        """
+        from sqlalchemy.exc import DBAPIError, StatementError
+
+        if self.table is None:
+            self._create(rows)
+        stmt = self._statement()
+        try:
+            with self.engine.begin() as conn:
+                conn.execute(stmt, rows)
+            return []
+        except DBAPIError as exc:
+            if exc.connection_invalidated or _is_transient(exc):
+                raise
+        except StatementError:
+            pass
+        failed = []
+        for row in rows:
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(stmt, [row])
+            except (DBAPIError, StatementError) as exc:
+                if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _is_transient(exc)):
+                    raise
+                failed.append((row, exc))
+        return failed
+
+    async def write_records(self, records: list[Any]) -> None:
+        rows = self._rows(records)
+        if not rows:
+            return
+        attempt = 0
+        while True:
+            try:
+                failed = await self.ctx.run_blocking(self._insert_blocking, rows)
+                break
+            except Exception as exc:
+                if attempt >= self.options.max_retries or not _is_transient(exc):
+                    raise ConnectorError(
+                        f"sql sink: writing {len(rows)} rows to {self.options.table!r} in "
+                        f"{masked_url(self.options.url)} failed: {_reason(exc)}"
+                    ) from exc
+                delay = RETRY_BACKOFF_SECONDS * 2**attempt
+                attempt += 1
+                logger.warning(
+                    "sql sink %s: %s; retry %d of %d in %.1fs",
+                    self.ctx.step_id,
+                    _reason(exc),
+                    attempt,
+                    self.options.max_retries,
+                    delay,
+                )
+                await asyncio.sleep(delay)
+        for row, error in failed:
+            self.ctx.reject(row, ValueError(f"rejected by the database: {_reason(error)}"))
+
+    async def close(self) -> None:
+        await super().close()
+        if self.engine is not None:
+            await self.ctx.run_blocking(self.engine.dispose)
+            self.engine = None
+
+
+def _is_transient(exc: BaseException) -> bool:
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(exc, DBAPIError) and exc.connection_invalidated:
+        return True
+    return isinstance(exc, OperationalError) and "locked" not in str(exc).lower()

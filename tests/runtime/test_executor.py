@@ -1,0 +1,336 @@
+"""The local executor: identical results whatever the chaining and parallelism, and its behaviours."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from reflow import (
+    Connectors,
+    ErrorMode,
+    ErrorPolicy,
+    Flow,
+    Job,
+    JobStatus,
+    Operator,
+    Operators,
+    Overflow,
+    StreamGraph,
+)
+from reflow.graph.job import JobConfig
+from reflow.runtime import ExecutorSettings, LocalExecutor
+from reflow.testing import TestingSink, TestingSource, TestingSourceAbort, run_job
+
+RECORDS = [{"user": f"u{i % 37}", "amount": i % 101, "n": i} for i in range(5_000)]
+
+
+def _pipeline(parallelism: int, chaining: bool) -> tuple[Job, TestingSink]:
+    sink = TestingSink()
+    flow = Flow("equivalence", parallelism=parallelism, chaining=chaining, batch_size=64)
+    (
+        flow.source(TestingSource(RECORDS))
+        .map(lambda r: {**r, "amount": r["amount"] * 2})
+        .filter(lambda r: r["amount"] % 3 != 0)
+        .flat_map(lambda r: [r, {**r, "copy": True}] if r["n"] % 10 == 0 else [r])
+        .key_by(lambda r: r["user"])
+        .map(lambda r: (r["user"], r["amount"], r["n"], r.get("copy", False)))
+        .sink(sink)
+    )
+    return flow.to_job(), sink
+
+
+@pytest.mark.parametrize("parallelism", [1, 4])
+@pytest.mark.parametrize("chaining", [True, False])
+def test_identical_outputs_with_chaining_on_off_and_parallelism_1_4(
+    parallelism: int, chaining: bool
+) -> None:
+    reference, ref_sink = _pipeline(1, True)
+    assert run_job(reference).status is JobStatus.COMPLETED
+    job, sink = _pipeline(parallelism, chaining)
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sorted(sink.records) == sorted(ref_sink.records)
+    assert len(sink.records) > 3_000
+    if not chaining:
+        assert len(job.job_graph.vertices) == len(job.stream_graph.nodes)
+
+
+def test_hash_partitioning_sends_every_key_to_one_subtask() -> None:
+    seen: dict[str, set[int]] = {}
+
+    class Tag(Operator[Any, Any]):
+        def build(self, ctx: Any) -> Any:
+            logic = super().build(ctx)
+            logic.apply = lambda records: [(ctx.subtask_index, r) for r in records]
+            return logic
+
+        def apply(self, records: Any) -> Any:  # replaced per subtask in build
+            return records
+
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .parallelism(4)
+        .source(TestingSource(RECORDS))
+        .transform(Operators.key_by(lambda r: r["user"]))
+        .transform(Tag())
+        .sink(sink)
+        .build()
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    for subtask, record in sink.records:
+        seen.setdefault(record["user"], set()).add(subtask)
+    assert len(seen) == 37
+    assert all(len(subtasks) == 1 for subtasks in seen.values())
+    assert len({s for subtasks in seen.values() for s in subtasks}) == 4
+
+
+def test_async_map_keeps_order_and_bounds_concurrency() -> None:
+    in_flight = 0
+    peak = 0
+
+    async def lookup(x: int) -> int:
+        nonlocal in_flight, peak
+        in_flight += 1
+        peak = max(peak, in_flight)
+        await asyncio.sleep(0.001 * (x % 3))
+        in_flight -= 1
+        return x * 10
+
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .source(TestingSource(range(200)))
+        .transform(Operators.map(lookup, concurrency=5))
+        .sink(sink)
+        .build()
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert sink.records == [x * 10 for x in range(200)]
+    assert peak == 5
+
+
+def test_async_unordered_emits_in_completion_order() -> None:
+    async def slow_first(x: int) -> int:
+        await asyncio.sleep(0.02 if x == 0 else 0)
+        return x
+
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .source(TestingSource(range(5)))
+        .transform(Operators.map(slow_first, ordered=False))
+        .sink(sink)
+        .build()
+    )
+    run_job(job)
+    assert sorted(sink.records) == [0, 1, 2, 3, 4]
+    assert sink.records[-1] == 0
+
+
+def test_async_filter_and_flat_map() -> None:
+    async def even(x: int) -> bool:
+        return x % 2 == 0
+
+    async def twice(x: int) -> list[int]:
+        return [x, x]
+
+    sink = TestingSink()
+    flow = Flow("async")
+    flow.source(TestingSource(range(6))).filter(even).flat_map(twice).sink(sink)
+    run_job(flow.to_job())
+    assert sink.records == [0, 0, 2, 2, 4, 4]
+
+
+def test_blocking_function_runs_off_the_event_loop() -> None:
+    threads: set[str] = set()
+
+    def heavy(x: int) -> int:
+        threads.add(threading.current_thread().name)
+        return x + 1
+
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .source(TestingSource(range(10)))
+        .transform(Operators.map(heavy, blocking=True))
+        .sink(sink)
+        .build()
+    )
+    run_job(job)
+    assert sink.records == list(range(1, 11))
+    assert threads and all(name.startswith("reflow-compute") for name in threads)
+
+
+def _failing(x: int) -> int:
+    if x % 10 == 3:
+        raise ValueError(f"bad {x}")
+    return x
+
+
+def test_fail_policy_fails_the_job_with_step_and_record() -> None:
+    job = (
+        Job.builder()
+        .source(TestingSource(range(20)))
+        .transform(Operators.map(_failing), id="parse")
+        .sink(TestingSink())
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert result.step_id == "parse"
+    assert "step 'parse' failed on record 3: ValueError: bad 3" in (result.error or "")
+    assert job.status is JobStatus.FAILED
+
+
+def test_skip_policy_counts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.SKIP))
+        .source(TestingSource(range(20)))
+        .transform(Operators.map(_failing), id="parse")
+        .sink(sink)
+        .build()
+    )
+    with caplog.at_level("WARNING"):
+        result = run_job(job)
+    assert result.status is JobStatus.COMPLETED
+    assert sink.records == [x for x in range(20) if x % 10 != 3]
+    assert result.metrics.step("parse").rejected == 2
+    assert sum("skipped record" in r.message for r in caplog.records) == 2
+
+
+def test_dead_letter_policy_keeps_the_record_step_and_error() -> None:
+    dead = TestingSink()
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
+        .source(TestingSource(range(20)))
+        .transform(Operators.filter(lambda x: 1 / (x % 7) > 0), id="keep")
+        .sink(sink)
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED
+    assert sink.records == [x for x in range(20) if x % 7]
+    assert [d["record"] for d in dead.records] == [0, 7, 14]
+    assert {d["step_id"] for d in dead.records} == {"keep"}
+    assert {d["error_type"] for d in dead.records} == {"ZeroDivisionError"}
+    assert result.metrics.step("keep").dead_lettered == 3
+
+
+def test_per_step_policy_overrides_the_job_policy() -> None:
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.FAIL, per_step={"lenient": ErrorMode.SKIP}))
+        .source(TestingSource(range(20)))
+        .transform(Operators.map(_failing), id="lenient")
+        .sink(sink)
+        .build()
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert len(sink.records) == 18
+
+
+def test_source_failure_names_the_source_step() -> None:
+    job = (
+        Job.builder()
+        .source(TestingSource([1, 2, TestingSource.ABORT, 3]), id="feed")
+        .sink(TestingSink())
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert result.step_id == "feed"
+    assert isinstance(result.exception.__cause__, TestingSourceAbort)  # type: ignore[union-attr]
+
+
+def test_error_overflow_fails_the_job_when_the_consumer_lags() -> None:
+    async def slow(x: int) -> int:
+        await asyncio.sleep(0.001)
+        return x
+
+    graph = (
+        StreamGraph.builder()
+        .add_source("src", TestingSource(range(5_000)))
+        .add_operator("slow", Operators.map(slow), parallelism=2)
+        .add_sink("out", TestingSink(), parallelism=2)
+        .connect("src", "slow", overflow=Overflow.ERROR, capacity=1)
+        .connect("slow", "out")
+        .build()
+    )
+    job = Job(graph.to_job_graph(), config=JobConfig(batch_size=10))
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert "strategy is ERROR" in (result.error or "")
+
+
+def test_union_and_broadcast() -> None:
+    sink = TestingSink(parallelism=3)
+    graph = (
+        StreamGraph.builder()
+        .add_source("a", TestingSource(["a1", "a2"]))
+        .add_source("b", TestingSource(["b1"]))
+        .add_operator("merge", Operators.union())
+        .add_sink("out", sink)
+        .connect("a", "merge")
+        .connect("b", "merge")
+        .connect("merge", "out", partitioning="broadcast")
+        .build()
+    )
+    assert run_job(Job(graph.to_job_graph())).status is JobStatus.COMPLETED
+    assert Counter(sink.records) == {"a1": 3, "a2": 3, "b1": 3}
+
+
+def test_stop_cancels_a_streaming_job_and_pause_holds_the_source() -> None:
+    sink = TestingSink()
+    job = Job.builder().source(Connectors.datagen(rows_per_second=2_000)).sink(sink).build()
+
+    async def scenario() -> tuple[int, int, JobStatus]:
+        with LocalExecutor(ExecutorSettings()) as executor:
+            task = asyncio.create_task(executor.execute(job))
+            await asyncio.sleep(0.2)
+            executor.pause(job.job_id)
+            await asyncio.sleep(0.05)
+            paused_at = len(sink.records)
+            await asyncio.sleep(0.2)
+            after_pause = len(sink.records)
+            executor.resume(job.job_id)
+            await asyncio.sleep(0.1)
+            await executor.stop(job.job_id)
+            result = await task
+            return paused_at, after_pause, result.status
+
+    paused_at, after_pause, status = asyncio.run(scenario())
+    assert paused_at > 0
+    assert after_pause == paused_at
+    assert status is JobStatus.CANCELLED
+    assert job.status is JobStatus.CANCELLED
+    assert JobStatus.PAUSED in [s for s, _ in job.history]
+
+
+def test_result_metrics_count_records_per_step() -> None:
+    job = (
+        Job.builder()
+        .parallelism(2)
+        .source(TestingSource(range(1_000)))
+        .transform(Operators.filter(lambda x: x % 4 == 0), id="quarter")
+        .sink(TestingSink())
+        .build()
+    )
+    started = time.perf_counter()
+    result = run_job(job)
+    assert result.records_out("source") == 1_000
+    assert result.records_in("quarter") == 1_000
+    assert result.records_out("quarter") == 250
+    assert result.records_in("sink") == 250
+    assert result.metrics.step("quarter").subtasks == 2
+    assert 0 < result.duration_seconds < time.perf_counter() - started + 0.01
