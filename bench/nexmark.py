@@ -14,7 +14,7 @@ from pathlib import Path
 
 import orjson
 
-__all__ = ["generate_bids", "ensure_bids"]
+__all__ = ["ensure_bids", "generate_bids"]
 
 CHANNELS = ("Google", "Facebook", "Baidu", "Apple")
 BASE_TIME_MS = 1_700_000_000_000

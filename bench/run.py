@@ -45,7 +45,9 @@ def bench_query(module: str, inp: Path, events: int, repeat: int, extra: list[st
                 best[impl] = figures
     plain, ours = best["plain"], best["reflow"]
     if plain["written"] != ours["written"]:
-        raise SystemExit(f"outputs differ: plain wrote {plain['written']}, reflow {ours['written']}")
+        raise SystemExit(
+            f"outputs differ: plain wrote {plain['written']}, reflow {ours['written']}"
+        )
     print(f"{module}: {events:,} events, best of {repeat}")
     for impl in ("plain", "reflow"):
         f = best[impl]

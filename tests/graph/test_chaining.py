@@ -103,7 +103,9 @@ def test_fan_in_breaks_the_chain_by_single_input() -> None:
     )
     job = graph.to_job_graph()
     assert [v.vertex_name for v in job.vertices] == ["a", "b", "merge -> out"]
-    assert all(d.broken_rules == ("single-input",) for d in job.decisions if d.target_step == "merge")
+    assert all(
+        d.broken_rules == ("single-input",) for d in job.decisions if d.target_step == "merge"
+    )
 
 
 def test_chaining_off_gives_one_vertex_per_node() -> None:

@@ -34,7 +34,9 @@ def test_duplicate_id_is_rejected_with_a_suggestion() -> None:
 
 def test_unknown_id_in_connect_lists_known_ids() -> None:
     builder = _base()
-    with pytest.raises(GraphValidationError, match=r"unknown step 'mapp'.*known: 'src', 'map', 'out'"):
+    with pytest.raises(
+        GraphValidationError, match=r"unknown step 'mapp'.*known: 'src', 'map', 'out'"
+    ):
         builder.connect("src", "mapp")  # type: ignore[attr-defined]
 
 

@@ -88,7 +88,9 @@ def test_error_strategy_fails_with_a_clear_message() -> None:
         await channel.send([1], Overflow.ERROR)
         await channel.send([2], Overflow.ERROR)
 
-    with pytest.raises(BackpressureOverflowError, match=r"channel map#0 is full.*strategy is ERROR"):
+    with pytest.raises(
+        BackpressureOverflowError, match=r"channel map#0 is full.*strategy is ERROR"
+    ):
         run(scenario())
 
 

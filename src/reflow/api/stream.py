@@ -165,9 +165,7 @@ class Stream(Generic[T]):
 
     def on_overflow(self, overflow: Overflow | str) -> Stream[T]:
         """The overflow strategy (seed §10.3) of the edge to the next step."""
-        return Stream(
-            self.flow, self.step_id, self._partitioning, Overflow(overflow)
-        )
+        return Stream(self.flow, self.step_id, self._partitioning, Overflow(overflow))
 
     def sink(self, sink: Any, *, id: str | None = None) -> None:
         """End the stream in a Sink or a ``Connectors.<name>(...)`` spec."""

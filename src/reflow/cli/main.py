@@ -62,7 +62,9 @@ def _setup_logging(debug: bool, verbose: bool) -> None:
     )
 
 
-def _load(path: str, parallelism: int | None, no_chaining: bool, config: str | None = None) -> object:
+def _load(
+    path: str, parallelism: int | None, no_chaining: bool, config: str | None = None
+) -> object:
     from reflow.config import load_job, load_system_config
 
     default = None

@@ -78,7 +78,9 @@ def resolve_callable(spec: str, where: Callable[[str], ConfigError]) -> Callable
     return target  # type: ignore[no-any-return]
 
 
-def _spec(node: NodeModel, path: tuple[str | int, ...], loaded: LoadedYaml, role: str) -> ConnectorSpec:
+def _spec(
+    node: NodeModel, path: tuple[str | int, ...], loaded: LoadedYaml, role: str
+) -> ConnectorSpec:
     name = node.connector_name
     try:
         connector = get_connector(name)
@@ -137,6 +139,7 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     sources = [model.source] if model.source is not None else list(model.sources or [])
     src_key = "source" if model.source is not None else "sources"
     source_ids: list[str] = []
+    path: tuple[str | int, ...]
     for index, node in enumerate(sources):
         path = (*base, src_key) if model.source is not None else (*base, src_key, index)
         step = node.name or ("source" if len(sources) == 1 else f"source-{index + 1}")
@@ -173,18 +176,23 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
             raise
         except ReflowError as exc:
             raise loaded.error(path, str(exc)) from None
-        wiring.append((step, node.inputs if node.inputs is not None else previous, (*path, "inputs")))
+        wiring.append(
+            (step, node.inputs if node.inputs is not None else previous, (*path, "inputs"))
+        )
 
-    try:
-        for target, inputs, path in wiring:
-            for upstream in inputs:
+    for target, inputs, inputs_path in wiring:
+        for upstream in inputs:
+            try:
                 builder.connect(upstream, target)
+            except ReflowError as exc:
+                raise loaded.error(inputs_path, str(exc)) from None
+    try:
         graph = builder.build()
     except ConfigError:
         raise
     except ReflowError as exc:
-        step = getattr(exc, "step_id", None)
-        where = next((p for t, _, p in wiring if t == step), base)
+        failed = getattr(exc, "step_id", None)
+        where = next((p for t, _, p in wiring if t == failed), base)
         raise loaded.error(where, str(exc)) from None
 
     policy_model = model.error_policy

@@ -48,7 +48,7 @@ class ThreadPoolModel(PoolModel):
 class ExecutorModel(_Model):
     type: Literal["single-node", "distributed"] = "single-node"
     parallelism: int = Field(1, gt=0)
-    thread_pool: ThreadPoolModel = Field(default_factory=ThreadPoolModel)
+    thread_pool: ThreadPoolModel = ThreadPoolModel()
     batch_size: int = Field(100, gt=0)
     channel_capacity: int = Field(8, gt=0)
 
@@ -68,7 +68,7 @@ class CheckpointModel(_Model):
     enabled: bool = False
     interval: str | float = "60s"
     timeout: str | float = "10s"
-    storage: StorageModel = Field(default_factory=StorageModel)
+    storage: StorageModel = StorageModel()
 
 
 class RocksDbModel(_Model):
@@ -78,7 +78,7 @@ class RocksDbModel(_Model):
 
 class StateModel(_Model):
     backend: Literal["memory", "rocksdb"] = "memory"
-    rocksdb: RocksDbModel = Field(default_factory=RocksDbModel)
+    rocksdb: RocksDbModel = RocksDbModel()
 
 
 class ReporterModel(_Model):
@@ -97,11 +97,11 @@ class SystemConfig(_Model):
 
     name: str = "reflow"
     version: str = "1.0.0"
-    executor: ExecutorModel = Field(default_factory=ExecutorModel)
-    scheduler: SchedulerModel = Field(default_factory=SchedulerModel)
-    checkpoint: CheckpointModel = Field(default_factory=CheckpointModel)
-    state: StateModel = Field(default_factory=StateModel)
-    metrics: MetricsModel = Field(default_factory=MetricsModel)
+    executor: ExecutorModel = ExecutorModel()
+    scheduler: SchedulerModel = SchedulerModel()
+    checkpoint: CheckpointModel = CheckpointModel()
+    state: StateModel = StateModel()
+    metrics: MetricsModel = MetricsModel()
 
 
 class SystemFile(_Model):
@@ -158,8 +158,7 @@ class OperatorModel(_Model):
         normal = value.replace("-", "_")
         if normal not in OPERATOR_TYPES:
             raise ValueError(
-                f"unknown operator type {value!r}; this version knows: "
-                + ", ".join(OPERATOR_TYPES)
+                f"unknown operator type {value!r}; this version knows: " + ", ".join(OPERATOR_TYPES)
             )
         return normal
 
@@ -200,7 +199,7 @@ class JobModel(_Model):
     batch_size: int | None = Field(None, gt=0)
     schedule: dict[str, Any] | None = None
     resources: ResourcesModel | None = None
-    error_policy: ErrorPolicyModel = Field(default_factory=ErrorPolicyModel)
+    error_policy: ErrorPolicyModel = ErrorPolicyModel()
     source: NodeModel | None = None
     sources: list[NodeModel] | None = None
     operators: list[OperatorModel] = Field(default_factory=list)

@@ -52,7 +52,9 @@ class LoadedYaml:
 
 def _normalize(path: Path_) -> Path_:
     # batchSize, batch_size and batch-size name the same key.
-    return tuple(p.replace("_", "").replace("-", "").lower() if isinstance(p, str) else p for p in path)
+    return tuple(
+        p.replace("_", "").replace("-", "").lower() if isinstance(p, str) else p for p in path
+    )
 
 
 def _walk(node: yaml.Node, path: Path_, loaded: LoadedYaml) -> None:
@@ -133,7 +135,9 @@ def load_yaml(path: str | Path, env: Mapping[str, str] | None = None) -> LoadedY
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"no such file (working directory {os.getcwd()})", file=str(path)) from None
+        raise ConfigError(
+            f"no such file (working directory {os.getcwd()})", file=str(path)
+        ) from None
     except OSError as exc:
         raise ConfigError(f"cannot read: {exc.strerror}", file=str(path)) from None
     return load_yaml_text(text, str(path), env)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import enum
 from collections.abc import Callable, Mapping
 from concurrent.futures import Executor
@@ -203,10 +204,8 @@ class BufferedSinkWriter(SinkWriter):
     async def close(self) -> None:
         if self._timer is not None:
             self._timer.cancel()
-            try:
+            with contextlib.suppress(asyncio.CancelledError):
                 await self._timer
-            except asyncio.CancelledError:
-                pass
             self._timer = None
 
 

@@ -87,7 +87,11 @@ class _DatagenReader(SourceReader):
         self.limit = options.number_of_rows
         rate = options.rows_per_second
         self.rate = rate / ctx.parallelism if rate else None
-        self.batch = ctx.batch_size if self.rate is None else max(1, min(ctx.batch_size, int(self.rate / 10)))
+        self.batch = (
+            ctx.batch_size
+            if self.rate is None
+            else max(1, min(ctx.batch_size, int(self.rate / 10)))
+        )
         self.emitted = 0
         self.started = 0.0
 
@@ -140,7 +144,9 @@ class DatagenSource(Source):
 
 class DatagenConnector(OptionsConnector):
     type = "datagen"
-    description = "Synthetic records: sequences, random values, choices; rate-limited, bounded or not."
+    description = (
+        "Synthetic records: sequences, random values, choices; rate-limited, bounded or not."
+    )
     source_options = DatagenOptions
 
     def create_source(self, options: Mapping[str, Any]) -> Source:

@@ -26,7 +26,7 @@ class Connectors:
 
     @staticmethod
     def file(**options: Any) -> Any:
-        """Files: CSV, JSON lines, text, Parquet; a path, folder or glob (see docs/connectors.md)."""
+        """Files: CSV, JSON lines, text, Parquet; a path, folder or glob (docs/connectors.md)."""
         return Connectors.get("file", **options)
 
     @staticmethod

@@ -106,10 +106,10 @@ def explain_mermaid(job: JobGraph) -> str:
         for a, b in zip(vertex.chained_nodes, vertex.chained_nodes[1:], strict=False):
             out.append(f"      j_{_mermaid_id(a.step_id)} --> j_{_mermaid_id(b.step_id)}")
         out.append("    end")
-    for edge in job.edges:
+    for exchange in job.edges:
         out.append(
-            f"    j_{_mermaid_id(edge.source_step)} -- {edge.partitioning.name} --> "
-            f"j_{_mermaid_id(edge.target_step)}"
+            f"    j_{_mermaid_id(exchange.source_step)} -- {exchange.partitioning.name} --> "
+            f"j_{_mermaid_id(exchange.target_step)}"
         )
     out.append("  end")
     return "\n".join(out)

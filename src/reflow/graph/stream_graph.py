@@ -146,9 +146,7 @@ class StreamGraph:
         """Compile into the physical JobGraph (chains, partitioning); seed §3.3."""
         from reflow.graph.job_graph import compile_job_graph
 
-        return compile_job_graph(
-            self, chaining=chaining, default_parallelism=default_parallelism
-        )
+        return compile_job_graph(self, chaining=chaining, default_parallelism=default_parallelism)
 
 
 def _topological(nodes: Iterable[StreamNode], edges: Iterable[StreamEdge]) -> list[str]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from itertools import chain
-from operator import length_hint
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
+from itertools import chain
+from operator import length_hint
 from typing import Any, ClassVar
 
 from reflow.errors import GraphValidationError

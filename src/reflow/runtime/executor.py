@@ -116,9 +116,7 @@ class LocalExecutor:
     def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._io_pool is None or self._compute_pool is None:
             self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "reflow-io")
-            self._compute_pool = ThreadPoolExecutor(
-                self.settings.compute_threads, "reflow-compute"
-            )
+            self._compute_pool = ThreadPoolExecutor(self.settings.compute_threads, "reflow-compute")
         return self._io_pool, self._compute_pool
 
     def close(self) -> None:
@@ -329,11 +327,11 @@ class LocalExecutor:
                         "use Operators.<name>(...) or subclass reflow.operators.Operator",
                         step_id=node.step_id,
                     )
-                op_ctx = OperatorContext(node.step_id, index, vertex.parallelism, handler, job.job_id)
+                op_ctx = OperatorContext(
+                    node.step_id, index, vertex.parallelism, handler, job.job_id
+                )
                 stages.append(Stage(metrics, logic=spec.build(op_ctx)))
-        routers = [
-            Router(edge, inboxes[edge.target_vertex], index) for edge in vertex.outputs
-        ]
+        routers = [Router(edge, inboxes[edge.target_vertex], index) for edge in vertex.outputs]
         return Subtask(
             job_id=job.job_id,
             vertex_name=vertex.vertex_name,

@@ -236,7 +236,9 @@ class Subtask:
                 try:
                     stage.logic.close()
                 except Exception:
-                    logger.exception("subtask %s: closing %s failed", self.name, stage.metrics.step_id)
+                    logger.exception(
+                        "subtask %s: closing %s failed", self.name, stage.metrics.step_id
+                    )
             if stage.writer is not None:
                 await _quietly(stage.writer.close(), self.name)
 

@@ -27,7 +27,9 @@ class _FileOptions(ConnectorOptions):
     )
     encoding: str = Field("utf-8", description="text encoding of csv, json and text files")
     csv_delimiter: str = Field(",", description="CSV field delimiter")
-    csv_header: bool = Field(True, description="CSV files have (sources) / get (sinks) a header row")
+    csv_header: bool = Field(
+        True, description="CSV files have (sources) / get (sinks) a header row"
+    )
     columns: list[str] | None = Field(
         None, description="CSV column names (source without header; sink column order)"
     )

@@ -53,7 +53,9 @@ def infer_format(path: str) -> str | None:
 Reject = Callable[[Any, BaseException], None]
 
 
-def decode_json_lines(lines: Sequence[bytes], reject: Reject, where: Callable[[int], str]) -> list[Any]:
+def decode_json_lines(
+    lines: Sequence[bytes], reject: Reject, where: Callable[[int], str]
+) -> list[Any]:
     """Parse JSON lines; blank lines are skipped, bad ones go to ``reject``.
 
     Parsing is pure, so the fast path parses the whole batch in one C-level

@@ -8,13 +8,14 @@ read exactly once whatever the cut points.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import glob
 import io
 import os
-from functools import partial
 from dataclasses import dataclass
-from typing import IO, Any
+from functools import partial
+from typing import Any
 
 from reflow.connectors.base import ConnectorContext, SourceReader
 from reflow.connectors.file.formats import decode_json_lines
@@ -191,10 +192,9 @@ class LineReader(SourceReader):
 
     async def close(self) -> None:
         if self.pending is not None:
-            try:
+            # The reader is closing: the read's result or error no longer matters.
+            with contextlib.suppress(Exception):
                 await self.pending
-            except Exception:  # the reader is closing; the read's error no longer matters
-                pass
             self.pending = None
         if self.current is not None:
             self.current.close()

@@ -106,10 +106,11 @@ class FileWriter(SinkWriter):
         opts = self.options
         rolled = False
         if self.path is not None:
-            full = (opts.rolling_max_records and self.file_records + incoming > opts.rolling_max_records
-                    and self.file_records > 0) or (
-                opts.rolling_max_bytes and self.file_bytes >= opts.rolling_max_bytes
-            )
+            full = (
+                opts.rolling_max_records
+                and self.file_records + incoming > opts.rolling_max_records
+                and self.file_records > 0
+            ) or (opts.rolling_max_bytes and self.file_bytes >= opts.rolling_max_bytes)
             if full:
                 await self._close_file()
                 self.part += 1

@@ -126,7 +126,9 @@ class SqlWriter(BufferedSinkWriter):
                 if len(record) != len(columns):
                     self.ctx.reject(
                         record,
-                        ValueError(f"expected {len(columns)} values ({columns}), got {len(record)}"),
+                        ValueError(
+                            f"expected {len(columns)} values ({columns}), got {len(record)}"
+                        ),
                     )
                     continue
                 row = dict(zip(columns, record, strict=True))
@@ -161,11 +163,9 @@ class SqlWriter(BufferedSinkWriter):
         key = list(self.options.key or [])
         dialect = self.engine.dialect.name
         if dialect in ("sqlite", "postgresql"):
-            if dialect == "sqlite":
-                from sqlalchemy.dialects.sqlite import insert as dialect_insert
-            else:
-                from sqlalchemy.dialects.postgresql import insert as dialect_insert
-            stmt = dialect_insert(table)
+            from sqlalchemy.dialects import postgresql, sqlite
+
+            stmt = (sqlite.insert if dialect == "sqlite" else postgresql.insert)(table)
             updates = {c.name: stmt.excluded[c.name] for c in table.c if c.name not in key}
             if not updates:
                 return stmt.on_conflict_do_nothing(index_elements=key)
@@ -203,7 +203,9 @@ class SqlWriter(BufferedSinkWriter):
                 with self.engine.begin() as conn:
                     conn.execute(stmt, [row])
             except (DBAPIError, StatementError) as exc:
-                if isinstance(exc, DBAPIError) and (exc.connection_invalidated or _is_transient(exc)):
+                if isinstance(exc, DBAPIError) and (
+                    exc.connection_invalidated or _is_transient(exc)
+                ):
                     raise
                 failed.append((row, exc))
         return failed

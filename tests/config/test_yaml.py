@@ -1,0 +1,214 @@
+"""YAML job files and the system config: shapes of seed §6, errors with line numbers, ${ENV}."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from reflow import ConfigError, JobStatus, JobType
+from reflow.config import (
+    executor_settings,
+    load_job,
+    load_job_text,
+    load_system_config_text,
+    load_yaml_text,
+)
+from reflow.testing import memory_store, run_job
+
+JOB = """\
+job:
+  id: user-etl-job
+  name: User Data ETL
+  type: batch
+  parallelism: 2
+  source:
+    connector: memory
+    config:
+      collection: {src}
+  operators:
+    - name: parse
+      type: map
+      expression: "{{'user': r['u'], 'n': r['n'] * 2}}"
+    - name: filter
+      type: filter
+      expression: "r['n'] > 2"
+  sink:
+    connector: memory
+    config:
+      collection: {dst}
+      append: false
+"""
+
+
+def test_job_file_runs(tmp_path: Path) -> None:
+    memory_store["yaml-in"] = [{"u": f"u{i}", "n": i} for i in range(5)]
+    path = tmp_path / "job.yaml"
+    path.write_text(JOB.format(src="yaml-in", dst="yaml-out"))
+    job = load_job(path)
+    assert job.job_id == "user-etl-job"
+    assert job.job_type is JobType.BATCH
+    assert [v.parallelism for v in job.job_graph.vertices] == [2]
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert sorted(r["n"] for r in memory_store["yaml-out"]) == [4, 6, 8]
+
+
+@pytest.mark.parametrize(
+    "text,line,message",
+    [
+        ("job:\n  name: x\n  source: {connector: memory\n", 4, "invalid YAML"),
+        ("job:\n  name: x\n  nmae: y\n", 3, "unknown key 'nmae'"),
+        (
+            "job:\n  source: {connector: stdout}\n  sink: {connector: stdout}\n",
+            1,
+            "missing required key 'name'",
+        ),
+        (
+            "job:\n  name: x\n  source:\n    connector: memory\n    config:\n      colection: a\n"
+            "  sink: {connector: stdout}\n",
+            5,
+            "did you mean 'collection'",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: fiel, config: {path: a.jsonl}}\n"
+            "  sink: {connector: stdout}\n",
+            3,
+            "did you mean 'file'",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - name: m\n      type: map\n      function: no_such_module:fn\n"
+            "  sink: {connector: stdout}\n",
+            7,
+            "cannot import module 'no_such_module'",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - {name: m, type: map, expression: 'r +'}\n  sink: {connector: stdout}\n",
+            5,
+            "invalid expression",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - {name: m, type: window-aggregate, expression: r}\n  sink: {connector: stdout}\n",
+            5,
+            "unknown operator type 'window-aggregate'",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  sink:\n    connector: stdout\n"
+            "    inputs: [nowhere]\n",
+            6,
+            "unknown step 'nowhere'",
+        ),
+        ("job:\n  name: x\n  name: y\n", 3, "key 'name' appears twice"),
+        (
+            "job:\n  name: x\n  parallelism: 0\n  source: {connector: datagen}\n"
+            "  sink: {connector: stdout}\n",
+            3,
+            "greater than 0",
+        ),
+    ],
+)
+def test_errors_give_file_line_and_fix(text: str, line: int, message: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        load_job_text(text, "job.yaml")
+    assert err.value.file == "job.yaml"
+    assert err.value.line == line, str(err.value)
+    assert message in str(err.value)
+    assert str(err.value).startswith(f"job.yaml:{line}: ")
+
+
+def test_environment_variables_fill_secrets_and_are_marked() -> None:
+    loaded = load_yaml_text(
+        "sink:\n  url: postgresql://etl:${DB_PASSWORD}@db/${DB_NAME:-warehouse}\n",
+        env={"DB_PASSWORD": "pa55"},
+    )
+    assert loaded.data["sink"]["url"] == "postgresql://etl:pa55@db/warehouse"
+    assert ("sink", "url") in loaded.secret_paths
+
+
+def test_missing_environment_variable_is_an_error_with_its_line() -> None:
+    with pytest.raises(ConfigError, match=r"x.yaml:3: .*DB_PASSWORD is not set"):
+        load_yaml_text("a: 1\nb:\n  c: ${DB_PASSWORD}\n", "x.yaml", env={})
+
+
+def test_function_next_to_the_job_file(tmp_path: Path) -> None:
+    (tmp_path / "udfs_for_test.py").write_text("def triple(r):\n    return r * 3\n")
+    memory_store["fn-in"] = [1, 2]
+    (tmp_path / "job.yaml").write_text(
+        "job:\n  name: fn\n  source: {connector: memory, config: {collection: fn-in}}\n"
+        "  operators:\n    - {name: t, type: map, function: 'udfs_for_test:triple'}\n"
+        "  sink: {connector: memory, config: {collection: fn-out, append: false}}\n"
+    )
+    run_job(load_job(tmp_path / "job.yaml"))
+    assert memory_store["fn-out"] == [3, 6]
+
+
+def test_fan_out_and_key_by_in_yaml() -> None:
+    memory_store["fan-in"] = [{"k": i % 3, "v": i} for i in range(30)]
+    job = load_job_text(
+        "job:\n  name: fan\n  parallelism: 3\n"
+        "  source: {connector: memory, config: {collection: fan-in}}\n"
+        "  operators:\n"
+        "    - {name: by-k, type: key_by, key: k}\n"
+        "    - {name: odd, type: filter, expression: \"r['v'] % 2\", inputs: [by-k]}\n"
+        "    - {name: even, type: filter, expression: \"r['v'] % 2 == 0\", inputs: [by-k]}\n"
+        "  sinks:\n"
+        "    - {name: odd-out, connector: memory, config: {collection: odd, append: false}, inputs: [odd]}\n"
+        "    - {name: even-out, connector: memory, config: {collection: even, append: false}, inputs: [even]}\n"
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert sorted(r["v"] for r in memory_store["odd"]) == list(range(1, 30, 2))
+    assert sorted(r["v"] for r in memory_store["even"]) == list(range(0, 30, 2))
+
+
+def test_system_config_of_seed_61() -> None:
+    config = load_system_config_text(
+        """
+system:
+  name: reactive-etl-framework
+  version: 1.0.0
+  executor:
+    type: single-node
+    parallelism: 4
+    threadPool:
+      coreSize: 10
+      maxSize: 50
+      queueCapacity: 1000
+  scheduler:
+    type: quartz
+    threadPoolSize: 20
+    jobQueueSize: 1000
+  checkpoint:
+    enabled: true
+    interval: 60s
+    timeout: 10s
+    storage:
+      type: filesystem
+      path: /data/checkpoints
+  state:
+    backend: memory
+    rocksdb:
+      path: /data/state
+      blockCacheSize: 256m
+  metrics:
+    enabled: true
+    reporters:
+      - type: prometheus
+        port: 9090
+      - type: slf4j
+        interval: 60s
+"""
+    )
+    settings = executor_settings(config)
+    assert settings.parallelism == 4
+    assert settings.io_threads == 50
+    assert settings.compute_threads == 10
+    assert config.scheduler.job_queue_size == 1000
+
+
+def test_system_config_error_has_a_line() -> None:
+    with pytest.raises(ConfigError, match=r"sys.yaml:4: .*backend"):
+        load_system_config_text(
+            "system:\n  executor: {parallelism: 2}\n  state:\n    backend: redis\n", "sys.yaml"
+        )

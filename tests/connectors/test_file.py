@@ -1,0 +1,195 @@
+"""The file connector: formats, globs, parallel byte-range reads, rolling sinks, bad input."""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import orjson
+import pytest
+
+from reflow import (
+    ConnectorConfigError,
+    Connectors,
+    ErrorMode,
+    ErrorPolicy,
+    Job,
+    JobStatus,
+    Operators,
+)
+from reflow.connectors.file.reader import plan_splits
+from reflow.testing import TestingSink, TestingSource, run_job
+
+ROWS = [{"id": i, "name": f"n{i}", "price": i * 1.5, "ok": i % 2 == 0} for i in range(3_000)]
+
+
+def _copy(source: object, sink: object, parallelism: int = 1, policy: ErrorPolicy | None = None):
+    builder = Job.builder().parallelism(parallelism).source(source).sink(sink)
+    if policy is not None:
+        builder = builder.error_policy(policy)
+    result = run_job(builder.build())
+    assert result.status is JobStatus.COMPLETED, result.error
+    return result
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "parquet"])
+def test_round_trip(tmp_path: Path, fmt: str) -> None:
+    path = tmp_path / f"rows.{fmt}"
+    _copy(TestingSource(ROWS), Connectors.file(path=str(path), format=fmt))
+    sink = TestingSink()
+    types = {"id": "int", "price": "float", "ok": "bool"} if fmt == "csv" else None
+    options = {"types": types} if types else {}
+    _copy(Connectors.file(path=str(path), **options), sink)
+    assert sink.records == ROWS
+
+
+def test_text_lines(tmp_path: Path) -> None:
+    path = tmp_path / "lines.txt"
+    path.write_text("alpha\nbeta\r\n\ngamma")
+    sink = TestingSink()
+    _copy(Connectors.file(path=str(path)), sink)
+    assert sink.records == ["alpha", "beta", "", "gamma"]
+
+
+@pytest.mark.parametrize("parallelism", [2, 3, 7])
+def test_one_file_read_by_several_readers_gives_every_line_once(
+    tmp_path: Path, parallelism: int
+) -> None:
+    path = tmp_path / "big.jsonl"
+    rows = [{"id": i, "pad": "x" * (i % 50)} for i in range(40_000)]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    assert len(plan_splits([str(path)], parallelism, True)) == parallelism
+    sink = TestingSink()
+    _copy(Connectors.file(path=str(path)), sink, parallelism=parallelism)
+    assert sorted(r["id"] for r in sink.records) == list(range(40_000))
+
+
+def test_glob_and_folder(tmp_path: Path) -> None:
+    for i in range(3):
+        (tmp_path / f"part-{i}.jsonl").write_bytes(orjson.dumps({"file": i}) + b"\n")
+    (tmp_path / "notes.txt").write_text("not json")
+    sink = TestingSink()
+    _copy(Connectors.file(path=str(tmp_path / "part-*.jsonl")), sink)
+    assert sink.records == [{"file": 0}, {"file": 1}, {"file": 2}]
+    folder = tmp_path / "only"
+    folder.mkdir()
+    (folder / "a.jsonl").write_bytes(b'{"a":1}\n')
+    sink = TestingSink()
+    _copy(Connectors.file(path=str(folder), format="json"), sink)
+    assert sink.records == [{"a": 1}]
+
+
+def test_rolling_files_by_record_count(tmp_path: Path) -> None:
+    target = tmp_path / "out" / "rows.jsonl"
+    _copy(TestingSource(range(2_500)), Connectors.file(path=str(target), rolling_max_records=1_000))
+    files = sorted(os.listdir(tmp_path / "out"))
+    assert files == ["rows-0.jsonl", "rows-1.jsonl", "rows-2.jsonl"]
+    counts = [len((tmp_path / "out" / f).read_text().splitlines()) for f in files]
+    assert counts == [1_000, 1_000, 500]
+
+
+def test_date_template_and_subtasks(tmp_path: Path) -> None:
+    from datetime import datetime
+
+    template = str(tmp_path / "daily-{date}.csv")
+    _copy(TestingSource(ROWS[:100]), Connectors.file(path=template), parallelism=2)
+    today = datetime.now().strftime("%Y-%m-%d")
+    names = sorted(os.listdir(tmp_path))
+    assert names == [f"daily-{today}-0.csv", f"daily-{today}-1.csv"]
+    total = 0
+    for name in names:
+        with open(tmp_path / name) as f:
+            rows = list(csv.DictReader(f))
+        total += len(rows)
+        assert list(rows[0]) == ["id", "name", "price", "ok"]
+    assert total == 100
+
+
+def test_malformed_lines_go_to_the_dead_letter_with_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"a": 1}\n{"a": \n\n{"a": 3}\nnot json\n')
+    sink, dead = TestingSink(), TestingSink()
+    result = _copy(
+        Connectors.file(path=str(path)),
+        sink,
+        policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead),
+    )
+    assert sink.records == [{"a": 1}, {"a": 3}]
+    assert [d["record"] for d in dead.records] == ['{"a": \n', "not json\n"]
+    assert f"{path}:2: invalid JSON" in dead.records[0]["error"]
+    assert f"{path}:5: invalid JSON" in dead.records[1]["error"]
+    assert result.metrics.step("source").rejected == 2
+
+
+def test_csv_type_errors_are_rejected_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_text("id,price\n1,2.5\nx,3\n3,4\n4\n")
+    sink, dead = TestingSink(), TestingSink()
+    _copy(
+        Connectors.file(path=str(path), types={"id": "int", "price": "float"}),
+        sink,
+        policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead),
+    )
+    assert sink.records == [{"id": 1, "price": 2.5}, {"id": 3, "price": 4.0}]
+    assert "in.csv:3: column 'id'" in dead.records[0]["error"]
+    assert "in.csv:5: expected 2 fields, got 1" in dead.records[1]["error"]
+
+
+def test_missing_file_fails_before_reading(tmp_path: Path) -> None:
+    job = (
+        Job.builder()
+        .source(Connectors.file(path=str(tmp_path / "nope.jsonl")))
+        .sink(TestingSink())
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert "no file matches" in (result.error or "")
+
+
+def test_options_are_validated_with_the_fix() -> None:
+    job = Job.builder().source(Connectors.file(path="data.xyz")).sink(TestingSink()).build()
+    result = run_job(job)
+    assert "set format to one of json, csv, text, parquet" in (result.error or "")
+    with pytest.raises(
+        ConnectorConfigError,
+        match=r"unknown sink option 'rolling_max_record'; did you mean 'rolling_max_records'",
+    ):
+        Connectors.file(path="a.jsonl", rolling_max_record=5).validate("sink")
+
+
+def test_records_that_cannot_be_written_are_rejected(tmp_path: Path) -> None:
+    dead = TestingSink()
+    path = tmp_path / "out.jsonl"
+    _copy(
+        TestingSource([{"a": 1}, {"a": object()}, {"a": 3}]),
+        Connectors.file(path=str(path)),
+        policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead),
+    )
+    assert path.read_text().splitlines() == ['{"a":1}', '{"a":3}']
+    assert len(dead.records) == 1
+
+
+def test_append_mode(tmp_path: Path) -> None:
+    path = tmp_path / "log.txt"
+    for word in ("one", "two"):
+        _copy(TestingSource([word]), Connectors.file(path=str(path), mode="append"))
+    assert path.read_text() == "one\ntwo\n"
+
+
+def test_map_between_file_source_and_sink(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(b"".join(orjson.dumps({"v": i}) + b"\n" for i in range(10)))
+    out = tmp_path / "out.jsonl"
+    job = (
+        Job.builder()
+        .source(Connectors.file(path=str(src)))
+        .transform(Operators.map(lambda r: {"v": r["v"] * 2}))
+        .sink(Connectors.file(path=str(out)))
+        .build()
+    )
+    run_job(job)
+    assert [orjson.loads(line)["v"] for line in out.read_bytes().splitlines()] == [
+        i * 2 for i in range(10)
+    ]

@@ -1,0 +1,206 @@
+"""The sql connector against SQLite, PostgreSQL and MariaDB (real servers)."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow.connectors.sql.engine import normalize_url
+from reflow.connectors.sql.source import partition_ranges
+from reflow.testing import TestingSink, TestingSource, run_job
+
+ROWS = [{"id": i, "region": f"r{i % 5}", "amount": i * 0.25} for i in range(1, 2_001)]
+
+
+def _run(job: Job) -> None:
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+
+
+def _engine(url: str) -> sa.Engine:
+    return sa.create_engine(normalize_url(url))
+
+
+def _write(url: str, rows: list[dict[str, object]], **options: object) -> None:
+    sink = Connectors.sql(url=url, table="orders", create_table=True, key="id", **options)
+    _run(Job.builder().source(TestingSource(rows)).sink(sink).build())
+
+
+def test_sink_creates_the_table_and_inserts_every_row(database_url: str) -> None:
+    _write(database_url, ROWS, batch_size=300)
+    engine = _engine(database_url)
+    with engine.connect() as conn:
+        count, total = conn.execute(sa.text("SELECT COUNT(*), SUM(amount) FROM orders")).one()
+    engine.dispose()
+    assert count == 2_000
+    assert total == pytest.approx(sum(r["amount"] for r in ROWS))
+
+
+def test_upsert_by_key_replaces_rows(database_url: str) -> None:
+    _write(database_url, ROWS[:100], mode="upsert")
+    changed = [{**r, "amount": -1.0} for r in ROWS[50:150]]
+    _write(database_url, changed, mode="upsert")
+    engine = _engine(database_url)
+    with engine.connect() as conn:
+        count = conn.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar_one()
+        negative = conn.execute(
+            sa.text("SELECT COUNT(*) FROM orders WHERE amount < 0")
+        ).scalar_one()
+    engine.dispose()
+    assert (count, negative) == (150, 100)
+
+
+@pytest.mark.parametrize("parallelism", [1, 3])
+def test_source_reads_a_table_in_order_and_in_parallel_ranges(
+    database_url: str, parallelism: int
+) -> None:
+    _write(database_url, ROWS)
+    sink = TestingSink()
+    source = Connectors.sql(url=database_url, table="orders", partition_column="id", fetch_size=128)
+    _run(Job.builder().parallelism(parallelism).source(source).sink(sink).build())
+    assert sorted(r["id"] for r in sink.records) == [r["id"] for r in ROWS]
+    if parallelism == 1:
+        assert [r["id"] for r in sink.records] == [r["id"] for r in ROWS]
+
+
+def test_source_parameterised_query(database_url: str) -> None:
+    _write(database_url, ROWS)
+    sink = TestingSink()
+    query = "SELECT id, amount FROM orders WHERE region = :region AND id <= :top ORDER BY id"
+    source = Connectors.sql(url=database_url, query=query, params={"region": "r2", "top": 30})
+    _run(Job.builder().source(source).sink(sink).build())
+    assert [r["id"] for r in sink.records] == [2, 7, 12, 17, 22, 27]
+
+
+def test_question_mark_parameters_like_the_seed(sqlite_url: str) -> None:
+    _write(sqlite_url, ROWS)
+    sink = TestingSink()
+    source = (
+        Connectors.jdbc().url(sqlite_url).query("SELECT * FROM orders WHERE id = ?").params([7])
+    )
+    _run(Job.builder().source(source.build()).sink(sink).build())
+    assert sink.records == [ROWS[6]]
+
+
+def test_file_to_sql_with_transform(database_url: str, tmp_path: object) -> None:
+    import orjson
+
+    path = f"{tmp_path}/in.jsonl"
+    with open(path, "wb") as f:
+        for r in ROWS:
+            f.write(orjson.dumps(r) + b"\n")
+    job = (
+        Job.builder()
+        .source(Connectors.file(path=path))
+        .transform(Operators.filter(lambda r: r["region"] == "r1"))
+        .sink(Connectors.sql(url=database_url, table="r1", create_table=True, key="id"))
+        .build()
+    )
+    _run(job)
+    engine = _engine(database_url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM r1")).scalar_one() == 400
+    engine.dispose()
+
+
+def test_rows_the_database_rejects_go_to_the_dead_letter(database_url: str) -> None:
+    _write(database_url, ROWS[:10])
+    dead = TestingSink()
+    rows = [
+        {"id": 100, "region": "x", "amount": 1.0},
+        {"id": 5, "region": "dup", "amount": 1.0},
+        {"id": 101, "region": "y", "amount": 2.0},
+        {"id": 102, "bogus": 1},
+    ]
+    sink = Connectors.sql(url=database_url, table="orders")
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
+        .source(TestingSource(rows))
+        .sink(sink)
+        .build()
+    )
+    _run(job)
+    assert sorted(d["record"]["id"] for d in dead.records) == [5, 102]
+    engine = _engine(database_url)
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM orders ORDER BY id"))]
+    engine.dispose()
+    assert ids == [*range(1, 11), 100, 101]
+
+
+def test_missing_table_without_create_is_a_clear_error(sqlite_url: str) -> None:
+    job = (
+        Job.builder()
+        .source(TestingSource([{"a": 1}]))
+        .sink(Connectors.sql(url=sqlite_url, table="nope"))
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert "table 'nope' does not exist" in (result.error or "")
+    assert "create_table: true" in (result.error or "")
+
+
+def test_unreachable_server_names_the_address_without_the_password() -> None:
+    url = "postgresql://etl:s3cret@127.0.0.1:9/warehouse"
+    job = Job.builder().source(Connectors.sql(url=url, table="t")).sink(TestingSink()).build()
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert "cannot connect to postgresql+psycopg://etl:***@127.0.0.1:9/warehouse" in (
+        result.error or ""
+    )
+    assert "s3cret" not in (result.error or "")
+
+
+@pytest.mark.parametrize(
+    "url,expected",
+    [
+        ("jdbc:mysql://localhost:3306/db", "mysql+pymysql://localhost:3306/db"),
+        ("jdbc:postgresql://h/db", "postgresql+psycopg://h/db"),
+        ("jdbc:sqlite:/tmp/x.db", "sqlite:////tmp/x.db"),
+        ("mariadb://u@h/db", "mysql+pymysql://u@h/db"),
+        ("sqlite:///rel.db", "sqlite:///rel.db"),
+    ],
+)
+def test_url_translation(url: str, expected: str) -> None:
+    assert normalize_url(url) == expected
+
+
+def test_partition_ranges_cover_every_value_once() -> None:
+    ranges = partition_ranges(1, 10, 3)
+    covered = [v for lo, hi, closed in ranges for v in range(lo, hi + (1 if closed else 0))]
+    assert covered == list(range(1, 11))
+
+
+def test_upsert_without_key_is_rejected() -> None:
+    from reflow import ConnectorConfigError
+
+    with pytest.raises(ConnectorConfigError, match=r"mode 'upsert' needs 'key'"):
+        Connectors.sql(url="sqlite:///x.db", table="t", mode="upsert").validate("sink")
+
+
+def test_flush_interval_writes_a_partial_batch_while_the_stream_is_quiet(sqlite_url: str) -> None:
+    import asyncio
+
+    from reflow.runtime import LocalExecutor
+
+    sink = Connectors.sql(
+        url=sqlite_url, table="orders", create_table=True, batch_size=1_000, flush_interval="100ms"
+    )
+    job = Job.builder().source(TestingSource(ROWS[:7], bounded=False)).sink(sink).build()
+
+    async def scenario() -> int:
+        with LocalExecutor() as executor:
+            task = asyncio.create_task(executor.execute(job))
+            await asyncio.sleep(0.6)
+            engine = _engine(sqlite_url)
+            with engine.connect() as conn:
+                count = conn.execute(sa.text("SELECT COUNT(*) FROM orders")).scalar_one()
+            engine.dispose()
+            await executor.stop(job.job_id)
+            await task
+            return int(count)
+
+    assert asyncio.run(scenario()) == 7
