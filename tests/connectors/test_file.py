@@ -193,3 +193,28 @@ def test_map_between_file_source_and_sink(tmp_path: Path) -> None:
     assert [orjson.loads(line)["v"] for line in out.read_bytes().splitlines()] == [
         i * 2 for i in range(10)
     ]
+
+
+def test_a_quiet_stream_reaches_the_file_within_the_flush_interval(tmp_path: Path) -> None:
+    import asyncio
+
+    from reflow.runtime import LocalExecutor
+
+    path = tmp_path / "live.jsonl"
+    job = (
+        Job.builder()
+        .source(TestingSource([{"n": 1}, {"n": 2}], bounded=False))
+        .sink(Connectors.file(path=str(path), flush_interval="50ms"))
+        .build()
+    )
+
+    async def scenario() -> str:
+        with LocalExecutor() as executor:
+            task = asyncio.create_task(executor.execute(job))
+            await asyncio.sleep(0.4)
+            seen = path.read_text()
+            await executor.stop(job.job_id)
+            await task
+            return seen
+
+    assert asyncio.run(scenario()) == '{"n":1}\n{"n":2}\n'

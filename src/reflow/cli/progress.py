@@ -42,6 +42,10 @@ def format_summary(result: JobResult) -> str:
     read, written = _totals(m)
     rate = read / m.elapsed_seconds if m.elapsed_seconds > 0 else 0.0
     lines.append(f"  read {read:,} records, wrote {written:,} ({rate:,.0f} records/s)")
+    rejected = sum(s.rejected for s in m.steps)
+    if rejected:
+        dead = sum(s.dead_lettered for s in m.steps)
+        lines.append(f"  rejected {rejected:,} records ({dead:,} to the dead-letter sink)")
     if m.dropped_records:
         lines.append(f"  dropped by overflow strategies: {m.dropped_records:,}")
     if result.error:

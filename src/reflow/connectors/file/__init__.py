@@ -11,7 +11,7 @@ from reflow.connectors.base import ConnectorContext, Sink, SinkWriter, Source, S
 from reflow.connectors.file.formats import FORMATS, infer_format
 from reflow.connectors.file.reader import list_files, make_reader, plan_splits
 from reflow.connectors.file.writer import FileWriter
-from reflow.connectors.options import ConnectorOptions, OptionsConnector
+from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorConfigError
 
 __all__ = ["FileConnector", "FileSink", "FileSinkOptions", "FileSource", "FileSourceOptions"]
@@ -68,6 +68,9 @@ class FileSinkOptions(_FileOptions):
         None, gt=0, description="start a new file after about this many bytes"
     )
     parquet_row_group_size: int = Field(65536, gt=0, description="rows per Parquet row group")
+    flush_interval: Duration = Field(
+        1.0, description="longest time written records wait in memory before reaching the file"
+    )
 
 
 class FileSource(Source):

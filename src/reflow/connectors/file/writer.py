@@ -10,6 +10,8 @@ reached ``rolling_max_records`` / ``rolling_max_bytes``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from datetime import datetime
 from typing import IO, Any
@@ -20,12 +22,12 @@ from reflow.errors import ConnectorError
 
 __all__ = ["FileWriter", "render_template"]
 
-# Encoded bytes gathered (as a list of lines) before one blocking write: large
-# writes amortise the thread-pool hop; 256 KiB stays small next to the records
-# in flight.
-WRITE_BUFFER_BYTES = 256 * 1024
+# Encoded bytes gathered before one blocking write in the I/O pool: as for
+# reads, few large hops cost far less than many small ones. ``flush_interval``
+# bounds how long encoded records wait in this buffer on a quiet stream.
+WRITE_BUFFER_BYTES = 4 * 1024 * 1024
 # The file object's own buffer, allocated once per file.
-FILE_BUFFER_BYTES = 256 * 1024
+FILE_BUFFER_BYTES = 1024 * 1024
 
 
 def _insert_before_extension(path: str, text: str) -> str:
@@ -79,6 +81,19 @@ class FileWriter(SinkWriter):
         self.parquet: Any = None
         self.parquet_rows: list[Any] = []
         self.paths_written: list[str] = []
+        self._lock = asyncio.Lock()
+        self._timer: asyncio.Task[None] | None = None
+
+    async def open(self) -> None:
+        interval = self.options.flush_interval
+        if interval:
+            self._timer = asyncio.create_task(self._flush_periodically(interval))
+
+    async def _flush_periodically(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            if self.buffer:
+                await self.flush()
 
     def _render(self) -> str:
         return render_template(self.template, datetime.now(), self.ctx.subtask_index, self.part)
@@ -168,7 +183,9 @@ class FileWriter(SinkWriter):
         if self.buffer and self.file is not None:
             data, self.buffer = self.buffer, []
             self.buffered_bytes = 0
-            await self.ctx.run_blocking(self.file.writelines, data)
+            # The lock keeps the timer's writes and the batches' writes in order.
+            async with self._lock:
+                await self.ctx.run_blocking(self.file.writelines, data)
 
     async def _write_parquet(self) -> None:
         rows, self.parquet_rows = self.parquet_rows, []
@@ -196,9 +213,10 @@ class FileWriter(SinkWriter):
                 self.parquet = None
         else:
             await self._write_buffer()
-            if self.file is not None:
-                await self.ctx.run_blocking(self.file.close)
-                self.file = None
+            async with self._lock:
+                if self.file is not None:
+                    await self.ctx.run_blocking(self.file.close)
+                    self.file = None
         self.path = None
 
     async def flush(self) -> None:
@@ -206,9 +224,15 @@ class FileWriter(SinkWriter):
             await self._write_parquet()
         else:
             await self._write_buffer()
-            if self.file is not None:
-                await self.ctx.run_blocking(self.file.flush)
+            async with self._lock:
+                if self.file is not None:
+                    await self.ctx.run_blocking(self.file.flush)
 
     async def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._timer
+            self._timer = None
         if self.path is not None:
             await self._close_file()
