@@ -202,11 +202,16 @@ class BufferedSinkWriter(SinkWriter):
                 await self.write_records(chunk)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
+        await cancel_and_wait(self._timer)
+        self._timer = None
+
+
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
+    """Cancel a helper task (a flush timer) and wait until it has stopped."""
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
 
 
 class Connector(abc.ABC):

@@ -163,30 +163,28 @@ class ConnectorSpec:
 
 
 def resolve_source(payload: Any) -> Source:
-    """A Source from a Source or a ConnectorSpec; validates the options."""
+    """A Source from a Source or a ConnectorSpec; validates the options.
+
+    (A spec's parallelism was already taken by the StreamGraph node.)
+    """
+    if isinstance(payload, ConnectorSpec):
+        return get_connector(payload.connector).create_source(payload.options)
     if isinstance(payload, Source):
         return payload
-    if isinstance(payload, ConnectorSpec):
-        source = get_connector(payload.connector).create_source(payload.options)
-        if payload.parallelism is not None:
-            source.parallelism = payload.parallelism
-        return source
-    raise ConnectorConfigError(
-        type(payload).__name__,
-        f"{payload!r} is not a source; use Connectors.<name>(...) or a reflow Source",
-    )
+    raise _not_a(payload, "source")
 
 
 def resolve_sink(payload: Any) -> Sink:
     """A Sink from a Sink or a ConnectorSpec; validates the options."""
+    if isinstance(payload, ConnectorSpec):
+        return get_connector(payload.connector).create_sink(payload.options)
     if isinstance(payload, Sink):
         return payload
-    if isinstance(payload, ConnectorSpec):
-        sink = get_connector(payload.connector).create_sink(payload.options)
-        if payload.parallelism is not None:
-            sink.parallelism = payload.parallelism
-        return sink
-    raise ConnectorConfigError(
+    raise _not_a(payload, "sink")
+
+
+def _not_a(payload: Any, role: str) -> ConnectorConfigError:
+    return ConnectorConfigError(
         type(payload).__name__,
-        f"{payload!r} is not a sink; use Connectors.<name>(...) or a reflow Sink",
+        f"{payload!r} is not a {role}; use Connectors.<name>(...) or a reflow {role.title()}",
     )

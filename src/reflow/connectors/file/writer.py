@@ -11,12 +11,11 @@ reached ``rolling_max_records`` / ``rolling_max_bytes``.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 from datetime import datetime
 from typing import IO, Any
 
-from reflow.connectors.base import ConnectorContext, SinkWriter
+from reflow.connectors.base import ConnectorContext, SinkWriter, cancel_and_wait
 from reflow.connectors.file.formats import encode_csv, encode_json_lines, encode_text
 from reflow.errors import ConnectorError
 
@@ -229,10 +228,7 @@ class FileWriter(SinkWriter):
                     await self.ctx.run_blocking(self.file.flush)
 
     async def close(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._timer
-            self._timer = None
+        await cancel_and_wait(self._timer)
+        self._timer = None
         if self.path is not None:
             await self._close_file()
