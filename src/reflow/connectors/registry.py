@@ -97,7 +97,7 @@ def get_connector(name: str) -> Connector:
 
 
 # Names probed by Python, pickle, copy and tests; never fluent option setters.
-_NOT_OPTIONS = frozenset({"is_async", "stateful", "boundedness", "keys", "items", "read", "write"})
+_NOT_OPTIONS = frozenset({"is_async", "boundedness", "keys", "items", "read", "write"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +114,10 @@ class ConnectorSpec:
     # that the fluent __getattr__ below never answers for them.
     output_partitioning: ClassVar[None] = None
     key_selector: ClassVar[None] = None
+    input_key_selector: ClassVar[None] = None
+    timestamp_extractor: ClassVar[None] = None
+    side_outputs: ClassVar[tuple[str, ...]] = ()
+    stateful: ClassVar[bool] = False
     chainable: ClassVar[bool] = True
 
     @property

@@ -6,15 +6,12 @@ For every edge that was not chained, the text view names the chaining rule
 
 from __future__ import annotations
 
-from reflow.graph.job_graph import CHAIN_RULES, ChainDecision, JobGraph
+from reflow.graph.job_graph import CHAIN_RULES, EXTRA_RULES, ChainDecision, JobGraph
 from reflow.graph.stream_graph import NodeKind, StreamGraph
 
 __all__ = ["explain_mermaid", "explain_text"]
 
-_RULE_TEXT = dict(CHAIN_RULES) | {
-    "chaining-disabled": "chaining is switched off for this job",
-    "operator-not-chainable": "the downstream operator asks not to be chained",
-}
+_RULE_TEXT = dict(CHAIN_RULES) | dict(EXTRA_RULES)
 
 
 def _why(decision: ChainDecision, job: JobGraph) -> str:
@@ -65,8 +62,9 @@ def explain_text(job: JobGraph) -> str:
     decisions = {(d.source_step, d.target_step): d for d in job.decisions}
     for edge in job.edges:
         decision = decisions[(edge.source_step, edge.target_step)]
+        side = f" (side output {edge.side_output!r})" if edge.side_output else ""
         lines.append(
-            f"  {edge.source_step} -> {edge.target_step}: {edge.partitioning.name}, "
+            f"  {edge.source_step} -> {edge.target_step}{side}: {edge.partitioning.name}, "
             f"overflow {edge.overflow.name}"
         )
         lines.append(f"    not chained because {_why(decision, job)}")

@@ -51,6 +51,7 @@ class JobEdge:
     key_selector: Callable[[Any], Any] | None = None
     overflow: Overflow = Overflow.BUFFER
     capacity: int | None = None
+    side_output: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,18 +126,27 @@ CHAIN_RULES: tuple[tuple[str, str], ...] = (
     ("single-output", "the upstream node has exactly one output"),
     ("forward-partitioning", "the edge's partitioning is FORWARD"),
 )
+# Reasons beyond the seed's four rules.
+EXTRA_RULES: tuple[tuple[str, str], ...] = (
+    ("chaining-disabled", "chaining is switched off for this job"),
+    ("operator-not-chainable", "the downstream operator asks not to be chained"),
+    ("side-output", "the edge carries a side output (e.g. late records), never chained"),
+)
 
 
 def _resolve_partitioning(
-    edge: StreamEdge, upstream: StreamNode, up_par: int, down_par: int
+    edge: StreamEdge, upstream: StreamNode, downstream: StreamNode, up_par: int, down_par: int
 ) -> tuple[Partitioning, Callable[[Any], Any] | None]:
     key_selector = edge.key_selector
     hint = getattr(upstream.payload, "output_partitioning", None)
+    keyed_input = getattr(downstream.payload, "input_key_selector", None)
     if key_selector is None:
-        key_selector = getattr(upstream.payload, "key_selector", None)
+        key_selector = keyed_input or getattr(upstream.payload, "key_selector", None)
     if edge.partitioning is not None:
         partitioning = edge.partitioning
-    elif hint is not None:
+    elif keyed_input is not None:
+        partitioning = Partitioning.HASH
+    elif hint is not None and edge.side_output is None:
         partitioning = Partitioning(hint)
     elif up_par == down_par:
         partitioning = Partitioning.FORWARD
@@ -178,6 +188,8 @@ def _broken_rules(
         broken.append("forward-partitioning")
     if getattr(downstream.payload, "chainable", True) is False:
         broken.append("operator-not-chainable")
+    if edge.side_output is not None:
+        broken.append("side-output")
     return tuple(broken)
 
 
@@ -201,7 +213,11 @@ def compile_job_graph(
     for edge in graph.edges:
         upstream = graph.node(edge.source_id)
         part, key = _resolve_partitioning(
-            edge, upstream, parallelism[edge.source_id], parallelism[edge.target_id]
+            edge,
+            upstream,
+            graph.node(edge.target_id),
+            parallelism[edge.source_id],
+            parallelism[edge.target_id],
         )
         resolved[(edge.source_id, edge.target_id)] = (part, key)
         decisions.append(
@@ -243,6 +259,7 @@ def compile_job_graph(
                 key_selector=key,
                 overflow=edge.overflow,
                 capacity=edge.capacity,
+                side_output=edge.side_output,
             )
         )
     vertices = tuple(

@@ -85,6 +85,8 @@ class StreamEdge:
     overflow: Overflow = Overflow.BUFFER
     capacity: int | None = None
     """Channel capacity in batches; None takes the executor's default."""
+    side_output: str | None = None
+    """The side output of the source node this edge carries (e.g. "late"), not its main output."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,8 +278,9 @@ class StreamGraphBuilder:
         key_selector: Callable[[Any], Any] | None = None,
         overflow: Overflow | str = Overflow.BUFFER,
         capacity: int | None = None,
+        side_output: str | None = None,
     ) -> StreamGraphBuilder:
-        """Send the output of ``source_id`` into ``target_id``."""
+        """Send the output of ``source_id`` (or its side output ``side_output``) into ``target_id``."""
         for step in (source_id, target_id):
             if step not in self._nodes:
                 known = ", ".join(repr(s) for s in self._nodes) or "none yet"
@@ -302,6 +305,14 @@ class StreamGraphBuilder:
                 f"connect({source_id!r}, {target_id!r}): {target_id!r} is a source and takes "
                 "no input; connect into an operator or a sink",
                 step_id=target_id,
+            )
+        outputs = getattr(self._nodes[source_id][1], "side_outputs", ())
+        if side_output is not None and side_output not in outputs:
+            raise GraphValidationError(
+                f"connect({source_id!r}, {target_id!r}, side_output={side_output!r}): "
+                f"{source_id!r} has no side output {side_output!r} "
+                f"(it has: {', '.join(outputs) or 'none'})",
+                step_id=source_id,
             )
         if any(e.source_id == source_id and e.target_id == target_id for e in self._edges):
             raise GraphValidationError(
@@ -328,6 +339,7 @@ class StreamGraphBuilder:
                 key_selector,
                 Overflow(overflow) if isinstance(overflow, str) else overflow,
                 capacity,
+                side_output,
             )
         )
         return self
@@ -359,7 +371,7 @@ class StreamGraphBuilder:
                     "or remove it",
                     step_id=step_id,
                 )
-            if kind is not NodeKind.SINK and not outgoing[step_id]:
+            if kind is not NodeKind.SINK and not any(e.side_output is None for e in outgoing[step_id]):
                 raise GraphValidationError(
                     f"{kind.value} {step_id!r} has no output, so its records would be lost; "
                     f"connect({step_id!r}, <downstream>) or remove it",

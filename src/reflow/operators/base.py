@@ -9,9 +9,13 @@ runtime calls one logic after another as plain function calls.
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
+
+from reflow.eventtime.clock import Clock, SystemClock
+from reflow.state.backend import MemoryBackend, StateBackend
+from reflow.state.keyed import KeyedStateStore
 
 __all__ = [
     "Operator",
@@ -29,6 +33,14 @@ RejectFn = Callable[[Any, BaseException], None]
 error policy (raise, count and log, or dead-letter)."""
 
 
+def _no_side_output(tag: str, records: list[Any]) -> None:
+    raise RuntimeError(f"side output {tag!r} is not available here")
+
+
+def _no_source(payload: Any) -> Awaitable[list[Any]]:
+    raise RuntimeError("reading a source from an operator is not available here")
+
+
 @dataclass(frozen=True, slots=True)
 class OperatorContext:
     """What a subtask tells its operator logic when building it."""
@@ -38,6 +50,22 @@ class OperatorContext:
     parallelism: int
     reject: RejectFn
     job_id: str = ""
+    clock: Clock = field(default_factory=SystemClock)
+    state: StateBackend | None = None
+    """The job's state backend; keyed operators open their tables in it."""
+    timestamp_of: Callable[[Any], int] | None = None
+    """The event-time timestamp of a record, from the nearest upstream assigner."""
+    emit_side: Callable[[str, list[Any]], None] = _no_side_output
+    """Send records to a side output (e.g. "late") of this step."""
+    load_source: Callable[[Any], Awaitable[list[Any]]] = _no_source
+    """Read a whole bounded source (a Source or connector spec), for lookups."""
+    bounded_input: bool = True
+    """True when every source upstream is bounded (the job ends by itself)."""
+
+    def keyed_state(self) -> KeyedStateStore:
+        """This step's keyed state in this subtask (memory backend if none is set)."""
+        backend = self.state if self.state is not None else MemoryBackend()
+        return KeyedStateStore(backend, self.step_id, self.subtask_index, self.clock)
 
 
 class OperatorLogic(abc.ABC):
@@ -52,6 +80,10 @@ class OperatorLogic(abc.ABC):
 
     is_async: ClassVar[bool] = False
     blocking: bool = False
+    generates_watermarks: ClassVar[bool] = False
+    """True for timestamp assigners: the runtime reads ``current_watermark()``."""
+    tick_interval_ms: int | None = None
+    """Set when the logic needs ``on_tick`` calls (processing time, timers, idleness)."""
 
     def process(self, batch: list[Any]) -> list[Any]:
         raise NotImplementedError  # pragma: no cover - async logics override process_async
@@ -62,6 +94,18 @@ class OperatorLogic(abc.ABC):
     def finish(self) -> list[Any]:
         """Records to emit at end of input (stateful operators flush here)."""
         return []
+
+    def on_watermark(self, watermark: int) -> list[Any]:
+        """The input's event time reached ``watermark``; return records that fire."""
+        return []
+
+    def on_tick(self, now_ms: int) -> list[Any]:
+        """Processing time reached ``now_ms`` (every ``tick_interval_ms``)."""
+        return []
+
+    def current_watermark(self) -> int | None:
+        """For watermark generators: the watermark to send downstream now."""
+        return None
 
     def close(self) -> None:
         """Release resources; called once, also after a failure."""

@@ -14,12 +14,13 @@ import asyncio
 import time
 from collections import deque
 from dataclasses import dataclass
+from collections.abc import Hashable
 from typing import Any, Final
 
 from reflow.errors import BackpressureOverflowError
 from reflow.graph.stream_graph import Overflow
 
-__all__ = ["END_OF_STREAM", "Channel", "ChannelBrokenError", "ChannelStatistics"]
+__all__ = ["END_OF_STREAM", "Channel", "ChannelBrokenError", "ChannelStatistics", "Watermark"]
 
 
 class _EndOfStream:
@@ -28,6 +29,14 @@ class _EndOfStream:
 
 
 END_OF_STREAM: Final = _EndOfStream()
+
+
+@dataclass(frozen=True, slots=True)
+class Watermark:
+    """Event time of one sender reached ``value``; None marks the sender idle."""
+
+    sender: Hashable
+    value: int | None
 
 
 class ChannelBrokenError(Exception):
@@ -103,7 +112,12 @@ class Channel:
                 self._dropped += len(batch)
                 return
             elif overflow is Overflow.LATEST:
-                self._dropped += len(queue.popleft())
+                oldest = next((item for item in queue if isinstance(item, list)), None)
+                if oldest is None:
+                    self._dropped += len(batch)
+                    return
+                queue.remove(oldest)
+                self._dropped += len(oldest)
             else:
                 raise BackpressureOverflowError(
                     f"channel {self.name} is full ({self.capacity} batches) and its overflow "
@@ -113,6 +127,17 @@ class Channel:
                 )
         queue.append(batch)
         self._sent += 1
+        self._wake_receiver()
+
+    def send_control(self, message: Watermark) -> None:
+        """Enqueue a control message behind the data sent before it.
+
+        Control messages are never dropped and never wait: there is at most
+        one per sender per step of event time, so they cannot swamp memory.
+        """
+        if self._broken is not None:
+            raise ChannelBrokenError(f"channel {self.name} is broken") from self._broken
+        self._queue.append(message)
         self._wake_receiver()
 
     def close_sender(self) -> None:
@@ -149,7 +174,7 @@ class Channel:
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
             name=self.name,
-            size=len(self._queue),
+            size=sum(1 for item in self._queue if isinstance(item, list)),
             capacity=self.capacity,
             senders_open=max(self._senders_open, 0),
             blocked_seconds=self._blocked_ns / 1e9,

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -20,12 +21,14 @@ from typing import Any
 from reflow.connectors.base import DEFAULT_BATCH_SIZE, ConnectorContext, SinkWriter
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError, ReflowError
+from reflow.eventtime.clock import Clock, SystemClock
 from reflow.graph.job import ErrorMode, Job, JobStatus
 from reflow.graph.job_graph import JobVertex
 from reflow.graph.partitioning import Partitioning
-from reflow.graph.stream_graph import NodeKind
+from reflow.graph.stream_graph import NodeKind, StreamGraph
 from reflow.operators.base import OperatorContext, OperatorSpec
 from reflow.runtime.channel import Channel
+from reflow.state.backend import DEFAULT_MAX_ENTRIES, StateBackend, create_backend
 from reflow.runtime.error_policy import DeadLetterOutput, RecordErrorHandler
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics
 from reflow.runtime.task import Router, Stage, Subtask
@@ -42,13 +45,20 @@ DEFAULT_CHANNEL_CAPACITY = 8
 
 @dataclass(frozen=True, slots=True)
 class ExecutorSettings:
-    """Executor settings; the system config's ``executor`` section maps onto these."""
+    """Executor settings; the system config's ``executor`` and ``state`` sections map onto these."""
 
     parallelism: int = 1
     batch_size: int = DEFAULT_BATCH_SIZE
     channel_capacity: int = DEFAULT_CHANNEL_CAPACITY
     io_threads: int = 16
     compute_threads: int = 4
+    clock: Clock = field(default_factory=SystemClock)
+    state_backend: str = "memory"
+    """memory or rocksdb (seed §6.1 ``state.backend``)."""
+    state_path: str | None = None
+    """Folder of RocksDB state; None uses a temporary folder per job."""
+    state_max_entries: int = DEFAULT_MAX_ENTRIES
+    """Entries the memory backend may hold before it fails with a hint to use RocksDB."""
 
 
 @dataclass(slots=True)
@@ -89,8 +99,10 @@ class _Execution:
         self.gate.set()
         self.started = time.perf_counter()
         self.finished: float | None = None
+        self.bounded = True
         self.dead_letters: DeadLetterOutput | None = None
         self.cancelled = False
+        self.state: StateBackend | None = None
 
     def snapshot(self) -> ExecutionMetrics:
         stats = [c.statistics() for c in self.channels]
@@ -161,7 +173,11 @@ class LocalExecutor:
             len(execution.subtasks),
             extra={"job_id": job.job_id, "event": "JOB_STARTED"},
         )
-        error = await self._run(execution)
+        try:
+            error = await self._run(execution)
+        finally:
+            if execution.state is not None:
+                execution.state.close()
         execution.finished = time.perf_counter()
         if execution.dead_letters is not None:
             await _close_writer(execution.dead_letters.writer, error is None)
@@ -247,8 +263,24 @@ class LocalExecutor:
             )
             execution.dead_letters = DeadLetterOutput(dl_writer)
 
+        if any(getattr(n.payload, "stateful", False) for n in graph.stream_graph.nodes):
+            execution.state = create_backend(
+                settings.state_backend,
+                path=settings.state_path,
+                max_entries=settings.state_max_entries,
+            )
+        execution.bounded = all(src.bounded for src in sources.values())
+
         inboxes: dict[int, list[Channel]] = {}
+        sender_keys: dict[tuple[int, int], list[tuple[int, int]]] = {}
         for vertex in graph.vertices:
+            for index in range(vertex.parallelism):
+                sender_keys[(vertex.vertex_id, index)] = [
+                    (edge.edge_id, upstream)
+                    for edge in vertex.inputs
+                    for upstream in range(graph.vertex(edge.source_vertex).parallelism)
+                    if edge.partitioning is not Partitioning.FORWARD or upstream == index
+                ]
             if not vertex.inputs:
                 continue
             senders = sum(
@@ -280,6 +312,7 @@ class LocalExecutor:
                         batch_size,
                         io_pool,
                         compute_pool,
+                        sender_keys[(vertex.vertex_id, index)],
                     )
                 )
 
@@ -294,10 +327,13 @@ class LocalExecutor:
         batch_size: int,
         io_pool: ThreadPoolExecutor,
         compute_pool: ThreadPoolExecutor,
+        senders: list[tuple[int, int]],
     ) -> Subtask:
         job = execution.job
         policy = job.config.error_policy
         stages: list[Stage] = []
+        holder: list[Subtask] = []
+        clock = self.settings.clock
         reader = None
         source_metrics = None
         for node in vertex.chained_nodes:
@@ -328,11 +364,24 @@ class LocalExecutor:
                         step_id=node.step_id,
                     )
                 op_ctx = OperatorContext(
-                    node.step_id, index, vertex.parallelism, handler, job.job_id
+                    node.step_id,
+                    index,
+                    vertex.parallelism,
+                    handler,
+                    job.job_id,
+                    clock=clock,
+                    state=execution.state,
+                    timestamp_of=_upstream_timestamp(job.job_graph.stream_graph, node.step_id),
+                    emit_side=_side_emitter(holder, metrics),
+                    load_source=self._source_loader(job.job_id, batch_size, io_pool),
+                    bounded_input=execution.bounded,
                 )
                 stages.append(Stage(metrics, logic=spec.build(op_ctx)))
-        routers = [Router(edge, inboxes[edge.target_vertex], index) for edge in vertex.outputs]
-        return Subtask(
+        routers = [
+            Router(edge, inboxes[edge.target_vertex], index, (edge.edge_id, index))
+            for edge in vertex.outputs
+        ]
+        subtask = Subtask(
             job_id=job.job_id,
             vertex_name=vertex.vertex_name,
             index=index,
@@ -344,7 +393,30 @@ class LocalExecutor:
             dead_letters=execution.dead_letters,
             gate=execution.gate,
             compute_pool=compute_pool,
+            clock=clock,
+            senders=list(senders),
         )
+        holder.append(subtask)
+        return subtask
+
+    def _source_loader(
+        self, job_id: str, batch_size: int, io_pool: ThreadPoolExecutor
+    ) -> Callable[[Any], Awaitable[list[Any]]]:
+        async def load(payload: Any) -> list[Any]:
+            source = resolve_source(payload)
+            reader = source.create_reader(
+                ConnectorContext("lookup", 0, 1, job_id, batch_size, io_pool)
+            )
+            records: list[Any] = []
+            await reader.open()
+            try:
+                while (batch := await reader.read_batch()) is not None:
+                    records.extend(batch)
+            finally:
+                await reader.close()
+            return records
+
+        return load
 
     # -- running ---------------------------------------------------------------------------
 
@@ -391,6 +463,32 @@ class LocalExecutor:
             step_id=getattr(error, "step_id", None),
             exception=error,
         )
+
+
+def _upstream_timestamp(graph: StreamGraph, step_id: str) -> Callable[[Any], int] | None:
+    """The timestamp extractor of the nearest upstream timestamp assigner, if any."""
+    seen: set[str] = set()
+    frontier = [step_id]
+    while frontier:
+        step = frontier.pop(0)
+        if step in seen:
+            continue
+        seen.add(step)
+        node = graph.node(step)
+        extractor = getattr(node.payload, "timestamp_extractor", None)
+        if extractor is not None and step != step_id:
+            return extractor  # type: ignore[no-any-return]
+        frontier.extend(edge.source_id for edge in node.in_edges)
+    return None
+
+
+def _side_emitter(
+    holder: list[Subtask], metrics: StepMetrics
+) -> Callable[[str, list[Any]], None]:
+    def emit(tag: str, records: list[Any]) -> None:
+        holder[0].emit_side(tag, records, metrics)
+
+    return emit
 
 
 def _attribute(error: BaseException | None, subtask: Subtask) -> BaseException:

@@ -19,6 +19,7 @@ class StepMetrics:
         "batches",
         "dead_lettered",
         "kind",
+        "late",
         "processing_ns",
         "records_in",
         "records_out",
@@ -35,6 +36,7 @@ class StepMetrics:
         self.records_out = 0
         self.rejected = 0
         self.dead_lettered = 0
+        self.late = 0
         self.processing_ns = 0
         self.batches = 0
 
@@ -51,6 +53,8 @@ class StepSummary:
     rejected: int
     dead_lettered: int
     processing_seconds: float
+    late: int = 0
+    """Records that came after their window closed (sent to the "late" side output)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +102,7 @@ class ExecutionMetrics:
                 rejected=sum(m.rejected for m in grouped[step]),
                 dead_lettered=sum(m.dead_lettered for m in grouped[step]),
                 processing_seconds=sum(m.processing_ns for m in grouped[step]) / 1e9,
+                late=sum(m.late for m in grouped[step]),
             )
             for step in order
         )

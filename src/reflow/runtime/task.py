@@ -5,22 +5,32 @@ plain function calls; nothing per record touches the event loop. At the end of
 the chain, routers send the batch on each outgoing JobEdge by its
 partitioning; a full downstream channel makes ``send`` wait, which stops this
 subtask and, in turn, its own producers.
+
+Event time travels in-band: watermarks follow the data through the same
+channels, a subtask's input watermark is the minimum over its senders (idle
+ones excluded), and each operator sees ``on_watermark`` after every record
+that preceded the watermark. A ticker on the injected clock drives
+processing-time work and idle detection; a lock keeps its work and the data
+path from interleaving.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any
 
 from reflow.connectors.base import SinkWriter, SourceReader
+from reflow.eventtime.clock import Clock
+from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
 from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
 from reflow.operators.base import OperatorLogic
-from reflow.runtime.channel import END_OF_STREAM, Channel
+from reflow.runtime.channel import END_OF_STREAM, Channel, Watermark
 from reflow.runtime.error_policy import DeadLetterOutput
 from reflow.runtime.metrics import StepMetrics
 
@@ -56,10 +66,13 @@ class Stage:
 
 
 class Router:
-    """Sends a subtask's output batches over one JobEdge."""
+    """Sends a subtask's output batches (and watermarks) over one JobEdge."""
 
-    def __init__(self, edge: JobEdge, channels: list[Channel], subtask_index: int) -> None:
+    def __init__(
+        self, edge: JobEdge, channels: list[Channel], subtask_index: int, sender: Hashable
+    ) -> None:
         self.edge = edge
+        self.sender = sender
         self.overflow = edge.overflow
         self.partitioning = edge.partitioning
         if edge.partitioning is Partitioning.FORWARD:
@@ -92,6 +105,10 @@ class Router:
             for channel in self.targets:
                 await channel.send(list(batch), self.overflow)
 
+    def send_watermark(self, value: int | None) -> None:
+        for channel in self.targets:
+            channel.send_control(Watermark(self.sender, value))
+
     def close(self) -> None:
         for channel in self.targets:
             channel.close_sender()
@@ -114,19 +131,68 @@ class Subtask:
         dead_letters: DeadLetterOutput | None,
         gate: asyncio.Event,
         compute_pool: Executor | None,
+        clock: Clock,
+        senders: list[Hashable] | None = None,
     ) -> None:
         self.job_id = job_id
         self.name = f"{vertex_name}#{index}"
         self.index = index
         self.stages = stages
-        self.routers = routers
+        self.routers = [r for r in routers if r.edge.side_output is None]
+        self.side_routers: dict[str, list[Router]] = {}
+        for router in routers:
+            if router.edge.side_output is not None:
+                self.side_routers.setdefault(router.edge.side_output, []).append(router)
+        self.side_buffer: dict[str, list[Any]] = {}
         self.inbox = inbox
         self.reader = reader
         self.source_metrics = source_metrics
         self.dead_letters = dead_letters
         self.gate = gate
         self.compute_pool = compute_pool
+        self.clock = clock
         self.current_step: str | None = None
+        self.watermark = MIN_WATERMARK
+        self.sender_watermarks: dict[Hashable, int] = dict.fromkeys(senders or (), MIN_WATERMARK)
+        self.idle_senders: set[Hashable] = set()
+        self.generator = next(
+            (i for i, s in enumerate(stages) if s.logic is not None and s.logic.generates_watermarks),
+            None,
+        )
+        ticks = [s.logic.tick_interval_ms for s in stages if s.logic and s.logic.tick_interval_ms]
+        self.tick_ms = min(ticks) if ticks else None
+        self.lock = asyncio.Lock()
+        self.late_dropped = 0
+
+    # -- side outputs --------------------------------------------------------------------
+
+    def emit_side(self, tag: str, records: list[Any], metrics: StepMetrics | None = None) -> None:
+        """Collect records for side output ``tag``; sent after the current step."""
+        if metrics is not None and tag == "late":
+            metrics.late += len(records)
+        self.side_buffer.setdefault(tag, []).extend(records)
+
+    async def _flush_side(self) -> None:
+        if not self.side_buffer:
+            return
+        buffered, self.side_buffer = self.side_buffer, {}
+        for tag, records in buffered.items():
+            routers = self.side_routers.get(tag)
+            if not routers:
+                self.late_dropped += len(records)
+                logger.warning(
+                    "job %s subtask %s: %d records for side output %r, which is not connected; "
+                    "connect it (stream.late().sink(...)) to keep them",
+                    self.job_id,
+                    self.name,
+                    len(records),
+                    tag,
+                )
+                continue
+            for router in routers:
+                await router.send(records)
+
+    # -- data path ----------------------------------------------------------------------
 
     async def _push(self, batch: list[Any], start: int = 0) -> None:
         stages = self.stages
@@ -156,10 +222,76 @@ class Subtask:
             metrics.processing_ns += time.perf_counter_ns() - began
             metrics.records_out += len(batch)
             if not batch:
-                return
+                break
+        else:
+            for router in self.routers:
+                self.current_step = router.edge.target_step
+                await router.send(batch)
+        if self.side_buffer:
+            await self._flush_side()
+
+    async def _emit_watermark(self, watermark: int, start: int, force: bool = False) -> None:
+        """Advance event time to ``watermark`` from stage ``start`` on, then downstream."""
+        stages = self.stages
+        for position in range(start, len(stages)):
+            logic = stages[position].logic
+            if logic is None:
+                continue
+            if logic.generates_watermarks and not force:
+                return  # an assigner further down makes its own watermarks
+            self.current_step = stages[position].metrics.step_id
+            fired = logic.on_watermark(watermark)
+            if fired:
+                stages[position].metrics.records_out += len(fired)
+                await self._push(fired, position + 1)
+        await self._flush_side()
         for router in self.routers:
-            self.current_step = router.edge.target_step
-            await router.send(batch)
+            router.send_watermark(watermark)
+        for routers in self.side_routers.values():
+            for router in routers:
+                router.send_watermark(watermark)
+
+    async def _check_generator(self) -> None:
+        if self.generator is None:
+            return
+        logic = self.stages[self.generator].logic
+        assert logic is not None
+        generated = logic.current_watermark()
+        if generated is not None and generated > self.watermark:
+            self.watermark = generated
+            await self._emit_watermark(generated, self.generator + 1)
+
+    async def _on_watermark_message(self, message: Watermark) -> None:
+        if message.value is None:
+            self.idle_senders.add(message.sender)
+        else:
+            self.idle_senders.discard(message.sender)
+            previous = self.sender_watermarks.get(message.sender, MIN_WATERMARK)
+            self.sender_watermarks[message.sender] = max(previous, message.value)
+        active = [w for s, w in self.sender_watermarks.items() if s not in self.idle_senders]
+        if not active:
+            return
+        combined = min(active)
+        if combined > self.watermark:
+            self.watermark = combined
+            await self._emit_watermark(combined, 0)
+
+    async def _tick(self) -> None:
+        now = self.clock.now_ms()
+        for position, stage in enumerate(self.stages):
+            if stage.logic is not None and stage.logic.tick_interval_ms:
+                self.current_step = stage.metrics.step_id
+                fired = stage.logic.on_tick(now)
+                if fired:
+                    stage.metrics.records_out += len(fired)
+                    await self._push(fired, position + 1)
+        await self._check_generator()
+
+    async def _ticker(self, interval_ms: int) -> None:
+        while True:
+            await self.clock.sleep(interval_ms / 1000)
+            async with self.lock:
+                await self._tick()
 
     async def _drain_dead_letters(self) -> None:
         if self.dead_letters is not None and self.dead_letters.pending:
@@ -167,17 +299,27 @@ class Subtask:
 
     async def run(self) -> None:
         """Open, process until end of input, flush, and close (also on failure)."""
+        ticker: asyncio.Task[None] | None = None
         try:
             for stage in self.stages:
                 if stage.writer is not None:
                     self.current_step = stage.metrics.step_id
                     await stage.writer.open()
+            if self.tick_ms:
+                ticker = asyncio.create_task(self._ticker(self.tick_ms))
             if self.reader is not None:
                 await self._run_source(self.reader)
             else:
                 await self._run_inbox()
+            if ticker is not None:
+                ticker.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await ticker
+                ticker = None
             await self._finish()
         finally:
+            if ticker is not None:
+                ticker.cancel()
             await self._close()
 
     async def _run_source(self, reader: SourceReader) -> None:
@@ -186,7 +328,7 @@ class Subtask:
         self.current_step = metrics.step_id
         await reader.open()
         gate = self.gate
-        push = self._push
+        lock = self.lock
         while True:
             if not gate.is_set():
                 await gate.wait()
@@ -194,26 +336,39 @@ class Subtask:
             batch = await reader.read_batch()
             if batch is None:
                 return
-            if batch:
-                metrics.records_out += len(batch)
-                metrics.batches += 1
-                await push(batch)
-            if self.dead_letters is not None and self.dead_letters.pending:
-                await self.dead_letters.drain()
+            async with lock:
+                if batch:
+                    metrics.records_out += len(batch)
+                    metrics.batches += 1
+                    await self._push(batch)
+                    if self.generator is not None:
+                        await self._check_generator()
+                if self.dead_letters is not None and self.dead_letters.pending:
+                    await self.dead_letters.drain()
 
     async def _run_inbox(self) -> None:
         inbox = self.inbox
         assert inbox is not None
-        push = self._push
+        lock = self.lock
         while True:
-            batch = await inbox.receive()
-            if batch is END_OF_STREAM:
+            item = await inbox.receive()
+            if item is END_OF_STREAM:
                 return
-            await push(batch)
-            if self.dead_letters is not None and self.dead_letters.pending:
-                await self.dead_letters.drain()
+            async with lock:
+                if isinstance(item, Watermark):
+                    await self._on_watermark_message(item)
+                    continue
+                await self._push(item)
+                if self.generator is not None:
+                    await self._check_generator()
+                if self.dead_letters is not None and self.dead_letters.pending:
+                    await self.dead_letters.drain()
 
     async def _finish(self) -> None:
+        # End of input: event time jumps to the end, so every window fires.
+        if self.watermark < MAX_WATERMARK:
+            self.watermark = MAX_WATERMARK
+            await self._emit_watermark(MAX_WATERMARK, 0, force=True)
         for position, stage in enumerate(self.stages):
             if stage.logic is not None:
                 self.current_step = stage.metrics.step_id
@@ -224,9 +379,13 @@ class Subtask:
             elif stage.writer is not None:
                 self.current_step = stage.metrics.step_id
                 await stage.writer.flush()
+        await self._flush_side()
         await self._drain_dead_letters()
         for router in self.routers:
             router.close()
+        for routers in self.side_routers.values():
+            for router in routers:
+                router.close()
 
     async def _close(self) -> None:
         if self.reader is not None:

@@ -1,0 +1,407 @@
+"""State backends: where keyed state lives (seed §6.1 ``state.backend``, §12.2).
+
+A backend hands out named tables scoped by ``step_id`` and subtask:
+
+* ``StateTable``: key -> value;
+* ``OrderedTable``: (time, key) -> value, read back in time order (windows, timers).
+
+``memory`` keeps Python objects in dicts (fast; bounded by ``max_entries`` so
+that a runaway key space fails clearly instead of exhausting memory);
+``rocksdb`` (the ``rocksdict`` package) keeps pickled entries on disk, for
+state larger than memory. Both snapshot and restore as a whole.
+"""
+
+from __future__ import annotations
+
+import abc
+import heapq
+import pickle
+import shutil
+import struct
+import tempfile
+from collections.abc import Hashable, Iterator
+from pathlib import Path
+from typing import Any
+
+from reflow.errors import ReflowError
+
+__all__ = [
+    "MemoryBackend",
+    "OrderedTable",
+    "RocksDbBackend",
+    "StateBackend",
+    "StateCapacityError",
+    "StateTable",
+    "create_backend",
+]
+
+# Entries the memory backend holds (over all tables of a job) before it fails
+# and asks for RocksDB: about 1-2 GB of typical small accumulators.
+DEFAULT_MAX_ENTRIES = 10_000_000
+
+
+class StateCapacityError(ReflowError):
+    """The memory backend reached its entry cap."""
+
+
+class StateTable(abc.ABC):
+    """key -> value, for one named state of one step in one subtask."""
+
+    @abc.abstractmethod
+    def get(self, key: Hashable) -> Any: ...
+
+    @abc.abstractmethod
+    def put(self, key: Hashable, value: Any) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, key: Hashable) -> None: ...
+
+    @abc.abstractmethod
+    def items(self) -> Iterator[tuple[Any, Any]]: ...
+
+
+class OrderedTable(abc.ABC):
+    """(time, key) -> value, popped in time order."""
+
+    @abc.abstractmethod
+    def get(self, time: int, key: Hashable) -> Any: ...
+
+    @abc.abstractmethod
+    def put(self, time: int, key: Hashable, value: Any) -> None: ...
+
+    @abc.abstractmethod
+    def delete(self, time: int, key: Hashable) -> None: ...
+
+    @abc.abstractmethod
+    def pop_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        """Remove and return every entry with time <= bound, in time order."""
+
+    @abc.abstractmethod
+    def items_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        """Every entry with time <= bound, in time order, without removing."""
+
+    @abc.abstractmethod
+    def min_time(self) -> int | None: ...
+
+
+class StateBackend(abc.ABC):
+    name: str
+
+    @abc.abstractmethod
+    def table(self, step_id: str, subtask: int, name: str) -> StateTable: ...
+
+    @abc.abstractmethod
+    def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable: ...
+
+    @abc.abstractmethod
+    def snapshot(self) -> dict[str, Any]:
+        """Every entry, as picklable data."""
+
+    @abc.abstractmethod
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Replace the contents by a snapshot."""
+
+    def close(self) -> None:
+        """Release files; the backend is unusable afterwards."""
+
+
+# -- memory ---------------------------------------------------------------------------------
+
+
+class _Budget:
+    __slots__ = ("entries", "limit")
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.entries = 0
+
+    def grow(self, where: str) -> None:
+        self.entries += 1
+        if self.entries > self.limit:
+            raise StateCapacityError(
+                f"the memory state backend holds more than {self.limit:,} entries (at {where}); "
+                "set state.backend: rocksdb in the system config for state larger than memory, "
+                "or raise state.max_entries"
+            )
+
+
+class _MemoryTable(StateTable):
+    def __init__(self, budget: _Budget, where: str) -> None:
+        self.data: dict[Any, Any] = {}
+        self.budget = budget
+        self.where = where
+
+    def get(self, key: Hashable) -> Any:
+        return self.data.get(key)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        if key not in self.data:
+            self.budget.grow(self.where)
+        self.data[key] = value
+
+    def delete(self, key: Hashable) -> None:
+        if self.data.pop(key, _MISSING) is not _MISSING:
+            self.budget.entries -= 1
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        return iter(list(self.data.items()))
+
+
+_MISSING = object()
+
+
+class _MemoryOrdered(OrderedTable):
+    def __init__(self, budget: _Budget, where: str) -> None:
+        self.by_time: dict[int, dict[Any, Any]] = {}
+        self.heap: list[int] = []
+        self.budget = budget
+        self.where = where
+
+    def get(self, time: int, key: Hashable) -> Any:
+        bucket = self.by_time.get(time)
+        return None if bucket is None else bucket.get(key)
+
+    def put(self, time: int, key: Hashable, value: Any) -> None:
+        bucket = self.by_time.get(time)
+        if bucket is None:
+            bucket = self.by_time[time] = {}
+            heapq.heappush(self.heap, time)
+        if key not in bucket:
+            self.budget.grow(self.where)
+        bucket[key] = value
+
+    def delete(self, time: int, key: Hashable) -> None:
+        bucket = self.by_time.get(time)
+        if bucket is not None and bucket.pop(key, _MISSING) is not _MISSING:
+            self.budget.entries -= 1
+            if not bucket:
+                del self.by_time[time]
+
+    def _times_until(self, bound: int) -> list[int]:
+        return sorted(t for t in self.by_time if t <= bound)
+
+    def pop_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        out: list[tuple[int, Any, Any]] = []
+        heap = self.heap
+        while heap and heap[0] <= bound:
+            time = heapq.heappop(heap)
+            bucket = self.by_time.pop(time, None)
+            if bucket:
+                self.budget.entries -= len(bucket)
+                out.extend((time, key, value) for key, value in bucket.items())
+        return out
+
+    def items_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        return [
+            (time, key, value)
+            for time in self._times_until(bound)
+            for key, value in self.by_time[time].items()
+        ]
+
+    def min_time(self) -> int | None:
+        heap = self.heap
+        while heap and heap[0] not in self.by_time:
+            heapq.heappop(heap)
+        return heap[0] if heap else None
+
+
+class MemoryBackend(StateBackend):
+    """Python objects in dicts; the default."""
+
+    name = "memory"
+
+    def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
+        self.budget = _Budget(max_entries)
+        self.tables: dict[str, _MemoryTable] = {}
+        self.ordered: dict[str, _MemoryOrdered] = {}
+
+    def table(self, step_id: str, subtask: int, name: str) -> StateTable:
+        scope = f"{step_id}/{subtask}/{name}"
+        if scope not in self.tables:
+            self.tables[scope] = _MemoryTable(self.budget, f"step {step_id!r}")
+        return self.tables[scope]
+
+    def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable:
+        scope = f"{step_id}/{subtask}/{name}"
+        if scope not in self.ordered:
+            self.ordered[scope] = _MemoryOrdered(self.budget, f"step {step_id!r}")
+        return self.ordered[scope]
+
+    def snapshot(self) -> dict[str, Any]:
+        data = {
+            "tables": {scope: dict(t.data) for scope, t in self.tables.items()},
+            "ordered": {
+                scope: {time: dict(bucket) for time, bucket in t.by_time.items()}
+                for scope, t in self.ordered.items()
+            },
+        }
+        copied: dict[str, Any] = pickle.loads(pickle.dumps(data))
+        return copied
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        self.tables.clear()
+        self.ordered.clear()
+        self.budget.entries = 0
+        for scope, data in snapshot["tables"].items():
+            table = _MemoryTable(self.budget, scope)
+            for key, value in data.items():
+                table.put(key, value)
+            self.tables[scope] = table
+        for scope, by_time in snapshot["ordered"].items():
+            ordered = _MemoryOrdered(self.budget, scope)
+            for time, bucket in by_time.items():
+                for key, value in bucket.items():
+                    ordered.put(time, key, value)
+            self.ordered[scope] = ordered
+
+
+# -- RocksDB --------------------------------------------------------------------------------
+
+_TIME = struct.Struct(">Q")
+_TIME_OFFSET = 2**63  # signed times sort correctly as unsigned big-endian
+
+
+def _dump(value: Any) -> bytes:
+    return pickle.dumps(value, protocol=5)
+
+
+class _RocksTable(StateTable):
+    def __init__(self, db: Any, prefix: bytes) -> None:
+        self.db = db
+        self.prefix = prefix
+
+    def get(self, key: Hashable) -> Any:
+        raw = self.db.get(self.prefix + _dump(key))
+        return None if raw is None else pickle.loads(raw)
+
+    def put(self, key: Hashable, value: Any) -> None:
+        self.db[self.prefix + _dump(key)] = _dump(value)
+
+    def delete(self, key: Hashable) -> None:
+        self.db.delete(self.prefix + _dump(key))
+
+    def items(self) -> Iterator[tuple[Any, Any]]:
+        it = self.db.iter()
+        it.seek(self.prefix)
+        size = len(self.prefix)
+        out = []
+        while it.valid():
+            raw_key = it.key()
+            if not raw_key.startswith(self.prefix):
+                break
+            out.append((pickle.loads(raw_key[size:]), pickle.loads(it.value())))
+            it.next()
+        return iter(out)
+
+
+class _RocksOrdered(OrderedTable):
+    def __init__(self, db: Any, prefix: bytes) -> None:
+        self.db = db
+        self.prefix = prefix
+
+    def _key(self, time: int, key: Hashable) -> bytes:
+        return self.prefix + _TIME.pack(time + _TIME_OFFSET) + _dump(key)
+
+    def get(self, time: int, key: Hashable) -> Any:
+        raw = self.db.get(self._key(time, key))
+        return None if raw is None else pickle.loads(raw)
+
+    def put(self, time: int, key: Hashable, value: Any) -> None:
+        self.db[self._key(time, key)] = _dump(value)
+
+    def delete(self, time: int, key: Hashable) -> None:
+        self.db.delete(self._key(time, key))
+
+    def _scan(self, bound: int | None) -> list[tuple[bytes, int, Any, Any]]:
+        it = self.db.iter()
+        it.seek(self.prefix)
+        size = len(self.prefix)
+        out = []
+        while it.valid():
+            raw_key = it.key()
+            if not raw_key.startswith(self.prefix):
+                break
+            time = _TIME.unpack_from(raw_key, size)[0] - _TIME_OFFSET
+            if bound is not None and time > bound:
+                break
+            out.append((raw_key, time, pickle.loads(raw_key[size + 8 :]), pickle.loads(it.value())))
+            if bound is None:
+                break
+            it.next()
+        return out
+
+    def pop_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        from rocksdict import WriteBatch
+
+        found = self._scan(bound)
+        if found:
+            batch = WriteBatch(raw_mode=True)
+            for raw_key, _, _, _ in found:
+                batch.delete(raw_key)
+            self.db.write(batch)
+        return [(time, key, value) for _, time, key, value in found]
+
+    def items_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        return [(time, key, value) for _, time, key, value in self._scan(bound)]
+
+    def min_time(self) -> int | None:
+        first = self._scan(None)
+        return first[0][1] if first else None
+
+
+class RocksDbBackend(StateBackend):
+    """Pickled entries in a RocksDB database (rocksdict), for state larger than memory."""
+
+    name = "rocksdb"
+
+    def __init__(self, path: str | Path | None = None, block_cache_bytes: int | None = None) -> None:
+        try:
+            from rocksdict import Options, Rdict
+        except ImportError as exc:  # pragma: no cover - rocksdict is a dependency
+            raise ReflowError(
+                "state.backend rocksdb needs the rocksdict package: pip install rocksdict"
+            ) from exc
+        self._owned = path is None
+        self.path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="reflow-state-"))
+        self.path.mkdir(parents=True, exist_ok=True)
+        options = Options(raw_mode=True)
+        options.create_if_missing(True)
+        self.db = Rdict(str(self.path / "db"), options=options)
+
+    def _prefix(self, kind: str, step_id: str, subtask: int, name: str) -> bytes:
+        return f"{kind}/{step_id}/{subtask}/{name}/".encode()
+
+    def table(self, step_id: str, subtask: int, name: str) -> StateTable:
+        return _RocksTable(self.db, self._prefix("t", step_id, subtask, name))
+
+    def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable:
+        return _RocksOrdered(self.db, self._prefix("o", step_id, subtask, name))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {"rocksdb": dict(self.db.items())}
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        from rocksdict import WriteBatch
+
+        batch = WriteBatch(raw_mode=True)
+        for key in list(self.db.keys()):
+            batch.delete(key)
+        for key, value in snapshot["rocksdb"].items():
+            batch.put(key, value)
+        self.db.write(batch)
+
+    def close(self) -> None:
+        self.db.close()
+        if self._owned:
+            shutil.rmtree(self.path, ignore_errors=True)
+
+
+def create_backend(
+    kind: str, *, path: str | Path | None = None, max_entries: int = DEFAULT_MAX_ENTRIES
+) -> StateBackend:
+    """The backend named by the system config's ``state.backend``."""
+    if kind == "memory":
+        return MemoryBackend(max_entries)
+    if kind == "rocksdb":
+        return RocksDbBackend(path)
+    raise ReflowError(f"unknown state backend {kind!r}; use memory or rocksdb")
