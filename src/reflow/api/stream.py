@@ -24,10 +24,15 @@ from typing import Any, Generic, TypeVar
 from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType
 from reflow.graph.partitioning import Partitioning
 from reflow.graph.stream_graph import Overflow, StreamGraph, StreamGraphBuilder
+from reflow.operators.aggregations import Count, Reduce, value_of
 from reflow.operators.base import OperatorSpec
 from reflow.operators.facade import Operators
+from reflow.operators.joins import IntervalJoinOp, WindowJoinOp, default_join
+from reflow.operators.keyed import KeyedProcessFunction
+from reflow.operators.windows import WindowSpec, default_emit
+from reflow.state.functions import AggregateFunction
 
-__all__ = ["Flow", "KeyedStream", "Stream"]
+__all__ = ["Flow", "KeyedStream", "Stream", "WindowedStream"]
 
 T = TypeVar("T")
 U = TypeVar("U")
@@ -60,6 +65,7 @@ class Flow:
         self._ids: set[str] = set()
 
     def _step_id(self, given: str | None, payload: Any, default: str) -> str:
+        """A unique step id: ``given``, else the payload's name, else ``default`` (numbered)."""
         if given is not None:
             self._ids.add(given)
             return given
@@ -98,11 +104,13 @@ class Stream(Generic[T]):
         step_id: str,
         partitioning: Partitioning | None = None,
         overflow: Overflow = Overflow.BUFFER,
+        timestamp: Callable[[Any], int] | None = None,
     ) -> None:
         self.flow = flow
         self.step_id = step_id
         self._partitioning = partitioning
         self._overflow = overflow
+        self._timestamp = timestamp
 
     def _then(self, operator: OperatorSpec, id: str | None, default: str) -> str:
         step_id = self.flow._step_id(id, operator, default)
@@ -110,44 +118,164 @@ class Stream(Generic[T]):
         self._connect(step_id)
         return step_id
 
-    def _connect(self, target: str) -> None:
+    def _next(self, step_id: str) -> Stream[Any]:
+        return Stream(self.flow, step_id, timestamp=self._timestamp)
+
+    def _connect(self, target: str, side_output: str | None = None) -> None:
         self.flow._builder.connect(
-            self.step_id, target, partitioning=self._partitioning, overflow=self._overflow
+            self.step_id,
+            target,
+            partitioning=self._partitioning,
+            overflow=self._overflow,
+            side_output=side_output,
         )
 
     def map(self, fn: Callable[[T], U], *, id: str | None = None, **options: Any) -> Stream[U]:
         """``fn(record)`` for every record; ``fn`` may be ``async def``."""
-        return Stream(self.flow, self._then(Operators.map(fn, **options), id, "map"))
+        return self._next(self._then(Operators.map(fn, **options), id, "map"))
 
     def filter(
         self, predicate: Callable[[T], Any], *, id: str | None = None, **options: Any
     ) -> Stream[T]:
         """Keep the records for which ``predicate`` is truthy."""
-        return Stream(self.flow, self._then(Operators.filter(predicate, **options), id, "filter"))
+        return self._next(self._then(Operators.filter(predicate, **options), id, "filter"))
 
     def flat_map(
         self, fn: Callable[[T], Iterable[U]], *, id: str | None = None, **options: Any
     ) -> Stream[U]:
         """Every record of the iterable ``fn(record)`` returns."""
-        return Stream(self.flow, self._then(Operators.flat_map(fn, **options), id, "flat-map"))
+        return self._next(self._then(Operators.flat_map(fn, **options), id, "flat-map"))
 
     def key_by(
-        self, key_selector: Callable[[T], K], *, id: str | None = None, **options: Any
+        self, key_selector: Callable[[T], K] | str, *, id: str | None = None, **options: Any
     ) -> KeyedStream[K, T]:
-        """Partition by key: equal keys meet in one downstream subtask."""
-        step = self._then(Operators.key_by(key_selector, **options), id, "key-by")
-        return KeyedStream(self.flow, step, key_selector)
+        """Partition by key (a function or a field name): equal keys meet in one subtask."""
+        selector = value_of(key_selector)
+        assert selector is not None
+        step = self._then(Operators.key_by(selector, **options), id, "key-by")
+        return KeyedStream(self.flow, step, selector, self._timestamp)
 
     def union(self, *others: Stream[T], id: str | None = None) -> Stream[T]:
         """Merge this stream with ``others``."""
         step = self._then(Operators.union(), id, "union")
         for other in others:
             other._connect(step)
-        return Stream(self.flow, step)
+        return self._next(step)
 
     def transform(self, operator: OperatorSpec, *, id: str | None = None) -> Stream[Any]:
         """Add any operator spec, built-in or user-defined (``reflow.Operator``)."""
-        return Stream(self.flow, self._then(operator, id, operator.operator_type))
+        return self._next(self._then(operator, id, operator.operator_type))
+
+    def assign_timestamps(
+        self,
+        timestamp: str | Callable[[T], int],
+        *,
+        max_out_of_orderness_ms: int = 0,
+        idle_timeout_ms: int | None = None,
+        wall_clock_advance: bool = True,
+        id: str | None = None,
+    ) -> Stream[T]:
+        """Event time (epoch ms) from a field or function, and watermarks behind it."""
+        op = Operators.assign_timestamps(
+            timestamp,
+            max_out_of_orderness_ms=max_out_of_orderness_ms,
+            idle_timeout_ms=idle_timeout_ms,
+            wall_clock_advance=wall_clock_advance,
+        )
+        step = self._then(op, id, "timestamps")
+        return Stream(self.flow, step, timestamp=op.timestamp_extractor)
+
+    def _tag(self, side: int) -> Stream[Any]:
+        return self.map(
+            lambda record: (side, record), id=self.flow._step_id(None, None, f"tag-{side}")
+        )
+
+    def _two_input(
+        self, other: Stream[Any], op: OperatorSpec, id: str | None, default: str
+    ) -> Stream[Any]:
+        left, right = self._tag(0), other._tag(1)
+        step = left._then(op, id, default)
+        right._connect(step)
+        return Stream(self.flow, step)
+
+    def _timestamps(
+        self,
+        other: Stream[Any],
+        left: str | Callable[[Any], int] | None,
+        right: str | Callable[[Any], int] | None,
+    ) -> tuple[Any, Any]:
+        left = left or self._timestamp
+        right = right or other._timestamp
+        if left is None or right is None:
+            raise ValueError(
+                "a join needs event time on both inputs: assign_timestamps(...) on each, "
+                "or pass left_timestamp=/right_timestamp="
+            )
+        return left, right
+
+    def window_join(
+        self,
+        other: Stream[Any],
+        left_key: str | Callable[[Any], Any],
+        right_key: str | Callable[[Any], Any],
+        size_ms: int,
+        *,
+        join: Callable[[Any, Any], Any] | None = None,
+        left_timestamp: str | Callable[[Any], int] | None = None,
+        right_timestamp: str | Callable[[Any], int] | None = None,
+        id: str | None = None,
+    ) -> Stream[Any]:
+        """Pairs of this and ``other`` with equal keys in the same tumbling window."""
+        lt, rt = self._timestamps(other, left_timestamp, right_timestamp)
+        op = WindowJoinOp(left_key, right_key, lt, rt, join=join or default_join, size_ms=size_ms)
+        return self._two_input(other, op, id, "window-join")
+
+    def interval_join(
+        self,
+        other: Stream[Any],
+        left_key: str | Callable[[Any], Any],
+        right_key: str | Callable[[Any], Any],
+        lower_ms: int,
+        upper_ms: int,
+        *,
+        join: Callable[[Any, Any], Any] | None = None,
+        left_timestamp: str | Callable[[Any], int] | None = None,
+        right_timestamp: str | Callable[[Any], int] | None = None,
+        id: str | None = None,
+    ) -> Stream[Any]:
+        """Pairs where other.ts is in [ts + lower_ms, ts + upper_ms], equal keys."""
+        lt, rt = self._timestamps(other, left_timestamp, right_timestamp)
+        op = IntervalJoinOp(
+            left_key,
+            right_key,
+            lt,
+            rt,
+            join=join or default_join,
+            lower_ms=lower_ms,
+            upper_ms=upper_ms,
+        )
+        return self._two_input(other, op, id, "interval-join")
+
+    def lookup(
+        self,
+        source: Any,
+        key: str | Callable[[Any], Any],
+        lookup_key: str | Callable[[Any], Any],
+        *,
+        id: str | None = None,
+        **options: Any,
+    ) -> Stream[Any]:
+        """Enrich each record from a cached lookup source (a SQL table, a file, ...)."""
+        return self._next(
+            self._then(Operators.lookup(source, key, lookup_key, **options), id, "lookup")
+        )
+
+    def late(self, *, id: str | None = None) -> Stream[Any]:
+        """The records that came too late for this step's windows (its "late" side output)."""
+        step = self.flow._step_id(id, None, f"{self.step_id}-late")
+        self.flow._builder.add_operator(step, Operators.union())
+        self._connect(step, side_output="late")
+        return Stream(self.flow, step)
 
     def apply(self, fn: Callable[[Stream[T]], Stream[U]] | OperatorSpec) -> Stream[Any]:
         """Apply a user-defined operator, or a function composing several steps."""
@@ -177,6 +305,83 @@ class Stream(Generic[T]):
 class KeyedStream(Stream[V], Generic[K, V]):
     """A stream partitioned by ``key_selector``: the next edge is HASH."""
 
-    def __init__(self, flow: Flow, step_id: str, key_selector: Callable[[V], K]) -> None:
-        super().__init__(flow, step_id)
+    def __init__(
+        self,
+        flow: Flow,
+        step_id: str,
+        key_selector: Callable[[V], K],
+        timestamp: Callable[[Any], int] | None = None,
+    ) -> None:
+        super().__init__(flow, step_id, timestamp=timestamp)
         self.key_selector = key_selector
+
+    def window(self, window: WindowSpec) -> WindowedStream[K, V]:
+        """Group each key's records into windows (``Windows.tumbling(...)``, ...)."""
+        return WindowedStream(self, window)
+
+    def reduce(
+        self,
+        fn: Callable[[Any, Any], Any],
+        *,
+        value: str | Callable[[Any], Any] | None = None,
+        emit: str = "auto",
+        id: str | None = None,
+    ) -> Stream[tuple[K, Any]]:
+        """Rolling reduce per key: ``(key, value)`` per update, or finals on bounded input."""
+        return self.aggregate(Reduce(fn, value), emit=emit, id=id)
+
+    def aggregate(
+        self,
+        aggregate: AggregateFunction[Any, Any, Any],
+        *,
+        emit: str = "auto",
+        output: Callable[[Any, Any], Any] | None = None,
+        id: str | None = None,
+    ) -> Stream[Any]:
+        """Rolling aggregate per key (seed §9.2)."""
+        op = Operators.aggregate(self.key_selector, aggregate=aggregate, emit=emit, output=output)
+        return self._next(self._then(op, id, "aggregate"))
+
+    def deduplicate(
+        self, *, ttl_ms: int | None = None, event_time: bool = True, id: str | None = None
+    ) -> Stream[V]:
+        """The first record of each key within ``ttl_ms``."""
+        op = Operators.deduplicate(
+            self.key_selector, ttl_ms=ttl_ms, timestamp=self._timestamp, event_time=event_time
+        )
+        return self._next(self._then(op, id, "deduplicate"))
+
+    def process(self, function: KeyedProcessFunction, *, id: str | None = None) -> Stream[Any]:
+        """Run a KeyedProcessFunction (state and timers) per key."""
+        op = Operators.process(function, self.key_selector, timestamp=self._timestamp)
+        return self._next(self._then(op, id, "process"))
+
+
+class WindowedStream(Generic[K, V]):
+    """A keyed stream grouped into windows; ``aggregate`` ends the grouping."""
+
+    def __init__(self, keyed: KeyedStream[K, V], window: WindowSpec) -> None:
+        self.keyed = keyed
+        self.window = window
+
+    def aggregate(
+        self,
+        aggregate: AggregateFunction[Any, Any, Any] | None = None,
+        *,
+        allowed_lateness_ms: int = 0,
+        emit: Callable[[Any, int, int, Any], Any] = default_emit,
+        id: str | None = None,
+    ) -> Stream[Any]:
+        """Aggregate each key's records per window; ``.late()`` on the result gives late records."""
+        op = Operators.window_aggregate(
+            self.window,
+            self.keyed.key_selector,
+            aggregate or Count(),
+            timestamp=self.keyed._timestamp,
+            allowed_lateness_ms=allowed_lateness_ms,
+            emit=emit,
+        )
+        return Stream(self.keyed.flow, self.keyed._then(op, id, "window"))
+
+    def count(self, *, id: str | None = None, **options: Any) -> Stream[Any]:
+        return self.aggregate(Count(), id=id, **options)

@@ -48,7 +48,9 @@ class WatermarkStrategy:
         return WatermarkStrategy(0, idle_timeout_ms, wall_clock_advance)
 
     def with_idleness(self, idle_timeout_ms: int) -> WatermarkStrategy:
-        return WatermarkStrategy(self.max_out_of_orderness_ms, idle_timeout_ms, self.wall_clock_advance)
+        return WatermarkStrategy(
+            self.max_out_of_orderness_ms, idle_timeout_ms, self.wall_clock_advance
+        )
 
 
 TimestampFn = Callable[[Any], int]

@@ -280,7 +280,7 @@ class StreamGraphBuilder:
         capacity: int | None = None,
         side_output: str | None = None,
     ) -> StreamGraphBuilder:
-        """Send the output of ``source_id`` (or its side output ``side_output``) into ``target_id``."""
+        """Send the output of ``source_id`` (or its ``side_output``) into ``target_id``."""
         for step in (source_id, target_id):
             if step not in self._nodes:
                 known = ", ".join(repr(s) for s in self._nodes) or "none yet"
@@ -371,7 +371,9 @@ class StreamGraphBuilder:
                     "or remove it",
                     step_id=step_id,
                 )
-            if kind is not NodeKind.SINK and not any(e.side_output is None for e in outgoing[step_id]):
+            if kind is not NodeKind.SINK and not any(
+                e.side_output is None for e in outgoing[step_id]
+            ):
                 raise GraphValidationError(
                     f"{kind.value} {step_id!r} has no output, so its records would be lost; "
                     f"connect({step_id!r}, <downstream>) or remove it",

@@ -82,6 +82,10 @@ class OperatorLogic(abc.ABC):
     blocking: bool = False
     generates_watermarks: ClassVar[bool] = False
     """True for timestamp assigners: the runtime reads ``current_watermark()``."""
+    is_idle: bool = False
+    """For watermark generators: no input for the idle timeout (excluded from the minimum)."""
+    input_waiting_since: int | None = None
+    """For watermark generators: since when (clock ms) the subtask waits for input."""
     tick_interval_ms: int | None = None
     """Set when the logic needs ``on_tick`` calls (processing time, timers, idleness)."""
 

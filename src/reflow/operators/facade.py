@@ -5,6 +5,15 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from reflow.eventtime.watermarks import WatermarkStrategy
+from reflow.operators.aggregations import Count, Reduce
+from reflow.operators.joins import LookupJoinOp
+from reflow.operators.keyed import (
+    DeduplicateOp,
+    KeyedAggregateOp,
+    KeyedProcessFunction,
+    KeyedProcessOp,
+)
 from reflow.operators.stateless import (
     DEFAULT_ASYNC_CONCURRENCY,
     FilterOp,
@@ -13,6 +22,11 @@ from reflow.operators.stateless import (
     MapOp,
     UnionOp,
 )
+from reflow.operators.timestamps import AssignTimestampsOp
+from reflow.operators.windows import WindowAggregateOp, Windows, WindowSpec, default_emit
+from reflow.state.functions import AggregateFunction
+
+Key = str | Callable[[Any], Any]
 
 __all__ = ["Operators"]
 
@@ -94,3 +108,122 @@ class Operators:
     def union(*, name: str | None = None, parallelism: int | None = None) -> UnionOp:
         """Merge several inputs into one stream; connect every input to it."""
         return UnionOp(name, parallelism)
+
+    # -- event time and keyed state -------------------------------------------------------
+
+    @staticmethod
+    def assign_timestamps(
+        timestamp: str | Callable[[Any], int],
+        *,
+        max_out_of_orderness_ms: int = 0,
+        idle_timeout_ms: int | None = None,
+        wall_clock_advance: bool = True,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> AssignTimestampsOp:
+        """Event time from a field or function (epoch ms); bounded-out-of-orderness watermarks."""
+        strategy = WatermarkStrategy.bounded_out_of_orderness(
+            max_out_of_orderness_ms,
+            idle_timeout_ms=idle_timeout_ms,
+            wall_clock_advance=wall_clock_advance,
+        )
+        return AssignTimestampsOp(timestamp, strategy, name, parallelism)
+
+    windows: type[Windows] = Windows
+
+    @staticmethod
+    def window_aggregate(
+        window: WindowSpec | int,
+        key: Key,
+        aggregate: AggregateFunction[Any, Any, Any] | None = None,
+        *,
+        timestamp: str | Callable[[Any], int] | None = None,
+        allowed_lateness_ms: int = 0,
+        emit: Callable[[Any, int, int, Any], Any] = default_emit,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> WindowAggregateOp:
+        """Aggregate per key and window (seed §9.3); an int window is a tumbling size in ms."""
+        spec = Windows.tumbling(window) if isinstance(window, int) else window
+        return WindowAggregateOp(
+            spec,
+            key,
+            aggregate or Count(),
+            timestamp,
+            allowed_lateness_ms,
+            emit,
+            name,
+            parallelism,
+        )
+
+    @staticmethod
+    def aggregate(
+        key: Key,
+        value: str | Callable[[Any], Any] | None = None,
+        reduce: Callable[[Any, Any], Any] | None = None,
+        *,
+        aggregate: AggregateFunction[Any, Any, Any] | None = None,
+        emit: str = "auto",
+        output: Callable[[Any, Any], Any] | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> KeyedAggregateOp:
+        """Rolling aggregate per key (seed §9.2).
+
+        ``Operators.aggregate(Orders::getRegion, Orders::getAmount, Double::sum)`` in
+        the seed is ``Operators.aggregate(region_of, amount_of, operator.add)`` here.
+        """
+        if aggregate is None:
+            if reduce is None:
+                raise ValueError("Operators.aggregate needs reduce=... or aggregate=...")
+            aggregate = Reduce(reduce, value)
+        return KeyedAggregateOp(key, aggregate, emit, output, name, parallelism)  # type: ignore[arg-type]
+
+    @staticmethod
+    def deduplicate(
+        key: Key,
+        *,
+        ttl_ms: int | None = None,
+        timestamp: str | Callable[[Any], int] | None = None,
+        event_time: bool = True,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> DeduplicateOp:
+        """Keep the first record per key within ``ttl_ms``."""
+        return DeduplicateOp(key, ttl_ms, timestamp, event_time, name, parallelism)
+
+    @staticmethod
+    def process(
+        function: KeyedProcessFunction,
+        key: Key,
+        *,
+        timestamp: str | Callable[[Any], int] | None = None,
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> KeyedProcessOp:
+        """A KeyedProcessFunction with keyed state and timers."""
+        return KeyedProcessOp(function, key, timestamp, name=name, parallelism=parallelism)
+
+    @staticmethod
+    def lookup(
+        source: Any,
+        key: Key,
+        lookup_key: Key,
+        *,
+        join: Callable[[Any, Any], Any] | None = None,
+        cache_ttl_ms: int | None = 60_000,
+        on_missing: str = "keep",
+        name: str | None = None,
+        parallelism: int | None = None,
+    ) -> LookupJoinOp:
+        """Enrich records from a lookup source (e.g. ``Connectors.sql(table=...)``), cached."""
+        return LookupJoinOp(
+            source,
+            key,
+            lookup_key,
+            join,
+            cache_ttl_ms,
+            on_missing,  # type: ignore[arg-type]
+            name,
+            parallelism,
+        )

@@ -28,10 +28,10 @@ from reflow.graph.partitioning import Partitioning
 from reflow.graph.stream_graph import NodeKind, StreamGraph
 from reflow.operators.base import OperatorContext, OperatorSpec
 from reflow.runtime.channel import Channel
-from reflow.state.backend import DEFAULT_MAX_ENTRIES, StateBackend, create_backend
 from reflow.runtime.error_policy import DeadLetterOutput, RecordErrorHandler
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics
 from reflow.runtime.task import Router, Stage, Subtask
+from reflow.state.backend import DEFAULT_MAX_ENTRIES, StateBackend, create_backend
 
 __all__ = ["ExecutorSettings", "JobResult", "LocalExecutor"]
 
@@ -482,9 +482,7 @@ def _upstream_timestamp(graph: StreamGraph, step_id: str) -> Callable[[Any], int
     return None
 
 
-def _side_emitter(
-    holder: list[Subtask], metrics: StepMetrics
-) -> Callable[[str, list[Any]], None]:
+def _side_emitter(holder: list[Subtask], metrics: StepMetrics) -> Callable[[str, list[Any]], None]:
     def emit(tag: str, records: list[Any]) -> None:
         holder[0].emit_side(tag, records, metrics)
 

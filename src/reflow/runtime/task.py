@@ -156,13 +156,18 @@ class Subtask:
         self.sender_watermarks: dict[Hashable, int] = dict.fromkeys(senders or (), MIN_WATERMARK)
         self.idle_senders: set[Hashable] = set()
         self.generator = next(
-            (i for i, s in enumerate(stages) if s.logic is not None and s.logic.generates_watermarks),
+            (
+                i
+                for i, s in enumerate(stages)
+                if s.logic is not None and s.logic.generates_watermarks
+            ),
             None,
         )
         ticks = [s.logic.tick_interval_ms for s in stages if s.logic and s.logic.tick_interval_ms]
         self.tick_ms = min(ticks) if ticks else None
         self.lock = asyncio.Lock()
         self.late_dropped = 0
+        self.marked_idle = False
 
     # -- side outputs --------------------------------------------------------------------
 
@@ -256,6 +261,10 @@ class Subtask:
             return
         logic = self.stages[self.generator].logic
         assert logic is not None
+        if logic.is_idle != self.marked_idle:
+            self.marked_idle = logic.is_idle
+            for router in self.routers:
+                router.send_watermark(None if logic.is_idle else self.watermark)
         generated = logic.current_watermark()
         if generated is not None and generated > self.watermark:
             self.watermark = generated
@@ -329,11 +338,18 @@ class Subtask:
         await reader.open()
         gate = self.gate
         lock = self.lock
+        generator = None if self.generator is None else self.stages[self.generator].logic
+        clock = self.clock
         while True:
             if not gate.is_set():
                 await gate.wait()
             self.current_step = metrics.step_id
-            batch = await reader.read_batch()
+            if generator is not None:
+                generator.input_waiting_since = clock.now_ms()
+                batch = await reader.read_batch()
+                generator.input_waiting_since = None
+            else:
+                batch = await reader.read_batch()
             if batch is None:
                 return
             async with lock:
@@ -350,8 +366,15 @@ class Subtask:
         inbox = self.inbox
         assert inbox is not None
         lock = self.lock
+        generator = None if self.generator is None else self.stages[self.generator].logic
+        clock = self.clock
         while True:
-            item = await inbox.receive()
+            if generator is not None:
+                generator.input_waiting_since = clock.now_ms()
+                item = await inbox.receive()
+                generator.input_waiting_since = None
+            else:
+                item = await inbox.receive()
             if item is END_OF_STREAM:
                 return
             async with lock:

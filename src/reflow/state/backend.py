@@ -27,6 +27,7 @@ from reflow.errors import ReflowError
 
 __all__ = [
     "MemoryBackend",
+    "MemoryOrderedTable",
     "OrderedTable",
     "RocksDbBackend",
     "StateBackend",
@@ -150,7 +151,7 @@ class _MemoryTable(StateTable):
 _MISSING = object()
 
 
-class _MemoryOrdered(OrderedTable):
+class MemoryOrderedTable(OrderedTable):
     def __init__(self, budget: _Budget, where: str) -> None:
         self.by_time: dict[int, dict[Any, Any]] = {}
         self.heap: list[int] = []
@@ -213,7 +214,7 @@ class MemoryBackend(StateBackend):
     def __init__(self, max_entries: int = DEFAULT_MAX_ENTRIES) -> None:
         self.budget = _Budget(max_entries)
         self.tables: dict[str, _MemoryTable] = {}
-        self.ordered: dict[str, _MemoryOrdered] = {}
+        self.ordered: dict[str, MemoryOrderedTable] = {}
 
     def table(self, step_id: str, subtask: int, name: str) -> StateTable:
         scope = f"{step_id}/{subtask}/{name}"
@@ -224,7 +225,7 @@ class MemoryBackend(StateBackend):
     def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable:
         scope = f"{step_id}/{subtask}/{name}"
         if scope not in self.ordered:
-            self.ordered[scope] = _MemoryOrdered(self.budget, f"step {step_id!r}")
+            self.ordered[scope] = MemoryOrderedTable(self.budget, f"step {step_id!r}")
         return self.ordered[scope]
 
     def snapshot(self) -> dict[str, Any]:
@@ -239,20 +240,24 @@ class MemoryBackend(StateBackend):
         return copied
 
     def restore(self, snapshot: dict[str, Any]) -> None:
-        self.tables.clear()
-        self.ordered.clear()
+        # Refill the existing table objects: handles given out before stay valid.
         self.budget.entries = 0
+        for table in self.tables.values():
+            table.data.clear()
+        for ordered in self.ordered.values():
+            ordered.by_time.clear()
+            ordered.heap.clear()
         for scope, data in snapshot["tables"].items():
-            table = _MemoryTable(self.budget, scope)
+            step, subtask, name = scope.rsplit("/", 2)
+            target = self.table(step, int(subtask), name)
             for key, value in data.items():
-                table.put(key, value)
-            self.tables[scope] = table
+                target.put(key, value)
         for scope, by_time in snapshot["ordered"].items():
-            ordered = _MemoryOrdered(self.budget, scope)
+            step, subtask, name = scope.rsplit("/", 2)
+            sorted_target = self.ordered_table(step, int(subtask), name)
             for time, bucket in by_time.items():
                 for key, value in bucket.items():
-                    ordered.put(time, key, value)
-            self.ordered[scope] = ordered
+                    sorted_target.put(time, key, value)
 
 
 # -- RocksDB --------------------------------------------------------------------------------
@@ -354,7 +359,9 @@ class RocksDbBackend(StateBackend):
 
     name = "rocksdb"
 
-    def __init__(self, path: str | Path | None = None, block_cache_bytes: int | None = None) -> None:
+    def __init__(
+        self, path: str | Path | None = None, block_cache_bytes: int | None = None
+    ) -> None:
         try:
             from rocksdict import Options, Rdict
         except ImportError as exc:  # pragma: no cover - rocksdict is a dependency
@@ -362,7 +369,9 @@ class RocksDbBackend(StateBackend):
                 "state.backend rocksdb needs the rocksdict package: pip install rocksdict"
             ) from exc
         self._owned = path is None
-        self.path = Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="reflow-state-"))
+        self.path = (
+            Path(path) if path is not None else Path(tempfile.mkdtemp(prefix="reflow-state-"))
+        )
         self.path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)

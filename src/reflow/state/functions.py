@@ -33,5 +33,3 @@ class AggregateFunction(abc.ABC, Generic[IN, ACC, OUT]):
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
-
-

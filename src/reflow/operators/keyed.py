@@ -1,0 +1,301 @@
+"""Keyed operators: rolling aggregate (seed §9.2), deduplicate, process functions with timers."""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, ClassVar, Literal
+
+from reflow.errors import GraphValidationError
+from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.operators.aggregations import Reduce, value_of
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.state.backend import MemoryBackend, OrderedTable, StateTable
+from reflow.state.functions import AggregateFunction
+from reflow.state.keyed import KeyedStateStore
+
+__all__ = [
+    "DeduplicateOp",
+    "KeyedAggregateOp",
+    "KeyedProcessFunction",
+    "KeyedProcessOp",
+    "ProcessContext",
+]
+
+
+def _selector(key: str | Callable[[Any], Any]) -> Callable[[Any], Any]:
+    selector = value_of(key)
+    assert selector is not None
+    return selector
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedAggregateOp(OperatorSpec):
+    """Rolling aggregate per key (seed §9.2 ``Operators.aggregate(key, value, reduce)``).
+
+    ``emit="updates"`` sends ``(key, result)`` after every record; ``"final"``
+    sends each key's result once, at the end of (bounded) input; ``"auto"``
+    picks final for bounded input and updates otherwise.
+    """
+
+    key: str | Callable[[Any], Any]
+    aggregate: AggregateFunction[Any, Any, Any]
+    emit: Literal["auto", "updates", "final"] = "auto"
+    output: Callable[[Any, Any], Any] | None = None
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "aggregate"
+    stateful: ClassVar[bool] = True
+
+    @property
+    def input_key_selector(self) -> Callable[[Any], Any]:
+        return _selector(self.key)
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _KeyedAggregateLogic(self, ctx)
+
+
+class _KeyedAggregateLogic(OperatorLogic):
+    def __init__(self, spec: KeyedAggregateOp, ctx: OperatorContext) -> None:
+        backend = ctx.state if ctx.state is not None else MemoryBackend()
+        self.table: StateTable = backend.table(ctx.step_id, ctx.subtask_index, "acc")
+        self.key_of = spec.input_key_selector
+        self.agg = spec.aggregate
+        self.output = spec.output or (lambda key, value: (key, value))
+        mode = spec.emit
+        if mode == "auto":
+            mode = "final" if ctx.bounded_input else "updates"
+        self.updates = mode == "updates"
+        self.reject = ctx.reject
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        table, agg, key_of = self.table, self.agg, self.key_of
+        out = []
+        for record in batch:
+            try:
+                key = key_of(record)
+                acc = table.get(key)
+                acc = agg.add(agg.create() if acc is None else acc, record)
+            except Exception as exc:
+                self.reject(record, exc)
+                continue
+            table.put(key, acc)
+            if self.updates:
+                out.append(self.output(key, agg.result(acc)))
+        return out
+
+    def finish(self) -> list[Any]:
+        if self.updates:
+            return []
+        return [self.output(key, self.agg.result(acc)) for key, acc in self.table.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class DeduplicateOp(OperatorSpec):
+    """Keep the first record of each key within ``ttl_ms`` (None: forever).
+
+    With ``timestamp`` (or an upstream assigner) the TTL counts in event time,
+    else in processing time on the injected clock.
+    """
+
+    key: str | Callable[[Any], Any]
+    ttl_ms: int | None = None
+    timestamp: str | Callable[[Any], int] | None = None
+    event_time: bool = True
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "deduplicate"
+    stateful: ClassVar[bool] = True
+
+    @property
+    def input_key_selector(self) -> Callable[[Any], Any]:
+        return _selector(self.key)
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _DedupLogic(self, ctx)
+
+
+class _DedupLogic(OperatorLogic):
+    def __init__(self, spec: DeduplicateOp, ctx: OperatorContext) -> None:
+        backend = ctx.state if ctx.state is not None else MemoryBackend()
+        self.seen: StateTable = backend.table(ctx.step_id, ctx.subtask_index, "seen")
+        self.key_of = spec.input_key_selector
+        self.ttl = spec.ttl_ms
+        self.ts_of = (value_of(spec.timestamp) or ctx.timestamp_of) if spec.event_time else None
+        self.clock = ctx.clock
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        out = []
+        seen, key_of, ttl = self.seen, self.key_of, self.ttl
+        now = self.clock.now_ms()
+        for record in batch:
+            key = key_of(record)
+            when = now if self.ts_of is None else self.ts_of(record)
+            first = seen.get(key)
+            if first is not None and (ttl is None or when - first < ttl):
+                continue  # a duplicate within the time-to-live
+            seen.put(key, when)
+            out.append(record)
+        return out
+
+
+class ProcessContext:
+    """What a KeyedProcessFunction sees for the current record or timer."""
+
+    def __init__(self, logic: _ProcessLogic) -> None:
+        self._logic = logic
+        self.timestamp: int | None = None
+
+    @property
+    def key(self) -> Any:
+        return self._logic.store.current_key
+
+    @property
+    def state(self) -> KeyedStateStore:
+        """Keyed state of the current key (value_state, list_state, map_state, ...)."""
+        return self._logic.store
+
+    @property
+    def current_watermark(self) -> int:
+        return self._logic.watermark
+
+    def current_processing_time(self) -> int:
+        return self._logic.clock.now_ms()
+
+    def register_event_time_timer(self, time: int) -> None:
+        """Call ``on_timer`` for the current key once the watermark reaches ``time``."""
+        self._logic.event_timers.put(time, self.key, None)
+
+    def register_processing_time_timer(self, time: int) -> None:
+        """Call ``on_timer`` for the current key once the clock reaches ``time``."""
+        self._logic.processing_timers.put(time, self.key, None)
+
+    def delete_event_time_timer(self, time: int) -> None:
+        self._logic.event_timers.delete(time, self.key)
+
+    def delete_processing_time_timer(self, time: int) -> None:
+        self._logic.processing_timers.delete(time, self.key)
+
+    def output(self, tag: str, record: Any) -> None:
+        """Send ``record`` to the side output ``tag``."""
+        self._logic.ctx.emit_side(tag, [record])
+
+
+class KeyedProcessFunction(abc.ABC):
+    """Per-key logic with state and timers (Flink's KeyedProcessFunction).
+
+    ``process_element`` is called per record, ``on_timer`` when a registered
+    timer fires; both return (or yield) output records.
+    """
+
+    side_outputs: ClassVar[tuple[str, ...]] = ()
+
+    def open(self, ctx: ProcessContext) -> None:
+        """Called once per subtask before the first record."""
+
+    @abc.abstractmethod
+    def process_element(self, record: Any, ctx: ProcessContext) -> Iterable[Any] | None: ...
+
+    def on_timer(self, timestamp: int, ctx: ProcessContext) -> Iterable[Any] | None:
+        return None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyedProcessOp(OperatorSpec):
+    """Run a KeyedProcessFunction per key."""
+
+    function: KeyedProcessFunction
+    key: str | Callable[[Any], Any]
+    timestamp: str | Callable[[Any], int] | None = None
+    timer_tick_ms: int = 100
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "process"
+    stateful: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.function, KeyedProcessFunction):
+            raise GraphValidationError(
+                "Operators.process needs a KeyedProcessFunction subclass instance"
+            )
+
+    @property
+    def side_outputs(self) -> tuple[str, ...]:
+        return self.function.side_outputs
+
+    @property
+    def input_key_selector(self) -> Callable[[Any], Any]:
+        return _selector(self.key)
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _ProcessLogic(self, ctx)
+
+
+class _ProcessLogic(OperatorLogic):
+    def __init__(self, spec: KeyedProcessOp, ctx: OperatorContext) -> None:
+        self.ctx = ctx
+        self.fn = spec.function
+        backend = ctx.state if ctx.state is not None else MemoryBackend()
+        self.store = KeyedStateStore(backend, ctx.step_id, ctx.subtask_index, ctx.clock)
+        self.event_timers: OrderedTable = backend.ordered_table(
+            ctx.step_id, ctx.subtask_index, "et"
+        )
+        self.processing_timers: OrderedTable = backend.ordered_table(
+            ctx.step_id, ctx.subtask_index, "pt"
+        )
+        self.key_of = spec.input_key_selector
+        self.ts_of = value_of(spec.timestamp) or ctx.timestamp_of
+        self.clock = ctx.clock
+        self.watermark = MIN_WATERMARK
+        self.tick_interval_ms = spec.timer_tick_ms
+        self.pctx = ProcessContext(self)
+        self.opened = False
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        if not self.opened:
+            self.fn.open(self.pctx)
+            self.opened = True
+        out: list[Any] = []
+        for record in batch:
+            try:
+                self.store.current_key = self.key_of(record)
+                self.pctx.timestamp = None if self.ts_of is None else self.ts_of(record)
+                produced = self.fn.process_element(record, self.pctx)
+                if produced is not None:
+                    out.extend(produced)
+            except Exception as exc:
+                self.ctx.reject(record, exc)
+        return out
+
+    def _timers(self, table: OrderedTable, bound: int) -> list[Any]:
+        out: list[Any] = []
+        while True:
+            due = table.pop_until(bound)
+            if not due:
+                return out
+            for time, key, _ in due:
+                self.store.current_key = key
+                self.pctx.timestamp = time
+                produced = self.fn.on_timer(time, self.pctx)
+                if produced is not None:
+                    out.extend(produced)
+
+    def on_watermark(self, watermark: int) -> list[Any]:
+        self.watermark = watermark
+        return self._timers(self.event_timers, watermark)
+
+    def on_tick(self, now_ms: int) -> list[Any]:
+        return self._timers(self.processing_timers, now_ms)
+
+    def finish(self) -> list[Any]:
+        return self._timers(self.processing_timers, MAX_WATERMARK)
+
+
+def reduce_aggregate(
+    fn: Callable[[Any, Any], Any], value: str | Callable[[Any], Any] | None
+) -> AggregateFunction[Any, Any, Any]:
+    return Reduce(fn, value)

@@ -1,0 +1,115 @@
+"""Timestamp assignment and watermark generation (the start of event time)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from reflow.errors import GraphValidationError
+from reflow.eventtime.watermarks import MIN_WATERMARK, WatermarkStrategy
+from reflow.operators.aggregations import value_of
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+
+__all__ = ["AssignTimestampsOp"]
+
+# How often a generator checks for idleness when it has an idle timeout.
+IDLE_CHECK_FRACTION = 4
+
+
+class _AssignerLogic(OperatorLogic):
+    generates_watermarks = True
+
+    def __init__(self, spec: AssignTimestampsOp, ctx: OperatorContext) -> None:
+        self.extract = spec.timestamp_extractor
+        self.strategy = spec.strategy
+        self.clock = ctx.clock
+        self.reject = ctx.reject
+        self.max_ts = MIN_WATERMARK
+        self.advanced = MIN_WATERMARK
+        self.is_idle = False
+        self.input_waiting_since: int | None = None
+        """Set by the runtime while the subtask waits for input (not while it pushes)."""
+        idle = spec.strategy.idle_timeout_ms
+        # Bounded inputs end with a final watermark: idleness and the wall-clock
+        # advance apply to unbounded inputs only, so a replay gives the same
+        # windows however fast or slow it is read.
+        if idle and not ctx.bounded_input:
+            self.tick_interval_ms = max(1, idle // IDLE_CHECK_FRACTION)
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        extract = self.extract
+        try:
+            newest = max(map(extract, batch))
+        except Exception:
+            good = []
+            newest = MIN_WATERMARK
+            for record in batch:
+                try:
+                    ts = extract(record)
+                except Exception as exc:
+                    self.reject(record, exc)
+                    continue
+                newest = max(newest, ts)
+                good.append(record)
+            batch = good
+        if newest > self.max_ts:
+            self.max_ts = newest
+        if batch:
+            self.is_idle = False
+        return batch
+
+    def current_watermark(self) -> int | None:
+        if self.max_ts == MIN_WATERMARK and self.advanced == MIN_WATERMARK:
+            return None
+        own = self.max_ts - self.strategy.max_out_of_orderness_ms - 1
+        return max(own, self.advanced)
+
+    def on_tick(self, now_ms: int) -> list[Any]:
+        idle = self.strategy.idle_timeout_ms
+        waiting = self.input_waiting_since
+        if not idle or waiting is None:
+            return []
+        quiet = now_ms - waiting
+        if quiet < idle:
+            return []
+        if self.strategy.wall_clock_advance and self.max_ts != MIN_WATERMARK:
+            # Idle: event time moves on with the clock, from the last record's time,
+            # so that the open windows close although no new record arrives.
+            pushed = self.max_ts - self.strategy.max_out_of_orderness_ms - 1 + quiet
+            self.advanced = max(self.advanced, pushed)
+        else:
+            # Idle without a clock advance: downstream stops waiting for this input.
+            self.is_idle = True
+        return []
+
+
+@dataclass(frozen=True, slots=True)
+class AssignTimestampsOp(OperatorSpec):
+    """Read each record's event time and generate watermarks (records pass unchanged).
+
+    ``timestamp`` is a field name or a function giving epoch milliseconds.
+    A record whose timestamp cannot be read goes to the error policy.
+    """
+
+    timestamp: str | Callable[[Any], int]
+    strategy: WatermarkStrategy = field(default_factory=WatermarkStrategy)
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "assign_timestamps"
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.timestamp, str) or callable(self.timestamp)):
+            raise GraphValidationError(
+                "Operators.assign_timestamps needs a field name or a function of the record"
+            )
+
+    @property
+    def timestamp_extractor(self) -> Callable[[Any], int]:
+        extractor = value_of(self.timestamp)
+        assert extractor is not None
+        return extractor
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _AssignerLogic(self, ctx)

@@ -1,0 +1,399 @@
+"""Windows: tumbling, sliding (from shared panes), session (merging), global with a count trigger.
+
+A window aggregate keeps one accumulator per key and *pane*. A pane is the
+greatest common divisor of the window size and slide: a tumbling window is one
+pane; a sliding window of 60 s every 5 s is twelve 5 s panes, and each record is
+added to one pane only, not copied into twelve windows. When the watermark
+passes a window's end, the panes of the window are merged and the result is
+emitted. With ``allowed_lateness_ms``, a window's panes stay until
+``end + lateness``; a record that arrives in that time updates the window and
+its result is emitted again. Later records go to the side output ``"late"``
+and are counted.
+
+Event-time windows use the timestamp of the nearest upstream
+``assign_timestamps`` (or ``timestamp=``); processing-time windows use the
+injected clock.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+from reflow.errors import GraphValidationError
+from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.operators.aggregations import Count, value_of
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.state.backend import MemoryBackend, MemoryOrderedTable, OrderedTable, StateTable
+from reflow.state.functions import AggregateFunction
+
+__all__ = ["WindowAggregateOp", "WindowSpec", "Windows", "default_emit"]
+
+# Processing-time windows are checked at most this often (and at least once a pane).
+MAX_TICK_MS = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class WindowSpec:
+    """What windows a record falls into."""
+
+    kind: Literal["tumbling", "sliding", "session", "global"]
+    size_ms: int = 0
+    slide_ms: int = 0
+    gap_ms: int = 0
+    count: int = 0
+    time: Literal["event", "processing"] = "event"
+
+    def __post_init__(self) -> None:
+        if self.kind in ("tumbling", "sliding") and self.size_ms <= 0:
+            raise GraphValidationError(f"{self.kind} window: size must be > 0 ms")
+        if self.kind == "sliding" and not 0 < self.slide_ms <= self.size_ms:
+            raise GraphValidationError("sliding window: slide must be > 0 and <= size")
+        if self.kind == "session" and self.gap_ms <= 0:
+            raise GraphValidationError("session window: gap must be > 0 ms")
+        if self.kind == "global" and self.count <= 0:
+            raise GraphValidationError("global window: count trigger must be > 0")
+
+
+class Windows:
+    """Window specs; durations in milliseconds (``Windows.tumbling(5 * 60_000)``)."""
+
+    @staticmethod
+    def tumbling(size_ms: int, *, processing_time: bool = False) -> WindowSpec:
+        return WindowSpec("tumbling", size_ms, size_ms, time=_time(processing_time))
+
+    @staticmethod
+    def sliding(size_ms: int, slide_ms: int, *, processing_time: bool = False) -> WindowSpec:
+        return WindowSpec("sliding", size_ms, slide_ms, time=_time(processing_time))
+
+    @staticmethod
+    def session(gap_ms: int, *, processing_time: bool = False) -> WindowSpec:
+        return WindowSpec("session", gap_ms=gap_ms, time=_time(processing_time))
+
+    @staticmethod
+    def global_count(count: int) -> WindowSpec:
+        """One window per key that fires (and restarts) every ``count`` records."""
+        return WindowSpec("global", count=count)
+
+
+def _time(processing: bool) -> Literal["event", "processing"]:
+    return "processing" if processing else "event"
+
+
+def default_emit(key: Any, start: int, end: int, value: Any) -> dict[str, Any]:
+    return {"key": key, "window_start": start, "window_end": end, "value": value}
+
+
+@dataclass(frozen=True, slots=True)
+class WindowAggregateOp(OperatorSpec):
+    """Aggregate each key's records per window (seed §3.7.2, §9.3 ``windowAggregate``)."""
+
+    window: WindowSpec
+    key: str | Callable[[Any], Any]
+    aggregate: AggregateFunction[Any, Any, Any] = field(default_factory=Count)
+    timestamp: str | Callable[[Any], int] | None = None
+    allowed_lateness_ms: int = 0
+    emit: Callable[[Any, int, int, Any], Any] = default_emit
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "window_aggregate"
+    stateful: ClassVar[bool] = True
+    side_outputs: ClassVar[tuple[str, ...]] = ("late",)
+
+    def __post_init__(self) -> None:
+        if self.allowed_lateness_ms < 0:
+            raise GraphValidationError("allowed_lateness_ms must be >= 0")
+
+    @property
+    def input_key_selector(self) -> Callable[[Any], Any]:
+        selector = value_of(self.key)
+        assert selector is not None
+        return selector
+
+    @property
+    def timestamp_extractor(self) -> Callable[[Any], int] | None:
+        return value_of(self.timestamp)
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        if self.window.kind == "session":
+            return SessionWindowLogic(self, ctx)
+        if self.window.kind == "global":
+            return GlobalCountLogic(self, ctx)
+        return PaneWindowLogic(self, ctx)
+
+
+def _timestamp(spec: WindowAggregateOp, ctx: OperatorContext) -> Callable[[Any], int] | None:
+    if spec.window.time == "processing" or spec.window.kind == "global":
+        return None
+    ts = spec.timestamp_extractor or ctx.timestamp_of
+    if ts is None:
+        raise GraphValidationError(
+            f"step {ctx.step_id!r}: an event-time window needs timestamps: add "
+            "Operators.assign_timestamps(...) upstream, pass timestamp=..., or use "
+            "processing_time=True",
+            step_id=ctx.step_id,
+        )
+    return ts
+
+
+class _WindowLogic(OperatorLogic):
+    def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
+        self.spec = spec
+        self.ctx = ctx
+        self.key_of = spec.input_key_selector
+        self.ts_of = _timestamp(spec, ctx)
+        self.agg = spec.aggregate
+        self.emit = spec.emit
+        self.lateness = spec.allowed_lateness_ms
+        self.bound = MIN_WATERMARK
+        """Windows ending at or before ``bound`` are complete."""
+        self.backend = ctx.state if ctx.state is not None else MemoryBackend()
+        self.clock = ctx.clock
+        if spec.window.time == "processing" and spec.window.kind != "global":
+            step = spec.window.slide_ms or spec.window.gap_ms or 1
+            self.tick_interval_ms = max(1, min(step, MAX_TICK_MS))
+
+    def _timestamps(self, batch: list[Any]) -> list[int]:
+        if self.ts_of is None:
+            return [self.clock.now_ms()] * len(batch)
+        return list(map(self.ts_of, batch))
+
+    def _fire(self, bound: int) -> list[Any]:
+        raise NotImplementedError  # pragma: no cover
+
+    def on_watermark(self, watermark: int) -> list[Any]:
+        if self.ts_of is None and watermark != MAX_WATERMARK:
+            return []  # processing-time windows follow the clock, not the watermark
+        # Every record with a timestamp <= watermark has arrived: windows ending at
+        # or before watermark + 1 are complete.
+        bound = MAX_WATERMARK if watermark == MAX_WATERMARK else watermark + 1
+        self.bound = max(self.bound, bound)
+        return self._fire(self.bound)
+
+    def on_tick(self, now_ms: int) -> list[Any]:
+        if self.ts_of is not None:
+            return []
+        self.bound = max(self.bound, now_ms)
+        return self._fire(self.bound)
+
+
+class PaneWindowLogic(_WindowLogic):
+    """Tumbling and sliding windows over panes of gcd(size, slide)."""
+
+    def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        window = spec.window
+        self.size = window.size_ms
+        self.slide = window.slide_ms or window.size_ms
+        self.pane = math.gcd(self.size, self.slide)
+        self.panes: OrderedTable = self.backend.ordered_table(
+            ctx.step_id, ctx.subtask_index, "panes"
+        )
+        self.fired_until = MIN_WATERMARK
+        self.fast = isinstance(self.panes, MemoryOrderedTable) and isinstance(self.agg, Count)
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        stamps = self._timestamps(batch)
+        if self.fast and self.fired_until == MIN_WATERMARK and self.bound == MIN_WATERMARK:
+            self._count_fast(batch, stamps)
+            return []
+        pane, slide, size = self.pane, self.slide, self.size
+        horizon = self.bound - self.lateness
+        fired_until = self.fired_until
+        key_of, table, agg = self.key_of, self.panes, self.agg
+        late: list[Any] = []
+        refire: set[tuple[Any, int]] = set()
+        for record, ts in zip(batch, stamps, strict=True):
+            reach = ts + size
+            if reach - reach % slide <= horizon:  # its last window is past the lateness
+                late.append(record)
+                continue
+            key = key_of(record)
+            start = ts - ts % pane
+            acc = table.get(start, key)
+            if acc is None:
+                acc = agg.create()
+            table.put(start, key, agg.add(acc, record))
+            end = ts - ts % slide + slide
+            while end <= fired_until and end - size <= ts:
+                refire.add((key, end))  # an already fired window changed: emit it again
+                end += slide
+        if late:
+            self.ctx.emit_side("late", late)
+        return [self._result(key, end) for key, end in sorted(refire, key=lambda ke: ke[1])]
+
+    def _count_fast(self, batch: list[Any], stamps: list[int]) -> None:
+        # Memory backend + count before any window fired: dict arithmetic only.
+        table = self.panes
+        assert isinstance(table, MemoryOrderedTable)
+        by_time = table.by_time
+        pane = self.pane
+        key_of = self.key_of
+        budget = table.budget
+        for record, ts in zip(batch, stamps, strict=True):
+            start = ts - ts % pane
+            bucket = by_time.get(start)
+            if bucket is None:
+                table.put(start, key_of(record), 1)
+                continue
+            key = key_of(record)
+            count = bucket.get(key)
+            if count is None:
+                budget.grow(table.where)
+                bucket[key] = 1
+            else:
+                bucket[key] = count + 1
+
+    def _result(self, key: Any, end: int) -> Any:
+        agg = self.agg
+        acc = None
+        for start in range(end - self.size, end, self.pane):
+            part = self.panes.get(start, key)
+            if part is not None:
+                acc = part if acc is None else agg.merge(acc, part)
+        return self.emit(
+            key, end - self.size, end, agg.result(acc if acc is not None else agg.create())
+        )
+
+    def _fire(self, bound: int) -> list[Any]:
+        out: list[Any] = []
+        table, agg = self.panes, self.agg
+        size, slide, pane, lateness = self.size, self.slide, self.pane, self.lateness
+        while True:
+            first = table.min_time()
+            if first is None:
+                break
+            end = first - first % slide + slide
+            if self.fired_until != MIN_WATERMARK:
+                end = max(end, self.fired_until + slide)
+            if end > bound:
+                break
+            start = end - size
+            merged: dict[Any, Any] = {}
+            for t, key, acc in table.items_until(end - 1):
+                if t < start:
+                    continue
+                previous = merged.get(key)
+                merged[key] = acc if previous is None else agg.merge(previous, acc)
+            for key, acc in merged.items():
+                out.append(self.emit(key, start, end, agg.result(acc)))
+            self.fired_until = end
+            # Drop the panes that no later window needs and that are past the lateness.
+            unneeded = end + slide - size
+            if lateness:
+                unneeded = min(unneeded, bound - lateness - size - pane + 1)
+            table.pop_until(unneeded - 1)
+        return out
+
+
+class SessionWindowLogic(_WindowLogic):
+    """Gap-based sessions per key, merged as records bridge them."""
+
+    def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.gap = spec.window.gap_ms
+        self.sessions: StateTable = self.backend.table(ctx.step_id, ctx.subtask_index, "sessions")
+        self.timers: OrderedTable = self.backend.ordered_table(
+            ctx.step_id, ctx.subtask_index, "ends"
+        )
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        stamps = self._timestamps(batch)
+        late: list[Any] = []
+        refire: list[Any] = []
+        agg, gap = self.agg, self.gap
+        for record, ts in zip(batch, stamps, strict=True):
+            if ts + gap + self.lateness <= self.bound:
+                late.append(record)
+                continue
+            key = self.key_of(record)
+            sessions: list[list[Any]] = self.sessions.get(key) or []
+            start, end = ts, ts + gap
+            acc = agg.add(agg.create(), record)
+            kept = []
+            for session in sessions:
+                s_start, s_end, s_acc, _ = session
+                if s_start < end and start < s_end:  # overlapping: merge
+                    self.timers.delete(s_end, key)
+                    start, end = min(start, s_start), max(end, s_end)
+                    acc = agg.merge(s_acc, acc)
+                else:
+                    kept.append(session)
+            merged = [start, end, acc, False]
+            kept.append(merged)
+            self.sessions.put(key, kept)
+            if end <= self.bound:
+                refire.append(self.emit(key, start, end, agg.result(acc)))
+                merged[3] = True
+                self.sessions.put(key, kept)
+                self.timers.put(end + self.lateness, key, None)
+            else:
+                self.timers.put(end, key, None)
+        if late:
+            self.ctx.emit_side("late", late)
+        return refire
+
+    def _fire(self, bound: int) -> list[Any]:
+        out: list[Any] = []
+        lateness = self.lateness
+        for _, key, _ in self.timers.pop_until(bound):
+            sessions = self.sessions.get(key)
+            if not sessions:
+                continue
+            kept = []
+            for session in sessions:
+                start, end, acc, fired = session
+                if end > bound:
+                    kept.append(session)  # still open
+                elif not fired:
+                    out.append(self.emit(key, start, end, self.agg.result(acc)))
+                    if lateness:
+                        session[3] = True
+                        self.timers.put(end + lateness, key, None)
+                        kept.append(session)
+                elif end + lateness > bound:
+                    kept.append(session)  # fired, still within the allowed lateness
+            if kept:
+                self.sessions.put(key, kept)
+            else:
+                self.sessions.delete(key)
+        return out
+
+
+class GlobalCountLogic(_WindowLogic):
+    """One window per key that fires every ``count`` records; partial windows fire at the end."""
+
+    def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
+        super().__init__(spec, ctx)
+        self.count = spec.window.count
+        self.accs: StateTable = self.backend.table(ctx.step_id, ctx.subtask_index, "global")
+        self.fired = 0
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        out = []
+        agg = self.agg
+        for record in batch:
+            key = self.key_of(record)
+            entry = self.accs.get(key)
+            acc, n = (agg.create(), 0) if entry is None else entry
+            acc, n = agg.add(acc, record), n + 1
+            if n >= self.count:
+                out.append(self.emit(key, self.fired, self.fired + n, agg.result(acc)))
+                self.accs.delete(key)
+            else:
+                self.accs.put(key, (acc, n))
+        return out
+
+    def on_watermark(self, watermark: int) -> list[Any]:
+        if watermark != MAX_WATERMARK:
+            return []
+        out = [self.emit(key, 0, n, self.agg.result(acc)) for key, (acc, n) in self.accs.items()]
+        for key, _ in list(self.accs.items()):
+            self.accs.delete(key)
+        return out
+
+    def on_tick(self, now_ms: int) -> list[Any]:
+        return []

@@ -1,0 +1,154 @@
+"""Event time with an injected clock: idle inputs, late records, lateness, replays."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from reflow import Connectors, Flow, JobStatus
+from reflow.eventtime import ManualClock
+from reflow.operators import Aggregations, Windows
+from reflow.runtime import ExecutorSettings, LocalExecutor
+from reflow.testing import TestingSink, TestingSource, run_job
+
+
+def _count_job(events: list[Any], *, bounded: bool, idle_timeout_ms: int | None, lateness: int = 0):
+    flow = Flow("counts", batch_size=1)
+    out, late = TestingSink(), TestingSink()
+    windows = (
+        flow.source(TestingSource(events, bounded=bounded))
+        .assign_timestamps("ts", max_out_of_orderness_ms=100, idle_timeout_ms=idle_timeout_ms)
+        .key_by("k")
+        .window(Windows.tumbling(1_000))
+        .aggregate(Aggregations.count(), allowed_lateness_ms=lateness)
+    )
+    windows.sink(out)
+    windows.late().sink(late)
+    return flow.to_job(), out, late
+
+
+def test_windows_close_by_the_wall_clock_when_the_input_goes_quiet() -> None:
+    events = [{"k": "a", "ts": t} for t in (100, 400, 900, 1_200, 1_700)]
+    job, out, _ = _count_job(events, bounded=False, idle_timeout_ms=1_000)
+    clock = ManualClock(start_ms=0)
+
+    async def scenario() -> tuple[list[Any], list[Any]]:
+        with LocalExecutor(ExecutorSettings(clock=clock)) as executor:
+            task = asyncio.create_task(executor.execute(job))
+            for _ in range(50):
+                await asyncio.sleep(0)
+            before = list(out.records)  # only [0, 1000) has closed: watermark 1599
+            await clock.advance_and_settle(3.0, step=0.25)  # idle: event time moves on
+            after = list(out.records)
+            await executor.stop(job.job_id)
+            await task
+            return before, after
+
+    before, after = asyncio.run(scenario())
+    assert [(r["window_start"], r["value"]) for r in before] == [(0, 3)]
+    assert [(r["window_start"], r["value"]) for r in after] == [(0, 3), (1_000, 2)]
+
+
+def test_without_idleness_an_open_window_waits() -> None:
+    events = [{"k": "a", "ts": t} for t in (100, 1_200)]
+    job, out, _ = _count_job(events, bounded=False, idle_timeout_ms=None)
+    clock = ManualClock()
+
+    async def scenario() -> list[Any]:
+        with LocalExecutor(ExecutorSettings(clock=clock)) as executor:
+            task = asyncio.create_task(executor.execute(job))
+            await clock.advance_and_settle(10.0, step=1.0)
+            seen = list(out.records)
+            await executor.stop(job.job_id)
+            await task
+            return seen
+
+    assert [r["window_start"] for r in asyncio.run(scenario())] == [0]
+
+
+def test_late_records_go_to_the_side_output_and_are_counted() -> None:
+    events = [{"k": "a", "ts": t} for t in (100, 900, 2_500, 150, 2_600, 800)]
+    job, out, late = _count_job(events, bounded=True, idle_timeout_ms=None)
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED
+    assert [(r["window_start"], r["value"]) for r in out.records] == [(0, 2), (2_000, 2)]
+    assert [r["ts"] for r in late.records] == [150, 800]
+    assert result.metrics.step("window").late == 2
+
+
+def test_allowed_lateness_updates_a_fired_window() -> None:
+    events = [{"k": "a", "ts": t} for t in (100, 900, 1_500, 300, 2_950, 400)]
+    job, out, late = _count_job(events, bounded=True, idle_timeout_ms=None, lateness=1_000)
+    run_job(job)
+    # [0,1000) fires at watermark 1399 with 2, then again with 3 when 300 arrives;
+    # 400 comes after watermark 2849 >= 1000 + 1000 - 1: too late even with lateness.
+    assert [(r["window_start"], r["value"]) for r in out.records] == [
+        (0, 2),
+        (0, 3),
+        (1_000, 1),
+        (2_000, 1),
+    ]
+    assert [r["ts"] for r in late.records] == [400]
+
+
+def test_replaying_a_file_gives_the_same_windows_at_any_speed(tmp_path: Path) -> None:
+    path = tmp_path / "events.jsonl"
+    rows = [{"k": f"k{i % 7}", "ts": 1_000 * i + (i * 37) % 250} for i in range(2_000)]
+    path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+
+    def run(slow: bool) -> list[Any]:
+        async def crawl(record: Any) -> Any:
+            await asyncio.sleep(0.0003)
+            return record
+
+        flow = Flow("replay", batch_size=50)
+        out = TestingSink()
+        stream = flow.source(Connectors.file(path=str(path)))
+        if slow:
+            stream = stream.map(crawl, concurrency=1)
+        (
+            stream.assign_timestamps("ts", max_out_of_orderness_ms=300, idle_timeout_ms=1)
+            .key_by("k")
+            .window(Windows.tumbling(10_000))
+            .count()
+            .sink(out)
+        )
+        result = run_job(flow.to_job())
+        assert result.metrics.step("window").late == 0
+        return sorted((r["key"], r["window_start"], r["value"]) for r in out.records)
+
+    fast = run(slow=False)
+    assert sum(v for _, _, v in fast) == 2_000
+    assert run(slow=True) == fast
+
+
+def test_processing_time_windows_follow_the_clock() -> None:
+    clock = ManualClock(start_ms=10_000)
+    flow = Flow("pt")
+    out = TestingSink()
+    (
+        flow.source(TestingSource([{"k": "x"}] * 5, bounded=False))
+        .key_by("k")
+        .window(Windows.tumbling(1_000, processing_time=True))
+        .count()
+        .sink(out)
+    )
+    job = flow.to_job()
+
+    async def scenario() -> list[Any]:
+        with LocalExecutor(ExecutorSettings(clock=clock)) as executor:
+            task = asyncio.create_task(executor.execute(job))
+            for _ in range(20):
+                await asyncio.sleep(0)
+            await clock.advance_and_settle(1.5, step=0.5)
+            seen = list(out.records)
+            await executor.stop(job.job_id)
+            await task
+            return seen
+
+    assert asyncio.run(scenario()) == [
+        {"key": "x", "window_start": 10_000, "window_end": 11_000, "value": 5}
+    ]
