@@ -1,20 +1,17 @@
 """Nexmark Q1 (currency conversion) with a filter: parse, price x 0.908, keep auction % 10 < 4.
 
-Run one implementation in this process and print a JSON line of its figures:
-``python -m bench.q1 --impl reflow|plain INPUT OUTPUT``.
+``python -m bench.q1 --impl reflow|plain INPUT OUTPUT`` runs one implementation
+and prints a JSON line of its figures (see bench/common.py).
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import resource
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import orjson
+
+from bench.common import main_for
 
 DOLLAR_TO_EURO = 0.908
 
@@ -43,12 +40,6 @@ def run_plain(inp: Path, out: Path) -> int:
     return written
 
 
-def import_reflow() -> None:
-    """Import what the reflow run needs, so that startup is timed on its own."""
-    import reflow.connectors.file
-    import reflow.testing  # noqa: F401
-
-
 def run_reflow(inp: Path, out: Path, parallelism: int = 1) -> int:
     from reflow import Connectors, Job, Operators
     from reflow.testing import run_job
@@ -69,51 +60,5 @@ def run_reflow(inp: Path, out: Path, parallelism: int = 1) -> int:
     return result.records_in("out")
 
 
-def peak_rss_mb() -> float:
-    """This process's peak resident set (VmHWM), in MiB.
-
-    Unlike ``ru_maxrss``, VmHWM starts afresh at exec, so a child does not
-    inherit its parent's peak.
-    """
-    with open("/proc/self/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--impl", choices=["plain", "reflow"], required=True)
-    parser.add_argument("--parallelism", type=int, default=1)
-    parser.add_argument("input", type=Path)
-    parser.add_argument("output", type=Path)
-    args = parser.parse_args()
-    began = time.perf_counter()
-    if args.impl == "reflow":
-        import_reflow()
-    started = time.perf_counter()
-    cpu0 = time.process_time()
-    if args.impl == "plain":
-        written = run_plain(args.input, args.output)
-    else:
-        written = run_reflow(args.input, args.output, args.parallelism)
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu0
-    rss_mb = peak_rss_mb()
-    json.dump(
-        {
-            "impl": args.impl,
-            "seconds": elapsed,
-            "startup_seconds": started - began,
-            "cpu_seconds": cpu,
-            "written": written,
-            "peak_rss_mb": rss_mb,
-        },
-        sys.stdout,
-    )
-    print()
-
-
 if __name__ == "__main__":
-    main()
+    main_for(run_plain, run_reflow)

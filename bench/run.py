@@ -1,6 +1,6 @@
 """Run reflow's benchmarks beside their plain-Python loops and print the ratios.
 
-    python -m bench.run [--events 1000000] [--repeat 3] [--query q1]
+    python -m bench.run [--events 1000000] [--repeat 3] [--query q1|q5|q5_sliding|all]
 
 Each implementation runs in a fresh process (so peak RSS is its own); the
 best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
@@ -19,6 +19,7 @@ from pathlib import Path
 from bench.nexmark import ensure_bids
 
 DATA_DIR = Path(__file__).parent / "data"
+QUERIES = ["q1", "q5", "q5_sliding"]
 
 
 def _run(module: str, impl: str, inp: Path, extra: list[str]) -> dict[str, float]:
@@ -36,7 +37,9 @@ def _run(module: str, impl: str, inp: Path, extra: list[str]) -> dict[str, float
     return figures
 
 
-def bench_query(module: str, inp: Path, events: int, repeat: int, extra: list[str]) -> None:
+def bench_query(
+    module: str, inp: Path, events: int, repeat: int, extra: list[str]
+) -> dict[str, dict[str, float]]:
     best: dict[str, dict[str, float]] = {}
     for _ in range(repeat):
         for impl in ("plain", "reflow"):
@@ -62,18 +65,23 @@ def bench_query(module: str, inp: Path, events: int, repeat: int, extra: list[st
     )
     print(f"  ratio reflow/plain, records/s of the run:        {ratio:.3f}")
     print(f"  ratio reflow/plain, including imports (startup): {whole:.3f}")
+    return best
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--query", choices=["q1"], default="q1")
+    parser.add_argument("--query", choices=[*QUERIES, "all"], default="all")
     parser.add_argument("--parallelism", type=int, default=1)
     args = parser.parse_args()
     inp = ensure_bids(DATA_DIR, args.events)
     extra = ["--parallelism", str(args.parallelism)]
-    bench_query(f"bench.{args.query}", inp, args.events, args.repeat, extra)
+    queries = QUERIES if args.query == "all" else [args.query]
+    results = {q: bench_query(f"bench.{q}", inp, args.events, args.repeat, extra) for q in queries}
+    if "q5" in results and "q5_sliding" in results:
+        cost = results["q5_sliding"]["reflow"]["seconds"] / results["q5"]["reflow"]["seconds"]
+        print(f"reflow sliding (60 s / 5 s) costs {cost:.2f}x its tumbling Q5")
 
 
 if __name__ == "__main__":

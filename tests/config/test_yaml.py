@@ -90,9 +90,9 @@ def test_job_file_runs(tmp_path: Path) -> None:
         ),
         (
             "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
-            "    - {name: m, type: window-aggregate, expression: r}\n  sink: {connector: stdout}\n",
+            "    - {name: m, type: explode, expression: r}\n  sink: {connector: stdout}\n",
             5,
-            "unknown operator type 'window-aggregate'",
+            "unknown operator type 'explode'",
         ),
         (
             "job:\n  name: x\n  source: {connector: datagen}\n  sink:\n    connector: stdout\n"
@@ -211,4 +211,72 @@ def test_system_config_error_has_a_line() -> None:
     with pytest.raises(ConfigError, match=r"sys.yaml:4: .*backend"):
         load_system_config_text(
             "system:\n  executor: {parallelism: 2}\n  state:\n    backend: redis\n", "sys.yaml"
+        )
+
+
+def test_window_aggregate_in_yaml_with_late_side_output() -> None:
+    memory_store["bids-in"] = [
+        {"auction": a, "dateTime": t}
+        for a, t in [(1, 100), (2, 900), (1, 10_500), (1, 200), (2, 19_999)]
+    ]
+    job = load_job_text(
+        """
+job:
+  name: q5-yaml
+  batch_size: 1
+  source: {connector: memory, config: {collection: bids-in}}
+  operators:
+    - name: event-time
+      type: assign_timestamps
+      timestamp: dateTime
+      max_out_of_orderness: 200ms
+    - name: counts
+      type: window-aggregate
+      key: auction
+      window: {type: tumbling, size: 10s}
+      aggregate: {type: count}
+  sinks:
+    - {name: out, connector: memory, config: {collection: bids-out, append: false}, inputs: [counts]}
+    - {name: late, connector: memory, config: {collection: bids-late, append: false}, inputs: [counts.late]}
+"""
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    got = sorted((r["key"], r["window_start"], r["value"]) for r in memory_store["bids-out"])
+    assert got == [(1, 0, 1), (1, 10_000, 1), (2, 0, 1), (2, 10_000, 1)]
+    assert memory_store["bids-late"] == [{"auction": 1, "dateTime": 200}]
+
+
+def test_rolling_aggregate_and_dedup_in_yaml() -> None:
+    memory_store["orders-in"] = [
+        {"id": 1, "region": "n", "amount": 2.0},
+        {"id": 1, "region": "n", "amount": 2.0},
+        {"id": 2, "region": "s", "amount": 1.5},
+        {"id": 3, "region": "n", "amount": 1.0},
+    ]
+    job = load_job_text(
+        """
+job:
+  name: daily
+  source: {connector: memory, config: {collection: orders-in}}
+  operators:
+    - {name: once, type: deduplicate, key: id}
+    - name: totals
+      type: aggregate
+      key: region
+      aggregate: {type: sum, field: amount}
+  sink: {connector: memory, config: {collection: orders-out, append: false}}
+"""
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert sorted(memory_store["orders-out"]) == [("n", 3.0), ("s", 1.5)]
+
+
+def test_window_needs_its_size() -> None:
+    with pytest.raises(ConfigError, match=r"a sliding window needs slide"):
+        load_job_text(
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - name: w\n      type: window_aggregate\n      key: id\n"
+            "      window: {type: sliding, size: 1m}\n  sink: {connector: stdout}\n",
+            "j.yaml",
         )

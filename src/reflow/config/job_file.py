@@ -16,13 +16,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from reflow.config.models import JobFile, JobModel, NodeModel, OperatorModel, validate_loaded
+from reflow.config.models import (
+    AggregateModel,
+    JobFile,
+    JobModel,
+    NodeModel,
+    OperatorModel,
+    WindowModel,
+    validate_loaded,
+)
 from reflow.config.yaml_loader import LoadedYaml, load_yaml, load_yaml_text
 from reflow.connectors.registry import ConnectorSpec, get_connector
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobConfig, JobType
 from reflow.graph.stream_graph import StreamGraphBuilder
+from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
+from reflow.operators.windows import Windows, WindowSpec
+from reflow.state.functions import AggregateFunction
 
 __all__ = ["compile_expression", "load_job", "load_job_text", "resolve_callable"]
 
@@ -78,6 +89,50 @@ def resolve_callable(spec: str, where: Callable[[str], ConfigError]) -> Callable
     return target  # type: ignore[no-any-return]
 
 
+def _ms(seconds: float) -> int:
+    return round(seconds * 1000)
+
+
+def _field_or_expression(text: str, where: Callable[[str], ConfigError]) -> Callable[[Any], Any]:
+    """A field name reads that field; anything else is an expression of r."""
+    if text.isidentifier():
+        return operator.itemgetter(text)
+    return compile_expression(text, where)
+
+
+def _window(model: WindowModel) -> WindowSpec:
+    processing = model.time == "processing"
+    if model.type == "tumbling":
+        assert model.size is not None
+        return Windows.tumbling(_ms(model.size), processing_time=processing)
+    if model.type == "sliding":
+        assert model.size is not None and model.slide is not None
+        return Windows.sliding(_ms(model.size), _ms(model.slide), processing_time=processing)
+    if model.type == "session":
+        assert model.gap is not None
+        return Windows.session(_ms(model.gap), processing_time=processing)
+    assert model.count is not None
+    return Windows.global_count(model.count)
+
+
+def _aggregate(
+    model: AggregateModel, where: Callable[[str], ConfigError]
+) -> AggregateFunction[Any, Any, Any]:
+    of: Any = model.field
+    if model.expression is not None:
+        of = compile_expression(model.expression, where)
+    if model.type == "count":
+        return Aggregations.count()
+    if model.type == "top_n":
+        assert model.n is not None
+        return Aggregations.top_n(model.n, of)
+    if model.type == "reduce":
+        assert model.function is not None
+        return Aggregations.reduce(resolve_callable(model.function, where), of)
+    factory: Callable[[Any], AggregateFunction[Any, Any, Any]] = getattr(Aggregations, model.type)
+    return factory(of)
+
+
 def _spec(
     node: NodeModel, path: tuple[str | int, ...], loaded: LoadedYaml, role: str
 ) -> ConnectorSpec:
@@ -96,6 +151,41 @@ def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml
 
     if op.type == "union":
         return Operators.union(name=op.name, parallelism=op.parallelism)
+    if op.type == "assign_timestamps":
+        assert op.timestamp is not None
+        return Operators.assign_timestamps(
+            _field_or_expression(op.timestamp, where("timestamp")),
+            max_out_of_orderness_ms=_ms(op.max_out_of_orderness),
+            idle_timeout_ms=None if op.idle_timeout is None else _ms(op.idle_timeout),
+            name=op.name,
+            parallelism=op.parallelism,
+        )
+    if op.type in ("window_aggregate", "aggregate", "deduplicate"):
+        assert op.key is not None
+        key = _field_or_expression(op.key, where("key"))
+        if op.type == "deduplicate":
+            return Operators.deduplicate(
+                key,
+                ttl_ms=None if op.ttl is None else _ms(op.ttl),
+                name=op.name,
+                parallelism=op.parallelism,
+            )
+        aggregate = _aggregate(
+            op.aggregate or AggregateModel(), lambda m: loaded.error((*path, "aggregate"), m)
+        )
+        if op.type == "aggregate":
+            return Operators.aggregate(
+                key, aggregate=aggregate, emit=op.emit, name=op.name, parallelism=op.parallelism
+            )
+        assert op.window is not None
+        return Operators.window_aggregate(
+            _window(op.window),
+            key,
+            aggregate,
+            allowed_lateness_ms=_ms(op.allowed_lateness),
+            name=op.name,
+            parallelism=op.parallelism,
+        )
     if op.type == "key_by":
         if op.function is not None:
             key = resolve_callable(op.function, where("function"))
@@ -182,8 +272,12 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
 
     for target, inputs, inputs_path in wiring:
         for upstream in inputs:
+            # "step.late" names the side output "late" of step.
+            step, dot, side = upstream.rpartition(".")
+            if not dot or step not in {*source_ids, *(o.name for o in model.operators)}:
+                step, side = upstream, ""
             try:
-                builder.connect(upstream, target)
+                builder.connect(step, target, side_output=side or None)
             except ReflowError as exc:
                 raise loaded.error(inputs_path, str(exc)) from None
     try:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic.alias_generators import to_camel
 
 from reflow.config.yaml_loader import LoadedYaml
+from reflow.connectors.options import Duration
 from reflow.errors import ConfigError
 
 __all__ = [
@@ -79,6 +80,7 @@ class RocksDbModel(_Model):
 class StateModel(_Model):
     backend: Literal["memory", "rocksdb"] = "memory"
     rocksdb: RocksDbModel = RocksDbModel()
+    max_entries: int = Field(10_000_000, gt=0, description="memory backend entry cap")
 
 
 class ReporterModel(_Model):
@@ -136,7 +138,56 @@ class NodeModel(_Model):
         return str(self.connector or self.type)
 
 
-OPERATOR_TYPES = ("map", "filter", "flat_map", "key_by", "union")
+OPERATOR_TYPES = (
+    "map",
+    "filter",
+    "flat_map",
+    "key_by",
+    "union",
+    "assign_timestamps",
+    "window_aggregate",
+    "aggregate",
+    "deduplicate",
+)
+KEYED_TYPES = ("window_aggregate", "aggregate", "deduplicate")
+
+
+class WindowModel(_Model):
+    """``window:`` of a window-aggregate (seed §6.2): durations as ``10s``, ``5m``, ..."""
+
+    type: Literal["tumbling", "sliding", "session", "global"] = "tumbling"
+    size: Duration | None = None
+    slide: Duration | None = None
+    gap: Duration | None = None
+    count: int | None = Field(None, gt=0)
+    time: Literal["event", "processing"] = "event"
+
+    @model_validator(mode="after")
+    def _shape(self) -> WindowModel:
+        needs = {"tumbling": ("size",), "sliding": ("size", "slide"), "session": ("gap",),
+                 "global": ("count",)}[self.type]  # fmt: skip
+        missing = [n for n in needs if getattr(self, n) is None]
+        if missing:
+            raise ValueError(f"a {self.type} window needs {', '.join(missing)}")
+        return self
+
+
+class AggregateModel(_Model):
+    """``aggregate:`` of a window-aggregate or rolling aggregate."""
+
+    type: Literal["count", "sum", "min", "max", "avg", "collect", "top_n", "reduce"] = "count"
+    field: str | None = None
+    expression: str | None = None
+    n: int | None = Field(None, gt=0)
+    function: str | None = Field(None, description="reduce: module:callable of two values")
+
+    @model_validator(mode="after")
+    def _shape(self) -> AggregateModel:
+        if self.type == "top_n" and self.n is None:
+            raise ValueError("top_n needs n")
+        if self.type == "reduce" and self.function is None:
+            raise ValueError("reduce needs function: module:callable taking two values")
+        return self
 
 
 class OperatorModel(_Model):
@@ -150,7 +201,14 @@ class OperatorModel(_Model):
     concurrency: int = Field(16, gt=0)
     ordered: bool = True
     blocking: bool = False
-    window: dict[str, Any] | None = None
+    timestamp: str | None = Field(None, description="assign_timestamps: field or expression")
+    max_out_of_orderness: Duration = 0.0
+    idle_timeout: Duration | None = None
+    window: WindowModel | None = None
+    aggregate: AggregateModel | None = None
+    allowed_lateness: Duration = 0.0
+    emit: Literal["auto", "updates", "final"] = "auto"
+    ttl: Duration | None = None
 
     @field_validator("type")
     @classmethod
@@ -165,6 +223,16 @@ class OperatorModel(_Model):
     @model_validator(mode="after")
     def _body(self) -> OperatorModel:
         if self.type == "union":
+            return self
+        if self.type == "assign_timestamps":
+            if self.timestamp is None:
+                raise ValueError("assign_timestamps needs 'timestamp' (a field or expression)")
+            return self
+        if self.type in KEYED_TYPES:
+            if self.key is None:
+                raise ValueError(f"{self.type} needs 'key' (a field name or expression)")
+            if self.type == "window_aggregate" and self.window is None:
+                raise ValueError("window_aggregate needs 'window' (type and size, slide or gap)")
             return self
         if self.type == "key_by":
             if self.key is None and self.function is None and self.expression is None:

@@ -23,7 +23,8 @@ def load_system_config_text(text: str, file: str = "<string>") -> SystemConfig:
 
 
 def executor_settings(config: SystemConfig) -> ExecutorSettings:
-    """ExecutorSettings from ``system.executor`` (threadPool, or its io/compute pools of §10.4)."""
+    """ExecutorSettings from ``system.executor`` (threadPool, or §10.4's io/compute pools)
+    and ``system.state`` (backend, RocksDB path, memory entry cap)."""
     ex = config.executor
     pool = ex.thread_pool
     io_threads = pool.io.max_size if pool.io else pool.max_size
@@ -34,4 +35,7 @@ def executor_settings(config: SystemConfig) -> ExecutorSettings:
         channel_capacity=ex.channel_capacity,
         io_threads=io_threads,
         compute_threads=compute_threads,
+        state_backend=config.state.backend,
+        state_path=config.state.rocksdb.path if config.state.backend == "rocksdb" else None,
+        state_max_entries=config.state.max_entries,
     )

@@ -120,6 +120,8 @@ class OperatorSpec(abc.ABC):
 
     operator_type: ClassVar[str] = "operator"
     stateful: ClassVar[bool] = False
+    uses_event_time: ClassVar[bool] = False
+    """True if the operator acts on watermarks (windows, timers, joins)."""
 
     @property
     def is_stateful(self) -> bool:

@@ -73,6 +73,7 @@ class WindowJoinOp(_TwoInputJoin):
     size_ms: int = 60_000
 
     operator_type: ClassVar[str] = "window_join"
+    uses_event_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.size_ms <= 0:
@@ -128,6 +129,7 @@ class IntervalJoinOp(_TwoInputJoin):
     upper_ms: int = 0
 
     operator_type: ClassVar[str] = "interval_join"
+    uses_event_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         if self.lower_ms > self.upper_ms:

@@ -215,6 +215,7 @@ class KeyedProcessOp(OperatorSpec):
     parallelism: int | None = None
 
     operator_type: ClassVar[str] = "process"
+    uses_event_time: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
 
     def __post_init__(self) -> None:

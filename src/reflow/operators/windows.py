@@ -17,6 +17,7 @@ injected clock.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ class WindowAggregateOp(OperatorSpec):
     parallelism: int | None = None
 
     operator_type: ClassVar[str] = "window_aggregate"
+    uses_event_time: ClassVar[bool] = True
     stateful: ClassVar[bool] = True
     side_outputs: ClassVar[tuple[str, ...]] = ("late",)
 
@@ -193,11 +195,15 @@ class PaneWindowLogic(_WindowLogic):
             ctx.step_id, ctx.subtask_index, "panes"
         )
         self.fired_until = MIN_WATERMARK
-        self.fast = isinstance(self.panes, MemoryOrderedTable) and isinstance(self.agg, Count)
+        self.fast = (
+            isinstance(self.panes, MemoryOrderedTable)
+            and type(self.agg) is Count
+            and self.lateness == 0
+        )
 
     def process(self, batch: list[Any]) -> list[Any]:
         stamps = self._timestamps(batch)
-        if self.fast and self.fired_until == MIN_WATERMARK and self.bound == MIN_WATERMARK:
+        if self.fast:
             self._count_fast(batch, stamps)
             return []
         pane, slide, size = self.pane, self.slide, self.size
@@ -217,35 +223,50 @@ class PaneWindowLogic(_WindowLogic):
             if acc is None:
                 acc = agg.create()
             table.put(start, key, agg.add(acc, record))
-            end = ts - ts % slide + slide
-            while end <= fired_until and end - size <= ts:
-                refire.add((key, end))  # an already fired window changed: emit it again
-                end += slide
+            if self.lateness:
+                end = ts - ts % slide + slide
+                while end <= fired_until and end - size <= ts:
+                    refire.add((key, end))  # a fired window within the lateness changed
+                    end += slide
         if late:
             self.ctx.emit_side("late", late)
         return [self._result(key, end) for key, end in sorted(refire, key=lambda ke: ke[1])]
 
     def _count_fast(self, batch: list[Any], stamps: list[int]) -> None:
-        # Memory backend + count before any window fired: dict arithmetic only.
+        # Memory backend, count, no lateness: dict arithmetic only. Entries are
+        # accounted per batch (a handful of open panes), not per record.
         table = self.panes
         assert isinstance(table, MemoryOrderedTable)
         by_time = table.by_time
-        pane = self.pane
+        pane, slide, size = self.pane, self.slide, self.size
+        bound = self.bound
+        if stamps and min(stamps) < bound:  # some may be late: check each
+            keep = []
+            late = []
+            for record, ts in zip(batch, stamps, strict=True):
+                reach = ts + size
+                if reach - reach % slide <= bound:
+                    late.append(record)
+                else:
+                    keep.append((record, ts))
+            if late:
+                self.ctx.emit_side("late", late)
+            batch = [r for r, _ in keep]
+            stamps = [t for _, t in keep]
+        before = sum(map(len, by_time.values()))
         key_of = self.key_of
-        budget = table.budget
         for record, ts in zip(batch, stamps, strict=True):
             start = ts - ts % pane
             bucket = by_time.get(start)
             if bucket is None:
-                table.put(start, key_of(record), 1)
-                continue
+                bucket = by_time[start] = {}
+                heapq.heappush(table.heap, start)
             key = key_of(record)
-            count = bucket.get(key)
-            if count is None:
-                budget.grow(table.where)
-                bucket[key] = 1
-            else:
-                bucket[key] = count + 1
+            bucket[key] = bucket.get(key, 0) + 1
+        table.budget.entries += sum(map(len, by_time.values())) - before
+        if table.budget.entries > table.budget.limit:
+            table.budget.entries -= 1
+            table.budget.grow(table.where)
 
     def _result(self, key: Any, end: int) -> Any:
         agg = self.agg

@@ -378,7 +378,15 @@ class LocalExecutor:
                 )
                 stages.append(Stage(metrics, logic=spec.build(op_ctx)))
         routers = [
-            Router(edge, inboxes[edge.target_vertex], index, (edge.edge_id, index))
+            Router(
+                edge,
+                inboxes[edge.target_vertex],
+                index,
+                (edge.edge_id, index),
+                forwards_watermarks=_event_time_downstream(
+                    job.job_graph.stream_graph, edge.target_step
+                ),
+            )
             for edge in vertex.outputs
         ]
         subtask = Subtask(
@@ -480,6 +488,22 @@ def _upstream_timestamp(graph: StreamGraph, step_id: str) -> Callable[[Any], int
             return extractor  # type: ignore[no-any-return]
         frontier.extend(edge.source_id for edge in node.in_edges)
     return None
+
+
+def _event_time_downstream(graph: StreamGraph, step_id: str) -> bool:
+    """True if ``step_id`` or a step after it acts on watermarks."""
+    seen: set[str] = set()
+    frontier = [step_id]
+    while frontier:
+        step = frontier.pop()
+        if step in seen:
+            continue
+        seen.add(step)
+        node = graph.node(step)
+        if getattr(node.payload, "uses_event_time", False) is True:
+            return True
+        frontier.extend(edge.target_id for edge in node.out_edges)
+    return False
 
 
 def _side_emitter(holder: list[Subtask], metrics: StepMetrics) -> Callable[[str, list[Any]], None]:

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from zlib import crc32
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any
@@ -69,10 +70,17 @@ class Router:
     """Sends a subtask's output batches (and watermarks) over one JobEdge."""
 
     def __init__(
-        self, edge: JobEdge, channels: list[Channel], subtask_index: int, sender: Hashable
+        self,
+        edge: JobEdge,
+        channels: list[Channel],
+        subtask_index: int,
+        sender: Hashable,
+        forwards_watermarks: bool = True,
     ) -> None:
         self.edge = edge
         self.sender = sender
+        self.forwards_watermarks = forwards_watermarks
+        """False when nothing downstream acts on watermarks: they are not sent."""
         self.overflow = edge.overflow
         self.partitioning = edge.partitioning
         if edge.partitioning is Partitioning.FORWARD:
@@ -88,12 +96,23 @@ class Router:
         if part is Partitioning.FORWARD:
             await self.targets[0].send(batch, self.overflow)
         elif part is Partitioning.HASH:
+            if len(self.targets) == 1:
+                await self.targets[0].send(batch, self.overflow)
+                return
             key = self.key_selector
             assert key is not None
             table = self.table
             buckets: list[list[Any]] = [[] for _ in self.targets]
             for record in batch:
-                buckets[table[stable_hash(key(record)) % MAX_KEY_GROUPS]].append(record)
+                k = key(record)
+                # stable_hash, inlined for the common key types (same values).
+                if type(k) is int:
+                    h = ((k * 2654435761) & 0xFFFFFFFF) >> 16
+                elif type(k) is str:
+                    h = crc32(k.encode())
+                else:
+                    h = stable_hash(k)
+                buckets[table[h % MAX_KEY_GROUPS]].append(record)
             for channel, bucket in zip(self.targets, buckets, strict=True):
                 if bucket:
                     await channel.send(bucket, self.overflow)
@@ -106,8 +125,9 @@ class Router:
                 await channel.send(list(batch), self.overflow)
 
     def send_watermark(self, value: int | None) -> None:
-        for channel in self.targets:
-            channel.send_control(Watermark(self.sender, value))
+        if self.forwards_watermarks:
+            for channel in self.targets:
+                channel.send_control(Watermark(self.sender, value))
 
     def close(self) -> None:
         for channel in self.targets:

@@ -86,14 +86,24 @@ def _default(value: Any) -> Any:
     raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
+# Records encoded per join: orjson's results may each hold a larger buffer than
+# their bytes until they are freed, so a huge batch (a window firing 100k
+# results) is encoded in slices that stay small.
+ENCODE_SLICE = 512
+
+
 def encode_json_lines(batch: list[Any], reject: Reject) -> bytes:
     """One JSON document per line.
 
-    The fast path encodes the batch in one C-level loop; types orjson does not
-    know (Decimal, sets) take the slow path, and records that still cannot be
-    encoded go to ``reject``. A batch of ~100 records joins into a block small
-    enough not to be allocated and freed through mmap.
+    The fast path encodes a slice of the batch in one C-level loop; types orjson
+    does not know (Decimal, sets) take the slow path, and records that still
+    cannot be encoded go to ``reject``.
     """
+    if len(batch) > ENCODE_SLICE:
+        return b"".join(
+            encode_json_lines(batch[i : i + ENCODE_SLICE], reject)
+            for i in range(0, len(batch), ENCODE_SLICE)
+        )
     try:
         return b"\n".join(map(orjson.dumps, batch)) + b"\n" if batch else b""
     except TypeError:
