@@ -15,8 +15,8 @@ from collections.abc import Hashable
 
 __all__ = [
     "MAX_KEY_GROUPS",
-    "int_hash",
     "Partitioning",
+    "int_hash",
     "key_group_of",
     "key_group_table",
     "stable_hash",

@@ -20,10 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
-from zlib import crc32
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
 from typing import Any
+from zlib import crc32
 
 from reflow.connectors.base import SinkWriter, SourceReader
 from reflow.eventtime.clock import Clock
