@@ -11,7 +11,12 @@ import asyncio
 
 from reflow.connectors.memory import TestingSink, TestingSource, TestingSourceAbort, memory_store
 from reflow.graph.job import Job
-from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor
+from reflow.runtime.executor import (
+    ExecutorSettings,
+    JobResult,
+    LocalExecutor,
+    execute_with_recovery,
+)
 
 __all__ = [
     "TestingSink",
@@ -24,9 +29,12 @@ __all__ = [
 
 
 async def run_job_async(job: Job, settings: ExecutorSettings | None = None) -> JobResult:
-    """Run ``job`` on a fresh LocalExecutor inside the running event loop."""
+    """Run ``job`` on a fresh LocalExecutor inside the running event loop.
+
+    Failures restart the job by its restart strategy, from its latest checkpoint.
+    """
     with LocalExecutor(settings) as executor:
-        return await executor.execute(job)
+        return await execute_with_recovery(executor, job)
 
 
 def run_job(job: Job, settings: ExecutorSettings | None = None) -> JobResult:

@@ -30,7 +30,7 @@ def test_full_channel_makes_the_sender_wait_until_the_receiver_takes() -> None:
         await asyncio.sleep(0.01)
         events.append("receiver starts")
         while (item := await channel.receive()) is not END_OF_STREAM:
-            events.append(f"got {item[0]}")
+            events.append(f"got {item[1][0]}")
         await task
         assert channel.statistics().blocked_seconds > 0
         return events
@@ -49,7 +49,7 @@ def test_end_of_stream_waits_for_every_sender() -> None:
         channel.close_sender()
         return [await channel.receive() for _ in range(3)]
 
-    assert run(scenario()) == [[1], [2], END_OF_STREAM]
+    assert run(scenario()) == [(None, [1]), (None, [2]), END_OF_STREAM]
 
 
 def test_drop_counts_every_dropped_record() -> None:
@@ -74,7 +74,7 @@ def test_latest_keeps_the_newest_and_counts_the_oldest() -> None:
         channel.close_sender()
         got = []
         while (item := await channel.receive()) is not END_OF_STREAM:
-            got.append(item)
+            got.append(item[1])
         return channel, got
 
     channel, got = run(scenario())  # type: ignore[misc]
@@ -106,7 +106,7 @@ def test_buffer_strategy_loses_nothing() -> None:
         task = asyncio.create_task(producer())
         got: list[int] = []
         while (item := await channel.receive()) is not END_OF_STREAM:
-            got.extend(item)
+            got.extend(item[1])
             await asyncio.sleep(0)
         await task
         return got

@@ -86,6 +86,17 @@ class SourceReader(abc.ABC):
     async def close(self) -> None:
         """Release connections and files; called once, also after a failure."""
 
+    def snapshot(self) -> Any:
+        """The position after the last record returned (picklable), for checkpoints.
+
+        Called between batches, never during ``read_batch``. None means the
+        reader cannot rewind: a restart then reads its input from the start.
+        """
+        return None
+
+    def restore(self, position: Any) -> None:
+        """Continue after ``position`` (from ``snapshot``); called before ``open``."""
+
 
 class Source(abc.ABC):
     """A data source spec (seed §3.6.3)."""
@@ -131,6 +142,24 @@ class SinkWriter(abc.ABC):
 
     async def close(self) -> None:
         """Release connections and files; called once, also after a failure."""
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        """A checkpoint barrier arrived: make what came before it ready to commit.
+
+        Returns picklable state stored in the checkpoint (e.g. staged rows or
+        pending files). At-least-once writers flush and return None.
+        """
+        await self.flush()
+        return None
+
+    async def commit(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is complete: make its pre-committed data visible."""
+
+    async def restore(self, states: list[Any]) -> None:
+        """After a restart: finish the commits of the restored checkpoint's states.
+
+        Must be idempotent: the data may already be committed.
+        """
 
 
 class Sink(abc.ABC):

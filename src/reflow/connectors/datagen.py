@@ -79,7 +79,7 @@ def _generator(name: str, spec: FieldSpec, rng: random.Random) -> Callable[[int]
 class _DatagenReader(SourceReader):
     def __init__(self, options: DatagenOptions, ctx: ConnectorContext) -> None:
         self.ctx = ctx
-        rng = random.Random(options.seed * 1_000_003 + ctx.subtask_index)
+        rng = self.rng = random.Random(options.seed * 1_000_003 + ctx.subtask_index)
         fields = options.fields or DEFAULT_FIELDS
         self.generators = [(n, _generator(n, s, rng)) for n, s in fields.items()]
         self.index = ctx.subtask_index
@@ -95,8 +95,15 @@ class _DatagenReader(SourceReader):
         self.emitted = 0
         self.started = 0.0
 
+    def snapshot(self) -> Any:
+        return (self.index, self.emitted, self.rng.getstate())
+
+    def restore(self, position: Any) -> None:
+        self.index, self.emitted, state = position
+        self.rng.setstate(state)
+
     async def open(self) -> None:
-        self.started = time.monotonic()
+        self.started = time.monotonic() - (self.emitted / self.rate if self.rate else 0)
 
     async def read_batch(self) -> list[Any] | None:
         if self.rate is not None:

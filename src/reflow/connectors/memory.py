@@ -56,6 +56,12 @@ class _ListReader(SourceReader):
         self.position = 0
         self.bounded = bounded
 
+    def snapshot(self) -> Any:
+        return self.position
+
+    def restore(self, position: Any) -> None:
+        self.position = int(position)
+
     async def read_batch(self) -> list[Any] | None:
         items = self.items
         if self.position >= len(items):
@@ -119,26 +125,82 @@ class TestingSource(Source):
 
 
 class _ListWriter(SinkWriter):
-    def __init__(self, target: list[Any]) -> None:
+    def __init__(
+        self, target: list[Any], exactly_once: bool = False, committed: set[Any] | None = None
+    ) -> None:
         self.target = target
+        self.exactly_once = exactly_once
+        self.committed = committed if committed is not None else set()
+        self.subtask = 0
+        self.current: list[Any] = []
+        self.staged: dict[int, list[Any]] = {}
 
     async def write(self, batch: list[Any]) -> None:
-        self.target.extend(batch)
+        if self.exactly_once:
+            self.current.extend(batch)
+        else:
+            self.target.extend(batch)
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        if not self.exactly_once:
+            return None
+        self.staged[checkpoint_id], self.current = self.current, []
+        return (self.subtask, checkpoint_id, list(self.staged[checkpoint_id]))
+
+    def _commit_once(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
+        if (subtask, checkpoint_id) not in self.committed:
+            self.committed.add((subtask, checkpoint_id))
+            self.target.extend(records)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            self._commit_once(self.subtask, staged, self.staged.pop(staged))
+
+    async def restore(self, states: list[Any]) -> None:
+        for state in states:
+            if state is not None:
+                self._commit_once(*state)
+
+    async def flush(self) -> None:
+        if self.exactly_once:  # end of input: the final commit
+            for staged in sorted(self.staged):
+                self._commit_once(self.subtask, staged, self.staged.pop(staged))
+            self._commit_once(self.subtask, -1, self.current)
+            self.current = []
 
 
 class TestingSink(Sink):
-    """A sink that collects every record, from every subtask, in ``records``."""
+    """A sink that collects every record, from every subtask, in ``records``.
+
+    With ``exactly_once=True`` records become visible only when the checkpoint
+    after them completes (or at the end of input), like a transactional sink;
+    the records of a failed attempt after its last checkpoint never show.
+    """
 
     connector_type: ClassVar[str] = "testing"
     __test__ = False
 
-    def __init__(self, *, name: str | None = None, parallelism: int | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        name: str | None = None,
+        parallelism: int | None = None,
+        exactly_once: bool = False,
+    ) -> None:
         self.records: list[Any] = []
         self.name = name
         self.parallelism = parallelism
+        self.exactly_once = exactly_once
+        self.committed: set[Any] = set()
+
+    @property
+    def supports_transaction(self) -> bool:  # type: ignore[override]
+        return self.exactly_once
 
     def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
-        return _ListWriter(self.records)
+        writer = _ListWriter(self.records, self.exactly_once, self.committed)
+        writer.subtask = ctx.subtask_index
+        return writer
 
 
 class MemorySourceOptions(ConnectorOptions):

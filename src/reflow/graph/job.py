@@ -16,9 +16,11 @@ from typing import Any
 
 from reflow.errors import GraphValidationError, InvalidTransitionError
 from reflow.graph.job_graph import JobGraph
+from reflow.graph.restart import NoRestart, RestartStrategy
 from reflow.graph.stream_graph import StreamGraph, StreamGraphBuilder, validate_step_id
 
 __all__ = [
+    "CheckpointConfig",
     "ErrorMode",
     "ErrorPolicy",
     "Job",
@@ -101,12 +103,32 @@ class ErrorPolicy:
 
 
 @dataclass(frozen=True, slots=True)
+class CheckpointConfig:
+    """Periodic checkpoints of a job (seed §4.5, §6.1 ``checkpoint``)."""
+
+    path: str
+    """Folder of the checkpoint storage (the job's checkpoints go under path/job_id)."""
+    interval_ms: int = 60_000
+    timeout_ms: int = 10_000
+    retained: int = 3
+    """Complete checkpoints kept; older ones are deleted."""
+
+    def __post_init__(self) -> None:
+        if self.interval_ms <= 0 or self.timeout_ms <= 0 or self.retained < 1:
+            raise GraphValidationError(
+                "checkpoint interval and timeout must be > 0 and retained >= 1"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class JobConfig:
     """Per-job settings (seed §3.1.3 ``JobConfig``)."""
 
     parallelism: int | None = None
     chaining: bool = True
     error_policy: ErrorPolicy = field(default_factory=ErrorPolicy)
+    checkpoint: CheckpointConfig | None = None
+    restart: RestartStrategy = field(default_factory=NoRestart)
     batch_size: int | None = None
     """Records per micro-batch between subtasks; None takes the executor's default."""
     channel_capacity: int | None = None
@@ -237,6 +259,13 @@ class JobBuilder:
 
     def batch_size(self, size: int) -> JobBuilder:
         return self._replace(batch_size=size)
+
+    def checkpointing(self, path: str, interval_ms: int = 60_000, **options: Any) -> JobBuilder:
+        """Take a checkpoint every ``interval_ms`` into the folder ``path``."""
+        return self._replace(checkpoint=CheckpointConfig(path, interval_ms, **options))
+
+    def restart_strategy(self, strategy: RestartStrategy) -> JobBuilder:
+        return self._replace(restart=strategy)
 
     def metadata(self, **values: Any) -> JobBuilder:
         self._metadata.update(values)

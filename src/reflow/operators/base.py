@@ -111,6 +111,17 @@ class OperatorLogic(abc.ABC):
         """For watermark generators: the watermark to send downstream now."""
         return None
 
+    def snapshot_state(self) -> Any:
+        """State kept outside the keyed state backend, for a checkpoint (picklable)."""
+        return None
+
+    def restore_state(self, states: list[Any]) -> None:
+        """Restore from the snapshots of one or (after a rescale) several old subtasks."""
+
+    def partition_key(self, table: str, key: Any) -> Any:
+        """The record key a keyed-state entry belongs to (for redistribution on rescale)."""
+        return key
+
     def close(self) -> None:
         """Release resources; called once, also after a failure."""
 

@@ -110,6 +110,17 @@ class _WindowJoinLogic(OperatorLogic):
             self.ctx.emit_side("late", late)
         return []
 
+    def partition_key(self, table: str, key: Any) -> Any:
+        return key[0]  # entries are keyed (record key, side)
+
+    def snapshot_state(self) -> Any:
+        return self.bound
+
+    def restore_state(self, states: list[Any]) -> None:
+        present = [s for s in states if s is not None]
+        if present:
+            self.bound = min(present)
+
     def on_watermark(self, watermark: int) -> list[Any]:
         self.bound = MAX_WATERMARK if watermark == MAX_WATERMARK else watermark + 1
         windows: dict[tuple[int, Any], list[list[Any]]] = {}
@@ -174,6 +185,9 @@ class _IntervalJoinLogic(OperatorLogic):
             self.sides.put((key, side), mine)
             self.expiry.put(expires, (key, side), None)
         return out
+
+    def partition_key(self, table: str, key: Any) -> Any:
+        return key[0]  # entries are keyed (record key, side)
 
     def on_watermark(self, watermark: int) -> list[Any]:
         for _, (key, side), _ in self.expiry.pop_until(watermark):

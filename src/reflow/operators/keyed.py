@@ -289,6 +289,14 @@ class _ProcessLogic(OperatorLogic):
         self.watermark = watermark
         return self._timers(self.event_timers, watermark)
 
+    def snapshot_state(self) -> Any:
+        return self.watermark
+
+    def restore_state(self, states: list[Any]) -> None:
+        present = [s for s in states if s is not None]
+        if present:
+            self.watermark = min(present)
+
     def on_tick(self, now_ms: int) -> list[Any]:
         return self._timers(self.processing_timers, now_ms)
 

@@ -59,6 +59,16 @@ class _AssignerLogic(OperatorLogic):
             self.is_idle = False
         return batch
 
+    def snapshot_state(self) -> Any:
+        return (self.max_ts, self.advanced)
+
+    def restore_state(self, states: list[Any]) -> None:
+        # After a rescale, the smallest progress is the safe one.
+        present = [s for s in states if s is not None]
+        if present:
+            self.max_ts = min(s[0] for s in present)
+            self.advanced = min(s[1] for s in present)
+
     def current_watermark(self) -> int | None:
         if self.max_ts == MIN_WATERMARK and self.advanced == MIN_WATERMARK:
             return None

@@ -158,6 +158,18 @@ class _WindowLogic(OperatorLogic):
             step = spec.window.slide_ms or spec.window.gap_ms or 1
             self.tick_interval_ms = max(1, min(step, MAX_TICK_MS))
 
+    def snapshot_state(self) -> Any:
+        return {"bound": self.bound, "fired_until": getattr(self, "fired_until", None)}
+
+    def restore_state(self, states: list[Any]) -> None:
+        present = [s for s in states if s is not None]
+        if not present:
+            return
+        self.bound = min(s["bound"] for s in present)
+        fired = [s["fired_until"] for s in present if s["fired_until"] is not None]
+        if fired and hasattr(self, "fired_until"):
+            self.fired_until = min(fired)
+
     def _timestamps(self, batch: list[Any]) -> list[int]:
         if self.ts_of is None:
             return [self.clock.now_ms()] * len(batch)

@@ -20,7 +20,14 @@ from typing import Any, Final
 from reflow.errors import BackpressureOverflowError
 from reflow.graph.stream_graph import Overflow
 
-__all__ = ["END_OF_STREAM", "Channel", "ChannelBrokenError", "ChannelStatistics", "Watermark"]
+__all__ = [
+    "END_OF_STREAM",
+    "Barrier",
+    "Channel",
+    "ChannelBrokenError",
+    "ChannelStatistics",
+    "Watermark",
+]
 
 
 class _EndOfStream:
@@ -37,6 +44,14 @@ class Watermark:
 
     sender: Hashable
     value: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Barrier:
+    """Checkpoint ``checkpoint_id`` passed this sender: what came before belongs to it."""
+
+    sender: Hashable
+    checkpoint_id: int
 
 
 class ChannelBrokenError(Exception):
@@ -87,8 +102,14 @@ class Channel:
                 waiter.set_result(None)
                 return
 
-    async def send(self, batch: list[Any], overflow: Overflow = Overflow.BUFFER) -> None:
-        """Put ``batch`` into the channel, applying ``overflow`` when it is full."""
+    async def send(
+        self, batch: list[Any], overflow: Overflow = Overflow.BUFFER, sender: Hashable = None
+    ) -> None:
+        """Put ``batch`` into the channel, applying ``overflow`` when it is full.
+
+        The receiver gets ``(sender, batch)``: barrier alignment needs to know
+        which input a batch came from.
+        """
         if self._broken is not None:
             raise ChannelBrokenError(f"channel {self.name} is broken") from self._broken
         queue = self._queue
@@ -112,12 +133,12 @@ class Channel:
                 self._dropped += len(batch)
                 return
             elif overflow is Overflow.LATEST:
-                oldest = next((item for item in queue if isinstance(item, list)), None)
+                oldest = next((item for item in queue if type(item) is tuple), None)
                 if oldest is None:
                     self._dropped += len(batch)
                     return
                 queue.remove(oldest)
-                self._dropped += len(oldest)
+                self._dropped += len(oldest[1])
             else:
                 raise BackpressureOverflowError(
                     f"channel {self.name} is full ({self.capacity} batches) and its overflow "
@@ -125,11 +146,11 @@ class Channel:
                     "capacity, speed up or parallelise the consumer, or choose BUFFER "
                     "(backpressure), DROP or LATEST for this edge"
                 )
-        queue.append(batch)
+        queue.append((sender, batch))
         self._sent += 1
         self._wake_receiver()
 
-    def send_control(self, message: Watermark) -> None:
+    def send_control(self, message: Watermark | Barrier) -> None:
         """Enqueue a control message behind the data sent before it.
 
         Control messages are never dropped and never wait: there is at most
@@ -156,7 +177,8 @@ class Channel:
                 waiter.set_result(None)
 
     async def receive(self) -> Any:
-        """The next batch, or END_OF_STREAM once every sender closed and the queue is empty."""
+        """The next ``(sender, batch)`` or control message, or END_OF_STREAM once every
+        sender closed and the queue is empty."""
         while True:
             if self._queue:
                 item = self._queue.popleft()
@@ -174,7 +196,7 @@ class Channel:
     def statistics(self) -> ChannelStatistics:
         return ChannelStatistics(
             name=self.name,
-            size=sum(1 for item in self._queue if isinstance(item, list)),
+            size=sum(1 for item in self._queue if type(item) is tuple),
             capacity=self.capacity,
             senders_open=max(self._senders_open, 0),
             blocked_seconds=self._blocked_ns / 1e9,

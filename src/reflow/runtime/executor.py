@@ -18,22 +18,24 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from reflow.checkpoint.storage import CheckpointData, CheckpointError, FileCheckpointStorage
 from reflow.connectors.base import DEFAULT_BATCH_SIZE, ConnectorContext, SinkWriter
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError, ReflowError
 from reflow.eventtime.clock import Clock, SystemClock
 from reflow.graph.job import ErrorMode, Job, JobStatus
 from reflow.graph.job_graph import JobVertex
-from reflow.graph.partitioning import Partitioning
+from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
 from reflow.graph.stream_graph import NodeKind, StreamGraph
 from reflow.operators.base import OperatorContext, OperatorSpec
 from reflow.runtime.channel import Channel
+from reflow.runtime.checkpointing import CheckpointCoordinator, CheckpointStats
 from reflow.runtime.error_policy import DeadLetterOutput, RecordErrorHandler
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics
 from reflow.runtime.task import Router, Stage, Subtask
-from reflow.state.backend import DEFAULT_MAX_ENTRIES, StateBackend, create_backend
+from reflow.state.backend import DEFAULT_MAX_ENTRIES, ScopeSnapshot, StateBackend, create_backend
 
-__all__ = ["ExecutorSettings", "JobResult", "LocalExecutor"]
+__all__ = ["ExecutorSettings", "JobResult", "LocalExecutor", "execute_with_recovery"]
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +76,8 @@ class JobResult:
     error: str | None = None
     step_id: str | None = None
     exception: BaseException | None = field(default=None, repr=False)
+    checkpoints: CheckpointStats | None = None
+    restarts: int = 0
 
     @property
     def duration_seconds(self) -> float:
@@ -103,6 +107,9 @@ class _Execution:
         self.dead_letters: DeadLetterOutput | None = None
         self.cancelled = False
         self.state: StateBackend | None = None
+        self.coordinator: CheckpointCoordinator | None = None
+        self.restore: CheckpointData | None = None
+        self.rescaled: dict[str, list[ScopeSnapshot]] = {}
 
     def snapshot(self) -> ExecutionMetrics:
         stats = [c.statistics() for c in self.channels]
@@ -146,14 +153,17 @@ class LocalExecutor:
 
     # -- the seed's executor interface (§3.5.3) --------------------------------------------
 
-    async def execute(self, job: Job) -> JobResult:
+    async def execute(self, job: Job, restore: CheckpointData | None = None) -> JobResult:
         """Run ``job`` to completion (bounded) or until stopped; never raises for job errors.
 
-        The job moves CREATED -> SCHEDULED -> RUNNING -> COMPLETED / FAILED / CANCELLED.
+        The job moves CREATED -> SCHEDULED -> RUNNING -> COMPLETED / FAILED / CANCELLED
+        (FAILED -> RUNNING when it is run again). With ``restore``, state, source
+        positions and pending sink commits come from that checkpoint or savepoint.
         """
         if job.status is JobStatus.CREATED:
             job.schedule()
         execution = _Execution(job)
+        execution.restore = restore
         self._executions[job.job_id] = execution
         try:
             self._build(execution)
@@ -196,6 +206,19 @@ class LocalExecutor:
             extra={"job_id": job.job_id, "event": f"JOB_{job.status.value}"},
         )
         return result
+
+    async def savepoint(self, job_id: str, *, stop: bool = False) -> CheckpointData | None:
+        """Take a savepoint of a running job (it needs checkpointing configured)."""
+        execution = self._executions.get(job_id)
+        if execution is None or execution.coordinator is None:
+            raise ExecutionError(
+                f"job {job_id!r} is not running with checkpoints; configure checkpointing "
+                "(checkpoint: in the job file) to take savepoints"
+            )
+        data = await execution.coordinator.trigger(savepoint=True)
+        if stop and data is not None:
+            await self.stop(job_id)
+        return data
 
     async def stop(self, job_id: str) -> None:
         """Cancel a running job; it ends CANCELLED."""
@@ -316,6 +339,27 @@ class LocalExecutor:
                     )
                 )
 
+        config = job.config.checkpoint
+        if config is not None:
+            storage = FileCheckpointStorage(config.path, config.retained)
+            parallelism = {
+                node.step_id: vertex.parallelism
+                for vertex in graph.vertices
+                for node in vertex.chained_nodes
+            }
+            execution.coordinator = CheckpointCoordinator(
+                job,
+                storage,
+                settings.clock,
+                execution.subtasks,
+                parallelism,
+                config.interval_ms,
+                config.timeout_ms,
+            )
+            for subtask in execution.subtasks:
+                subtask.acks = execution.coordinator
+                subtask.state = execution.state
+
     def _subtask(
         self,
         execution: _Execution,
@@ -334,6 +378,7 @@ class LocalExecutor:
         stages: list[Stage] = []
         holder: list[Subtask] = []
         clock = self.settings.clock
+        sink_restores: dict[int, list[Any]] = {}
         reader = None
         source_metrics = None
         for node in vertex.chained_nodes:
@@ -349,12 +394,26 @@ class LocalExecutor:
             ctx = ConnectorContext(
                 node.step_id, index, vertex.parallelism, job.job_id, batch_size, io_pool, handler
             )
+            previous = self._previous_states(execution, node.step_id, index, vertex.parallelism)
             if node.kind is NodeKind.SOURCE:
                 reader = sources[node.step_id].create_reader(ctx)
                 source_metrics = metrics
+                positions = [p.get("source") for p in previous]
+                if any(p is not None for p in positions):
+                    if len(previous) != 1:
+                        raise CheckpointError(
+                            f"source {node.step_id!r} ran with parallelism "
+                            f"{execution.restore.parallelism[node.step_id]} in the checkpoint "  # type: ignore[union-attr]
+                            f"and {vertex.parallelism} now; a source keeps its parallelism "
+                            "across a restore (set it on the source), other steps may change"
+                        )
+                    reader.restore(positions[0])
             elif node.kind is NodeKind.SINK:
                 writer: SinkWriter = sinks[node.step_id].create_writer(ctx)
                 stages.append(Stage(metrics, writer=writer))
+                pending = [p.get("sink") for p in previous if p.get("sink") is not None]
+                if pending and (len(previous) == 1 or index == 0):
+                    sink_restores[len(stages) - 1] = pending
             else:
                 spec = node.payload
                 if not isinstance(spec, OperatorSpec):
@@ -376,7 +435,11 @@ class LocalExecutor:
                     load_source=self._source_loader(job.job_id, batch_size, io_pool),
                     bounded_input=execution.bounded,
                 )
-                stages.append(Stage(metrics, logic=spec.build(op_ctx)))
+                logic = spec.build(op_ctx)
+                stages.append(Stage(metrics, logic=logic))
+                if previous:
+                    logic.restore_state([p.get("logic") for p in previous])
+                    self._restore_keyed(execution, node.step_id, index, vertex.parallelism, logic)
         routers = [
             Router(
                 edge,
@@ -405,7 +468,51 @@ class LocalExecutor:
             senders=list(senders),
         )
         holder.append(subtask)
+        subtask.sink_restores = sink_restores
+        subtask.source_step = vertex.head.step_id if vertex.head.kind is NodeKind.SOURCE else None
         return subtask
+
+    @staticmethod
+    def _previous_states(
+        execution: _Execution, step_id: str, index: int, parallelism: int
+    ) -> list[dict[str, Any]]:
+        """The checkpointed states of ``step_id`` that subtask ``index`` takes over."""
+        restore = execution.restore
+        if restore is None or step_id not in restore.parallelism:
+            return []
+        old = restore.parallelism[step_id]
+        if old == parallelism:
+            own = restore.states.get((step_id, index))
+            return [own] if own is not None else []
+        return [restore.states[(step_id, i)] for i in range(old) if (step_id, i) in restore.states]
+
+    @staticmethod
+    def _restore_keyed(
+        execution: _Execution, step_id: str, index: int, parallelism: int, logic: Any
+    ) -> None:
+        restore, backend = execution.restore, execution.state
+        if restore is None or backend is None:
+            return
+        old = restore.parallelism.get(step_id)
+        if old == parallelism:
+            snapshot = restore.states.get((step_id, index), {}).get("keyed")
+            if snapshot is not None:
+                backend.restore_scope(step_id, index, snapshot)
+            return
+        if step_id not in execution.rescaled:
+            # Redistribute every entry by the key group of its record key.
+            merged = ScopeSnapshot()
+            for i in range(old or 0):
+                part = restore.states.get((step_id, i), {}).get("keyed")
+                if part is not None:
+                    merged.merge(part)
+            table = key_group_table(parallelism)
+
+            def owner(name: str, key: Any) -> int:
+                return table[stable_hash(logic.partition_key(name, key)) % MAX_KEY_GROUPS]
+
+            execution.rescaled[step_id] = merged.split(owner, parallelism)
+        backend.restore_scope(step_id, index, execution.rescaled[step_id][index])
 
     def _source_loader(
         self, job_id: str, batch_size: int, io_pool: ThreadPoolExecutor
@@ -435,6 +542,9 @@ class LocalExecutor:
             asyncio.create_task(subtask.run(), name=f"reflow:{subtask.name}")
             for subtask in execution.subtasks
         ]
+        coordinator_task = None
+        if execution.coordinator is not None:
+            coordinator_task = asyncio.create_task(execution.coordinator.run())
         by_task = dict(zip(execution.tasks, execution.subtasks, strict=True))
         pending: set[asyncio.Task[None]] = set(execution.tasks)
         error: BaseException | None = None
@@ -450,6 +560,9 @@ class LocalExecutor:
                     break
         except asyncio.CancelledError:
             execution.cancelled = True
+        if coordinator_task is not None:
+            coordinator_task.cancel()
+            await asyncio.gather(coordinator_task, return_exceptions=True)
         if pending or error is not None:
             for channel in execution.channels:
                 channel.break_channel(error or asyncio.CancelledError())
@@ -470,6 +583,7 @@ class LocalExecutor:
             error=None if error is None else str(error),
             step_id=getattr(error, "step_id", None),
             exception=error,
+            checkpoints=None if execution.coordinator is None else execution.coordinator.stats,
         )
 
 
@@ -532,3 +646,50 @@ async def _close_writer(writer: SinkWriter, flush: bool) -> None:
             await writer.flush()
     finally:
         await writer.close()
+
+
+async def execute_with_recovery(
+    executor: LocalExecutor, job: Job, restore: CheckpointData | None = None
+) -> JobResult:
+    """Run ``job``; on failure, restart it by its restart strategy (seed §11.2, §11.3).
+
+    Each restart restores the latest complete checkpoint (state rewound, sources
+    repositioned, pending sink commits finished); past the strategy's limits the
+    job stays FAILED with its error and step_id.
+    """
+    tracker = job.config.restart.tracker()
+    storage = None
+    if job.config.checkpoint is not None:
+        storage = FileCheckpointStorage(job.config.checkpoint.path, job.config.checkpoint.retained)
+    clock = executor.settings.clock
+    restarts = 0
+    while True:
+        result = await executor.execute(job, restore=restore)
+        result.restarts = restarts
+        if result.status is not JobStatus.FAILED:
+            return result
+        delay = tracker.on_failure(clock.now_ms())
+        if delay is None:
+            if restarts:
+                logger.error(
+                    "job %s: giving up after %d restarts (%s): %s",
+                    job.job_id,
+                    restarts,
+                    job.config.restart.describe(),
+                    result.error,
+                    extra={"job_id": job.job_id, "step_id": result.step_id, "event": "JOB_FAILED"},
+                )
+            return result
+        restarts += 1
+        logger.warning(
+            "job %s failed at step %s (%s); restart %d in %.1fs (%s)",
+            job.job_id,
+            result.step_id,
+            result.error,
+            restarts,
+            delay,
+            job.config.restart.describe(),
+            extra={"job_id": job.job_id, "step_id": result.step_id, "event": "JOB_RESTARTING"},
+        )
+        await clock.sleep(delay)
+        restore = storage.latest(job.job_id) if storage is not None else None

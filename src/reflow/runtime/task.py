@@ -20,9 +20,10 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
-from typing import Any
+from typing import Any, Protocol
 from zlib import crc32
 
 from reflow.connectors.base import SinkWriter, SourceReader
@@ -31,15 +32,24 @@ from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
 from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
 from reflow.operators.base import OperatorLogic
-from reflow.runtime.channel import END_OF_STREAM, Channel, Watermark
+from reflow.runtime.channel import END_OF_STREAM, Barrier, Channel, Watermark
 from reflow.runtime.error_policy import DeadLetterOutput
 from reflow.runtime.metrics import StepMetrics
+from reflow.state.backend import StateBackend
 
-__all__ = ["Router", "Stage", "Subtask"]
+__all__ = ["CheckpointAcks", "Router", "Stage", "Subtask"]
 
 logger = logging.getLogger(__name__)
 
 SYNC, ASYNC, BLOCKING, SINK = range(4)
+
+
+class CheckpointAcks(Protocol):
+    """Where subtasks report their snapshots (the checkpoint coordinator)."""
+
+    def acknowledge(
+        self, checkpoint_id: int, subtask: str, states: dict[tuple[str, int], dict[str, Any]]
+    ) -> None: ...
 
 
 class Stage:
@@ -94,10 +104,10 @@ class Router:
     async def send(self, batch: list[Any]) -> None:
         part = self.partitioning
         if part is Partitioning.FORWARD:
-            await self.targets[0].send(batch, self.overflow)
+            await self.targets[0].send(batch, self.overflow, self.sender)
         elif part is Partitioning.HASH:
             if len(self.targets) == 1:
-                await self.targets[0].send(batch, self.overflow)
+                await self.targets[0].send(batch, self.overflow, self.sender)
                 return
             key = self.key_selector
             assert key is not None
@@ -115,19 +125,23 @@ class Router:
                 buckets[table[h % MAX_KEY_GROUPS]].append(record)
             for channel, bucket in zip(self.targets, buckets, strict=True):
                 if bucket:
-                    await channel.send(bucket, self.overflow)
+                    await channel.send(bucket, self.overflow, self.sender)
         elif part is Partitioning.REBALANCE:
             target = self.next_target
             self.next_target = (target + 1) % len(self.targets)
-            await self.targets[target].send(batch, self.overflow)
+            await self.targets[target].send(batch, self.overflow, self.sender)
         else:  # BROADCAST: one list per target, records shared
             for channel in self.targets:
-                await channel.send(list(batch), self.overflow)
+                await channel.send(list(batch), self.overflow, self.sender)
 
     def send_watermark(self, value: int | None) -> None:
         if self.forwards_watermarks:
             for channel in self.targets:
                 channel.send_control(Watermark(self.sender, value))
+
+    def send_barrier(self, checkpoint_id: int) -> None:
+        for channel in self.targets:
+            channel.send_control(Barrier(self.sender, checkpoint_id))
 
     def close(self) -> None:
         for channel in self.targets:
@@ -188,6 +202,18 @@ class Subtask:
         self.lock = asyncio.Lock()
         self.late_dropped = 0
         self.marked_idle = False
+        # Checkpointing: set by the executor when the job takes checkpoints.
+        self.acks: CheckpointAcks | None = None
+        self.state: StateBackend | None = None
+        self.source_step: str | None = None
+        self.position: Any = None
+        self.sink_restores: dict[int, list[Any]] = {}
+        self.expected_senders = set(senders or ())
+        self.aligning: int | None = None
+        self.blocked: set[Hashable] = set()
+        self.held: list[Any] = []
+        self.replay: deque[Any] = deque()
+        self.finished = False
 
     # -- side outputs --------------------------------------------------------------------
 
@@ -216,6 +242,66 @@ class Subtask:
                 continue
             for router in routers:
                 await router.send(records)
+
+    # -- checkpoints --------------------------------------------------------------------
+
+    async def inject_barrier(self, checkpoint_id: int) -> None:
+        """(Source subtasks) take a snapshot between two batches and send the barrier on."""
+        async with self.lock:
+            if not self.finished:
+                await self._checkpoint(checkpoint_id)
+
+    async def _checkpoint(self, checkpoint_id: int) -> None:
+        states: dict[tuple[str, int], dict[str, Any]] = {}
+        if self.source_step is not None:
+            states[(self.source_step, self.index)] = {"source": self.position}
+        for stage in self.stages:
+            step = stage.metrics.step_id
+            entry: dict[str, Any] = {}
+            if stage.logic is not None:
+                entry["logic"] = stage.logic.snapshot_state()
+                if self.state is not None:
+                    entry["keyed"] = self.state.snapshot_scope(step, self.index)
+            if stage.writer is not None:
+                entry["sink"] = await stage.writer.pre_commit(checkpoint_id)
+            states[(step, self.index)] = entry
+        assert self.acks is not None
+        self.acks.acknowledge(checkpoint_id, self.name, states)
+        for router in self.routers:
+            router.send_barrier(checkpoint_id)
+        for routers in self.side_routers.values():
+            for router in routers:
+                router.send_barrier(checkpoint_id)
+
+    async def notify_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is persisted: sinks commit what they pre-committed."""
+        async with self.lock:
+            for stage in self.stages:
+                if stage.writer is not None:
+                    self.current_step = stage.metrics.step_id
+                    await stage.writer.commit(checkpoint_id)
+
+    async def _on_barrier(self, barrier: Barrier) -> None:
+        if self.aligning is None or barrier.checkpoint_id > self.aligning:
+            if self.aligning is not None:  # a newer checkpoint supersedes an aborted one
+                self._release_held()
+            self.aligning = barrier.checkpoint_id
+            self.blocked = set()
+        elif barrier.checkpoint_id < self.aligning:
+            return  # a barrier of an aborted checkpoint
+        self.blocked.add(barrier.sender)
+        if self.blocked >= self.expected_senders:
+            checkpoint_id = self.aligning
+            self.aligning = None
+            self.blocked = set()
+            await self._checkpoint(checkpoint_id)
+            self._release_held()
+
+    def _release_held(self) -> None:
+        self.replay.extend(self.held)
+        self.held = []
+        self.aligning = None
+        self.blocked = set()
 
     # -- data path ----------------------------------------------------------------------
 
@@ -330,10 +416,12 @@ class Subtask:
         """Open, process until end of input, flush, and close (also on failure)."""
         ticker: asyncio.Task[None] | None = None
         try:
-            for stage in self.stages:
+            for position, stage in enumerate(self.stages):
                 if stage.writer is not None:
                     self.current_step = stage.metrics.step_id
                     await stage.writer.open()
+                    if position in self.sink_restores:
+                        await stage.writer.restore(self.sink_restores.pop(position))
             if self.tick_ms:
                 ticker = asyncio.create_task(self._ticker(self.tick_ms))
             if self.reader is not None:
@@ -356,6 +444,9 @@ class Subtask:
         assert metrics is not None
         self.current_step = metrics.step_id
         await reader.open()
+        checkpointing = self.acks is not None
+        if checkpointing:
+            self.position = reader.snapshot()
         gate = self.gate
         lock = self.lock
         generator = None if self.generator is None else self.stages[self.generator].logic
@@ -379,6 +470,8 @@ class Subtask:
                     await self._push(batch)
                     if self.generator is not None:
                         await self._check_generator()
+                if checkpointing:
+                    self.position = reader.snapshot()
                 if self.dead_letters is not None and self.dead_letters.pending:
                     await self.dead_letters.drain()
 
@@ -388,26 +481,40 @@ class Subtask:
         lock = self.lock
         generator = None if self.generator is None else self.stages[self.generator].logic
         clock = self.clock
+        replay = self.replay
         while True:
-            if generator is not None:
+            if replay:
+                item = replay.popleft()
+            elif generator is not None:
                 generator.input_waiting_since = clock.now_ms()
                 item = await inbox.receive()
                 generator.input_waiting_since = None
             else:
                 item = await inbox.receive()
             if item is END_OF_STREAM:
+                if self.held:  # a checkpoint that cannot complete: process what it held
+                    self._release_held()
+                    continue
                 return
             async with lock:
-                if isinstance(item, Watermark):
+                if type(item) is tuple:
+                    if self.aligning is not None and item[0] in self.blocked:
+                        self.held.append(item)
+                        continue
+                    await self._push(item[1])
+                    if self.generator is not None:
+                        await self._check_generator()
+                    if self.dead_letters is not None and self.dead_letters.pending:
+                        await self.dead_letters.drain()
+                elif self.aligning is not None and item.sender in self.blocked:
+                    self.held.append(item)
+                elif isinstance(item, Watermark):
                     await self._on_watermark_message(item)
-                    continue
-                await self._push(item)
-                if self.generator is not None:
-                    await self._check_generator()
-                if self.dead_letters is not None and self.dead_letters.pending:
-                    await self.dead_letters.drain()
+                else:
+                    await self._on_barrier(item)
 
     async def _finish(self) -> None:
+        self.finished = True
         # End of input: event time jumps to the end, so every window fires.
         if self.watermark < MAX_WATERMARK:
             self.watermark = MAX_WATERMARK

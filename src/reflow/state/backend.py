@@ -19,7 +19,8 @@ import pickle
 import shutil
 import struct
 import tempfile
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,7 @@ __all__ = [
     "MemoryOrderedTable",
     "OrderedTable",
     "RocksDbBackend",
+    "ScopeSnapshot",
     "StateBackend",
     "StateCapacityError",
     "StateTable",
@@ -85,6 +87,31 @@ class OrderedTable(abc.ABC):
     def min_time(self) -> int | None: ...
 
 
+@dataclass(slots=True)
+class ScopeSnapshot:
+    """The entries of one step in one subtask: tables by name, each a list of entries."""
+
+    tables: dict[str, list[tuple[Any, Any]]] = field(default_factory=dict)
+    ordered: dict[str, list[tuple[int, Any, Any]]] = field(default_factory=dict)
+
+    def split(self, owner: Callable[[str, Any], int], parts: int) -> list[ScopeSnapshot]:
+        """Redistribute entries over ``parts`` subtasks; ``owner(table, key)`` picks one."""
+        out = [ScopeSnapshot() for _ in range(parts)]
+        for name, entries in self.tables.items():
+            for key, value in entries:
+                out[owner(name, key)].tables.setdefault(name, []).append((key, value))
+        for name, timed in self.ordered.items():
+            for time, key, value in timed:
+                out[owner(name, key)].ordered.setdefault(name, []).append((time, key, value))
+        return out
+
+    def merge(self, other: ScopeSnapshot) -> None:
+        for name, entries in other.tables.items():
+            self.tables.setdefault(name, []).extend(entries)
+        for name, timed in other.ordered.items():
+            self.ordered.setdefault(name, []).extend(timed)
+
+
 class StateBackend(abc.ABC):
     name: str
 
@@ -93,6 +120,21 @@ class StateBackend(abc.ABC):
 
     @abc.abstractmethod
     def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable: ...
+
+    @abc.abstractmethod
+    def snapshot_scope(self, step_id: str, subtask: int) -> ScopeSnapshot:
+        """Every entry of one step in one subtask (for checkpoints)."""
+
+    def restore_scope(self, step_id: str, subtask: int, snapshot: ScopeSnapshot) -> None:
+        """Add the entries of ``snapshot`` to one step in one subtask."""
+        for name, entries in snapshot.tables.items():
+            table = self.table(step_id, subtask, name)
+            for key, value in entries:
+                table.put(key, value)
+        for name, timed in snapshot.ordered.items():
+            ordered = self.ordered_table(step_id, subtask, name)
+            for time, key, value in timed:
+                ordered.put(time, key, value)
 
     @abc.abstractmethod
     def snapshot(self) -> dict[str, Any]:
@@ -227,6 +269,22 @@ class MemoryBackend(StateBackend):
         if scope not in self.ordered:
             self.ordered[scope] = MemoryOrderedTable(self.budget, f"step {step_id!r}")
         return self.ordered[scope]
+
+    def snapshot_scope(self, step_id: str, subtask: int) -> ScopeSnapshot:
+        prefix = f"{step_id}/{subtask}/"
+        snap = ScopeSnapshot()
+        for scope, table in self.tables.items():
+            if scope.startswith(prefix) and table.data:
+                snap.tables[scope[len(prefix) :]] = list(table.data.items())
+        for scope, ordered in self.ordered.items():
+            if scope.startswith(prefix) and ordered.by_time:
+                snap.ordered[scope[len(prefix) :]] = [
+                    (time, key, value)
+                    for time in sorted(ordered.by_time)
+                    for key, value in ordered.by_time[time].items()
+                ]
+        copied: ScopeSnapshot = pickle.loads(pickle.dumps(snap))
+        return copied
 
     def snapshot(self) -> dict[str, Any]:
         data = {
@@ -385,6 +443,27 @@ class RocksDbBackend(StateBackend):
 
     def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable:
         return _RocksOrdered(self.db, self._prefix("o", step_id, subtask, name))
+
+    def snapshot_scope(self, step_id: str, subtask: int) -> ScopeSnapshot:
+        snap = ScopeSnapshot()
+        for kind in ("t", "o"):
+            prefix = f"{kind}/{step_id}/{subtask}/".encode()
+            it = self.db.iter()
+            it.seek(prefix)
+            while it.valid():
+                raw_key = it.key()
+                if not raw_key.startswith(prefix):
+                    break
+                name, _, rest = raw_key[len(prefix) :].partition(b"/")
+                value = pickle.loads(it.value())
+                if kind == "t":
+                    snap.tables.setdefault(name.decode(), []).append((pickle.loads(rest), value))
+                else:
+                    time = _TIME.unpack_from(rest)[0] - _TIME_OFFSET
+                    entry = (time, pickle.loads(rest[8:]), value)
+                    snap.ordered.setdefault(name.decode(), []).append(entry)
+                it.next()
+        return snap
 
     def snapshot(self) -> dict[str, Any]:
         return {"rocksdb": dict(self.db.items())}

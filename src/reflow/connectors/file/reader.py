@@ -139,6 +139,24 @@ class LineReader(SourceReader):
         self.carry = b""
         self.line_base: int | None = None  # line number of lines[0], when known
         self.byte_base = 0  # file offset of lines[0]
+        self.split_cursor = -1  # index of the split being read
+        self.position = 0  # file offset after the last line returned
+
+    def snapshot(self) -> Any:
+        return (self.split_cursor, self.position)
+
+    def restore(self, position: Any) -> None:
+        cursor, offset = position
+        if cursor < 0:
+            return
+        remaining = self.splits[cursor:]
+        if remaining:
+            first = remaining[0]
+            # Resume at a line start: a split starting at offset skips the line
+            # that ends at offset - 1, which was returned.
+            remaining[0] = FileSplit(first.path, offset, first.end)
+        self.splits = remaining
+        self.split_cursor = cursor - 1
 
     async def _refill(self) -> bool:
         """Load the next chunk's lines; False at the end of every split."""
@@ -147,9 +165,11 @@ class LineReader(SourceReader):
                 if not self.splits:
                     return False
                 split = self.splits.pop(0)
+                self.split_cursor += 1
                 self.current = await self.ctx.run_blocking(_RawChunks, split)
                 self.line_base = 1 if split.start == 0 else None
                 self.byte_base = self.current.position
+                self.position = self.current.position
                 self.carry = b""
             if self.line_base is not None:
                 self.line_base += len(self.lines)
@@ -181,6 +201,7 @@ class LineReader(SourceReader):
         first = self.index
         self.index = first + self.batch
         lines = self.lines[first : self.index]
+        self.position += sum(map(len, lines))
         if self.fmt == "json":
             return decode_json_lines(lines, self.ctx.reject, partial(self._where, first))
         encoding = self.encoding
@@ -243,16 +264,34 @@ class CsvReader(SourceReader):
         self.reader: Any = None
         self.path = ""
         self.fieldnames: list[str] | None = None
+        self.file_cursor = -1
+        self.rows_returned = 0
+        self.skip_rows = 0
+
+    def snapshot(self) -> Any:
+        return (self.file_cursor, self.rows_returned)
+
+    def restore(self, position: Any) -> None:
+        cursor, rows = position
+        if cursor >= 0:
+            self.files = self.files[cursor:]
+            self.file_cursor = cursor - 1
+            self.skip_rows = rows
 
     def _open(self, path: str) -> None:
         self.file = open(path, encoding=self.encoding, newline="")  # noqa: SIM115
         self.reader = csv.reader(self.file, delimiter=self.delimiter)
         self.path = path
         self.fieldnames = self.columns
+        self.file_cursor += 1
+        self.rows_returned = 0
         if self.header:
             first = next(self.reader, None)
             if self.fieldnames is None and first is not None:
                 self.fieldnames = first
+        while self.skip_rows > 0 and next(self.reader, None) is not None:
+            self.skip_rows -= 1
+            self.rows_returned += 1
 
     def _rows(self, count: int) -> list[tuple[int, list[str]]]:
         rows = []
@@ -273,6 +312,7 @@ class CsvReader(SourceReader):
             if not rows:
                 await self.close()
                 continue
+            self.rows_returned += len(rows)
             return self._convert(rows)
 
     def _convert(self, rows: list[tuple[int, list[str]]]) -> list[Any]:
@@ -317,6 +357,19 @@ class ParquetReader(SourceReader):
         self.files = list(files)
         self.ctx = ctx
         self.batches: Any = None
+        self.file_cursor = -1
+        self.rows_returned = 0
+        self.skip_rows = 0
+
+    def snapshot(self) -> Any:
+        return (self.file_cursor, self.rows_returned)
+
+    def restore(self, position: Any) -> None:
+        cursor, rows = position
+        if cursor >= 0:
+            self.files = self.files[cursor:]
+            self.file_cursor = cursor - 1
+            self.skip_rows = rows
 
     def _next(self) -> list[Any] | None:
         import pyarrow.parquet as pq
@@ -328,11 +381,21 @@ class ParquetReader(SourceReader):
                 self.batches = pq.ParquetFile(self.files.pop(0)).iter_batches(
                     batch_size=self.ctx.batch_size
                 )
+                self.file_cursor += 1
+                self.rows_returned = 0
             batch = next(self.batches, None)
             if batch is None:
                 self.batches = None
                 continue
             rows: list[Any] = batch.to_pylist()
+            if self.skip_rows:
+                skipped = rows[: self.skip_rows]
+                rows = rows[self.skip_rows :]
+                self.skip_rows -= len(skipped)
+                self.rows_returned += len(skipped)
+                if not rows:
+                    continue
+            self.rows_returned += len(rows)
             return rows
 
     async def read_batch(self) -> list[Any] | None:

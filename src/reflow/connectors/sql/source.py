@@ -40,6 +40,16 @@ class SqlReader(SourceReader):
         self.conn: Any = None
         self.result: Any = None
         self.queries: list[tuple[Any, dict[str, Any]]] = []
+        self.query_cursor = -1
+        self.rows_returned = 0
+        self.resume: tuple[int, int] | None = None
+        self.skip = 0
+
+    def snapshot(self) -> Any:
+        return (self.query_cursor, self.rows_returned)
+
+    def restore(self, position: Any) -> None:
+        self.resume = tuple(position)  # applied once the queries are planned in open()
 
     def _base(self) -> tuple[str, dict[str, Any]]:
         opts = self.options
@@ -107,6 +117,11 @@ class SqlReader(SourceReader):
 
     async def open(self) -> None:
         await self.ctx.run_blocking(self._open_blocking)
+        if self.resume is not None and self.resume[0] >= 0:
+            cursor, rows = self.resume
+            self.queries = self.queries[cursor:]
+            self.query_cursor = cursor - 1
+            self.skip = rows
 
     def _fetch(self) -> list[Any] | None:
         while True:
@@ -114,6 +129,8 @@ class SqlReader(SourceReader):
                 if not self.queries:
                     return None
                 statement, params = self.queries.pop(0)
+                self.query_cursor += 1
+                self.rows_returned = 0
                 if self.conn is None:
                     self.conn = self.engine.connect().execution_options(
                         stream_results=True, yield_per=self.options.fetch_size
@@ -127,7 +144,15 @@ class SqlReader(SourceReader):
                         "and 'params'"
                     ) from exc
             rows = self.result.fetchmany(self.options.fetch_size)
+            if rows and self.skip:
+                dropped = rows[: self.skip]
+                rows = rows[self.skip :]
+                self.skip -= len(dropped)
+                self.rows_returned += len(dropped)
+                if not rows:
+                    continue
             if rows:
+                self.rows_returned += len(rows)
                 return [dict(row) for row in rows]
             self.result.close()
             self.result = None

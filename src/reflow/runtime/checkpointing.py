@@ -1,0 +1,161 @@
+"""The checkpoint coordinator (seed §4.5) and recovery with restart strategies (§11.3).
+
+Every ``interval``, the coordinator injects barrier *n* at the sources; each
+subtask snapshots when the barrier has arrived on all its inputs (aligned) and
+acknowledges. When every subtask has, the checkpoint is written atomically and
+the sinks commit what they pre-committed (two-phase commit). A checkpoint that
+does not complete within ``timeout`` is aborted; the job goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from reflow.checkpoint.storage import CheckpointData, FileCheckpointStorage
+from reflow.eventtime.clock import Clock
+from reflow.graph.job import Job
+
+if TYPE_CHECKING:
+    from reflow.runtime.task import Subtask
+
+__all__ = ["CheckpointCoordinator", "CheckpointStats"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class CheckpointStats:
+    """Counters of a job's checkpoints (for metrics and logs)."""
+
+    completed: int = 0
+    failed: int = 0
+    last_id: int | None = None
+    last_duration_s: float = 0.0
+    last_size_bytes: int = 0
+    last_path: str | None = None
+    durations_s: list[float] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class _Pending:
+    checkpoint_id: int
+    expected: set[str]
+    savepoint: bool
+    started: float
+    done: asyncio.Future[None]
+    states: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
+    acked: set[str] = field(default_factory=set)
+
+
+class CheckpointCoordinator:
+    def __init__(
+        self,
+        job: Job,
+        storage: FileCheckpointStorage,
+        clock: Clock,
+        subtasks: list[Subtask],
+        parallelism: dict[str, int],
+        interval_ms: int,
+        timeout_ms: int,
+    ) -> None:
+        self.job = job
+        self.storage = storage
+        self.clock = clock
+        self.subtasks = subtasks
+        self.sources = [s for s in subtasks if s.reader is not None]
+        self.parallelism = parallelism
+        self.interval_ms = interval_ms
+        self.timeout_ms = timeout_ms
+        self.next_id = storage.next_id(job.job_id)
+        self.pending: dict[int, _Pending] = {}
+        self.stats = CheckpointStats()
+        self._trigger_lock = asyncio.Lock()
+        self.savepoint_requested = asyncio.Event()
+
+    def acknowledge(
+        self, checkpoint_id: int, subtask: str, states: dict[tuple[str, int], dict[str, Any]]
+    ) -> None:
+        pending = self.pending.get(checkpoint_id)
+        if pending is None:
+            return  # the checkpoint was aborted
+        pending.states.update(states)
+        pending.acked.add(subtask)
+        if pending.acked >= pending.expected and not pending.done.done():
+            pending.done.set_result(None)
+
+    async def run(self) -> None:
+        """Trigger checkpoints every interval until cancelled."""
+        while True:
+            await self.clock.sleep(self.interval_ms / 1000)
+            if any(s.finished for s in self.subtasks):
+                return  # the job is ending: the final commit happens at end of input
+            await self.trigger()
+
+    async def trigger(self, savepoint: bool = False) -> CheckpointData | None:
+        """Take one checkpoint (or savepoint); None if it was aborted."""
+        async with self._trigger_lock:
+            checkpoint_id = self.next_id
+            self.next_id += 1
+            loop = asyncio.get_running_loop()
+            pending = _Pending(
+                checkpoint_id,
+                {s.name for s in self.subtasks},
+                savepoint,
+                time.perf_counter(),
+                loop.create_future(),
+            )
+            self.pending[checkpoint_id] = pending
+            injections = [
+                asyncio.ensure_future(source.inject_barrier(checkpoint_id))
+                for source in self.sources
+            ]
+            timer = asyncio.ensure_future(self.clock.sleep(self.timeout_ms / 1000))
+            done, _ = await asyncio.wait({pending.done, timer}, return_when=asyncio.FIRST_COMPLETED)
+            timer.cancel()
+            await asyncio.gather(*injections, return_exceptions=True)
+            del self.pending[checkpoint_id]
+            if pending.done not in done:
+                self.stats.failed += 1
+                missing = sorted(pending.expected - pending.acked)
+                logger.warning(
+                    "job %s: checkpoint %d aborted after %d ms; no snapshot from %s",
+                    self.job.job_id,
+                    checkpoint_id,
+                    self.timeout_ms,
+                    ", ".join(missing[:5]),
+                    extra={"job_id": self.job.job_id, "event": "CHECKPOINT_FAILED"},
+                )
+                return None
+            data = CheckpointData(
+                job_id=self.job.job_id,
+                checkpoint_id=checkpoint_id,
+                states=pending.states,
+                parallelism=dict(self.parallelism),
+                savepoint=savepoint,
+            )
+            path = await asyncio.to_thread(self.storage.write, data)
+            for subtask in self.subtasks:
+                await subtask.notify_complete(checkpoint_id)
+            elapsed = time.perf_counter() - pending.started
+            stats = self.stats
+            stats.completed += 1
+            stats.last_id = checkpoint_id
+            stats.last_duration_s = elapsed
+            stats.last_size_bytes = path.stat().st_size
+            stats.last_path = str(path)
+            stats.durations_s.append(elapsed)
+            logger.info(
+                "job %s: %s %d completed in %.3fs (%d bytes) at %s",
+                self.job.job_id,
+                "savepoint" if savepoint else "checkpoint",
+                checkpoint_id,
+                elapsed,
+                stats.last_size_bytes,
+                path,
+                extra={"job_id": self.job.job_id, "event": "CHECKPOINT_COMPLETED"},
+            )
+            return data
