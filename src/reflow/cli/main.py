@@ -38,6 +38,22 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--parallelism", type=int, help="default parallelism of the job's steps")
     run.add_argument("--no-chaining", action="store_true", help="run every step on its own")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
+    run.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue from the job's latest complete checkpoint, if there is one",
+    )
+    run.add_argument("--from-savepoint", metavar="PATH", help="start from this savepoint file")
+
+    savepoint = sub.add_parser(
+        "savepoint", help="take a savepoint of a job running with checkpoints (reflow run)"
+    )
+    savepoint.add_argument("checkpoint_dir", help="the job's checkpoint folder (checkpoint.path)")
+    savepoint.add_argument("job_id", help="the job's id")
+    savepoint.add_argument("--stop", action="store_true", help="stop the job after the savepoint")
+    savepoint.add_argument(
+        "--timeout", type=float, default=60.0, help="seconds to wait for the running job"
+    )
 
     validate = sub.add_parser("validate", help="check a job file without running it")
     validate.add_argument("job", help="job file (YAML)")
@@ -149,17 +165,48 @@ def _cmd_connectors(args: argparse.Namespace, out: TextIO) -> int:
 
 
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
+    from dataclasses import replace
+
+    from reflow.checkpoint import FileCheckpointStorage
     from reflow.cli.progress import run_with_progress
     from reflow.config import executor_settings, load_system_config
-    from reflow.graph.job import Job, JobStatus
+    from reflow.graph.job import CheckpointConfig, Job, JobStatus
     from reflow.runtime.executor import ExecutorSettings
 
     settings = ExecutorSettings()
-    if args.config:
-        settings = executor_settings(load_system_config(args.config))
     job = _load(args.job, args.parallelism, args.no_chaining, args.config)
     assert isinstance(job, Job)
-    result = asyncio.run(run_with_progress(job, settings, out, show=not args.no_progress))
+    if args.config:
+        system = load_system_config(args.config)
+        settings = executor_settings(system)
+        checkpoint = system.checkpoint
+        if checkpoint.enabled and job.config.checkpoint is None:
+            from reflow.connectors.options import parse_duration
+
+            job.config = replace(
+                job.config,
+                checkpoint=CheckpointConfig(
+                    checkpoint.storage.path,
+                    round(parse_duration(checkpoint.interval) * 1000),
+                    round(parse_duration(checkpoint.timeout) * 1000),
+                ),
+            )
+    restore = None
+    if args.from_savepoint:
+        restore = FileCheckpointStorage.read(args.from_savepoint)
+    elif args.resume:
+        if job.config.checkpoint is None:
+            sys.stderr.write("reflow: --resume needs checkpointing (checkpoint: in the job)\n")
+            return EXIT_INVALID
+        storage = FileCheckpointStorage(job.config.checkpoint.path)
+        restore = storage.latest(job.job_id)
+        if restore is not None:
+            sys.stderr.write(
+                f"reflow: resuming job {job.job_id} from checkpoint {restore.checkpoint_id}\n"
+            )
+    result = asyncio.run(
+        run_with_progress(job, settings, out, show=not args.no_progress, restore=restore)
+    )
     if result.status is JobStatus.COMPLETED:
         return EXIT_OK
     if result.status is JobStatus.CANCELLED:
@@ -172,6 +219,20 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_JOB_FAILED
 
 
+def _cmd_savepoint(args: argparse.Namespace, out: TextIO) -> int:
+    from reflow.cli.progress import request_savepoint
+
+    path = request_savepoint(args.checkpoint_dir, args.job_id, args.stop, args.timeout)
+    if path is None:
+        sys.stderr.write(
+            f"reflow: no running job {args.job_id!r} answered within {args.timeout:g}s; "
+            "is it running with `reflow run` and checkpointing into that folder?\n"
+        )
+        return EXIT_JOB_FAILED
+    out.write(f"{path}\n")
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the CLI with ``argv`` (default: ``sys.argv[1:]``); returns the exit code."""
     out = out or sys.stdout
@@ -182,6 +243,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_INVALID
     _setup_logging(args.debug, args.verbose)
     commands = {
+        "savepoint": _cmd_savepoint,
         "run": _cmd_run,
         "validate": _cmd_validate,
         "explain": _cmd_explain,

@@ -5,13 +5,70 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import sys
+import time
+from pathlib import Path
 from typing import TextIO
 
+from reflow.checkpoint.storage import CheckpointData
 from reflow.graph.job import Job
-from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor
+from reflow.runtime.executor import (
+    ExecutorSettings,
+    JobResult,
+    LocalExecutor,
+    execute_with_recovery,
+)
 from reflow.runtime.metrics import ExecutionMetrics
 
-__all__ = ["format_summary", "run_with_progress"]
+__all__ = ["format_summary", "request_savepoint", "run_with_progress"]
+
+REQUEST = "savepoint.request"
+RESPONSE = "savepoint.response"
+
+
+def _control_dir(job: Job) -> Path | None:
+    if job.config.checkpoint is None:
+        return None
+    return Path(job.config.checkpoint.path) / job.job_id
+
+
+def request_savepoint(checkpoint_dir: str, job_id: str, stop: bool, timeout: float) -> str | None:
+    """Ask a running ``reflow run`` for a savepoint; returns its path, or None on timeout."""
+    folder = Path(checkpoint_dir) / job_id
+    folder.mkdir(parents=True, exist_ok=True)
+    response = folder / RESPONSE
+    response.unlink(missing_ok=True)
+    (folder / REQUEST).write_text("stop" if stop else "keep")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if response.exists():
+            text = response.read_text()
+            response.unlink(missing_ok=True)
+            return text or None
+        time.sleep(PROGRESS_INTERVAL_SECONDS)
+    (folder / REQUEST).unlink(missing_ok=True)
+    return None
+
+
+async def _serve_savepoints(executor: LocalExecutor, job: Job) -> None:
+    """Answer savepoint requests (files in the job's checkpoint folder) while it runs."""
+    folder = _control_dir(job)
+    if folder is None:
+        return
+    request = folder / REQUEST
+    while True:
+        await asyncio.sleep(PROGRESS_INTERVAL_SECONDS)
+        if not request.exists():
+            continue
+        stop = request.read_text().strip() == "stop"
+        request.unlink(missing_ok=True)
+        try:
+            data = await executor.savepoint(job.job_id, stop=stop)
+        except Exception as exc:  # answer the waiting CLI, never crash the job
+            data = None
+            sys.stderr.write(f"reflow: savepoint failed: {exc}\n")
+        (folder / RESPONSE).write_text("" if data is None else data.path)
+
 
 # Refresh rate of the progress display: smooth to the eye, negligible cost.
 PROGRESS_INTERVAL_SECONDS = 0.2
@@ -54,7 +111,12 @@ def format_summary(result: JobResult) -> str:
 
 
 async def run_with_progress(
-    job: Job, settings: ExecutorSettings, out: TextIO, *, show: bool = True
+    job: Job,
+    settings: ExecutorSettings,
+    out: TextIO,
+    *,
+    show: bool = True,
+    restore: CheckpointData | None = None,
 ) -> JobResult:
     """Run ``job``; show progress on stderr while it runs; print the summary to ``out``."""
     from rich.console import Console
@@ -62,7 +124,8 @@ async def run_with_progress(
 
     console = Console(stderr=True)
     with LocalExecutor(settings) as executor:
-        task = asyncio.create_task(executor.execute(job))
+        task = asyncio.create_task(execute_with_recovery(executor, job, restore))
+        savepoints = asyncio.create_task(_serve_savepoints(executor, job))
         loop = asyncio.get_running_loop()
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(
@@ -84,6 +147,9 @@ async def run_with_progress(
                         read, written = _totals(executor.metrics(job.job_id))
                         progress.update(bar, read=read, written=written)
         result = await task
+        savepoints.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await savepoints
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.remove_signal_handler(signal.SIGINT)
     out.write(format_summary(result) + "\n")

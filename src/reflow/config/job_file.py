@@ -22,13 +22,21 @@ from reflow.config.models import (
     JobModel,
     NodeModel,
     OperatorModel,
+    RestartModel,
     WindowModel,
     validate_loaded,
 )
 from reflow.config.yaml_loader import LoadedYaml, load_yaml, load_yaml_text
 from reflow.connectors.registry import ConnectorSpec, get_connector
 from reflow.errors import ConfigError, ReflowError
-from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobConfig, JobType
+from reflow.graph.job import CheckpointConfig, ErrorMode, ErrorPolicy, Job, JobConfig, JobType
+from reflow.graph.restart import (
+    ExponentialBackoffRestart,
+    FailureRateRestart,
+    FixedDelayRestart,
+    NoRestart,
+    RestartStrategy,
+)
 from reflow.graph.stream_graph import StreamGraphBuilder
 from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
@@ -131,6 +139,18 @@ def _aggregate(
         return Aggregations.reduce(resolve_callable(model.function, where), of)
     factory: Callable[[Any], AggregateFunction[Any, Any, Any]] = getattr(Aggregations, model.type)
     return factory(of)
+
+
+def _restart(model: RestartModel) -> RestartStrategy:
+    if model.strategy == "fixed-delay":
+        return FixedDelayRestart(model.attempts, model.delay)
+    if model.strategy == "exponential-backoff":
+        return ExponentialBackoffRestart(model.initial_delay, model.max_delay, model.multiplier)
+    if model.strategy == "failure-rate":
+        return FailureRateRestart(
+            model.max_failures_per_interval, model.failure_rate_interval, model.delay
+        )
+    return NoRestart()
 
 
 def _spec(
@@ -308,6 +328,15 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
         chaining=model.chaining,
         error_policy=policy,
         batch_size=model.batch_size,
+        checkpoint=None
+        if model.checkpoint is None
+        else CheckpointConfig(
+            path=model.checkpoint.path,
+            interval_ms=_ms(model.checkpoint.interval),
+            timeout_ms=_ms(model.checkpoint.timeout),
+            retained=model.checkpoint.retained,
+        ),
+        restart=_restart(model.restart),
     )
     job_graph = graph.to_job_graph(
         chaining=model.chaining, default_parallelism=parallelism or default_parallelism

@@ -252,6 +252,28 @@ class ErrorPolicyModel(_Model):
     steps: dict[str, Literal["fail", "skip", "dead-letter"]] = Field(default_factory=dict)
 
 
+class JobCheckpointModel(_Model):
+    """``checkpoint:`` of a job: periodic checkpoints (seed §4.5, §6.1)."""
+
+    path: str = Field(description="folder of the checkpoint storage")
+    interval: Duration = 60.0
+    timeout: Duration = 10.0
+    retained: int = Field(3, ge=1)
+
+
+class RestartModel(_Model):
+    """``restart:`` of a job (seed §11.2)."""
+
+    strategy: Literal["none", "fixed-delay", "exponential-backoff", "failure-rate"] = "none"
+    attempts: int = Field(3, ge=0)
+    delay: Duration = 10.0
+    initial_delay: Duration = 1.0
+    max_delay: Duration = 300.0
+    multiplier: float = Field(2.0, ge=1.0)
+    max_failures_per_interval: int = Field(3, ge=1)
+    failure_rate_interval: Duration = 300.0
+
+
 class ResourcesModel(_Model):
     parallelism: int | None = Field(None, gt=0)
     memory: str | None = None
@@ -268,6 +290,8 @@ class JobModel(_Model):
     schedule: dict[str, Any] | None = None
     resources: ResourcesModel | None = None
     error_policy: ErrorPolicyModel = ErrorPolicyModel()
+    checkpoint: JobCheckpointModel | None = None
+    restart: RestartModel = RestartModel()
     source: NodeModel | None = None
     sources: list[NodeModel] | None = None
     operators: list[OperatorModel] = Field(default_factory=list)

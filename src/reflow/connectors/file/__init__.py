@@ -71,6 +71,11 @@ class FileSinkOptions(_FileOptions):
     flush_interval: Duration = Field(
         1.0, description="longest time written records wait in memory before reaching the file"
     )
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="exactly-once: files appear (renamed from hidden in-progress files) "
+        "when the checkpoint after their records completes; needs checkpointing",
+    )
 
 
 class FileSource(Source):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import uuid
 from datetime import datetime
 from typing import IO, Any
 
@@ -66,8 +67,12 @@ class FileWriter(SinkWriter):
         self.options = options
         self.fmt = fmt
         self.ctx = ctx
+        self.exactly_once = options.delivery == "exactly-once"
         rolling = bool(options.rolling_max_records or options.rolling_max_bytes)
-        self.template = effective_template(options.path, ctx.parallelism, rolling)
+        # Exactly-once commits one file per checkpoint: names need a part number.
+        self.template = effective_template(
+            options.path, ctx.parallelism, rolling or self.exactly_once
+        )
         self.dated = "{date}" in self.template or "{datetime}" in self.template
         self.part = 0
         self.path: str | None = None
@@ -82,6 +87,10 @@ class FileWriter(SinkWriter):
         self.paths_written: list[str] = []
         self._lock = asyncio.Lock()
         self._timer: asyncio.Task[None] | None = None
+        self.write_path: str | None = None
+        self.token = uuid.uuid4().hex[:8]
+        self.closed_parts: list[tuple[str, str]] = []
+        self.staged: dict[int, list[tuple[str, str]]] = {}
 
     async def open(self) -> None:
         interval = self.options.flush_interval
@@ -92,7 +101,7 @@ class FileWriter(SinkWriter):
         while True:
             await asyncio.sleep(interval)
             if self.buffer:
-                await self.flush()
+                await self._flush_to_disk()
 
     def _render(self) -> str:
         return render_template(self.template, datetime.now(), self.ctx.subtask_index, self.part)
@@ -107,13 +116,21 @@ class FileWriter(SinkWriter):
                 f"file sink: {path} exists and mode is 'error'; remove it or set "
                 "mode: overwrite / append"
             )
+        write_path = path
+        if self.exactly_once:
+            # Written under a hidden in-progress name; renamed when its checkpoint completes.
+            folder, name = os.path.split(path)
+            write_path = os.path.join(
+                folder, f".{name}.{self.ctx.subtask_index}.{self.token}.inprogress"
+            )
         if self.fmt == "parquet":
             self.file = None
         else:
             self.file = open(  # noqa: SIM115 - closed by _close_file
-                path, "ab" if mode == "append" else "wb", buffering=FILE_BUFFER_BYTES
+                write_path, "ab" if mode == "append" else "wb", buffering=FILE_BUFFER_BYTES
             )
         self.path = path
+        self.write_path = write_path
         self.paths_written.append(path)
 
     async def _roll_if_needed(self, incoming: int) -> None:
@@ -198,7 +215,7 @@ class FileWriter(SinkWriter):
         if self.parquet is None:
             table = pa.Table.from_pylist(rows)
             assert self.path is not None
-            self.parquet = pq.ParquetWriter(self.path, table.schema)
+            self.parquet = pq.ParquetWriter(self.write_path, table.schema)
         else:
             table = pa.Table.from_pylist(rows, schema=self.parquet.schema)
         self.parquet.write_table(table)
@@ -216,9 +233,62 @@ class FileWriter(SinkWriter):
                 if self.file is not None:
                     await self.ctx.run_blocking(self.file.close)
                     self.file = None
+        if self.exactly_once and self.path is not None and self.write_path is not None:
+            self.closed_parts.append((self.write_path, self.path))
         self.path = None
 
+    # -- exactly-once: files become visible when their checkpoint completes --------
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        if not self.exactly_once:
+            await self.flush()
+            return None
+        if self.path is not None:
+            await self._close_file()
+            self.part += 1
+        self.staged[checkpoint_id], self.closed_parts = self.closed_parts, []
+        return {"files": list(self.staged[checkpoint_id]), "next_part": self.part}
+
+    @staticmethod
+    def _publish(files: list[tuple[str, str]]) -> None:
+        for pending, final in files:
+            if os.path.exists(pending):
+                os.replace(pending, final)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            await self.ctx.run_blocking(self._publish, self.staged.pop(staged))
+
+    def _remove_strays(self) -> None:
+        folder = os.path.dirname(self.template) or "."
+        if not os.path.isdir(folder):
+            return
+        mine = f".{self.ctx.subtask_index}."
+        for name in os.listdir(folder):
+            if name.endswith(".inprogress") and mine in name and self.token not in name:
+                os.remove(os.path.join(folder, name))  # written after the restored checkpoint
+
+    async def restore(self, states: list[Any]) -> None:
+        if not self.exactly_once:
+            return
+        for state in states:
+            await self.ctx.run_blocking(self._publish, [tuple(f) for f in state["files"]])
+            self.part = max(self.part, state["next_part"])
+        await self.ctx.run_blocking(self._remove_strays)
+
     async def flush(self) -> None:
+        if self.exactly_once:  # end of input: the final commit
+            if self.path is not None:
+                await self._close_file()
+                self.part += 1
+            for staged in sorted(self.staged):
+                await self.ctx.run_blocking(self._publish, self.staged.pop(staged))
+            await self.ctx.run_blocking(self._publish, self.closed_parts)
+            self.closed_parts = []
+            return
+        await self._flush_to_disk()
+
+    async def _flush_to_disk(self) -> None:
         if self.fmt == "parquet":
             await self._write_parquet()
         else:

@@ -70,6 +70,11 @@ class SqlSinkOptions(_SqlOptions):
         None, description="column names for records that are tuples or lists"
     )
     max_retries: int = Field(3, ge=0, description="retries of a batch on connection errors")
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="exactly-once: the rows of each checkpoint are written in one transaction "
+        "with a commit marker (table reflow_sink_commits) when the checkpoint completes",
+    )
 
     @field_validator("key", mode="before")
     @classmethod

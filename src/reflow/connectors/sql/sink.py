@@ -61,14 +61,33 @@ def _reason(exc: BaseException) -> str:
     return str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
 
 
+# Marker id of the commit at the end of input (after every checkpoint id).
+FINAL_COMMIT = 2**62
+MARKER_TABLE = "reflow_sink_commits"
+
+
 class SqlWriter(BufferedSinkWriter):
+    """Batched inserts or upserts; with ``delivery: exactly-once``, a transaction per checkpoint.
+
+    Exactly-once: rows wait in memory until the next checkpoint barrier
+    (pre-commit: they are stored in the checkpoint), and are written when the
+    checkpoint completes, in one transaction with a marker row
+    (job, step, subtask -> checkpoint id). A restart re-commits the restored
+    checkpoint's rows unless the marker shows they are in already.
+    """
+
     def __init__(self, options: Any, ctx: ConnectorContext) -> None:
-        super().__init__(options.batch_size, options.flush_interval)
+        exactly_once = options.delivery == "exactly-once"
+        super().__init__(options.batch_size, None if exactly_once else options.flush_interval)
         self.options = options
         self.ctx = ctx
         self.engine: Any = None
         self.table: Any = None
         self.columns: set[str] = set()
+        self.exactly_once = exactly_once
+        self.current: list[Any] = []
+        self.staged: dict[int, list[dict[str, Any]]] = {}
+        self.marker: Any = None
 
     async def open(self) -> None:
         self.engine = await self.ctx.run_blocking(connect_engine, self.options)
@@ -238,6 +257,93 @@ class SqlWriter(BufferedSinkWriter):
                 await asyncio.sleep(delay)
         for row, error in failed:
             self.ctx.reject(row, ValueError(f"rejected by the database: {_reason(error)}"))
+
+    # -- exactly-once --------------------------------------------------------------
+
+    async def write(self, batch: list[Any]) -> None:
+        if self.exactly_once:
+            self.current.extend(batch)
+        else:
+            await super().write(batch)
+
+    def _marker_table(self) -> Any:
+        from sqlalchemy import BigInteger, Column, Integer, MetaData, String, Table
+
+        if self.marker is None:
+            self.marker = Table(
+                MARKER_TABLE,
+                MetaData(),
+                Column("job_id", String(KEY_STRING_LENGTH), primary_key=True),
+                Column("step_id", String(KEY_STRING_LENGTH), primary_key=True),
+                Column("subtask", Integer, primary_key=True),
+                Column("checkpoint_id", BigInteger, nullable=False),
+            )
+            self.marker.create(self.engine, checkfirst=True)
+        return self.marker
+
+    def _commit_blocking(
+        self, subtask: int, checkpoint_id: int, rows: list[dict[str, Any]]
+    ) -> None:
+        """Write ``rows`` and the marker in one transaction, unless already committed."""
+        from sqlalchemy import insert, select, update
+
+        marker = self._marker_table()
+        where = (
+            (marker.c.job_id == self.ctx.job_id)
+            & (marker.c.step_id == self.ctx.step_id)
+            & (marker.c.subtask == subtask)
+        )
+        if rows and self.table is None:
+            self._create(rows)
+        with self.engine.begin() as conn:
+            done = conn.execute(select(marker.c.checkpoint_id).where(where)).scalar_one_or_none()
+            if done is not None and done >= checkpoint_id:
+                return  # committed before a failure: do not write twice
+            if rows:
+                conn.execute(self._statement(), rows)
+            if done is None:
+                conn.execute(
+                    insert(marker).values(
+                        job_id=self.ctx.job_id,
+                        step_id=self.ctx.step_id,
+                        subtask=subtask,
+                        checkpoint_id=checkpoint_id,
+                    )
+                )
+            else:
+                conn.execute(update(marker).where(where).values(checkpoint_id=checkpoint_id))
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        if not self.exactly_once:
+            await self.flush()
+            return None
+        rows = self._rows(self.current)
+        self.current = []
+        self.staged[checkpoint_id] = rows
+        return (self.ctx.subtask_index, checkpoint_id, rows)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            rows = self.staged.pop(staged)
+            await self.ctx.run_blocking(self._commit_blocking, self.ctx.subtask_index, staged, rows)
+
+    async def restore(self, states: list[Any]) -> None:
+        if not self.exactly_once:
+            return
+        for subtask, checkpoint_id, rows in states:
+            await self.ctx.run_blocking(self._commit_blocking, subtask, checkpoint_id, rows)
+
+    async def flush(self) -> None:
+        if not self.exactly_once:
+            await super().flush()
+            return
+        # End of input: everything not yet committed, as the final commit.
+        await self.commit(FINAL_COMMIT)
+        rows = self._rows(self.current)
+        self.current = []
+        await self.ctx.run_blocking(
+            self._commit_blocking, self.ctx.subtask_index, FINAL_COMMIT, rows
+        )
 
     async def close(self) -> None:
         await super().close()
