@@ -26,7 +26,14 @@ def _blocks(kind: str) -> list[tuple[str, str]]:
 
 def test_every_capability_has_a_page() -> None:
     names = {p.name for p in PAGES}
-    assert {"concepts.md", "yaml.md", "connectors.md", "operations.md", "event-time.md"} <= names
+    assert {
+        "concepts.md",
+        "yaml.md",
+        "connectors.md",
+        "operations.md",
+        "event-time.md",
+        "checkpoints.md",
+    } <= names
 
 
 @pytest.mark.parametrize("name,code", _blocks("python"), ids=lambda v: v if "#" in str(v) else "")

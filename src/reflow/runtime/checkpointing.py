@@ -37,6 +37,8 @@ class CheckpointStats:
     last_duration_s: float = 0.0
     last_size_bytes: int = 0
     last_path: str | None = None
+    last_alignment_s: float = 0.0
+    """The longest barrier alignment of the last checkpoint, over all subtasks."""
     durations_s: list[float] = field(default_factory=list)
 
 
@@ -49,6 +51,7 @@ class _Pending:
     done: asyncio.Future[None]
     states: dict[tuple[str, int], dict[str, Any]] = field(default_factory=dict)
     acked: set[str] = field(default_factory=set)
+    alignment_s: float = 0.0
 
 
 class CheckpointCoordinator:
@@ -77,11 +80,16 @@ class CheckpointCoordinator:
         self.savepoint_requested = asyncio.Event()
 
     def acknowledge(
-        self, checkpoint_id: int, subtask: str, states: dict[tuple[str, int], dict[str, Any]]
+        self,
+        checkpoint_id: int,
+        subtask: str,
+        states: dict[tuple[str, int], dict[str, Any]],
+        alignment_s: float = 0.0,
     ) -> None:
         pending = self.pending.get(checkpoint_id)
         if pending is None:
             return  # the checkpoint was aborted
+        pending.alignment_s = max(pending.alignment_s, alignment_s)
         pending.states.update(states)
         pending.acked.add(subtask)
         if pending.acked >= pending.expected and not pending.done.done():
@@ -147,14 +155,16 @@ class CheckpointCoordinator:
             stats.last_duration_s = elapsed
             stats.last_size_bytes = path.stat().st_size
             stats.last_path = str(path)
+            stats.last_alignment_s = pending.alignment_s
             stats.durations_s.append(elapsed)
             logger.info(
-                "job %s: %s %d completed in %.3fs (%d bytes) at %s",
+                "job %s: %s %d completed in %.3fs (%d bytes, alignment %.3fs) at %s",
                 self.job.job_id,
                 "savepoint" if savepoint else "checkpoint",
                 checkpoint_id,
                 elapsed,
                 stats.last_size_bytes,
+                pending.alignment_s,
                 path,
                 extra={"job_id": self.job.job_id, "event": "CHECKPOINT_COMPLETED"},
             )

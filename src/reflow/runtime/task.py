@@ -48,7 +48,11 @@ class CheckpointAcks(Protocol):
     """Where subtasks report their snapshots (the checkpoint coordinator)."""
 
     def acknowledge(
-        self, checkpoint_id: int, subtask: str, states: dict[tuple[str, int], dict[str, Any]]
+        self,
+        checkpoint_id: int,
+        subtask: str,
+        states: dict[tuple[str, int], dict[str, Any]],
+        alignment_s: float = 0.0,
     ) -> None: ...
 
 
@@ -214,6 +218,7 @@ class Subtask:
         self.held: list[Any] = []
         self.replay: deque[Any] = deque()
         self.finished = False
+        self.align_started = 0.0
 
     # -- side outputs --------------------------------------------------------------------
 
@@ -251,7 +256,7 @@ class Subtask:
             if not self.finished:
                 await self._checkpoint(checkpoint_id)
 
-    async def _checkpoint(self, checkpoint_id: int) -> None:
+    async def _checkpoint(self, checkpoint_id: int, alignment_s: float = 0.0) -> None:
         states: dict[tuple[str, int], dict[str, Any]] = {}
         if self.source_step is not None:
             states[(self.source_step, self.index)] = {"source": self.position}
@@ -266,7 +271,7 @@ class Subtask:
                 entry["sink"] = await stage.writer.pre_commit(checkpoint_id)
             states[(step, self.index)] = entry
         assert self.acks is not None
-        self.acks.acknowledge(checkpoint_id, self.name, states)
+        self.acks.acknowledge(checkpoint_id, self.name, states, alignment_s)
         for router in self.routers:
             router.send_barrier(checkpoint_id)
         for routers in self.side_routers.values():
@@ -287,6 +292,7 @@ class Subtask:
                 self._release_held()
             self.aligning = barrier.checkpoint_id
             self.blocked = set()
+            self.align_started = time.perf_counter()
         elif barrier.checkpoint_id < self.aligning:
             return  # a barrier of an aborted checkpoint
         self.blocked.add(barrier.sender)
@@ -294,7 +300,7 @@ class Subtask:
             checkpoint_id = self.aligning
             self.aligning = None
             self.blocked = set()
-            await self._checkpoint(checkpoint_id)
+            await self._checkpoint(checkpoint_id, time.perf_counter() - self.align_started)
             self._release_held()
 
     def _release_held(self) -> None:
