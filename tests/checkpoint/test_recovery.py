@@ -105,7 +105,7 @@ def test_corrupt_latest_checkpoint_falls_back_to_the_previous(
     storage = FileCheckpointStorage(tmp_path / "ckpt")
     files = storage.checkpoints("recover-job")
     assert len(files) >= 2
-    files[-1].write_bytes(files[-1].read_bytes()[:-10])  # a torn write
+    Path(files[-1]).write_bytes(Path(files[-1]).read_bytes()[:-10])  # a torn write
     with caplog.at_level("WARNING"):
         latest = storage.latest("recover-job")
     assert latest is not None
@@ -156,7 +156,7 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
     # Resume with parallelism 4 and feed one more record per key.
     second = TestingSink()
     resumed = _rescale_job(4, tmp_path, second)
-    restored = FileCheckpointStorage.read(savepoint.path)
+    restored = FileCheckpointStorage(tmp_path).read(savepoint.path)
 
     async def resume() -> Any:
         with LocalExecutor(ExecutorSettings()) as executor:
@@ -176,3 +176,37 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
     assert after == {k: totals_at_savepoint[k] + 1_000_000 for k in range(50)}
     assert len(resumed.job_graph.vertex_of("totals").chained_nodes) >= 1
     assert resumed.job_graph.vertex_of("totals").parallelism == 4
+
+
+def test_restarts_wait_on_the_injected_clock_with_exponential_backoff(tmp_path: Path) -> None:
+    from reflow.eventtime import ManualClock
+    from reflow.runtime.executor import execute_with_recovery
+
+    clock = ManualClock()
+    attempts: list[int] = []
+
+    def always_fails(x: int) -> int:
+        attempts.append(clock.now_ms())
+        raise RuntimeError("down")
+
+    flow = Flow("backoff")
+    flow.source(TestingSource([1])).map(always_fails, id="call").sink(TestingSink())
+    job = flow.to_job()
+    from dataclasses import replace
+
+    job.config = replace(
+        job.config, restart=ExponentialBackoffRestart(1.0, 3.0, 2.0, max_attempts=3)
+    )
+
+    async def scenario() -> Any:
+        with LocalExecutor(ExecutorSettings(clock=clock)) as executor:
+            task = asyncio.create_task(execute_with_recovery(executor, job))
+            for _ in range(8):
+                await clock.advance_and_settle(1.0)
+            return await task
+
+    result = asyncio.run(scenario())
+    assert result.status is JobStatus.FAILED and result.step_id == "call"
+    assert result.restarts == 3
+    waits = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    assert waits == [1_000, 2_000, 3_000]  # 1 s, 2 s, then 3 s (capped at max_delay)

@@ -55,7 +55,7 @@ def _totals(path: Path) -> dict[int, int]:
 
 
 @pytest.mark.timeout(120)
-def test_savepoint_stop_and_resume_with_parallelism_3(tmp_path: Path) -> None:
+def test_savepoint_stop_and_resume_with_parallelism_2_then_4(tmp_path: Path) -> None:
     reference_out = tmp_path / "reference" / "totals.jsonl"
     assert (
         main(
@@ -75,7 +75,7 @@ def test_savepoint_stop_and_resume_with_parallelism_3(tmp_path: Path) -> None:
             "reflow",
             "run",
             "--no-progress",
-            str(_job(tmp_path, "first", 1, first_out)),
+            str(_job(tmp_path, "first", 2, first_out)),
         ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -92,7 +92,7 @@ def test_savepoint_stop_and_resume_with_parallelism_3(tmp_path: Path) -> None:
     assert not first_out.exists()  # final totals only come at the end of input
 
     resumed_out = tmp_path / "resumed" / "totals.jsonl"
-    resumed = _job(tmp_path, "resumed", 3, resumed_out)
+    resumed = _job(tmp_path, "resumed", 4, resumed_out)
     code = main(
         ["run", "--no-progress", "--from-savepoint", savepoint, str(resumed)], out=io.StringIO()
     )

@@ -1,11 +1,12 @@
-"""Checkpoint storage on a filesystem: atomic, checksummed, retained, verified on read.
+"""Checkpoint storage: atomic, checksummed, retained, verified on read.
 
-A checkpoint is one file ``<path>/<job_id>/chk-<id>.ckpt``: a magic header, a
-SHA-256 of the payload, then the pickled payload. It is written to a temporary
-file, fsynced and renamed, so a crash leaves either the whole file or none. A
-file that fails its checksum (a torn or corrupt write) is skipped with a
-warning and the previous good checkpoint is used. Savepoints go to
-``<path>/<job_id>/savepoints/`` and are never deleted by retention.
+A checkpoint is one blob: a magic header, a SHA-256 of the payload, then the
+pickled payload. In a folder it is written to a temporary file, fsynced and
+renamed (``<path>/<job_id>/chk-<id>.ckpt``), so a crash leaves either the whole
+file or none; on S3 (``s3://bucket/prefix``) one PUT is atomic. A blob that
+fails its checksum (a torn or corrupt write) is skipped with a warning and the
+previous good checkpoint is used. Savepoints go to ``.../<job_id>/savepoints/``
+and are never deleted by retention.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ from typing import Any
 
 from reflow.errors import ReflowError
 
-__all__ = ["CheckpointData", "CheckpointError", "FileCheckpointStorage"]
+__all__ = [
+    "CheckpointData",
+    "CheckpointError",
+    "CheckpointStorage",
+    "FileCheckpointStorage",
+    "S3CheckpointStorage",
+    "open_storage",
+    "read_checkpoint",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +57,92 @@ class CheckpointData:
     path: str = ""
 
 
-class FileCheckpointStorage:
+def encode(data: CheckpointData) -> bytes:
+    payload = pickle.dumps(data, protocol=5)
+    return MAGIC + hashlib.sha256(payload).digest() + payload
+
+
+def decode(blob: bytes, where: str) -> CheckpointData:
+    if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _DIGEST:
+        raise CheckpointError(f"{where} is not a reflow checkpoint (bad header)")
+    digest = blob[len(MAGIC) : len(MAGIC) + _DIGEST]
+    payload = blob[len(MAGIC) + _DIGEST :]
+    if hashlib.sha256(payload).digest() != digest:
+        raise CheckpointError(f"{where} is corrupt or partial (checksum mismatch)")
+    data: CheckpointData = pickle.loads(payload)
+    data.path = where
+    return data
+
+
+def _name(data: CheckpointData) -> str:
+    return f"{'sp' if data.savepoint else 'chk'}-{data.checkpoint_id:010d}.ckpt"
+
+
+def _id_of(location: str) -> int:
+    return int(location.rsplit("/", 1)[-1].split("-")[1].split(".")[0])
+
+
+class CheckpointStorage:
+    """Where checkpoints live: a folder, or an S3 bucket and prefix."""
+
+    retained: int = 3
+
+    def write(self, data: CheckpointData) -> str:
+        """Persist ``data`` atomically; returns where."""
+        raise NotImplementedError
+
+    def read(self, location: str) -> CheckpointData:
+        """Read and verify one checkpoint or savepoint."""
+        raise NotImplementedError
+
+    def checkpoints(self, job_id: str) -> list[str]:
+        """The job's checkpoints, oldest first."""
+        raise NotImplementedError
+
+    def savepoints(self, job_id: str) -> list[str]:
+        raise NotImplementedError
+
+    def latest(self, job_id: str) -> CheckpointData | None:
+        """The newest checkpoint that verifies; corrupt ones are skipped with a warning."""
+        for candidate in reversed(self.checkpoints(job_id)):
+            try:
+                return self.read(candidate)
+            except CheckpointError as exc:
+                logger.warning(
+                    "job %s: skipping checkpoint %s: %s; trying the previous one",
+                    job_id,
+                    candidate,
+                    exc,
+                    extra={"job_id": job_id},
+                )
+        return None
+
+    def next_id(self, job_id: str) -> int:
+        ids = [_id_of(loc) for loc in [*self.checkpoints(job_id), *self.savepoints(job_id)]]
+        return max(ids, default=0) + 1
+
+
+def open_storage(path: str, retained: int = 3) -> CheckpointStorage:
+    """``s3://bucket/prefix`` opens S3 storage; anything else is a folder."""
+    if path.startswith("s3://"):
+        return S3CheckpointStorage(path, retained)
+    return FileCheckpointStorage(path, retained)
+
+
+def read_checkpoint(location: str | Path) -> CheckpointData:
+    """Read and verify a checkpoint or savepoint, from a file or an ``s3://`` URL."""
+    text = str(location)
+    if text.startswith("s3://"):
+        bucket = text[5:].split("/", 1)[0]
+        return S3CheckpointStorage(f"s3://{bucket}").read(text)
+    try:
+        blob = Path(text).read_bytes()
+    except OSError as exc:
+        raise CheckpointError(f"cannot read checkpoint {text}: {exc}") from exc
+    return decode(blob, text)
+
+
+class FileCheckpointStorage(CheckpointStorage):
     def __init__(self, path: str | Path, retained: int = 3) -> None:
         self.root = Path(path)
         self.retained = retained
@@ -56,17 +150,15 @@ class FileCheckpointStorage:
     def _job_dir(self, job_id: str) -> Path:
         return self.root / job_id
 
-    def write(self, data: CheckpointData) -> Path:
-        """Persist ``data`` atomically; returns the file."""
+    def write(self, data: CheckpointData) -> str:
         folder = self._job_dir(data.job_id)
         if data.savepoint:
             folder = folder / "savepoints"
         folder.mkdir(parents=True, exist_ok=True)
-        name = f"{'sp' if data.savepoint else 'chk'}-{data.checkpoint_id:010d}.ckpt"
+        name = _name(data)
         target = folder / name
         data.path = str(target)
-        payload = pickle.dumps(data, protocol=5)
-        blob = MAGIC + hashlib.sha256(payload).digest() + payload
+        blob = encode(data)
         tmp = folder / f".{name}.tmp"
         try:
             with open(tmp, "wb") as f:
@@ -82,55 +174,75 @@ class FileCheckpointStorage:
         except OSError as exc:
             raise CheckpointError(f"cannot write checkpoint {target}: {exc}") from exc
         if not data.savepoint:
-            self._retain(folder)
-        return target
+            for old in self.checkpoints(data.job_id)[: -self.retained]:
+                Path(old).unlink(missing_ok=True)
+        return str(target)
 
-    def _retain(self, folder: Path) -> None:
-        files = sorted(folder.glob("chk-*.ckpt"))
-        for old in files[: -self.retained]:
-            old.unlink(missing_ok=True)
+    def read(self, location: str) -> CheckpointData:
+        return read_checkpoint(location)
 
-    @staticmethod
-    def read(path: str | Path) -> CheckpointData:
-        """Read and verify one checkpoint or savepoint file."""
+    def checkpoints(self, job_id: str) -> list[str]:
+        return [str(p) for p in sorted(self._job_dir(job_id).glob("chk-*.ckpt"))]
+
+    def savepoints(self, job_id: str) -> list[str]:
+        folder = self._job_dir(job_id) / "savepoints"
+        return [str(p) for p in sorted(folder.glob("sp-*.ckpt"))]
+
+
+class S3CheckpointStorage(CheckpointStorage):
+    """Checkpoints as S3 objects (one PUT is atomic). The endpoint and credentials
+    come from the usual AWS settings (``AWS_ENDPOINT_URL``, ``AWS_ACCESS_KEY_ID``, ...)."""
+
+    def __init__(self, url: str, retained: int = 3) -> None:
+        bucket, _, prefix = url[len("s3://") :].partition("/")
+        self.bucket = bucket
+        self.prefix = prefix.strip("/")
+        self.retained = retained
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+
+            self._client = boto3.client("s3")
+        return self._client
+
+    def _key(self, *parts: str) -> str:
+        return "/".join(p for p in (self.prefix, *parts) if p)
+
+    def write(self, data: CheckpointData) -> str:
+        key = self._key(data.job_id, "savepoints" if data.savepoint else "", _name(data))
+        data.path = f"s3://{self.bucket}/{key}"
         try:
-            blob = Path(path).read_bytes()
-        except OSError as exc:
-            raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
-        if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _DIGEST:
-            raise CheckpointError(f"{path} is not a reflow checkpoint (bad header)")
-        digest = blob[len(MAGIC) : len(MAGIC) + _DIGEST]
-        payload = blob[len(MAGIC) + _DIGEST :]
-        if hashlib.sha256(payload).digest() != digest:
-            raise CheckpointError(f"{path} is corrupt or partial (checksum mismatch)")
-        data: CheckpointData = pickle.loads(payload)
-        data.path = str(path)
-        return data
+            self.client.put_object(Bucket=self.bucket, Key=key, Body=encode(data))
+        except Exception as exc:
+            raise CheckpointError(f"cannot write checkpoint {data.path}: {exc}") from exc
+        if not data.savepoint:
+            for old in self.checkpoints(data.job_id)[: -self.retained]:
+                self.client.delete_object(Bucket=self.bucket, Key=old.split("/", 3)[3])
+        return data.path
 
-    def latest(self, job_id: str) -> CheckpointData | None:
-        """The newest checkpoint that verifies; corrupt ones are skipped with a warning."""
-        folder = self._job_dir(job_id)
-        for candidate in sorted(folder.glob("chk-*.ckpt"), reverse=True):
-            try:
-                return self.read(candidate)
-            except CheckpointError as exc:
-                logger.warning(
-                    "job %s: skipping checkpoint %s: %s; trying the previous one",
-                    job_id,
-                    candidate.name,
-                    exc,
-                    extra={"job_id": job_id},
-                )
-        return None
+    def read(self, location: str) -> CheckpointData:
+        key = location.split("/", 3)[3] if location.startswith("s3://") else location
+        try:
+            blob = self.client.get_object(Bucket=self.bucket, Key=key)["Body"].read()
+        except Exception as exc:
+            raise CheckpointError(f"cannot read checkpoint {location}: {exc}") from exc
+        return decode(blob, f"s3://{self.bucket}/{key}")
 
-    def checkpoints(self, job_id: str) -> list[Path]:
-        return sorted(self._job_dir(job_id).glob("chk-*.ckpt"))
+    def _list(self, prefix: str, start: str) -> list[str]:
+        found = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix + "/"):
+            for item in page.get("Contents", []):
+                relative = item["Key"][len(prefix) + 1 :]
+                if "/" not in relative and relative.startswith(start):
+                    found.append(f"s3://{self.bucket}/{item['Key']}")
+        return sorted(found)
 
-    def savepoints(self, job_id: str) -> list[Path]:
-        return sorted((self._job_dir(job_id) / "savepoints").glob("sp-*.ckpt"))
+    def checkpoints(self, job_id: str) -> list[str]:
+        return self._list(self._key(job_id), "chk-")
 
-    def next_id(self, job_id: str) -> int:
-        ids = [
-            int(p.stem.split("-")[1]) for p in [*self.checkpoints(job_id), *self.savepoints(job_id)]
-        ]
-        return max(ids, default=0) + 1
+    def savepoints(self, job_id: str) -> list[str]:
+        return self._list(self._key(job_id, "savepoints"), "sp-")

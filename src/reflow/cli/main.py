@@ -167,7 +167,7 @@ def _cmd_connectors(args: argparse.Namespace, out: TextIO) -> int:
 def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from dataclasses import replace
 
-    from reflow.checkpoint import FileCheckpointStorage
+    from reflow.checkpoint import open_storage, read_checkpoint
     from reflow.cli.progress import run_with_progress
     from reflow.config import executor_settings, load_system_config
     from reflow.graph.job import CheckpointConfig, Job, JobStatus
@@ -193,12 +193,12 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             )
     restore = None
     if args.from_savepoint:
-        restore = FileCheckpointStorage.read(args.from_savepoint)
+        restore = read_checkpoint(args.from_savepoint)
     elif args.resume:
         if job.config.checkpoint is None:
             sys.stderr.write("reflow: --resume needs checkpointing (checkpoint: in the job)\n")
             return EXIT_INVALID
-        storage = FileCheckpointStorage(job.config.checkpoint.path)
+        storage = open_storage(job.config.checkpoint.path)
         restore = storage.latest(job.job_id)
         if restore is not None:
             sys.stderr.write(

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from reflow.checkpoint.storage import CheckpointData, FileCheckpointStorage
+from reflow.checkpoint.storage import CheckpointData, CheckpointStorage
 from reflow.eventtime.clock import Clock
 from reflow.graph.job import Job
 
@@ -58,7 +58,7 @@ class CheckpointCoordinator:
     def __init__(
         self,
         job: Job,
-        storage: FileCheckpointStorage,
+        storage: CheckpointStorage,
         clock: Clock,
         subtasks: list[Subtask],
         parallelism: dict[str, int],
@@ -153,8 +153,8 @@ class CheckpointCoordinator:
             stats.completed += 1
             stats.last_id = checkpoint_id
             stats.last_duration_s = elapsed
-            stats.last_size_bytes = path.stat().st_size
-            stats.last_path = str(path)
+            stats.last_size_bytes = _size(path)
+            stats.last_path = path
             stats.last_alignment_s = pending.alignment_s
             stats.durations_s.append(elapsed)
             logger.info(
@@ -169,3 +169,9 @@ class CheckpointCoordinator:
                 extra={"job_id": self.job.job_id, "event": "CHECKPOINT_COMPLETED"},
             )
             return data
+
+
+def _size(location: str) -> int:
+    import os
+
+    return os.path.getsize(location) if not location.startswith("s3://") else 0

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from reflow.checkpoint.storage import CheckpointData, CheckpointError, FileCheckpointStorage
+from reflow.checkpoint.storage import CheckpointData, CheckpointError, open_storage
 from reflow.connectors.base import DEFAULT_BATCH_SIZE, ConnectorContext, SinkWriter
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError, ReflowError
@@ -341,7 +341,7 @@ class LocalExecutor:
 
         config = job.config.checkpoint
         if config is not None:
-            storage = FileCheckpointStorage(config.path, config.retained)
+            storage = open_storage(config.path, config.retained)
             parallelism = {
                 node.step_id: vertex.parallelism
                 for vertex in graph.vertices
@@ -660,7 +660,7 @@ async def execute_with_recovery(
     tracker = job.config.restart.tracker()
     storage = None
     if job.config.checkpoint is not None:
-        storage = FileCheckpointStorage(job.config.checkpoint.path, job.config.checkpoint.retained)
+        storage = open_storage(job.config.checkpoint.path, job.config.checkpoint.retained)
     clock = executor.settings.clock
     restarts = 0
     while True:
