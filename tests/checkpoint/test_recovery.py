@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -208,5 +209,5 @@ def test_restarts_wait_on_the_injected_clock_with_exponential_backoff(tmp_path: 
     result = asyncio.run(scenario())
     assert result.status is JobStatus.FAILED and result.step_id == "call"
     assert result.restarts == 3
-    waits = [b - a for a, b in zip(attempts, attempts[1:], strict=False)]
+    waits = [b - a for a, b in itertools.pairwise(attempts)]
     assert waits == [1_000, 2_000, 3_000]  # 1 s, 2 s, then 3 s (capped at max_delay)
