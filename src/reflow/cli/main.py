@@ -11,7 +11,7 @@ import asyncio
 import logging
 import sys
 from collections.abc import Sequence
-from typing import TextIO
+from typing import Any, TextIO
 
 from reflow.errors import ReflowError
 
@@ -68,6 +68,10 @@ def _parser() -> argparse.ArgumentParser:
 
     connectors = sub.add_parser("connectors", help="list connectors, or one connector's options")
     connectors.add_argument("name", nargs="?", help="a connector name")
+
+    from reflow.cli.jobs import add_parsers
+
+    add_parsers(sub)
     return parser
 
 
@@ -242,7 +246,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_INVALID
     _setup_logging(args.debug, args.verbose)
-    commands = {
+    from reflow.cli.jobs import commands as job_commands
+
+    commands: dict[str, Any] = {
+        **job_commands(),
         "savepoint": _cmd_savepoint,
         "run": _cmd_run,
         "validate": _cmd_validate,
@@ -250,7 +257,8 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         "connectors": _cmd_connectors,
     }
     try:
-        return commands[args.command](args, out)
+        code: int = commands[args.command](args, out)
+        return code
     except ReflowError as exc:
         if args.debug:
             raise

@@ -43,7 +43,7 @@ from reflow.operators.facade import Operators
 from reflow.operators.windows import Windows, WindowSpec
 from reflow.state.functions import AggregateFunction
 
-__all__ = ["compile_expression", "load_job", "load_job_text", "resolve_callable"]
+__all__ = ["compile_expression", "job_loader", "load_job", "load_job_text", "resolve_callable"]
 
 # Builtins an expression may use: pure functions on values, nothing that
 # reaches files, modules or the interpreter.
@@ -371,6 +371,14 @@ def load_job(path: str | Path, default_parallelism: int | None = None) -> Job:
     """
     _importable_from(Path(path))
     return build_job(load_yaml(path), default_parallelism)
+
+
+def job_loader(text: str, folder: str) -> Job:
+    """Build a Job from stored job-file text whose functions live in ``folder``
+    (the loader the job manager uses)."""
+    if folder:
+        _importable_from(Path(folder) / "job.yaml")
+    return load_job_text(text, str(Path(folder) / "job.yaml") if folder else "<job>")
 
 
 def load_job_text(text: str, file: str = "<string>", default_parallelism: int | None = None) -> Job:

@@ -222,6 +222,10 @@ class LocalExecutor:
 
     async def stop(self, job_id: str) -> None:
         """Cancel a running job; it ends CANCELLED."""
+        self.stop_nowait(job_id)
+
+    def stop_nowait(self, job_id: str) -> None:
+        """``stop`` for synchronous callers: the job's tasks are cancelled at once."""
         execution = self._executions.get(job_id)
         if execution is None:
             raise ExecutionError(f"no job {job_id!r} runs on this executor")

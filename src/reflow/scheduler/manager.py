@@ -1,0 +1,455 @@
+"""The job manager (seed §2.2.3, §3.4.3, §4.3): schedules jobs, queues and dispatches runs.
+
+``JobManager`` implements the seed's scheduler interface — ``schedule(job,
+policy)``, ``cancel``, ``pause``, ``resume``, ``get_status`` — over a persistent
+``JobStore``. One loop (``step``) answers commands, fires due cron schedules,
+and starts queued runs by priority (with aging) while their declared resources
+(parallelism as slots, memory) fit. A completed run triggers the jobs that
+depend on it; a posted event triggers the jobs waiting for it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from reflow.errors import ReflowError
+from reflow.graph.job import Job, JobStatus
+from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
+from reflow.scheduler.cron import ScheduleError
+from reflow.scheduler.policies import (
+    CronPolicy,
+    DependencyPolicy,
+    EventPolicy,
+    ImmediatePolicy,
+    SchedulePolicy,
+    policy_from_dict,
+)
+from reflow.scheduler.queue import JobQueue, QueuedRun
+from reflow.scheduler.store import JobRecord, JobStore
+
+__all__ = ["JobManager", "ScheduleResult", "ScheduleStatus"]
+
+logger = logging.getLogger(__name__)
+
+# A cron fire time older than this when the manager sees it was missed (downtime):
+# the job's misfire policy decides whether it runs once or waits.
+MISFIRE_THRESHOLD_MS = 60_000
+# How often the manager loop looks at the store, its commands and the clock.
+POLL_SECONDS = 0.2
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
+
+
+def memory_mb(text: str | None) -> int:
+    """``4g`` / ``512m`` -> megabytes (0 when not given)."""
+    if not text:
+        return 0
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ScheduleError(f"memory {text!r} is not a size; write e.g. 512m or 4g")
+    factor = {"": 1 / 1024 / 1024, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    return int(float(match.group(1)) * factor[match.group(2).lower()])
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleResult:
+    job_id: str
+    run_id: str | None
+    """The run queued right away (immediate policy), if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleStatus:
+    job_id: str
+    state: str
+    policy: dict[str, Any]
+    next_fire_time: datetime | None
+    queued: int
+    running: int
+    last_run_status: str | None
+
+
+@dataclass(slots=True)
+class _Running:
+    run_id: str
+    job_id: str
+    job: Job
+    task: asyncio.Task[Any]
+    slots: int
+    memory: int
+
+
+class JobManager:
+    def __init__(
+        self,
+        store: JobStore,
+        *,
+        settings: ExecutorSettings | None = None,
+        slots: int = 4,
+        memory_mb: int | None = None,
+        queue_size: int = 1000,
+        aging_seconds: float = 60.0,
+        loader: Callable[[str, str], Job] | None = None,
+    ) -> None:
+        """``loader(yaml_text, folder)`` builds a Job from a stored job file
+        (``reflow.config.job_loader`` for YAML files)."""
+        self.store = store
+        self.loader = loader
+        self.settings = settings or ExecutorSettings()
+        self.clock = self.settings.clock
+        self.slots = slots
+        self.memory_mb = memory_mb
+        self.queue = JobQueue(queue_size, aging_seconds)
+        self.executor = LocalExecutor(self.settings)
+        self.running: dict[str, _Running] = {}
+        self.started: list[str] = []
+        """Run ids in the order they started (for tests and the history)."""
+        self._known_queued: set[str] = set()
+
+    # -- the seed's scheduler interface (§3.4.3) ---------------------------------------
+
+    def schedule(
+        self,
+        spec: str | Path,
+        policy: SchedulePolicy | None = None,
+        *,
+        priority: int = 0,
+        source_dir: str | None = None,
+    ) -> ScheduleResult:
+        """Register a job (a job file path or its YAML text) under a policy.
+
+        Raises:
+            ConfigError: the job file is invalid (with line numbers).
+            ScheduleError: the policy is invalid, or a dependency would form a cycle.
+        """
+        text, folder = _spec_text(spec, source_dir)
+        job = self._build(text, folder)
+        if policy is None:
+            block = job.metadata.get("schedule")
+            policy = policy_from_dict(block) if block else ImmediatePolicy()
+        if isinstance(policy, DependencyPolicy):
+            self._check_cycle(job.job_id, policy)
+        run_now = isinstance(policy, ImmediatePolicy)
+        run_id = self.store.put_job(
+            job.job_id,
+            job.job_name,
+            text,
+            folder,
+            policy.to_dict(),
+            priority,
+            run_now,
+            self.clock.now_ms(),
+        )
+        if isinstance(policy, CronPolicy):
+            self.store.set_last_fire(job.job_id, self.clock.now_ms())
+        logger.info(
+            "job %s scheduled: %s, priority %d",
+            job.job_id,
+            policy.to_dict(),
+            priority,
+            extra={"job_id": job.job_id, "event": "JOB_SCHEDULED"},
+        )
+        return ScheduleResult(job.job_id, run_id)
+
+    def cancel(self, job_id: str) -> None:
+        """Stop scheduling the job, drop its queued runs, cancel its running ones."""
+        self._job_or_raise(job_id)
+        self.store.set_job_state(job_id, "cancelled")
+        for queued in self.queue.remove_job(job_id):
+            self.store.set_run_status(queued.run_id, "CANCELLED", "the job was cancelled")
+        for record in self.store.runs(job_id, "QUEUED"):
+            self.store.set_run_status(record.run_id, "CANCELLED", "the job was cancelled")
+        for running in list(self.running.values()):
+            if running.job_id == job_id:
+                self.executor.stop_nowait(running.run_id)
+
+    def pause(self, job_id: str) -> None:
+        """Stop triggering the job and pause its running runs (their sources stop reading)."""
+        self._job_or_raise(job_id)
+        self.store.set_job_state(job_id, "paused")
+        for running in self.running.values():
+            if running.job_id == job_id and running.job.status is JobStatus.RUNNING:
+                self.executor.pause(running.run_id)
+                self.store.set_run_status(running.run_id, "PAUSED")
+
+    def resume(self, job_id: str) -> None:
+        self._job_or_raise(job_id)
+        self.store.set_job_state(job_id, "active")
+        for running in self.running.values():
+            if running.job_id == job_id and running.job.status is JobStatus.PAUSED:
+                self.executor.resume(running.run_id)
+                self.store.set_run_status(running.run_id, "RUNNING")
+
+    def get_status(self, job_id: str) -> ScheduleStatus:
+        record = self._job_or_raise(job_id)
+        policy = policy_from_dict(record.policy)
+        next_fire = None
+        if isinstance(policy, CronPolicy) and record.state == "active":
+            last = record.last_fire_ms or self.clock.now_ms()
+            next_fire = policy.next_fire_time(datetime.fromtimestamp(last / 1000, UTC))
+        runs = self.store.runs(job_id)
+        return ScheduleStatus(
+            job_id,
+            record.state,
+            record.policy,
+            next_fire,
+            sum(1 for r in runs if r.status == "QUEUED"),
+            sum(1 for r in runs if r.status in ("RUNNING", "PAUSED")),
+            next((r.status for r in reversed(runs) if r.status != "QUEUED"), None),
+        )
+
+    def trigger(self, job_id: str) -> str:
+        """Queue a run now, whatever the policy."""
+        record = self._job_or_raise(job_id)
+        return self.store.queue_run(job_id, "manual", record.priority, self.clock.now_ms())
+
+    def post_event(self, name: str) -> list[str]:
+        """Queue a run of every active job waiting for event ``name``."""
+        queued = []
+        for record in self.store.jobs():
+            policy = policy_from_dict(record.policy)
+            if (
+                record.state == "active"
+                and isinstance(policy, EventPolicy)
+                and policy.event == name
+            ):
+                queued.append(
+                    self.store.queue_run(
+                        record.job_id, f"event:{name}", record.priority, self.clock.now_ms()
+                    )
+                )
+        logger.info("event %s posted: %d runs queued", name, len(queued), extra={"event": "EVENT"})
+        return queued
+
+    # -- the loop --------------------------------------------------------------------
+
+    def recover(self) -> None:
+        """After a (re)start: runs interrupted by a dead manager are FAILED, queued ones reload."""
+        for run_id in self.store.fail_interrupted():
+            logger.warning("run %s was in progress when the manager stopped: FAILED", run_id)
+        self._load_queued()
+
+    def _load_queued(self) -> None:
+        jobs = {j.job_id: j for j in self.store.jobs()}
+        for run in self.store.runs(status="QUEUED"):
+            if run.run_id in self._known_queued:
+                continue
+            record = jobs.get(run.job_id)
+            if record is None:
+                continue
+            job = self._build(record.spec, record.source_dir)
+            self.queue.push(
+                QueuedRun(
+                    run.run_id,
+                    run.job_id,
+                    run.priority,
+                    run.queued_ms,
+                    slots=job.job_graph.max_parallelism,
+                    payload=memory_mb(job.metadata.get("memory")),
+                )
+            )
+            self._known_queued.add(run.run_id)
+
+    async def step(self) -> None:
+        """One round: commands, cron and dependency triggers, dispatch."""
+        self._commands()
+        self._fire_crons()
+        self._load_queued()
+        self._dispatch()
+        await asyncio.sleep(0)
+
+    async def run_forever(self) -> None:
+        self.recover()
+        try:
+            while True:
+                await self.step()
+                await self.clock.sleep(POLL_SECONDS)
+        finally:
+            for running in list(self.running.values()):
+                await self.executor.stop(running.run_id)
+            await asyncio.gather(*(r.task for r in self.running.values()), return_exceptions=True)
+            self.executor.close()
+
+    def _commands(self) -> None:
+        for command_id, kind, target in self.store.pending_commands():
+            try:
+                if kind == "cancel":
+                    self.cancel(target)
+                elif kind == "pause":
+                    self.pause(target)
+                elif kind == "resume":
+                    self.resume(target)
+                elif kind == "event":
+                    target = f"{len(self.post_event(target))} runs queued"
+                result = f"ok: {target}"
+            except ReflowError as exc:
+                result = f"error: {exc}"
+            self.store.finish_command(command_id, result)
+
+    def _fire_crons(self) -> None:
+        now_ms = self.clock.now_ms()
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        for record in self.store.jobs():
+            if record.state != "active" or record.policy.get("policy") != "cron":
+                continue
+            policy = policy_from_dict(record.policy)
+            assert isinstance(policy, CronPolicy)
+            last = datetime.fromtimestamp((record.last_fire_ms or now_ms) / 1000, UTC)
+            due = policy.schedule.fire_times(last, now)
+            if not due:
+                continue
+            newest = int(due[-1].timestamp() * 1000)
+            missed = now_ms - newest > MISFIRE_THRESHOLD_MS
+            busy = any(r.job_id == record.job_id for r in self.queue.runs) or any(
+                r.job_id == record.job_id for r in self.running.values()
+            )
+            if (missed and policy.misfire == "skip") or (busy and policy.overlap == "skip"):
+                self.store.set_last_fire(record.job_id, newest)
+                continue
+            trigger = f"cron:{due[-1].isoformat()}"
+            if len(due) > 1:
+                trigger += f" ({len(due)} fire times, run once)"
+            self.store.queue_run(record.job_id, trigger, record.priority, now_ms, fire_ms=newest)
+
+    def _free(self) -> tuple[int, int | None]:
+        used = sum(r.slots for r in self.running.values())
+        memory = None
+        if self.memory_mb is not None:
+            memory = self.memory_mb - sum(r.memory for r in self.running.values())
+        return self.slots - used, memory
+
+    def _eligible(
+        self, jobs: dict[str, JobRecord], free_memory: int | None
+    ) -> Callable[[QueuedRun], bool]:
+        busy_jobs = {r.job_id for r in self.running.values()}
+
+        def eligible(run: QueuedRun) -> bool:
+            record = jobs.get(run.job_id)
+            if record is None or record.state != "active":
+                return False
+            overlap = record.policy.get("overlap", "queue")
+            if run.job_id in busy_jobs and overlap != "allow":
+                return False  # one run of a job at a time unless overlap: allow
+            return free_memory is None or int(run.payload or 0) <= free_memory
+
+        return eligible
+
+    def _dispatch(self) -> None:
+        while True:
+            free_slots, free_memory = self._free()
+            jobs = {j.job_id: j for j in self.store.jobs()}
+            run = self.queue.pop(self.clock.now_ms(), free_slots, self._eligible(jobs, free_memory))
+            if run is None:
+                return
+            self._known_queued.discard(run.run_id)
+            if not self.store.claim_run(run.run_id):
+                continue
+            record = jobs[run.job_id]
+            self._start(run, record)
+
+    def _start(self, run: QueuedRun, record: JobRecord) -> None:
+        job = self._build(record.spec, record.source_dir)
+        job.job_id = run.run_id  # one executor entry and checkpoint folder per run
+        job.metadata["scheduled_job_id"] = record.job_id
+        task = asyncio.ensure_future(self._execute(run.run_id, record.job_id, job))
+        self.running[run.run_id] = _Running(
+            run.run_id, record.job_id, job, task, run.slots, int(run.payload or 0)
+        )
+        self.started.append(run.run_id)
+
+    async def _execute(self, run_id: str, job_id: str, job: Job) -> None:
+        try:
+            result = await execute_with_recovery(self.executor, job)
+            status, error = result.status.value, result.error
+        except Exception as exc:  # a bug must not kill the manager
+            logger.exception("run %s of job %s crashed", run_id, job_id)
+            status, error = "FAILED", str(exc)
+        finally:
+            self.running.pop(run_id, None)
+        self.store.set_run_status(run_id, status, error)
+        logger.info(
+            "run %s of job %s: %s",
+            run_id,
+            job_id,
+            status,
+            extra={"job_id": job_id, "event": f"JOB_{status}"},
+        )
+        if status == "COMPLETED":
+            self._after_success(job_id)
+        self._dispatch()
+
+    def _after_success(self, upstream: str) -> None:
+        for record in self.store.jobs():
+            policy = policy_from_dict(record.policy)
+            if record.state != "active" or not isinstance(policy, DependencyPolicy):
+                continue
+            if upstream not in policy.upstream:
+                continue
+            satisfied = sorted(set(record.satisfied) | {upstream})
+            if set(satisfied) >= set(policy.upstream):
+                self.store.set_satisfied(record.job_id, [])
+                self.store.queue_run(
+                    record.job_id,
+                    f"after:{','.join(policy.upstream)}",
+                    record.priority,
+                    self.clock.now_ms(),
+                )
+            else:
+                self.store.set_satisfied(record.job_id, satisfied)
+
+    # -- helpers ---------------------------------------------------------------------
+
+    def _build(self, text: str, folder: str) -> Job:
+        if self.loader is None:
+            raise ScheduleError("the job manager has no job loader (pass loader=job_loader)")
+        return self.loader(text, folder)
+
+    def _job_or_raise(self, job_id: str) -> JobRecord:
+        record = self.store.job(job_id)
+        if record is None:
+            known = ", ".join(j.job_id for j in self.store.jobs()) or "none"
+            raise ScheduleError(f"no job {job_id!r} in the store (jobs: {known})")
+        return record
+
+    def _check_cycle(self, job_id: str, policy: DependencyPolicy) -> None:
+        graph: dict[str, tuple[str, ...]] = {}
+        for record in self.store.jobs():
+            other = policy_from_dict(record.policy)
+            if isinstance(other, DependencyPolicy):
+                graph[record.job_id] = other.upstream
+        graph[job_id] = policy.upstream
+
+        def visit(node: str, path: list[str]) -> list[str] | None:
+            if node in path:
+                return [*path[path.index(node) :], node]
+            for upstream in graph.get(node, ()):
+                found = visit(upstream, [*path, node])
+                if found:
+                    return found
+            return None
+
+        cycle = visit(job_id, [])
+        if cycle:
+            raise ScheduleError(
+                "dependency cycle: " + " -> ".join(reversed(cycle)) + "; a job cannot "
+                "(indirectly) wait for itself"
+            )
+
+
+def _spec_text(spec: str | Path, source_dir: str | None) -> tuple[str, str]:
+    if isinstance(spec, Path) or (
+        isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml"))
+    ):
+        path = Path(spec)
+        try:
+            return path.read_text(encoding="utf-8"), str(path.resolve().parent)
+        except OSError as exc:
+            raise ScheduleError(f"cannot read job file {path}: {exc.strerror}") from None
+    return str(spec), source_dir or str(Path.cwd())
