@@ -108,9 +108,8 @@ def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
 
     manager = _manager(args)
     assert isinstance(manager, JobManager)
-    out.write(
-        f"{'job':<24} {'state':<10} {'policy':<28} {'next fire':<26} {'queued':>6} {'last run':<10}\n"
-    )
+    header = f"{'job':<24} {'state':<10} {'policy':<28} {'next fire':<26} {'queued':>6}"
+    out.write(header + " last run\n")
     for record in manager.store.jobs():
         status = manager.get_status(record.job_id)
         policy = " ".join(
