@@ -29,8 +29,14 @@ class ScheduleError(ConfigError):
     """A schedule (cron expression, time zone, dependency) is invalid."""
 
 
+_DAY_NAMES = {
+    name: str(i + 1) for i, name in enumerate(["SUN", "MON", "TUE", "WED", "THU", "FRI", "SAT"])
+}
+
+
 def _shift_dow(field: str) -> str:
-    """Quartz day-of-week (1=SUN..7=SAT) to croniter's (0=SUN..6=SAT)."""
+    """Quartz day-of-week (1=SUN..7=SAT or names) to croniter's (0=SUN..6=SAT)."""
+    field = re.sub(r"[A-Za-z]{3}", lambda m: _DAY_NAMES.get(m.group(0).upper(), m.group(0)), field)
     if field in ("*", "?"):
         return "*"
     if field == "L":
@@ -121,24 +127,29 @@ class CronSchedule:
         object.__setattr__(self, "_expr", expr)
         object.__setattr__(self, "_lw", lw)
 
-    def next_fire_time(self, after: datetime) -> datetime:
-        """The first fire time strictly after ``after`` (timezone-aware), in the schedule's zone."""
-        from croniter import croniter
+    def next_fire_time(self, after: datetime) -> datetime | None:
+        """The first fire time strictly after ``after`` (timezone-aware), in the schedule's
+        zone; None when there is none (a year field in the past)."""
+        from croniter import CroniterBadDateError, croniter
 
         start = after.astimezone(self._zone)
         iterator: Any = croniter(self._expr, start)
         for _ in range(_MAX_FILTERED):
-            candidate: datetime = iterator.get_next(datetime)
+            try:
+                candidate: datetime = iterator.get_next(datetime)
+            except CroniterBadDateError:
+                return None
             if not self._lw or _is_last_weekday(candidate):
                 return candidate
-        raise ScheduleError(f"cron {self.expression!r} never fires")  # pragma: no cover
+        return None  # pragma: no cover
 
     def fire_times(self, after: datetime, until: datetime) -> list[datetime]:
         """Every fire time in (after, until]."""
         out: list[datetime] = []
         moment = after
         while True:
-            moment = self.next_fire_time(moment)
-            if moment > until:
+            following = self.next_fire_time(moment)
+            if following is None or following > until:
                 return out
-            out.append(moment)
+            out.append(following)
+            moment = following

@@ -91,7 +91,7 @@ class CronPolicy(SchedulePolicy):
     def __post_init__(self) -> None:
         object.__setattr__(self, "schedule", CronSchedule(self.expression, self.timezone))
 
-    def next_fire_time(self, after: datetime) -> datetime:
+    def next_fire_time(self, after: datetime) -> datetime | None:
         return self.schedule.next_fire_time(after)
 
     def to_dict(self) -> dict[str, Any]:
