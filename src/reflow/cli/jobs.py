@@ -50,7 +50,9 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     submit.add_argument("--timezone", default="UTC", help="time zone of --cron")
     submit.add_argument("--depends-on", help="comma-separated upstream job ids")
     submit.add_argument("--on-event", help="run when this event is posted")
-    submit.add_argument("--priority", type=int, default=0, help="higher runs first")
+    submit.add_argument(
+        "--priority", type=int, help="higher runs first (default: the job file's priority)"
+    )
 
     with_store(sub.add_parser("jobs", help="list jobs, their schedules and last runs"))
     status = with_store(sub.add_parser("status", help="a job's runs and history"))

@@ -344,6 +344,7 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     metadata = dict(model.metadata)
     if model.schedule is not None:
         metadata["schedule"] = model.schedule
+    metadata["priority"] = model.priority
     if model.resources is not None and model.resources.memory:
         metadata["memory"] = model.resources.memory
     return Job(

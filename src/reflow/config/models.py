@@ -288,6 +288,7 @@ class JobModel(_Model):
     chaining: bool = True
     batch_size: int | None = Field(None, gt=0)
     schedule: dict[str, Any] | None = None
+    priority: int = Field(0, description="queue priority under reflow serve; higher runs first")
     resources: ResourcesModel | None = None
     error_policy: ErrorPolicyModel = ErrorPolicyModel()
     checkpoint: JobCheckpointModel | None = None

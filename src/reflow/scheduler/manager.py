@@ -120,7 +120,7 @@ class JobManager:
         spec: str | Path,
         policy: SchedulePolicy | None = None,
         *,
-        priority: int = 0,
+        priority: int | None = None,
         source_dir: str | None = None,
     ) -> ScheduleResult:
         """Register a job (a job file path or its YAML text) under a policy.
@@ -134,6 +134,8 @@ class JobManager:
         if policy is None:
             block = job.metadata.get("schedule")
             policy = policy_from_dict(block) if block else ImmediatePolicy()
+        if priority is None:
+            priority = int(job.metadata.get("priority", 0))
         if isinstance(policy, DependencyPolicy):
             self._check_cycle(job.job_id, policy)
         run_now = isinstance(policy, ImmediatePolicy)
