@@ -55,6 +55,8 @@ def serve(tmp_path: Path) -> Iterator[Callable[[], subprocess.Popen[bytes]]]:
                 f"sqlite:///{tmp_path}/jobs.db",
                 "--slots",
                 "1",
+                "--port",
+                "0",
             ],
             cwd=tmp_path,
             stdout=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 __all__ = ["add_parsers", "commands"]
 
@@ -36,6 +36,11 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
         parser.add_argument(
             "--store", help=f"job store URL (default $REFLOW_STORE or {DEFAULT_STORE})"
         )
+        if parser.prog.split()[-1] != "serve":
+            parser.add_argument(
+                "--api", help="talk to a running reflow serve at this URL (default $REFLOW_API)"
+            )
+            parser.add_argument("--api-token", help="API token (default $REFLOW_TOKEN)")
         return parser
 
     serve = with_store(sub.add_parser("serve", help="run the job manager (scheduler + executor)"))
@@ -43,6 +48,15 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     serve.add_argument("--slots", type=int, default=4, help="parallel subtasks the executor runs")
     serve.add_argument("--memory", help="memory for runs, e.g. 8g (jobs declare resources.memory)")
     serve.add_argument("--config", help="system config file (YAML)")
+    serve.add_argument("--host", default="127.0.0.1", help="REST API address (default loopback)")
+    serve.add_argument("--port", type=int, default=8080, help="REST API port (0: no API)")
+    serve.add_argument("--token", help="API token (default $REFLOW_TOKEN); required off loopback")
+    serve.add_argument(
+        "--allow-module",
+        action="append",
+        default=[],
+        help="module whose functions submitted jobs may name (repeatable)",
+    )
 
     submit = with_store(sub.add_parser("submit", help="add a job to the store, with a schedule"))
     submit.add_argument("job", help="job file (YAML)")
@@ -70,6 +84,85 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     events_sub.required = True
     post = with_store(events_sub.add_parser("post", help="post an event"))
     post.add_argument("name")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    """An HTTP client for the REST API when --api / $REFLOW_API is given, else None."""
+    url = getattr(args, "api", None) or os.environ.get("REFLOW_API")
+    if not url:
+        return None
+    import httpx
+
+    token = getattr(args, "api_token", None) or os.environ.get("REFLOW_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=COMMAND_TIMEOUT_SECONDS)
+
+
+def _answer(response: Any, out: TextIO) -> Any:
+    if response.status_code >= 400:
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        sys.stderr.write(f"reflow: the API answered {response.status_code}: {detail}\n")
+        raise _ApiError(2 if response.status_code < 500 else 1)
+    return response.json()
+
+
+class _ApiError(Exception):
+    def __init__(self, code: int) -> None:
+        self.code = code
+
+
+def _via_api(args: argparse.Namespace, out: TextIO) -> int | None:
+    """Run a jobs command through the REST API; None when no API is configured."""
+    client = _client(args)
+    if client is None:
+        return None
+    try:
+        with client:
+            command = args.command
+            if command == "submit":
+                schedule: dict[str, Any] | None = None
+                if args.cron:
+                    schedule = {
+                        "policy": "cron",
+                        "expression": args.cron,
+                        "timezone": args.timezone,
+                    }
+                elif args.depends_on:
+                    upstream = [j.strip() for j in args.depends_on.split(",")]
+                    schedule = {"policy": "depends_on", "upstream": upstream}
+                elif args.on_event:
+                    schedule = {"policy": "on_event", "event": args.on_event}
+                body = {"yaml": Path(args.job).read_text(encoding="utf-8"), "schedule": schedule}
+                if args.priority is not None:
+                    body["priority"] = args.priority
+                result = _answer(client.post("/api/jobs", json=body), out)
+                queued = f", run {result['run_id']} queued" if result["run_id"] else ""
+                out.write(f"submitted {result['job_id']}{queued}\n")
+            elif command == "jobs":
+                for job in _answer(client.get("/api/jobs"), out):
+                    policy = str(job["policy"].get("policy"))
+                    out.write(
+                        f"{job['job_id']:<24} {job['state']:<10} {policy:<12} "
+                        f"{job['next_fire_time'] or '-':<26} {job['queued']:>6} "
+                        f"{job['last_run_status'] or '-'}\n"
+                    )
+            elif command == "status":
+                job = _answer(client.get(f"/api/jobs/{args.job_id}"), out)
+                out.write(f"job {job['job_id']}: {job['state']}, policy {job['policy']}\n")
+                for run in _answer(client.get(f"/api/jobs/{args.job_id}/runs"), out):
+                    out.write(f"  {run['run_id']} {run['status']:<10} {run['trigger']}\n")
+            elif command == "events":
+                queued = _answer(client.post(f"/api/events/{args.name}"), out)
+                out.write(f"ok: {len(queued)} runs queued\n")
+            else:  # cancel, pause, resume, trigger
+                result = _answer(client.post(f"/api/jobs/{args.job_id}/{command}"), out)
+                out.write(f"ok: {result['detail']}\n")
+    except _ApiError as exc:
+        return exc.code
+    return 0
 
 
 def _policy(args: argparse.Namespace) -> object:
@@ -203,33 +296,80 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             if record is not None and record.spec == text:
                 continue  # known and unchanged: keep its schedule and history
             manager.schedule(path)
+    token = args.token or os.environ.get("REFLOW_TOKEN")
+    if args.port and args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        sys.stderr.write(
+            f"reflow: serving the API on {args.host} needs a token: --token or REFLOW_TOKEN\n"
+        )
+        return 2
+    prometheus_port = None
+    if args.config:
+        for reporter in load_system_config(args.config).metrics.reporters:
+            if reporter.type == "prometheus" and reporter.port:
+                prometheus_port = reporter.port
+    api = f"http://{args.host}:{args.port}" if args.port else "no API"
     out.write(
-        f"reflow serve: store {_store_url(args)}, {args.slots} slots, started "
+        f"reflow serve: store {_store_url(args)}, {args.slots} slots, {api}, started "
         f"{datetime.now(UTC).isoformat()}\n"
     )
     out.flush()
 
     async def serve() -> None:
-        task = asyncio.ensure_future(manager.run_forever())
+        tasks = [asyncio.ensure_future(manager.run_forever())]
+        server: Any = None
+        if args.port:
+            import uvicorn
+
+            from reflow.server.app import create_app
+
+            app = create_app(manager, token=token, allowed_modules=tuple(args.allow_module))
+            server = uvicorn.Server(
+                uvicorn.Config(
+                    app, host=args.host, port=args.port, log_level="warning", lifespan="off"
+                )
+            )
+            tasks.append(asyncio.ensure_future(server.serve()))
+        if prometheus_port:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from reflow.server.metrics import ReflowCollector
+
+            registry = CollectorRegistry()
+            registry.register(ReflowCollector(manager.executor, manager))
+            start_http_server(prometheus_port, addr=args.host, registry=registry)
+
+        def shut_down() -> None:
+            tasks[0].cancel()  # the manager stops its runs
+            if server is not None:
+                server.should_exit = True  # the API finishes its requests and stops
+
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, task.cancel)
+            loop.add_signal_handler(sig, shut_down)
         with contextlib.suppress(asyncio.CancelledError):
-            await task
+            await asyncio.gather(*tasks)
 
     asyncio.run(serve())
     return 0
 
 
+def _api_or(local: Any) -> Any:
+    def run(args: argparse.Namespace, out: TextIO) -> int:
+        code = _via_api(args, out)
+        return local(args, out) if code is None else code
+
+    return run
+
+
 def commands() -> dict[str, object]:
     return {
         "serve": cmd_serve,
-        "submit": cmd_submit,
-        "jobs": cmd_jobs,
-        "status": cmd_status,
-        "trigger": cmd_trigger,
-        "cancel": lambda a, o: _command(a, "cancel", a.job_id, o),
-        "pause": lambda a, o: _command(a, "pause", a.job_id, o),
-        "resume": lambda a, o: _command(a, "resume", a.job_id, o),
-        "events": lambda a, o: _command(a, "event", a.name, o),
+        "submit": _api_or(cmd_submit),
+        "jobs": _api_or(cmd_jobs),
+        "status": _api_or(cmd_status),
+        "trigger": _api_or(cmd_trigger),
+        "cancel": _api_or(lambda a, o: _command(a, "cancel", a.job_id, o)),
+        "pause": _api_or(lambda a, o: _command(a, "pause", a.job_id, o)),
+        "resume": _api_or(lambda a, o: _command(a, "resume", a.job_id, o)),
+        "events": _api_or(lambda a, o: _command(a, "event", a.name, o)),
     }

@@ -29,6 +29,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
+    parser.add_argument(
+        "--log-json", action="store_true", help="structured JSON log lines (seed section 7.4)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
@@ -75,11 +78,11 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _setup_logging(debug: bool, verbose: bool) -> None:
+def _setup_logging(debug: bool, verbose: bool, json: bool) -> None:
+    from reflow.observability.logs import setup_logging
+
     level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
-    logging.basicConfig(
-        level=level, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    setup_logging(level, json=json)
 
 
 def _load(
@@ -245,7 +248,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if exc.code in (0, None) else EXIT_INVALID
-    _setup_logging(args.debug, args.verbose)
+    _setup_logging(args.debug, args.verbose, args.log_json)
     from reflow.cli.jobs import commands as job_commands
 
     commands: dict[str, Any] = {

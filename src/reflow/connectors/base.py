@@ -86,6 +86,10 @@ class SourceReader(abc.ABC):
     async def close(self) -> None:
         """Release connections and files; called once, also after a failure."""
 
+    async def health(self) -> tuple[bool, str] | None:
+        """(connected, detail) for the health check, or None if there is nothing to check."""
+        return None
+
     def snapshot(self) -> Any:
         """The position after the last record returned (picklable), for checkpoints.
 
@@ -142,6 +146,10 @@ class SinkWriter(abc.ABC):
 
     async def close(self) -> None:
         """Release connections and files; called once, also after a failure."""
+
+    async def health(self) -> tuple[bool, str] | None:
+        """(connected, detail) for the health check, or None if there is nothing to check."""
+        return None
 
     async def pre_commit(self, checkpoint_id: int) -> Any:
         """A checkpoint barrier arrived: make what came before it ready to commit.

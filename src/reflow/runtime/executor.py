@@ -43,6 +43,8 @@ logger = logging.getLogger(__name__)
 # this keeps a few thousand records in flight per edge, enough to ride out
 # jitter, little enough to bound memory.
 DEFAULT_CHANNEL_CAPACITY = 8
+# Ended executions kept for metrics and the API after they finish.
+RETAINED_EXECUTIONS = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,6 +133,10 @@ class LocalExecutor:
         self._io_pool: ThreadPoolExecutor | None = None
         self._compute_pool: ThreadPoolExecutor | None = None
         self._executions: dict[str, _Execution] = {}
+        self.totals = {"completed": 0, "failed": 0, "cancelled": 0}
+        """Jobs that ended on this executor, by outcome (job.completed, job.failed)."""
+        self.durations: list[float] = []
+        """Seconds each ended job ran (job.duration)."""
 
     def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._io_pool is None or self._compute_pool is None:
@@ -170,6 +176,8 @@ class LocalExecutor:
         except ReflowError as exc:
             job.start()
             job.fail(str(exc))
+            execution.finished = time.perf_counter()
+            self.totals["failed"] += 1
             return self._result(execution, exc)
         if job.status is JobStatus.FAILED:
             job.retry()
@@ -181,7 +189,13 @@ class LocalExecutor:
             job.job_name,
             len(job.job_graph.vertices),
             len(execution.subtasks),
-            extra={"job_id": job.job_id, "event": "JOB_STARTED"},
+            extra={
+                "job_id": job.job_id,
+                "job_name": job.job_name,
+                "event": "JOB_STARTED",
+                "parallelism": job.job_graph.max_parallelism,
+                "operators": len(job.stream_graph.nodes),
+            },
         )
         try:
             error = await self._run(execution)
@@ -198,12 +212,20 @@ class LocalExecutor:
         else:
             job.fail(str(error))
         result = self._result(execution, error)
+        self.totals[job.status.value.lower()] = self.totals.get(job.status.value.lower(), 0) + 1
+        self.durations.append(result.metrics.elapsed_seconds)
+        self._forget_old()
         logger.info(
             "job %s finished: %s in %.3fs",
             job.job_id,
             job.status.value,
             result.metrics.elapsed_seconds,
-            extra={"job_id": job.job_id, "event": f"JOB_{job.status.value}"},
+            extra={
+                "job_id": job.job_id,
+                "job_name": job.job_name,
+                "event": f"JOB_{job.status.value}",
+                "duration_seconds": round(result.metrics.elapsed_seconds, 3),
+            },
         )
         return result
 
@@ -244,6 +266,30 @@ class LocalExecutor:
         execution = self._executions[job_id]
         execution.job.resume()
         execution.gate.set()
+
+    def executions(self) -> list[_Execution]:
+        """Running executions and the most recent ended ones (for metrics and health)."""
+        return list(self._executions.values())
+
+    def running(self) -> list[_Execution]:
+        return [e for e in self._executions.values() if e.finished is None]
+
+    def _forget_old(self) -> None:
+        ended = [k for k, e in self._executions.items() if e.finished is not None]
+        for key in ended[:-RETAINED_EXECUTIONS]:
+            del self._executions[key]
+
+    def pool_stats(self) -> dict[str, tuple[int, int]]:
+        """Thread pool -> (active threads, queued tasks) (threadpool.active / queue.size)."""
+        stats = {}
+        for name, pool in (("io", self._io_pool), ("compute", self._compute_pool)):
+            if pool is None:
+                stats[name] = (0, 0)
+                continue
+            threads = len(pool._threads)
+            idle = pool._idle_semaphore._value
+            stats[name] = (max(threads - idle, 0), pool._work_queue.qsize())
+        return stats
 
     def status(self, job_id: str) -> JobStatus:
         execution = self._executions.get(job_id)

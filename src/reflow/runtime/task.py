@@ -219,6 +219,8 @@ class Subtask:
         self.replay: deque[Any] = deque()
         self.finished = False
         self.align_started = 0.0
+        self.blocked_ns = 0
+        """Time this subtask waited to hand batches downstream (backpressure)."""
 
     # -- side outputs --------------------------------------------------------------------
 
@@ -341,9 +343,13 @@ class Subtask:
             if not batch:
                 break
         else:
+            began = time.perf_counter_ns()
             for router in self.routers:
                 self.current_step = router.edge.target_step
                 await router.send(batch)
+            # Time in send() is time blocked on full channels (backpressure), plus a
+            # negligible enqueue cost.
+            self.blocked_ns += time.perf_counter_ns() - began
         if self.side_buffer:
             await self._flush_side()
 

@@ -112,6 +112,8 @@ class JobManager:
         self.started: list[str] = []
         """Run ids in the order they started (for tests and the history)."""
         self._known_queued: set[str] = set()
+        self.alive = False
+        """True while ``run_forever`` loops (the health check's scheduler status)."""
 
     # -- the seed's scheduler interface (§3.4.3) ---------------------------------------
 
@@ -269,11 +271,13 @@ class JobManager:
 
     async def run_forever(self) -> None:
         self.recover()
+        self.alive = True
         try:
             while True:
                 await self.step()
                 await self.clock.sleep(POLL_SECONDS)
         finally:
+            self.alive = False
             for running in list(self.running.values()):
                 await self.executor.stop(running.run_id)
             await asyncio.gather(*(r.task for r in self.running.values()), return_exceptions=True)

@@ -19,6 +19,8 @@ logger = logging.getLogger(__name__)
 
 # First wait before retrying a batch after a connection error; doubles per try.
 RETRY_BACKOFF_SECONDS = 0.5
+# A health probe that takes longer than this counts as "not connected".
+HEALTH_TIMEOUT_SECONDS = 3.0
 # Width of text key columns in created tables (MariaDB cannot index TEXT).
 KEY_STRING_LENGTH = 255
 
@@ -257,6 +259,26 @@ class SqlWriter(BufferedSinkWriter):
                 await asyncio.sleep(delay)
         for row, error in failed:
             self.ctx.reject(row, ValueError(f"rejected by the database: {_reason(error)}"))
+
+    def _ping(self) -> None:
+        from sqlalchemy import text
+
+        with self.engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+
+    async def health(self) -> tuple[bool, str] | None:
+        """Connected if a fresh connection answers ``SELECT 1``."""
+        if self.engine is None:
+            return None
+        where = masked_url(self.options.url)
+        try:
+            await asyncio.wait_for(self.ctx.run_blocking(self._ping), HEALTH_TIMEOUT_SECONDS)
+        except Exception as exc:
+            return (
+                False,
+                f"cannot reach {where}: {_reason(exc) if str(exc) else type(exc).__name__}",
+            )
+        return True, f"connected to {where}"
 
     # -- exactly-once --------------------------------------------------------------
 

@@ -1,0 +1,58 @@
+"""Logging: structured JSON lines with the fields of seed §7.4, or a console format.
+
+JSON lines carry ``timestamp``, ``level``, ``logger``, ``jobId``, ``jobName``,
+``event``, ``message`` and ``metadata`` (every other ``extra=`` field of the
+record). reflow's job-related records pass ``job_id``, ``step_id`` and ``event``
+(JOB_STARTED, JOB_COMPLETED, JOB_FAILED, CHECKPOINT_COMPLETED, ...).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from datetime import UTC, datetime
+from typing import Any, TextIO
+
+import orjson
+
+__all__ = ["JsonFormatter", "setup_logging"]
+
+# LogRecord attributes that are not "extra" metadata.
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+_NAMED = {"job_id", "job_name", "event"}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line, shaped like the seed's example (§7.4)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+        entry: dict[str, Any] = {
+            "timestamp": datetime.fromtimestamp(record.created, UTC)
+            .isoformat(timespec="milliseconds")
+            .replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "jobId": extra.get("job_id"),
+            "jobName": extra.get("job_name"),
+            "event": extra.get("event"),
+            "message": record.getMessage(),
+            "metadata": {k: v for k, v in extra.items() if k not in _NAMED},
+        }
+        if record.exc_info:
+            entry["metadata"]["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+def setup_logging(
+    level: int = logging.WARNING, *, json: bool = False, stream: TextIO | None = None
+) -> None:
+    """Configure the root logger: JSON lines, or a human-readable console format."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    if json:
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)

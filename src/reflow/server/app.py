@@ -1,0 +1,365 @@
+"""The REST API of ``reflow serve`` (FastAPI): jobs, runs, graphs, metrics, health, events.
+
+Every ``/api`` route needs the token (``Authorization: Bearer <token>`` or
+``X-Reflow-Token``) when one is configured; a server bound to a non-loopback
+address must have one. ``/health*`` and ``/metrics`` stay open for probes and
+Prometheus. A submitted job may only name registered connectors and functions
+from the allowed modules (``--allow-module``).
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any, Literal
+
+from fastapi import Depends, FastAPI, HTTPException, Request, Response
+from fastapi.responses import JSONResponse, PlainTextResponse
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from pydantic import BaseModel, ConfigDict, Field
+
+from reflow.config.job_file import job_loader
+from reflow.config.yaml_loader import load_yaml_text
+from reflow.errors import ConfigError, ReflowError
+from reflow.graph.explain import explain_mermaid, explain_text
+from reflow.scheduler.manager import JobManager
+from reflow.scheduler.policies import policy_from_dict
+from reflow.server.health import HealthChecker
+from reflow.server.metrics import ReflowCollector
+
+__all__ = ["create_app"]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ScheduleIn(_Model):
+    policy: Literal["immediate", "cron", "depends_on", "on_event"] = "immediate"
+    expression: str | None = None
+    timezone: str = "UTC"
+    misfire: Literal["fire_once", "skip"] = "fire_once"
+    overlap: Literal["skip", "queue", "allow"] = "skip"
+    upstream: list[str] | None = None
+    event: str | None = None
+
+
+class SubmitIn(_Model):
+    yaml: str = Field(description="the job file (YAML text, a `job:` block)")
+    schedule: ScheduleIn | None = Field(None, description="overrides the job file's schedule")
+    priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
+
+
+class SubmitOut(_Model):
+    job_id: str
+    run_id: str | None
+
+
+class JobOut(_Model):
+    job_id: str
+    name: str
+    state: str
+    policy: dict[str, Any]
+    priority: int
+    next_fire_time: str | None
+    queued: int
+    running: int
+    last_run_status: str | None
+
+
+class RunOut(_Model):
+    run_id: str
+    job_id: str
+    status: str
+    trigger: str
+    priority: int
+    error: str | None
+
+
+class HistoryOut(_Model):
+    run_id: str | None
+    status: str
+    detail: str | None
+
+
+class StepOut(_Model):
+    step_id: str
+    kind: str
+    subtasks: int
+    records_in: int
+    records_out: int
+    rejected: int
+    late: int
+
+
+class RunDetailOut(RunOut):
+    steps: list[StepOut]
+    checkpoints_completed: int | None
+    last_checkpoint: str | None
+
+
+class ActionOut(_Model):
+    ok: bool
+    detail: str
+
+
+class GraphOut(_Model):
+    stream_nodes: list[dict[str, Any]]
+    stream_edges: list[dict[str, Any]]
+    vertices: list[dict[str, Any]]
+    exchanges: list[dict[str, Any]]
+    text: str
+    mermaid: str
+
+
+class ErrorOut(_Model):
+    detail: str
+
+
+def _functions(data: Any) -> list[str]:
+    """Every ``function:`` value of a parsed job file."""
+    found: list[str] = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            if key == "function" and isinstance(value, str):
+                found.append(value)
+            else:
+                found.extend(_functions(value))
+    elif isinstance(data, list):
+        for item in data:
+            found.extend(_functions(item))
+    return found
+
+
+def create_app(
+    manager: JobManager,
+    *,
+    token: str | None = None,
+    allowed_modules: tuple[str, ...] = (),
+) -> FastAPI:
+    app = FastAPI(
+        title="reflow",
+        version="0.1.0",
+        description="Submit, schedule, inspect and control reflow jobs.",
+        responses={401: {"model": ErrorOut}, 404: {"model": ErrorOut}, 422: {"model": ErrorOut}},
+    )
+    registry = CollectorRegistry()
+    registry.register(ReflowCollector(manager.executor, manager))
+    health = HealthChecker(manager.executor, manager)
+
+    def authorize(request: Request) -> None:
+        if token is None:
+            return
+        given = request.headers.get("x-reflow-token") or ""
+        auth = request.headers.get("authorization") or ""
+        if auth.lower().startswith("bearer "):
+            given = auth[7:]
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            raise HTTPException(401, "missing or wrong token (Authorization: Bearer <token>)")
+
+    @app.exception_handler(ReflowError)
+    async def reflow_error(request: Request, exc: ReflowError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=422)
+
+    @app.get("/health", tags=["health"])
+    async def get_health() -> JSONResponse:
+        report = await health.check()
+        code = 503 if report.status == "DOWN" else 200
+        return JSONResponse(report.to_dict(), status_code=code)
+
+    @app.get("/health/live", tags=["health"])
+    async def get_live() -> dict[str, str]:
+        return {"status": "UP"}
+
+    @app.get("/health/ready", tags=["health"])
+    async def get_ready() -> JSONResponse:
+        ready = manager.alive
+        return JSONResponse(
+            {"status": "UP" if ready else "DOWN"}, status_code=200 if ready else 503
+        )
+
+    @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
+    async def get_metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+    api = [Depends(authorize)]
+
+    def job_out(job_id: str) -> JobOut:
+        status = manager.get_status(job_id)
+        record = manager.store.job(job_id)
+        assert record is not None
+        return JobOut(
+            job_id=job_id,
+            name=record.name,
+            state=status.state,
+            policy=status.policy,
+            priority=record.priority,
+            next_fire_time=status.next_fire_time.isoformat() if status.next_fire_time else None,
+            queued=status.queued,
+            running=status.running,
+            last_run_status=status.last_run_status,
+        )
+
+    def known(job_id: str) -> None:
+        if manager.store.job(job_id) is None:
+            raise HTTPException(404, f"no job {job_id!r}")
+
+    @app.get("/api/jobs", dependencies=api, tags=["jobs"])
+    async def list_jobs() -> list[JobOut]:
+        return [job_out(r.job_id) for r in manager.store.jobs()]
+
+    @app.post("/api/jobs", dependencies=api, tags=["jobs"], status_code=201)
+    async def submit(body: SubmitIn) -> SubmitOut:
+        loaded = load_yaml_text(body.yaml, "<submitted>")
+        for function in _functions(loaded.data):
+            module = function.partition(":")[0]
+            if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
+                raise ConfigError(
+                    f"function {function!r} is not from an allowed module "
+                    f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
+                    "--allow-module, or use an expression",
+                    file="<submitted>",
+                )
+        policy = None
+        if body.schedule is not None:
+            policy = policy_from_dict(body.schedule.model_dump(exclude_none=True))
+        result = manager.schedule(body.yaml, policy, priority=body.priority)
+        return SubmitOut(job_id=result.job_id, run_id=result.run_id)
+
+    @app.get("/api/jobs/{job_id}", dependencies=api, tags=["jobs"])
+    async def get_job(job_id: str) -> JobOut:
+        known(job_id)
+        return job_out(job_id)
+
+    @app.get("/api/jobs/{job_id}/runs", dependencies=api, tags=["jobs"])
+    async def job_runs(job_id: str) -> list[RunOut]:
+        known(job_id)
+        return [
+            RunOut(
+                run_id=r.run_id,
+                job_id=r.job_id,
+                status=r.status,
+                trigger=r.trigger,
+                priority=r.priority,
+                error=r.error,
+            )
+            for r in manager.store.runs(job_id)
+        ]
+
+    @app.get("/api/jobs/{job_id}/history", dependencies=api, tags=["jobs"])
+    async def job_history(job_id: str) -> list[HistoryOut]:
+        known(job_id)
+        return [
+            HistoryOut(run_id=r, status=s, detail=d) for r, s, d in manager.store.history(job_id)
+        ]
+
+    @app.get("/api/jobs/{job_id}/graph", dependencies=api, tags=["jobs"])
+    async def job_graph(job_id: str) -> GraphOut:
+        known(job_id)
+        record = manager.store.job(job_id)
+        assert record is not None
+        job = job_loader(record.spec, record.source_dir)
+        graph = job.job_graph
+        stream = graph.stream_graph
+        return GraphOut(
+            stream_nodes=[
+                {
+                    "step_id": n.step_id,
+                    "kind": n.kind.value,
+                    "operator_type": n.operator_type,
+                    "vertex": graph.vertex_of(n.step_id).vertex_id,
+                }
+                for n in stream.nodes
+            ],
+            stream_edges=[
+                {"source": e.source_id, "target": e.target_id, "side_output": e.side_output}
+                for e in stream.edges
+            ],
+            vertices=[
+                {
+                    "vertex_id": v.vertex_id,
+                    "name": v.vertex_name,
+                    "parallelism": v.parallelism,
+                    "steps": [n.step_id for n in v.chained_nodes],
+                }
+                for v in graph.vertices
+            ],
+            exchanges=[
+                {
+                    "source": e.source_step,
+                    "target": e.target_step,
+                    "partitioning": e.partitioning.name,
+                    "source_vertex": e.source_vertex,
+                    "target_vertex": e.target_vertex,
+                }
+                for e in graph.edges
+            ],
+            text=explain_text(graph),
+            mermaid=explain_mermaid(graph),
+        )
+
+    def action(kind: str, job_id: str) -> ActionOut:
+        known(job_id)
+        getattr(manager, kind)(job_id)
+        return ActionOut(ok=True, detail=f"{kind}: {job_id}")
+
+    @app.post("/api/jobs/{job_id}/cancel", dependencies=api, tags=["control"])
+    async def cancel(job_id: str) -> ActionOut:
+        return action("cancel", job_id)
+
+    @app.post("/api/jobs/{job_id}/pause", dependencies=api, tags=["control"])
+    async def pause(job_id: str) -> ActionOut:
+        return action("pause", job_id)
+
+    @app.post("/api/jobs/{job_id}/resume", dependencies=api, tags=["control"])
+    async def resume(job_id: str) -> ActionOut:
+        return action("resume", job_id)
+
+    @app.post("/api/jobs/{job_id}/trigger", dependencies=api, tags=["control"])
+    async def trigger(job_id: str) -> ActionOut:
+        known(job_id)
+        return ActionOut(ok=True, detail=manager.trigger(job_id))
+
+    @app.get("/api/runs/{run_id}", dependencies=api, tags=["runs"])
+    async def get_run(run_id: str) -> RunDetailOut:
+        record = next((r for r in manager.store.runs() if r.run_id == run_id), None)
+        if record is None:
+            raise HTTPException(404, f"no run {run_id!r}")
+        steps: list[StepOut] = []
+        completed = None
+        last = None
+        execution = next((e for e in manager.executor.executions() if e.job.job_id == run_id), None)
+        if execution is not None:
+            snapshot = execution.snapshot()
+            steps = [
+                StepOut(
+                    step_id=s.step_id,
+                    kind=s.kind,
+                    subtasks=s.subtasks,
+                    records_in=s.records_in,
+                    records_out=s.records_out,
+                    rejected=s.rejected,
+                    late=s.late,
+                )
+                for s in snapshot.steps
+            ]
+            if execution.coordinator is not None:
+                completed = execution.coordinator.stats.completed
+                last = execution.coordinator.stats.last_path
+        return RunDetailOut(
+            run_id=record.run_id,
+            job_id=record.job_id,
+            status=record.status,
+            trigger=record.trigger,
+            priority=record.priority,
+            error=record.error,
+            steps=steps,
+            checkpoints_completed=completed,
+            last_checkpoint=last,
+        )
+
+    @app.post("/api/events/{name}", dependencies=api, tags=["events"])
+    async def post_event(name: str) -> list[str]:
+        return manager.post_event(name)
+
+    return app

@@ -1,0 +1,136 @@
+"""Health checks (seed §7.3): scheduler, executor and connectors -> UP / DEGRADED / DOWN.
+
+- scheduler: DOWN if its loop is not running; DEGRADED if the queue is fuller than
+  ``queue_threshold`` of its capacity; else UP.
+- executor: DEGRADED if a running subtask spent more than ``backpressure_threshold``
+  of the time since the previous check blocked on full channels; else UP.
+- connectors: DOWN if a running job's source or sink reports it cannot reach its
+  system; else UP.
+
+The overall status is the worst component's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from reflow.runtime.executor import LocalExecutor
+
+__all__ = ["ComponentHealth", "HealthChecker", "HealthReport"]
+
+UP, DEGRADED, DOWN = "UP", "DEGRADED", "DOWN"
+_RANK = {UP: 0, DEGRADED: 1, DOWN: 2}
+# A connector that does not answer its probe within this time counts as down.
+PROBE_TIMEOUT_SECONDS = 5.0
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentHealth:
+    name: str
+    status: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthReport:
+    status: str
+    components: list[ComponentHealth] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "status": self.status,
+            "components": {
+                c.name: {"status": c.status, "reason": c.reason} for c in self.components
+            },
+        }
+
+
+class HealthChecker:
+    def __init__(
+        self,
+        executor: LocalExecutor,
+        manager: Any = None,
+        *,
+        backpressure_threshold: float = 0.5,
+        queue_threshold: float = 0.8,
+    ) -> None:
+        self.executor = executor
+        self.manager = manager
+        self.backpressure_threshold = backpressure_threshold
+        self.queue_threshold = queue_threshold
+        self._previous: dict[str, tuple[float, int]] = {}
+
+    def _scheduler(self) -> ComponentHealth | None:
+        manager = self.manager
+        if manager is None:
+            return None
+        if not getattr(manager, "alive", False):
+            return ComponentHealth("scheduler", DOWN, "the scheduler loop is not running")
+        queue = manager.queue
+        load = len(queue) / queue.capacity
+        if load > self.queue_threshold:
+            return ComponentHealth(
+                "scheduler",
+                DEGRADED,
+                f"job queue {len(queue)}/{queue.capacity} is over {self.queue_threshold:.0%}",
+            )
+        return ComponentHealth("scheduler", UP, f"running, {len(queue)} runs queued")
+
+    def _executor(self) -> ComponentHealth:
+        now = time.monotonic()
+        worst: tuple[float, str] = (0.0, "")
+        for execution in self.executor.running():
+            for subtask in execution.subtasks:
+                key = f"{execution.job.job_id}/{subtask.name}"
+                previous = self._previous.get(key)
+                self._previous[key] = (now, subtask.blocked_ns)
+                if previous is None or now <= previous[0]:
+                    continue
+                ratio = (subtask.blocked_ns - previous[1]) / 1e9 / (now - previous[0])
+                if ratio > worst[0]:
+                    worst = (ratio, f"job {execution.job.job_id} subtask {subtask.name}")
+        running = len(self.executor.running())
+        if worst[0] > self.backpressure_threshold:
+            return ComponentHealth(
+                "executor",
+                DEGRADED,
+                f"backpressure: {worst[1]} blocked {worst[0]:.0%} of the time",
+            )
+        return ComponentHealth("executor", UP, f"{running} jobs running")
+
+    async def _connectors(self) -> ComponentHealth:
+        probes: list[tuple[str, Any]] = []
+        for execution in self.executor.running():
+            for subtask in execution.subtasks:
+                if subtask.reader is not None and subtask.source_step is not None:
+                    probes.append((f"source {subtask.source_step!r}", subtask.reader.health()))
+                for stage in subtask.stages:
+                    if stage.writer is not None:
+                        probes.append((f"sink {stage.metrics.step_id!r}", stage.writer.health()))
+        if not probes:
+            return ComponentHealth("connectors", UP, "no connector in use")
+        results = await asyncio.gather(
+            *(asyncio.wait_for(p, PROBE_TIMEOUT_SECONDS) for _, p in probes), return_exceptions=True
+        )
+        down = []
+        checked = 0
+        for (name, _), result in zip(probes, results, strict=True):
+            if isinstance(result, BaseException):
+                down.append(f"{name}: no answer ({type(result).__name__})")
+            elif result is not None:
+                checked += 1
+                connected, detail = result
+                if not connected:
+                    down.append(f"{name}: {detail}")
+        if down:
+            return ComponentHealth("connectors", DOWN, "; ".join(down))
+        return ComponentHealth("connectors", UP, f"{checked} connections checked")
+
+    async def check(self) -> HealthReport:
+        components = [c for c in (self._scheduler(), self._executor()) if c is not None]
+        components.append(await self._connectors())
+        worst = max(components, key=lambda c: _RANK[c.status]).status
+        return HealthReport(worst, components)

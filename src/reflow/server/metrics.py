@@ -1,0 +1,242 @@
+"""Prometheus exposition of the seed's metrics (§7.2), read live at scrape time.
+
+Nothing is counted per record for this: a scrape reads the runtime's counters
+(bumped per batch) and turns them into metric families. Seed names map to
+Prometheus names with a ``reflow_`` prefix, dots as underscores, and the usual
+``_total``/``_seconds``/``_bytes`` suffixes:
+
+- job.running / completed / failed / duration: reflow_job_running,
+  reflow_job_completed_total, reflow_job_failed_total, reflow_job_duration_seconds
+- operator.records.in / out: reflow_operator_records_in_total, ..._out_total
+- operator.processing.time: reflow_operator_processing_seconds_total
+- operator.backpressure: reflow_operator_backpressure_seconds_total and
+  reflow_operator_backpressure_ratio (time blocked per second, as Flink's)
+- system.cpu.usage / memory.usage: reflow_system_cpu_usage,
+  reflow_system_memory_usage_bytes, reflow_system_memory_usage_ratio
+- threadpool.active / queue.size: reflow_threadpool_active, reflow_threadpool_queue_size
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.runtime.executor import LocalExecutor
+
+__all__ = ["ReflowCollector"]
+
+DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, float("inf"))
+STEP_LABELS = ["job_id", "job_name", "step_id", "subtask"]
+
+
+class ReflowCollector(Collector):
+    """Reads an executor (and optionally a job manager) at every scrape."""
+
+    def __init__(self, executor: LocalExecutor, manager: Any = None) -> None:
+        self.executor = executor
+        self.manager = manager
+        self._last: dict[tuple[str, ...], tuple[float, float]] = {}
+
+    def _rate(self, key: tuple[str, ...], value: float, now: float) -> float:
+        previous = self._last.get(key)
+        self._last[key] = (now, value)
+        if previous is None or now <= previous[0]:
+            return 0.0
+        return (value - previous[1]) / (now - previous[0])
+
+    def collect(self) -> Iterator[Metric]:
+        import psutil
+
+        now = time.monotonic()
+        executor = self.executor
+        running = executor.running()
+        yield GaugeMetricFamily(
+            "reflow_job_running", "Jobs running (job.running)", value=len(running)
+        )
+        yield CounterMetricFamily(
+            "reflow_job_completed",
+            "Jobs completed (job.completed)",
+            value=executor.totals["completed"],
+        )
+        yield CounterMetricFamily(
+            "reflow_job_failed", "Jobs failed (job.failed)", value=executor.totals["failed"]
+        )
+        yield CounterMetricFamily(
+            "reflow_job_cancelled", "Jobs cancelled", value=executor.totals.get("cancelled", 0)
+        )
+        durations = executor.durations
+        buckets = [
+            (str(b) if b != float("inf") else "+Inf", sum(1 for d in durations if d <= b))
+            for b in DURATION_BUCKETS
+        ]
+        yield HistogramMetricFamily(
+            "reflow_job_duration_seconds",
+            "How long ended jobs ran (job.duration)",
+            buckets=buckets,
+            sum_value=sum(durations),
+        )
+
+        records_in = CounterMetricFamily(
+            "reflow_operator_records_in",
+            "Records into a step (operator.records.in)",
+            labels=STEP_LABELS,
+        )
+        records_out = CounterMetricFamily(
+            "reflow_operator_records_out",
+            "Records out of a step (operator.records.out)",
+            labels=STEP_LABELS,
+        )
+        processing = CounterMetricFamily(
+            "reflow_operator_processing_seconds",
+            "Time a step spent processing (operator.processing.time)",
+            labels=STEP_LABELS,
+        )
+        rejected = CounterMetricFamily(
+            "reflow_operator_records_rejected", "Records a step rejected", labels=STEP_LABELS
+        )
+        late = CounterMetricFamily(
+            "reflow_operator_records_late", "Records later than their windows", labels=STEP_LABELS
+        )
+        rate = GaugeMetricFamily(
+            "reflow_operator_records_per_second", "Records out per second", labels=STEP_LABELS
+        )
+        blocked = CounterMetricFamily(
+            "reflow_operator_backpressure_seconds",
+            "Time a subtask waited on full channels (operator.backpressure)",
+            labels=STEP_LABELS,
+        )
+        blocked_ratio = GaugeMetricFamily(
+            "reflow_operator_backpressure_ratio",
+            "Time blocked per second since the previous scrape (0..1)",
+            labels=STEP_LABELS,
+        )
+        connector = CounterMetricFamily(
+            "reflow_connector_records",
+            "Records read by sources and written by sinks",
+            labels=["job_id", "step_id", "direction"],
+        )
+        fill = GaugeMetricFamily(
+            "reflow_channel_fill_ratio", "Batches queued / capacity", labels=["job_id", "channel"]
+        )
+        lag = GaugeMetricFamily(
+            "reflow_watermark_lag_seconds",
+            "Wall clock minus the subtask's event-time watermark",
+            labels=["job_id", "subtask"],
+        )
+        checkpoint_duration = GaugeMetricFamily(
+            "reflow_checkpoint_duration_seconds",
+            "Duration of the last checkpoint",
+            labels=["job_id"],
+        )
+        checkpoint_size = GaugeMetricFamily(
+            "reflow_checkpoint_size_bytes", "Size of the last checkpoint", labels=["job_id"]
+        )
+        checkpoint_alignment = GaugeMetricFamily(
+            "reflow_checkpoint_alignment_seconds",
+            "Longest barrier alignment of the last checkpoint",
+            labels=["job_id"],
+        )
+        checkpoints_done = CounterMetricFamily(
+            "reflow_checkpoint_completed", "Checkpoints completed", labels=["job_id"]
+        )
+        checkpoints_failed = CounterMetricFamily(
+            "reflow_checkpoint_failures", "Checkpoints aborted", labels=["job_id"]
+        )
+        wall_ms = executor.settings.clock.now_ms()
+        for execution in executor.executions():
+            job = execution.job
+            for m in execution.metrics:
+                labels = [job.job_id, job.job_name, m.step_id, str(m.subtask)]
+                records_in.add_metric(labels, m.records_in)
+                records_out.add_metric(labels, m.records_out)
+                processing.add_metric(labels, m.processing_ns / 1e9)
+                rejected.add_metric(labels, m.rejected)
+                late.add_metric(labels, m.late)
+                key = (job.job_id, m.step_id, str(m.subtask))
+                rate.add_metric(labels, max(self._rate(("out", *key), m.records_out, now), 0.0))
+                if m.kind == "source":
+                    connector.add_metric([job.job_id, m.step_id, "read"], m.records_out)
+                elif m.kind == "sink":
+                    connector.add_metric([job.job_id, m.step_id, "written"], m.records_in)
+            for subtask in execution.subtasks:
+                tail = subtask.stages[-1].metrics if subtask.stages else subtask.source_metrics
+                step = tail.step_id if tail is not None else subtask.name
+                labels = [job.job_id, job.job_name, step, str(subtask.index)]
+                seconds = subtask.blocked_ns / 1e9
+                blocked.add_metric(labels, seconds)
+                ratio = self._rate(("bp", job.job_id, subtask.name), seconds, now)
+                blocked_ratio.add_metric(labels, min(max(ratio, 0.0), 1.0))
+                if MIN_WATERMARK < subtask.watermark < MAX_WATERMARK:
+                    lag.add_metric([job.job_id, subtask.name], (wall_ms - subtask.watermark) / 1000)
+            for channel in execution.channels:
+                stats = channel.statistics()
+                fill.add_metric([job.job_id, stats.name], stats.size / stats.capacity)
+            coordinator = execution.coordinator
+            if coordinator is not None:
+                cs = coordinator.stats
+                checkpoint_duration.add_metric([job.job_id], cs.last_duration_s)
+                checkpoint_size.add_metric([job.job_id], cs.last_size_bytes)
+                checkpoint_alignment.add_metric([job.job_id], cs.last_alignment_s)
+                checkpoints_done.add_metric([job.job_id], cs.completed)
+                checkpoints_failed.add_metric([job.job_id], cs.failed)
+        yield from (
+            records_in,
+            records_out,
+            processing,
+            rejected,
+            late,
+            rate,
+            blocked,
+            blocked_ratio,
+            connector,
+            fill,
+            lag,
+            checkpoint_duration,
+            checkpoint_size,
+            checkpoint_alignment,
+            checkpoints_done,
+            checkpoints_failed,
+        )
+
+        process = psutil.Process()
+        yield GaugeMetricFamily(
+            "reflow_system_cpu_usage",
+            "CPU used by this process since the previous scrape, in cores (system.cpu.usage)",
+            value=process.cpu_percent(interval=None) / 100,
+        )
+        rss = process.memory_info().rss
+        yield GaugeMetricFamily(
+            "reflow_system_memory_usage_bytes", "Resident memory (system.memory.usage)", value=rss
+        )
+        yield GaugeMetricFamily(
+            "reflow_system_memory_usage_ratio",
+            "Resident memory / the machine's memory",
+            value=rss / psutil.virtual_memory().total,
+        )
+        active = GaugeMetricFamily(
+            "reflow_threadpool_active", "Busy threads (threadpool.active)", labels=["pool"]
+        )
+        queued = GaugeMetricFamily(
+            "reflow_threadpool_queue_size", "Tasks waiting (threadpool.queue.size)", labels=["pool"]
+        )
+        for pool, (busy, waiting) in executor.pool_stats().items():
+            active.add_metric([pool], busy)
+            queued.add_metric([pool], waiting)
+        yield active
+        yield queued
+        if self.manager is not None:
+            yield GaugeMetricFamily(
+                "reflow_scheduler_queue_size",
+                "Runs waiting in the job queue",
+                value=len(self.manager.queue),
+            )
