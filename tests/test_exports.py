@@ -19,6 +19,12 @@ PACKAGES = [
     "reflow.cli",
     "reflow.testing",
     "reflow.errors",
+    "reflow.state",
+    "reflow.eventtime",
+    "reflow.checkpoint",
+    "reflow.scheduler",
+    "reflow.server",
+    "reflow.observability",
 ]
 
 

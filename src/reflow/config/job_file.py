@@ -379,7 +379,7 @@ def job_loader(text: str, folder: str) -> Job:
     (the loader the job manager uses)."""
     if folder:
         _importable_from(Path(folder) / "job.yaml")
-    return load_job_text(text, str(Path(folder) / "job.yaml") if folder else "<job>")
+    return load_job_text(text, "<job file>")
 
 
 def load_job_text(text: str, file: str = "<string>", default_parallelism: int | None = None) -> Job:

@@ -147,21 +147,37 @@ def create_app(
     registry.register(ReflowCollector(manager.executor, manager))
     health = HealthChecker(manager.executor, manager)
 
-    def authorize(request: Request) -> None:
+    def authorized(request: Request) -> bool:
         if token is None:
-            return
+            return True
         given = request.headers.get("x-reflow-token") or ""
         auth = request.headers.get("authorization") or ""
         if auth.lower().startswith("bearer "):
             given = auth[7:]
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "missing or wrong token (Authorization: Bearer <token>)")
+        return hmac.compare_digest(given.encode(), token.encode())
+
+    @app.middleware("http")
+    async def require_token(request: Request, call_next: Any) -> Response:
+        # Before routing and body validation: an unauthenticated caller learns nothing.
+        if request.url.path.startswith("/api") and not authorized(request):
+            return JSONResponse(
+                {"detail": "missing or wrong token (Authorization: Bearer <token>)"},
+                status_code=401,
+            )
+        response: Response = await call_next(request)
+        return response
+
+    def authorize(request: Request) -> None:
+        if not authorized(request):  # pragma: no cover - the middleware answers first
+            raise HTTPException(401, "missing or wrong token")
 
     @app.exception_handler(ReflowError)
     async def reflow_error(request: Request, exc: ReflowError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=422)
 
-    @app.get("/health", tags=["health"])
+    unavailable: dict[int | str, dict[str, Any]] = {503: {"description": "DOWN"}}
+
+    @app.get("/health", tags=["health"], responses=unavailable)
     async def get_health() -> JSONResponse:
         report = await health.check()
         code = 503 if report.status == "DOWN" else 200
@@ -171,7 +187,7 @@ def create_app(
     async def get_live() -> dict[str, str]:
         return {"status": "UP"}
 
-    @app.get("/health/ready", tags=["health"])
+    @app.get("/health/ready", tags=["health"], responses=unavailable)
     async def get_ready() -> JSONResponse:
         ready = manager.alive
         return JSONResponse(

@@ -1,0 +1,86 @@
+"""The CLI talks to a running reflow serve through its REST API."""
+
+from __future__ import annotations
+
+import io
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from reflow.cli import main
+
+JOB = """
+job:
+  id: via-api
+  name: via-api
+  source: {connector: datagen, config: {number_of_rows: 50}}
+  sink: {connector: file, config: {path: "%s/out.jsonl"}}
+"""
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.mark.timeout(60)
+def test_submit_status_trigger_and_events_through_the_api(tmp_path: Path) -> None:
+    port = _port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reflow",
+            "serve",
+            "--store",
+            f"sqlite:///{tmp_path}/jobs.db",
+            "--port",
+            str(port),
+            "--token",
+            "tok",
+        ],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    api = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                if httpx.get(f"{api}/health/live").status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            assert time.monotonic() < deadline, "reflow serve did not start"
+            time.sleep(0.1)
+        (tmp_path / "job.yaml").write_text(JOB % tmp_path)
+
+        def cli(*args: str) -> tuple[int, str]:
+            out = io.StringIO()
+            words = 2 if args[0] == "events" else 1
+            code = main([*args[:words], "--api", api, "--api-token", "tok", *args[words:]], out=out)
+            return code, out.getvalue()
+
+        code, text = cli("submit", str(tmp_path / "job.yaml"), "--on-event", "go")
+        assert code == 0 and "submitted via-api" in text
+        assert cli("events", "post", "go") == (0, "ok: 1 runs queued\n")
+        deadline = time.monotonic() + 20
+        while "COMPLETED" not in cli("status", "via-api")[1]:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert (tmp_path / "out.jsonl").read_text().count("\n") == 50
+        code, listing = cli("jobs")
+        assert code == 0 and "via-api" in listing and "on_event" in listing
+        assert cli("pause", "via-api")[0] == 0
+        out = io.StringIO()
+        assert main(["jobs", "--api", api, "--api-token", "wrong"], out=out) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

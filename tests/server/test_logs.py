@@ -1,0 +1,58 @@
+"""Log lines are JSON with the fields of the seed's example (§7.4)."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import orjson
+
+from reflow import Job
+from reflow.observability import setup_logging
+from reflow.testing import TestingSink, TestingSource, run_job
+
+SEED_FIELDS = {"timestamp", "level", "logger", "jobId", "jobName", "event", "message", "metadata"}
+
+
+def test_job_events_as_json_lines() -> None:
+    stream = io.StringIO()
+    setup_logging(logging.INFO, json=True, stream=stream)
+    try:
+        job = (
+            Job.builder()
+            .name("user-etl")
+            .id("job-123")
+            .source(TestingSource(range(5)))
+            .sink(TestingSink())
+            .build()
+        )
+        run_job(job)
+    finally:
+        setup_logging(logging.WARNING)
+    lines = [orjson.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines and all(set(line) >= SEED_FIELDS for line in lines)
+    events = {line["event"]: line for line in lines if line["event"]}
+    started = events["JOB_STARTED"]
+    assert started["jobId"] == "job-123" and started["jobName"] == "user-etl"
+    assert started["level"] == "INFO" and started["logger"] == "reflow.runtime.executor"
+    assert started["metadata"]["parallelism"] == 1 and started["metadata"]["operators"] == 2
+    assert started["timestamp"].endswith("Z")
+    assert events["JOB_COMPLETED"]["metadata"]["duration_seconds"] >= 0
+
+
+def test_cli_switch_for_json_logs(tmp_path: object, capfd: object) -> None:
+    from pathlib import Path
+
+    from reflow.cli import main
+
+    path = Path(str(tmp_path)) / "job.yaml"
+    path.write_text(
+        "job:\n  id: cli-json\n  name: cli-json\n"
+        "  source: {connector: datagen, config: {number_of_rows: 3}}\n"
+        "  sink: {connector: memory, config: {collection: cli-json-out}}\n"
+    )
+    assert main(["--log-json", "-v", "run", "--no-progress", str(path)], out=io.StringIO()) == 0
+    err = capfd.readouterr().err  # type: ignore[attr-defined]
+    logged = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert any(line["event"] == "JOB_COMPLETED" and line["jobId"] == "cli-json" for line in logged)
+    setup_logging(logging.WARNING)
