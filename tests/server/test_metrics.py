@@ -133,3 +133,23 @@ def test_running_job_backpressure_and_channel_fill_are_exported() -> None:
     )
     assert ratio > 0.5  # the source spent most of its time blocked on the full channel
     assert _value(families, "reflow_channel_fill_ratio", job_id="slow-job") > 0
+
+
+def test_the_log_reporter_writes_the_key_figures(caplog: Any) -> None:
+    from reflow.eventtime import ManualClock
+    from reflow.server.metrics import report_periodically
+
+    clock = ManualClock()
+
+    async def scenario() -> None:
+        with LocalExecutor(ExecutorSettings(clock=clock)) as executor:
+            await executor.execute(_job())
+            reporter = asyncio.create_task(report_periodically(executor, 60))
+            await asyncio.sleep(0)
+            await clock.advance_and_settle(60)
+            reporter.cancel()
+
+    with caplog.at_level("INFO", logger="reflow.metrics"):
+        asyncio.run(scenario())
+    (record,) = [r for r in caplog.records if getattr(r, "event", None) == "METRICS"]
+    assert record.jobs_completed == 1 and record.jobs_running == 0

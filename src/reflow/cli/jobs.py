@@ -303,10 +303,15 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         )
         return 2
     prometheus_port = None
+    log_interval = None
     if args.config:
+        from reflow.connectors.options import parse_duration
+
         for reporter in load_system_config(args.config).metrics.reporters:
             if reporter.type == "prometheus" and reporter.port:
                 prometheus_port = reporter.port
+            elif reporter.type in ("slf4j", "log"):
+                log_interval = float(parse_duration(reporter.interval or "60s"))
     api = f"http://{args.host}:{args.port}" if args.port else "no API"
     out.write(
         f"reflow serve: store {_store_url(args)}, {args.slots} slots, {api}, started "
@@ -329,6 +334,10 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
                 )
             )
             tasks.append(asyncio.ensure_future(server.serve()))
+        if log_interval:
+            from reflow.server.metrics import report_periodically
+
+            tasks.append(asyncio.ensure_future(report_periodically(manager.executor, log_interval)))
         if prometheus_port:
             from prometheus_client import CollectorRegistry, start_http_server
 

@@ -18,6 +18,7 @@ Prometheus names with a ``reflow_`` prefix, dots as underscores, and the usual
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -33,7 +34,9 @@ from prometheus_client.registry import Collector
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.runtime.executor import LocalExecutor
 
-__all__ = ["ReflowCollector"]
+__all__ = ["ReflowCollector", "log_report", "report_periodically"]
+
+logger = logging.getLogger("reflow.metrics")
 
 DURATION_BUCKETS = (0.1, 0.5, 1.0, 5.0, 10.0, 30.0, 60.0, 300.0, 1800.0, 3600.0, float("inf"))
 STEP_LABELS = ["job_id", "job_name", "step_id", "subtask"]
@@ -240,3 +243,26 @@ class ReflowCollector(Collector):
                 "Runs waiting in the job queue",
                 value=len(self.manager.queue),
             )
+
+
+def log_report(executor: LocalExecutor) -> dict[str, Any]:
+    """The key figures the periodic log reporter writes (the seed's slf4j reporter)."""
+    steps: dict[str, dict[str, int]] = {}
+    for execution in executor.running():
+        for m in execution.metrics:
+            entry = steps.setdefault(f"{execution.job.job_id}/{m.step_id}", {"in": 0, "out": 0})
+            entry["in"] += m.records_in
+            entry["out"] += m.records_out
+    return {
+        "jobs_running": len(executor.running()),
+        "jobs_completed": executor.totals["completed"],
+        "jobs_failed": executor.totals["failed"],
+        "steps": steps,
+    }
+
+
+async def report_periodically(executor: LocalExecutor, interval_seconds: float) -> None:
+    """Log ``log_report`` every ``interval_seconds`` on the executor's clock."""
+    while True:
+        await executor.settings.clock.sleep(interval_seconds)
+        logger.info("metrics", extra={"event": "METRICS", **log_report(executor)})
