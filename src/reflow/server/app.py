@@ -10,10 +10,13 @@ from the allowed modules (``--allow-module``).
 from __future__ import annotations
 
 import hmac
+import logging
+from collections import deque
+from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import Depends, FastAPI, HTTPException, Request, Response
-from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
@@ -28,6 +31,8 @@ from reflow.server.health import HealthChecker
 from reflow.server.metrics import ReflowCollector
 
 __all__ = ["create_app"]
+
+_UI = Path(__file__).parent / "ui" / "index.html"
 
 
 class _Model(BaseModel):
@@ -62,6 +67,7 @@ class JobOut(_Model):
     policy: dict[str, Any]
     priority: int
     next_fire_time: str | None
+    next_fire_times: list[str]
     queued: int
     running: int
     last_run_status: str | None
@@ -90,12 +96,60 @@ class StepOut(_Model):
     records_out: int
     rejected: int
     late: int
+    backpressure_seconds: float
+
+
+class CheckpointsOut(_Model):
+    completed: int
+    failed: int
+    last_id: int | None
+    last_duration_seconds: float
+    last_size_bytes: int
+    last_alignment_seconds: float
+    last_path: str | None
 
 
 class RunDetailOut(RunOut):
     steps: list[StepOut]
     checkpoints_completed: int | None
     last_checkpoint: str | None
+    checkpoints: CheckpointsOut | None
+    elapsed_seconds: float | None
+
+
+class OverviewOut(_Model):
+    jobs: int
+    running: int
+    completed: int
+    failed: int
+    cancelled: int
+    queued: int
+    slots_in_use: int
+    slots: int
+    health: dict[str, Any]
+
+
+class ValidateIn(_Model):
+    yaml: str
+
+
+class ProblemOut(_Model):
+    line: int | None
+    message: str
+
+
+class ValidateOut(_Model):
+    valid: bool
+    job_id: str | None
+    vertices: int | None
+    problems: list[ProblemOut]
+
+
+class LogOut(_Model):
+    time: float
+    level: str
+    event: str | None
+    message: str
 
 
 class ActionOut(_Model):
@@ -131,6 +185,29 @@ def _functions(data: Any) -> list[str]:
     return found
 
 
+class _RunLogs(logging.Handler):
+    """Keeps the last log records of each job (a run is a job whose id is the run id)."""
+
+    def __init__(self, per_job: int = 500) -> None:
+        super().__init__(logging.INFO)
+        self.per_job = per_job
+        self.records: dict[str, deque[LogOut]] = {}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        job_id = getattr(record, "job_id", None)
+        if not job_id:
+            return
+        entries = self.records.setdefault(str(job_id), deque(maxlen=self.per_job))
+        entries.append(
+            LogOut(
+                time=record.created,
+                level=record.levelname,
+                event=getattr(record, "event", None),
+                message=record.getMessage(),
+            )
+        )
+
+
 def create_app(
     manager: JobManager,
     *,
@@ -146,6 +223,11 @@ def create_app(
     registry = CollectorRegistry()
     registry.register(ReflowCollector(manager.executor, manager))
     health = HealthChecker(manager.executor, manager)
+    run_logs = _RunLogs()
+    reflow_logger = logging.getLogger("reflow")
+    reflow_logger.addHandler(run_logs)
+    if reflow_logger.getEffectiveLevel() > logging.INFO:
+        reflow_logger.setLevel(logging.INFO)  # job events reach the run logs of the UI
 
     def authorized(request: Request) -> bool:
         if token is None:
@@ -204,12 +286,24 @@ def create_app(
         status = manager.get_status(job_id)
         record = manager.store.job(job_id)
         assert record is not None
+        upcoming: list[str] = []
+        if status.next_fire_time is not None:
+            policy = policy_from_dict(record.policy)
+            moment = status.next_fire_time
+            upcoming.append(moment.isoformat())
+            for _ in range(2):
+                following = policy.next_fire_time(moment)  # type: ignore[attr-defined]
+                if following is None:
+                    break
+                upcoming.append(following.isoformat())
+                moment = following
         return JobOut(
             job_id=job_id,
             name=record.name,
             state=status.state,
             policy=status.policy,
             priority=record.priority,
+            next_fire_times=upcoming,
             next_fire_time=status.next_fire_time.isoformat() if status.next_fire_time else None,
             queued=status.queued,
             running=status.running,
@@ -344,9 +438,19 @@ def create_app(
         steps: list[StepOut] = []
         completed = None
         last = None
+        checkpoints = None
+        elapsed = None
         execution = next((e for e in manager.executor.executions() if e.job.job_id == run_id), None)
         if execution is not None:
             snapshot = execution.snapshot()
+            elapsed = snapshot.elapsed_seconds
+            blocked: dict[str, float] = {}
+            for subtask in execution.subtasks:
+                tail = subtask.stages[-1].metrics if subtask.stages else subtask.source_metrics
+                if tail is not None:
+                    blocked[tail.step_id] = (
+                        blocked.get(tail.step_id, 0.0) + subtask.blocked_ns / 1e9
+                    )
             steps = [
                 StepOut(
                     step_id=s.step_id,
@@ -356,12 +460,23 @@ def create_app(
                     records_out=s.records_out,
                     rejected=s.rejected,
                     late=s.late,
+                    backpressure_seconds=blocked.get(s.step_id, 0.0),
                 )
                 for s in snapshot.steps
             ]
             if execution.coordinator is not None:
-                completed = execution.coordinator.stats.completed
-                last = execution.coordinator.stats.last_path
+                cs = execution.coordinator.stats
+                completed = cs.completed
+                last = cs.last_path
+                checkpoints = CheckpointsOut(
+                    completed=cs.completed,
+                    failed=cs.failed,
+                    last_id=cs.last_id,
+                    last_duration_seconds=cs.last_duration_s,
+                    last_size_bytes=cs.last_size_bytes,
+                    last_alignment_seconds=cs.last_alignment_s,
+                    last_path=cs.last_path,
+                )
         return RunDetailOut(
             run_id=record.run_id,
             job_id=record.job_id,
@@ -372,7 +487,72 @@ def create_app(
             steps=steps,
             checkpoints_completed=completed,
             last_checkpoint=last,
+            checkpoints=checkpoints,
+            elapsed_seconds=elapsed,
         )
+
+    @app.get("/api/runs/{run_id}/logs", dependencies=api, tags=["runs"])
+    async def get_run_logs(run_id: str) -> list[LogOut]:
+        return list(run_logs.records.get(run_id, ()))
+
+    @app.post("/api/runs/{run_id}/savepoint", dependencies=api, tags=["runs"])
+    async def take_savepoint(run_id: str) -> ActionOut:
+        if not any(e.job.job_id == run_id for e in manager.executor.running()):
+            raise HTTPException(404, f"no running run {run_id!r}")
+        data = await manager.executor.savepoint(run_id)
+        if data is None:
+            return ActionOut(ok=False, detail="the savepoint did not complete in time")
+        return ActionOut(ok=True, detail=data.path)
+
+    @app.get("/api/overview", dependencies=api, tags=["overview"])
+    async def overview() -> OverviewOut:
+        runs = manager.store.runs()
+        counts: dict[str, int] = {}
+        for run in runs:
+            counts[run.status] = counts.get(run.status, 0) + 1
+        report = await health.check()
+        return OverviewOut(
+            jobs=len(manager.store.jobs()),
+            running=counts.get("RUNNING", 0) + counts.get("PAUSED", 0),
+            completed=counts.get("COMPLETED", 0),
+            failed=counts.get("FAILED", 0),
+            cancelled=counts.get("CANCELLED", 0),
+            queued=counts.get("QUEUED", 0),
+            slots_in_use=sum(r.slots for r in manager.running.values()),
+            slots=manager.slots,
+            health=report.to_dict(),
+        )
+
+    @app.post("/api/validate", dependencies=api, tags=["jobs"])
+    async def validate(body: ValidateIn) -> ValidateOut:
+        """Check a job file without submitting it: problems come with their line."""
+        try:
+            loaded = load_yaml_text(body.yaml, "<submitted>")
+            for function in _functions(loaded.data):
+                module = function.partition(":")[0]
+                if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
+                    raise ConfigError(
+                        f"function {function!r} is not from an allowed module",
+                        file="<submitted>",
+                    )
+            job = job_loader(body.yaml, "")
+        except ConfigError as exc:
+            problem = ProblemOut(line=exc.line, message=str(exc))
+            return ValidateOut(valid=False, job_id=None, vertices=None, problems=[problem])
+        except ReflowError as exc:
+            problem = ProblemOut(line=None, message=str(exc))
+            return ValidateOut(valid=False, job_id=None, vertices=None, problems=[problem])
+        return ValidateOut(
+            valid=True, job_id=job.job_id, vertices=len(job.job_graph.vertices), problems=[]
+        )
+
+    @app.get("/", include_in_schema=False)
+    async def root() -> Response:
+        return RedirectResponse("/ui")
+
+    @app.get("/ui", include_in_schema=False)
+    async def ui() -> Response:
+        return HTMLResponse(_UI.read_text(encoding="utf-8"))
 
     @app.post("/api/events/{name}", dependencies=api, tags=["events"])
     async def post_event(name: str) -> list[str]:

@@ -1,0 +1,218 @@
+"""The web UI in a real headless Chromium (Debian's chromium, driven by Playwright),
+against a real `reflow serve`. Screenshots of every page go to out/ui-screenshots/."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "out" / "ui-screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+TOKEN = "ui-token"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+BATCH_JOB = """job:
+  id: ui-batch
+  name: ui-batch
+  parallelism: 1
+  source: {connector: datagen, config: {number_of_rows: 2000}}
+  operators:
+    - {name: double, type: map, expression: "{'id': r['id'] * 2}"}
+    - {name: by-id, type: key_by, key: id}
+    - {name: even, type: filter, expression: "r['id'] % 4 == 0"}
+  sink: {connector: file, config: {path: "FOLDER/ui-batch.jsonl"}}
+"""
+STREAM_JOB = """job:
+  id: ui-stream
+  name: ui-stream
+  source: {connector: datagen, config: {rows_per_second: 100}}
+  sink: {connector: file, config: {path: "FOLDER/ui-stream.jsonl"}}
+"""
+
+
+def _require_chromium() -> None:
+    if os.path.exists(CHROMIUM):
+        return
+    message = "Chromium is not installed (apt-get install chromium); scripts/check installs it"
+    if os.environ.get("CI", "").lower() == "true":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
+    _require_chromium()
+    folder = tmp_path_factory.mktemp("ui")
+    port = _port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "reflow",
+            "serve",
+            "--store",
+            f"sqlite:///{folder}/jobs.db",
+            "--port",
+            str(port),
+            "--token",
+            TOKEN,
+            "--slots",
+            "4",
+        ],
+        cwd=folder,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            if httpx.get(f"{url}/health/live").status_code == 200:
+                break
+        except httpx.TransportError:
+            pass
+        assert time.monotonic() < deadline, "reflow serve did not start"
+        time.sleep(0.1)
+    try:
+        yield url, folder
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    _require_chromium()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        launched = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: tuple[str, Path]) -> Iterator[Any]:
+    url, _ = server
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    page.goto(f"{url}/ui")
+    page.evaluate(f"localStorage.setItem('reflowToken', '{TOKEN}')")
+    page.goto(f"{url}/ui#/overview")
+    page.reload()
+    yield page
+    context.close()
+
+
+def _shot(page: Any, name: str) -> None:
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=True)
+
+
+def test_submit_a_job_and_watch_it_complete_with_its_jobgraph(
+    page: Any, server: tuple[str, Path]
+) -> None:
+    _, folder = server
+    page.goto(page.url.split("#")[0] + "#/submit")
+    page.get_by_test_id("yaml").fill(BATCH_JOB.replace("FOLDER", str(folder)))
+    page.get_by_test_id("validate").click()
+    page.get_by_text("valid: job ui-batch, 2 vertices").wait_for()
+    _shot(page, "submit")
+    page.get_by_test_id("submit").click()
+    page.get_by_test_id("submitted-link").click()
+    page.locator("[data-testid=run-status] .COMPLETED").first.wait_for(timeout=20_000)
+    assert page.get_by_test_id("vertex-count").inner_text() == "2 vertices"
+    assert (
+        page.locator("[data-testid=jobgraph-node]").count() == 2
+    )  # source->double->by-id | even->sink
+    assert page.locator("[data-testid=streamgraph-node]").count() == 5
+    page.get_by_text("out 1000").first.wait_for()  # live counts: 1,000 of 2,000 kept
+    _shot(page, "job")
+    page.goto(page.url.split("#")[0] + "#/overview")
+    page.get_by_test_id("count-completed").wait_for()
+    assert int(page.get_by_test_id("count-completed").inner_text()) >= 1
+    _shot(page, "overview")
+
+
+def test_cancel_a_running_streaming_job(page: Any, server: tuple[str, Path]) -> None:
+    url, folder = server
+    created = httpx.post(
+        f"{url}/api/jobs",
+        json={"yaml": STREAM_JOB.replace("FOLDER", str(folder))},
+        headers={"Authorization": f"Bearer {TOKEN}"},
+    )
+    assert created.status_code == 201
+    page.goto(url + "/ui#/jobs/ui-stream")
+    page.locator("[data-testid=run-status] .RUNNING").first.wait_for(timeout=20_000)
+    page.get_by_test_id("cancel").click()
+    page.locator("[data-testid=run-status] .CANCELLED").first.wait_for(timeout=20_000)
+    page.locator("[data-testid=history]").get_by_text("CANCELLED").first.wait_for()
+
+
+def test_a_broken_yaml_shows_its_error_with_the_line(page: Any) -> None:
+    page.goto(page.url.split("#")[0] + "#/submit")
+    page.get_by_test_id("yaml").fill("job:\n  name: broken\n  source: {connector: datagen\n")
+    page.get_by_test_id("validate").click()
+    problems = page.get_by_test_id("problems")
+    problems.get_by_text("line 4").wait_for()
+    assert "invalid YAML" in problems.inner_text()
+    page.get_by_test_id("yaml").fill(
+        "job:\n  name: typo\n  source: {connector: datagen}\n  sink: {connector: stdot}\n"
+    )
+    page.get_by_test_id("validate").click()
+    problems.get_by_text("did you mean 'stdout'").wait_for()
+    assert "line 4" in problems.inner_text()
+    _shot(page, "submit-error")
+
+
+def test_schedules_page_with_dependencies_and_events(page: Any, server: tuple[str, Path]) -> None:
+    url, folder = server
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    for job_id, schedule in [
+        (
+            "ui-nightly",
+            {"policy": "cron", "expression": "0 0 1 * * ?", "timezone": "Asia/Shanghai"},
+        ),
+        ("ui-after", {"policy": "depends_on", "upstream": ["ui-nightly"]}),
+        ("ui-on-drop", {"policy": "on_event", "event": "file-dropped"}),
+    ]:
+        yaml = (BATCH_JOB.replace("FOLDER", str(folder))).replace("ui-batch", job_id)
+        assert (
+            httpx.post(
+                f"{url}/api/jobs", json={"yaml": yaml, "schedule": schedule}, headers=headers
+            ).status_code
+            == 201
+        )
+    page.goto(url + "/ui#/schedules")
+    page.get_by_test_id("schedules").get_by_role("link", name="ui-nightly").wait_for()
+    assert "01:00:00+08:00" in page.get_by_test_id("schedules").inner_text()
+    assert page.locator("[data-testid=dependencies-node]").count() >= 2
+    page.get_by_test_id("event-name").fill("file-dropped")
+    page.get_by_test_id("post-event").click()
+    page.get_by_test_id("event-result").get_by_text("1 runs queued").wait_for()
+    _shot(page, "schedules")
