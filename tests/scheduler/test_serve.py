@@ -20,7 +20,7 @@ SLOW = """
 job:
   id: {job_id}
   name: {job_id}
-  source: {{connector: datagen, config: {{number_of_rows: 300, rows_per_second: 250}}}}
+  source: {{connector: datagen, config: {{number_of_rows: 600, rows_per_second: 250}}}}
   sink: {{connector: file, config: {{path: "{out}/{job_id}.jsonl"}}}}
 """
 STREAM = """
@@ -89,19 +89,29 @@ def test_sigkill_of_the_manager_loses_and_doubles_nothing(
     for name in ("slow-1", "slow-2", "slow-3", "slow-4"):
         (tmp_path / f"{name}.yaml").write_text(SLOW.format(job_id=name, out=out))
         assert _cli(tmp_path, "submit", str(tmp_path / f"{name}.yaml"))[0] == 0
-    (tmp_path / "tick.yaml").write_text(SLOW.format(job_id="tick", out=out).replace("300", "1"))
+    (tmp_path / "tick.yaml").write_text(SLOW.format(job_id="tick", out=out).replace("600", "1"))
     assert _cli(tmp_path, "submit", str(tmp_path / "tick.yaml"), "--cron", "*/2 * * * * ?")[0] == 0
 
     store = JobStore(f"sqlite:///{tmp_path}/jobs.db")
     proc = serve()
-    _wait(
-        lambda: len(store.runs(status="RUNNING")) == 1 and len(store.runs(status="COMPLETED")) >= 1
-    )
+
+    def slow(status: str) -> list[str]:
+        return [r.run_id for r in store.runs(status=status) if r.job_id.startswith("slow")]
+
+    def just_started() -> bool:
+        # A slow run started less than 0.5 s ago (it runs ~2.4 s) and two more wait.
+        fresh = [
+            r
+            for r in store.runs(status="RUNNING")
+            if r.job_id.startswith("slow") and r.started_at and time.time() - r.started_at < 0.5
+        ]
+        return bool(fresh) and len(slow("QUEUED")) >= 2
+
+    _wait(just_started)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     killed_at = time.time()
-    running = [r.run_id for r in store.runs(status="RUNNING")]
-    queued = [r.run_id for r in store.runs(status="QUEUED")]
+    running, queued = slow("RUNNING"), slow("QUEUED")
     assert len(running) == 1 and len(queued) >= 2
 
     serve()  # restart on the same store

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import io
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
 from reflow.cli import main
+from tests.conftest import start_serve
 
 JOB = """
 job:
@@ -23,43 +20,10 @@ job:
 """
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.timeout(60)
 def test_submit_status_trigger_and_events_through_the_api(tmp_path: Path) -> None:
-    port = _port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reflow",
-            "serve",
-            "--store",
-            f"sqlite:///{tmp_path}/jobs.db",
-            "--port",
-            str(port),
-            "--token",
-            "tok",
-        ],
-        cwd=tmp_path,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    api = f"http://127.0.0.1:{port}"
+    proc, api = start_serve(tmp_path, "--token", "tok")
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                if httpx.get(f"{api}/health/live").status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert time.monotonic() < deadline, "reflow serve did not start"
-            time.sleep(0.1)
         (tmp_path / "job.yaml").write_text(JOB % tmp_path)
 
         def cli(*args: str) -> tuple[int, str]:

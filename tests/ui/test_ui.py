@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+
+from tests.conftest import start_serve
 
 ROOT = Path(__file__).resolve().parents[2]
 SHOTS = ROOT / "out" / "ui-screenshots"
@@ -58,46 +56,11 @@ def _require_chromium() -> None:
     pytest.skip(message)
 
 
-def _port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     _require_chromium()
     folder = tmp_path_factory.mktemp("ui")
-    port = _port()
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "reflow",
-            "serve",
-            "--store",
-            f"sqlite:///{folder}/jobs.db",
-            "--port",
-            str(port),
-            "--token",
-            TOKEN,
-            "--slots",
-            "4",
-        ],
-        cwd=folder,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            if httpx.get(f"{url}/health/live").status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, "reflow serve did not start"
-        time.sleep(0.1)
+    proc, url = start_serve(folder, "--token", TOKEN, "--slots", "4")
     try:
         yield url, folder
     finally:

@@ -420,6 +420,14 @@ class Subtask:
             async with self.lock:
                 await self._tick()
 
+    async def _process(self, batch: list[Any]) -> None:
+        """One input batch: through the chain, then watermarks and dead letters."""
+        await self._push(batch)
+        if self.generator is not None:
+            await self._check_generator()
+        if self.dead_letters is not None and self.dead_letters.pending:
+            await self.dead_letters.drain()
+
     async def _drain_dead_letters(self) -> None:
         if self.dead_letters is not None and self.dead_letters.pending:
             await self.dead_letters.drain()
@@ -479,13 +487,9 @@ class Subtask:
                 if batch:
                     metrics.records_out += len(batch)
                     metrics.batches += 1
-                    await self._push(batch)
-                    if self.generator is not None:
-                        await self._check_generator()
+                    await self._process(batch)
                 if checkpointing:
                     self.position = reader.snapshot()
-                if self.dead_letters is not None and self.dead_letters.pending:
-                    await self.dead_letters.drain()
 
     async def _run_inbox(self) -> None:
         inbox = self.inbox
@@ -513,11 +517,7 @@ class Subtask:
                     if self.aligning is not None and item[0] in self.blocked:
                         self.held.append(item)
                         continue
-                    await self._push(item[1])
-                    if self.generator is not None:
-                        await self._check_generator()
-                    if self.dead_letters is not None and self.dead_letters.pending:
-                        await self.dead_letters.drain()
+                    await self._process(item[1])
                 elif self.aligning is not None and item.sender in self.blocked:
                     self.held.append(item)
                 elif isinstance(item, Watermark):

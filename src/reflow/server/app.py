@@ -208,6 +208,20 @@ class _RunLogs(logging.Handler):
         )
 
 
+def _check_functions(text: str, allowed_modules: tuple[str, ...]) -> None:
+    """Reject a job file naming a function outside the allowed modules, before any import."""
+    loaded = load_yaml_text(text, "<submitted>")
+    for function in _functions(loaded.data):
+        module = function.partition(":")[0]
+        if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
+            raise ConfigError(
+                f"function {function!r} is not from an allowed module "
+                f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
+                "--allow-module, or use an expression",
+                file="<submitted>",
+            )
+
+
 def create_app(
     manager: JobManager,
     *,
@@ -320,16 +334,7 @@ def create_app(
 
     @app.post("/api/jobs", dependencies=api, tags=["jobs"], status_code=201)
     async def submit(body: SubmitIn) -> SubmitOut:
-        loaded = load_yaml_text(body.yaml, "<submitted>")
-        for function in _functions(loaded.data):
-            module = function.partition(":")[0]
-            if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
-                raise ConfigError(
-                    f"function {function!r} is not from an allowed module "
-                    f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
-                    "--allow-module, or use an expression",
-                    file="<submitted>",
-                )
+        _check_functions(body.yaml, allowed_modules)
         policy = None
         if body.schedule is not None:
             policy = policy_from_dict(body.schedule.model_dump(exclude_none=True))
@@ -527,14 +532,7 @@ def create_app(
     async def validate(body: ValidateIn) -> ValidateOut:
         """Check a job file without submitting it: problems come with their line."""
         try:
-            loaded = load_yaml_text(body.yaml, "<submitted>")
-            for function in _functions(loaded.data):
-                module = function.partition(":")[0]
-                if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
-                    raise ConfigError(
-                        f"function {function!r} is not from an allowed module",
-                        file="<submitted>",
-                    )
+            _check_functions(body.yaml, allowed_modules)
             job = job_loader(body.yaml, "")
         except ConfigError as exc:
             problem = ProblemOut(line=exc.line, message=str(exc))

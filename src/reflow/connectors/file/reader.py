@@ -239,7 +239,26 @@ def _convert(value: str, kind: str) -> Any:
     return value
 
 
-class CsvReader(SourceReader):
+class _WholeFiles(SourceReader):
+    """Readers that read whole files in order; position = (file index, rows returned)."""
+
+    files: list[str]
+    file_cursor = -1
+    rows_returned = 0
+    skip_rows = 0
+
+    def snapshot(self) -> Any:
+        return (self.file_cursor, self.rows_returned)
+
+    def restore(self, position: Any) -> None:
+        cursor, rows = position
+        if cursor >= 0:
+            self.files = self.files[cursor:]
+            self.file_cursor = cursor - 1
+            self.skip_rows = rows
+
+
+class CsvReader(_WholeFiles):
     """CSV rows as dicts (with a header or ``columns``) or lists, typed by ``types``."""
 
     def __init__(
@@ -264,19 +283,6 @@ class CsvReader(SourceReader):
         self.reader: Any = None
         self.path = ""
         self.fieldnames: list[str] | None = None
-        self.file_cursor = -1
-        self.rows_returned = 0
-        self.skip_rows = 0
-
-    def snapshot(self) -> Any:
-        return (self.file_cursor, self.rows_returned)
-
-    def restore(self, position: Any) -> None:
-        cursor, rows = position
-        if cursor >= 0:
-            self.files = self.files[cursor:]
-            self.file_cursor = cursor - 1
-            self.skip_rows = rows
 
     def _open(self, path: str) -> None:
         self.file = open(path, encoding=self.encoding, newline="")  # noqa: SIM115
@@ -350,26 +356,13 @@ class CsvReader(SourceReader):
             self.file = None
 
 
-class ParquetReader(SourceReader):
+class ParquetReader(_WholeFiles):
     """Parquet files, row batch by row batch, as dicts."""
 
     def __init__(self, files: list[str], ctx: ConnectorContext) -> None:
         self.files = list(files)
         self.ctx = ctx
         self.batches: Any = None
-        self.file_cursor = -1
-        self.rows_returned = 0
-        self.skip_rows = 0
-
-    def snapshot(self) -> Any:
-        return (self.file_cursor, self.rows_returned)
-
-    def restore(self, position: Any) -> None:
-        cursor, rows = position
-        if cursor >= 0:
-            self.files = self.files[cursor:]
-            self.file_cursor = cursor - 1
-            self.skip_rows = rows
 
     def _next(self) -> list[Any] | None:
         import pyarrow.parquet as pq
