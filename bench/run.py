@@ -1,6 +1,7 @@
 """Run reflow's benchmarks beside their plain-Python loops and print the ratios.
 
     python -m bench.run [--events 1000000] [--repeat 3] [--query q1|q5|q5_sliding|all]
+    python -m bench.run --query redis_sink     # connector sinks: need their server
 
 Each implementation runs in a fresh process (so peak RSS is its own); the
 best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
@@ -20,6 +21,8 @@ from bench.nexmark import ensure_bids
 
 DATA_DIR = Path(__file__).parent / "data"
 QUERIES = ["q1", "q5", "q5_sliding", "q5_checkpointed"]
+# Sink throughput against a real server on this machine: not part of "all".
+CONNECTORS = ["redis_sink"]
 
 
 def _run(module: str, impl: str, inp: Path, extra: list[str]) -> dict[str, float]:
@@ -72,7 +75,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--query", choices=[*QUERIES, "all"], default="all")
+    parser.add_argument("--query", choices=[*QUERIES, *CONNECTORS, "all"], default="all")
     parser.add_argument("--parallelism", type=int, default=1)
     args = parser.parse_args()
     inp = ensure_bids(DATA_DIR, args.events)

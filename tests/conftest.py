@@ -179,3 +179,21 @@ def start_serve(folder: object, *args: str) -> tuple[Any, str]:
             proc.kill()
             pytest.fail("reflow serve did not start")
         time.sleep(0.1)
+
+
+REDIS = ("127.0.0.1", 6379)
+
+
+@pytest.fixture
+def redis_prefix() -> Iterator[str]:
+    """A fresh key prefix on the shared Redis server; its keys are deleted afterwards."""
+    require_server("Redis", REDIS)
+    import redis
+
+    prefix = f"reflow-test:{uuid.uuid4().hex[:12]}:"
+    yield prefix
+    client = redis.Redis(host=REDIS[0], port=REDIS[1])
+    keys = list(client.scan_iter(match=f"{prefix}*", count=1000))
+    if keys:
+        client.delete(*keys)
+    client.close()

@@ -66,6 +66,9 @@ class ConnectorContext:
     io_pool: Executor | None = None
     reject: Callable[[Any, BaseException], None] = field(default=_no_reject)
     """Apply the error policy to a record the connector cannot parse or write."""
+    checkpointing: bool = False
+    """True when the job takes checkpoints: readers then acknowledge upstream only in
+    ``notify_checkpoint_complete``; otherwise as soon as they return records."""
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the I/O thread pool and await its result."""
@@ -100,6 +103,13 @@ class SourceReader(abc.ABC):
 
     def restore(self, position: Any) -> None:
         """Continue after ``position`` (from ``snapshot``); called before ``open``."""
+
+    def on_checkpoint(self, checkpoint_id: int) -> None:
+        """Barrier ``checkpoint_id`` passed: what was returned so far belongs to it."""
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is persisted: acknowledge its records upstream
+        (message queues that redeliver unacknowledged messages)."""
 
 
 class Source(abc.ABC):

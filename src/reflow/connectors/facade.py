@@ -53,3 +53,8 @@ class Connectors:
     def memory(**options: Any) -> Any:
         """Named in-memory lists, for tests and notebooks."""
         return Connectors.get("memory", **options)
+
+    @staticmethod
+    def redis(**options: Any) -> Any:
+        """Redis: string/hash/list/stream/zset sinks with TTL; a stream source (consumer group)."""
+        return Connectors.get("redis", **options)

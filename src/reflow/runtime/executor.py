@@ -442,7 +442,14 @@ class LocalExecutor:
                 execution.dead_letters,
             )
             ctx = ConnectorContext(
-                node.step_id, index, vertex.parallelism, job.job_id, batch_size, io_pool, handler
+                node.step_id,
+                index,
+                vertex.parallelism,
+                job.job_id,
+                batch_size,
+                io_pool,
+                handler,
+                checkpointing=job.config.checkpoint is not None,
             )
             previous = self._previous_states(execution, node.step_id, index, vertex.parallelism)
             if node.kind is NodeKind.SOURCE:

@@ -262,6 +262,8 @@ class Subtask:
         states: dict[tuple[str, int], dict[str, Any]] = {}
         if self.source_step is not None:
             states[(self.source_step, self.index)] = {"source": self.position}
+            if self.reader is not None:
+                self.reader.on_checkpoint(checkpoint_id)
         for stage in self.stages:
             step = stage.metrics.step_id
             entry: dict[str, Any] = {}
@@ -283,6 +285,8 @@ class Subtask:
     async def notify_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` is persisted: sinks commit what they pre-committed."""
         async with self.lock:
+            if self.reader is not None:
+                await self.reader.notify_checkpoint_complete(checkpoint_id)
             for stage in self.stages:
                 if stage.writer is not None:
                     self.current_step = stage.metrics.step_id
