@@ -2,6 +2,7 @@
 
     python -m bench.run [--events 1000000] [--repeat 3] [--query q1|q5|q5_sliding|all]
     python -m bench.run --query redis_sink     # connector sinks: need their server
+    python -m bench.run --query kafka_sink     # starts its own broker (noida-db)
 
 Each implementation runs in a fresh process (so peak RSS is its own); the
 best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
@@ -22,7 +23,7 @@ from bench.nexmark import ensure_bids
 DATA_DIR = Path(__file__).parent / "data"
 QUERIES = ["q1", "q5", "q5_sliding", "q5_checkpointed"]
 # Sink throughput against a real server on this machine: not part of "all".
-CONNECTORS = ["redis_sink"]
+CONNECTORS = ["redis_sink", "kafka_sink"]
 
 
 def _run(module: str, impl: str, inp: Path, extra: list[str]) -> dict[str, float]:

@@ -197,3 +197,75 @@ def redis_prefix() -> Iterator[str]:
     if keys:
         client.delete(*keys)
     client.close()
+
+
+def _free_low_port() -> int:
+    """A free loopback port below the ephemeral range (brokers advertise it)."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20_000, 32_000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
+
+
+@pytest.fixture(scope="session")
+def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A Kafka-protocol broker (noida-db, from the dev install) owned by this test run."""
+    import shutil
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    binary = shutil.which("noida-db") or str(Path(sys.executable).parent / "noida-db")
+    if not Path(binary).exists():
+        message = "the Kafka-protocol broker noida-db is not installed (pip install -e '.[dev]')"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_low_port()
+    data = tmp_path_factory.mktemp("kafka")
+    log = open(data / "broker.log", "wb")  # noqa: SIM115 -- closed after the broker stops
+    proc = subprocess.Popen(
+        [
+            binary,
+            "start",
+            "--data-dir",
+            str(data),
+            "--host",
+            "127.0.0.1",
+            "--only",
+            "kafka",
+            "--kafka-port",
+            str(port),
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 15
+    while not _reachable(("127.0.0.1", port)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            message = f"Kafka broker (noida-db) did not start: {(data / 'broker.log').read_text()}"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        time.sleep(0.05)
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        log.close()

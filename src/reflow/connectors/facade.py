@@ -58,3 +58,8 @@ class Connectors:
     def redis(**options: Any) -> Any:
         """Redis: string/hash/list/stream/zset sinks with TTL; a stream source (consumer group)."""
         return Connectors.get("redis", **options)
+
+    @staticmethod
+    def kafka(**options: Any) -> Any:
+        """Kafka topics: a partitioned, checkpointed source and a batching sink."""
+        return Connectors.get("kafka", **options)

@@ -1,0 +1,429 @@
+"""The ``kafka`` connector (seed §3.9.4) on aiokafka: a partitioned source whose
+offsets live in checkpoints, and a batching sink with keys and headers.
+
+Source: like Flink's KafkaSource, subtasks do not join a consumer group; each is
+assigned the partitions ``p`` with ``p % parallelism == subtask`` and keeps its
+next offset per partition. The offsets are the source's checkpoint position, so
+a restore rewinds exactly; when a checkpoint completes they are also committed
+to ``group_id`` (if set), which is what ``start: committed`` and lag monitors
+read. ``stop_at_end`` reads up to the end offsets seen at start (a bounded job).
+
+Sink: each micro-batch is sent without waiting per record and then awaited as a
+whole, so a slow broker slows the job (backpressure) instead of filling memory;
+the producer retries transient errors itself (``retry_backoff``) and a batch
+that still fails stops the step with the broker's reason. Delivery is
+at-least-once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import Field, model_validator
+
+from reflow.connectors.base import (
+    Boundedness,
+    ConnectorContext,
+    Sink,
+    SinkWriter,
+    Source,
+    SourceReader,
+)
+from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.errors import ConnectorError
+
+__all__ = ["KafkaConnector", "KafkaSinkOptions", "KafkaSourceOptions"]
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["json", "text", "raw"]
+
+
+class _KafkaOptions(ConnectorOptions):
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"sasl_password"})
+
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092", alias="bootstrap.servers", description="host:port[,host:port...]"
+    )
+    topic: str = Field(description="the topic to read or write")
+    format: Format = Field(
+        "json", description="value encoding: json (records are objects), text (str) or raw (bytes)"
+    )
+    security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
+        "PLAINTEXT", description="how to talk to the brokers"
+    )
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, ...")
+    sasl_username: str | None = Field(None, description="SASL user")
+    sasl_password: str | None = Field(None, description="SASL password (use ${ENV})")
+    request_timeout: Duration = Field(10.0, description="how long one broker request may take")
+
+    def client_kwargs(self) -> dict[str, Any]:
+        kwargs: dict[str, Any] = {
+            "bootstrap_servers": self.bootstrap_servers,
+            "security_protocol": self.security_protocol,
+            "request_timeout_ms": int(self.request_timeout * 1000),
+        }
+        if self.sasl_mechanism:
+            kwargs.update(
+                sasl_mechanism=self.sasl_mechanism,
+                sasl_plain_username=self.sasl_username,
+                sasl_plain_password=self.sasl_password,
+            )
+        return kwargs
+
+
+class KafkaSourceOptions(_KafkaOptions):
+    group_id: str | None = Field(
+        None, alias="group.id", description="group to commit offsets to after checkpoints"
+    )
+    start: Literal["earliest", "latest", "committed", "timestamp"] = Field(
+        "earliest", description="where a job without a checkpoint starts"
+    )
+    start_timestamp: int | None = Field(
+        None, description="start: timestamp -- the first record at or after this epoch ms"
+    )
+    max_records: int = Field(500, gt=0, description="records per read")
+    poll_timeout: Duration = Field(0.5, description="how long one read waits for records")
+    stop_at_end: bool = Field(
+        False, description="end at the end offsets seen at start (a bounded read)"
+    )
+    metadata: bool = Field(
+        False,
+        description="emit {key, value, topic, partition, offset, timestamp, headers} "
+        "instead of the value alone",
+    )
+
+    @model_validator(mode="after")
+    def _start(self) -> KafkaSourceOptions:
+        if self.start == "timestamp" and self.start_timestamp is None:
+            raise ValueError("start: timestamp needs start_timestamp (epoch milliseconds)")
+        if self.start == "committed" and not self.group_id:
+            raise ValueError("start: committed needs group_id")
+        return self
+
+
+class KafkaSinkOptions(_KafkaOptions):
+    key_field: str | None = Field(None, description="record field whose value is the message key")
+    headers: dict[str, str] = Field(
+        default_factory=dict, description="headers added to every message"
+    )
+    acks: Literal["all", "1", "0"] = Field("all", description="broker acknowledgements to wait for")
+    linger: Duration = Field(0.005, description="how long the producer waits to fill a batch")
+    compression: Literal["gzip", "snappy", "lz4", "zstd"] | None = Field(
+        None, description="compression of message batches"
+    )
+    max_batch_bytes: int = Field(
+        1 << 20, gt=0, description="bytes per producer batch and partition"
+    )
+
+
+def _encode(value: Any, fmt: Format) -> bytes:
+    if fmt == "json":
+        return orjson.dumps(value, default=str)
+    if fmt == "text":
+        return str(value).encode()
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    raise TypeError(f"format raw needs bytes records, got {type(value).__name__}")
+
+
+def _decode(raw: bytes | None, fmt: Format) -> Any:
+    if raw is None:
+        return None
+    if fmt == "json":
+        return orjson.loads(raw)
+    if fmt == "text":
+        return raw.decode()
+    return raw
+
+
+def _unreachable(role: str, options: _KafkaOptions, exc: BaseException) -> ConnectorError:
+    return ConnectorError(
+        f"kafka {role}: cannot reach the brokers at {options.bootstrap_servers} for topic "
+        f"{options.topic!r}: {exc!r}. Check bootstrap.servers and that the brokers are running"
+    )
+
+
+class _KafkaReader(SourceReader):
+    def __init__(self, options: KafkaSourceOptions, ctx: ConnectorContext) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.consumer: Any = None
+        self.offsets: dict[int, int] = {}  # partition -> next offset to read
+        self.restored: dict[int, int] | None = None
+        self.ends: dict[int, int] | None = None
+        self.pending: dict[int, dict[int, int]] = {}
+
+    def snapshot(self) -> Any:
+        return dict(self.offsets)
+
+    def restore(self, position: Any) -> None:
+        self.restored = {int(p): int(o) for p, o in position.items()}
+
+    async def open(self) -> None:
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        opts = self.options
+        self.consumer = AIOKafkaConsumer(
+            **opts.client_kwargs(),
+            group_id=opts.group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest" if opts.start != "latest" else "latest",
+            max_poll_records=opts.max_records,
+        )
+        try:
+            await self.consumer.start()
+            partitions = await self._partitions()
+        except ConnectorError:
+            await self.consumer.stop()
+            raise
+        except Exception as exc:
+            await self.consumer.stop()
+            raise _unreachable("source", opts, exc) from exc
+        mine = [p for p in partitions if p % self.ctx.parallelism == self.ctx.subtask_index]
+        tps = [TopicPartition(opts.topic, p) for p in mine]
+        self.consumer.assign(tps)
+        if not tps:
+            self.ends = {}
+            return
+        if self.restored is not None:
+            for tp in tps:
+                if tp.partition in self.restored:
+                    self.consumer.seek(tp, self.restored[tp.partition])
+                else:
+                    await self.consumer.seek_to_beginning(tp)
+        elif opts.start == "earliest":
+            await self.consumer.seek_to_beginning(*tps)
+        elif opts.start == "latest":
+            await self.consumer.seek_to_end(*tps)
+        elif opts.start == "committed":
+            await self.consumer.seek_to_committed(*tps)
+        else:
+            found = await self.consumer.offsets_for_times({tp: opts.start_timestamp for tp in tps})
+            ends = await self.consumer.end_offsets(tps)
+            for tp in tps:
+                hit = found.get(tp)
+                self.consumer.seek(tp, hit.offset if hit is not None else ends[tp])
+        for tp in tps:
+            self.offsets[tp.partition] = await self.consumer.position(tp)
+        if opts.stop_at_end:
+            ends = await self.consumer.end_offsets(tps)
+            self.ends = {tp.partition: offset for tp, offset in ends.items()}
+
+    async def _partitions(self) -> list[int]:
+        topic = self.options.topic
+        deadline = asyncio.get_running_loop().time() + self.options.request_timeout
+        while True:
+            partitions = self.consumer.partitions_for_topic(topic)
+            if partitions:
+                return sorted(partitions)
+            if asyncio.get_running_loop().time() > deadline:
+                raise ConnectorError(
+                    f"kafka source: topic {topic!r} does not exist on "
+                    f"{self.options.bootstrap_servers}; create it or fix 'topic'"
+                )
+            await self.consumer.topics()  # refreshes the metadata
+            await asyncio.sleep(0.1)
+
+    def _finished(self) -> bool:
+        ends = self.ends
+        return ends is not None and all(self.offsets.get(p, 0) >= e for p, e in ends.items())
+
+    async def read_batch(self) -> list[Any] | None:
+        if self._finished():
+            return None
+        opts = self.options
+        try:
+            fetched = await self.consumer.getmany(
+                timeout_ms=int(opts.poll_timeout * 1000), max_records=opts.max_records
+            )
+        except Exception as exc:
+            raise ConnectorError(
+                f"kafka source: reading {opts.topic!r} from {opts.bootstrap_servers} "
+                f"failed: {exc!r}"
+            ) from exc
+        records: list[Any] = []
+        fmt = opts.format
+        for tp, messages in fetched.items():
+            for message in messages:
+                try:
+                    value = _decode(message.value, fmt)
+                except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                    self.ctx.reject(
+                        message.value,
+                        ValueError(
+                            f"topic {tp.topic!r} partition {tp.partition} offset "
+                            f"{message.offset}: {exc}"
+                        ),
+                    )
+                    continue
+                if opts.metadata:
+                    value = {
+                        "key": message.key,
+                        "value": value,
+                        "topic": tp.topic,
+                        "partition": tp.partition,
+                        "offset": message.offset,
+                        "timestamp": message.timestamp,
+                        "headers": {k: v for k, v in message.headers or ()},
+                    }
+                records.append(value)
+            if messages:
+                self.offsets[tp.partition] = messages[-1].offset + 1
+        return records
+
+    def on_checkpoint(self, checkpoint_id: int) -> None:
+        if self.options.group_id:
+            self.pending[checkpoint_id] = dict(self.offsets)
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        done = [c for c in self.pending if c <= checkpoint_id]
+        if not done:
+            return
+        offsets = self.pending[max(done)]
+        for c in done:
+            del self.pending[c]
+        from aiokafka import TopicPartition
+
+        try:
+            await self.consumer.commit(
+                {TopicPartition(self.options.topic, p): o for p, o in offsets.items()}
+            )
+        except Exception as exc:  # the checkpoint holds the offsets; this is for monitors
+            logger.warning(
+                "kafka source: committing offsets of checkpoint %s to group %r failed: %r",
+                checkpoint_id,
+                self.options.group_id,
+                exc,
+            )
+
+    async def health(self) -> tuple[bool, str] | None:
+        return await _health(self.consumer, self.options)
+
+    async def close(self) -> None:
+        if self.consumer is not None:
+            await self.consumer.stop()
+
+
+async def _health(client: Any, options: _KafkaOptions) -> tuple[bool, str]:
+    """A metadata round trip through the client's own connection (AIOKafkaClient
+    is ``producer.client`` and ``consumer._client`` in aiokafka)."""
+    if client is None:
+        return False, "not started"
+    kafka_client = getattr(client, "client", None) or client._client
+    try:
+        await asyncio.wait_for(kafka_client.fetch_all_metadata(), 3)
+    except Exception as exc:
+        return False, f"cannot reach {options.bootstrap_servers}: {exc!r}"
+    return True, f"connected to {options.bootstrap_servers}"
+
+
+class _KafkaWriter(SinkWriter):
+    def __init__(self, options: KafkaSinkOptions, ctx: ConnectorContext) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.producer: Any = None
+        self.headers = [(k, v.encode()) for k, v in options.headers.items()] or None
+
+    async def open(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        opts = self.options
+        acks: int | str = "all" if opts.acks == "all" else int(opts.acks)
+        self.producer = AIOKafkaProducer(
+            **opts.client_kwargs(),
+            acks=acks,
+            linger_ms=int(opts.linger * 1000),
+            compression_type=opts.compression,
+            max_batch_size=opts.max_batch_bytes,
+        )
+        try:
+            await self.producer.start()
+        except Exception as exc:
+            await self.producer.stop()
+            raise _unreachable("sink", opts, exc) from exc
+
+    async def write(self, batch: list[Any]) -> None:
+        opts = self.options
+        send = self.producer.send
+        topic, fmt, key_field, headers = opts.topic, opts.format, opts.key_field, self.headers
+        sent: list[asyncio.Future[Any]] = []
+        try:
+            for record in batch:
+                try:
+                    value = _encode(record, fmt)
+                    key = None if key_field is None else str(record[key_field]).encode()
+                except (KeyError, TypeError, ValueError) as exc:
+                    self.ctx.reject(record, exc)
+                    continue
+                sent.append(await send(topic, value, key=key, headers=headers))
+            for delivery in sent:
+                await delivery
+        except ConnectorError:
+            raise
+        except Exception as exc:
+            raise ConnectorError(
+                f"kafka sink: writing to {topic!r} on {opts.bootstrap_servers} failed: {exc!r}"
+            ) from exc
+
+    async def flush(self) -> None:
+        await self.producer.flush()
+
+    async def health(self) -> tuple[bool, str] | None:
+        return await _health(self.producer, self.options)
+
+    async def close(self) -> None:
+        if self.producer is not None:
+            await self.producer.stop()
+
+
+class KafkaSource(Source):
+    connector_type: ClassVar[str] = "kafka"
+
+    def __init__(self, options: KafkaSourceOptions) -> None:
+        self.options = options
+        self.name: str | None = None
+        self.parallelism: int | None = None
+
+    @property
+    def boundedness(self) -> Boundedness:
+        return Boundedness.BOUNDED if self.options.stop_at_end else Boundedness.UNBOUNDED
+
+    @property
+    def is_parallel(self) -> bool:
+        return True  # partitions are shared among the readers
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return _KafkaReader(self.options, ctx)
+
+
+class KafkaSink(Sink):
+    connector_type: ClassVar[str] = "kafka"
+
+    def __init__(self, options: KafkaSinkOptions) -> None:
+        self.options = options
+        self.name: str | None = None
+        self.parallelism: int | None = None
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        return _KafkaWriter(self.options, ctx)
+
+
+class KafkaConnector(OptionsConnector):
+    type = "kafka"
+    description = (
+        "Apache Kafka (aiokafka): a source reading each partition with offsets in "
+        "checkpoints, committed to a group after them; a batching sink with keys and headers."
+    )
+    source_options = KafkaSourceOptions
+    sink_options = KafkaSinkOptions
+
+    def create_source(self, options: Mapping[str, Any]) -> Source:
+        return KafkaSource(self.parse(options, "source", KafkaSourceOptions))
+
+    def create_sink(self, options: Mapping[str, Any]) -> Sink:
+        return KafkaSink(self.parse(options, "sink", KafkaSinkOptions))

@@ -1,0 +1,323 @@
+"""The kafka connector against a real Kafka-protocol broker (noida-db, started by
+the test run): 100k records through the sink and back through the partitioned
+source, checkpointed offsets committed to a group, start positions, bad records
+and an unreachable broker."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow.testing import TestingSink, TestingSource, run_job
+
+
+def _topic(bootstrap: str, partitions: int) -> str:
+    name = f"reflow-{uuid.uuid4().hex[:10]}"
+
+    async def create() -> None:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+        await admin.start()
+        try:
+            await admin.create_topics([NewTopic(name, partitions, 1)])
+        finally:
+            await admin.close()
+
+    asyncio.run(create())
+    return name
+
+
+def _read_all(bootstrap: str, topic: str) -> list[Any]:
+    async def read() -> list[Any]:
+        consumer = AIOKafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None
+        )
+        await consumer.start()
+        out: list[Any] = []
+        try:
+            while batch := await consumer.getmany(timeout_ms=1000):
+                for messages in batch.values():
+                    out.extend(messages)
+        finally:
+            await consumer.stop()
+        return out
+
+    return asyncio.run(read())
+
+
+def test_100k_records_round_trip_through_sink_and_partitioned_source(
+    kafka_bootstrap: str,
+) -> None:
+    topic = _topic(kafka_bootstrap, 3)
+    records = [{"id": i, "user": f"u{i % 101}", "amount": i * 0.25} for i in range(100_000)]
+    sink = Connectors.kafka(
+        bootstrap_servers=kafka_bootstrap, topic=topic, key_field="user", headers={"src": "test"}
+    )
+    result = run_job(Job.builder().source(TestingSource(records)).sink(sink).build())
+    assert result.status is JobStatus.COMPLETED, result.error
+
+    messages = _read_all(kafka_bootstrap, topic)
+    assert len(messages) == 100_000
+    assert {m.partition for m in messages} == {0, 1, 2}
+    assert all(m.headers == (("src", b"test"),) for m in messages[:100])
+    by_user: dict[bytes, set[int]] = {}
+    for m in messages:
+        by_user.setdefault(m.key, set()).add(m.partition)
+    assert all(len(parts) == 1 for parts in by_user.values())  # a key stays on one partition
+
+    out = TestingSink()
+    source = Connectors.kafka(
+        bootstrap_servers=kafka_bootstrap, topic=topic, stop_at_end=True, parallelism=2
+    )
+    result = run_job(Job.builder().source(source).sink(out).build())
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert len(out.records) == 100_000
+    assert sorted(out.records, key=lambda r: r["id"]) == records
+    # Within a key (one partition), records keep their order.
+    seen: dict[str, int] = {}
+    for r in out.records:
+        assert seen.get(r["user"], -1) < r["id"]
+        seen[r["user"]] = r["id"]
+
+
+def test_checkpointed_source_commits_its_offsets_and_resumes_from_the_group(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    topic = _topic(kafka_bootstrap, 2)
+    first = [{"n": i} for i in range(3_000)]
+    sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="n")
+    assert run_job(Job.builder().source(TestingSource(first)).sink(sink).build()).error is None
+
+    group = f"g-{uuid.uuid4().hex[:8]}"
+
+    def read(start: str) -> list[Any]:
+        out = TestingSink()
+        source = Connectors.kafka(
+            bootstrap_servers=kafka_bootstrap,
+            topic=topic,
+            group_id=group,
+            start=start,
+            stop_at_end=True,
+        )
+        job = (
+            Job.builder()
+            .checkpointing(str(tmp_path / f"ckpt-{uuid.uuid4().hex[:6]}"), interval_ms=100)
+            .source(source)
+            .transform(Operators.map(_slow, concurrency=1))
+            .sink(out)
+            .build()
+        )
+        result = run_job(job)
+        assert result.status is JobStatus.COMPLETED, result.error
+        return out.records
+
+    assert sorted(r["n"] for r in read("earliest")) == list(range(3_000))
+
+    async def committed() -> dict[int, int]:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        await consumer.start()
+        try:
+            return {p: await consumer.committed(TopicPartition(topic, p)) or 0 for p in (0, 1)}
+        finally:
+            await consumer.stop()
+
+    offsets = asyncio.run(committed())
+    # Committed after completed checkpoints: at least part of the input, never beyond it.
+    assert 0 < sum(offsets.values()) <= 3_000
+
+    more = [{"n": i} for i in range(3_000, 3_500)]
+    assert run_job(Job.builder().source(TestingSource(more)).sink(sink).build()).error is None
+    resumed = read("committed")
+    numbers = Counter(r["n"] for r in resumed)
+    assert set(range(3_000, 3_500)) <= set(numbers)  # nothing lost
+    assert len(resumed) == 3_500 - sum(offsets.values())  # starts at the committed offsets
+
+
+async def _slow(record: dict[str, int]) -> dict[str, int]:
+    await asyncio.sleep(0.0003)
+    return record
+
+
+def test_start_latest_and_timestamp(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, 1)
+
+    async def produce() -> int:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        try:
+            for i in range(10):
+                await producer.send_and_wait(topic, orjson.dumps({"i": i}), timestamp_ms=1_000 * i)
+        finally:
+            await producer.stop()
+        return 0
+
+    asyncio.run(produce())
+
+    def read(**options: Any) -> list[Any]:
+        out = TestingSink()
+        source = Connectors.kafka(
+            bootstrap_servers=kafka_bootstrap, topic=topic, stop_at_end=True, **options
+        )
+        result = run_job(Job.builder().source(source).sink(out).build())
+        assert result.status is JobStatus.COMPLETED, result.error
+        return out.records
+
+    assert read(start="latest") == []
+    assert [r["i"] for r in read(start="timestamp", start_timestamp=6_500)] == [7, 8, 9]
+    with_meta = read(metadata=True)
+    assert [(m["offset"], m["timestamp"], m["value"]["i"]) for m in with_meta[:2]] == [
+        (0, 0, 0),
+        (1, 1_000, 1),
+    ]
+
+
+def test_bad_messages_and_records_go_to_the_dead_letter(kafka_bootstrap: str) -> None:
+    topic = _topic(kafka_bootstrap, 1)
+    dead = TestingSink()
+    rows: list[Any] = [{"k": 1}, {"no_key": 2}, {"k": 3}]
+    sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="k")
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
+        .source(TestingSource(rows))
+        .sink(sink)
+        .build()
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert [d["record"] for d in dead.records] == [{"no_key": 2}]
+
+    async def garbage() -> None:
+        producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap)
+        await producer.start()
+        await producer.send_and_wait(topic, b"{not json")
+        await producer.stop()
+
+    asyncio.run(garbage())
+    dead2, out = TestingSink(), TestingSink()
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead2))
+        .source(Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, stop_at_end=True))
+        .sink(out)
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert out.records == [{"k": 1}, {"k": 3}]
+    assert len(dead2.records) == 1 and "offset 2" in str(dead2.records[0]["error"])
+
+
+@pytest.mark.parametrize("role", ["source", "sink"])
+def test_unreachable_broker_is_a_clear_error(role: str) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    address = f"127.0.0.1:{port}"
+    builder = Job.builder()
+    if role == "source":
+        spec = Connectors.kafka(bootstrap_servers=address, topic="t", stop_at_end=True)
+        job = builder.source(spec).sink(TestingSink()).build()
+    else:
+        spec = Connectors.kafka(bootstrap_servers=address, topic="t")
+        job = builder.source(TestingSource([{"a": 1}])).sink(spec).build()
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    message = str(result.error)
+    assert f"kafka {role}" in message and f"127.0.0.1:{port}" in message
+
+
+def test_missing_topic_is_a_clear_error(kafka_bootstrap: str) -> None:
+    spec = Connectors.kafka(
+        bootstrap_servers=kafka_bootstrap,
+        topic=f"missing-{uuid.uuid4().hex[:6]}",
+        stop_at_end=True,
+        request_timeout="1s",
+    )
+    result = run_job(Job.builder().source(spec).sink(TestingSink()).build())
+    assert result.status is JobStatus.FAILED
+    assert "does not exist" in str(result.error)
+
+
+def test_failure_mid_run_rewinds_to_checkpointed_offsets_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    from reflow.graph.restart import FixedDelayRestart
+
+    topic = _topic(kafka_bootstrap, 3)
+    records = [{"n": i} for i in range(6_000)]
+    sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="n")
+    assert run_job(Job.builder().source(TestingSource(records)).sink(sink).build()).error is None
+
+    failures = {"left": 2, "calls": 0}
+
+    async def flaky(record: dict[str, int]) -> dict[str, int]:
+        failures["calls"] += 1
+        if record["n"] % 50 == 0:
+            await asyncio.sleep(0.01)  # slow enough for checkpoints to happen
+        if record["n"] == 5_000 and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("flaky failure")
+        return record
+
+    out = TestingSink(exactly_once=True)
+    source = Connectors.kafka(
+        bootstrap_servers=kafka_bootstrap,
+        topic=topic,
+        stop_at_end=True,
+        parallelism=3,
+        max_records=20,
+    )
+    job = (
+        Job.builder()
+        .batch_size(20)  # small batches: readers must not finish (and end checkpointing) early
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=50)
+        .restart_strategy(FixedDelayRestart(attempts=3, delay_s=0.01))
+        .source(source)
+        .transform(Operators.map(flaky, concurrency=1))
+        .sink(out)
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts == 2
+    assert sorted(r["n"] for r in out.records) == list(range(6_000))  # none lost, none twice
+    # Restarts rewound to the checkpointed offsets, not to the start of the topic
+    # (which would make at least 6,000 + 2 x 5,000 calls).
+    assert failures["calls"] < 12_000
+
+
+def test_health_reports_the_broker_connection(kafka_bootstrap: str) -> None:
+    from reflow.connectors.base import ConnectorContext
+    from reflow.connectors.kafka import KafkaConnector
+
+    topic = _topic(kafka_bootstrap, 1)
+
+    async def check() -> tuple[Any, Any]:
+        connector = KafkaConnector()
+        writer = connector.create_sink(
+            {"bootstrap_servers": kafka_bootstrap, "topic": topic}
+        ).create_writer(ConnectorContext("out"))
+        reader = connector.create_source(
+            {"bootstrap_servers": kafka_bootstrap, "topic": topic}
+        ).create_reader(ConnectorContext("in"))
+        await writer.open()
+        await reader.open()
+        try:
+            return await writer.health(), await reader.health()
+        finally:
+            await writer.close()
+            await reader.close()
+
+    sink_health, source_health = asyncio.run(check())
+    assert sink_health == (True, f"connected to {kafka_bootstrap}")
+    assert source_health == (True, f"connected to {kafka_bootstrap}")
