@@ -8,17 +8,20 @@ a restore rewinds exactly; when a checkpoint completes they are also committed
 to ``group_id`` (if set), which is what ``start: committed`` and lag monitors
 read. ``stop_at_end`` reads up to the end offsets seen at start (a bounded job).
 
-Sink: each micro-batch is sent without waiting per record and then awaited as a
-whole, so a slow broker slows the job (backpressure) instead of filling memory;
-the producer retries transient errors itself (``retry_backoff``) and a batch
-that still fails stops the step with the broker's reason. Delivery is
-at-least-once.
+Sink: records are sent without waiting for each acknowledgement; past
+``max_in_flight`` unacknowledged records the job waits for the oldest, so a slow
+broker slows the job (backpressure) instead of filling memory. Every delivery is
+awaited at each checkpoint barrier and at end of input, so a completed
+checkpoint means its records are in Kafka. The producer retries transient
+errors itself (``retry_backoff``); a delivery that still fails stops the step
+with the broker's reason. Delivery is at-least-once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -118,6 +121,9 @@ class KafkaSinkOptions(_KafkaOptions):
     )
     max_batch_bytes: int = Field(
         1 << 20, gt=0, description="bytes per producer batch and partition"
+    )
+    max_in_flight: int = Field(
+        10_000, ge=0, description="records sent but not yet acknowledged before the job waits"
     )
 
 
@@ -328,6 +334,7 @@ class _KafkaWriter(SinkWriter):
         self.ctx = ctx
         self.producer: Any = None
         self.headers = [(k, v.encode()) for k, v in options.headers.items()] or None
+        self.inflight: deque[asyncio.Future[Any]] = deque()
 
     async def open(self) -> None:
         from aiokafka import AIOKafkaProducer
@@ -351,7 +358,7 @@ class _KafkaWriter(SinkWriter):
         opts = self.options
         send = self.producer.send
         topic, fmt, key_field, headers = opts.topic, opts.format, opts.key_field, self.headers
-        sent: list[asyncio.Future[Any]] = []
+        inflight = self.inflight
         try:
             for record in batch:
                 try:
@@ -360,18 +367,28 @@ class _KafkaWriter(SinkWriter):
                 except (KeyError, TypeError, ValueError) as exc:
                     self.ctx.reject(record, exc)
                     continue
-                sent.append(await send(topic, value, key=key, headers=headers))
-            for delivery in sent:
-                await delivery
-        except ConnectorError:
-            raise
+                inflight.append(await send(topic, value, key=key, headers=headers))
+            # At most max_in_flight unacknowledged records: beyond, wait for the oldest.
+            while len(inflight) > opts.max_in_flight:
+                await inflight.popleft()
         except Exception as exc:
-            raise ConnectorError(
-                f"kafka sink: writing to {topic!r} on {opts.bootstrap_servers} failed: {exc!r}"
-            ) from exc
+            raise self._failed(exc) from exc
+
+    def _failed(self, exc: BaseException) -> ConnectorError:
+        opts = self.options
+        return ConnectorError(
+            f"kafka sink: writing to {opts.topic!r} on {opts.bootstrap_servers} failed: {exc!r}"
+        )
 
     async def flush(self) -> None:
-        await self.producer.flush()
+        """Wait for every delivery: at end of input and at each checkpoint barrier
+        (``pre_commit``), so a completed checkpoint means its records are in Kafka."""
+        inflight = self.inflight
+        try:
+            while inflight:
+                await inflight.popleft()
+        except Exception as exc:
+            raise self._failed(exc) from exc
 
     async def health(self) -> tuple[bool, str] | None:
         return await _health(self.producer, self.options)
