@@ -269,3 +269,27 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             proc.wait()
         log.close()
+
+
+RABBITMQ = ("127.0.0.1", 5672)
+RABBITMQ_URL = "amqp://guest:guest@127.0.0.1:5672/"
+
+
+@pytest.fixture
+def rabbitmq_queue() -> Iterator[str]:
+    """A fresh queue name on the shared RabbitMQ server; the queue is deleted afterwards."""
+    require_server("RabbitMQ", RABBITMQ)
+    import asyncio
+
+    name = f"reflow-test-{uuid.uuid4().hex[:12]}"
+    yield name
+
+    async def delete() -> None:
+        import aio_pika
+
+        connection = await aio_pika.connect(RABBITMQ_URL)
+        async with connection:
+            channel = await connection.channel()
+            await channel.queue_delete(name)
+
+    asyncio.run(delete())

@@ -63,3 +63,8 @@ class Connectors:
     def kafka(**options: Any) -> Any:
         """Kafka topics: a partitioned, checkpointed source and a batching sink."""
         return Connectors.get("kafka", **options)
+
+    @staticmethod
+    def rabbitmq(**options: Any) -> Any:
+        """RabbitMQ queues: a source acknowledging after checkpoints, a confirmed sink."""
+        return Connectors.get("rabbitmq", **options)
