@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import uuid
@@ -291,5 +292,28 @@ def rabbitmq_queue() -> Iterator[str]:
         async with connection:
             channel = await connection.channel()
             await channel.queue_delete(name)
+
+    asyncio.run(delete())
+
+
+NATS = ("127.0.0.1", 4222)
+
+
+@pytest.fixture
+def nats_stream() -> Iterator[str]:
+    """A fresh JetStream stream name on the shared NATS server; deleted afterwards."""
+    require_server("NATS", NATS)
+    import asyncio
+
+    name = f"reflow_test_{uuid.uuid4().hex[:12]}"
+    yield name
+
+    async def delete() -> None:
+        import nats
+
+        client = await nats.connect("nats://127.0.0.1:4222")
+        with contextlib.suppress(Exception):  # the test may not have created it
+            await client.jetstream().delete_stream(name)
+        await client.close()
 
     asyncio.run(delete())

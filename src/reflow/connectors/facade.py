@@ -68,3 +68,8 @@ class Connectors:
     def rabbitmq(**options: Any) -> Any:
         """RabbitMQ queues: a source acknowledging after checkpoints, a confirmed sink."""
         return Connectors.get("rabbitmq", **options)
+
+    @staticmethod
+    def nats(**options: Any) -> Any:
+        """NATS JetStream: a durable-consumer source acknowledging after checkpoints, a sink."""
+        return Connectors.get("nats", **options)

@@ -1,0 +1,306 @@
+"""The ``nats`` connector (NATS JetStream, nats-py): a durable pull-consumer source
+that acknowledges after checkpoints, and a sink that waits for JetStream's
+publish acknowledgements.
+
+Source: the subtasks share one durable consumer of ``stream`` (created if
+missing) and fetch up to ``max_records`` at a time. JetStream holds at most
+``max_ack_pending`` unacknowledged messages per consumer (the backpressure) and
+delivers a message again when it is not acknowledged within ``ack_wait``: with
+checkpoints, messages are acknowledged once the checkpoint after them completes,
+so ``ack_wait`` must be longer than the checkpoint interval. Without checkpoints
+they are acknowledged as soon as they are read. At-least-once.
+
+Sink: a batch is published concurrently and each message waits for its
+JetStream acknowledgement; failures are retried with backoff, then fail the step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from typing import Any, ClassVar, Literal
+
+import orjson
+from pydantic import Field
+
+from reflow.connectors.base import (
+    Boundedness,
+    ConnectorContext,
+    Sink,
+    SinkWriter,
+    Source,
+    SourceReader,
+)
+from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.errors import ConnectorError
+
+__all__ = ["NatsConnector", "NatsSinkOptions", "NatsSourceOptions"]
+
+logger = logging.getLogger(__name__)
+
+Format = Literal["json", "text", "raw"]
+PUBLISH_ATTEMPTS = 4
+
+
+class _NatsOptions(ConnectorOptions):
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"token", "password"})
+
+    servers: str = Field("nats://127.0.0.1:4222", description="nats://host:port[,nats://...]")
+    user: str | None = Field(None, description="user name")
+    password: str | None = Field(None, description="password (use ${ENV})")
+    token: str | None = Field(None, description="authentication token (use ${ENV})")
+    stream: str = Field(description="the JetStream stream")
+    subject: str | None = Field(
+        None, description="subject to publish to or filter on (default: the stream's name)"
+    )
+    create_stream: bool = Field(True, description="create the stream if it does not exist")
+    format: Format = Field("json", description="message payload: json, text or raw (bytes)")
+
+
+class NatsSourceOptions(_NatsOptions):
+    durable: str = Field("reflow", description="durable consumer name (shared by subtasks)")
+    max_records: int = Field(500, gt=0, description="messages per fetch")
+    poll_timeout: Duration = Field(0.5, description="how long one fetch waits for messages")
+    ack_wait: Duration = Field(
+        120.0,
+        description="redeliver a message not acknowledged within this (> checkpoint interval)",
+    )
+    max_ack_pending: int = Field(20_000, gt=0, description="unacknowledged messages at most")
+    stop_when_idle: Duration | None = Field(
+        None, description="end the source after this long without a message (a bounded read)"
+    )
+
+
+class NatsSinkOptions(_NatsOptions):
+    pass
+
+
+def _subject(options: _NatsOptions) -> str:
+    return options.subject or options.stream
+
+
+async def _connect(options: _NatsOptions, role: str) -> tuple[Any, Any]:
+    import nats
+
+    try:
+        client = await nats.connect(
+            servers=[s.strip() for s in options.servers.split(",")],
+            user=options.user,
+            password=options.password,
+            token=options.token,
+            connect_timeout=3,
+            max_reconnect_attempts=6,
+            reconnect_time_wait=0.5,
+            allow_reconnect=True,
+        )
+    except Exception as exc:
+        raise ConnectorError(
+            f"nats {role}: cannot connect to {options.servers}: {exc!r}. Check 'servers' and "
+            "that the NATS server is running (with JetStream, -js)"
+        ) from exc
+    js = client.jetstream()
+    try:
+        await js.stream_info(options.stream)
+    except Exception as exc:
+        from nats.js.errors import NotFoundError
+
+        if not isinstance(exc, NotFoundError) or not options.create_stream:
+            await client.close()
+            raise ConnectorError(
+                f"nats {role}: stream {options.stream!r} is not usable on {options.servers}: "
+                f"{exc!r}. Create it, or set create_stream: true"
+            ) from exc
+        await js.add_stream(name=options.stream, subjects=[_subject(options)])
+    return client, js
+
+
+class _NatsReader(SourceReader):
+    def __init__(self, options: NatsSourceOptions, ctx: ConnectorContext) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.client: Any = None
+        self.subscription: Any = None
+        self.returned: list[Any] = []
+        self.pending: dict[int, list[Any]] = {}
+        self.idle_since: float | None = None
+        self.ended = False
+
+    async def open(self) -> None:
+        from nats.js.api import ConsumerConfig
+
+        opts = self.options
+        self.client, js = await _connect(opts, "source")
+        self.subscription = await js.pull_subscribe(
+            _subject(opts),
+            durable=opts.durable,
+            stream=opts.stream,
+            config=ConsumerConfig(ack_wait=opts.ack_wait, max_ack_pending=opts.max_ack_pending),
+        )
+
+    async def read_batch(self) -> list[Any] | None:
+        from nats.errors import TimeoutError as NatsTimeout
+
+        opts = self.options
+        try:
+            messages = await self.subscription.fetch(opts.max_records, timeout=opts.poll_timeout)
+        except NatsTimeout:
+            messages = []
+        except Exception as exc:
+            raise ConnectorError(
+                f"nats source: fetching from stream {opts.stream!r} on {opts.servers} "
+                f"failed: {exc!r}"
+            ) from exc
+        if not messages:
+            if opts.stop_when_idle is not None:
+                now = asyncio.get_running_loop().time()
+                self.idle_since = self.idle_since or now
+                if now - self.idle_since >= opts.stop_when_idle:
+                    self.ended = True
+                    return None
+            return []
+        self.idle_since = None
+        records: list[Any] = []
+        for message in messages:
+            data = message.data
+            try:
+                if opts.format == "json":
+                    records.append(orjson.loads(data))
+                elif opts.format == "text":
+                    records.append(data.decode())
+                else:
+                    records.append(data)
+            except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                self.ctx.reject(data, ValueError(f"stream {opts.stream!r}: {exc}"))
+        if self.ctx.checkpointing:
+            self.returned.extend(messages)
+        else:
+            await _ack(messages)
+        return records
+
+    def on_checkpoint(self, checkpoint_id: int) -> None:
+        self.pending[checkpoint_id], self.returned = self.returned, []
+
+    async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        for done in sorted(c for c in self.pending if c <= checkpoint_id):
+            await _ack(self.pending.pop(done))
+
+    async def health(self) -> tuple[bool, str] | None:
+        if self.client is None or not self.client.is_connected:
+            return False, f"not connected to {self.options.servers}"
+        return True, f"connected to {self.options.servers}"
+
+    async def close(self) -> None:
+        if self.client is None:
+            return
+        if self.ended and self.client.is_connected:
+            # A bounded read that reached its end handed everything downstream.
+            for messages in [*self.pending.values(), self.returned]:
+                await _ack(messages)
+        await self.client.close()
+
+
+async def _ack(messages: list[Any]) -> None:
+    for message in messages:
+        await message.ack()
+
+
+class _NatsWriter(SinkWriter):
+    def __init__(self, options: NatsSinkOptions, ctx: ConnectorContext) -> None:
+        self.options = options
+        self.ctx = ctx
+        self.client: Any = None
+        self.js: Any = None
+
+    async def open(self) -> None:
+        self.client, self.js = await _connect(self.options, "sink")
+
+    async def write(self, batch: list[Any]) -> None:
+        opts = self.options
+        subject = _subject(opts)
+        payloads: list[bytes] = []
+        for record in batch:
+            try:
+                if opts.format == "json":
+                    payloads.append(orjson.dumps(record, default=str))
+                elif opts.format == "text":
+                    payloads.append(str(record).encode())
+                elif isinstance(record, bytes):
+                    payloads.append(record)
+                else:
+                    raise TypeError(f"format raw needs bytes records, got {type(record).__name__}")
+            except (TypeError, ValueError) as exc:
+                self.ctx.reject(record, exc)
+        delay = 0.2
+        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+            try:
+                await asyncio.gather(*(self.js.publish(subject, p) for p in payloads))
+                return
+            except Exception as exc:
+                if attempt == PUBLISH_ATTEMPTS:
+                    raise ConnectorError(
+                        f"nats sink: publishing to {subject!r} on {opts.servers} failed after "
+                        f"{attempt} attempts: {exc!r}"
+                    ) from exc
+                logger.warning("nats sink: publishing failed (%r); retrying", exc)
+                await asyncio.sleep(delay)
+                delay *= 2
+
+    async def health(self) -> tuple[bool, str] | None:
+        if self.client is None or not self.client.is_connected:
+            return False, f"not connected to {self.options.servers}"
+        return True, f"connected to {self.options.servers}"
+
+    async def close(self) -> None:
+        if self.client is not None:
+            await self.client.close()
+
+
+class NatsSource(Source):
+    connector_type: ClassVar[str] = "nats"
+
+    def __init__(self, options: NatsSourceOptions) -> None:
+        self.options = options
+        self.name: str | None = None
+        self.parallelism: int | None = None
+
+    @property
+    def boundedness(self) -> Boundedness:
+        if self.options.stop_when_idle is not None:
+            return Boundedness.BOUNDED
+        return Boundedness.UNBOUNDED
+
+    @property
+    def is_parallel(self) -> bool:
+        return True  # fetchers of one durable consumer share its messages
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return _NatsReader(self.options, ctx)
+
+
+class NatsSink(Sink):
+    connector_type: ClassVar[str] = "nats"
+
+    def __init__(self, options: NatsSinkOptions) -> None:
+        self.options = options
+        self.name: str | None = None
+        self.parallelism: int | None = None
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        return _NatsWriter(self.options, ctx)
+
+
+class NatsConnector(OptionsConnector):
+    type = "nats"
+    description = (
+        "NATS JetStream: a durable pull-consumer source acknowledging after checkpoints; "
+        "a sink waiting for JetStream's publish acknowledgements."
+    )
+    source_options = NatsSourceOptions
+    sink_options = NatsSinkOptions
+
+    def create_source(self, options: Mapping[str, Any]) -> Source:
+        return NatsSource(self.parse(options, "source", NatsSourceOptions))
+
+    def create_sink(self, options: Mapping[str, Any]) -> Sink:
+        return NatsSink(self.parse(options, "sink", NatsSinkOptions))
