@@ -204,3 +204,20 @@ def test_flush_interval_writes_a_partial_batch_while_the_stream_is_quiet(sqlite_
             return int(count)
 
     assert asyncio.run(scenario()) == 7
+
+
+def test_a_key_of_zero_is_kept_not_generated(database_url: str) -> None:
+    # MySQL/MariaDB replace 0 in an AUTO_INCREMENT column with a generated value;
+    # tables the sink creates keep the records' own keys.
+    rows = [{"id": i, "v": i} for i in range(0, 250)]
+    _run(
+        Job.builder()
+        .source(TestingSource(rows))
+        .sink(Connectors.sql(url=database_url, table="zero", create_table=True, key="id"))
+        .build()
+    )
+    engine = _engine(database_url)
+    with engine.connect() as conn:
+        pairs = conn.execute(sa.text("SELECT id, v FROM zero ORDER BY id")).all()
+    engine.dispose()
+    assert [tuple(p) for p in pairs] == [(i, i) for i in range(250)]

@@ -123,11 +123,18 @@ class SqlWriter(BufferedSinkWriter):
                     samples[column] = value
                 elif samples[column] is None:
                     samples[column] = value
+        # Keys hold the records' own values: never AUTO_INCREMENT (MySQL would
+        # replace a key of 0 with a generated one).
         table = Table(
             name,
             MetaData(),
             *(
-                Column(c, column_type_for(samples[c], c in key), primary_key=c in key)
+                Column(
+                    c,
+                    column_type_for(samples[c], c in key),
+                    primary_key=c in key,
+                    autoincrement=False,
+                )
                 for c in names
             ),
             schema=schema,

@@ -3,6 +3,8 @@
 ``TestingSource(iterable)`` feeds records (with ``ABORT``/``EOF`` markers),
 ``TestingSink()`` collects them in ``.records``, and ``run_job(job)`` runs a
 job to its end on a fresh local executor and returns the JobResult.
+``check_connector(name, sink_options=..., source_options=...)`` runs the
+connector contract (reflow/testing/contract.py) against a real system.
 """
 
 from __future__ import annotations
@@ -17,11 +19,15 @@ from reflow.runtime.executor import (
     LocalExecutor,
     execute_with_recovery,
 )
+from reflow.testing.contract import ContractReport, check_connector, contract_records
 
 __all__ = [
+    "ContractReport",
     "TestingSink",
     "TestingSource",
     "TestingSourceAbort",
+    "check_connector",
+    "contract_records",
     "memory_store",
     "run_job",
     "run_job_async",
