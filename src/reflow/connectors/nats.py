@@ -144,7 +144,7 @@ class _NatsReader(SourceReader):
         opts = self.options
         try:
             messages = await self.subscription.fetch(opts.max_records, timeout=opts.poll_timeout)
-        except NatsTimeout:
+        except (NatsTimeout, TimeoutError):  # nats-py raises either when nothing came
             messages = []
         except Exception as exc:
             raise ConnectorError(

@@ -102,6 +102,26 @@ def _client(options: _RedisOptions) -> Any:
     )
 
 
+def _sync_client(options: _RedisOptions) -> Any:
+    """The blocking client the sink runs in the I/O pool: redis-py's asyncio client
+    spends more time on a timeout context and a timer per reply than on the reply
+    (measured: the sink ran at half the speed of a plain synchronous loop)."""
+    import redis
+    from redis.backoff import ExponentialBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+    from redis.exceptions import TimeoutError as RedisTimeoutError
+    from redis.retry import Retry
+
+    return redis.Redis.from_url(
+        options.url,
+        password=options.password,
+        retry=Retry(ExponentialBackoff(cap=2.0, base=0.1), RETRIES),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        socket_connect_timeout=3,
+        socket_timeout=10,
+    )
+
+
 async def _connect(client: Any, url: str, role: str) -> None:
     try:
         await client.ping()
@@ -123,8 +143,14 @@ class _RedisWriter(SinkWriter):
         self.client: Any = None
 
     async def open(self) -> None:
-        self.client = _client(self.options)
-        await _connect(self.client, self.options.url, "sink")
+        self.client = _sync_client(self.options)
+        try:
+            await self.ctx.run_blocking(self.client.ping)
+        except Exception as exc:
+            raise ConnectorError(
+                f"redis sink: cannot connect to {_masked(self.options.url)}: {exc}. Check the "
+                "URL and that the Redis server is running and reachable"
+            ) from exc
 
     def _key(self, record: Any) -> str:
         return (
@@ -165,7 +191,7 @@ class _RedisWriter(SinkWriter):
                 except (KeyError, TypeError, ValueError) as exc:
                     self.ctx.reject(record, exc)
             try:
-                await pipe.execute()
+                await self.ctx.run_blocking(pipe.execute)
             except Exception as exc:
                 raise ConnectorError(
                     f"redis sink: writing to {_masked(opts.url)} failed after {RETRIES} "
@@ -174,14 +200,14 @@ class _RedisWriter(SinkWriter):
 
     async def health(self) -> tuple[bool, str] | None:
         try:
-            await asyncio.wait_for(self.client.ping(), 3)
+            await asyncio.wait_for(self.ctx.run_blocking(self.client.ping), 3)
         except Exception as exc:
             return False, f"cannot reach {_masked(self.options.url)}: {exc}"
         return True, f"connected to {_masked(self.options.url)}"
 
     async def close(self) -> None:
         if self.client is not None:
-            await self.client.aclose()
+            await self.ctx.run_blocking(self.client.close)
 
 
 class _RedisStreamReader(SourceReader):
