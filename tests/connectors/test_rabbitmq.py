@@ -144,3 +144,41 @@ def test_unreachable_server_is_a_clear_error(rabbitmq_queue: str) -> None:
     message = str(result.error)
     assert "rabbitmq sink" in message and f"127.0.0.1:{port}" in message
     assert "secret" not in message
+
+
+def test_a_short_outage_mid_run_is_retried_without_loss(rabbitmq_queue: str) -> None:
+    from reflow.testing import run_job_async
+    from tests.server.test_health import TcpProxy
+
+    async def slow(record: dict[str, int]) -> dict[str, int]:
+        await asyncio.sleep(0.001)
+        return record
+
+    async def scenario() -> Any:
+        proxy = TcpProxy(5672)
+        await proxy.start()
+        url = f"amqp://guest:guest@127.0.0.1:{proxy.port}/"
+        job = (
+            Job.builder()
+            .batch_size(50)
+            .source(TestingSource([{"n": i} for i in range(2_000)]))
+            .transform(Operators.map(slow, concurrency=1))
+            .sink(Connectors.rabbitmq(url=url, queue=rabbitmq_queue))
+            .build()
+        )
+        task = asyncio.create_task(run_job_async(job))
+        await asyncio.sleep(0.8)
+        await proxy.stop()
+        await asyncio.sleep(0.3)
+        await proxy.start()
+        result = await task
+        await proxy.stop()
+        return result
+
+    result = asyncio.run(scenario())
+    assert result.status is JobStatus.COMPLETED, result.error
+    out = TestingSink()
+    result = run_job(Job.builder().source(_source(rabbitmq_queue)).sink(out).build())
+    assert result.status is JobStatus.COMPLETED, result.error
+    # At-least-once: a batch cut by the outage is published again, never lost.
+    assert {r["n"] for r in out.records} == set(range(2_000))
