@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -40,6 +41,8 @@ def test_sample_plugin_is_discovered_used_from_yaml_and_passes_the_contract(
     tmp_path: Path,
 ) -> None:
     target = tmp_path / "site"
+    source = tmp_path / "plugin"  # built from a copy: the build leaves files behind
+    shutil.copytree(PLUGIN, source, ignore=shutil.ignore_patterns("build", "*.egg-info"))
     subprocess.run(
         [
             sys.executable,
@@ -51,7 +54,7 @@ def test_sample_plugin_is_discovered_used_from_yaml_and_passes_the_contract(
             "--no-build-isolation",
             "--target",
             str(target),
-            str(PLUGIN),
+            str(source),
         ],
         check=True,
         capture_output=True,

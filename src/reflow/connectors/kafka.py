@@ -29,12 +29,18 @@ import orjson
 from pydantic import Field, model_validator
 
 from reflow.connectors.base import (
-    Boundedness,
     ConnectorContext,
     Sink,
     SinkWriter,
     Source,
     SourceReader,
+)
+from reflow.connectors.messaging import (
+    Format,
+    MessageSink,
+    MessageSource,
+    decode_payload,
+    encode_payload,
 )
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorError
@@ -42,8 +48,6 @@ from reflow.errors import ConnectorError
 __all__ = ["KafkaConnector", "KafkaSinkOptions", "KafkaSourceOptions"]
 
 logger = logging.getLogger(__name__)
-
-Format = Literal["json", "text", "raw"]
 
 
 class _KafkaOptions(ConnectorOptions):
@@ -125,26 +129,6 @@ class KafkaSinkOptions(_KafkaOptions):
     max_in_flight: int = Field(
         10_000, ge=0, description="records sent but not yet acknowledged before the job waits"
     )
-
-
-def _encode(value: Any, fmt: Format) -> bytes:
-    if fmt == "json":
-        return orjson.dumps(value, default=str)
-    if fmt == "text":
-        return str(value).encode()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"format raw needs bytes records, got {type(value).__name__}")
-
-
-def _decode(raw: bytes | None, fmt: Format) -> Any:
-    if raw is None:
-        return None
-    if fmt == "json":
-        return orjson.loads(raw)
-    if fmt == "text":
-        return raw.decode()
-    return raw
 
 
 def _unreachable(role: str, options: _KafkaOptions, exc: BaseException) -> ConnectorError:
@@ -257,7 +241,7 @@ class _KafkaReader(SourceReader):
         for tp, messages in fetched.items():
             for message in messages:
                 try:
-                    value = _decode(message.value, fmt)
+                    value = None if message.value is None else decode_payload(message.value, fmt)
                 except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                     self.ctx.reject(
                         message.value,
@@ -362,7 +346,7 @@ class _KafkaWriter(SinkWriter):
         try:
             for record in batch:
                 try:
-                    value = _encode(record, fmt)
+                    value = encode_payload(record, fmt)
                     key = None if key_field is None else str(record[key_field]).encode()
                 except (KeyError, TypeError, ValueError) as exc:
                     self.ctx.reject(record, exc)
@@ -398,38 +382,6 @@ class _KafkaWriter(SinkWriter):
             await self.producer.stop()
 
 
-class KafkaSource(Source):
-    connector_type: ClassVar[str] = "kafka"
-
-    def __init__(self, options: KafkaSourceOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    @property
-    def boundedness(self) -> Boundedness:
-        return Boundedness.BOUNDED if self.options.stop_at_end else Boundedness.UNBOUNDED
-
-    @property
-    def is_parallel(self) -> bool:
-        return True  # partitions are shared among the readers
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _KafkaReader(self.options, ctx)
-
-
-class KafkaSink(Sink):
-    connector_type: ClassVar[str] = "kafka"
-
-    def __init__(self, options: KafkaSinkOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
-        return _KafkaWriter(self.options, ctx)
-
-
 class KafkaConnector(OptionsConnector):
     type = "kafka"
     description = (
@@ -440,7 +392,8 @@ class KafkaConnector(OptionsConnector):
     sink_options = KafkaSinkOptions
 
     def create_source(self, options: Mapping[str, Any]) -> Source:
-        return KafkaSource(self.parse(options, "source", KafkaSourceOptions))
+        opts = self.parse(options, "source", KafkaSourceOptions)
+        return MessageSource("kafka", opts, _KafkaReader, bounded=opts.stop_at_end)
 
     def create_sink(self, options: Mapping[str, Any]) -> Sink:
-        return KafkaSink(self.parse(options, "sink", KafkaSinkOptions))
+        return MessageSink("kafka", self.parse(options, "sink", KafkaSinkOptions), _KafkaWriter)

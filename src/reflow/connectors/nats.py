@@ -19,18 +19,25 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import Field
 
 from reflow.connectors.base import (
-    Boundedness,
     ConnectorContext,
     Sink,
     SinkWriter,
     Source,
     SourceReader,
+)
+from reflow.connectors.messaging import (
+    Format,
+    IdleClock,
+    MessageSink,
+    MessageSource,
+    decode_payload,
+    encode_payload,
 )
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorError
@@ -39,7 +46,6 @@ __all__ = ["NatsConnector", "NatsSinkOptions", "NatsSourceOptions"]
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["json", "text", "raw"]
 PUBLISH_ATTEMPTS = 4
 
 
@@ -123,7 +129,7 @@ class _NatsReader(SourceReader):
         self.subscription: Any = None
         self.returned: list[Any] = []
         self.pending: dict[int, list[Any]] = {}
-        self.idle_since: float | None = None
+        self.idle = IdleClock(options.stop_when_idle)
         self.ended = False
 
     async def open(self) -> None:
@@ -152,24 +158,16 @@ class _NatsReader(SourceReader):
                 f"failed: {exc!r}"
             ) from exc
         if not messages:
-            if opts.stop_when_idle is not None:
-                now = asyncio.get_running_loop().time()
-                self.idle_since = self.idle_since or now
-                if now - self.idle_since >= opts.stop_when_idle:
-                    self.ended = True
-                    return None
+            if self.idle.expired():
+                self.ended = True
+                return None
             return []
-        self.idle_since = None
+        self.idle.busy()
         records: list[Any] = []
         for message in messages:
             data = message.data
             try:
-                if opts.format == "json":
-                    records.append(orjson.loads(data))
-                elif opts.format == "text":
-                    records.append(data.decode())
-                else:
-                    records.append(data)
+                records.append(decode_payload(data, opts.format))
             except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 self.ctx.reject(data, ValueError(f"stream {opts.stream!r}: {exc}"))
         if self.ctx.checkpointing:
@@ -221,14 +219,7 @@ class _NatsWriter(SinkWriter):
         payloads: list[bytes] = []
         for record in batch:
             try:
-                if opts.format == "json":
-                    payloads.append(orjson.dumps(record, default=str))
-                elif opts.format == "text":
-                    payloads.append(str(record).encode())
-                elif isinstance(record, bytes):
-                    payloads.append(record)
-                else:
-                    raise TypeError(f"format raw needs bytes records, got {type(record).__name__}")
+                payloads.append(encode_payload(record, opts.format))
             except (TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
         delay = 0.2
@@ -256,40 +247,6 @@ class _NatsWriter(SinkWriter):
             await self.client.close()
 
 
-class NatsSource(Source):
-    connector_type: ClassVar[str] = "nats"
-
-    def __init__(self, options: NatsSourceOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    @property
-    def boundedness(self) -> Boundedness:
-        if self.options.stop_when_idle is not None:
-            return Boundedness.BOUNDED
-        return Boundedness.UNBOUNDED
-
-    @property
-    def is_parallel(self) -> bool:
-        return True  # fetchers of one durable consumer share its messages
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _NatsReader(self.options, ctx)
-
-
-class NatsSink(Sink):
-    connector_type: ClassVar[str] = "nats"
-
-    def __init__(self, options: NatsSinkOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
-        return _NatsWriter(self.options, ctx)
-
-
 class NatsConnector(OptionsConnector):
     type = "nats"
     description = (
@@ -300,7 +257,8 @@ class NatsConnector(OptionsConnector):
     sink_options = NatsSinkOptions
 
     def create_source(self, options: Mapping[str, Any]) -> Source:
-        return NatsSource(self.parse(options, "source", NatsSourceOptions))
+        opts = self.parse(options, "source", NatsSourceOptions)
+        return MessageSource("nats", opts, _NatsReader, bounded=opts.stop_when_idle is not None)
 
     def create_sink(self, options: Mapping[str, Any]) -> Sink:
-        return NatsSink(self.parse(options, "sink", NatsSinkOptions))
+        return MessageSink("nats", self.parse(options, "sink", NatsSinkOptions), _NatsWriter)

@@ -19,18 +19,26 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import orjson
 from pydantic import Field, model_validator
 
 from reflow.connectors.base import (
-    Boundedness,
     ConnectorContext,
     Sink,
     SinkWriter,
     Source,
     SourceReader,
+)
+from reflow.connectors.messaging import (
+    Format,
+    IdleClock,
+    MessageSink,
+    MessageSource,
+    decode_payload,
+    encode_payload,
+    masked_url,
 )
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorError
@@ -39,16 +47,8 @@ __all__ = ["RabbitMQConnector", "RabbitMQSinkOptions", "RabbitMQSourceOptions"]
 
 logger = logging.getLogger(__name__)
 
-Format = Literal["json", "text", "raw"]
 # Attempts per batch on connection errors, with backoff from 0.2 s doubling.
 PUBLISH_ATTEMPTS = 4
-
-
-def _masked(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
 
 
 class _RabbitOptions(ConnectorOptions):
@@ -86,16 +86,6 @@ class RabbitMQSinkOptions(_RabbitOptions):
         return self
 
 
-def _encode(value: Any, fmt: Format) -> bytes:
-    if fmt == "json":
-        return orjson.dumps(value, default=str)
-    if fmt == "text":
-        return str(value).encode()
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value)
-    raise TypeError(f"format raw needs bytes records, got {type(value).__name__}")
-
-
 async def _connect(options: _RabbitOptions, role: str) -> Any:
     import aio_pika
 
@@ -103,7 +93,7 @@ async def _connect(options: _RabbitOptions, role: str) -> Any:
         return await aio_pika.connect(options.url, timeout=5)
     except Exception as exc:
         raise ConnectorError(
-            f"rabbitmq {role}: cannot connect to {_masked(options.url)}: {exc!r}. Check the URL "
+            f"rabbitmq {role}: cannot connect to {masked_url(options.url)}: {exc!r}. Check the URL "
             "and that the RabbitMQ server is running and reachable"
         ) from exc
 
@@ -119,7 +109,7 @@ class _RabbitReader(SourceReader):
         # multiple=True acknowledges every earlier one of this channel too.
         self.last: Any = None
         self.pending: dict[int, Any] = {}  # checkpoint id -> the last message it covers
-        self.idle_since: float | None = None
+        self.idle = IdleClock(options.stop_when_idle)
         self.ended = False
 
     async def open(self) -> None:
@@ -140,22 +130,18 @@ class _RabbitReader(SourceReader):
 
     async def read_batch(self) -> list[Any] | None:
         opts = self.options
-        loop = asyncio.get_running_loop()
         try:
             first = await asyncio.wait_for(self.messages.get(), opts.poll_timeout)
         except TimeoutError:
             if self.connection.is_closed:
                 raise ConnectorError(
-                    f"rabbitmq source: the connection to {_masked(opts.url)} was lost"
+                    f"rabbitmq source: the connection to {masked_url(opts.url)} was lost"
                 ) from None
-            if opts.stop_when_idle is not None:
-                now = loop.time()
-                self.idle_since = self.idle_since or now
-                if now - self.idle_since >= opts.stop_when_idle:
-                    self.ended = True
-                    return None
+            if self.idle.expired():
+                self.ended = True
+                return None
             return []
-        self.idle_since = None
+        self.idle.busy()
         taken = [first]
         while len(taken) < opts.max_records and not self.messages.empty():
             taken.append(self.messages.get_nowait())
@@ -164,12 +150,7 @@ class _RabbitReader(SourceReader):
         for message in taken:
             body = message.body
             try:
-                if fmt == "json":
-                    records.append(orjson.loads(body))
-                elif fmt == "text":
-                    records.append(body.decode())
-                else:
-                    records.append(body)
+                records.append(decode_payload(body, fmt))
             except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
                 self.ctx.reject(
                     body,
@@ -196,8 +177,8 @@ class _RabbitReader(SourceReader):
 
     async def health(self) -> tuple[bool, str] | None:
         if self.connection is None or self.connection.is_closed:
-            return False, f"not connected to {_masked(self.options.url)}"
-        return True, f"connected to {_masked(self.options.url)}"
+            return False, f"not connected to {masked_url(self.options.url)}"
+        return True, f"connected to {masked_url(self.options.url)}"
 
     async def close(self) -> None:
         if self.connection is None:
@@ -240,7 +221,7 @@ class _RabbitWriter(SinkWriter):
         messages: list[tuple[Any, str]] = []
         for record in batch:
             try:
-                body = _encode(record, opts.format)
+                body = encode_payload(record, opts.format)
                 key = routing.format_map(record) if templated else routing
             except (KeyError, TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
@@ -256,7 +237,7 @@ class _RabbitWriter(SinkWriter):
             except Exception as exc:
                 if attempt == PUBLISH_ATTEMPTS:
                     raise ConnectorError(
-                        f"rabbitmq sink: publishing to {_masked(opts.url)} failed after "
+                        f"rabbitmq sink: publishing to {masked_url(opts.url)} failed after "
                         f"{attempt} attempts: {exc!r}"
                     ) from exc
                 logger.warning(
@@ -279,8 +260,8 @@ class _RabbitWriter(SinkWriter):
 
     async def health(self) -> tuple[bool, str] | None:
         if self.connection is None or self.connection.is_closed:
-            return False, f"not connected to {_masked(self.options.url)}"
-        return True, f"connected to {_masked(self.options.url)}"
+            return False, f"not connected to {masked_url(self.options.url)}"
+        return True, f"connected to {masked_url(self.options.url)}"
 
     async def close(self) -> None:
         if self.connection is not None and not self.connection.is_closed:
@@ -293,40 +274,6 @@ def _content(options: _RabbitOptions) -> str:
     )
 
 
-class RabbitMQSource(Source):
-    connector_type: ClassVar[str] = "rabbitmq"
-
-    def __init__(self, options: RabbitMQSourceOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    @property
-    def boundedness(self) -> Boundedness:
-        if self.options.stop_when_idle is not None:
-            return Boundedness.BOUNDED
-        return Boundedness.UNBOUNDED
-
-    @property
-    def is_parallel(self) -> bool:
-        return True  # consumers of one queue share its messages
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _RabbitReader(self.options, ctx)
-
-
-class RabbitMQSink(Sink):
-    connector_type: ClassVar[str] = "rabbitmq"
-
-    def __init__(self, options: RabbitMQSinkOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
-        return _RabbitWriter(self.options, ctx)
-
-
 class RabbitMQConnector(OptionsConnector):
     type = "rabbitmq"
     description = (
@@ -337,7 +284,12 @@ class RabbitMQConnector(OptionsConnector):
     sink_options = RabbitMQSinkOptions
 
     def create_source(self, options: Mapping[str, Any]) -> Source:
-        return RabbitMQSource(self.parse(options, "source", RabbitMQSourceOptions))
+        opts = self.parse(options, "source", RabbitMQSourceOptions)
+        return MessageSource(
+            "rabbitmq", opts, _RabbitReader, bounded=opts.stop_when_idle is not None
+        )
 
     def create_sink(self, options: Mapping[str, Any]) -> Sink:
-        return RabbitMQSink(self.parse(options, "sink", RabbitMQSinkOptions))
+        return MessageSink(
+            "rabbitmq", self.parse(options, "sink", RabbitMQSinkOptions), _RabbitWriter
+        )

@@ -20,13 +20,13 @@ import orjson
 from pydantic import Field, model_validator
 
 from reflow.connectors.base import (
-    Boundedness,
     ConnectorContext,
     Sink,
     SinkWriter,
     Source,
     SourceReader,
 )
+from reflow.connectors.messaging import MessageSink, MessageSource, masked_url
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorError
 
@@ -36,13 +36,6 @@ logger = logging.getLogger(__name__)
 
 # Attempts per command on connection errors, with exponential backoff from 0.1 s.
 RETRIES = 4
-
-
-def _masked(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest:
-        rest = "***@" + rest.split("@", 1)[1]
-    return f"{scheme}{sep}{rest}"
 
 
 class _RedisOptions(ConnectorOptions):
@@ -127,7 +120,7 @@ async def _connect(client: Any, url: str, role: str) -> None:
         await client.ping()
     except Exception as exc:
         raise ConnectorError(
-            f"redis {role}: cannot connect to {_masked(url)}: {exc}. Check the URL and that "
+            f"redis {role}: cannot connect to {masked_url(url)}: {exc}. Check the URL and that "
             "the Redis server is running and reachable"
         ) from exc
 
@@ -148,7 +141,7 @@ class _RedisWriter(SinkWriter):
             await self.ctx.run_blocking(self.client.ping)
         except Exception as exc:
             raise ConnectorError(
-                f"redis sink: cannot connect to {_masked(self.options.url)}: {exc}. Check the "
+                f"redis sink: cannot connect to {masked_url(self.options.url)}: {exc}. Check the "
                 "URL and that the Redis server is running and reachable"
             ) from exc
 
@@ -194,7 +187,7 @@ class _RedisWriter(SinkWriter):
                 await self.ctx.run_blocking(pipe.execute)
             except Exception as exc:
                 raise ConnectorError(
-                    f"redis sink: writing to {_masked(opts.url)} failed after {RETRIES} "
+                    f"redis sink: writing to {masked_url(opts.url)} failed after {RETRIES} "
                     f"retries: {exc}. Check that the Redis server is up"
                 ) from exc
 
@@ -202,8 +195,8 @@ class _RedisWriter(SinkWriter):
         try:
             await asyncio.wait_for(self.ctx.run_blocking(self.client.ping), 3)
         except Exception as exc:
-            return False, f"cannot reach {_masked(self.options.url)}: {exc}"
-        return True, f"connected to {_masked(self.options.url)}"
+            return False, f"cannot reach {masked_url(self.options.url)}: {exc}"
+        return True, f"connected to {masked_url(self.options.url)}"
 
     async def close(self) -> None:
         if self.client is not None:
@@ -248,7 +241,7 @@ class _RedisStreamReader(SourceReader):
             )
         except Exception as exc:
             raise ConnectorError(
-                f"redis source: reading {opts.stream!r} from {_masked(opts.url)} failed: {exc}"
+                f"redis source: reading {opts.stream!r} from {masked_url(opts.url)} failed: {exc}"
             ) from exc
         entries = answer[0][1] if answer else []
         if self.backlog is not None:
@@ -295,8 +288,8 @@ class _RedisStreamReader(SourceReader):
         try:
             await asyncio.wait_for(self.client.ping(), 3)
         except Exception as exc:
-            return False, f"cannot reach {_masked(self.options.url)}: {exc}"
-        return True, f"connected to {_masked(self.options.url)}"
+            return False, f"cannot reach {masked_url(self.options.url)}: {exc}"
+        return True, f"connected to {masked_url(self.options.url)}"
 
     async def close(self) -> None:
         if self.client is not None:
@@ -310,38 +303,6 @@ class _RedisStreamReader(SourceReader):
             await self.client.aclose()
 
 
-class RedisSource(Source):
-    connector_type: ClassVar[str] = "redis"
-
-    def __init__(self, options: RedisSourceOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    @property
-    def boundedness(self) -> Boundedness:
-        return Boundedness.BOUNDED if self.options.stop_at_end else Boundedness.UNBOUNDED
-
-    @property
-    def is_parallel(self) -> bool:
-        return True  # consumers of one group share the stream
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _RedisStreamReader(self.options, ctx)
-
-
-class RedisSink(Sink):
-    connector_type: ClassVar[str] = "redis"
-
-    def __init__(self, options: RedisSinkOptions) -> None:
-        self.options = options
-        self.name: str | None = None
-        self.parallelism: int | None = None
-
-    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
-        return _RedisWriter(self.options, ctx)
-
-
 class RedisConnector(OptionsConnector):
     type = "redis"
     description = (
@@ -352,7 +313,8 @@ class RedisConnector(OptionsConnector):
     sink_options = RedisSinkOptions
 
     def create_source(self, options: Mapping[str, Any]) -> Source:
-        return RedisSource(self.parse(options, "source", RedisSourceOptions))
+        opts = self.parse(options, "source", RedisSourceOptions)
+        return MessageSource("redis", opts, _RedisStreamReader, bounded=opts.stop_at_end)
 
     def create_sink(self, options: Mapping[str, Any]) -> Sink:
-        return RedisSink(self.parse(options, "sink", RedisSinkOptions))
+        return MessageSink("redis", self.parse(options, "sink", RedisSinkOptions), _RedisWriter)
