@@ -15,6 +15,17 @@ awaited at each checkpoint barrier and at end of input, so a completed
 checkpoint means its records are in Kafka. The producer retries transient
 errors itself (``retry_backoff``); a delivery that still fails stops the step
 with the broker's reason. Delivery is at-least-once.
+
+With ``delivery: exactly-once`` the sink writes ahead: the records of each
+checkpoint are kept (encoded) in the checkpoint, and when the checkpoint
+completes they are written in one Kafka transaction that also commits a marker
+-- the checkpoint id, as the offset of a consumer group named after the job,
+step and subtask, through ``send_offsets_to_transaction``. After a failure the
+restored checkpoint's records are written again only if the marker is behind,
+so a ``read_committed`` consumer sees every record once. (Flink instead resumes
+the pre-committed transaction of the failed producer; aiokafka cannot, and the
+marker gives the same result.) The price is memory: a checkpoint interval's
+records are held until it completes.
 """
 
 from __future__ import annotations
@@ -25,7 +36,6 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-import orjson
 from pydantic import Field, model_validator
 
 from reflow.connectors.base import (
@@ -36,13 +46,12 @@ from reflow.connectors.base import (
     SourceReader,
 )
 from reflow.connectors.messaging import (
-    Format,
     MessageSink,
     MessageSource,
-    decode_payload,
-    encode_payload,
+    PayloadCodec,
+    PayloadOptions,
 )
-from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.connectors.options import Duration, OptionsConnector
 from reflow.errors import ConnectorError
 
 __all__ = ["KafkaConnector", "KafkaSinkOptions", "KafkaSourceOptions"]
@@ -50,16 +59,13 @@ __all__ = ["KafkaConnector", "KafkaSinkOptions", "KafkaSourceOptions"]
 logger = logging.getLogger(__name__)
 
 
-class _KafkaOptions(ConnectorOptions):
+class _KafkaOptions(PayloadOptions):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"sasl_password"})
 
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", alias="bootstrap.servers", description="host:port[,host:port...]"
     )
     topic: str = Field(description="the topic to read or write")
-    format: Format = Field(
-        "json", description="value encoding: json (records are objects), text (str) or raw (bytes)"
-    )
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
         "PLAINTEXT", description="how to talk to the brokers"
     )
@@ -129,6 +135,16 @@ class KafkaSinkOptions(_KafkaOptions):
     max_in_flight: int = Field(
         10_000, ge=0, description="records sent but not yet acknowledged before the job waits"
     )
+    delivery: Literal["at-least-once", "exactly-once"] = Field(
+        "at-least-once",
+        description="exactly-once: each checkpoint's records in one transaction, written when "
+        "the checkpoint completes (needs checkpoints; read with isolation read_committed)",
+    )
+    transactional_id_prefix: str | None = Field(
+        None,
+        description="exactly-once: prefix of the producers' transactional.id "
+        "(default reflow-<job id>-<step id>; the subtask index is appended)",
+    )
 
 
 def _unreachable(role: str, options: _KafkaOptions, exc: BaseException) -> ConnectorError:
@@ -147,6 +163,7 @@ class _KafkaReader(SourceReader):
         self.restored: dict[int, int] | None = None
         self.ends: dict[int, int] | None = None
         self.pending: dict[int, dict[int, int]] = {}
+        self.codec = PayloadCodec(options)
 
     def snapshot(self) -> Any:
         return dict(self.offsets)
@@ -237,12 +254,12 @@ class _KafkaReader(SourceReader):
                 f"failed: {exc!r}"
             ) from exc
         records: list[Any] = []
-        fmt = opts.format
+        decode = self.codec.decode
         for tp, messages in fetched.items():
             for message in messages:
                 try:
-                    value = None if message.value is None else decode_payload(message.value, fmt)
-                except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                    value = None if message.value is None else decode(message.value)
+                except ValueError as exc:
                     self.ctx.reject(
                         message.value,
                         ValueError(
@@ -319,6 +336,7 @@ class _KafkaWriter(SinkWriter):
         self.producer: Any = None
         self.headers = [(k, v.encode()) for k, v in options.headers.items()] or None
         self.inflight: deque[asyncio.Future[Any]] = deque()
+        self.codec = PayloadCodec(options)
 
     async def open(self) -> None:
         from aiokafka import AIOKafkaProducer
@@ -341,12 +359,13 @@ class _KafkaWriter(SinkWriter):
     async def write(self, batch: list[Any]) -> None:
         opts = self.options
         send = self.producer.send
-        topic, fmt, key_field, headers = opts.topic, opts.format, opts.key_field, self.headers
+        topic, key_field, headers = opts.topic, opts.key_field, self.headers
+        encode = self.codec.encode
         inflight = self.inflight
         try:
             for record in batch:
                 try:
-                    value = encode_payload(record, fmt)
+                    value = encode(record)
                     key = None if key_field is None else str(record[key_field]).encode()
                 except (KeyError, TypeError, ValueError) as exc:
                     self.ctx.reject(record, exc)
@@ -382,6 +401,122 @@ class _KafkaWriter(SinkWriter):
             await self.producer.stop()
 
 
+# The marker of a final commit at end of input (greater than any checkpoint id).
+FINAL_COMMIT = 2**62
+
+
+class _KafkaTransactionalWriter(_KafkaWriter):
+    """``delivery: exactly-once``: a Kafka transaction per completed checkpoint."""
+
+    def __init__(self, options: KafkaSinkOptions, ctx: ConnectorContext) -> None:
+        super().__init__(options, ctx)
+        self.prefix = options.transactional_id_prefix or f"reflow-{ctx.job_id}-{ctx.step_id}"
+        self.current: list[tuple[bytes | None, bytes]] = []
+        self.staged: dict[int, list[tuple[bytes | None, bytes]]] = {}
+        self.committed: dict[int, int] = {}  # subtask -> newest checkpoint id written
+
+    async def open(self) -> None:
+        from aiokafka import AIOKafkaProducer
+
+        opts = self.options
+        self.producer = AIOKafkaProducer(
+            **opts.client_kwargs(),
+            acks="all",
+            linger_ms=int(opts.linger * 1000),
+            compression_type=opts.compression,
+            max_batch_size=opts.max_batch_bytes,
+            enable_idempotence=True,
+            transactional_id=f"{self.prefix}-{self.ctx.subtask_index}",
+        )
+        try:
+            await self.producer.start()  # init_transactions: fences an earlier producer
+        except Exception as exc:
+            await self.producer.stop()
+            raise _unreachable("sink", opts, exc) from exc
+
+    async def write(self, batch: list[Any]) -> None:
+        key_field = self.options.key_field
+        encode = self.codec.encode
+        current = self.current
+        for record in batch:
+            try:
+                value = encode(record)
+                key = None if key_field is None else str(record[key_field]).encode()
+            except (KeyError, TypeError, ValueError) as exc:
+                self.ctx.reject(record, exc)
+                continue
+            current.append((key, value))
+
+    def _marker_group(self, subtask: int) -> str:
+        return f"reflow-eos.{self.ctx.job_id}.{self.ctx.step_id}.{subtask}"
+
+    async def _written_upto(self, subtask: int) -> int:
+        """The newest checkpoint id whose records are in Kafka (-1: none), from the marker."""
+        if subtask in self.committed:
+            return self.committed[subtask]
+        from aiokafka import AIOKafkaConsumer, TopicPartition
+
+        consumer = AIOKafkaConsumer(
+            **self.options.client_kwargs(),
+            group_id=self._marker_group(subtask),
+            enable_auto_commit=False,
+        )
+        try:
+            await consumer.start()
+            offset = await consumer.committed(TopicPartition(self.options.topic, 0))
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        finally:
+            await consumer.stop()
+        self.committed[subtask] = -1 if offset is None else int(offset)
+        return self.committed[subtask]
+
+    async def _commit(
+        self, subtask: int, checkpoint_id: int, records: list[tuple[bytes | None, bytes]]
+    ) -> None:
+        """Write ``records`` and the marker in one transaction, unless already written."""
+        if await self._written_upto(subtask) >= checkpoint_id:
+            return
+        from aiokafka import TopicPartition
+
+        topic, headers, producer = self.options.topic, self.headers, self.producer
+        try:
+            async with producer.transaction():
+                for key, value in records:
+                    await producer.send(topic, value, key=key, headers=headers)
+                await producer.send_offsets_to_transaction(
+                    {TopicPartition(topic, 0): checkpoint_id}, self._marker_group(subtask)
+                )
+        except Exception as exc:
+            raise self._failed(exc) from exc
+        self.committed[subtask] = checkpoint_id
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        records, self.current = self.current, []
+        self.staged[checkpoint_id] = records
+        return (self.ctx.subtask_index, checkpoint_id, records)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            await self._commit(self.ctx.subtask_index, staged, self.staged.pop(staged))
+
+    async def restore(self, states: list[Any]) -> None:
+        for subtask, checkpoint_id, records in states:
+            await self._commit(subtask, checkpoint_id, records)
+
+    async def flush(self) -> None:
+        # End of input: what is staged, then the rest as the final commit.
+        await self.commit(FINAL_COMMIT)
+        records, self.current = self.current, []
+        await self._commit(self.ctx.subtask_index, FINAL_COMMIT, records)
+
+
+def _kafka_writer(options: KafkaSinkOptions, ctx: ConnectorContext) -> SinkWriter:
+    if options.delivery == "exactly-once":
+        return _KafkaTransactionalWriter(options, ctx)
+    return _KafkaWriter(options, ctx)
+
+
 class KafkaConnector(OptionsConnector):
     type = "kafka"
     description = (
@@ -396,4 +531,4 @@ class KafkaConnector(OptionsConnector):
         return MessageSource("kafka", opts, _KafkaReader, bounded=opts.stop_at_end)
 
     def create_sink(self, options: Mapping[str, Any]) -> Sink:
-        return MessageSink("kafka", self.parse(options, "sink", KafkaSinkOptions), _KafkaWriter)
+        return MessageSink("kafka", self.parse(options, "sink", KafkaSinkOptions), _kafka_writer)

@@ -21,7 +21,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import Field
 
 from reflow.connectors.base import (
@@ -32,14 +31,13 @@ from reflow.connectors.base import (
     SourceReader,
 )
 from reflow.connectors.messaging import (
-    Format,
     IdleClock,
     MessageSink,
     MessageSource,
-    decode_payload,
-    encode_payload,
+    PayloadCodec,
+    PayloadOptions,
 )
-from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.connectors.options import Duration, OptionsConnector
 from reflow.errors import ConnectorError
 
 __all__ = ["NatsConnector", "NatsSinkOptions", "NatsSourceOptions"]
@@ -49,7 +47,7 @@ logger = logging.getLogger(__name__)
 PUBLISH_ATTEMPTS = 4
 
 
-class _NatsOptions(ConnectorOptions):
+class _NatsOptions(PayloadOptions):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"token", "password"})
 
     servers: str = Field("nats://127.0.0.1:4222", description="nats://host:port[,nats://...]")
@@ -61,7 +59,6 @@ class _NatsOptions(ConnectorOptions):
         None, description="subject to publish to or filter on (default: the stream's name)"
     )
     create_stream: bool = Field(True, description="create the stream if it does not exist")
-    format: Format = Field("json", description="message payload: json, text or raw (bytes)")
 
 
 class NatsSourceOptions(_NatsOptions):
@@ -125,6 +122,7 @@ class _NatsReader(SourceReader):
     def __init__(self, options: NatsSourceOptions, ctx: ConnectorContext) -> None:
         self.options = options
         self.ctx = ctx
+        self.codec = PayloadCodec(options)
         self.client: Any = None
         self.subscription: Any = None
         self.returned: list[Any] = []
@@ -167,8 +165,8 @@ class _NatsReader(SourceReader):
         for message in messages:
             data = message.data
             try:
-                records.append(decode_payload(data, opts.format))
-            except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                records.append(self.codec.decode(data))
+            except ValueError as exc:
                 self.ctx.reject(data, ValueError(f"stream {opts.stream!r}: {exc}"))
         if self.ctx.checkpointing:
             self.returned.extend(messages)
@@ -207,6 +205,7 @@ class _NatsWriter(SinkWriter):
     def __init__(self, options: NatsSinkOptions, ctx: ConnectorContext) -> None:
         self.options = options
         self.ctx = ctx
+        self.codec = PayloadCodec(options)
         self.client: Any = None
         self.js: Any = None
 
@@ -219,7 +218,7 @@ class _NatsWriter(SinkWriter):
         payloads: list[bytes] = []
         for record in batch:
             try:
-                payloads.append(encode_payload(record, opts.format))
+                payloads.append(self.codec.encode(record))
             except (TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
         delay = 0.2

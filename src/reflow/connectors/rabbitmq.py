@@ -21,7 +21,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-import orjson
 from pydantic import Field, model_validator
 
 from reflow.connectors.base import (
@@ -32,15 +31,14 @@ from reflow.connectors.base import (
     SourceReader,
 )
 from reflow.connectors.messaging import (
-    Format,
     IdleClock,
     MessageSink,
     MessageSource,
-    decode_payload,
-    encode_payload,
+    PayloadCodec,
+    PayloadOptions,
     masked_url,
 )
-from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.connectors.options import Duration, OptionsConnector
 from reflow.errors import ConnectorError
 
 __all__ = ["RabbitMQConnector", "RabbitMQSinkOptions", "RabbitMQSourceOptions"]
@@ -51,7 +49,7 @@ logger = logging.getLogger(__name__)
 PUBLISH_ATTEMPTS = 4
 
 
-class _RabbitOptions(ConnectorOptions):
+class _RabbitOptions(PayloadOptions):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"url"})
 
     url: str = Field(
@@ -59,7 +57,6 @@ class _RabbitOptions(ConnectorOptions):
     )
     queue: str | None = Field(None, description="the queue to read, or to publish to")
     declare: bool = Field(True, description="declare the queue (durable) if it does not exist")
-    format: Format = Field("json", description="message body: json, text or raw (bytes)")
 
 
 class RabbitMQSourceOptions(_RabbitOptions):
@@ -102,6 +99,7 @@ class _RabbitReader(SourceReader):
     def __init__(self, options: RabbitMQSourceOptions, ctx: ConnectorContext) -> None:
         self.options = options
         self.ctx = ctx
+        self.codec = PayloadCodec(options)
         self.connection: Any = None
         self.channel: Any = None
         self.messages: asyncio.Queue[Any] = asyncio.Queue()
@@ -146,12 +144,12 @@ class _RabbitReader(SourceReader):
         while len(taken) < opts.max_records and not self.messages.empty():
             taken.append(self.messages.get_nowait())
         records: list[Any] = []
-        fmt = opts.format
+        decode = self.codec.decode
         for message in taken:
             body = message.body
             try:
-                records.append(decode_payload(body, fmt))
-            except (orjson.JSONDecodeError, UnicodeDecodeError) as exc:
+                records.append(decode(body))
+            except ValueError as exc:
                 self.ctx.reject(
                     body,
                     ValueError(f"queue {opts.queue!r} delivery {message.delivery_tag}: {exc}"),
@@ -194,6 +192,7 @@ class _RabbitWriter(SinkWriter):
     def __init__(self, options: RabbitMQSinkOptions, ctx: ConnectorContext) -> None:
         self.options = options
         self.ctx = ctx
+        self.codec = PayloadCodec(options)
         self.connection: Any = None
         self.exchange: Any = None
         self.routing = options.routing_key or options.queue or ""
@@ -221,7 +220,7 @@ class _RabbitWriter(SinkWriter):
         messages: list[tuple[Any, str]] = []
         for record in batch:
             try:
-                body = encode_payload(record, opts.format)
+                body = self.codec.encode(record)
                 key = routing.format_map(record) if templated else routing
             except (KeyError, TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
@@ -269,9 +268,12 @@ class _RabbitWriter(SinkWriter):
 
 
 def _content(options: _RabbitOptions) -> str:
-    return {"json": "application/json", "text": "text/plain"}.get(
-        options.format, "application/octet-stream"
-    )
+    return {
+        "json": "application/json",
+        "text": "text/plain",
+        "csv": "text/csv",
+        "avro": "application/avro",
+    }.get(options.format, "application/octet-stream")
 
 
 class RabbitMQConnector(OptionsConnector):
