@@ -69,6 +69,13 @@ class ConnectorContext:
     checkpointing: bool = False
     """True when the job takes checkpoints: readers then acknowledge upstream only in
     ``notify_checkpoint_complete``; otherwise as soon as they return records."""
+    events: dict[str, int] = field(default_factory=dict)
+    """The connector's own counters (requests, retries, reconnects, bytes, ...),
+    exported as ``reflow_connector_events_total{event=...}``."""
+
+    def count(self, event: str, n: int = 1) -> None:
+        """Add ``n`` to the connector counter ``event``."""
+        self.events[event] = self.events.get(event, 0) + n
 
     async def run_blocking(self, fn: Callable[..., T], *args: Any) -> T:
         """Run ``fn(*args)`` in the I/O thread pool and await its result."""

@@ -73,3 +73,13 @@ class Connectors:
     def nats(**options: Any) -> Any:
         """NATS JetStream: a durable-consumer source acknowledging after checkpoints, a sink."""
         return Connectors.get("nats", **options)
+
+    @staticmethod
+    def http(**options: Any) -> Any:
+        """HTTP APIs: a polling source (pagination, rate limit, incremental) and a batching sink."""
+        return Connectors.get("http", **options)
+
+    @staticmethod
+    def webhook(**options: Any) -> Any:
+        """An HTTP endpoint receiving records; 429 under backpressure, 200 once records are safe."""
+        return Connectors.get("webhook", **options)

@@ -296,6 +296,7 @@ class _KafkaReader(SourceReader):
             del self.pending[c]
         from aiokafka import TopicPartition
 
+        self.ctx.count("offset_commits")
         try:
             await self.consumer.commit(
                 {TopicPartition(self.options.topic, p): o for p, o in offsets.items()}
@@ -490,6 +491,7 @@ class _KafkaTransactionalWriter(_KafkaWriter):
         except Exception as exc:
             raise self._failed(exc) from exc
         self.committed[subtask] = checkpoint_id
+        self.ctx.count("transactions")
 
     async def pre_commit(self, checkpoint_id: int) -> Any:
         records, self.current = self.current, []

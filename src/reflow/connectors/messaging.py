@@ -240,11 +240,13 @@ class MessageSource(Source):
         reader: Callable[[Any, ConnectorContext], SourceReader],
         *,
         bounded: bool,
+        parallel: bool = True,
     ) -> None:
         self.connector_type = connector_type  # type: ignore[misc]
         self.options = options
         self.reader = reader
         self._bounded = bounded
+        self._parallel = parallel
         self.name: str | None = None
         self.parallelism: int | None = None
 
@@ -254,7 +256,7 @@ class MessageSource(Source):
 
     @property
     def is_parallel(self) -> bool:
-        return True
+        return self._parallel
 
     def create_reader(self, ctx: ConnectorContext) -> SourceReader:
         return self.reader(self.options, ctx)

@@ -233,6 +233,7 @@ class _NatsWriter(SinkWriter):
                         f"{attempt} attempts: {exc!r}"
                     ) from exc
                 logger.warning("nats sink: publishing failed (%r); retrying", exc)
+                self.ctx.count("publish_retries")
                 await asyncio.sleep(delay)
                 delay *= 2
 

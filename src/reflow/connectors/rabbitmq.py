@@ -245,6 +245,7 @@ class _RabbitWriter(SinkWriter):
                     attempt + 1,
                     PUBLISH_ATTEMPTS,
                 )
+                self.ctx.count("publish_retries")
                 await asyncio.sleep(delay)
                 delay *= 2
                 await self._reconnect()

@@ -450,6 +450,7 @@ class LocalExecutor:
                 io_pool,
                 handler,
                 checkpointing=job.config.checkpoint is not None,
+                events=metrics.connector_events,
             )
             previous = self._previous_states(execution, node.step_id, index, vertex.parallelism)
             if node.kind is NodeKind.SOURCE:

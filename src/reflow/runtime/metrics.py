@@ -17,6 +17,7 @@ class StepMetrics:
 
     __slots__ = (
         "batches",
+        "connector_events",
         "dead_lettered",
         "kind",
         "late",
@@ -39,6 +40,7 @@ class StepMetrics:
         self.late = 0
         self.processing_ns = 0
         self.batches = 0
+        self.connector_events: dict[str, int] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,6 +57,8 @@ class StepSummary:
     processing_seconds: float
     late: int = 0
     """Records that came after their window closed (sent to the "late" side output)."""
+    connector_events: dict[str, int] = field(default_factory=dict)
+    """A source's or sink's own counters (requests, retries, reconnects, ...)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +107,16 @@ class ExecutionMetrics:
                 dead_lettered=sum(m.dead_lettered for m in grouped[step]),
                 processing_seconds=sum(m.processing_ns for m in grouped[step]) / 1e9,
                 late=sum(m.late for m in grouped[step]),
+                connector_events=_sum_events(grouped[step]),
             )
             for step in order
         )
         return ExecutionMetrics(steps, dropped, blocked, elapsed, channels or {})
+
+
+def _sum_events(metrics: list[StepMetrics]) -> dict[str, int]:
+    total: dict[str, int] = {}
+    for m in metrics:
+        for event, count in list(m.connector_events.items()):
+            total[event] = total.get(event, 0) + count
+    return total

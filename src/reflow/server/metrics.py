@@ -128,6 +128,11 @@ class ReflowCollector(Collector):
             "Records read by sources and written by sinks",
             labels=["job_id", "step_id", "direction"],
         )
+        connector_events = CounterMetricFamily(
+            "reflow_connector_events",
+            "Connector events: requests, retries, reconnects, bytes, commits, ...",
+            labels=[*STEP_LABELS, "event"],
+        )
         fill = GaugeMetricFamily(
             "reflow_channel_fill_ratio", "Batches queued / capacity", labels=["job_id", "channel"]
         )
@@ -171,6 +176,8 @@ class ReflowCollector(Collector):
                     connector.add_metric([job.job_id, m.step_id, "read"], m.records_out)
                 elif m.kind == "sink":
                     connector.add_metric([job.job_id, m.step_id, "written"], m.records_in)
+                for event, count in list(m.connector_events.items()):
+                    connector_events.add_metric([*labels, event], count)
             for subtask in execution.subtasks:
                 tail = subtask.stages[-1].metrics if subtask.stages else subtask.source_metrics
                 step = tail.step_id if tail is not None else subtask.name
@@ -202,6 +209,7 @@ class ReflowCollector(Collector):
             blocked,
             blocked_ratio,
             connector,
+            connector_events,
             fill,
             lag,
             checkpoint_duration,

@@ -255,6 +255,7 @@ class SqlWriter(BufferedSinkWriter):
                     ) from exc
                 delay = RETRY_BACKOFF_SECONDS * 2**attempt
                 attempt += 1
+                self.ctx.count("retries")
                 logger.warning(
                     "sql sink %s: %s; retry %d of %d in %.1fs",
                     self.ctx.step_id,
