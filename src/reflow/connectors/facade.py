@@ -83,3 +83,8 @@ class Connectors:
     def webhook(**options: Any) -> Any:
         """An HTTP endpoint receiving records; 429 under backpressure, 200 once records are safe."""
         return Connectors.get("webhook", **options)
+
+    @staticmethod
+    def websocket(**options: Any) -> Any:
+        """A WebSocket server's pushed messages; reconnects with backoff."""
+        return Connectors.get("websocket", **options)
