@@ -317,3 +317,55 @@ def nats_stream() -> Iterator[str]:
         await client.close()
 
     asyncio.run(delete())
+
+
+MOSQUITTO = ("127.0.0.1", 1883)
+
+
+@pytest.fixture
+def mqtt_topic() -> str:
+    """A fresh topic on the shared Mosquitto server (MQTT topics need no cleanup)."""
+    require_server("Mosquitto (MQTT)", MOSQUITTO)
+    return f"reflow-test/{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def mosquitto_unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
+    """A Mosquitto broker of this test run configured for high volume: no in-flight
+    window and no queue limit (the shared one keeps Mosquitto's defaults of 20 and
+    1000, which drop QoS 1 messages for a subscriber 1,020 messages behind)."""
+    import shutil
+    import subprocess
+    import time
+
+    binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+    if not os.path.exists(binary):
+        message = "the Mosquitto broker binary is not installed (Debian package mosquitto)"
+        if IN_CI:
+            pytest.fail(message)
+        pytest.skip(message)
+    port = _free_low_port()
+    folder = tmp_path_factory.mktemp("mosquitto")
+    config = folder / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+        "max_inflight_messages 0\nmax_queued_messages 0\nset_tcp_nodelay true\n"
+    )
+    log = open(folder / "broker.log", "wb")  # noqa: SIM115 -- closed after the broker stops
+    proc = subprocess.Popen([binary, "-c", str(config)], stdout=log, stderr=subprocess.STDOUT)
+    deadline = time.monotonic() + 10
+    while not _reachable(("127.0.0.1", port)):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            log.close()
+            message = f"Mosquitto did not start: {(folder / 'broker.log').read_text()}"
+            if IN_CI:
+                pytest.fail(message)
+            pytest.skip(message)
+        time.sleep(0.05)
+    try:
+        yield port
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()

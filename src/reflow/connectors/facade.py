@@ -88,3 +88,8 @@ class Connectors:
     def websocket(**options: Any) -> Any:
         """A WebSocket server's pushed messages; reconnects with backoff."""
         return Connectors.get("websocket", **options)
+
+    @staticmethod
+    def mqtt(**options: Any) -> Any:
+        """MQTT topics: a source acknowledging after read or checkpoint, a QoS 0/1/2 sink."""
+        return Connectors.get("mqtt", **options)
