@@ -186,7 +186,21 @@ class _Requester:
         self.session: Any = None
         self.rate_limit: float | None = getattr(options, "rate_limit", None)
         self.next_slot = 0.0
-        self.reachable: tuple[bool, str] = (False, "no request yet")
+        self.reachable: tuple[bool, str] | None = None  # the last request's outcome
+
+    async def health(self) -> tuple[bool, str]:
+        """The last request's outcome; before the first (or after a failure), a HEAD probe."""
+        import aiohttp
+
+        if self.reachable is not None and self.reachable[0]:
+            return self.reachable
+        url = self.options.url
+        try:
+            async with self.session.head(url, timeout=aiohttp.ClientTimeout(total=3)) as answer:
+                self.reachable = (True, f"{masked_url(url)} answered {answer.status}")
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            self.reachable = (False, f"cannot reach {masked_url(url)}: {exc!r}")
+        return self.reachable
 
     async def open(self) -> None:
         import aiohttp
@@ -313,7 +327,7 @@ class _HttpPollReader(SourceReader):
         await self.http.close()
 
     async def health(self) -> tuple[bool, str] | None:
-        return self.http.reachable
+        return await self.http.health()
 
     def _first_request(self) -> dict[str, Any]:
         opts = self.options
@@ -446,7 +460,7 @@ class _HttpWriter(BufferedSinkWriter):
         await self.http.close()
 
     async def health(self) -> tuple[bool, str] | None:
-        return self.http.reachable
+        return await self.http.health()
 
     def _encode(self, records: list[Any]) -> bytes:
         if self.options.body == "lines":
