@@ -104,9 +104,10 @@ def s3_endpoint() -> Iterator[str]:
     import subprocess
     import time
 
-    binary = shutil.which("moto_server") or str(
-        __import__("pathlib").Path(__import__("sys").executable).parent / "moto_server"
-    )
+    # The test environment's own moto first: another one on PATH may be a version
+    # whose multipart answers the AWS C++ SDK rejects (see pyproject.toml).
+    own = __import__("pathlib").Path(__import__("sys").executable).parent / "moto_server"
+    binary = str(own) if own.exists() else shutil.which("moto_server") or "moto_server"
     port = _free_port()
     proc = subprocess.Popen(
         [binary, "-H", "127.0.0.1", "-p", str(port)],

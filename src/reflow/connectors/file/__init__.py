@@ -10,6 +10,7 @@ from pydantic import Field, model_validator
 from reflow.connectors.base import ConnectorContext, Sink, SinkWriter, Source, SourceReader
 from reflow.connectors.file.formats import FORMATS, infer_format
 from reflow.connectors.file.reader import list_files, make_reader, plan_splits
+from reflow.connectors.file.storage import storage_for
 from reflow.connectors.file.writer import FileWriter
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorConfigError
@@ -21,6 +22,8 @@ ColumnType = Literal["int", "float", "str", "bool"]
 
 
 class _FileOptions(ConnectorOptions):
+    secret_fields: ClassVar[frozenset[str]] = frozenset({"s3_secret_key"})
+
     path: str = Field(description="file path; sources also take a folder or a glob")
     format: FormatName | None = Field(
         None, description="json (JSON lines), csv, text or parquet; default: from the extension"
@@ -33,6 +36,16 @@ class _FileOptions(ConnectorOptions):
     columns: list[str] | None = Field(
         None, description="CSV column names (source without header; sink column order)"
     )
+    s3_endpoint: str | None = Field(
+        None,
+        description="s3:// paths: an S3-compatible server, e.g. http://127.0.0.1:9000 "
+        "(default: AWS_ENDPOINT_URL, else AWS)",
+    )
+    s3_region: str | None = Field(None, description="s3:// paths: the region (default: AWS_REGION)")
+    s3_access_key: str | None = Field(
+        None, description="s3:// paths: access key (default: the AWS credential chain)"
+    )
+    s3_secret_key: str | None = Field(None, description="s3:// paths: secret key (use ${ENV})")
 
     @model_validator(mode="after")
     def _format_known(self) -> _FileOptions:
@@ -92,11 +105,12 @@ class FileSource(Source):
         return True
 
     def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        files = list_files(self.options.path)
+        storage = storage_for(self.options.path, self.options)
+        files = list_files(self.options.path, storage)
         splittable = self.format in ("json", "text") and self.options.split_files
-        splits = plan_splits(files, ctx.parallelism, splittable)
+        splits = plan_splits(files, ctx.parallelism, splittable, storage)
         mine = splits[ctx.subtask_index :: ctx.parallelism]
-        return make_reader(self.format, mine, self.options, ctx)
+        return make_reader(self.format, mine, self.options, ctx, storage)
 
 
 class FileSink(Sink):
@@ -131,4 +145,8 @@ class FileConnector(OptionsConnector):
         parsed = self.parse(options, "sink", FileSinkOptions)
         if parsed.resolved_format == "parquet" and parsed.mode == "append":
             raise ConnectorConfigError("file", "sink: Parquet files cannot be appended to")
+        if parsed.path.startswith("s3://") and parsed.mode == "append":
+            raise ConnectorConfigError(
+                "file", "sink: S3 objects cannot be appended to; use mode: overwrite with rolling"
+            )
         return FileSink(parsed)

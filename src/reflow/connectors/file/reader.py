@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
-import glob
-import io
-import os
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
+from typing import IO, Any
 
 from reflow.connectors.base import ConnectorContext, SourceReader
 from reflow.connectors.file.formats import decode_json_lines
-from reflow.errors import ConnectorError
+from reflow.connectors.file.storage import LocalStorage, Storage
 
 __all__ = ["FileSplit", "list_files", "make_reader", "plan_splits"]
 
@@ -41,33 +38,21 @@ class FileSplit:
     """Exclusive end byte; None reads to the end of the file."""
 
 
-def list_files(pattern: str) -> list[str]:
+def list_files(pattern: str, storage: Storage | None = None) -> list[str]:
     """The files a path, folder or glob names, sorted; raises if there are none."""
-    if os.path.isdir(pattern):
-        files = sorted(
-            os.path.join(pattern, f)
-            for f in os.listdir(pattern)
-            if os.path.isfile(os.path.join(pattern, f)) and not f.startswith(".")
-        )
-    elif glob.has_magic(pattern):
-        files = sorted(f for f in glob.glob(pattern, recursive=True) if os.path.isfile(f))
-    else:
-        files = [pattern] if os.path.isfile(pattern) else []
-    if not files:
-        raise ConnectorError(
-            f"file source: no file matches {pattern!r} (working directory {os.getcwd()}); "
-            "check the path, or use a glob such as 'data/*.jsonl'"
-        )
-    return files
+    return (storage or LocalStorage()).list_files(pattern, "source")
 
 
-def plan_splits(files: list[str], parallelism: int, splittable: bool) -> list[FileSplit]:
+def plan_splits(
+    files: list[str], parallelism: int, splittable: bool, storage: Storage | None = None
+) -> list[FileSplit]:
     """Whole files, or, for line formats with fewer files than readers, byte ranges."""
     if not splittable or parallelism <= 1 or len(files) >= parallelism:
         return [FileSplit(f) for f in files]
+    storage = storage or LocalStorage()
     splits = []
     for path in files:
-        size = os.path.getsize(path)
+        size = storage.size(path)
         pieces = max(1, min(parallelism, size // MIN_SPLIT_BYTES))
         step = -(-size // pieces) if size else 0
         for i in range(pieces):
@@ -80,15 +65,23 @@ def plan_splits(files: list[str], parallelism: int, splittable: bool) -> list[Fi
 class _RawChunks:
     """Raw byte chunks of one split, ending on a line end (blocking; run in a thread)."""
 
-    def __init__(self, split: FileSplit) -> None:
+    def __init__(self, split: FileSplit, storage: Storage) -> None:
         self.split = split
+        self.file = storage.open_read(split.path)
         start = 0
         if split.start > 0:
-            with open(split.path, "rb") as probe:
-                probe.seek(split.start - 1)
-                probe.readline()  # the line crossing `start` belongs to the previous split
-                start = probe.tell()
-        self.file = open(split.path, "rb", buffering=0)  # noqa: SIM115 - closed by close()
+            # The line crossing `start` belongs to the previous split: skip to its end.
+            self.file.seek(split.start - 1)
+            start = split.start - 1
+            while True:
+                probe = self.file.read(4096)
+                cut = probe.find(b"\n")
+                if cut >= 0:
+                    start += cut + 1
+                    break
+                if not probe:
+                    break
+                start += len(probe)
         self.file.seek(start)
         self.position = start
         self.done = False
@@ -126,7 +119,15 @@ class LineReader(SourceReader):
     already being read in the I/O pool.
     """
 
-    def __init__(self, splits: list[FileSplit], fmt: str, encoding: str, ctx: ConnectorContext):
+    def __init__(
+        self,
+        splits: list[FileSplit],
+        fmt: str,
+        encoding: str,
+        ctx: ConnectorContext,
+        storage: Storage | None = None,
+    ):
+        self.storage = storage or LocalStorage()
         self.splits = list(splits)
         self.fmt = fmt
         self.encoding = encoding
@@ -166,7 +167,7 @@ class LineReader(SourceReader):
                     return False
                 split = self.splits.pop(0)
                 self.split_cursor += 1
-                self.current = await self.ctx.run_blocking(_RawChunks, split)
+                self.current = await self.ctx.run_blocking(_RawChunks, split, self.storage)
                 self.line_base = 1 if split.start == 0 else None
                 self.byte_base = self.current.position
                 self.position = self.current.position
@@ -271,7 +272,9 @@ class CsvReader(_WholeFiles):
         types: dict[str, str],
         encoding: str,
         ctx: ConnectorContext,
+        storage: Storage | None = None,
     ) -> None:
+        self.storage = storage or LocalStorage()
         self.files = list(files)
         self.delimiter = delimiter
         self.header = header
@@ -279,13 +282,13 @@ class CsvReader(_WholeFiles):
         self.types = types
         self.encoding = encoding
         self.ctx = ctx
-        self.file: io.TextIOWrapper | None = None
+        self.file: IO[str] | None = None
         self.reader: Any = None
         self.path = ""
         self.fieldnames: list[str] | None = None
 
     def _open(self, path: str) -> None:
-        self.file = open(path, encoding=self.encoding, newline="")  # noqa: SIM115
+        self.file = self.storage.open_text(path, self.encoding)
         self.reader = csv.reader(self.file, delimiter=self.delimiter)
         self.path = path
         self.fieldnames = self.columns
@@ -359,10 +362,14 @@ class CsvReader(_WholeFiles):
 class ParquetReader(_WholeFiles):
     """Parquet files, row batch by row batch, as dicts."""
 
-    def __init__(self, files: list[str], ctx: ConnectorContext) -> None:
+    def __init__(
+        self, files: list[str], ctx: ConnectorContext, storage: Storage | None = None
+    ) -> None:
+        self.storage = storage or LocalStorage()
         self.files = list(files)
         self.ctx = ctx
         self.batches: Any = None
+        self.handle: Any = None  # the open S3 object of the current file
 
     def _next(self) -> list[Any] | None:
         import pyarrow.parquet as pq
@@ -371,7 +378,11 @@ class ParquetReader(_WholeFiles):
             if self.batches is None:
                 if not self.files:
                     return None
-                self.batches = pq.ParquetFile(self.files.pop(0)).iter_batches(
+                path = self.files.pop(0)
+                if self.storage.remote:
+                    self._close_handle()
+                    self.handle = self.storage.open_read(path)
+                self.batches = pq.ParquetFile(self.handle or path).iter_batches(
                     batch_size=self.ctx.batch_size
                 )
                 self.file_cursor += 1
@@ -394,13 +405,25 @@ class ParquetReader(_WholeFiles):
     async def read_batch(self) -> list[Any] | None:
         return await self.ctx.run_blocking(self._next)
 
+    def _close_handle(self) -> None:
+        if self.handle is not None:
+            self.handle.close()
+            self.handle = None
+
+    async def close(self) -> None:
+        self._close_handle()
+
 
 def make_reader(
-    fmt: str, splits: list[FileSplit], options: Any, ctx: ConnectorContext
+    fmt: str,
+    splits: list[FileSplit],
+    options: Any,
+    ctx: ConnectorContext,
+    storage: Storage | None = None,
 ) -> SourceReader:
     files = [s.path for s in splits]
     if fmt in ("json", "text"):
-        return LineReader(splits, fmt, options.encoding, ctx)
+        return LineReader(splits, fmt, options.encoding, ctx, storage)
     if fmt == "csv":
         return CsvReader(
             files,
@@ -410,5 +433,6 @@ def make_reader(
             types=dict(options.types or {}),
             encoding=options.encoding,
             ctx=ctx,
+            storage=storage,
         )
-    return ParquetReader(files, ctx)
+    return ParquetReader(files, ctx, storage)

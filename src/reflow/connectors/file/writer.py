@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from reflow.connectors.base import ConnectorContext, SinkWriter, cancel_and_wait
 from reflow.connectors.file.formats import encode_csv, encode_json_lines, encode_text
+from reflow.connectors.file.storage import storage_for
 from reflow.errors import ConnectorError
 
 __all__ = ["FileWriter", "render_template"]
@@ -26,8 +27,6 @@ __all__ = ["FileWriter", "render_template"]
 # reads, few large hops cost far less than many small ones. ``flush_interval``
 # bounds how long encoded records wait in this buffer on a quiet stream.
 WRITE_BUFFER_BYTES = 4 * 1024 * 1024
-# The file object's own buffer, allocated once per file.
-FILE_BUFFER_BYTES = 1024 * 1024
 
 
 def _insert_before_extension(path: str, text: str) -> str:
@@ -91,6 +90,8 @@ class FileWriter(SinkWriter):
         self.token = uuid.uuid4().hex[:8]
         self.closed_parts: list[tuple[str, str]] = []
         self.staged: dict[int, list[tuple[str, str]]] = {}
+        self.storage = storage_for(options.path, options)
+        self.parquet_stream: Any = None  # the S3 object a Parquet writer writes into
 
     async def open(self) -> None:
         interval = self.options.flush_interval
@@ -107,11 +108,11 @@ class FileWriter(SinkWriter):
         return render_template(self.template, datetime.now(), self.ctx.subtask_index, self.part)
 
     def _open_file(self, path: str) -> None:
-        directory = os.path.dirname(path)
-        if directory:
-            os.makedirs(directory, exist_ok=True)
+        storage = self.storage
+        folder, name = storage.split(path)
+        storage.makedirs(folder)
         mode = self.options.mode
-        if mode == "error" and os.path.exists(path):
+        if mode == "error" and storage.exists(path):
             raise ConnectorError(
                 f"file sink: {path} exists and mode is 'error'; remove it or set "
                 "mode: overwrite / append"
@@ -119,16 +120,13 @@ class FileWriter(SinkWriter):
         write_path = path
         if self.exactly_once:
             # Written under a hidden in-progress name; renamed when its checkpoint completes.
-            folder, name = os.path.split(path)
-            write_path = os.path.join(
+            write_path = storage.join(
                 folder, f".{name}.{self.ctx.subtask_index}.{self.token}.inprogress"
             )
         if self.fmt == "parquet":
             self.file = None
         else:
-            self.file = open(  # noqa: SIM115 - closed by _close_file
-                write_path, "ab" if mode == "append" else "wb", buffering=FILE_BUFFER_BYTES
-            )
+            self.file = storage.open_write(write_path, append=mode == "append")
         self.path = path
         self.write_path = write_path
         self.paths_written.append(path)
@@ -214,8 +212,11 @@ class FileWriter(SinkWriter):
 
         if self.parquet is None:
             table = pa.Table.from_pylist(rows)
-            assert self.path is not None
-            self.parquet = pq.ParquetWriter(self.write_path, table.schema)
+            assert self.path is not None and self.write_path is not None
+            target: Any = self.write_path
+            if self.storage.remote:
+                self.parquet_stream = target = self.storage.open_write(self.write_path, False)
+            self.parquet = pq.ParquetWriter(target, table.schema)
         else:
             table = pa.Table.from_pylist(rows, schema=self.parquet.schema)
         self.parquet.write_table(table)
@@ -227,6 +228,9 @@ class FileWriter(SinkWriter):
             if self.parquet is not None:
                 await self.ctx.run_blocking(self.parquet.close)
                 self.parquet = None
+            if self.parquet_stream is not None:  # completes the S3 upload
+                await self.ctx.run_blocking(self.parquet_stream.close)
+                self.parquet_stream = None
         else:
             await self._write_buffer()
             async with self._lock:
@@ -249,24 +253,24 @@ class FileWriter(SinkWriter):
         self.staged[checkpoint_id], self.closed_parts = self.closed_parts, []
         return {"files": list(self.staged[checkpoint_id]), "next_part": self.part}
 
-    @staticmethod
-    def _publish(files: list[tuple[str, str]]) -> None:
+    def _publish(self, files: list[tuple[str, str]]) -> None:
+        storage = self.storage
         for pending, final in files:
-            if os.path.exists(pending):
-                os.replace(pending, final)
+            if storage.exists(pending):
+                storage.replace(pending, final)
 
     async def commit(self, checkpoint_id: int) -> None:
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
             await self.ctx.run_blocking(self._publish, self.staged.pop(staged))
 
     def _remove_strays(self) -> None:
-        folder = os.path.dirname(self.template) or "."
-        if not os.path.isdir(folder):
-            return
+        storage = self.storage
+        folder = storage.split(self.template)[0]
         mine = f".{self.ctx.subtask_index}."
-        for name in os.listdir(folder):
+        for name in storage.listdir(folder):
             if name.endswith(".inprogress") and mine in name and self.token not in name:
-                os.remove(os.path.join(folder, name))  # written after the restored checkpoint
+                # written after the restored checkpoint
+                storage.remove(storage.join(folder, name))
 
     async def restore(self, states: list[Any]) -> None:
         if not self.exactly_once:
