@@ -217,6 +217,26 @@ def _free_low_port() -> int:
     raise RuntimeError("no free port in 20000-32000")
 
 
+KAFKA_DATA_DIRS: dict[str, str] = {}
+"""bootstrap address -> data folder of the test run's broker (for outage tests)."""
+
+
+def kafka_outage(bootstrap: str, seconds: float) -> None:
+    """Stop the test run's Kafka broker, wait, and start it again (its data is kept)."""
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    binary = str(Path(sys.executable).parent / "noida-db")
+    folder = KAFKA_DATA_DIRS[bootstrap]
+    subprocess.run([binary, "stop", "kafka", "--data-dir", folder], check=True, capture_output=True)
+    time.sleep(seconds)
+    subprocess.run(
+        [binary, "start", "kafka", "--data-dir", folder], check=True, capture_output=True
+    )
+
+
 @pytest.fixture(scope="session")
 def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Kafka-protocol broker (noida-db, from the dev install) owned by this test run."""
@@ -261,6 +281,7 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
                 pytest.fail(message)
             pytest.skip(message)
         time.sleep(0.05)
+    KAFKA_DATA_DIRS[f"127.0.0.1:{port}"] = str(data)
     try:
         yield f"127.0.0.1:{port}"
     finally:

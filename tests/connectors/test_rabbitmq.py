@@ -182,3 +182,59 @@ def test_a_short_outage_mid_run_is_retried_without_loss(rabbitmq_queue: str) -> 
     assert result.status is JobStatus.COMPLETED, result.error
     # At-least-once: a batch cut by the outage is published again, never lost.
     assert {r["n"] for r in out.records} == set(range(2_000))
+
+
+def test_source_connection_lost_mid_run_restarts_the_job_without_loss(
+    rabbitmq_queue: str, tmp_path: Path
+) -> None:
+    """The source's connection is cut: the step fails naming the lost connection,
+    the job restarts from its checkpoint, the broker delivers again what was not
+    acknowledged, and the exactly-once test sink sees every record once."""
+    from reflow.graph.restart import FixedDelayRestart
+    from reflow.testing import run_job_async
+    from tests.server.test_health import TcpProxy
+
+    records = [{"n": i} for i in range(5_000)]
+    sink = Connectors.rabbitmq(url=RABBITMQ_URL, queue=rabbitmq_queue)
+    assert run_job(Job.builder().source(TestingSource(records)).sink(sink).build()).error is None
+
+    async def slow(record: dict[str, int]) -> dict[str, int]:
+        if record["n"] % 50 == 0:
+            await asyncio.sleep(0.01)
+        return record
+
+    out = TestingSink(exactly_once=True)
+
+    async def scenario() -> Any:
+        proxy = TcpProxy(5672)
+        await proxy.start()
+        job = (
+            Job.builder()
+            .batch_size(50)
+            .checkpointing(str(tmp_path / "ckpt"), interval_ms=100)
+            .restart_strategy(FixedDelayRestart(attempts=5, delay_s=0.5))
+            .source(
+                Connectors.rabbitmq(
+                    url=f"amqp://guest:guest@127.0.0.1:{proxy.port}/",
+                    queue=rabbitmq_queue,
+                    prefetch=500,
+                    stop_when_idle=1.5,
+                )
+            )
+            .transform(Operators.map(slow, concurrency=1))
+            .sink(out)
+            .build()
+        )
+        task = asyncio.create_task(run_job_async(job))
+        await asyncio.sleep(0.5)
+        await proxy.stop()
+        await asyncio.sleep(0.5)
+        await proxy.start()
+        result = await task
+        await proxy.stop()
+        return result
+
+    result = asyncio.run(scenario())
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts >= 1
+    assert sorted(r["n"] for r in out.records) == list(range(5_000))

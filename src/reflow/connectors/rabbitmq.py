@@ -109,6 +109,7 @@ class _RabbitReader(SourceReader):
         self.pending: dict[int, Any] = {}  # checkpoint id -> the last message it covers
         self.idle = IdleClock(options.stop_when_idle)
         self.ended = False
+        self.lost: BaseException | None = None
 
     async def open(self) -> None:
         opts = self.options
@@ -125,16 +126,29 @@ class _RabbitReader(SourceReader):
                 "or set declare: true"
             ) from exc
         await queue.consume(self.messages.put, no_ack=False)
+        self.connection.close_callbacks.add(self._on_close)
+        self.channel.close_callbacks.add(self._on_close)
+
+    def _on_close(self, sender: Any, exc: BaseException | None = None) -> None:
+        if self.lost is None:
+            self.lost = exc or ConnectionError("closed by the broker")
+
+    def _check_connection(self) -> None:
+        """A lost connection fails the step at once: its unacknowledged messages go back
+        to the queue, and acknowledging what was read on it is no longer possible."""
+        if self.lost is not None or self.connection.is_closed:
+            raise ConnectorError(
+                f"rabbitmq source: the connection to {masked_url(self.options.url)} was lost "
+                f"({self.lost!r}); unacknowledged messages return to the queue"
+            )
 
     async def read_batch(self) -> list[Any] | None:
         opts = self.options
+        self._check_connection()
         try:
             first = await asyncio.wait_for(self.messages.get(), opts.poll_timeout)
         except TimeoutError:
-            if self.connection.is_closed:
-                raise ConnectorError(
-                    f"rabbitmq source: the connection to {masked_url(opts.url)} was lost"
-                ) from None
+            self._check_connection()
             if self.idle.expired():
                 self.ended = True
                 return None
