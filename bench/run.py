@@ -23,7 +23,15 @@ from bench.nexmark import ensure_bids
 DATA_DIR = Path(__file__).parent / "data"
 QUERIES = ["q1", "q5", "q5_sliding", "q5_checkpointed"]
 # Sink throughput against a real server on this machine: not part of "all".
-CONNECTORS = ["redis_sink", "kafka_sink", "rabbitmq_sink", "nats_sink"]
+CONNECTORS = [
+    "redis_sink",
+    "kafka_sink",
+    "rabbitmq_sink",
+    "nats_sink",
+    "mqtt_sink",
+    "http_sink",
+    "s3_sink",
+]
 
 
 def _run(module: str, impl: str, inp: Path, extra: list[str]) -> dict[str, float]:
