@@ -220,3 +220,30 @@ def test_entries_a_crashed_run_left_unacknowledged_are_read_again(redis_prefix: 
     assert result.status is JobStatus.COMPLETED, result.error
     assert [rec["n"] for rec in sink.records] == list(range(1_000))
     assert r.xpending(stream, "g")["pending"] == 0
+
+
+def test_avro_and_csv_payloads_in_streams_and_lists(redis_prefix: str) -> None:
+    import redis
+
+    schema = {
+        "type": "record",
+        "name": "Bid",
+        "fields": [{"name": "id", "type": "long"}, {"name": "bidder", "type": "string"}],
+    }
+    records = [{"id": i, "bidder": f"b{i}"} for i in range(1_000)]
+    stream = f"{redis_prefix}avro"
+    avro = {"format": "avro", "avro_schema": schema}
+    sink = Connectors.redis(data_type="stream", key=stream, **avro)
+    assert run_job(Job.builder().source(TestingSource(records)).sink(sink).build()).error is None
+    out = TestingSink()
+    source = Connectors.redis(stream=stream, stop_at_end=True, block=0.2, **avro)
+    result = run_job(Job.builder().source(source).sink(out).build())
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert out.records == records
+
+    key = f"{redis_prefix}csv"
+    sink = Connectors.redis(data_type="list", key=key, format="csv", csv_fields=["id", "bidder"])
+    assert run_job(Job.builder().source(TestingSource(records)).sink(sink).build()).error is None
+    client = redis.Redis()
+    assert client.lrange(key, 0, 1) == [b"0,b0", b"1,b1"]
+    client.close()

@@ -26,8 +26,14 @@ from reflow.connectors.base import (
     Source,
     SourceReader,
 )
-from reflow.connectors.messaging import MessageSink, MessageSource, masked_url
-from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.connectors.messaging import (
+    MessageSink,
+    MessageSource,
+    PayloadCodec,
+    PayloadOptions,
+    masked_url,
+)
+from reflow.connectors.options import Duration, OptionsConnector
 from reflow.errors import ConnectorError
 
 __all__ = ["RedisConnector", "RedisSinkOptions", "RedisSourceOptions"]
@@ -38,7 +44,7 @@ logger = logging.getLogger(__name__)
 RETRIES = 4
 
 
-class _RedisOptions(ConnectorOptions):
+class _RedisOptions(PayloadOptions):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"url", "password"})
 
     url: str = Field("redis://127.0.0.1:6379/0", description="redis://[user:password@]host:port/db")
@@ -129,11 +135,17 @@ def _json(value: Any) -> bytes:
     return value if isinstance(value, bytes) else orjson.dumps(value, default=str)
 
 
+def _encoder(codec: PayloadCodec) -> Any:
+    """Values as bytes in ``format``; with json (the default) bytes pass unchanged."""
+    return _json if codec.format == "json" else codec.encode
+
+
 class _RedisWriter(SinkWriter):
     def __init__(self, options: RedisSinkOptions, ctx: ConnectorContext) -> None:
         self.options = options
         self.ctx = ctx
         self.client: Any = None
+        self.encode = _encoder(PayloadCodec(options))
 
     async def open(self) -> None:
         self.client = _sync_client(self.options)
@@ -157,27 +169,28 @@ class _RedisWriter(SinkWriter):
     async def write(self, batch: list[Any]) -> None:
         opts = self.options
         ttl = int(opts.ttl) if opts.ttl else None
+        encode = self.encode
         for start in range(0, len(batch), opts.batch_size):
             pipe = self.client.pipeline(transaction=False)
             for record in batch[start : start + opts.batch_size]:
                 try:
                     key = self._key(record)
                     if opts.data_type == "string":
-                        pipe.set(key, _json(self._value(record)), ex=ttl)
+                        pipe.set(key, encode(self._value(record)), ex=ttl)
                     elif opts.data_type == "hash":
                         pipe.hset(key, mapping={k: _json(v) for k, v in record.items()})
                     elif opts.data_type == "list":
-                        pipe.rpush(key, _json(self._value(record)))
+                        pipe.rpush(key, encode(self._value(record)))
                     elif opts.data_type == "stream":
                         pipe.xadd(
                             key,
-                            {"data": _json(record)},
+                            {"data": encode(record)},
                             maxlen=opts.max_len,
                             approximate=opts.max_len is not None,
                         )
                     else:
                         pipe.zadd(
-                            key, {_json(self._value(record)): float(record[opts.score_field])}
+                            key, {encode(self._value(record)): float(record[opts.score_field])}
                         )
                     if ttl and opts.data_type != "string":
                         pipe.expire(key, ttl)
@@ -206,6 +219,7 @@ class _RedisWriter(SinkWriter):
 class _RedisStreamReader(SourceReader):
     def __init__(self, options: RedisSourceOptions, ctx: ConnectorContext) -> None:
         self.options = options
+        self.codec = PayloadCodec(options)
         self.ctx = ctx
         self.client: Any = None
         self.consumer = options.consumer or f"reflow-{ctx.subtask_index}"
@@ -256,16 +270,17 @@ class _RedisStreamReader(SourceReader):
             return []
         records = []
         ids = []
+        decode = self.codec.decode
         for entry_id, fields in entries:
             ids.append(entry_id)
             raw = fields.get(b"data")
             try:
                 records.append(
-                    orjson.loads(raw)
+                    decode(raw)
                     if raw is not None
                     else {k.decode(): v.decode() for k, v in fields.items()}
                 )
-            except orjson.JSONDecodeError as exc:
+            except ValueError as exc:
                 self.ctx.reject(
                     raw, ValueError(f"stream {opts.stream!r} entry {entry_id!r}: {exc}")
                 )
