@@ -31,6 +31,7 @@ CONNECTORS = [
     "mqtt_sink",
     "http_sink",
     "s3_sink",
+    "sql_sink",
 ]
 
 

@@ -10,7 +10,7 @@ from pydantic import Field, model_validator
 from reflow.connectors.base import ConnectorContext, Sink, SinkWriter, Source, SourceReader
 from reflow.connectors.file.formats import FORMATS, infer_format
 from reflow.connectors.file.reader import list_files, make_reader, plan_splits
-from reflow.connectors.file.storage import storage_for
+from reflow.connectors.file.storage import Storage, storage_for
 from reflow.connectors.file.writer import FileWriter
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
 from reflow.errors import ConnectorConfigError
@@ -106,11 +106,48 @@ class FileSource(Source):
 
     def create_reader(self, ctx: ConnectorContext) -> SourceReader:
         storage = storage_for(self.options.path, self.options)
+        if storage.remote:  # listing is network I/O: done in open(), in the I/O pool
+            return _PlannedReader(self, storage, ctx)
+        return self._plan(storage, ctx)
+
+    def _plan(self, storage: Storage, ctx: ConnectorContext) -> SourceReader:
         files = list_files(self.options.path, storage)
         splittable = self.format in ("json", "text") and self.options.split_files
         splits = plan_splits(files, ctx.parallelism, splittable, storage)
         mine = splits[ctx.subtask_index :: ctx.parallelism]
         return make_reader(self.format, mine, self.options, ctx, storage)
+
+
+class _PlannedReader(SourceReader):
+    """Lists the objects and plans the splits in ``open`` (off the event loop), then
+    hands every call to the reader of the planned splits."""
+
+    def __init__(self, source: FileSource, storage: Storage, ctx: ConnectorContext) -> None:
+        self.source = source
+        self.storage = storage
+        self.ctx = ctx
+        self.reader: SourceReader | None = None
+        self.position: Any = None
+
+    def restore(self, position: Any) -> None:
+        self.position = position
+
+    async def open(self) -> None:
+        self.reader = await self.ctx.run_blocking(self.source._plan, self.storage, self.ctx)
+        if self.position is not None:
+            self.reader.restore(self.position)
+        await self.reader.open()
+
+    async def read_batch(self) -> list[Any] | None:
+        assert self.reader is not None
+        return await self.reader.read_batch()
+
+    def snapshot(self) -> Any:
+        return self.position if self.reader is None else self.reader.snapshot()
+
+    async def close(self) -> None:
+        if self.reader is not None:
+            await self.reader.close()
 
 
 class FileSink(Sink):

@@ -119,7 +119,7 @@ class S3Storage:
             or os.environ.get("AWS_DEFAULT_REGION")
             or "us-east-1",
             "connect_timeout": 5,
-            "request_timeout": 30,
+            "request_timeout": 10,
             "retry_strategy": fs.AwsStandardS3RetryStrategy(max_attempts=4),
         }
         if endpoint:
