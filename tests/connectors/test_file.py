@@ -218,3 +218,18 @@ def test_a_quiet_stream_reaches_the_file_within_the_flush_interval(tmp_path: Pat
             return seen
 
     assert asyncio.run(scenario()) == '{"n":1}\n{"n":2}\n'
+
+
+@pytest.mark.parametrize("fmt", ["json", "csv", "parquet"])
+def test_100k_records_round_trip(tmp_path: Path, fmt: str) -> None:
+    records = [{"id": i, "name": f"n{i}", "price": i * 0.25} for i in range(100_000)]
+    path = str(tmp_path / f"out-{{subtask}}.{fmt}")
+    sink = Connectors.file(path=path, rolling_max_records=40_000, parallelism=2)
+    result = run_job(Job.builder().source(TestingSource(records)).sink(sink).build())
+    assert result.status is JobStatus.COMPLETED, result.error
+    out = TestingSink()
+    options = {"types": {"id": "int", "price": "float"}} if fmt == "csv" else {}
+    source = Connectors.file(path=str(tmp_path / f"*.{fmt}"), parallelism=3, **options)
+    result = run_job(Job.builder().source(source).sink(out).build())
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sorted(out.records, key=lambda r: r["id"]) == records
