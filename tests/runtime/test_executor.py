@@ -90,6 +90,7 @@ def test_hash_partitioning_sends_every_key_to_one_subtask() -> None:
     assert len({s for subtasks in seen.values() for s in subtasks}) == 4
 
 
+@pytest.mark.local_only
 def test_async_map_keeps_order_and_bounds_concurrency() -> None:
     in_flight = 0
     peak = 0
@@ -147,6 +148,7 @@ def test_async_filter_and_flat_map() -> None:
     assert sink.records == [0, 0, 2, 2, 4, 4]
 
 
+@pytest.mark.local_only
 def test_blocking_function_runs_off_the_event_loop() -> None:
     threads: set[str] = set()
 
@@ -188,6 +190,7 @@ def test_fail_policy_fails_the_job_with_step_and_record() -> None:
     assert job.status is JobStatus.FAILED
 
 
+@pytest.mark.local_only
 def test_skip_policy_counts_and_logs(caplog: pytest.LogCaptureFixture) -> None:
     sink = TestingSink()
     job = (
@@ -250,7 +253,9 @@ def test_source_failure_names_the_source_step() -> None:
     result = run_job(job)
     assert result.status is JobStatus.FAILED
     assert result.step_id == "feed"
-    assert isinstance(result.exception.__cause__, TestingSourceAbort)  # type: ignore[union-attr]
+    assert "ABORT marker" in str(result.error)
+    if result.exception is not None:  # the local executor keeps the exception object
+        assert isinstance(result.exception.__cause__, TestingSourceAbort)
 
 
 def test_error_overflow_fails_the_job_when_the_consumer_lags() -> None:

@@ -47,6 +47,15 @@ def _parser() -> argparse.ArgumentParser:
         help="continue from the job's latest complete checkpoint, if there is one",
     )
     run.add_argument("--from-savepoint", metavar="PATH", help="start from this savepoint file")
+    run.add_argument(
+        "--executor",
+        choices=["local", "ray"],
+        help="local (one process, the default) or ray (one Ray actor per subtask); "
+        "the system config's executor.type: distributed means ray",
+    )
+    run.add_argument(
+        "--address", metavar="HOST:PORT", help="with --executor ray: a running Ray cluster"
+    )
 
     savepoint = sub.add_parser(
         "savepoint", help="take a savepoint of a job running with checkpoints (reflow run)"
@@ -183,9 +192,14 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     settings = ExecutorSettings()
     job = _load(args.job, args.parallelism, args.no_chaining, args.config)
     assert isinstance(job, Job)
+    executor = args.executor
+    address = args.address
     if args.config:
         system = load_system_config(args.config)
         settings = executor_settings(system)
+        if executor is None and system.executor.type == "distributed":
+            executor = "ray"
+        address = args.address or system.executor.address
         checkpoint = system.checkpoint
         if checkpoint.enabled and job.config.checkpoint is None:
             from reflow.connectors.options import parse_duration
@@ -211,9 +225,19 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             sys.stderr.write(
                 f"reflow: resuming job {job.job_id} from checkpoint {restore.checkpoint_id}\n"
             )
-    result = asyncio.run(
-        run_with_progress(job, settings, out, show=not args.no_progress, restore=restore)
-    )
+    if executor == "ray":
+        from reflow.runtime.distributed import RayExecutor
+
+        if restore is not None:
+            sys.stderr.write("reflow: --resume and --from-savepoint need the local executor\n")
+            return EXIT_INVALID
+        ray_executor = RayExecutor(settings, address=address)
+        result = asyncio.run(ray_executor.execute(job))
+        out.write(_summary(result))
+    else:
+        result = asyncio.run(
+            run_with_progress(job, settings, out, show=not args.no_progress, restore=restore)
+        )
     if result.status is JobStatus.COMPLETED:
         return EXIT_OK
     if result.status is JobStatus.CANCELLED:
@@ -224,6 +248,16 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
 
         traceback.print_exception(result.exception, file=sys.stderr)
     return EXIT_JOB_FAILED
+
+
+def _summary(result: Any) -> str:
+    lines = [f"job {result.job_name} {result.status.value} in {result.duration_seconds:.2f}s"]
+    for step in result.metrics.steps:
+        lines.append(
+            f"  {step.step_id:<24} in {step.records_in:>10,}  out {step.records_out:>10,}  "
+            f"subtasks {step.subtasks}"
+        )
+    return "\n".join(lines) + "\n"
 
 
 def _cmd_savepoint(args: argparse.Namespace, out: TextIO) -> int:

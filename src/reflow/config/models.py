@@ -48,6 +48,8 @@ class ThreadPoolModel(PoolModel):
 
 class ExecutorModel(_Model):
     type: Literal["single-node", "distributed"] = "single-node"
+    address: str | None = None
+    """distributed: a running Ray cluster's HOST:PORT (default: start a local Ray)."""
     parallelism: int = Field(1, gt=0)
     thread_pool: ThreadPoolModel = ThreadPoolModel()
     batch_size: int = Field(100, gt=0)

@@ -48,6 +48,14 @@ class _Marker:
     def __repr__(self) -> str:
         return f"TestingSource.{self.name}"
 
+    def __reduce__(self) -> tuple[Any, tuple[str]]:
+        # Unpickled (in another process) as the same marker, so identity checks hold.
+        return (_marker, (self.name,))
+
+
+def _marker(name: str) -> Any:
+    return getattr(TestingSource, name)
+
 
 class _ListReader(SourceReader):
     def __init__(self, items: list[Any], ctx: ConnectorContext, bounded: bool) -> None:

@@ -183,6 +183,7 @@ class LocalExecutor:
             job.retry()
         else:
             job.start()
+        await self._built(execution)
         logger.info(
             "job %s (%s) started: %d vertices, %d subtasks",
             job.job_id,
@@ -367,13 +368,16 @@ class LocalExecutor:
                 default=capacity_default,
             )
             inboxes[vertex.vertex_id] = [
-                Channel(f"{vertex.head.step_id}#{i}", capacity, senders)
-                for i in range(vertex.parallelism)
+                self._inbox(vertex, i, capacity, senders) for i in range(vertex.parallelism)
             ]
-            execution.channels.extend(inboxes[vertex.vertex_id])
+            execution.channels.extend(
+                c for c in inboxes[vertex.vertex_id] if isinstance(c, Channel)
+            )
 
         for vertex in graph.vertices:
             for index in range(vertex.parallelism):
+                if not self._hosts(vertex, index):
+                    continue
                 execution.subtasks.append(
                     self._subtask(
                         execution,
@@ -409,6 +413,19 @@ class LocalExecutor:
             for subtask in execution.subtasks:
                 subtask.acks = execution.coordinator
                 subtask.state = execution.state
+
+    def _hosts(self, vertex: JobVertex, index: int) -> bool:
+        """Whether this executor runs subtask ``index`` of ``vertex`` (all of them, here;
+        a distributed executor's worker runs one)."""
+        return True
+
+    def _inbox(self, vertex: JobVertex, index: int, capacity: int, senders: int) -> Any:
+        """The inbox of subtask ``index`` of ``vertex``: a local channel here; a
+        distributed worker gives the inboxes of other workers' subtasks as proxies."""
+        return Channel(f"{vertex.head.step_id}#{index}", capacity, senders)
+
+    async def _built(self, execution: _Execution) -> None:
+        """Called once the execution's subtasks exist, before they run."""
 
     def _subtask(
         self,

@@ -10,6 +10,7 @@ connector contract (reflow/testing/contract.py) against a real system.
 from __future__ import annotations
 
 import asyncio
+import os
 
 from reflow.connectors.memory import TestingSink, TestingSource, TestingSourceAbort, memory_store
 from reflow.graph.job import Job
@@ -38,7 +39,13 @@ async def run_job_async(job: Job, settings: ExecutorSettings | None = None) -> J
     """Run ``job`` on a fresh LocalExecutor inside the running event loop.
 
     Failures restart the job by its restart strategy, from its latest checkpoint.
+    With ``REFLOW_TEST_EXECUTOR=ray`` in the environment the job runs on the Ray
+    executor instead (one actor per subtask), so a test suite can be run on both.
     """
+    if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
+        from reflow.runtime.distributed import RayExecutor
+
+        return await RayExecutor(settings).execute(job)
     with LocalExecutor(settings) as executor:
         return await execute_with_recovery(executor, job)
 

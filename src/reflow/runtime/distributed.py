@@ -1,0 +1,407 @@
+"""Distributed execution on Ray Core (seed §3.5.4, §13.1): the same JobGraph, one
+Ray actor per subtask.
+
+Each actor runs the local executor's machinery for its one subtask: the fused
+operator chain, its inbox ``Channel``, its routers. Only the non-chained edges
+cross processes: a router's target that lives in another actor is a
+``RemoteChannel``, which pickles each batch once and sends it with an actor
+call; watermarks and end-of-input travel in the same ordered stream of calls.
+At most ``max_in_flight`` calls per channel are unacknowledged -- a call is
+acknowledged once its batch is in the target's inbox, which waits when the
+inbox is full -- so a slow consumer slows its producers down (backpressure)
+across processes as it does in one. Keyed routing is the local executor's
+router, so key groups land on the same subtask indexes.
+
+Ray's own retries are off (``max_restarts=0``, ``max_task_retries=0``): a
+retried call could be applied twice or out of order. When any actor fails the
+job fails, every actor of the job is killed, and the error names the step.
+
+Not yet distributed: checkpoints (barriers and the coordinator), so jobs with
+``checkpoint:`` are refused with a clear error, and restarts are the caller's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import pickle
+import time
+from collections import deque
+from collections.abc import Hashable
+from datetime import datetime
+from typing import Any
+
+from reflow.errors import ExecutionError
+from reflow.graph.job import Job, JobStatus
+from reflow.graph.job_graph import JobVertex
+from reflow.graph.stream_graph import NodeKind, Overflow
+from reflow.runtime.channel import Barrier, Channel, Watermark
+from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor, _Execution
+from reflow.runtime.metrics import ExecutionMetrics, StepSummary
+
+__all__ = ["RayExecutor", "RemoteChannel"]
+
+logger = logging.getLogger(__name__)
+
+# Actor calls per remote channel not yet acknowledged before the sender waits.
+DEFAULT_MAX_IN_FLIGHT = 4
+
+SubtaskKey = tuple[int, int]
+"""(vertex id, subtask index)."""
+
+
+class RemoteChannel:
+    """The sending end of an inbox that lives in another actor.
+
+    Calls carry a sequence number per (sender, inbox), and the receiving actor
+    applies them in that order, so batches, watermarks and end-of-input arrive
+    as they were sent.
+    """
+
+    def __init__(
+        self, name: str, actor: Any, target: SubtaskKey, origin: SubtaskKey, max_in_flight: int
+    ) -> None:
+        self.name = name
+        self.actor = actor
+        self.target = target
+        self.origin = origin
+        self.max_in_flight = max_in_flight
+        self.inflight: deque[Any] = deque()
+        self.seq = 0
+        self.bytes_sent = 0
+
+    def _submit(self, kind: str, payload: bytes | None) -> None:
+        ref = self.actor.deliver.remote(self.target, self.origin, self.seq, kind, payload)
+        self.seq += 1
+        if payload is not None:
+            self.bytes_sent += len(payload)
+        self.inflight.append(ref)
+
+    async def send(
+        self, batch: list[Any], overflow: Overflow = Overflow.BUFFER, sender: Hashable = None
+    ) -> None:
+        payload = pickle.dumps((overflow, sender, batch), protocol=pickle.HIGHEST_PROTOCOL)
+        self._submit("data", payload)
+        inflight = self.inflight
+        while len(inflight) > self.max_in_flight:
+            await inflight.popleft()
+
+    def send_control(self, message: Watermark | Barrier) -> None:
+        self._submit("control", pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+
+    def close_sender(self) -> None:
+        self._submit("close", None)
+
+    def break_channel(self, cause: BaseException) -> None:
+        """The receiving actor fails on its own; the job is then stopped by the driver."""
+
+    async def drain(self) -> None:
+        """Wait until every call sent so far was applied (raises the receiver's error)."""
+        while self.inflight:
+            await self.inflight.popleft()
+
+
+class _WorkerExecutor(LocalExecutor):
+    """The local executor inside one actor: builds and runs only its subtask; the
+    other subtasks' inboxes are ``RemoteChannel``s to their actors."""
+
+    def __init__(
+        self,
+        settings: ExecutorSettings,
+        own: SubtaskKey,
+        peers: dict[SubtaskKey, Any],
+        max_in_flight: int,
+        worker: _SubtaskWorker,
+    ) -> None:
+        super().__init__(settings)
+        self.own = own
+        self.peers = peers
+        self.max_in_flight = max_in_flight
+        self.worker = worker
+        self.remotes: list[RemoteChannel] = []
+
+    def _hosts(self, vertex: JobVertex, index: int) -> bool:
+        return (vertex.vertex_id, index) == self.own
+
+    def _inbox(self, vertex: JobVertex, index: int, capacity: int, senders: int) -> Any:
+        key = (vertex.vertex_id, index)
+        name = f"{vertex.head.step_id}#{index}"
+        if key == self.own:
+            channel = Channel(name, capacity, senders)
+            self.worker.inbox = channel
+            return channel
+        remote = RemoteChannel(name, self.peers[key], key, self.own, self.max_in_flight)
+        self.remotes.append(remote)
+        return remote
+
+    async def _built(self, execution: _Execution) -> None:
+        self.worker.ready.set()
+
+
+class _SubtaskWorker:
+    """The body of a subtask actor (wrapped by ``ray.remote`` in ``RayExecutor``)."""
+
+    def __init__(
+        self,
+        job: Job,
+        own: SubtaskKey,
+        settings: ExecutorSettings,
+        max_in_flight: int,
+    ) -> None:
+        # The driver owns the job's lifecycle; this copy runs one subtask from the start.
+        job.status = JobStatus.CREATED
+        self.job = job
+        self.own = own
+        self.settings = settings
+        self.max_in_flight = max_in_flight
+        self.inbox: Channel | None = None
+        self.ready = asyncio.Event()
+        self.order: dict[SubtaskKey, tuple[list[int], asyncio.Condition]] = {}
+        self.task: asyncio.Task[JobResult] | None = None
+        self.executor: _WorkerExecutor | None = None
+
+    async def start(self, peers: dict[SubtaskKey, Any]) -> str:
+        self.executor = _WorkerExecutor(self.settings, self.own, peers, self.max_in_flight, self)
+        self.task = asyncio.create_task(self.executor.execute(self.job))
+        ready = asyncio.create_task(self.ready.wait())
+        await asyncio.wait((ready, self.task), return_when=asyncio.FIRST_COMPLETED)
+        ready.cancel()
+        return f"{os.getpid()}"
+
+    async def deliver(
+        self, target: SubtaskKey, origin: SubtaskKey, seq: int, kind: str, payload: bytes | None
+    ) -> None:
+        await self.ready.wait()
+        state = self.order.get(origin)
+        if state is None:
+            state = self.order[origin] = ([0], asyncio.Condition())
+        counter, condition = state
+        async with condition:
+            await condition.wait_for(lambda: counter[0] == seq)
+        try:
+            inbox = self.inbox
+            assert inbox is not None, f"subtask {self.own} has no inbox"
+            if kind == "data":
+                assert payload is not None
+                overflow, sender, batch = pickle.loads(payload)
+                await inbox.send(batch, overflow, sender)
+            elif kind == "control":
+                assert payload is not None
+                inbox.send_control(pickle.loads(payload))
+            else:
+                inbox.close_sender()
+        finally:
+            async with condition:
+                counter[0] += 1
+                condition.notify_all()
+
+    async def wait(self) -> dict[str, Any]:
+        """Run to the end; the outcome, the step metrics and what in-memory sinks collected."""
+        assert self.task is not None and self.executor is not None
+        result = await self.task
+        error = result.error
+        if error is None:
+            try:
+                for remote in self.executor.remotes:
+                    await remote.drain()
+            except Exception as exc:  # a receiver failed applying what this subtask sent
+                error = f"delivering to another subtask failed: {exc!r}"
+        return {
+            "status": result.status.value if error is None else JobStatus.FAILED.value,
+            "error": error,
+            "step_id": result.step_id,
+            "metrics": result.metrics,
+            "collected": _collected(self.job, self.own),
+            "bytes_sent": sum(r.bytes_sent for r in self.executor.remotes),
+        }
+
+
+def _collected(job: Job, own: SubtaskKey) -> dict[str, list[Any]]:
+    """Records that in-memory sinks of this subtask's chain hold (TestingSink), and
+    those of an in-memory dead-letter sink, so the driver's objects receive them."""
+    out: dict[str, list[Any]] = {}
+    vertex = job.job_graph.vertex(own[0])
+    for node in vertex.chained_nodes:
+        if node.kind is NodeKind.SINK and isinstance(getattr(node.payload, "records", None), list):
+            out[node.step_id] = list(node.payload.records)
+    dead = job.config.error_policy.dead_letter
+    if isinstance(getattr(dead, "records", None), list):
+        out["__dead_letter__"] = list(dead.records)
+    return out
+
+
+def _merge_metrics(parts: list[ExecutionMetrics], elapsed: float) -> ExecutionMetrics:
+    steps: dict[str, StepSummary] = {}
+    order: list[str] = []
+    for part in parts:
+        for step in part.steps:
+            prev = steps.get(step.step_id)
+            if prev is None:
+                steps[step.step_id] = step
+                order.append(step.step_id)
+                continue
+            events = dict(prev.connector_events)
+            for name, count in step.connector_events.items():
+                events[name] = events.get(name, 0) + count
+            steps[step.step_id] = StepSummary(
+                step_id=step.step_id,
+                kind=step.kind,
+                subtasks=prev.subtasks + step.subtasks,
+                records_in=prev.records_in + step.records_in,
+                records_out=prev.records_out + step.records_out,
+                rejected=prev.rejected + step.rejected,
+                dead_lettered=prev.dead_lettered + step.dead_lettered,
+                processing_seconds=prev.processing_seconds + step.processing_seconds,
+                late=prev.late + step.late,
+                connector_events=events,
+            )
+    return ExecutionMetrics(
+        steps=tuple(steps[s] for s in order),
+        dropped_records=sum(p.dropped_records for p in parts),
+        backpressure_seconds=sum(p.backpressure_seconds for p in parts),
+        elapsed_seconds=elapsed,
+    )
+
+
+class RayExecutor:
+    """Runs jobs on a Ray cluster, one actor per subtask (``executor.type: distributed``).
+
+    ``address`` is a running cluster's ``HOST:PORT`` (``ray start --head``); without
+    it, an already initialised Ray is used, or a local one is started.
+    """
+
+    def __init__(
+        self,
+        settings: ExecutorSettings | None = None,
+        *,
+        address: str | None = None,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        reserve_cpus: bool = False,
+    ) -> None:
+        self.settings = settings or ExecutorSettings()
+        self.address = address
+        self.max_in_flight = max_in_flight
+        self.reserve_cpus = reserve_cpus
+        self.last_bytes_sent = 0
+
+    def _ray(self) -> Any:
+        try:
+            import ray
+        except ImportError as exc:
+            raise ExecutionError("the Ray executor needs Ray: pip install 'reflow[ray]'") from exc
+        if not ray.is_initialized():
+            os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+            try:
+                ray.init(
+                    address=self.address,
+                    include_dashboard=False,
+                    log_to_driver=False,
+                    configure_logging=False,
+                )
+            except Exception as exc:
+                where = self.address or "a new local Ray instance"
+                raise ExecutionError(f"cannot start or reach Ray at {where}: {exc}") from exc
+        return ray
+
+    async def execute(self, job: Job) -> JobResult:
+        """Run ``job`` to the end on Ray; never raises for job errors (like the local one)."""
+        if job.status is JobStatus.CREATED:
+            job.schedule()
+        if job.status is JobStatus.FAILED:
+            job.retry()
+        else:
+            job.start()
+        started_at = datetime.now()
+        began = time.perf_counter()
+        try:
+            if job.config.checkpoint is not None:
+                raise ExecutionError(
+                    f"job {job.job_name!r} takes checkpoints, which the Ray executor does not "
+                    "run yet; run it on the local executor (executor.type: single-node)"
+                )
+            ray = self._ray()
+            outcome = await self._run(ray, job)
+        except ExecutionError as exc:
+            outcome = {"error": str(exc), "step_id": None, "parts": [], "collected": []}
+        elapsed = time.perf_counter() - began
+        error = outcome["error"]
+        if error is None:
+            job.complete()
+            for collected in outcome["collected"]:
+                _absorb(job, collected)
+        else:
+            job.fail(error)
+        return JobResult(
+            job_id=job.job_id,
+            job_name=job.job_name,
+            status=job.status,
+            metrics=_merge_metrics(outcome["parts"], elapsed),
+            start_time=started_at,
+            end_time=datetime.now(),
+            error=error,
+            step_id=outcome["step_id"],
+        )
+
+    async def _run(self, ray: Any, job: Job) -> dict[str, Any]:
+        graph = job.job_graph
+        worker_class = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1000)(
+            _SubtaskWorker
+        )
+        actors: dict[SubtaskKey, Any] = {}
+        for vertex in graph.vertices:
+            profile = vertex.resource_profile
+            options: dict[str, Any] = {
+                # CPUs are reserved only when asked for (reserve_cpus): most subtasks wait
+                # on I/O, and a 2-core node would otherwise hold two subtasks.
+                "num_cpus": profile.cpu_cores if self.reserve_cpus else 0,
+                "scheduling_strategy": "SPREAD",
+            }
+            if profile.memory_mb:
+                options["memory"] = profile.memory_mb * 1024 * 1024
+            for index in range(vertex.parallelism):
+                actors[(vertex.vertex_id, index)] = worker_class.options(**options).remote(
+                    job, (vertex.vertex_id, index), self.settings, self.max_in_flight
+                )
+        try:
+            await asyncio.gather(*(a.start.remote(actors) for a in actors.values()))
+            pending = {asyncio.ensure_future(_ref(a.wait.remote())): k for k, a in actors.items()}
+            parts: list[ExecutionMetrics] = []
+            collected: list[dict[str, list[Any]]] = []
+            self.last_bytes_sent = 0
+            while pending:
+                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                for future in done:
+                    key = pending.pop(future)
+                    try:
+                        answer = future.result()
+                    except Exception as exc:  # the actor died (killed, out of memory, ...)
+                        return _failure(f"subtask {key} was lost: {exc}", None, parts)
+                    parts.append(answer["metrics"])
+                    collected.append(answer["collected"])
+                    self.last_bytes_sent += answer["bytes_sent"]
+                    if answer["error"] is not None:
+                        return _failure(answer["error"], answer["step_id"], parts)
+            return {"error": None, "step_id": None, "parts": parts, "collected": collected}
+        finally:
+            for actor in actors.values():
+                ray.kill(actor, no_restart=True)
+
+
+async def _ref(ref: Any) -> Any:
+    return await ref
+
+
+def _failure(error: str, step_id: str | None, parts: list[ExecutionMetrics]) -> dict[str, Any]:
+    return {"error": error, "step_id": step_id, "parts": parts, "collected": []}
+
+
+def _absorb(job: Job, collected: dict[str, list[Any]]) -> None:
+    """Give the driver's in-memory sinks what their copies in the actors collected."""
+    for node in job.stream_graph.nodes:
+        records = collected.get(node.step_id)
+        if records is not None and node.kind is NodeKind.SINK:
+            node.payload.records.extend(records)
+    dead = collected.get("__dead_letter__")
+    if dead is not None:
+        job.config.error_policy.dead_letter.records.extend(dead)
