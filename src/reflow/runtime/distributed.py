@@ -46,6 +46,12 @@ logger = logging.getLogger(__name__)
 
 # Actor calls per remote channel not yet acknowledged before the sender waits.
 DEFAULT_MAX_IN_FLIGHT = 4
+# Records gathered into one actor call. An actor call costs milliseconds of CPU
+# over the processes involved: measured on the CPU-heavy bench, 100-record calls
+# tripled the job's CPU; 1,000-record calls cost ~1 % of it.
+COALESCE_RECORDS = 1_000
+# Longest time records wait to fill a call when the stream goes quiet.
+COALESCE_SECONDS = 0.02
 
 SubtaskKey = tuple[int, int]
 """(vertex id, subtask index)."""
@@ -70,27 +76,54 @@ class RemoteChannel:
         self.inflight: deque[Any] = deque()
         self.seq = 0
         self.bytes_sent = 0
+        self.calls = 0
+        self.pending: list[tuple[Any, ...]] = []
+        self.pending_records = 0
+        self.timer: asyncio.TimerHandle | None = None
 
     def _submit(self, kind: str, payload: bytes | None) -> None:
         ref = self.actor.deliver.remote(self.target, self.origin, self.seq, kind, payload)
         self.seq += 1
+        self.calls += 1
         if payload is not None:
             self.bytes_sent += len(payload)
         self.inflight.append(ref)
 
+    def _submit_pending(self) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.pending:
+            payload = pickle.dumps(self.pending, protocol=pickle.HIGHEST_PROTOCOL)
+            self.pending, self.pending_records = [], 0
+            self._submit("data", payload)
+
     async def send(
         self, batch: list[Any], overflow: Overflow = Overflow.BUFFER, sender: Hashable = None
     ) -> None:
-        payload = pickle.dumps((overflow, sender, batch), protocol=pickle.HIGHEST_PROTOCOL)
-        self._submit("data", payload)
+        """Gather batches into calls of ``COALESCE_RECORDS``; a partial call leaves after
+        ``COALESCE_SECONDS``, or before the next watermark, barrier or end of input."""
+        self.pending.append((overflow, sender, batch))
+        self.pending_records += len(batch)
+        if self.pending_records < COALESCE_RECORDS:
+            if self.timer is None:
+                loop = asyncio.get_running_loop()
+                self.timer = loop.call_later(COALESCE_SECONDS, self._submit_pending)
+            return
+        self._submit_pending()
         inflight = self.inflight
         while len(inflight) > self.max_in_flight:
             await inflight.popleft()
 
     def send_control(self, message: Watermark | Barrier) -> None:
-        self._submit("control", pickle.dumps(message, protocol=pickle.HIGHEST_PROTOCOL))
+        """Watermarks and barriers ride in the same calls as the batches around them."""
+        self.pending.append((message,))
+        if self.timer is None:
+            loop = asyncio.get_running_loop()
+            self.timer = loop.call_later(COALESCE_SECONDS, self._submit_pending)
 
     def close_sender(self) -> None:
+        self._submit_pending()
         self._submit("close", None)
 
     def break_channel(self, cause: BaseException) -> None:
@@ -98,6 +131,7 @@ class RemoteChannel:
 
     async def drain(self) -> None:
         """Wait until every call sent so far was applied (raises the receiver's error)."""
+        self._submit_pending()
         while self.inflight:
             await self.inflight.popleft()
 
@@ -160,8 +194,10 @@ class _SubtaskWorker:
         self.order: dict[SubtaskKey, tuple[list[int], asyncio.Condition]] = {}
         self.task: asyncio.Task[JobResult] | None = None
         self.executor: _WorkerExecutor | None = None
+        self.cpu_started = 0.0
 
     async def start(self, peers: dict[SubtaskKey, Any]) -> str:
+        self.cpu_started = time.process_time()
         self.executor = _WorkerExecutor(self.settings, self.own, peers, self.max_in_flight, self)
         self.task = asyncio.create_task(self.executor.execute(self.job))
         ready = asyncio.create_task(self.ready.wait())
@@ -184,8 +220,12 @@ class _SubtaskWorker:
             assert inbox is not None, f"subtask {self.own} has no inbox"
             if kind == "data":
                 assert payload is not None
-                overflow, sender, batch = pickle.loads(payload)
-                await inbox.send(batch, overflow, sender)
+                for item in pickle.loads(payload):
+                    if len(item) == 1:
+                        inbox.send_control(item[0])
+                    else:
+                        overflow, sender, batch = item
+                        await inbox.send(batch, overflow, sender)
             elif kind == "control":
                 assert payload is not None
                 inbox.send_control(pickle.loads(payload))
@@ -214,6 +254,7 @@ class _SubtaskWorker:
             "metrics": result.metrics,
             "collected": _collected(self.job, self.own),
             "bytes_sent": sum(r.bytes_sent for r in self.executor.remotes),
+            "cpu_seconds": time.process_time() - self.cpu_started,
         }
 
 
@@ -284,6 +325,9 @@ class RayExecutor:
         self.max_in_flight = max_in_flight
         self.reserve_cpus = reserve_cpus
         self.last_bytes_sent = 0
+        """Bytes the last job's actors sent each other (pickled batches)."""
+        self.last_cpu_seconds = 0.0
+        """CPU seconds the last job's actors used, summed over their processes."""
 
     def _ray(self) -> Any:
         try:
@@ -369,6 +413,7 @@ class RayExecutor:
             parts: list[ExecutionMetrics] = []
             collected: list[dict[str, list[Any]]] = []
             self.last_bytes_sent = 0
+            self.last_cpu_seconds = 0.0
             while pending:
                 done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
                 for future in done:
@@ -380,6 +425,7 @@ class RayExecutor:
                     parts.append(answer["metrics"])
                     collected.append(answer["collected"])
                     self.last_bytes_sent += answer["bytes_sent"]
+                    self.last_cpu_seconds += answer["cpu_seconds"]
                     if answer["error"] is not None:
                         return _failure(answer["error"], answer["step_id"], parts)
             return {"error": None, "step_id": None, "parts": parts, "collected": collected}
