@@ -4,27 +4,16 @@ the HTTP, webhook and WebSocket connector tests (the job runs in the test's thre
 from __future__ import annotations
 
 import asyncio
-import socket
 import threading
 from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
 
+from tests.conftest import _free_low_port
 
-def free_port() -> int:
-    """A free loopback port below the ephemeral range (SERVICES.md)."""
-    import random
-
-    for _ in range(200):
-        port = random.randint(20_000, 32_000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    raise RuntimeError("no free port")
+free_port = _free_low_port
+"""A free loopback port below the ephemeral range (SERVICES.md)."""
 
 
 class ThreadedServer:

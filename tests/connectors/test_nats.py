@@ -139,22 +139,12 @@ def test_server_outage_mid_run_is_survived_by_sink_and_source(
     unacknowledged messages come back; none is lost and the exactly-once test
     sink sees each once."""
     from reflow.graph.restart import FixedDelayRestart
-    from reflow.testing import run_job_async
     from tests.server.test_health import TcpProxy
 
     async def slow(record: dict[str, int]) -> dict[str, int]:
         if record["n"] % 50 == 0:
             await asyncio.sleep(0.01)
         return record
-
-    async def with_outage(job: Any, proxy: TcpProxy) -> Any:
-        task = asyncio.create_task(run_job_async(job))
-        await asyncio.sleep(0.5)
-        await proxy.stop()
-        await asyncio.sleep(0.8)
-        await proxy.start()
-        result = await task
-        return result
 
     async def scenario() -> tuple[Any, Any, list[Any]]:
         proxy = TcpProxy(4222)
@@ -168,7 +158,7 @@ def test_server_outage_mid_run_is_survived_by_sink_and_source(
             .sink(Connectors.nats(servers=servers, stream=nats_stream))
             .build()
         )
-        written = await with_outage(write, proxy)
+        written = await proxy.run_through_outage(write, 0.5, 0.8)
         out = TestingSink(exactly_once=True)
         read = (
             Job.builder()
@@ -188,7 +178,7 @@ def test_server_outage_mid_run_is_survived_by_sink_and_source(
             .sink(out)
             .build()
         )
-        read_result = await with_outage(read, proxy)
+        read_result = await proxy.run_through_outage(read, 0.5, 0.8)
         await proxy.stop()
         return written, read_result, out.records
 

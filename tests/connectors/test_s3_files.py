@@ -162,7 +162,6 @@ def test_server_outage_mid_run_is_retried_or_recovered_without_loss(
     job through; every record arrives exactly once in the exactly-once objects."""
     import asyncio
 
-    from reflow.testing import run_job_async
     from tests.server.test_health import TcpProxy
 
     port = int(s3_endpoint.rsplit(":", 1)[1])
@@ -177,14 +176,6 @@ def test_server_outage_mid_run_is_retried_or_recovered_without_loss(
         proxy = TcpProxy(port)
         await proxy.start()
         endpoint = f"http://127.0.0.1:{proxy.port}"
-
-        async def with_outage(job: Any) -> Any:
-            task = asyncio.create_task(run_job_async(job))
-            await asyncio.sleep(0.4)
-            await proxy.stop()
-            await asyncio.sleep(0.5)
-            await proxy.start()
-            return await task
 
         write = (
             Job.builder()
@@ -201,7 +192,7 @@ def test_server_outage_mid_run_is_retried_or_recovered_without_loss(
             )
             .build()
         )
-        written = await with_outage(write)
+        written = await proxy.run_through_outage(write, 0.4, 0.5)
         out = TestingSink(exactly_once=True)
         read = (
             Job.builder()
@@ -217,7 +208,7 @@ def test_server_outage_mid_run_is_retried_or_recovered_without_loss(
             .sink(out)
             .build()
         )
-        read_result = await with_outage(read)
+        read_result = await proxy.run_through_outage(read, 0.4, 0.5)
         await proxy.stop()
         return written, read_result, out.records
 

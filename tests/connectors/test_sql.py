@@ -243,7 +243,6 @@ def test_server_gone_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
     from typing import Any
 
     from reflow.graph.restart import FixedDelayRestart
-    from reflow.testing import run_job_async
     from tests.server.test_health import TcpProxy
 
     rows = [{"id": i, "region": f"r{i % 7}", "amount": i * 0.5} for i in range(1, 20_001)]
@@ -258,14 +257,6 @@ def test_server_gone_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
         await proxy.start()
         url = postgres_url.replace("127.0.0.1:5432", f"127.0.0.1:{proxy.port}")
 
-        async def with_outage(job: Any) -> Any:
-            task = asyncio.create_task(run_job_async(job))
-            await asyncio.sleep(0.4)
-            await proxy.stop()
-            await asyncio.sleep(0.5)
-            await proxy.start()
-            return await task
-
         write = (
             Job.builder()
             .source(TestingSource(rows))
@@ -273,7 +264,7 @@ def test_server_gone_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
             .sink(Connectors.sql(url=url, table="orders", create_table=True, batch_size=200))
             .build()
         )
-        written = await with_outage(write)
+        written = await proxy.run_through_outage(write, 0.4, 0.5)
         out = TestingSink(exactly_once=True)
         read = (
             Job.builder()
@@ -284,7 +275,7 @@ def test_server_gone_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
             .sink(out)
             .build()
         )
-        read_result = await with_outage(read)
+        read_result = await proxy.run_through_outage(read, 0.4, 0.5)
         await proxy.stop()
         return written, read_result, out.records
 

@@ -55,6 +55,18 @@ class TcpProxy:
         self.writers = []
         await self.server.wait_closed()
 
+    async def run_through_outage(self, job: Any, after: float, down: float) -> Any:
+        """Run ``job`` (reflow.testing.run_job_async); ``after`` seconds in, cut every
+        connection and refuse new ones for ``down`` seconds."""
+        from reflow.testing import run_job_async
+
+        task = asyncio.create_task(run_job_async(job))
+        await asyncio.sleep(after)
+        await self.stop()
+        await asyncio.sleep(down)
+        await self.start()
+        return await task
+
 
 def test_degraded_under_sustained_backpressure() -> None:
     async def slow(x: int) -> int:

@@ -145,6 +145,23 @@ def _unreachable(role: str, options: _MqttOptions, exc: BaseException) -> Connec
     )
 
 
+async def _disconnect(client: Any, role: str, *, flush: bool) -> None:
+    """Leave the broker; with ``flush``, first let queued packets (acks) go out."""
+    lost = client._disconnected
+    if flush:
+        paho = client._client
+        for _ in range(100):
+            if not paho._out_packet or lost.done():
+                break
+            await asyncio.sleep(0.01)
+    if lost.done() and not lost.cancelled():
+        lost.exception()  # seen: the reason was logged where it happened
+    try:
+        await client.__aexit__(None, None, None)
+    except Exception as exc:  # already gone
+        logger.debug("mqtt %s: disconnect failed: %r", role, exc)
+
+
 class _MqttReader(SourceReader):
     """Reads its own queue of paho messages (with their DUP flag and packet id).
 
@@ -212,18 +229,7 @@ class _MqttReader(SourceReader):
             self.connected = False
             # Let acknowledgements already given reach the broker before leaving,
             # or it delivers those messages again.
-            paho = self.client._client
-            for _ in range(100):
-                if not paho._out_packet or self.client._disconnected.done():
-                    break
-                await asyncio.sleep(0.01)
-            lost = self.client._disconnected
-            if lost.done() and not lost.cancelled():
-                lost.exception()  # seen: the reason was logged where it happened
-            try:
-                await self.client.__aexit__(None, None, None)
-            except Exception as exc:  # already gone
-                logger.debug("mqtt source: disconnect failed: %r", exc)
+            await _disconnect(self.client, "source", flush=True)
 
     async def _reconnect(self, reason: BaseException) -> None:
         opts = self.options
@@ -381,13 +387,7 @@ class _MqttWriter(SinkWriter):
     async def _drop(self) -> None:
         if self.client is not None and self.connected:
             self.connected = False
-            lost = self.client._disconnected
-            if lost.done() and not lost.cancelled():
-                lost.exception()  # seen: the reason was logged where it happened
-            try:
-                await self.client.__aexit__(None, None, None)
-            except Exception as exc:  # already gone
-                logger.debug("mqtt sink: disconnect failed: %r", exc)
+            await _disconnect(self.client, "sink", flush=False)
 
     async def write(self, batch: list[Any]) -> None:
         opts = self.options
