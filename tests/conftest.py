@@ -285,6 +285,10 @@ def kafka_bootstrap(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"
     finally:
+        # The server outlives a terminated `start` process: stop it by its data folder.
+        subprocess.run(
+            [binary, "down", "--data-dir", str(data)], capture_output=True, check=False, timeout=30
+        )
         proc.terminate()
         try:
             proc.wait(10)

@@ -89,6 +89,8 @@ def test_drop_strategy_keeps_the_source_running_and_counts_drops() -> None:
 
     produced, dropped, received = asyncio.run(scenario())
     assert dropped > 0
-    assert produced > received * 5  # the source did not wait for the sink
+    # The source did not wait for the sink: with BUFFER it would have produced only
+    # what the sink took plus two channels' worth (2 x 2 x 100).
+    assert produced > received * 3
     # Nothing vanished unaccounted: delivered + dropped + still in flight = produced.
     assert produced - received - dropped <= 2 * 2 * 100 + 2 * 100
