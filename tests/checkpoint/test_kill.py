@@ -83,6 +83,11 @@ def _run(job: Path, kill_after: float | None) -> str | None:
         stderr=subprocess.PIPE,
     )
     assert proc.stderr is not None
+    if kill_after is not None:
+        # Kill only after this attempt completed a checkpoint (so every kill has one
+        # to resume from, however slowly the machine starts the process), then after
+        # ``kill_after`` more seconds: somewhere between two checkpoints.
+        _wait_for_new_checkpoint(job.parent / f"{job.stem}-ckpt", proc)
     try:
         proc.wait(timeout=kill_after if kill_after is not None else 120)
     except subprocess.TimeoutExpired:
@@ -96,11 +101,22 @@ def _run(job: Path, kill_after: float | None) -> str | None:
     return err
 
 
+def _wait_for_new_checkpoint(folder: Path, proc: subprocess.Popen[bytes]) -> None:
+    import time
+
+    started = time.time()
+    deadline = time.monotonic() + 60
+    while proc.poll() is None and time.monotonic() < deadline:
+        if folder.exists() and any(f.stat().st_mtime >= started for f in folder.rglob("*")):
+            return
+        time.sleep(0.02)
+
+
 def _run_with_kills(job: Path, kills: int, seed: int) -> int:
     rng = random.Random(seed)
     killed = 0
     while killed < kills:
-        if _run(job, kill_after=rng.uniform(0.8, 1.6)) is None:
+        if _run(job, kill_after=rng.uniform(0.05, 0.5)) is None:
             killed += 1
         else:
             break  # it finished before the kill
