@@ -1,5 +1,6 @@
-"""The Ray executor runs the foundation's and keyed-state job tests with the same
-results as the local executor: the suites below run again with every
+"""The Ray executor runs the foundation's and keyed-state job tests (and the
+recovery test that holds on any executor) with the same results as the local
+executor: the suites below run again with every
 ``run_job`` on Ray (``REFLOW_TEST_EXECUTOR=ray``: one actor per subtask, keyed
 exchanges and watermarks crossing actors), in a network namespace of this
 test's own with only loopback up -- Ray binds to the host's address otherwise,
@@ -29,6 +30,9 @@ SUITES = [
     "tests/operators/test_keyed.py",
     "tests/runtime/test_executor.py",
     "tests/eventtime/test_event_time.py",
+    # Checkpoints and recovery: barriers through actor calls, the driver's
+    # coordinator, restarts from the last complete checkpoint.
+    "tests/checkpoint/test_recovery_any_executor.py",
 ]
 
 

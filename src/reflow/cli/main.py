@@ -227,12 +227,10 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             )
     if executor == "ray":
         from reflow.runtime.distributed import RayExecutor
+        from reflow.runtime.executor import execute_with_recovery
 
-        if restore is not None:
-            sys.stderr.write("reflow: --resume and --from-savepoint need the local executor\n")
-            return EXIT_INVALID
         ray_executor = RayExecutor(settings, address=address)
-        result = asyncio.run(ray_executor.execute(job))
+        result = asyncio.run(execute_with_recovery(ray_executor, job, restore))
         out.write(_summary(result))
     else:
         result = asyncio.run(

@@ -16,8 +16,17 @@ Ray's own retries are off (``max_restarts=0``, ``max_task_retries=0``): a
 retried call could be applied twice or out of order. When any actor fails the
 job fails, every actor of the job is killed, and the error names the step.
 
-Not yet distributed: checkpoints (barriers and the coordinator), so jobs with
-``checkpoint:`` are refused with a clear error, and restarts are the caller's.
+Checkpoints: the driver runs the local executor's ``CheckpointCoordinator``
+over proxies of the actors. It injects barrier *n* into the source actors; the
+barriers travel in-band through the same ordered calls as the records; each
+actor snapshots when the barrier is aligned on all its inputs and its
+acknowledgement (with the snapshot) reaches the driver through a long-polling
+call. Once every subtask acknowledged, the driver writes the checkpoint to the
+job's checkpoint storage (a folder or S3 -- never only Ray's object store, which
+dies with its owner) and tells every actor to commit (two-phase sinks). Any
+actor failure fails the whole attempt: every actor is killed and
+``execute_with_recovery`` restarts the job from the last complete checkpoint
+under its restart strategy.
 """
 
 from __future__ import annotations
@@ -29,14 +38,17 @@ import pickle
 import time
 from collections import deque
 from collections.abc import Hashable
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
+from reflow.checkpoint.storage import CheckpointData, open_storage
 from reflow.errors import ExecutionError
 from reflow.graph.job import Job, JobStatus
 from reflow.graph.job_graph import JobVertex
 from reflow.graph.stream_graph import NodeKind, Overflow
 from reflow.runtime.channel import Barrier, Channel, Watermark
+from reflow.runtime.checkpointing import CheckpointCoordinator, CheckpointStats
 from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor, _Execution
 from reflow.runtime.metrics import ExecutionMetrics, StepSummary
 
@@ -170,6 +182,12 @@ class _WorkerExecutor(LocalExecutor):
         return remote
 
     async def _built(self, execution: _Execution) -> None:
+        self.worker.execution = execution
+        if execution.coordinator is not None:
+            # The driver coordinates checkpoints; acknowledgements go to it.
+            execution.coordinator = None
+            for subtask in execution.subtasks:
+                subtask.acks = self.worker
         self.worker.ready.set()
 
 
@@ -187,6 +205,9 @@ class _SubtaskWorker:
         job.status = JobStatus.CREATED
         self.job = job
         self.own = own
+        if settings.state_path is not None:  # one RocksDB folder per subtask actor
+            folder = os.path.join(settings.state_path, f"{job.job_id}-{own[0]}-{own[1]}")
+            settings = replace(settings, state_path=folder)
         self.settings = settings
         self.max_in_flight = max_in_flight
         self.inbox: Channel | None = None
@@ -194,16 +215,58 @@ class _SubtaskWorker:
         self.order: dict[SubtaskKey, tuple[list[int], asyncio.Condition]] = {}
         self.task: asyncio.Task[JobResult] | None = None
         self.executor: _WorkerExecutor | None = None
+        self.execution: _Execution | None = None
         self.cpu_started = 0.0
+        self.acks: list[tuple[int, str, dict[tuple[str, int], dict[str, Any]], float]] = []
+        self.changed = asyncio.Event()
 
-    async def start(self, peers: dict[SubtaskKey, Any]) -> str:
+    async def start(
+        self, peers: dict[SubtaskKey, Any], restore: CheckpointData | None = None
+    ) -> dict[str, Any]:
+        """Build the subtask (restoring ``restore``) and start it; its name and pid."""
         self.cpu_started = time.process_time()
         self.executor = _WorkerExecutor(self.settings, self.own, peers, self.max_in_flight, self)
-        self.task = asyncio.create_task(self.executor.execute(self.job))
+        self.task = asyncio.create_task(self.executor.execute(self.job, restore=restore))
+        self.task.add_done_callback(lambda _: self.changed.set())
         ready = asyncio.create_task(self.ready.wait())
         await asyncio.wait((ready, self.task), return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
-        return f"{os.getpid()}"
+        names = [s.name for s in self.execution.subtasks] if self.execution is not None else []
+        return {"pid": os.getpid(), "name": names[0] if names else None}
+
+    # -- checkpoints (called by the driver's coordinator) -----------------------------------
+
+    def acknowledge(
+        self,
+        checkpoint_id: int,
+        subtask: str,
+        states: dict[tuple[str, int], dict[str, Any]],
+        alignment_s: float = 0.0,
+    ) -> None:
+        """The subtask's snapshot for ``checkpoint_id``; the next ``poll`` carries it."""
+        self.acks.append((checkpoint_id, subtask, states, alignment_s))
+        self.changed.set()
+
+    async def inject_barrier(self, checkpoint_id: int) -> None:
+        assert self.execution is not None
+        for subtask in self.execution.subtasks:
+            await subtask.inject_barrier(checkpoint_id)
+
+    async def notify_complete(self, checkpoint_id: int) -> None:
+        assert self.execution is not None
+        for subtask in self.execution.subtasks:
+            await subtask.notify_complete(checkpoint_id)
+
+    async def poll(self) -> dict[str, Any]:
+        """Wait for acknowledgements or the end: ``{"acks": [...], "done": None | outcome}``."""
+        assert self.task is not None
+        while not self.acks and not self.task.done():
+            self.changed.clear()
+            await self.changed.wait()
+        if self.acks:
+            acks, self.acks = self.acks, []
+            return {"acks": acks, "done": None}
+        return {"acks": [], "done": await self.wait()}
 
     async def deliver(
         self, target: SubtaskKey, origin: SubtaskKey, seq: int, kind: str, payload: bytes | None
@@ -328,6 +391,10 @@ class RayExecutor:
         """Bytes the last job's actors sent each other (pickled batches)."""
         self.last_cpu_seconds = 0.0
         """CPU seconds the last job's actors used, summed over their processes."""
+        self.last_checkpoints: CheckpointStats | None = None
+        """Checkpoint counters of the last job (None without checkpointing)."""
+        self.last_pids: dict[SubtaskKey, int] = {}
+        """The process id of each subtask's actor in the last (or running) job."""
 
     def _ray(self) -> Any:
         try:
@@ -348,8 +415,13 @@ class RayExecutor:
                 raise ExecutionError(f"cannot start or reach Ray at {where}: {exc}") from exc
         return ray
 
-    async def execute(self, job: Job) -> JobResult:
-        """Run ``job`` to the end on Ray; never raises for job errors (like the local one)."""
+    async def execute(self, job: Job, restore: CheckpointData | None = None) -> JobResult:
+        """Run ``job`` to the end on Ray; never raises for job errors (like the local one).
+
+        With ``restore``, every actor starts from that checkpoint's state, source
+        positions and pending sink commits; ``execute_with_recovery`` passes the
+        latest complete checkpoint after a failure.
+        """
         if job.status is JobStatus.CREATED:
             job.schedule()
         if job.status is JobStatus.FAILED:
@@ -358,16 +430,12 @@ class RayExecutor:
             job.start()
         started_at = datetime.now()
         began = time.perf_counter()
+        self.last_checkpoints = None
         try:
-            if job.config.checkpoint is not None:
-                raise ExecutionError(
-                    f"job {job.job_name!r} takes checkpoints, which the Ray executor does not "
-                    "run yet; run it on the local executor (executor.type: single-node)"
-                )
             ray = self._ray()
-            outcome = await self._run(ray, job)
+            outcome = await self._run(ray, job, restore)
         except ExecutionError as exc:
-            outcome = {"error": str(exc), "step_id": None, "parts": [], "collected": []}
+            outcome = _failure(str(exc), None, [])
         elapsed = time.perf_counter() - began
         error = outcome["error"]
         if error is None:
@@ -385,9 +453,10 @@ class RayExecutor:
             end_time=datetime.now(),
             error=error,
             step_id=outcome["step_id"],
+            checkpoints=self.last_checkpoints,
         )
 
-    async def _run(self, ray: Any, job: Job) -> dict[str, Any]:
+    async def _run(self, ray: Any, job: Job, restore: CheckpointData | None) -> dict[str, Any]:
         graph = job.job_graph
         worker_class = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1000)(
             _SubtaskWorker
@@ -407,9 +476,31 @@ class RayExecutor:
                 actors[(vertex.vertex_id, index)] = worker_class.options(**options).remote(
                     job, (vertex.vertex_id, index), self.settings, self.max_in_flight
                 )
+        self.last_pids = {}
+        coordinator_task: asyncio.Task[None] | None = None
         try:
-            await asyncio.gather(*(a.start.remote(actors) for a in actors.values()))
-            pending = {asyncio.ensure_future(_ref(a.wait.remote())): k for k, a in actors.items()}
+            restore_ref = ray.put(restore) if restore is not None else None
+            try:
+                started = await asyncio.gather(
+                    *(a.start.remote(actors, restore_ref) for a in actors.values())
+                )
+            except Exception as exc:  # an actor could not be placed or died starting
+                return _failure(f"starting the job's actors failed: {exc}", None, [])
+            proxies = {
+                key: _RemoteSubtask(key, answer["name"], actor, graph.vertex(key[0]))
+                for (key, actor), answer in zip(actors.items(), started, strict=True)
+            }
+            self.last_pids = {
+                key: answer["pid"] for key, answer in zip(actors, started, strict=True)
+            }
+            coordinator = self._coordinator(job, list(proxies.values()))
+            if coordinator is not None:
+                self.last_checkpoints = coordinator.stats
+                coordinator_task = asyncio.create_task(coordinator.run())
+            pending = {
+                asyncio.ensure_future(_follow(actor, coordinator, proxies[key])): key
+                for key, actor in actors.items()
+            }
             parts: list[ExecutionMetrics] = []
             collected: list[dict[str, list[Any]]] = []
             self.last_bytes_sent = 0
@@ -421,21 +512,112 @@ class RayExecutor:
                     try:
                         answer = future.result()
                     except Exception as exc:  # the actor died (killed, out of memory, ...)
-                        return _failure(f"subtask {key} was lost: {exc}", None, parts)
+                        step = graph.vertex(key[0]).head.step_id
+                        for other in pending:
+                            other.cancel()
+                        return _failure(
+                            f"subtask {proxies[key].name} (step {step!r}) was lost: {_died(exc)}",
+                            step,
+                            parts,
+                        )
                     parts.append(answer["metrics"])
                     collected.append(answer["collected"])
                     self.last_bytes_sent += answer["bytes_sent"]
                     self.last_cpu_seconds += answer["cpu_seconds"]
                     if answer["error"] is not None:
-                        return _failure(answer["error"], answer["step_id"], parts)
+                        return await _first_cause(answer, pending, parts)
             return {"error": None, "step_id": None, "parts": parts, "collected": collected}
         finally:
+            if coordinator_task is not None:
+                if coordinator_task.done() and not coordinator_task.cancelled():
+                    problem = coordinator_task.exception()
+                    if problem is not None:
+                        logger.warning(
+                            "job %s: checkpoint coordinator stopped: %r", job.job_id, problem
+                        )
+                coordinator_task.cancel()
+                await asyncio.gather(coordinator_task, return_exceptions=True)
             for actor in actors.values():
                 ray.kill(actor, no_restart=True)
 
+    def _coordinator(self, job: Job, proxies: list[_RemoteSubtask]) -> CheckpointCoordinator | None:
+        config = job.config.checkpoint
+        if config is None:
+            return None
+        parallelism = {
+            node.step_id: vertex.parallelism
+            for vertex in job.job_graph.vertices
+            for node in vertex.chained_nodes
+        }
+        return CheckpointCoordinator(
+            job,
+            open_storage(config.path, config.retained),
+            self.settings.clock,
+            proxies,  # type: ignore[arg-type]  # duck-typed subtasks
+            parallelism,
+            config.interval_ms,
+            config.timeout_ms,
+        )
 
-async def _ref(ref: Any) -> Any:
-    return await ref
+
+async def _first_cause(
+    answer: dict[str, Any],
+    pending: dict[asyncio.Task[dict[str, Any]], SubtaskKey],
+    parts: list[Any],
+) -> dict[str, Any]:
+    """The job's failure. A subtask that failed only because the subtask it sends to
+    broke names no step; the one that broke (if it reports within a second) does."""
+    error, step_id = answer["error"], answer["step_id"]
+    if step_id is None and pending:
+        done, _ = await asyncio.wait(pending, timeout=1.0)
+        for future in done:
+            if future.exception() is None:
+                other = future.result()
+                if other["error"] is not None and other["step_id"] is not None:
+                    error, step_id = other["error"], other["step_id"]
+                    break
+    for future in pending:
+        future.cancel()
+    return _failure(error, step_id, parts)
+
+
+class _RemoteSubtask:
+    """The coordinator's view of a subtask actor (the part of ``Subtask`` it uses)."""
+
+    def __init__(self, key: SubtaskKey, name: str, actor: Any, vertex: JobVertex) -> None:
+        self.key = key
+        self.name = name
+        self.actor = actor
+        self.reader = True if vertex.head.kind is NodeKind.SOURCE else None
+        self.finished = False
+
+    async def inject_barrier(self, checkpoint_id: int) -> None:
+        await self.actor.inject_barrier.remote(checkpoint_id)
+
+    async def notify_complete(self, checkpoint_id: int) -> None:
+        await self.actor.notify_complete.remote(checkpoint_id)
+
+
+async def _follow(
+    actor: Any, coordinator: CheckpointCoordinator | None, proxy: _RemoteSubtask
+) -> dict[str, Any]:
+    """Hand an actor's checkpoint acknowledgements to the coordinator until it ends."""
+    while True:
+        answer = await actor.poll.remote()
+        if coordinator is not None:
+            for checkpoint_id, name, states, alignment_s in answer["acks"]:
+                coordinator.acknowledge(checkpoint_id, name, states, alignment_s)
+        if answer["done"] is not None:
+            proxy.finished = True
+            return answer["done"]  # type: ignore[no-any-return]
+
+
+def _died(exc: BaseException) -> str:
+    """Ray's long account of a dead actor, cut to its first line, pid and node."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    where = [line for line in lines[1:] if line.startswith(("pid:", "ip:"))]
+    head = lines[0] if lines else type(exc).__name__
+    return f"{head} ({', '.join(where)})" if where else head
 
 
 def _failure(error: str, step_id: str | None, parts: list[ExecutionMetrics]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
 from reflow.checkpoint.storage import CheckpointData, CheckpointError, open_storage
 from reflow.connectors.base import DEFAULT_BATCH_SIZE, ConnectorContext, SinkWriter
@@ -35,7 +35,13 @@ from reflow.runtime.metrics import ExecutionMetrics, StepMetrics
 from reflow.runtime.task import Router, Stage, Subtask
 from reflow.state.backend import DEFAULT_MAX_ENTRIES, ScopeSnapshot, StateBackend, create_backend
 
-__all__ = ["ExecutorSettings", "JobResult", "LocalExecutor", "execute_with_recovery"]
+__all__ = [
+    "ExecutorSettings",
+    "JobResult",
+    "JobRunner",
+    "LocalExecutor",
+    "execute_with_recovery",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -723,8 +729,17 @@ async def _close_writer(writer: SinkWriter, flush: bool) -> None:
         await writer.close()
 
 
+class JobRunner(Protocol):
+    """What ``execute_with_recovery`` restarts: the local or the Ray executor."""
+
+    @property
+    def settings(self) -> ExecutorSettings: ...
+
+    async def execute(self, job: Job, restore: CheckpointData | None = None) -> JobResult: ...
+
+
 async def execute_with_recovery(
-    executor: LocalExecutor, job: Job, restore: CheckpointData | None = None
+    executor: JobRunner, job: Job, restore: CheckpointData | None = None
 ) -> JobResult:
     """Run ``job``; on failure, restart it by its restart strategy (seed §11.2, §11.3).
 
@@ -768,3 +783,11 @@ async def execute_with_recovery(
         )
         await clock.sleep(delay)
         restore = storage.latest(job.job_id) if storage is not None else None
+        logger.warning(
+            "job %s restarts %s",
+            job.job_id,
+            "from the start (no complete checkpoint)"
+            if restore is None
+            else f"from checkpoint {restore.checkpoint_id}",
+            extra={"job_id": job.job_id, "event": "JOB_RESTORING"},
+        )

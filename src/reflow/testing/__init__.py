@@ -45,7 +45,7 @@ async def run_job_async(job: Job, settings: ExecutorSettings | None = None) -> J
     if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
         from reflow.runtime.distributed import RayExecutor
 
-        return await RayExecutor(settings).execute(job)
+        return await execute_with_recovery(RayExecutor(settings), job)
     with LocalExecutor(settings) as executor:
         return await execute_with_recovery(executor, job)
 
