@@ -1,7 +1,7 @@
 """A CPU-heavy job on the local and the Ray executor, at parallelism 1 and 2:
-parse each bid, burn ~20 µs of CPU in a map, then a keyed exchange by auction
-into a per-auction count (Nexmark Q5's tumbling 10 s windows), written as JSON
-lines.
+parse each bid, burn ~20 µs of CPU in a map (calibrated on the machine at
+start), then a keyed exchange by auction into a per-auction count (Nexmark Q5's
+tumbling 10 s windows), written as JSON lines.
 
     python -m bench.ray_cpu [--events 200000] [--repeat 2]
 
@@ -31,25 +31,49 @@ from typing import Any
 from bench.nexmark import ensure_bids
 
 DATA_DIR = Path(__file__).parent / "data"
-BURN_LOOPS = 110  # ~20 µs per record on this machine's CPython 3.11
+MAP_MICROSECONDS = 20.0
 
 
-def heavy(bid: dict[str, Any]) -> dict[str, Any]:
-    """About 20 µs of pure-Python work per record."""
-    acc = bid["price"]
-    for i in range(BURN_LOOPS):
-        acc = (acc * 31 + i) % 1_000_003
-    bid["check"] = acc
-    return bid
+class Burn:
+    """About ``MAP_MICROSECONDS`` of pure-Python work per record (``loops`` is
+    calibrated on the machine that runs the benchmark, see ``calibrate``)."""
+
+    def __init__(self, loops: int) -> None:
+        self.loops = loops
+
+    def __call__(self, bid: dict[str, Any]) -> dict[str, Any]:
+        acc = bid["price"]
+        for i in range(self.loops):
+            acc = (acc * 31 + i) % 1_000_003
+        bid["check"] = acc
+        return bid
 
 
-def _job(inp: Path, out: Path, parallelism: int, exchange: bool) -> Any:
+def calibrate(target_us: float = MAP_MICROSECONDS) -> tuple[int, float]:
+    """Loops for ``Burn`` to cost ``target_us`` per call here; (loops, measured µs)."""
+    probe = Burn(1_000)
+    bid = {"price": 12_345}
+    best = float("inf")
+    for _ in range(5):
+        began = time.perf_counter()
+        for _ in range(200):
+            probe(bid)
+        best = min(best, (time.perf_counter() - began) / 200)
+    loops = max(1, round(target_us / (best * 1e6) * 1_000))
+    burn = Burn(loops)
+    began = time.perf_counter()
+    for _ in range(20_000):
+        burn(bid)
+    return loops, (time.perf_counter() - began) / 20_000 * 1e6
+
+
+def _job(inp: Path, out: Path, parallelism: int, exchange: bool, loops: int) -> Any:
     from reflow import Connectors, Flow, Operators
     from reflow.operators import Windows
 
     flow = Flow(f"cpu-{parallelism}", parallelism=parallelism)
     stream = flow.source(Connectors.file(path=str(inp), format="json"), id="bids").map(
-        heavy, id="heavy"
+        Burn(loops), id="heavy"
     )
     if exchange:
         stream = (
@@ -64,13 +88,15 @@ def _job(inp: Path, out: Path, parallelism: int, exchange: bool) -> Any:
     return flow.to_job()
 
 
-def _run(executor: str, inp: Path, parallelism: int, exchange: bool = True) -> dict[str, float]:
+def _run(
+    executor: str, inp: Path, parallelism: int, loops: int, exchange: bool = True
+) -> dict[str, float]:
     from reflow.runtime.distributed import RayExecutor
     from reflow.testing import run_job
 
     cpu = 0.0
     with tempfile.TemporaryDirectory() as tmp:
-        job = _job(inp, Path(tmp) / "out.jsonl", parallelism, exchange)
+        job = _job(inp, Path(tmp) / "out.jsonl", parallelism, exchange, loops)
         began = time.perf_counter()
         if executor == "ray":
             ray_executor = RayExecutor()
@@ -103,19 +129,23 @@ def main() -> None:
     import ray
 
     inp = ensure_bids(DATA_DIR, args.events)
+    loops, map_us = calibrate()
     ray.init(include_dashboard=False, log_to_driver=False)
     best: dict[str, dict[str, float]] = {}
     for _ in range(args.repeat):
         for executor in ("local", "ray"):
             for parallelism in (1, 2):
                 name = f"{executor} p={parallelism}"
-                figures = _run(executor, inp, parallelism)
+                figures = _run(executor, inp, parallelism, loops)
                 if name not in best or figures["seconds"] < best[name]["seconds"]:
                     best[name] = figures
     written = {f["written"] for f in best.values()}
     if len(written) != 1:
         raise SystemExit(f"outputs differ: {best}")
-    print(f"bench.ray_cpu: {args.events:,} bids, ~20 µs map, keyed count; best of {args.repeat}")
+    print(
+        f"bench.ray_cpu: {args.events:,} bids, map of {map_us:.1f} µs ({loops} loops), "
+        f"keyed count; best of {args.repeat}"
+    )
     for name, figures in best.items():
         rate = args.events / figures["seconds"]
         print(
@@ -128,8 +158,8 @@ def main() -> None:
 
     # The crossing cost: the actors' CPU with the keyed exchange vs the same job
     # fully chained (no record leaves its actor), at parallelism 2.
-    crossing = _run("ray", inp, 2, True)["cpu"]
-    chained = _run("ray", inp, 2, False)["cpu"]
+    crossing = _run("ray", inp, 2, loops, True)["cpu"]
+    chained = _run("ray", inp, 2, loops, False)["cpu"]
     per_million = (crossing - chained) / args.events * 1_000_000
     print(
         f"  actors' CPU at p=2: {crossing:.2f} s with the keyed exchange, {chained:.2f} s "

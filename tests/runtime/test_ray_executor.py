@@ -33,6 +33,8 @@ SUITES = [
     # Checkpoints and recovery: barriers through actor calls, the driver's
     # coordinator, restarts from the last complete checkpoint.
     "tests/checkpoint/test_recovery_any_executor.py",
+    # The manager on Ray: live counters of every actor in /metrics, cancel.
+    "tests/server/test_metrics_any_executor.py",
 ]
 
 

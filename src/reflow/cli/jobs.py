@@ -273,10 +273,15 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     settings = ExecutorSettings()
     queue_size = 1000
+    executor = None
     if args.config:
         system = load_system_config(args.config)
         settings = executor_settings(system)
         queue_size = system.scheduler.job_queue_size
+        if system.executor.type == "distributed":
+            from reflow.runtime.distributed import RayExecutor
+
+            executor = RayExecutor(settings, address=system.executor.address)
     from reflow.scheduler.manager import memory_mb
 
     manager = _manager(
@@ -285,6 +290,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         slots=args.slots,
         memory_mb=memory_mb(args.memory) if args.memory else None,
         queue_size=queue_size,
+        executor=executor,
     )
     assert isinstance(manager, JobManager)
     if args.jobs_dir:

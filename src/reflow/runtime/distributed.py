@@ -32,6 +32,7 @@ under its restart strategy.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import pickle
@@ -47,10 +48,16 @@ from reflow.errors import ExecutionError
 from reflow.graph.job import Job, JobStatus
 from reflow.graph.job_graph import JobVertex
 from reflow.graph.stream_graph import NodeKind, Overflow
-from reflow.runtime.channel import Barrier, Channel, Watermark
+from reflow.runtime.channel import Barrier, Channel, ChannelStatistics, Watermark
 from reflow.runtime.checkpointing import CheckpointCoordinator, CheckpointStats
-from reflow.runtime.executor import ExecutorSettings, JobResult, LocalExecutor, _Execution
-from reflow.runtime.metrics import ExecutionMetrics, StepSummary
+from reflow.runtime.executor import (
+    RETAINED_EXECUTIONS,
+    ExecutorSettings,
+    JobResult,
+    LocalExecutor,
+    _Execution,
+)
+from reflow.runtime.metrics import ExecutionMetrics, StepMetrics, StepSummary
 
 __all__ = ["RayExecutor", "RemoteChannel"]
 
@@ -61,9 +68,11 @@ DEFAULT_MAX_IN_FLIGHT = 4
 # Records gathered into one actor call. An actor call costs milliseconds of CPU
 # over the processes involved: measured on the CPU-heavy bench, 100-record calls
 # tripled the job's CPU; 1,000-record calls cost ~1 % of it.
-COALESCE_RECORDS = 1_000
+COALESCE_RECORDS = 300
 # Longest time records wait to fill a call when the stream goes quiet.
 COALESCE_SECONDS = 0.02
+# How often each actor reports its live counters to the driver (for /metrics).
+REPORT_SECONDS = 1.0
 
 SubtaskKey = tuple[int, int]
 """(vertex id, subtask index)."""
@@ -257,16 +266,29 @@ class _SubtaskWorker:
         for subtask in self.execution.subtasks:
             await subtask.notify_complete(checkpoint_id)
 
-    async def poll(self) -> dict[str, Any]:
-        """Wait for acknowledgements or the end: ``{"acks": [...], "done": None | outcome}``."""
+    async def poll(self, wait_s: float = 1.0) -> dict[str, Any]:
+        """Wait up to ``wait_s`` for acknowledgements or the end; what happened and a
+        report of the live counters: ``{"acks": [...], "done": None | outcome, "report"}``."""
         assert self.task is not None
-        while not self.acks and not self.task.done():
+        if not self.acks and not self.task.done():
             self.changed.clear()
-            await self.changed.wait()
-        if self.acks:
-            acks, self.acks = self.acks, []
-            return {"acks": acks, "done": None}
-        return {"acks": [], "done": await self.wait()}
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), wait_s)
+        acks, self.acks = self.acks, []
+        done = await self.wait() if not acks and self.task.done() else None
+        return {"acks": acks, "done": done, "report": self._report()}
+
+    def _report(self) -> dict[str, Any]:
+        """This subtask's live counters for the driver's metrics (``/metrics``)."""
+        execution = self.execution
+        if execution is None or not execution.subtasks:
+            return {"metrics": [], "subtask": None, "channels": []}
+        subtask = execution.subtasks[0]
+        return {
+            "metrics": execution.metrics,
+            "subtask": (subtask.name, subtask.index, subtask.blocked_ns, subtask.watermark),
+            "channels": [c.statistics() for c in execution.channels],
+        }
 
     async def deliver(
         self, target: SubtaskKey, origin: SubtaskKey, seq: int, kind: str, payload: bytes | None
@@ -368,6 +390,81 @@ def _merge_metrics(parts: list[ExecutionMetrics], elapsed: float) -> ExecutionMe
     )
 
 
+class _ChannelView:
+    """An actor's inbox statistics as last reported."""
+
+    def __init__(self, stats: ChannelStatistics) -> None:
+        self.stats = stats
+
+    def statistics(self) -> ChannelStatistics:
+        return self.stats
+
+
+class _SubtaskView:
+    """A subtask actor as last reported (what metrics and health read of a subtask)."""
+
+    reader = None
+    source_step = None
+    stages: tuple[Any, ...] = ()
+
+    def __init__(
+        self, name: str, index: int, blocked_ns: int, watermark: int, tail: StepMetrics | None
+    ) -> None:
+        self.name = name
+        self.index = index
+        self.blocked_ns = blocked_ns
+        self.watermark = watermark
+        self.source_metrics = tail
+
+
+class _RayExecution:
+    """A job running on Ray as the driver sees it: the counters each actor reported
+    last (every ``RayExecutor.report_seconds``), its checkpoint coordinator."""
+
+    def __init__(self, job: Job) -> None:
+        self.job = job
+        self.reports: dict[SubtaskKey, dict[str, Any]] = {}
+        self.coordinator: CheckpointCoordinator | None = None
+        self.started = time.perf_counter()
+        self.finished: float | None = None
+        self.cancelled = False
+        self.stopping = asyncio.Event()
+
+    @property
+    def metrics(self) -> list[StepMetrics]:
+        return [m for report in list(self.reports.values()) for m in report["metrics"]]
+
+    @property
+    def subtasks(self) -> list[_SubtaskView]:
+        views = []
+        for report in list(self.reports.values()):
+            if report["subtask"] is None:
+                continue
+            name, index, blocked_ns, watermark = report["subtask"]
+            tail = report["metrics"][-1] if report["metrics"] else None
+            views.append(_SubtaskView(name, index, blocked_ns, watermark, tail))
+        return views
+
+    @property
+    def channels(self) -> list[_ChannelView]:
+        return [
+            _ChannelView(stats)
+            for report in list(self.reports.values())
+            for stats in report["channels"]
+        ]
+
+    def snapshot(self) -> ExecutionMetrics:
+        stats = [c.statistics() for c in self.channels]
+        end = self.finished if self.finished is not None else time.perf_counter()
+        return ExecutionMetrics.summarize(
+            self.metrics,
+            dropped=sum(s.dropped_records for s in stats),
+            blocked=sum(s.blocked_seconds for s in stats),
+            elapsed=end - self.started,
+            channels={s.name: (s.size, s.capacity) for s in stats},
+        )
+
+
 class RayExecutor:
     """Runs jobs on a Ray cluster, one actor per subtask (``executor.type: distributed``).
 
@@ -391,10 +488,77 @@ class RayExecutor:
         """Bytes the last job's actors sent each other (pickled batches)."""
         self.last_cpu_seconds = 0.0
         """CPU seconds the last job's actors used, summed over their processes."""
+        self.last_cpu_by_subtask: dict[str, float] = {}
+        """CPU seconds of each subtask's actor process in the last job."""
         self.last_checkpoints: CheckpointStats | None = None
         """Checkpoint counters of the last job (None without checkpointing)."""
         self.last_pids: dict[SubtaskKey, int] = {}
         """The process id of each subtask's actor in the last (or running) job."""
+        self.report_seconds = REPORT_SECONDS
+        self._executions: dict[str, _RayExecution] = {}
+        self.totals = {"completed": 0, "failed": 0, "cancelled": 0}
+        """Jobs that ended on this executor, by outcome (job.completed, job.failed)."""
+        self.durations: list[float] = []
+        """Seconds each ended job ran (job.duration)."""
+
+    # -- what the manager, /metrics and /health read (as on the local executor) -------------
+
+    def executions(self) -> list[_RayExecution]:
+        """Running executions and the most recent ended ones."""
+        return list(self._executions.values())
+
+    def running(self) -> list[_RayExecution]:
+        return [e for e in self._executions.values() if e.finished is None]
+
+    def pool_stats(self) -> dict[str, tuple[int, int]]:
+        """No thread pools in the driver: the actors have their own."""
+        return {}
+
+    def status(self, job_id: str) -> JobStatus:
+        return self._execution(job_id).job.status
+
+    def metrics(self, job_id: str) -> ExecutionMetrics:
+        return self._execution(job_id).snapshot()
+
+    def _execution(self, job_id: str) -> _RayExecution:
+        execution = self._executions.get(job_id)
+        if execution is None:
+            raise ExecutionError(f"no job {job_id!r} ran on this executor")
+        return execution
+
+    async def stop(self, job_id: str) -> None:
+        """Cancel a running job: its actors are killed; it ends CANCELLED."""
+        self.stop_nowait(job_id)
+
+    def stop_nowait(self, job_id: str) -> None:
+        execution = self._execution(job_id)
+        execution.cancelled = True
+        execution.stopping.set()
+
+    def pause(self, job_id: str) -> None:
+        raise ExecutionError(
+            f"job {job_id!r} runs on Ray, which cannot pause a job; stop it and resume it "
+            "from its latest checkpoint (reflow run --resume) instead"
+        )
+
+    def resume(self, job_id: str) -> None:
+        self.pause(job_id)
+
+    async def savepoint(self, job_id: str, *, stop: bool = False) -> CheckpointData | None:
+        """Take a savepoint of a running job (it needs checkpointing configured)."""
+        execution = self._executions.get(job_id)
+        if execution is None or execution.coordinator is None:
+            raise ExecutionError(
+                f"job {job_id!r} is not running with checkpoints; configure checkpointing "
+                "(checkpoint: in the job file) to take savepoints"
+            )
+        data = await execution.coordinator.trigger(savepoint=True)
+        if stop and data is not None:
+            self.stop_nowait(job_id)
+        return data
+
+    def close(self) -> None:
+        """Nothing to release: each job's actors are killed when it ends."""
 
     def _ray(self) -> Any:
         try:
@@ -431,19 +595,29 @@ class RayExecutor:
         started_at = datetime.now()
         began = time.perf_counter()
         self.last_checkpoints = None
+        execution = _RayExecution(job)
+        self._executions[job.job_id] = execution
         try:
             ray = self._ray()
-            outcome = await self._run(ray, job, restore)
+            outcome = await self._run(ray, job, restore, execution)
         except ExecutionError as exc:
             outcome = _failure(str(exc), None, [])
         elapsed = time.perf_counter() - began
+        execution.finished = time.perf_counter()
         error = outcome["error"]
-        if error is None:
+        if execution.cancelled and error is None:
+            job.cancel()
+        elif error is None:
             job.complete()
             for collected in outcome["collected"]:
                 _absorb(job, collected)
         else:
             job.fail(error)
+        self.totals[job.status.value.lower()] = self.totals.get(job.status.value.lower(), 0) + 1
+        self.durations.append(elapsed)
+        ended = [k for k, e in self._executions.items() if e.finished is not None]
+        for key in ended[:-RETAINED_EXECUTIONS]:
+            del self._executions[key]
         return JobResult(
             job_id=job.job_id,
             job_name=job.job_name,
@@ -456,7 +630,9 @@ class RayExecutor:
             checkpoints=self.last_checkpoints,
         )
 
-    async def _run(self, ray: Any, job: Job, restore: CheckpointData | None) -> dict[str, Any]:
+    async def _run(
+        self, ray: Any, job: Job, restore: CheckpointData | None, execution: _RayExecution
+    ) -> dict[str, Any]:
         graph = job.job_graph
         worker_class = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1000)(
             _SubtaskWorker
@@ -494,19 +670,30 @@ class RayExecutor:
                 key: answer["pid"] for key, answer in zip(actors, started, strict=True)
             }
             coordinator = self._coordinator(job, list(proxies.values()))
+            execution.coordinator = coordinator
             if coordinator is not None:
                 self.last_checkpoints = coordinator.stats
                 coordinator_task = asyncio.create_task(coordinator.run())
             pending = {
-                asyncio.ensure_future(_follow(actor, coordinator, proxies[key])): key
+                asyncio.ensure_future(
+                    _follow(actor, coordinator, proxies[key], execution, self.report_seconds)
+                ): key
                 for key, actor in actors.items()
             }
+            stopping = asyncio.ensure_future(execution.stopping.wait())
             parts: list[ExecutionMetrics] = []
             collected: list[dict[str, list[Any]]] = []
             self.last_bytes_sent = 0
             self.last_cpu_seconds = 0.0
+            self.last_cpu_by_subtask = {}
             while pending:
-                done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+                waiting: list[asyncio.Future[Any]] = [*pending, stopping]
+                finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if stopping in finished:  # stop(): the actors are killed below
+                    for future in pending:
+                        future.cancel()
+                    return {"error": None, "step_id": None, "parts": parts, "collected": []}
+                done = [f for f in pending if f in finished]
                 for future in done:
                     key = pending.pop(future)
                     try:
@@ -524,8 +711,10 @@ class RayExecutor:
                     collected.append(answer["collected"])
                     self.last_bytes_sent += answer["bytes_sent"]
                     self.last_cpu_seconds += answer["cpu_seconds"]
+                    self.last_cpu_by_subtask[proxies[key].name] = answer["cpu_seconds"]
                     if answer["error"] is not None:
                         return await _first_cause(answer, pending, parts)
+            stopping.cancel()
             return {"error": None, "step_id": None, "parts": parts, "collected": collected}
         finally:
             if coordinator_task is not None:
@@ -599,11 +788,17 @@ class _RemoteSubtask:
 
 
 async def _follow(
-    actor: Any, coordinator: CheckpointCoordinator | None, proxy: _RemoteSubtask
+    actor: Any,
+    coordinator: CheckpointCoordinator | None,
+    proxy: _RemoteSubtask,
+    execution: _RayExecution,
+    report_seconds: float,
 ) -> dict[str, Any]:
-    """Hand an actor's checkpoint acknowledgements to the coordinator until it ends."""
+    """Hand an actor's checkpoint acknowledgements to the coordinator and its live
+    counters to the execution's view, until it ends."""
     while True:
-        answer = await actor.poll.remote()
+        answer = await actor.poll.remote(report_seconds)
+        execution.reports[proxy.key] = answer["report"]
         if coordinator is not None:
             for checkpoint_id, name, states, alignment_s in answer["acks"]:
                 coordinator.acknowledge(checkpoint_id, name, states, alignment_s)

@@ -21,6 +21,7 @@ from typing import Any
 
 from reflow.errors import ReflowError
 from reflow.graph.job import Job, JobStatus
+from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
 from reflow.scheduler.cron import ScheduleError
 from reflow.scheduler.policies import (
@@ -97,9 +98,11 @@ class JobManager:
         queue_size: int = 1000,
         aging_seconds: float = 60.0,
         loader: Callable[[str, str], Job] | None = None,
+        executor: LocalExecutor | RayExecutor | None = None,
     ) -> None:
         """``loader(yaml_text, folder)`` builds a Job from a stored job file
-        (``reflow.config.job_loader`` for YAML files)."""
+        (``reflow.config.job_loader`` for YAML files). ``executor``: where runs go
+        (default: a LocalExecutor; a RayExecutor for ``executor.type: distributed``)."""
         self.store = store
         self.loader = loader
         self.settings = settings or ExecutorSettings()
@@ -107,7 +110,7 @@ class JobManager:
         self.slots = slots
         self.memory_mb = memory_mb
         self.queue = JobQueue(queue_size, aging_seconds)
-        self.executor = LocalExecutor(self.settings)
+        self.executor = executor or LocalExecutor(self.settings)
         self.running: dict[str, _Running] = {}
         self.started: list[str] = []
         """Run ids in the order they started (for tests and the history)."""

@@ -17,6 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import LocalExecutor
 
 __all__ = ["ComponentHealth", "HealthChecker", "HealthReport"]
@@ -51,7 +52,7 @@ class HealthReport:
 class HealthChecker:
     def __init__(
         self,
-        executor: LocalExecutor,
+        executor: LocalExecutor | RayExecutor,
         manager: Any = None,
         *,
         backpressure_threshold: float = 0.5,

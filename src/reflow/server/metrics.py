@@ -32,6 +32,7 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import LocalExecutor
 
 __all__ = ["ReflowCollector", "log_report", "report_periodically"]
@@ -45,7 +46,7 @@ STEP_LABELS = ["job_id", "job_name", "step_id", "subtask"]
 class ReflowCollector(Collector):
     """Reads an executor (and optionally a job manager) at every scrape."""
 
-    def __init__(self, executor: LocalExecutor, manager: Any = None) -> None:
+    def __init__(self, executor: LocalExecutor | RayExecutor, manager: Any = None) -> None:
         self.executor = executor
         self.manager = manager
         self._last: dict[tuple[str, ...], tuple[float, float]] = {}
@@ -253,7 +254,7 @@ class ReflowCollector(Collector):
             )
 
 
-def log_report(executor: LocalExecutor) -> dict[str, Any]:
+def log_report(executor: LocalExecutor | RayExecutor) -> dict[str, Any]:
     """The key figures the periodic log reporter writes (the seed's slf4j reporter)."""
     steps: dict[str, dict[str, int]] = {}
     for execution in executor.running():
@@ -269,7 +270,9 @@ def log_report(executor: LocalExecutor) -> dict[str, Any]:
     }
 
 
-async def report_periodically(executor: LocalExecutor, interval_seconds: float) -> None:
+async def report_periodically(
+    executor: LocalExecutor | RayExecutor, interval_seconds: float
+) -> None:
     """Log ``log_report`` every ``interval_seconds`` on the executor's clock."""
     while True:
         await executor.settings.clock.sleep(interval_seconds)
