@@ -51,20 +51,22 @@ class Burn:
 
 def calibrate(target_us: float = MAP_MICROSECONDS) -> tuple[int, float]:
     """Loops for ``Burn`` to cost ``target_us`` per call here; (loops, measured µs)."""
-    probe = Burn(1_000)
     bid = {"price": 12_345}
-    best = float("inf")
-    for _ in range(5):
-        began = time.perf_counter()
-        for _ in range(200):
-            probe(bid)
-        best = min(best, (time.perf_counter() - began) / 200)
-    loops = max(1, round(target_us / (best * 1e6) * 1_000))
-    burn = Burn(loops)
-    began = time.perf_counter()
-    for _ in range(20_000):
-        burn(bid)
-    return loops, (time.perf_counter() - began) / 20_000 * 1e6
+
+    def cost(loops: int) -> float:
+        burn = Burn(loops)
+        best = float("inf")
+        for _ in range(3):
+            began = time.perf_counter()
+            for _ in range(5_000):
+                burn(bid)
+            best = min(best, (time.perf_counter() - began) / 5_000 * 1e6)
+        return best
+
+    loops = 500
+    for _ in range(3):  # the cost is not quite linear in the loops: converge
+        loops = max(1, round(loops * target_us / cost(loops)))
+    return loops, cost(loops)
 
 
 def _job(inp: Path, out: Path, parallelism: int, exchange: bool, loops: int) -> Any:

@@ -37,10 +37,12 @@ class FailAfterCheckpoint:
         self.failures = failures
         self.marks = marks
         self.checkpoints = checkpoints
+        self.seen = 0
 
     async def __call__(self, x: int) -> dict[str, int]:
-        if x % 100 == 0:
-            await asyncio.sleep(0.01)  # slow enough for checkpoints to happen
+        self.seen += 1
+        if self.seen % 25 == 0:  # ~2 s per attempt: checkpoints complete meanwhile
+            await asyncio.sleep(0.01)
         if x >= self.from_record and any(self.checkpoints.rglob("chk-*")):
             marks = list(self.marks.iterdir())
             failed = len(marks)
@@ -58,8 +60,10 @@ def test_failures_restart_from_the_last_checkpoint_with_exactly_once_output(
     marks.mkdir()
     checkpoints = tmp_path / "ckpt"
     db = tmp_path / "out.db"
+    # Source, flaky map and SQL sink are chained (two subtasks each): the map's pace
+    # is the sources' pace, so checkpoints complete while they read.
     flow = Flow("recover-anywhere", parallelism=2, batch_size=100)
-    stream = flow.source(TestingSource(range(N), parallelism=1), id="numbers").map(
+    stream = flow.source(TestingSource(range(N)), id="numbers").map(
         FailAfterCheckpoint(5_000, 2, marks, checkpoints), id="flaky"
     )
     stream.sink(

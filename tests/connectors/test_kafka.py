@@ -18,6 +18,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
 from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
 from reflow.testing import TestingSink, TestingSource, run_job
+from tests.connectors.scenarios import dead_lettered_job
 
 
 def _topic(bootstrap: str, partitions: int) -> str:
@@ -188,13 +189,7 @@ def test_bad_messages_and_records_go_to_the_dead_letter(kafka_bootstrap: str) ->
     dead = TestingSink()
     rows: list[Any] = [{"k": 1}, {"no_key": 2}, {"k": 3}]
     sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="k")
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(TestingSource(rows))
-        .sink(sink)
-        .build()
-    )
+    job = dead_lettered_job(TestingSource(rows), sink, dead)
     assert run_job(job).status is JobStatus.COMPLETED
     assert [d["record"] for d in dead.records] == [{"no_key": 2}]
 

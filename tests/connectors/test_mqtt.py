@@ -12,10 +12,11 @@ from typing import Any
 import aiomqtt
 import pytest
 
-from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow import Connectors, Job, JobStatus, Operators
 from reflow.graph.restart import FixedDelayRestart
 from reflow.testing import TestingSink, TestingSource, run_job, run_job_async
 from tests.connectors.http_server import free_port
+from tests.connectors.scenarios import dead_lettered_job
 
 
 def _open_session(port: int, client_id: str, topic: str) -> None:
@@ -110,13 +111,7 @@ def test_shared_broker_round_trip_with_metadata_and_bad_payloads(mqtt_topic: str
     source = Connectors.mqtt(
         topic=mqtt_topic + "/#", client_id=client_id, metadata=True, stop_when_idle=1.0
     )
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(source)
-        .sink(out)
-        .build()
-    )
+    job = dead_lettered_job(source, out, dead)
     result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert sorted(r["payload"]["id"] for r in out.records) == list(range(500))

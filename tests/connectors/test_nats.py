@@ -9,8 +9,9 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow import Connectors, Job, JobStatus, Operators
 from reflow.testing import TestingSink, TestingSource, run_job
+from tests.connectors.scenarios import dead_lettered_job, run_until_crash
 
 SERVERS = "nats://127.0.0.1:4222"
 
@@ -58,27 +59,9 @@ def test_a_failed_checkpointed_run_loses_nothing(nats_stream: str, tmp_path: Pat
     records = [{"n": i} for i in range(4_000)]
     _publish(nats_stream, records)
 
-    async def fail_late(record: dict[str, int]) -> dict[str, int]:
-        if record["n"] % 50 == 0:
-            await asyncio.sleep(0.005)
-        if record["n"] == 3_000:
-            raise RuntimeError("crash")
-        return record
-
-    first = TestingSink(exactly_once=True)
-    job = (
-        Job.builder()
-        .batch_size(50)
-        .checkpointing(str(tmp_path / "ckpt"), interval_ms=50)
-        .source(_source(nats_stream, max_records=50, ack_wait="1s"))
-        .transform(Operators.map(fail_late, concurrency=1))
-        .sink(first)
-        .build()
+    committed = run_until_crash(
+        _source(nats_stream, max_records=50, ack_wait="1s"), tmp_path / "ckpt"
     )
-    result = run_job(job)
-    assert result.status is JobStatus.FAILED
-    committed = [r["n"] for r in first.records]
-    assert 0 < len(committed) < 3_000
     pending, ack_pending = _unacknowledged(nats_stream)
     # Only what completed checkpoints covered was acknowledged.
     assert pending + ack_pending == 4_000 - len(committed)
@@ -103,13 +86,7 @@ def test_bad_messages_go_to_the_dead_letter(nats_stream: str) -> None:
     asyncio.run(garbage())
     _publish(nats_stream, [{"ok": 2}])
     dead, out = TestingSink(), TestingSink()
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(_source(nats_stream))
-        .sink(out)
-        .build()
-    )
+    job = dead_lettered_job(_source(nats_stream), out, dead)
     result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert out.records == [{"ok": 1}, {"ok": 2}]

@@ -11,9 +11,10 @@ from typing import Any
 
 import aio_pika
 
-from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow import Connectors, Job, JobStatus, Operators
 from reflow.testing import TestingSink, TestingSource, run_job
 from tests.conftest import RABBITMQ_URL
+from tests.connectors.scenarios import dead_lettered_job, run_until_crash
 
 
 def _queue_depth(queue: str) -> int:
@@ -53,27 +54,9 @@ def test_a_failed_checkpointed_run_loses_nothing(rabbitmq_queue: str, tmp_path: 
     records = [{"n": i} for i in range(4_000)]
     _publish(rabbitmq_queue, records)
 
-    async def fail_late(record: dict[str, int]) -> dict[str, int]:
-        if record["n"] % 50 == 0:
-            await asyncio.sleep(0.005)
-        if record["n"] == 3_000:
-            raise RuntimeError("crash")
-        return record
-
-    first = TestingSink(exactly_once=True)
-    job = (
-        Job.builder()
-        .batch_size(50)
-        .checkpointing(str(tmp_path / "ckpt"), interval_ms=50)
-        .source(_source(rabbitmq_queue, max_records=50, prefetch=500))
-        .transform(Operators.map(fail_late, concurrency=1))
-        .sink(first)
-        .build()
+    committed = run_until_crash(
+        _source(rabbitmq_queue, max_records=50, prefetch=500), tmp_path / "ckpt"
     )
-    result = run_job(job)
-    assert result.status is JobStatus.FAILED
-    committed = [r["n"] for r in first.records]
-    assert 0 < len(committed) < 3_000
     # Only what completed checkpoints covered was acknowledged; the rest is back.
     left = _queue_depth(rabbitmq_queue)
     assert left == 4_000 - len(committed)
@@ -95,13 +78,7 @@ def test_bad_messages_go_to_the_dead_letter(rabbitmq_queue: str) -> None:
 
     asyncio.run(raw())
     dead, out = TestingSink(), TestingSink()
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(_source(rabbitmq_queue))
-        .sink(out)
-        .build()
-    )
+    job = dead_lettered_job(_source(rabbitmq_queue), out, dead)
     result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert out.records == [{"ok": 1}, {"ok": 2}]
@@ -114,13 +91,7 @@ def test_routing_key_placeholders_and_missing_fields(rabbitmq_queue: str) -> Non
     sink = Connectors.rabbitmq(url=RABBITMQ_URL, routing_key=rabbitmq_queue + "{suffix}")
     rows: list[Any] = [{"suffix": "", "v": 1}, {"v": 2}]
     asyncio.run(_declare(rabbitmq_queue))
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(TestingSource(rows))
-        .sink(sink)
-        .build()
-    )
+    job = dead_lettered_job(TestingSource(rows), sink, dead)
     assert run_job(job).status is JobStatus.COMPLETED
     assert [d["record"] for d in dead.records] == [{"v": 2}]
     assert _queue_depth(rabbitmq_queue) == 1

@@ -12,8 +12,9 @@ import orjson
 import redis
 import redis.asyncio
 
-from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow import Connectors, Job, JobStatus, Operators
 from reflow.testing import TestingSink, TestingSource, run_job, run_job_async
+from tests.connectors.scenarios import dead_lettered_job
 from tests.server.test_health import TcpProxy
 
 URL = "redis://127.0.0.1:6379/0"
@@ -117,13 +118,7 @@ def test_records_that_cannot_be_written_go_to_the_dead_letter(redis_prefix: str)
     sink = Connectors.redis(
         url=URL, data_type="zset", key=f"{redis_prefix}z", value_field="name", score_field="score"
     )
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(TestingSource(rows))
-        .sink(sink)
-        .build()
-    )
+    job = dead_lettered_job(TestingSource(rows), sink, dead)
     result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert [d["record"]["name"] for d in dead.records] == ["b", "c"]
@@ -137,13 +132,7 @@ def test_malformed_stream_entries_go_to_the_dead_letter(redis_prefix: str) -> No
     r.xadd(stream, {"data": b"{not json"})
     r.xadd(stream, {"plain": b"fields"})
     dead, sink = TestingSink(), TestingSink()
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(Connectors.redis(url=URL, stream=stream, stop_at_end=True))
-        .sink(sink)
-        .build()
-    )
+    job = dead_lettered_job(Connectors.redis(url=URL, stream=stream, stop_at_end=True), sink, dead)
     result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert sink.records == [{"ok": 1}, {"plain": "fields"}]

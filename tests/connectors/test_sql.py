@@ -5,10 +5,11 @@ from __future__ import annotations
 import pytest
 import sqlalchemy as sa
 
-from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow import Connectors, Job, JobStatus, Operators
 from reflow.connectors.sql.engine import normalize_url
 from reflow.connectors.sql.source import partition_ranges
 from reflow.testing import TestingSink, TestingSource, run_job
+from tests.connectors.scenarios import dead_lettered_job
 
 ROWS = [{"id": i, "region": f"r{i % 5}", "amount": i * 0.25} for i in range(1, 2_001)]
 
@@ -114,13 +115,7 @@ def test_rows_the_database_rejects_go_to_the_dead_letter(database_url: str) -> N
         {"id": 102, "bogus": 1},
     ]
     sink = Connectors.sql(url=database_url, table="orders")
-    job = (
-        Job.builder()
-        .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-        .source(TestingSource(rows))
-        .sink(sink)
-        .build()
-    )
+    job = dead_lettered_job(TestingSource(rows), sink, dead)
     _run(job)
     assert sorted(d["record"]["id"] for d in dead.records) == [5, 102]
     engine = _engine(database_url)

@@ -9,9 +9,10 @@ from typing import Any
 import orjson
 from aiohttp import WSMsgType, web
 
-from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
+from reflow import Connectors, Job, JobStatus, Operators
 from reflow.testing import TestingSink, run_job
 from tests.connectors.http_server import ThreadedServer, free_port
+from tests.connectors.scenarios import dead_lettered_job
 
 
 class Feed:
@@ -67,13 +68,7 @@ def test_100k_messages_across_a_dropped_connection_arrive_once() -> None:
             reconnect_backoff=0.05,
             stop_when_idle=1.0,
         )
-        job = (
-            Job.builder()
-            .error_policy(ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
-            .source(source)
-            .sink(out)
-            .build()
-        )
+        job = dead_lettered_job(source, out, dead)
         result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert [r["seq"] for r in out.records] == list(range(100_000))

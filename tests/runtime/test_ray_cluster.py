@@ -288,7 +288,9 @@ def test_q5_on_two_ray_nodes_recovers_from_a_sigkill_exactly_once(
         time.sleep(0.05)
     assert any(checkpoints.glob("chk-*")), "no checkpoint completed before the kill"
     victims = cluster.actor_pids(cluster.b)
+    # The subtasks are spread over both nodes.
     assert victims, "no subtask actor runs on the second node"
+    assert cluster.actor_pids(cluster.a), "no subtask actor runs on the head node"
     os.kill(victims[0], signal.SIGKILL)
     err = _finish(proc)
 

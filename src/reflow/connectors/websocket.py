@@ -162,9 +162,12 @@ class _WebSocketReader(SourceReader):
                     continue
                 failures = 0
             ws = self.ws
+            received = False
             try:
                 async for message in ws:
-                    delay = opts.reconnect_backoff  # the connection worked: start over
+                    if not received:  # the connection worked: the backoff starts over
+                        received = True
+                        delay = opts.reconnect_backoff
                     if message.type == aiohttp.WSMsgType.TEXT:
                         await self.queue.put(message.data.encode())
                     elif message.type == aiohttp.WSMsgType.BINARY:

@@ -239,12 +239,7 @@ class LocalExecutor:
     async def savepoint(self, job_id: str, *, stop: bool = False) -> CheckpointData | None:
         """Take a savepoint of a running job (it needs checkpointing configured)."""
         execution = self._executions.get(job_id)
-        if execution is None or execution.coordinator is None:
-            raise ExecutionError(
-                f"job {job_id!r} is not running with checkpoints; configure checkpointing "
-                "(checkpoint: in the job file) to take savepoints"
-            )
-        data = await execution.coordinator.trigger(savepoint=True)
+        data = await take_savepoint(job_id, execution.coordinator if execution else None)
         if stop and data is not None:
             await self.stop(job_id)
         return data
@@ -666,6 +661,18 @@ class LocalExecutor:
             exception=error,
             checkpoints=None if execution.coordinator is None else execution.coordinator.stats,
         )
+
+
+async def take_savepoint(
+    job_id: str, coordinator: CheckpointCoordinator | None
+) -> CheckpointData | None:
+    """A savepoint through a running job's coordinator (None if it was aborted)."""
+    if coordinator is None:
+        raise ExecutionError(
+            f"job {job_id!r} is not running with checkpoints; configure checkpointing "
+            "(checkpoint: in the job file) to take savepoints"
+        )
+    return await coordinator.trigger(savepoint=True)
 
 
 def _upstream_timestamp(graph: StreamGraph, step_id: str) -> Callable[[Any], int] | None:
