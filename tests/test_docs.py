@@ -33,6 +33,7 @@ def test_every_capability_has_a_page() -> None:
         "operations.md",
         "event-time.md",
         "checkpoints.md",
+        "distributed.md",
     } <= names
 
 
