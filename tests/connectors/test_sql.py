@@ -284,3 +284,28 @@ def test_server_gone_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
         stored = conn.execute(sa.text("SELECT count(*) FROM orders")).scalar_one()
     engine.dispose()
     assert len(ids) == stored  # the reader saw each stored row once
+
+
+@pytest.mark.parametrize("delivery", ["at-least-once", "exactly-once"])
+def test_a_table_another_subtask_created_first_is_used(
+    sqlite_url: str, delivery: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parallel sink subtasks race between "does the table exist?" and CREATE TABLE
+    (seen under SIGKILL restarts): the one that loses gets "already exists" and
+    must write into the table the other created."""
+    original = sa.Table.create
+
+    def racing_create(self: sa.Table, bind: sa.Engine, checkfirst: bool = True) -> None:
+        original(self, bind, checkfirst=True)  # the other subtask's CREATE lands first
+        original(self, bind, checkfirst=False)  # then this one's: "already exists"
+
+    monkeypatch.setattr(sa.Table, "create", racing_create)
+    rows = [{"id": i, "name": f"n{i}"} for i in range(50)]
+    sink = Connectors.sql(url=sqlite_url, table="raced", create_table=True, delivery=delivery)
+    _run(Job.builder().source(TestingSource(rows)).sink(sink).build())
+    monkeypatch.undo()
+    engine = _engine(sqlite_url)
+    with engine.connect() as conn:
+        ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM raced ORDER BY id"))]
+    engine.dispose()
+    assert ids == list(range(50))

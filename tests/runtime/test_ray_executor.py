@@ -35,6 +35,8 @@ SUITES = [
     "tests/checkpoint/test_recovery_any_executor.py",
     # The manager on Ray: live counters of every actor in /metrics, cancel.
     "tests/server/test_metrics_any_executor.py",
+    # resources: -> each actor's Ray reservation; impossible requests fail at once.
+    "tests/runtime/test_resources_any_executor.py",
 ]
 
 

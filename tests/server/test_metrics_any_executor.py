@@ -10,6 +10,7 @@ import asyncio
 import os
 import re
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -107,9 +108,16 @@ def test_metrics_show_each_subtask_while_running_and_after(tmp_path: Path) -> No
     assert written == ROWS
 
 
-def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
-    endless = JOB.replace("number_of_rows: {rows}", "number_of_rows: null").format(
-        rows=0, out=tmp_path / "out.jsonl"
+def test_health_probes_the_running_jobs_connectors_and_cancel_stops_it(
+    tmp_path: Path,
+) -> None:
+    endless = (
+        JOB.replace("number_of_rows: {rows}", "number_of_rows: null")
+        .replace(
+            'connector: file, config: {{path: "{out}"}}',
+            'connector: sql, config: {{url: "sqlite:///{out}", table: t, create_table: true}}',
+        )
+        .format(rows=0, out=tmp_path / "out.db")
     )
     manager = JobManager(
         JobStore(f"sqlite:///{tmp_path}/m.db"),
@@ -118,7 +126,7 @@ def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
     )
     app = create_app(manager)
 
-    async def scenario() -> tuple[str, float]:
+    async def scenario() -> tuple[str, float, dict[str, Any]]:
         loop_task = asyncio.create_task(manager.run_forever())
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
@@ -132,6 +140,7 @@ def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
                 if seen > 100:
                     break
                 await asyncio.sleep(0.05)
+            health = (await client.get("/health")).json()
             assert (await client.post("/api/jobs/metrics-job/cancel")).status_code == 200
             status = "RUNNING"
             for _ in range(200):
@@ -141,12 +150,15 @@ def test_cancel_stops_a_running_job(tmp_path: Path) -> None:
                 await asyncio.sleep(0.05)
         loop_task.cancel()
         await asyncio.gather(loop_task, return_exceptions=True)
-        return status, seen
+        return status, seen, health
 
     try:
-        status, seen = asyncio.run(scenario())
+        status, seen, health = asyncio.run(scenario())
     finally:
         manager.executor.close()
         manager.store.close()
     assert seen > 100
+    # Both subtasks of the SQL sink answered the probe (on Ray: from their actors).
+    connectors = health["components"]["connectors"]
+    assert connectors == {"status": "UP", "reason": "2 connections checked"}, health
     assert status == "CANCELLED"

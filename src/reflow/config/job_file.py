@@ -347,6 +347,8 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     metadata["priority"] = model.priority
     if model.resources is not None and model.resources.memory:
         metadata["memory"] = model.resources.memory
+    if model.resources is not None and model.resources.cpu:
+        metadata["cpu"] = model.resources.cpu
     return Job(
         job_graph,
         job_id=model.id,

@@ -279,6 +279,9 @@ class RestartModel(_Model):
 class ResourcesModel(_Model):
     parallelism: int | None = Field(None, gt=0)
     memory: str | None = None
+    """The job's memory (``4g``): the scheduler's budget; on Ray, split over the actors."""
+    cpu: float | None = Field(None, gt=0)
+    """CPU cores each subtask reserves on Ray (the local executor does not reserve)."""
 
 
 class JobModel(_Model):

@@ -9,6 +9,7 @@ FORWARD. ``ChainDecision`` records which predicate broke each chain so that
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,20 @@ __all__ = [
 ]
 
 DEFAULT_PARALLELISM = 1
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
+
+
+def parse_memory_mb(text: str | None) -> int:
+    """``4g`` / ``512m`` -> megabytes (0 when not given); ValueError if not a size."""
+    if not text:
+        return 0
+    match = _SIZE.match(str(text))
+    if not match:
+        raise ValueError(f"memory {text!r} is not a size; write e.g. 512m or 4g")
+    factor = {"": 1 / 1024 / 1024, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+    return int(float(match.group(1)) * factor[match.group(2).lower()])
 
 
 @dataclass(frozen=True, slots=True)

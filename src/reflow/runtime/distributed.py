@@ -47,7 +47,7 @@ from reflow.checkpoint.storage import CheckpointData, open_storage
 from reflow.connectors.base import DEFAULT_BATCH_SIZE
 from reflow.errors import ExecutionError
 from reflow.graph.job import Job, JobStatus
-from reflow.graph.job_graph import JobVertex
+from reflow.graph.job_graph import JobVertex, parse_memory_mb
 from reflow.graph.stream_graph import NodeKind, Overflow
 from reflow.runtime.channel import Barrier, Channel, ChannelStatistics, Watermark
 from reflow.runtime.checkpointing import CheckpointCoordinator, CheckpointStats
@@ -57,6 +57,7 @@ from reflow.runtime.executor import (
     JobResult,
     LocalExecutor,
     _Execution,
+    probe_connectors,
     take_savepoint,
 )
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics, StepSummary
@@ -315,6 +316,12 @@ class _SubtaskWorker:
         done = await self.wait() if not acks and self.task.done() else None
         return {"acks": acks, "done": done, "report": self._report()}
 
+    async def health(self, timeout_s: float) -> list[tuple[str, Any]]:
+        """This subtask's sources and sinks: do their systems answer (for /health)?"""
+        if self.execution is None:
+            return []
+        return await probe_connectors(self.execution.subtasks, timeout_s)
+
     def _report(self) -> dict[str, Any]:
         """This subtask's live counters for the driver's metrics (``/metrics``)."""
         execution = self.execution
@@ -461,6 +468,7 @@ class _RayExecution:
     def __init__(self, job: Job) -> None:
         self.job = job
         self.reports: dict[SubtaskKey, dict[str, Any]] = {}
+        self.actors: dict[SubtaskKey, Any] = {}
         self.coordinator: CheckpointCoordinator | None = None
         self.started = time.perf_counter()
         self.finished: float | None = None
@@ -490,6 +498,21 @@ class _RayExecution:
             for stats in report["channels"]
         ]
 
+    async def probe_connectors(self, timeout_s: float) -> list[tuple[str, Any]]:
+        """Each actor probes its own sources and sinks, from its node."""
+        actors = list(self.actors.values())
+        answers = await asyncio.gather(
+            *(asyncio.wait_for(_await(a.health.remote(timeout_s)), timeout_s + 5) for a in actors),
+            return_exceptions=True,
+        )
+        results: list[tuple[str, Any]] = []
+        for key, answer in zip(self.actors, answers, strict=True):
+            if isinstance(answer, BaseException):
+                results.append((f"subtask {key}", f"no answer ({type(answer).__name__})"))
+            else:
+                results.extend(answer)
+        return results
+
     def snapshot(self) -> ExecutionMetrics:
         stats = [c.statistics() for c in self.channels]
         end = self.finished if self.finished is not None else time.perf_counter()
@@ -516,6 +539,7 @@ class RayExecutor:
         address: str | None = None,
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         reserve_cpus: bool = False,
+        start_timeout_s: float = 120.0,
     ) -> None:
         self.settings = settings or ExecutorSettings()
         self.address = address
@@ -532,6 +556,9 @@ class RayExecutor:
         self.last_pids: dict[SubtaskKey, int] = {}
         """The process id of each subtask's actor in the last (or running) job."""
         self.report_seconds = REPORT_SECONDS
+        self.start_timeout_s = start_timeout_s
+        self.last_actor_options: dict[SubtaskKey, dict[str, Any]] = {}
+        """The Ray options each subtask's actor was created with, in the last job."""
         self._executions: dict[str, _RayExecution] = {}
         self.totals = {"completed": 0, "failed": 0, "cancelled": 0}
         """Jobs that ended on this executor, by outcome (job.completed, job.failed)."""
@@ -669,28 +696,31 @@ class RayExecutor:
         worker_class = ray.remote(max_restarts=0, max_task_retries=0, max_concurrency=1000)(
             _SubtaskWorker
         )
-        actors: dict[SubtaskKey, Any] = {}
-        for vertex in graph.vertices:
-            profile = vertex.resource_profile
-            options: dict[str, Any] = {
-                # CPUs are reserved only when asked for (reserve_cpus): most subtasks wait
-                # on I/O, and a 2-core node would otherwise hold two subtasks.
-                "num_cpus": profile.cpu_cores if self.reserve_cpus else 0,
-                "scheduling_strategy": "SPREAD",
-            }
-            if profile.memory_mb:
-                options["memory"] = profile.memory_mb * 1024 * 1024
-            for index in range(vertex.parallelism):
-                actors[(vertex.vertex_id, index)] = worker_class.options(**options).remote(
-                    job, (vertex.vertex_id, index), self.settings, self.max_in_flight
-                )
+        options = self._actor_options(job)
+        _check_feasible(ray, job, options)
+        self.last_actor_options = options
+        actors: dict[SubtaskKey, Any] = {
+            key: worker_class.options(**opts).remote(job, key, self.settings, self.max_in_flight)
+            for key, opts in options.items()
+        }
+        execution.actors = actors
         self.last_pids = {}
         coordinator_task: asyncio.Task[None] | None = None
         try:
             restore_ref = ray.put(restore) if restore is not None else None
             try:
-                started = await asyncio.gather(
-                    *(a.start.remote(actors, restore_ref) for a in actors.values())
+                started = await asyncio.wait_for(
+                    asyncio.gather(*(a.start.remote(actors, restore_ref) for a in actors.values())),
+                    self.start_timeout_s,
+                )
+            except TimeoutError:
+                return _failure(
+                    f"the job's {len(actors)} actors did not start within "
+                    f"{self.start_timeout_s:g}s: the Ray cluster has no room for them now "
+                    f"(each asks for {_describe(next(iter(options.values())))}); free "
+                    "resources, add nodes, or lower the job's resources.cpu / resources.memory",
+                    None,
+                    [],
                 )
             except Exception as exc:  # an actor could not be placed or died starting
                 return _failure(f"starting the job's actors failed: {exc}", None, [])
@@ -760,6 +790,31 @@ class RayExecutor:
                 await asyncio.gather(coordinator_task, return_exceptions=True)
             for actor in actors.values():
                 ray.kill(actor, no_restart=True)
+
+    def _actor_options(self, job: Job) -> dict[SubtaskKey, dict[str, Any]]:
+        """Ray options of each subtask's actor, from the job's resources (seed §6.2):
+        ``resources.cpu`` cores per subtask (reserved), ``resources.memory`` split
+        evenly over the job's subtasks; a vertex's own profile memory wins."""
+        graph = job.job_graph
+        subtasks = sum(v.parallelism for v in graph.vertices)
+        cpu = job.metadata.get("cpu")
+        memory_mb = parse_memory_mb(job.metadata.get("memory"))
+        options: dict[SubtaskKey, dict[str, Any]] = {}
+        for vertex in graph.vertices:
+            profile = vertex.resource_profile
+            if cpu is not None:
+                cores = float(cpu)
+            else:
+                # CPUs are reserved only when asked for: most subtasks wait on I/O, and
+                # a 2-core node would otherwise hold two subtasks.
+                cores = profile.cpu_cores if self.reserve_cpus else 0.0
+            opts: dict[str, Any] = {"num_cpus": cores, "scheduling_strategy": "SPREAD"}
+            share = profile.memory_mb or (memory_mb // subtasks if memory_mb else 0)
+            if share:
+                opts["memory"] = share * 1024 * 1024
+            for index in range(vertex.parallelism):
+                options[(vertex.vertex_id, index)] = opts
+        return options
 
     def _coordinator(self, job: Job, proxies: list[_RemoteSubtask]) -> CheckpointCoordinator | None:
         config = job.config.checkpoint
@@ -837,6 +892,46 @@ async def _follow(
         if answer["done"] is not None:
             proxy.finished = True
             return answer["done"]  # type: ignore[no-any-return]
+
+
+async def _await(ref: Any) -> Any:
+    return await ref
+
+
+def _describe(options: dict[str, Any]) -> str:
+    memory = options.get("memory")
+    text = f"{options['num_cpus']:g} CPU"
+    return text + (f" and {memory // (1024 * 1024)} MB" if memory else "")
+
+
+def _check_feasible(ray: Any, job: Job, options: dict[SubtaskKey, dict[str, Any]]) -> None:
+    """Fail before creating actors that no node could ever hold (Ray would wait forever)."""
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    if not nodes:
+        return
+    wanted = next(iter(options.values()))
+    cpu = float(wanted["num_cpus"])
+    memory = int(wanted.get("memory", 0))
+    fits = [n for n in nodes if n.get("CPU", 0) >= cpu and n.get("memory", 0) >= memory]
+    total_cpu = sum(n.get("CPU", 0) for n in nodes)
+    problem = None
+    if not fits:
+        largest_cpu = max(n.get("CPU", 0) for n in nodes)
+        largest_mb = int(max(n.get("memory", 0) for n in nodes)) // (1024 * 1024)
+        problem = (
+            f"each of its subtasks asks for {_describe(wanted)}, but the largest Ray node "
+            f"has {largest_cpu:g} CPU and {largest_mb} MB"
+        )
+    elif cpu * len(options) > total_cpu:
+        problem = (
+            f"its {len(options)} subtasks ask for {cpu:g} CPU each ({cpu * len(options):g} in "
+            f"all), but the Ray cluster has {total_cpu:g}"
+        )
+    if problem is not None:
+        raise ExecutionError(
+            f"job {job.job_name!r} cannot be placed on Ray: {problem}; lower the job's "
+            "resources.cpu / resources.memory or its parallelism, or add nodes"
+        )
 
 
 def _died(exc: BaseException) -> str:

@@ -119,6 +119,10 @@ class _Execution:
         self.restore: CheckpointData | None = None
         self.rescaled: dict[str, list[ScopeSnapshot]] = {}
 
+    async def probe_connectors(self, timeout_s: float) -> list[tuple[str, Any]]:
+        """Each source's and sink's health (see ``probe_connectors``)."""
+        return await probe_connectors(self.subtasks, timeout_s)
+
     def snapshot(self) -> ExecutionMetrics:
         stats = [c.statistics() for c in self.channels]
         end = self.finished if self.finished is not None else time.perf_counter()
@@ -661,6 +665,26 @@ class LocalExecutor:
             exception=error,
             checkpoints=None if execution.coordinator is None else execution.coordinator.stats,
         )
+
+
+async def probe_connectors(subtasks: list[Subtask], timeout_s: float) -> list[tuple[str, Any]]:
+    """Ask each source and sink of ``subtasks`` whether its system answers:
+    (name, (connected, detail)), (name, None) when it cannot tell, or (name, reason)
+    when it did not answer within ``timeout_s``."""
+    probes: list[tuple[str, Any]] = []
+    for subtask in subtasks:
+        if subtask.reader is not None and subtask.source_step is not None:
+            probes.append((f"source {subtask.source_step!r}", subtask.reader.health()))
+        for stage in subtask.stages:
+            if stage.writer is not None:
+                probes.append((f"sink {stage.metrics.step_id!r}", stage.writer.health()))
+    results = await asyncio.gather(
+        *(asyncio.wait_for(p, timeout_s) for _, p in probes), return_exceptions=True
+    )
+    return [
+        (name, f"no answer ({type(r).__name__})" if isinstance(r, BaseException) else r)
+        for (name, _), r in zip(probes, results, strict=True)
+    ]
 
 
 async def take_savepoint(

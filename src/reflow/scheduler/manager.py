@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any
 
 from reflow.errors import ReflowError
 from reflow.graph.job import Job, JobStatus
+from reflow.graph.job_graph import parse_memory_mb
 from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
 from reflow.scheduler.cron import ScheduleError
@@ -45,18 +45,13 @@ MISFIRE_THRESHOLD_MS = 60_000
 # How often the manager loop looks at the store, its commands and the clock.
 POLL_SECONDS = 0.2
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)b?\s*$", re.IGNORECASE)
-
 
 def memory_mb(text: str | None) -> int:
     """``4g`` / ``512m`` -> megabytes (0 when not given)."""
-    if not text:
-        return 0
-    match = _SIZE.match(str(text))
-    if not match:
-        raise ScheduleError(f"memory {text!r} is not a size; write e.g. 512m or 4g")
-    factor = {"": 1 / 1024 / 1024, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
-    return int(float(match.group(1)) * factor[match.group(2).lower()])
+    try:
+        return parse_memory_mb(text)
+    except ValueError as exc:
+        raise ScheduleError(str(exc)) from None
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,6 @@ The overall status is the worst component's.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -103,24 +102,16 @@ class HealthChecker:
         return ComponentHealth("executor", UP, f"{running} jobs running")
 
     async def _connectors(self) -> ComponentHealth:
-        probes: list[tuple[str, Any]] = []
+        results: list[tuple[str, Any]] = []
         for execution in self.executor.running():
-            for subtask in execution.subtasks:
-                if subtask.reader is not None and subtask.source_step is not None:
-                    probes.append((f"source {subtask.source_step!r}", subtask.reader.health()))
-                for stage in subtask.stages:
-                    if stage.writer is not None:
-                        probes.append((f"sink {stage.metrics.step_id!r}", stage.writer.health()))
-        if not probes:
+            results.extend(await execution.probe_connectors(PROBE_TIMEOUT_SECONDS))
+        if not results:
             return ComponentHealth("connectors", UP, "no connector in use")
-        results = await asyncio.gather(
-            *(asyncio.wait_for(p, PROBE_TIMEOUT_SECONDS) for _, p in probes), return_exceptions=True
-        )
         down = []
         checked = 0
-        for (name, _), result in zip(probes, results, strict=True):
-            if isinstance(result, BaseException):
-                down.append(f"{name}: no answer ({type(result).__name__})")
+        for name, result in results:
+            if isinstance(result, str):
+                down.append(f"{name}: {result}")
             elif result is not None:
                 checked += 1
                 connected, detail = result

@@ -139,10 +139,27 @@ class SqlWriter(BufferedSinkWriter):
             ),
             schema=schema,
         )
-        table.create(self.engine, checkfirst=True)
+        if not self._create_if_missing(table):
+            self._reflect()  # another subtask created it first, maybe with more columns
+            return
         self.table = table
         self.columns = set(names)
         logger.info("sql sink %s: created table %s", self.ctx.step_id, self.options.table)
+
+    def _create_if_missing(self, table: Any) -> bool:
+        """CREATE ``table`` unless it exists; True if this subtask created it. Parallel
+        subtasks race between the existence check and the CREATE: the loser's
+        "already exists" error is fine."""
+        from sqlalchemy import inspect
+        from sqlalchemy.exc import DBAPIError
+
+        try:
+            table.create(self.engine, checkfirst=True)
+        except DBAPIError:
+            if inspect(self.engine).has_table(table.name, schema=table.schema):
+                return False
+            raise
+        return True
 
     def _rows(self, records: list[Any]) -> list[dict[str, Any]]:
         columns = self.options.columns
@@ -308,7 +325,7 @@ class SqlWriter(BufferedSinkWriter):
                 Column("subtask", Integer, primary_key=True),
                 Column("checkpoint_id", BigInteger, nullable=False),
             )
-            self.marker.create(self.engine, checkfirst=True)
+            self._create_if_missing(self.marker)
         return self.marker
 
     def _commit_blocking(
