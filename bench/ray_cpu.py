@@ -96,7 +96,7 @@ def _run(
     from reflow.runtime.distributed import RayExecutor
     from reflow.testing import run_job
 
-    cpu = 0.0
+    cpu = start = 0.0
     with tempfile.TemporaryDirectory() as tmp:
         job = _job(inp, Path(tmp) / "out.jsonl", parallelism, exchange, loops)
         began = time.perf_counter()
@@ -104,6 +104,7 @@ def _run(
             ray_executor = RayExecutor()
             result = asyncio.run(ray_executor.execute(job))
             cpu = ray_executor.last_cpu_seconds
+            start = ray_executor.last_start_seconds
         else:
             cpu0 = time.process_time()
             result = run_job(job)
@@ -111,7 +112,7 @@ def _run(
         seconds = time.perf_counter() - began
     if result.error:
         raise SystemExit(f"{executor} p={parallelism}: {result.error}")
-    return {"seconds": seconds, "written": result.records_in("out"), "cpu": cpu}
+    return {"seconds": seconds, "written": result.records_in("out"), "cpu": cpu, "start": start}
 
 
 def main() -> None:
@@ -153,6 +154,7 @@ def main() -> None:
         print(
             f"  {name:<9} {rate:>10,.0f} records/s  {figures['seconds']:7.3f} s  "
             f"cpu {figures['cpu']:7.2f} s"
+            + (f"  (actors started in {figures['start']:.2f} s)" if figures["start"] else "")
         )
     speedup = best["ray p=1"]["seconds"] / best["ray p=2"]["seconds"]
     versus_local = best["local p=2"]["seconds"] / best["ray p=2"]["seconds"]

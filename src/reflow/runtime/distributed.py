@@ -59,6 +59,7 @@ from reflow.runtime.executor import (
     LocalExecutor,
     _Execution,
     probe_connectors,
+    summarize_execution,
     take_savepoint,
 )
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics, StepSummary
@@ -524,15 +525,7 @@ class _RayExecution:
         return results
 
     def snapshot(self) -> ExecutionMetrics:
-        stats = [c.statistics() for c in self.channels]
-        end = self.finished if self.finished is not None else time.perf_counter()
-        return ExecutionMetrics.summarize(
-            self.metrics,
-            dropped=sum(s.dropped_records for s in stats),
-            blocked=sum(s.blocked_seconds for s in stats),
-            elapsed=end - self.started,
-            channels={s.name: (s.size, s.capacity) for s in stats},
-        )
+        return summarize_execution(self.metrics, self.channels, self.started, self.finished)
 
 
 class RayExecutor:
@@ -563,6 +556,8 @@ class RayExecutor:
         """CPU seconds of each subtask's actor process in the last job."""
         self.last_checkpoints: CheckpointStats | None = None
         """Checkpoint counters of the last job (None without checkpointing)."""
+        self.last_start_seconds = 0.0
+        """How long the last job's actors took to be created and built."""
         self.last_pids: dict[SubtaskKey, int] = {}
         """The process id of each subtask's actor in the last (or running) job."""
         self.report_seconds = REPORT_SECONDS
@@ -716,6 +711,7 @@ class RayExecutor:
         execution.actors = actors
         self.last_pids = {}
         coordinator_task: asyncio.Task[None] | None = None
+        creating = time.perf_counter()
         try:
             restore_ref = ray.put(restore) if restore is not None else None
             try:
@@ -738,6 +734,14 @@ class RayExecutor:
                 key: _RemoteSubtask(key, answer["name"], actor, graph.vertex(key[0]))
                 for (key, actor), answer in zip(actors.items(), started, strict=True)
             }
+            self.last_start_seconds = time.perf_counter() - creating
+            logger.info(
+                "job %s: %d actors started in %.2fs",
+                job.job_id,
+                len(actors),
+                self.last_start_seconds,
+                extra={"job_id": job.job_id, "event": "ACTORS_STARTED"},
+            )
             self.last_pids = {
                 key: answer["pid"] for key, answer in zip(actors, started, strict=True)
             }

@@ -124,15 +124,7 @@ class _Execution:
         return await probe_connectors(self.subtasks, timeout_s)
 
     def snapshot(self) -> ExecutionMetrics:
-        stats = [c.statistics() for c in self.channels]
-        end = self.finished if self.finished is not None else time.perf_counter()
-        return ExecutionMetrics.summarize(
-            self.metrics,
-            dropped=sum(s.dropped_records for s in stats),
-            blocked=sum(s.blocked_seconds for s in stats),
-            elapsed=end - self.started,
-            channels={s.name: (s.size, s.capacity) for s in stats},
-        )
+        return summarize_execution(self.metrics, self.channels, self.started, self.finished)
 
 
 class LocalExecutor:
@@ -665,6 +657,22 @@ class LocalExecutor:
             exception=error,
             checkpoints=None if execution.coordinator is None else execution.coordinator.stats,
         )
+
+
+def summarize_execution(
+    metrics: list[StepMetrics], channels: list[Any], started: float, finished: float | None
+) -> ExecutionMetrics:
+    """A running or ended execution's counters: its steps' metrics and its inboxes'
+    statistics (dropped records, time blocked on full inboxes, fill)."""
+    stats = [c.statistics() for c in channels]
+    end = finished if finished is not None else time.perf_counter()
+    return ExecutionMetrics.summarize(
+        metrics,
+        dropped=sum(s.dropped_records for s in stats),
+        blocked=sum(s.blocked_seconds for s in stats),
+        elapsed=end - started,
+        channels={s.name: (s.size, s.capacity) for s in stats},
+    )
 
 
 async def probe_connectors(subtasks: list[Subtask], timeout_s: float) -> list[tuple[str, Any]]:
