@@ -70,6 +70,16 @@ job:
 """
 
 
+WAIT_FOR_NODES = """
+import time, ray
+ray.init(address="{address}", log_to_driver=False)
+deadline = time.monotonic() + 60
+while sum(1 for n in ray.nodes() if n["Alive"]) < 2 and time.monotonic() < deadline:
+    time.sleep(0.2)
+assert sum(1 for n in ray.nodes() if n["Alive"]) == 2, ray.nodes()
+"""
+
+
 def _missing() -> str | None:
     if sys.platform != "linux" or shutil.which("ip") is None:
         return "ip (iproute2) is needed for network namespaces"
@@ -150,6 +160,8 @@ class TwoNodeCluster:
                 *common,
             ],
         )
+        # Jobs start once the head knows both nodes.
+        self._in(a, [sys.executable, "-c", WAIT_FOR_NODES.format(address=self.address)])
 
     def _in(self, ns: str, command: list[str]) -> None:
         proc = subprocess.run(
@@ -281,18 +293,23 @@ def test_q5_on_two_ray_nodes_recovers_from_a_sigkill_exactly_once(
     assert sum(int(row[3]) for row in expected) == BIDS  # every bid counted once
 
     proc = cluster.run_job(job_file("killed"))
-    checkpoints = tmp_path / "killed" / "ckpt" / "q5-killed"
-    deadline = time.monotonic() + 120
-    while not any(checkpoints.glob("chk-*")) and time.monotonic() < deadline:
-        assert proc.poll() is None, proc.communicate()[1][-4000:]
-        time.sleep(0.05)
-    assert any(checkpoints.glob("chk-*")), "no checkpoint completed before the kill"
-    victims = cluster.actor_pids(cluster.b)
-    # The subtasks are spread over both nodes.
-    assert victims, "no subtask actor runs on the second node"
-    assert cluster.actor_pids(cluster.a), "no subtask actor runs on the head node"
-    os.kill(victims[0], signal.SIGKILL)
-    err = _finish(proc)
+    try:
+        checkpoints = tmp_path / "killed" / "ckpt" / "q5-killed"
+        deadline = time.monotonic() + 120
+        while not any(checkpoints.glob("chk-*")) and time.monotonic() < deadline:
+            assert proc.poll() is None, proc.communicate()[1][-4000:]
+            time.sleep(0.05)
+        assert any(checkpoints.glob("chk-*")), "no checkpoint completed before the kill"
+        victims = cluster.actor_pids(cluster.b)
+        # The subtasks are spread over both nodes (two per node).
+        assert len(victims) == 2, "the second node should run two subtask actors"
+        assert len(cluster.actor_pids(cluster.a)) == 2, "the head should run two"
+        os.kill(victims[0], signal.SIGKILL)
+        err = _finish(proc)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()  # closes the pipes
 
     assert "was lost" in err and "restart 1" in err, err[-4000:]
     assert "restarts from checkpoint" in err, err[-4000:]
