@@ -4,6 +4,8 @@ tests generated from its OpenAPI document (schemathesis): no 5xx for any request
 from __future__ import annotations
 
 import asyncio
+import atexit
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -155,6 +157,7 @@ def test_functions_from_allowed_modules_are_accepted(manager: JobManager) -> Non
 def _schema_app() -> Any:
     """The app the generated tests run against: a fresh store with one job."""
     folder = tempfile.mkdtemp(prefix="reflow-api-")
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)  # built at import time
     memory_store["api-in"] = [1]
     manager = JobManager(JobStore(f"sqlite:///{folder}/api.db"), loader=job_loader)
     manager.schedule(JOB)
