@@ -13,8 +13,8 @@ from typing import Any
 
 from reflow import JobStatus
 from reflow.config import load_job_text
-from reflow.runtime import LocalExecutor
 from reflow.runtime.executor import JobResult, execute_with_recovery
+from reflow.testing import executor_for_tests
 
 ON_RAY = os.environ.get("REFLOW_TEST_EXECUTOR") == "ray"
 JOB = """
@@ -33,13 +33,11 @@ job:
 
 def _run(cpu: float, out: Path) -> tuple[JobResult, Any]:
     job = load_job_text(JOB.format(cpu=cpu, out=out), "sized.yaml")
-    if ON_RAY:
-        from reflow.runtime.distributed import RayExecutor
-
-        ray_executor = RayExecutor()
-        return asyncio.run(execute_with_recovery(ray_executor, job)), ray_executor
-    with LocalExecutor() as executor:
+    executor = executor_for_tests()
+    try:
         return asyncio.run(execute_with_recovery(executor, job)), executor
+    finally:
+        executor.close()
 
 
 def _written(folder: Path) -> int:

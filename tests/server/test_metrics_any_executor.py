@@ -7,7 +7,6 @@ the counters come from the actors' reports to the driver."""
 from __future__ import annotations
 
 import asyncio
-import os
 import re
 from pathlib import Path
 from typing import Any
@@ -15,8 +14,11 @@ from typing import Any
 import httpx
 
 from reflow.config import job_loader
+from reflow.runtime import LocalExecutor
+from reflow.runtime.distributed import RayExecutor
 from reflow.scheduler import JobManager, JobStore
 from reflow.server.app import create_app
+from reflow.testing import executor_for_tests
 
 ROWS = 3_000
 JOB = """
@@ -39,14 +41,11 @@ job:
 """
 
 
-def _executor() -> object:
-    if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
-        from reflow.runtime.distributed import RayExecutor
-
-        executor = RayExecutor()
-        executor.report_seconds = 0.2
-        return executor
-    return None
+def _executor() -> LocalExecutor | RayExecutor:
+    executor = executor_for_tests()
+    if isinstance(executor, RayExecutor):
+        executor.report_seconds = 0.2  # actors report live counters 5x a second
+    return executor
 
 
 def _samples(text: str, name: str, step: str) -> dict[str, float]:
@@ -65,7 +64,7 @@ def test_metrics_show_each_subtask_while_running_and_after(tmp_path: Path) -> No
     manager = JobManager(
         JobStore(f"sqlite:///{tmp_path}/m.db"),
         loader=job_loader,
-        executor=_executor(),  # type: ignore[arg-type]
+        executor=_executor(),
     )
     app = create_app(manager)
 
@@ -122,7 +121,7 @@ def test_health_probes_the_running_jobs_connectors_and_cancel_stops_it(
     manager = JobManager(
         JobStore(f"sqlite:///{tmp_path}/m.db"),
         loader=job_loader,
-        executor=_executor(),  # type: ignore[arg-type]
+        executor=_executor(),
     )
     app = create_app(manager)
 

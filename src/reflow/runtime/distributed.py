@@ -103,14 +103,12 @@ class RemoteChannel:
         self,
         name: str,
         actor: Any,
-        target: SubtaskKey,
         origin: SubtaskKey,
         max_in_flight: int,
         batch_size: int = DEFAULT_BATCH_SIZE,
     ) -> None:
         self.name = name
         self.actor = actor
-        self.target = target
         self.origin = origin
         self.max_in_flight = max_in_flight
         self.batch_size = batch_size
@@ -118,7 +116,6 @@ class RemoteChannel:
         self.inflight: deque[Any] = deque()
         self.seq = 0
         self.bytes_sent = 0
-        self.calls = 0
         self.pending: list[tuple[Any, ...]] = []
         self.pending_records = 0
         self.limit = COALESCE_RECORDS
@@ -129,7 +126,6 @@ class RemoteChannel:
         # One argument: Ray serialises each argument of a call separately.
         ref = self.actor.deliver.remote((self.origin, self.seq, kind, raw_size, payload))
         self.seq += 1
-        self.calls += 1
         if payload is not None:
             self.bytes_sent += len(payload)
         self.inflight.append(ref)
@@ -232,7 +228,7 @@ class _WorkerExecutor(LocalExecutor):
             self.worker.inbox = channel
             return channel
         batch_size = self.worker.job.config.batch_size or self.settings.batch_size
-        remote = RemoteChannel(name, self.peers[key], key, self.own, self.max_in_flight, batch_size)
+        remote = RemoteChannel(name, self.peers[key], self.own, self.max_in_flight, batch_size)
         self.remotes.append(remote)
         return remote
 
@@ -278,7 +274,7 @@ class _SubtaskWorker:
     async def start(
         self, peers: dict[SubtaskKey, Any], restore: CheckpointData | None = None
     ) -> dict[str, Any]:
-        """Build the subtask (restoring ``restore``) and start it; its name and pid."""
+        """Build the subtask (restoring ``restore``) and start it; its name."""
         self.cpu_started = time.process_time()
         self.executor = _WorkerExecutor(self.settings, self.own, peers, self.max_in_flight, self)
         self.task = asyncio.create_task(self.executor.execute(self.job, restore=restore))
@@ -287,7 +283,7 @@ class _SubtaskWorker:
         await asyncio.wait((ready, self.task), return_when=asyncio.FIRST_COMPLETED)
         ready.cancel()
         names = [s.name for s in self.execution.subtasks] if self.execution is not None else []
-        return {"pid": os.getpid(), "name": names[0] if names else None}
+        return {"name": names[0] if names else None}
 
     # -- checkpoints (called by the driver's coordinator) -----------------------------------
 
@@ -366,9 +362,6 @@ class _SubtaskWorker:
                     else:
                         overflow, sender, batch = item
                         await inbox.send(batch, overflow, sender)
-            elif kind == "control":
-                assert payload is not None
-                inbox.send_control(pickle.loads(payload))
             else:
                 inbox.close_sender()
         finally:
@@ -558,8 +551,6 @@ class RayExecutor:
         """Checkpoint counters of the last job (None without checkpointing)."""
         self.last_start_seconds = 0.0
         """How long the last job's actors took to be created and built."""
-        self.last_pids: dict[SubtaskKey, int] = {}
-        """The process id of each subtask's actor in the last (or running) job."""
         self.report_seconds = REPORT_SECONDS
         self.start_timeout_s = start_timeout_s
         self.last_actor_options: dict[SubtaskKey, dict[str, Any]] = {}
@@ -709,7 +700,6 @@ class RayExecutor:
             for key, opts in options.items()
         }
         execution.actors = actors
-        self.last_pids = {}
         coordinator_task: asyncio.Task[None] | None = None
         creating = time.perf_counter()
         try:
@@ -742,9 +732,6 @@ class RayExecutor:
                 self.last_start_seconds,
                 extra={"job_id": job.job_id, "event": "ACTORS_STARTED"},
             )
-            self.last_pids = {
-                key: answer["pid"] for key, answer in zip(actors, started, strict=True)
-            }
             coordinator = self._coordinator(job, list(proxies.values()))
             execution.coordinator = coordinator
             if coordinator is not None:

@@ -14,6 +14,7 @@ import os
 
 from reflow.connectors.memory import TestingSink, TestingSource, TestingSourceAbort, memory_store
 from reflow.graph.job import Job
+from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import (
     ExecutorSettings,
     JobResult,
@@ -29,25 +30,32 @@ __all__ = [
     "TestingSourceAbort",
     "check_connector",
     "contract_records",
+    "executor_for_tests",
     "memory_store",
     "run_job",
     "run_job_async",
 ]
 
 
+def executor_for_tests(settings: ExecutorSettings | None = None) -> LocalExecutor | RayExecutor:
+    """A fresh executor for tests: a LocalExecutor, or a RayExecutor (one actor per
+    subtask) with ``REFLOW_TEST_EXECUTOR=ray`` in the environment, so a test suite
+    can run on both. ``close()`` it after use."""
+    if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
+        return RayExecutor(settings)
+    return LocalExecutor(settings)
+
+
 async def run_job_async(job: Job, settings: ExecutorSettings | None = None) -> JobResult:
-    """Run ``job`` on a fresh LocalExecutor inside the running event loop.
+    """Run ``job`` on a fresh ``executor_for_tests`` inside the running event loop.
 
     Failures restart the job by its restart strategy, from its latest checkpoint.
-    With ``REFLOW_TEST_EXECUTOR=ray`` in the environment the job runs on the Ray
-    executor instead (one actor per subtask), so a test suite can be run on both.
     """
-    if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
-        from reflow.runtime.distributed import RayExecutor
-
-        return await execute_with_recovery(RayExecutor(settings), job)
-    with LocalExecutor(settings) as executor:
+    executor = executor_for_tests(settings)
+    try:
         return await execute_with_recovery(executor, job)
+    finally:
+        executor.close()
 
 
 def run_job(job: Job, settings: ExecutorSettings | None = None) -> JobResult:
