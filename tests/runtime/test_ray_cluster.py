@@ -180,6 +180,18 @@ class TwoNodeCluster:
         ).stdout
         return [int(p) for p in out.split()]
 
+    def titles(self, ns: str) -> list[str]:
+        """The command lines of the processes in ``ns`` (for failure messages)."""
+        found = []
+        for pid in self.pids(ns):
+            try:
+                found.append(
+                    Path(f"/proc/{pid}/cmdline").read_bytes()[:60].decode(errors="replace")
+                )
+            except OSError:
+                continue
+        return found
+
     def actor_pids(self, ns: str) -> list[int]:
         """Processes of reflow subtask actors on the node in ``ns``."""
         found = []
@@ -302,8 +314,9 @@ def test_q5_on_two_ray_nodes_recovers_from_a_sigkill_exactly_once(
         assert any(checkpoints.glob("chk-*")), "no checkpoint completed before the kill"
         victims = cluster.actor_pids(cluster.b)
         # The subtasks are spread over both nodes (two per node).
-        assert len(victims) == 2, "the second node should run two subtask actors"
-        assert len(cluster.actor_pids(cluster.a)) == 2, "the head should run two"
+        spread = (cluster.titles(cluster.a), cluster.titles(cluster.b))
+        assert len(victims) == 2, f"the second node should run two subtask actors: {spread}"
+        assert len(cluster.actor_pids(cluster.a)) == 2, f"the head should run two: {spread}"
         os.kill(victims[0], signal.SIGKILL)
         err = _finish(proc)
     finally:

@@ -797,10 +797,11 @@ class RayExecutor:
         ``resources.cpu`` cores per subtask (reserved), ``resources.memory`` split
         evenly over the job's subtasks; a vertex's own profile memory wins.
 
-        Placement: subtask *i* of every vertex prefers alive node *i* mod *n* (a soft
-        node affinity, so a node without room hands it to another), so each vertex's
-        parallelism is spread over the nodes. Ray's own SPREAD strategy is only a
-        best effort: it placed every actor of a two-node test on one node."""
+        Placement: subtask *i* of every vertex goes to alive node *i* mod *n* (pinned
+        when it reserves nothing; preferred, so a node without room hands it on, when
+        it reserves CPU or memory), so each vertex's parallelism is spread over the
+        nodes. Ray's own SPREAD strategy is only a best effort: it placed every actor
+        of a two-node test on one node."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
         alive = sorted(
@@ -828,7 +829,11 @@ class RayExecutor:
                 strategy: Any = "SPREAD"
                 if alive:
                     node = alive[index % len(alive)]["NodeID"]
-                    strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=True)
+                    # An actor that reserves nothing always fits its node: pin it (a
+                    # soft preference still sent one of four actors of the two-node
+                    # test to the head); one that reserves may move where there is room.
+                    soft = cores > 0 or "memory" in opts
+                    strategy = NodeAffinitySchedulingStrategy(node_id=node, soft=soft)
                 options[(vertex.vertex_id, index)] = {**opts, "scheduling_strategy": strategy}
         return options
 
