@@ -22,9 +22,13 @@ job:
 
 @pytest.mark.timeout(60)
 def test_submit_status_trigger_and_events_through_the_api(tmp_path: Path) -> None:
-    proc, api = start_serve(tmp_path, "--token", "tok")
+    (tmp_path / "system.yaml").write_text(
+        f"system:\n  security:\n    path_roots: [{str(tmp_path)!r}]\n"
+    )
+    proc, api = start_serve(tmp_path, "--token", "tok", "--config", str(tmp_path / "system.yaml"))
     try:
         (tmp_path / "job.yaml").write_text(JOB % tmp_path)
+        (tmp_path / "outside.yaml").write_text(JOB.replace("via-api", "outside") % "/tmp")
 
         def cli(*args: str) -> tuple[int, str]:
             out = io.StringIO()
@@ -32,6 +36,9 @@ def test_submit_status_trigger_and_events_through_the_api(tmp_path: Path) -> Non
             code = main([*args[:words], "--api", api, "--api-token", "tok", *args[words:]], out=out)
             return code, out.getvalue()
 
+        # The server's policy: files under its path_roots only.
+        code, _ = cli("submit", str(tmp_path / "outside.yaml"))
+        assert code == 2
         code, text = cli("submit", str(tmp_path / "job.yaml"), "--on-event", "go")
         assert code == 0 and "submitted via-api" in text
         assert cli("events", "post", "go") == (0, "ok: 1 runs queued\n")

@@ -14,6 +14,7 @@ from typing import Any
 import httpx
 
 from reflow.config import job_loader
+from reflow.config.policy import SubmissionPolicy
 from reflow.runtime import LocalExecutor
 from reflow.runtime.distributed import RayExecutor
 from reflow.scheduler import JobManager, JobStore
@@ -66,12 +67,14 @@ def test_metrics_show_each_subtask_while_running_and_after(tmp_path: Path) -> No
         loader=job_loader,
         executor=_executor(),
     )
-    app = create_app(manager)
+    app = create_app(manager, policy=SubmissionPolicy(path_roots=(str(tmp_path),)))
 
     async def scenario() -> tuple[dict[str, float], dict[str, float], str]:
         loop_task = asyncio.create_task(manager.run_forever())
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers={"X-Requested-With": "test"}
+        ) as client:
             created = await client.post("/api/jobs", json={"yaml": JOB.format(rows=ROWS, out=out)})
             assert created.status_code == 201, created.text
             run_id = created.json()["run_id"]
@@ -123,12 +126,14 @@ def test_health_probes_the_running_jobs_connectors_and_cancel_stops_it(
         loader=job_loader,
         executor=_executor(),
     )
-    app = create_app(manager)
+    app = create_app(manager, policy=SubmissionPolicy(path_roots=(str(tmp_path),)))
 
     async def scenario() -> tuple[str, float, dict[str, Any]]:
         loop_task = asyncio.create_task(manager.run_forever())
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://api") as client:
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://api", headers={"X-Requested-With": "test"}
+        ) as client:
             created = await client.post("/api/jobs", json={"yaml": endless})
             assert created.status_code == 201, created.text
             run_id = created.json()["run_id"]

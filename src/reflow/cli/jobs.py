@@ -94,7 +94,10 @@ def _client(args: argparse.Namespace) -> Any:
     import httpx
 
     token = getattr(args, "api_token", None) or os.environ.get("REFLOW_TOKEN")
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # X-Requested-With: the API refuses bodiless POSTs without it (cross-site forms).
+    headers = {"X-Requested-With": "reflow-cli"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     return httpx.Client(base_url=url.rstrip("/"), headers=headers, timeout=COMMAND_TIMEOUT_SECONDS)
 
 
@@ -268,14 +271,24 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
 
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from reflow.config import executor_settings, load_system_config
+    from reflow.config.policy import SubmissionPolicy
     from reflow.runtime.executor import ExecutorSettings
     from reflow.scheduler import JobManager
 
     settings = ExecutorSettings()
     queue_size = 1000
     executor = None
+    submission = SubmissionPolicy(tuple(args.allow_module))
     if args.config:
         system = load_system_config(args.config)
+        security = system.security
+        submission = SubmissionPolicy(
+            allowed_modules=(*args.allow_module, *security.allowed_modules),
+            path_roots=tuple(security.path_roots),
+            hosts={name: tuple(patterns) for name, patterns in security.hosts.items()},
+            env=tuple(security.env),
+            enabled=security.policy,
+        )
         settings = executor_settings(system)
         queue_size = system.scheduler.job_queue_size
         if system.executor.type == "distributed":
@@ -333,7 +346,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
             from reflow.server.app import create_app
 
-            app = create_app(manager, token=token, allowed_modules=tuple(args.allow_module))
+            app = create_app(manager, token=token, policy=submission, bind_host=args.host)
             server = uvicorn.Server(
                 uvicorn.Config(
                     app, host=args.host, port=args.port, log_level="warning", lifespan="off"

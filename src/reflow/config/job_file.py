@@ -8,14 +8,14 @@ source), a sink reads the last operator. Operators name a Python callable
 
 from __future__ import annotations
 
-import builtins
 import importlib
 import operator
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from reflow.config.expressions import compile_expression
 from reflow.config.models import (
     AggregateModel,
     JobFile,
@@ -26,10 +26,21 @@ from reflow.config.models import (
     WindowModel,
     validate_loaded,
 )
+from reflow.config.policy import SUBMITTED, SubmissionPolicy
 from reflow.config.yaml_loader import LoadedYaml, load_yaml, load_yaml_text
+from reflow.connectors.options import OptionsConnector
 from reflow.connectors.registry import ConnectorSpec, get_connector
 from reflow.errors import ConfigError, ReflowError
-from reflow.graph.job import CheckpointConfig, ErrorMode, ErrorPolicy, Job, JobConfig, JobType
+from reflow.graph.job import (
+    CheckpointConfig,
+    ErrorMode,
+    ErrorPolicy,
+    Job,
+    JobConfig,
+    JobType,
+    check_job_id,
+    check_job_name,
+)
 from reflow.graph.restart import (
     ExponentialBackoffRestart,
     FailureRateRestart,
@@ -45,41 +56,44 @@ from reflow.state.functions import AggregateFunction
 
 __all__ = ["compile_expression", "job_loader", "load_job", "load_job_text", "resolve_callable"]
 
-# Builtins an expression may use: pure functions on values, nothing that
-# reaches files, modules or the interpreter.
-SAFE_BUILTINS: dict[str, Any] = {
-    name: getattr(builtins, name)
-    for name in (
-        "abs", "all", "any", "bool", "dict", "divmod", "enumerate", "float", "int", "isinstance",
-        "len", "list", "max", "min", "range", "repr", "reversed", "round", "set", "sorted", "str",
-        "sum", "tuple", "zip",
-    )
-}  # fmt: skip
+
+def _in_modules(module: str, allowed: tuple[str, ...]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in allowed)
 
 
-def compile_expression(source: str, where: Callable[[str], ConfigError]) -> Callable[[Any], Any]:
-    """A function of one record ``r`` (also named ``record``) from a Python expression."""
-    try:
-        code = compile(source, "<expression>", "eval")
-    except SyntaxError as exc:
-        raise where(f"invalid expression {source!r}: {exc.msg}") from None
-    for name in code.co_names:
-        if name.startswith("__"):
-            raise where(f"expression {source!r} may not use {name!r}")
-    env = {"__builtins__": SAFE_BUILTINS}
+def resolve_callable(
+    spec: str,
+    where: Callable[[str], ConfigError],
+    allowed_modules: tuple[str, ...] | None = None,
+) -> Callable[..., Any]:
+    """Import ``module:attr`` (``attr`` may be dotted) and check it is callable.
 
-    def expression(r: Any) -> Any:
-        return eval(code, env, {"r": r, "record": r})
-
-    expression.__qualname__ = expression.__name__ = f"expression({source})"
-    return expression
-
-
-def resolve_callable(spec: str, where: Callable[[str], ConfigError]) -> Callable[..., Any]:
-    """Import ``module:attr`` (``attr`` may be dotted) and check it is callable."""
+    No segment of ``attr`` may start with ``_``. With ``allowed_modules`` (jobs
+    submitted through the API) the module must be one of them (or inside one),
+    checked before anything is imported, and the callable must be *defined*
+    there: a name the module merely imported (``os``, ``json.loads``) is refused.
+    """
+    if not isinstance(spec, str):
+        raise where(
+            f"function must be text like 'package.module:function', not {type(spec).__name__}"
+        )
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise where(f"function {spec!r} must look like 'package.module:function'")
+    parts = attr.split(".")
+    if any(not p.isidentifier() or p.startswith("_") for p in parts) or not all(
+        p.isidentifier() for p in module_name.split(".")
+    ):
+        raise where(
+            f"function {spec!r}: each name must be a public Python identifier "
+            "(none may start with '_')"
+        )
+    if allowed_modules is not None and not _in_modules(module_name, allowed_modules):
+        raise where(
+            f"function {spec!r} is not from an allowed module "
+            f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
+            "--allow-module, or use an expression"
+        )
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
@@ -87,11 +101,19 @@ def resolve_callable(spec: str, where: Callable[[str], ConfigError]) -> Callable
             f"cannot import module {module_name!r} for {spec!r}: {exc}. Put it on PYTHONPATH or "
             "next to the job file"
         ) from None
-    for part in attr.split("."):
+    for part in parts:
         try:
             target = getattr(target, part)
         except AttributeError:
             raise where(f"module {module_name!r} has no {attr!r}") from None
+        if allowed_modules is not None:
+            defined_in = getattr(target, "__module__", None)
+            if not isinstance(defined_in, str) or not _in_modules(defined_in, allowed_modules):
+                raise where(
+                    f"function {spec!r}: {part!r} is not defined in an allowed module "
+                    f"(it comes from {defined_in or 'a module object'!s}); name the function "
+                    "where it is defined"
+                )
     if not callable(target):
         raise where(f"{spec!r} is not callable")
     return target  # type: ignore[no-any-return]
@@ -124,7 +146,9 @@ def _window(model: WindowModel) -> WindowSpec:
 
 
 def _aggregate(
-    model: AggregateModel, where: Callable[[str], ConfigError]
+    model: AggregateModel,
+    where: Callable[[str], ConfigError],
+    modules: tuple[str, ...] | None = None,
 ) -> AggregateFunction[Any, Any, Any]:
     of: Any = model.field
     if model.expression is not None:
@@ -136,7 +160,7 @@ def _aggregate(
         return Aggregations.top_n(model.n, of)
     if model.type == "reduce":
         assert model.function is not None
-        return Aggregations.reduce(resolve_callable(model.function, where), of)
+        return Aggregations.reduce(resolve_callable(model.function, where, modules), of)
     factory: Callable[[Any], AggregateFunction[Any, Any, Any]] = getattr(Aggregations, model.type)
     return factory(of)
 
@@ -153,19 +177,43 @@ def _restart(model: RestartModel) -> RestartStrategy:
     return NoRestart()
 
 
+def _options(connector: Any, config: Mapping[str, Any], role: str) -> Mapping[str, Any]:
+    """A connector's options after validation (defaults filled in), for the policy."""
+    if isinstance(connector, OptionsConnector):
+        parsed = connector.parse(config, role, connector._model(role))
+        return parsed.model_dump()
+    return {_snake(str(k)): v for k, v in config.items()}
+
+
+def _snake(name: str) -> str:
+    return "".join("_" + c.lower() if c.isupper() else c for c in name).replace("-", "_")
+
+
 def _spec(
-    node: NodeModel, path: tuple[str | int, ...], loaded: LoadedYaml, role: str
+    node: NodeModel,
+    path: tuple[str | int, ...],
+    loaded: LoadedYaml,
+    role: str,
+    policy: SubmissionPolicy | None = None,
 ) -> ConnectorSpec:
     name = node.connector_name
+    at = (*path, "config") if node.config else path
     try:
         connector = get_connector(name)
         connector.validate_config(node.config, role)
+        if policy is not None:
+            policy.check_connector(name, _options(connector, node.config, role), f"{role} {name!r}")
     except ReflowError as exc:
-        raise loaded.error((*path, "config") if node.config else path, str(exc)) from None
+        raise loaded.error(at, str(exc)) from None
     return ConnectorSpec(name, dict(node.config), node.name, node.parallelism)
 
 
-def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml) -> Any:
+def _operator(
+    op: OperatorModel,
+    path: tuple[str | int, ...],
+    loaded: LoadedYaml,
+    modules: tuple[str, ...] | None = None,
+) -> Any:
     def where(field: str) -> Callable[[str], ConfigError]:
         return lambda message: loaded.error((*path, field), message)
 
@@ -191,7 +239,9 @@ def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml
                 parallelism=op.parallelism,
             )
         aggregate = _aggregate(
-            op.aggregate or AggregateModel(), lambda m: loaded.error((*path, "aggregate"), m)
+            op.aggregate or AggregateModel(),
+            lambda m: loaded.error((*path, "aggregate"), m),
+            modules,
         )
         if op.type == "aggregate":
             return Operators.aggregate(
@@ -208,7 +258,7 @@ def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml
         )
     if op.type == "key_by":
         if op.function is not None:
-            key = resolve_callable(op.function, where("function"))
+            key = resolve_callable(op.function, where("function"), modules)
         elif op.expression is not None:
             key = compile_expression(op.expression, where("expression"))
         else:
@@ -220,7 +270,7 @@ def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml
             )
         return Operators.key_by(key, name=op.name, parallelism=op.parallelism)
     if op.function is not None:
-        fn = resolve_callable(op.function, where("function"))
+        fn = resolve_callable(op.function, where("function"), modules)
     else:
         assert op.expression is not None
         fn = compile_expression(op.expression, where("expression"))
@@ -235,8 +285,18 @@ def _operator(op: OperatorModel, path: tuple[str | int, ...], loaded: LoadedYaml
     )
 
 
-def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job:
-    """Validate loaded YAML and build the Job it describes."""
+def build_job(
+    loaded: LoadedYaml,
+    default_parallelism: int | None = None,
+    policy: SubmissionPolicy | None = None,
+) -> Job:
+    """Validate loaded YAML and build the Job it describes.
+
+    With ``policy`` (jobs submitted through the API) every function, path and
+    address is checked against it before anything is imported or opened.
+    """
+    submission = policy if policy is not None and policy.enabled else None
+    modules = submission.allowed_modules if submission is not None else None
     if isinstance(loaded.data, dict) and "job" not in loaded.data and "system" in loaded.data:
         raise loaded.error((), "this is a system config (system:), not a job file (job:)")
     model: JobModel = validate_loaded(loaded, JobFile).job
@@ -254,7 +314,7 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
         path = (*base, src_key) if model.source is not None else (*base, src_key, index)
         step = node.name or ("source" if len(sources) == 1 else f"source-{index + 1}")
         try:
-            builder.add_source(step, _spec(node, path, loaded, "source"))
+            builder.add_source(step, _spec(node, path, loaded, "source", submission))
         except ConfigError:
             raise
         except ReflowError as exc:
@@ -266,7 +326,7 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     for index, op in enumerate(model.operators):
         path = (*base, "operators", index)
         try:
-            builder.add_operator(op.name, _operator(op, path, loaded))
+            builder.add_operator(op.name, _operator(op, path, loaded, modules))
         except ConfigError:
             raise
         except ReflowError as exc:
@@ -281,7 +341,7 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
         path = (*base, sink_key) if model.sink is not None else (*base, sink_key, index)
         step = node.name or ("sink" if len(sinks) == 1 else f"sink-{index + 1}")
         try:
-            builder.add_sink(step, _spec(node, path, loaded, "sink"))
+            builder.add_sink(step, _spec(node, path, loaded, "sink", submission))
         except ConfigError:
             raise
         except ReflowError as exc:
@@ -313,10 +373,19 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     dead_letter = None
     if policy_model.dead_letter is not None:
         dead_letter = _spec(
-            policy_model.dead_letter, (*base, "error_policy", "dead_letter"), loaded, "sink"
+            policy_model.dead_letter,
+            (*base, "error_policy", "dead_letter"),
+            loaded,
+            "sink",
+            submission,
         )
+    if submission is not None and model.checkpoint is not None:
+        try:
+            submission.check_path(model.checkpoint.path, "checkpoint")
+        except ConfigError as exc:
+            raise loaded.error((*base, "checkpoint", "path"), str(exc)) from None
     try:
-        policy = ErrorPolicy(
+        error_policy = ErrorPolicy(
             ErrorMode(policy_model.mode),
             dead_letter,
             {step: ErrorMode(mode) for step, mode in policy_model.steps.items()},
@@ -326,7 +395,7 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     config = JobConfig(
         parallelism=parallelism,
         chaining=model.chaining,
-        error_policy=policy,
+        error_policy=error_policy,
         batch_size=model.batch_size,
         checkpoint=None
         if model.checkpoint is None
@@ -341,6 +410,12 @@ def build_job(loaded: LoadedYaml, default_parallelism: int | None = None) -> Job
     job_graph = graph.to_job_graph(
         chaining=model.chaining, default_parallelism=parallelism or default_parallelism
     )
+    for key, value, check in (("id", model.id, check_job_id), ("name", model.name, check_job_name)):
+        if value is not None:
+            try:
+                check(value)
+            except ConfigError as exc:
+                raise loaded.error((*base, key), str(exc)) from None
     metadata = dict(model.metadata)
     if model.schedule is not None:
         metadata["schedule"] = model.schedule
@@ -376,14 +451,26 @@ def load_job(path: str | Path, default_parallelism: int | None = None) -> Job:
     return build_job(load_yaml(path), default_parallelism)
 
 
-def job_loader(text: str, folder: str) -> Job:
+def job_loader(text: str, folder: str, policy: SubmissionPolicy | None = None) -> Job:
     """Build a Job from stored job-file text whose functions live in ``folder``
-    (the loader the job manager uses)."""
+    (the loader the job manager uses). Jobs submitted through the API (folder
+    ``SUBMITTED``) are built under ``policy`` — the default one when none is given."""
+    if folder == SUBMITTED:
+        return load_job_text(text, "<submitted>", policy=policy or SubmissionPolicy())
     if folder:
         _importable_from(Path(folder) / "job.yaml")
     return load_job_text(text, "<job file>")
 
 
-def load_job_text(text: str, file: str = "<string>", default_parallelism: int | None = None) -> Job:
-    """Like ``load_job``, from a string."""
+def load_job_text(
+    text: str,
+    file: str = "<string>",
+    default_parallelism: int | None = None,
+    *,
+    policy: SubmissionPolicy | None = None,
+) -> Job:
+    """Like ``load_job``, from a string; ``policy`` limits what the job may touch."""
+    if policy is not None and policy.enabled:
+        loaded = load_yaml_text(text, file, policy.environment(), restricted_env=True)
+        return build_job(loaded, default_parallelism, policy)
     return build_job(load_yaml_text(text, file), default_parallelism)

@@ -96,6 +96,18 @@ class MetricsModel(_Model):
     reporters: list[ReporterModel] = Field(default_factory=list)
 
 
+class SecurityModel(_Model):
+    """``security:`` — what jobs submitted through the REST API may touch (docs/security.md)."""
+
+    policy: bool = Field(
+        True, description="false: a token holder may do anything the server user can"
+    )
+    allowed_modules: list[str] = Field(default_factory=list)
+    path_roots: list[str] = Field(default_factory=list)
+    hosts: dict[str, list[str]] = Field(default_factory=dict)
+    env: list[str] = Field(default_factory=list)
+
+
 class SystemConfig(_Model):
     """The ``system:`` block of seed §6.1."""
 
@@ -106,6 +118,7 @@ class SystemConfig(_Model):
     checkpoint: CheckpointModel = CheckpointModel()
     state: StateModel = StateModel()
     metrics: MetricsModel = MetricsModel()
+    security: SecurityModel = SecurityModel()
 
 
 class SystemFile(_Model):

@@ -25,6 +25,13 @@ _ENV = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 
 Path_ = tuple[str | int, ...]
 
+# Limits on one YAML document (job files also arrive through the API). A job
+# file is a few hundred nodes; aliases can make a 400-byte text expand to
+# billions ("billion laughs"), so what counts is the expanded tree.
+MAX_YAML_CHARS = 1_000_000
+MAX_YAML_NODES = 20_000
+MAX_YAML_DEPTH = 50
+
 
 @dataclass(slots=True)
 class LoadedYaml:
@@ -58,6 +65,19 @@ def _normalize(path: Path_) -> Path_:
 
 
 def _walk(node: yaml.Node, path: Path_, loaded: LoadedYaml) -> None:
+    if len(loaded.lines) >= MAX_YAML_NODES:
+        raise ConfigError(
+            f"the document expands to more than {MAX_YAML_NODES} values (through aliases "
+            "or sheer size); a job file is far smaller: remove the repeated '*' aliases",
+            file=loaded.file,
+            line=node.start_mark.line + 1,
+        )
+    if len(path) > MAX_YAML_DEPTH:
+        raise ConfigError(
+            f"the document nests deeper than {MAX_YAML_DEPTH} levels; flatten it",
+            file=loaded.file,
+            line=node.start_mark.line + 1,
+        )
     loaded.lines[path] = node.start_mark.line + 1
     if isinstance(node, yaml.MappingNode):
         seen: dict[str, int] = {}
@@ -78,7 +98,9 @@ def _walk(node: yaml.Node, path: Path_, loaded: LoadedYaml) -> None:
             _walk(item, (*path, index), loaded)
 
 
-def _substitute(value: Any, path: Path_, loaded: LoadedYaml, env: Mapping[str, str]) -> Any:
+def _substitute(
+    value: Any, path: Path_, loaded: LoadedYaml, env: Mapping[str, str], restricted: bool = False
+) -> Any:
     if isinstance(value, str) and "${" in value:
 
         def replace(match: re.Match[str]) -> str:
@@ -87,6 +109,12 @@ def _substitute(value: Any, path: Path_, loaded: LoadedYaml, env: Mapping[str, s
                 return env[name]
             if default is not None:
                 return default
+            if restricted:
+                raise loaded.error(
+                    path,
+                    f"environment variable {name} is not one that submitted jobs may read; "
+                    "list it in security.env of the server's system config",
+                )
             raise loaded.error(
                 path,
                 f"environment variable {name} is not set; export it, or write "
@@ -96,17 +124,31 @@ def _substitute(value: Any, path: Path_, loaded: LoadedYaml, env: Mapping[str, s
         loaded.secret_paths.add(path)
         return _ENV.sub(replace, value)
     if isinstance(value, dict):
-        return {k: _substitute(v, (*path, str(k)), loaded, env) for k, v in value.items()}
+        return {
+            k: _substitute(v, (*path, str(k)), loaded, env, restricted) for k, v in value.items()
+        }
     if isinstance(value, list):
-        return [_substitute(v, (*path, i), loaded, env) for i, v in enumerate(value)]
+        return [_substitute(v, (*path, i), loaded, env, restricted) for i, v in enumerate(value)]
     return value
 
 
 def load_yaml_text(
-    text: str, file: str = "<string>", env: Mapping[str, str] | None = None
+    text: str,
+    file: str = "<string>",
+    env: Mapping[str, str] | None = None,
+    *,
+    restricted_env: bool = False,
 ) -> LoadedYaml:
-    """Parse ``text`` safely; raises ConfigError with file and line on bad YAML."""
+    """Parse ``text`` safely; raises ConfigError with file and line on bad YAML.
+
+    ``env`` replaces the environment for ``${VAR}``; with ``restricted_env`` a
+    variable missing from it is reported as not allowed (API submissions).
+    """
     loaded = LoadedYaml(None, file)
+    if len(text) > MAX_YAML_CHARS:
+        raise ConfigError(
+            f"the document is {len(text)} characters; the limit is {MAX_YAML_CHARS}", file=file
+        )
     try:
         loader = yaml.SafeLoader(text)
         try:
@@ -126,7 +168,13 @@ def load_yaml_text(
         ) from None
     except yaml.YAMLError as exc:
         raise ConfigError(f"invalid YAML: {exc}", file=file) from None
-    loaded.data = _substitute(data, (), loaded, os.environ if env is None else env)
+    except RecursionError:
+        raise ConfigError(
+            f"the document nests too deeply to read (more than {MAX_YAML_DEPTH} levels "
+            "are refused); flatten it",
+            file=file,
+        ) from None
+    loaded.data = _substitute(data, (), loaded, os.environ if env is None else env, restricted_env)
     return loaded
 
 

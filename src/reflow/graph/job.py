@@ -8,13 +8,14 @@ the executor in ``reflow.runtime`` runs it.
 from __future__ import annotations
 
 import enum
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from reflow.errors import GraphValidationError, InvalidTransitionError
+from reflow.errors import ConfigError, GraphValidationError, InvalidTransitionError
 from reflow.graph.job_graph import JobGraph
 from reflow.graph.restart import NoRestart, RestartStrategy
 from reflow.graph.stream_graph import StreamGraph, StreamGraphBuilder, validate_step_id
@@ -28,6 +29,8 @@ __all__ = [
     "JobConfig",
     "JobStatus",
     "JobType",
+    "check_job_id",
+    "check_job_name",
 ]
 
 
@@ -139,6 +142,34 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+# A job id names folders (checkpoints, state) and URLs: letters, digits, '.', '_', '-',
+# starting with a letter or digit, so "../x" or "a/b" can never leave its folder.
+JOB_ID_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+# Names are shown in logs, the UI and metrics labels; beyond this they are noise.
+MAX_JOB_NAME_CHARS = 200
+
+
+def check_job_id(job_id: str) -> str:
+    """``job_id`` if it is a safe id, else ConfigError saying what is allowed."""
+    if not isinstance(job_id, str) or not JOB_ID_PATTERN.fullmatch(job_id):
+        shown = repr(job_id)[:80]
+        raise ConfigError(
+            f"job id {shown} is not allowed: use 1-128 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit (ids name checkpoint folders and URLs)"
+        )
+    return job_id
+
+
+def check_job_name(name: str) -> str:
+    """``name`` if it is at most MAX_JOB_NAME_CHARS printable characters."""
+    if len(name) > MAX_JOB_NAME_CHARS or not name.isprintable():
+        raise ConfigError(
+            f"job name {name[:40]!r}... is not allowed: at most {MAX_JOB_NAME_CHARS} printable "
+            "characters, no newlines or control characters"
+        )
+    return name
+
+
 class Job:
     """A runnable job: id, name, type, status, config, JobGraph and timestamps."""
 
@@ -152,8 +183,8 @@ class Job:
         config: JobConfig | None = None,
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
-        self.job_id = job_id or f"job-{uuid.uuid4().hex[:12]}"
-        self.job_name = name or job_graph.name
+        self.job_id = check_job_id(job_id) if job_id else f"job-{uuid.uuid4().hex[:12]}"
+        self.job_name = check_job_name(name or job_graph.name)
         self.job_graph = job_graph
         self.config = config or JobConfig()
         self.job_type = job_type or _infer_type(job_graph.stream_graph)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import re
 from collections import deque
 from pathlib import Path
 from typing import Any, Literal
@@ -22,7 +23,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from pydantic import BaseModel, ConfigDict, Field
 
 from reflow.config.job_file import job_loader
-from reflow.config.yaml_loader import load_yaml_text
+from reflow.config.policy import SUBMITTED, SubmissionPolicy
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.explain import explain_mermaid, explain_text
 from reflow.scheduler.manager import JobManager
@@ -170,21 +171,6 @@ class ErrorOut(_Model):
     detail: str
 
 
-def _functions(data: Any) -> list[str]:
-    """Every ``function:`` value of a parsed job file."""
-    found: list[str] = []
-    if isinstance(data, dict):
-        for key, value in data.items():
-            if key == "function" and isinstance(value, str):
-                found.append(value)
-            else:
-                found.extend(_functions(value))
-    elif isinstance(data, list):
-        for item in data:
-            found.extend(_functions(item))
-    return found
-
-
 class _RunLogs(logging.Handler):
     """Keeps the last log records of each job (a run is a job whose id is the run id)."""
 
@@ -203,23 +189,56 @@ class _RunLogs(logging.Handler):
                 time=record.created,
                 level=record.levelname,
                 event=getattr(record, "event", None),
-                message=record.getMessage(),
+                # Warnings and errors may quote what a job read: shown cut.
+                message=record.getMessage()
+                if record.levelno < logging.WARNING
+                else _public_error(record.getMessage()) or "",
             )
         )
 
 
-def _check_functions(text: str, allowed_modules: tuple[str, ...]) -> None:
-    """Reject a job file naming a function outside the allowed modules, before any import."""
-    loaded = load_yaml_text(text, "<submitted>")
-    for function in _functions(loaded.data):
-        module = function.partition(":")[0]
-        if not any(module == m or module.startswith(m + ".") for m in allowed_modules):
-            raise ConfigError(
-                f"function {function!r} is not from an allowed module "
-                f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
-                "--allow-module, or use an expression",
-                file="<submitted>",
-            )
+# Longest error message the API returns: enough for "file:line: what and how to
+# fix", too short to carry a file's or a response's content back to the caller.
+MAX_ERROR_CHARS = 300
+# Requests that change state must prove they are not a cross-site form post:
+# a JSON body, or a header a browser never sends cross-origin without asking.
+_CSRF_HEADERS = ("x-reflow-token", "authorization", "x-requested-with")
+_LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
+
+
+def _short(text: str) -> str:
+    """An error message cut to its first line and MAX_ERROR_CHARS characters."""
+    line = text.strip().splitlines()[0] if text.strip() else ""
+    return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
+
+
+# "step 'x' (subtask x#0) failed[ on record <data>]: SomeError[: <message>]"
+_FAILED_AT = re.compile(
+    r"^(?P<where>.*? failed)(?: on record .*?)?: (?P<kind>[A-Za-z_][A-Za-z0-9_.]*)(?::|$)",
+    re.DOTALL,
+)
+
+
+def _public_error(text: str | None) -> str | None:
+    """A run's error as the API shows it: where it failed and the error's class.
+
+    The exception's own message can hold what the job read (a line of a file,
+    an HTTP response body); it stays in the server's log and ``reflow status``.
+    """
+    if text is None:
+        return None
+    match = _FAILED_AT.match(text)
+    if match:
+        where, kind = match.group("where"), match.group("kind")
+        return _short(f"{where}: {kind}") + " (the full message is in the server log)"
+    return _short(text)
+
+
+def _host_of(header: str) -> str:
+    """The host name of a Host header ('[::1]:8080' -> '::1', 'a:80' -> 'a')."""
+    if header.startswith("["):
+        return header[1:].partition("]")[0]
+    return header.rpartition(":")[0] if header.count(":") == 1 else header
 
 
 def create_app(
@@ -227,7 +246,29 @@ def create_app(
     *,
     token: str | None = None,
     allowed_modules: tuple[str, ...] = (),
+    policy: SubmissionPolicy | None = None,
+    bind_host: str | None = None,
 ) -> FastAPI:
+    """The API over ``manager``.
+
+    Args:
+        token: required on every ``/api`` request when given.
+        allowed_modules: shorthand for ``SubmissionPolicy(allowed_modules=...)``.
+        policy: what submitted jobs may touch (default: nothing outside themselves).
+        bind_host: the address the server listens on; on loopback, requests
+            whose ``Host`` is not a loopback name are refused (DNS rebinding).
+    """
+    submission = policy if policy is not None else SubmissionPolicy(allowed_modules)
+    trusted_loader = manager.loader
+
+    def loader(text: str, folder: str) -> Any:
+        # Jobs that came through the API are built under the policy at every run.
+        if folder == SUBMITTED or trusted_loader is None:
+            return job_loader(text, folder, submission)
+        return trusted_loader(text, folder)
+
+    manager.loader = loader
+    loopback_only = bind_host in _LOOPBACK_NAMES
     app = FastAPI(
         title="reflow",
         version="0.1.0",
@@ -254,12 +295,29 @@ def create_app(
 
     @app.middleware("http")
     async def require_token(request: Request, call_next: Any) -> Response:
+        if loopback_only and _host_of(request.headers.get("host", "")) not in _LOOPBACK_NAMES:
+            return JSONResponse(
+                {"detail": "this server answers only to 127.0.0.1 or localhost (Host header)"},
+                status_code=421,
+            )
         # Before routing and body validation: an unauthenticated caller learns nothing.
         if request.url.path.startswith("/api") and not authorized(request):
             return JSONResponse(
                 {"detail": "missing or wrong token (Authorization: Bearer <token>)"},
                 status_code=401,
             )
+        if request.method not in ("GET", "HEAD", "OPTIONS") and request.url.path.startswith("/api"):
+            content_type = request.headers.get("content-type", "").split(";")[0].strip()
+            if content_type != "application/json" and not any(
+                h in request.headers for h in _CSRF_HEADERS
+            ):
+                return JSONResponse(
+                    {
+                        "detail": "send state-changing requests with Content-Type: "
+                        "application/json or an X-Requested-With header"
+                    },
+                    status_code=415,
+                )
         response: Response = await call_next(request)
         return response
 
@@ -269,7 +327,7 @@ def create_app(
 
     @app.exception_handler(ReflowError)
     async def reflow_error(request: Request, exc: ReflowError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=422)
+        return JSONResponse({"detail": _short(str(exc))}, status_code=422)
 
     unavailable: dict[int | str, dict[str, Any]] = {503: {"description": "DOWN"}}
 
@@ -334,11 +392,10 @@ def create_app(
 
     @app.post("/api/jobs", dependencies=api, tags=["jobs"], status_code=201)
     async def submit(body: SubmitIn) -> SubmitOut:
-        _check_functions(body.yaml, allowed_modules)
-        policy = None
+        schedule = None
         if body.schedule is not None:
-            policy = policy_from_dict(body.schedule.model_dump(exclude_none=True))
-        result = manager.schedule(body.yaml, policy, priority=body.priority)
+            schedule = policy_from_dict(body.schedule.model_dump(exclude_none=True))
+        result = manager.schedule(body.yaml, schedule, priority=body.priority, source_dir=SUBMITTED)
         return SubmitOut(job_id=result.job_id, run_id=result.run_id)
 
     @app.get("/api/jobs/{job_id}", dependencies=api, tags=["jobs"])
@@ -356,7 +413,7 @@ def create_app(
                 status=r.status,
                 trigger=r.trigger,
                 priority=r.priority,
-                error=r.error,
+                error=_public_error(r.error),
             )
             for r in manager.store.runs(job_id)
         ]
@@ -365,7 +422,8 @@ def create_app(
     async def job_history(job_id: str) -> list[HistoryOut]:
         known(job_id)
         return [
-            HistoryOut(run_id=r, status=s, detail=d) for r, s, d in manager.store.history(job_id)
+            HistoryOut(run_id=r, status=s, detail=_public_error(d))
+            for r, s, d in manager.store.history(job_id)
         ]
 
     @app.get("/api/jobs/{job_id}/graph", dependencies=api, tags=["jobs"])
@@ -488,7 +546,7 @@ def create_app(
             status=record.status,
             trigger=record.trigger,
             priority=record.priority,
-            error=record.error,
+            error=_public_error(record.error),
             steps=steps,
             checkpoints_completed=completed,
             last_checkpoint=last,
@@ -532,13 +590,12 @@ def create_app(
     async def validate(body: ValidateIn) -> ValidateOut:
         """Check a job file without submitting it: problems come with their line."""
         try:
-            _check_functions(body.yaml, allowed_modules)
-            job = job_loader(body.yaml, "")
+            job = job_loader(body.yaml, SUBMITTED, submission)
         except ConfigError as exc:
-            problem = ProblemOut(line=exc.line, message=str(exc))
+            problem = ProblemOut(line=exc.line, message=_short(str(exc)))
             return ValidateOut(valid=False, job_id=None, vertices=None, problems=[problem])
         except ReflowError as exc:
-            problem = ProblemOut(line=None, message=str(exc))
+            problem = ProblemOut(line=None, message=_short(str(exc)))
             return ValidateOut(valid=False, job_id=None, vertices=None, problems=[problem])
         return ValidateOut(
             valid=True, job_id=job.job_id, vertices=len(job.job_graph.vertices), problems=[]
