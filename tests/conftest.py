@@ -13,6 +13,15 @@ import pytest
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
+# Checkpoints are signed with a key made on first use: the tests (and the
+# processes they start, which inherit this) use one of their own.
+if not os.environ.get("REFLOW_CHECKPOINT_KEY_FILE"):
+    import tempfile
+
+    os.environ["REFLOW_CHECKPOINT_KEY_FILE"] = os.path.join(
+        tempfile.mkdtemp(prefix="reflow-key-"), "checkpoint.key"
+    )
+
 POSTGRES = ("127.0.0.1", 5432)
 MARIADB = ("127.0.0.1", 3306)
 

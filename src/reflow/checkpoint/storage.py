@@ -1,7 +1,12 @@
-"""Checkpoint storage: atomic, checksummed, retained, verified on read.
+"""Checkpoint storage: atomic, authenticated, retained, verified on read.
 
-A checkpoint is one blob: a magic header, a SHA-256 of the payload, then the
-pickled payload. In a folder it is written to a temporary file, fsynced and
+A checkpoint is one blob: a magic header, an HMAC-SHA256 of the payload under
+the checkpoint key, then the pickled payload. Unpickling runs code, so a blob
+is unpickled only once its HMAC verifies: a file planted in the storage or
+handed to ``--from-savepoint`` that this installation did not write is refused
+(docs/security.md). The key is ``$REFLOW_CHECKPOINT_KEY``, else the file
+``$REFLOW_CHECKPOINT_KEY_FILE`` (default ``~/.reflow/checkpoint.key``),
+generated on first use with mode 0600. In a folder it is written to a temporary file, fsynced and
 renamed (``<path>/<job_id>/chk-<id>.ckpt``), so a crash leaves either the whole
 file or none; on S3 (``s3://bucket/prefix``) one PUT is atomic. A blob that
 fails its checksum (a torn or corrupt write) is skipped with a warning and the
@@ -11,10 +16,13 @@ and are never deleted by retention.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import hmac
 import logging
 import os
 import pickle
+import secrets
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,14 +36,20 @@ __all__ = [
     "CheckpointStorage",
     "FileCheckpointStorage",
     "S3CheckpointStorage",
+    "checkpoint_key",
     "open_storage",
     "read_checkpoint",
 ]
 
 logger = logging.getLogger(__name__)
 
-MAGIC = b"RFLWCKP1"
+MAGIC = b"RFLWCKP2"
+_UNSIGNED_MAGIC = b"RFLWCKP1"  # before checkpoints were authenticated
 _DIGEST = 32
+KEY_ENV = "REFLOW_CHECKPOINT_KEY"
+KEY_FILE_ENV = "REFLOW_CHECKPOINT_KEY_FILE"
+DEFAULT_KEY_FILE = Path("~/.reflow/checkpoint.key")
+_KEY_BYTES = 32
 
 
 class CheckpointError(ReflowError):
@@ -57,19 +71,60 @@ class CheckpointData:
     path: str = ""
 
 
+def key_file() -> Path:
+    """Where the checkpoint key is kept when ``$REFLOW_CHECKPOINT_KEY`` is not set."""
+    return Path(os.environ.get(KEY_FILE_ENV) or DEFAULT_KEY_FILE).expanduser()
+
+
+def checkpoint_key() -> bytes:
+    """The key that signs and verifies checkpoints (made on first use, mode 0600)."""
+    value = os.environ.get(KEY_ENV)
+    if value:
+        return value.encode()
+    path = key_file()
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        pass
+    except OSError as exc:
+        raise CheckpointError(
+            f"cannot read the checkpoint key {path}: {exc.strerror}; set {KEY_ENV} instead"
+        ) from exc
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key = secrets.token_hex(_KEY_BYTES).encode()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_bytes()  # another process made it first
+    with os.fdopen(fd, "wb") as f:
+        f.write(key)
+    logger.info("made the checkpoint key %s (keep it: it authenticates checkpoints)", path)
+    return key
+
+
 def encode(data: CheckpointData) -> bytes:
     payload = pickle.dumps(data, protocol=5)
-    return MAGIC + hashlib.sha256(payload).digest() + payload
+    return MAGIC + hmac.new(checkpoint_key(), payload, hashlib.sha256).digest() + payload
 
 
 def decode(blob: bytes, where: str) -> CheckpointData:
+    if blob.startswith(_UNSIGNED_MAGIC):
+        raise CheckpointError(
+            f"{where} is an unauthenticated checkpoint of an older reflow; it is not loaded "
+            "(loading it would run whatever it contains): take a new savepoint"
+        )
     if not blob.startswith(MAGIC) or len(blob) < len(MAGIC) + _DIGEST:
         raise CheckpointError(f"{where} is not a reflow checkpoint (bad header)")
     digest = blob[len(MAGIC) : len(MAGIC) + _DIGEST]
     payload = blob[len(MAGIC) + _DIGEST :]
-    if hashlib.sha256(payload).digest() != digest:
-        raise CheckpointError(f"{where} is corrupt or partial (checksum mismatch)")
-    data: CheckpointData = pickle.loads(payload)
+    expected = hmac.new(checkpoint_key(), payload, hashlib.sha256).digest()
+    if not hmac.compare_digest(expected, digest):
+        raise CheckpointError(
+            f"{where} does not verify with this installation's checkpoint key: it is corrupt, "
+            f"partial, forged, or written under another key (set {KEY_ENV} or "
+            f"{KEY_FILE_ENV} to the writer's key); it was not loaded"
+        )
+    data: CheckpointData = pickle.loads(payload)  # authenticated above
     data.path = where
     return data
 
@@ -154,7 +209,10 @@ class FileCheckpointStorage(CheckpointStorage):
         folder = self._job_dir(data.job_id)
         if data.savepoint:
             folder = folder / "savepoints"
-        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CheckpointError(f"cannot write checkpoint into {folder}: {exc}") from exc
         name = _name(data)
         target = folder / name
         data.path = str(target)
@@ -172,6 +230,8 @@ class FileCheckpointStorage(CheckpointStorage):
             finally:
                 os.close(dir_fd)
         except OSError as exc:
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)  # a full disk keeps no half-written file
             raise CheckpointError(f"cannot write checkpoint {target}: {exc}") from exc
         if not data.savepoint:
             for old in self.checkpoints(data.job_id)[: -self.retained]:

@@ -404,6 +404,7 @@ def build_job(
             interval_ms=_ms(model.checkpoint.interval),
             timeout_ms=_ms(model.checkpoint.timeout),
             retained=model.checkpoint.retained,
+            tolerable_failures=model.checkpoint.tolerable_failures,
         ),
         restart=_restart(model.restart),
     )

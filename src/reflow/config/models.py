@@ -274,6 +274,9 @@ class JobCheckpointModel(_Model):
     interval: Duration = 60.0
     timeout: Duration = 10.0
     retained: int = Field(3, ge=1)
+    tolerable_failures: int = Field(
+        3, ge=0, description="checkpoints in a row that may fail before the job fails"
+    )
 
 
 class RestartModel(_Model):

@@ -115,11 +115,20 @@ class CheckpointConfig:
     timeout_ms: int = 10_000
     retained: int = 3
     """Complete checkpoints kept; older ones are deleted."""
+    tolerable_failures: int = 3
+    """Checkpoints in a row that may fail (write error, timeout) before the job fails
+    (Flink's ``tolerable-failed-checkpoints``; Flink's default is 0)."""
 
     def __post_init__(self) -> None:
-        if self.interval_ms <= 0 or self.timeout_ms <= 0 or self.retained < 1:
+        if (
+            self.interval_ms <= 0
+            or self.timeout_ms <= 0
+            or self.retained < 1
+            or self.tolerable_failures < 0
+        ):
             raise GraphValidationError(
-                "checkpoint interval and timeout must be > 0 and retained >= 1"
+                "checkpoint interval and timeout must be > 0, retained >= 1 and "
+                "tolerable_failures >= 0"
             )
 
 

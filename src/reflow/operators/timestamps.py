@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -11,10 +12,54 @@ from reflow.eventtime.watermarks import MIN_WATERMARK, WatermarkStrategy
 from reflow.operators.aggregations import value_of
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 
-__all__ = ["AssignTimestampsOp"]
+__all__ = ["AssignTimestampsOp", "checked_timestamps"]
 
 # How often a generator checks for idleness when it has an idle timeout.
 IDLE_CHECK_FRACTION = 4
+
+
+def _bad_timestamp(ts: Any) -> ValueError | None:
+    if isinstance(ts, bool) or not isinstance(ts, int | float):
+        return ValueError(
+            f"timestamp {ts!r} is not a number of epoch milliseconds "
+            f"({type(ts).__name__}); convert it in the timestamp function"
+        )
+    if not math.isfinite(ts):
+        return ValueError(f"timestamp {ts!r} is not finite (NaN or infinite)")
+    return None
+
+
+def checked_timestamps(
+    extract: Callable[[Any], Any], batch: list[Any], reject: Callable[[Any, BaseException], None]
+) -> tuple[list[Any], list[Any]]:
+    """``batch`` and its timestamps, less the records whose timestamp is missing, not a
+    number, NaN or infinite — those go to ``reject`` (the job's error policy).
+
+    The common case costs one ``sum``: NaN and infinity poison it, and None or a
+    string make it raise, which sends the batch through the per-record check.
+    """
+    try:
+        stamps = list(map(extract, batch))
+        total = sum(stamps)
+        if math.isfinite(total):
+            return batch, stamps
+    except Exception:
+        pass
+    good: list[Any] = []
+    good_stamps: list[Any] = []
+    for record in batch:
+        try:
+            ts = extract(record)
+        except Exception as exc:
+            reject(record, exc)
+            continue
+        problem = _bad_timestamp(ts)
+        if problem is not None:
+            reject(record, problem)
+            continue
+        good.append(record)
+        good_stamps.append(ts)
+    return good, good_stamps
 
 
 class _AssignerLogic(OperatorLogic):
@@ -38,21 +83,8 @@ class _AssignerLogic(OperatorLogic):
             self.tick_interval_ms = max(1, idle // IDLE_CHECK_FRACTION)
 
     def process(self, batch: list[Any]) -> list[Any]:
-        extract = self.extract
-        try:
-            newest = max(map(extract, batch))
-        except Exception:
-            good = []
-            newest = MIN_WATERMARK
-            for record in batch:
-                try:
-                    ts = extract(record)
-                except Exception as exc:
-                    self.reject(record, exc)
-                    continue
-                newest = max(newest, ts)
-                good.append(record)
-            batch = good
+        batch, stamps = checked_timestamps(self.extract, batch, self.reject)
+        newest = max(stamps, default=MIN_WATERMARK)
         if newest > self.max_ts:
             self.max_ts = newest
         if batch:

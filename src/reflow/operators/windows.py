@@ -27,6 +27,7 @@ from reflow.errors import GraphValidationError
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.operators.aggregations import Count, value_of
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.operators.timestamps import checked_timestamps
 from reflow.state.backend import MemoryBackend, MemoryOrderedTable, OrderedTable, StateTable
 from reflow.state.functions import AggregateFunction
 
@@ -170,10 +171,12 @@ class _WindowLogic(OperatorLogic):
         if fired and hasattr(self, "fired_until"):
             self.fired_until = min(fired)
 
-    def _timestamps(self, batch: list[Any]) -> list[int]:
+    def _timestamps(self, batch: list[Any]) -> tuple[list[Any], list[int]]:
+        """The batch (less records with a bad timestamp, sent to the error policy) and
+        its timestamps."""
         if self.ts_of is None:
-            return [self.clock.now_ms()] * len(batch)
-        return list(map(self.ts_of, batch))
+            return batch, [self.clock.now_ms()] * len(batch)
+        return checked_timestamps(self.ts_of, batch, self.ctx.reject)
 
     def _fire(self, bound: int) -> list[Any]:
         raise NotImplementedError  # pragma: no cover
@@ -214,7 +217,7 @@ class PaneWindowLogic(_WindowLogic):
         )
 
     def process(self, batch: list[Any]) -> list[Any]:
-        stamps = self._timestamps(batch)
+        batch, stamps = self._timestamps(batch)
         if self.fast:
             self._count_fast(batch, stamps)
             return []
@@ -334,7 +337,7 @@ class SessionWindowLogic(_WindowLogic):
         )
 
     def process(self, batch: list[Any]) -> list[Any]:
-        stamps = self._timestamps(batch)
+        batch, stamps = self._timestamps(batch)
         late: list[Any] = []
         refire: list[Any] = []
         agg, gap = self.agg, self.gap

@@ -15,16 +15,20 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from reflow.checkpoint.storage import CheckpointData, CheckpointStorage
+from reflow.checkpoint.storage import CheckpointData, CheckpointError, CheckpointStorage
 from reflow.eventtime.clock import Clock
 from reflow.graph.job import Job
 
 if TYPE_CHECKING:
     from reflow.runtime.task import Subtask
 
-__all__ = ["CheckpointCoordinator", "CheckpointStats"]
+__all__ = ["CheckpointCoordinator", "CheckpointStats", "TooManyCheckpointFailuresError"]
 
 logger = logging.getLogger(__name__)
+
+
+class TooManyCheckpointFailuresError(CheckpointError):
+    """More checkpoints failed in a row than the job tolerates: the job fails."""
 
 
 @dataclass(slots=True)
@@ -40,6 +44,9 @@ class CheckpointStats:
     last_alignment_s: float = 0.0
     """The longest barrier alignment of the last checkpoint, over all subtasks."""
     durations_s: list[float] = field(default_factory=list)
+    consecutive_failures: int = 0
+    """Failed checkpoints since the last one that completed (health is DEGRADED while > 0)."""
+    last_failure: str | None = None
 
 
 @dataclass(slots=True)
@@ -64,6 +71,7 @@ class CheckpointCoordinator:
         parallelism: dict[str, int],
         interval_ms: int,
         timeout_ms: int,
+        tolerable_failures: int = 3,
     ) -> None:
         self.job = job
         self.storage = storage
@@ -73,6 +81,7 @@ class CheckpointCoordinator:
         self.parallelism = parallelism
         self.interval_ms = interval_ms
         self.timeout_ms = timeout_ms
+        self.tolerable_failures = tolerable_failures
         self.next_id = storage.next_id(job.job_id)
         self.pending: dict[int, _Pending] = {}
         self.stats = CheckpointStats()
@@ -96,12 +105,38 @@ class CheckpointCoordinator:
             pending.done.set_result(None)
 
     async def run(self) -> None:
-        """Trigger checkpoints every interval until cancelled."""
+        """Trigger checkpoints every interval until cancelled.
+
+        Raises:
+            TooManyCheckpointFailuresError: more than ``tolerable_failures``
+                checkpoints in a row failed; the executor fails the job with it.
+        """
         while True:
             await self.clock.sleep(self.interval_ms / 1000)
             if any(s.finished for s in self.subtasks):
                 return  # the job is ending: the final commit happens at end of input
             await self.trigger()
+            if self.stats.consecutive_failures > self.tolerable_failures:
+                raise TooManyCheckpointFailuresError(
+                    f"job {self.job.job_id}: {self.stats.consecutive_failures} checkpoints "
+                    f"failed in a row (tolerated: {self.tolerable_failures}); last: "
+                    f"{self.stats.last_failure}. Fix the checkpoint storage, or raise "
+                    "checkpoint.tolerable_failures"
+                )
+
+    def _failed(self, checkpoint_id: int, reason: str) -> None:
+        self.stats.failed += 1
+        self.stats.consecutive_failures += 1
+        self.stats.last_failure = reason
+        logger.warning(
+            "job %s: checkpoint %d failed (%d in a row, %d tolerated): %s",
+            self.job.job_id,
+            checkpoint_id,
+            self.stats.consecutive_failures,
+            self.tolerable_failures,
+            reason,
+            extra={"job_id": self.job.job_id, "event": "CHECKPOINT_FAILED"},
+        )
 
     async def trigger(self, savepoint: bool = False) -> CheckpointData | None:
         """Take one checkpoint (or savepoint); None if it was aborted."""
@@ -127,15 +162,9 @@ class CheckpointCoordinator:
             await asyncio.gather(*injections, return_exceptions=True)
             del self.pending[checkpoint_id]
             if pending.done not in done:
-                self.stats.failed += 1
-                missing = sorted(pending.expected - pending.acked)
-                logger.warning(
-                    "job %s: checkpoint %d aborted after %d ms; no snapshot from %s",
-                    self.job.job_id,
-                    checkpoint_id,
-                    self.timeout_ms,
-                    ", ".join(missing[:5]),
-                    extra={"job_id": self.job.job_id, "event": "CHECKPOINT_FAILED"},
+                missing = ", ".join(sorted(pending.expected - pending.acked)[:5])
+                self._failed(
+                    checkpoint_id, f"aborted after {self.timeout_ms} ms; no snapshot from {missing}"
                 )
                 return None
             data = CheckpointData(
@@ -145,12 +174,19 @@ class CheckpointCoordinator:
                 parallelism=dict(self.parallelism),
                 savepoint=savepoint,
             )
-            path = await asyncio.to_thread(self.storage.write, data)
+            try:
+                path = await asyncio.to_thread(self.storage.write, data)
+            except (CheckpointError, OSError) as exc:
+                # Nothing is committed: the sinks keep their pre-committed data for
+                # the next checkpoint that completes.
+                self._failed(checkpoint_id, str(exc))
+                return None
             for subtask in self.subtasks:
                 await subtask.notify_complete(checkpoint_id)
             elapsed = time.perf_counter() - pending.started
             stats = self.stats
             stats.completed += 1
+            stats.consecutive_failures = 0
             stats.last_id = checkpoint_id
             stats.last_duration_s = elapsed
             stats.last_size_bytes = _size(path)

@@ -751,7 +751,17 @@ class RayExecutor:
             self.last_cpu_by_subtask = {}
             while pending:
                 waiting: list[asyncio.Future[Any]] = [*pending, stopping]
+                if coordinator_task is not None:
+                    waiting.append(coordinator_task)
                 finished, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                if coordinator_task in finished:
+                    assert coordinator_task is not None
+                    problem = None if coordinator_task.cancelled() else coordinator_task.exception()
+                    if problem is not None:  # too many checkpoints failed in a row
+                        for future in pending:
+                            future.cancel()
+                        return _failure(str(problem), None, parts)
+                    coordinator_task = None
                 if stopping in finished:  # stop(): the actors are killed below
                     for future in pending:
                         future.cancel()
@@ -854,6 +864,7 @@ class RayExecutor:
             parallelism,
             config.interval_ms,
             config.timeout_ms,
+            config.tolerable_failures,
         )
 
 

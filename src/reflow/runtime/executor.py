@@ -406,6 +406,7 @@ class LocalExecutor:
                 parallelism,
                 config.interval_ms,
                 config.timeout_ms,
+                config.tolerable_failures,
             )
             for subtask in execution.subtasks:
                 subtask.acks = execution.coordinator
@@ -622,7 +623,22 @@ class LocalExecutor:
         error: BaseException | None = None
         try:
             while pending:
-                done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                # The coordinator is watched too: it fails the job when more
+                # checkpoints fail in a row than the job tolerates.
+                if coordinator_task is None:
+                    done, _ = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+                else:  # (the coordinator never ends by itself: wake on any subtask's end)
+                    watched = {*pending, coordinator_task}
+                    done, _ = await asyncio.wait(watched, return_when=asyncio.FIRST_COMPLETED)
+                pending -= done
+                if coordinator_task is not None and coordinator_task in done:
+                    finished = coordinator_task
+                    done.discard(finished)
+                    coordinator_task = None
+                    problem = None if finished.cancelled() else finished.exception()
+                    if problem is not None:
+                        error = problem
+                        break
                 failed = [t for t in done if not t.cancelled() and t.exception() is not None]
                 if failed:
                     task = failed[0]

@@ -2,7 +2,8 @@
 
 - scheduler: DOWN if its loop is not running; DEGRADED if the queue is fuller than
   ``queue_threshold`` of its capacity; else UP.
-- executor: DEGRADED if a running subtask spent more than ``backpressure_threshold``
+- executor: DEGRADED if a running job's last checkpoint failed (storage full or
+  unwritable), or if a running subtask spent more than ``backpressure_threshold``
   of the time since the previous check blocked on full channels; else UP.
 - connectors: DOWN if a running job's source or sink reports it cannot reach its
   system; else UP.
@@ -93,6 +94,16 @@ class HealthChecker:
                 if ratio > worst[0]:
                     worst = (ratio, f"job {execution.job.job_id} subtask {subtask.name}")
         running = len(self.executor.running())
+        for execution in self.executor.running():
+            coordinator = getattr(execution, "coordinator", None)
+            stats = None if coordinator is None else coordinator.stats
+            if stats is not None and stats.consecutive_failures > 0:
+                return ComponentHealth(
+                    "executor",
+                    DEGRADED,
+                    f"job {execution.job.job_id}: {stats.consecutive_failures} checkpoint(s) "
+                    f"failed in a row: {stats.last_failure}",
+                )
         if worst[0] > self.backpressure_threshold:
             return ComponentHealth(
                 "executor",
