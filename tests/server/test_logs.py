@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import logging
+from typing import Any
 
 import orjson
 
@@ -56,3 +57,23 @@ def test_cli_switch_for_json_logs(tmp_path: object, capfd: object) -> None:
     logged = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(line["event"] == "JOB_COMPLETED" and line["jobId"] == "cli-json" for line in logged)
     setup_logging(logging.WARNING)
+
+
+def test_a_value_with_newlines_cannot_forge_a_log_line(tmp_path: Any) -> None:
+    from reflow.config import job_loader
+    from reflow.scheduler import JobManager, JobStore
+
+    stream = io.StringIO()
+    setup_logging(logging.INFO, stream=stream)
+    manager = JobManager(JobStore(f"sqlite:///{tmp_path}/logs.db"), loader=job_loader)
+    try:
+        forged = "deploy\n2026-12-01 00:00:00,000 ERROR reflow.security: admin logged in\r\x1b[2K"
+        manager.post_event(forged)
+    finally:
+        manager.executor.close()
+        manager.store.close()
+        setup_logging(logging.WARNING)
+    lines = [line for line in stream.getvalue().splitlines() if "event" in line]
+    assert len(lines) == 1
+    assert "deploy\\n2026-12-01" in lines[0] and "\\r\\x1b[2K" in lines[0]
+    assert "\x1b" not in stream.getvalue()

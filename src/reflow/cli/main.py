@@ -1,7 +1,9 @@
 """The ``reflow`` command line: run, validate, explain, connectors.
 
 Exit codes: 0 success; 1 the job failed; 2 invalid input (usage, YAML,
-validation, connector options); 130 interrupted.
+validation, connector options); 130 interrupted (Ctrl-C); 143 terminated
+(SIGTERM). Both stop the job the same way: sources stop, sinks flush what they
+hold, what is committed stays committed, and the summary is printed.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import signal
 import sys
 from collections.abc import Sequence
 from typing import Any, TextIO
@@ -21,6 +24,7 @@ EXIT_OK = 0
 EXIT_JOB_FAILED = 1
 EXIT_INVALID = 2
 EXIT_INTERRUPTED = 130
+EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -225,6 +229,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             sys.stderr.write(
                 f"reflow: resuming job {job.job_id} from checkpoint {restore.checkpoint_id}\n"
             )
+    received: list[int] = []
     if executor == "ray":
         from reflow.runtime.distributed import RayExecutor
         from reflow.runtime.executor import execute_with_recovery
@@ -234,11 +239,20 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         out.write(_summary(result))
     else:
         result = asyncio.run(
-            run_with_progress(job, settings, out, show=not args.no_progress, restore=restore)
+            run_with_progress(
+                job,
+                settings,
+                out,
+                show=not args.no_progress,
+                restore=restore,
+                received=received,
+            )
         )
     if result.status is JobStatus.COMPLETED:
         return EXIT_OK
     if result.status is JobStatus.CANCELLED:
+        if signal.SIGTERM in received:
+            return EXIT_TERMINATED
         return EXIT_INTERRUPTED
     sys.stderr.write(f"reflow: job {job.job_name!r} FAILED: {result.error}\n")
     if args.debug and result.exception is not None:

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from reflow.checkpoint.storage import CheckpointData
+from reflow.errors import ReflowError
 from reflow.graph.job import Job
 from reflow.runtime.executor import (
     ExecutorSettings,
@@ -110,6 +111,10 @@ def format_summary(result: JobResult) -> str:
     return "\n".join(lines)
 
 
+# Signals that stop a running job cleanly (Ctrl-C, and a supervisor's stop).
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 async def run_with_progress(
     job: Job,
     settings: ExecutorSettings,
@@ -117,8 +122,14 @@ async def run_with_progress(
     *,
     show: bool = True,
     restore: CheckpointData | None = None,
+    received: list[int] | None = None,
 ) -> JobResult:
-    """Run ``job``; show progress on stderr while it runs; print the summary to ``out``."""
+    """Run ``job``; show progress on stderr while it runs; print the summary to ``out``.
+
+    SIGINT and SIGTERM (what process supervisors send) stop the job the same way:
+    the sources stop, what is committed stays committed, the summary is printed.
+    The signals received are appended to ``received``.
+    """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
@@ -127,10 +138,16 @@ async def run_with_progress(
         task = asyncio.create_task(execute_with_recovery(executor, job, restore))
         savepoints = asyncio.create_task(_serve_savepoints(executor, job))
         loop = asyncio.get_running_loop()
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.add_signal_handler(
-                signal.SIGINT, lambda: asyncio.ensure_future(executor.stop(job.job_id))
-            )
+
+        def stop(signum: int) -> None:
+            if received is not None:
+                received.append(signum)
+            with contextlib.suppress(ReflowError):  # not started yet, or already ended
+                executor.stop_nowait(job.job_id)
+
+        for signum in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(signum, stop, signum)
         if show and console.is_terminal:
             with Progress(
                 SpinnerColumn(),
@@ -150,7 +167,8 @@ async def run_with_progress(
         savepoints.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await savepoints
-        with contextlib.suppress(NotImplementedError, RuntimeError):
-            loop.remove_signal_handler(signal.SIGINT)
+        for signum in STOP_SIGNALS:
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.remove_signal_handler(signum)
     out.write(format_summary(result) + "\n")
     return result

@@ -15,11 +15,39 @@ from typing import Any, TextIO
 
 import orjson
 
-__all__ = ["JsonFormatter", "setup_logging"]
+__all__ = ["ConsoleFormatter", "JsonFormatter", "escape_controls", "setup_logging"]
 
 # LogRecord attributes that are not "extra" metadata.
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 _NAMED = {"job_id", "job_name", "event"}
+
+
+# Control characters (and Unicode line breaks) in logged values are shown escaped:
+# a job or event name with a newline must not be able to forge a log line.
+_CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, 0x85)} | {
+    ord("\n"): "\\n",
+    ord("\r"): "\\r",
+    ord("\t"): "\\t",
+    0x2028: "\\u2028",
+    0x2029: "\\u2029",
+}
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with newlines and other control characters written as escapes."""
+    return text.translate(_CONTROLS)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """The human-readable format, one line per record: control characters in the
+    message are escaped (a traceback, added after it, keeps its lines)."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        record.message = escape_controls(record.message)
+        return super().formatMessage(record)
 
 
 class JsonFormatter(logging.Formatter):
@@ -52,7 +80,7 @@ def setup_logging(
     if json:
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(ConsoleFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
