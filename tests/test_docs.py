@@ -34,6 +34,7 @@ def test_every_capability_has_a_page() -> None:
         "event-time.md",
         "checkpoints.md",
         "distributed.md",
+        "security.md",
     } <= names
 
 
