@@ -60,7 +60,13 @@ def _require_chromium() -> None:
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Path]]:
     _require_chromium()
     folder = tmp_path_factory.mktemp("ui")
-    proc, url = start_serve(folder, "--token", TOKEN, "--slots", "4")
+    # The server's submission policy lets the UI's jobs write into this folder only.
+    (folder / "system.yaml").write_text(
+        f"system:\n  security:\n    path_roots: [{str(folder)!r}]\n"
+    )
+    proc, url = start_serve(
+        folder, "--token", TOKEN, "--slots", "4", "--config", str(folder / "system.yaml")
+    )
     try:
         yield url, folder
     finally:

@@ -431,7 +431,7 @@ def create_app(
         known(job_id)
         record = manager.store.job(job_id)
         assert record is not None
-        job = job_loader(record.spec, record.source_dir)
+        job = loader(record.spec, record.source_dir)
         graph = job.job_graph
         stream = graph.stream_graph
         return GraphOut(
