@@ -6,10 +6,11 @@ is unpickled only once its HMAC verifies: a file planted in the storage or
 handed to ``--from-savepoint`` that this installation did not write is refused
 (docs/security.md). The key is ``$REFLOW_CHECKPOINT_KEY``, else the file
 ``$REFLOW_CHECKPOINT_KEY_FILE`` (default ``~/.reflow/checkpoint.key``),
-generated on first use with mode 0600. In a folder it is written to a temporary file, fsynced and
-renamed (``<path>/<job_id>/chk-<id>.ckpt``), so a crash leaves either the whole
-file or none; on S3 (``s3://bucket/prefix``) one PUT is atomic. A blob that
-fails its checksum (a torn or corrupt write) is skipped with a warning and the
+generated on first use with mode 0600. In a folder a checkpoint is written to a
+temporary file, fsynced and renamed (``<path>/<job_id>/chk-<id>.ckpt``), so a
+crash leaves either the whole file or none; on S3 (``s3://bucket/prefix``) one PUT
+is atomic. A blob that fails its signature (torn, corrupt or forged) is skipped
+with a warning and the
 previous good checkpoint is used. Savepoints go to ``.../<job_id>/savepoints/``
 and are never deleted by retention.
 """
@@ -76,12 +77,23 @@ def key_file() -> Path:
     return Path(os.environ.get(KEY_FILE_ENV) or DEFAULT_KEY_FILE).expanduser()
 
 
+# Key files read, by path: a checkpoint is signed or verified without reading the file again.
+_KEYS: dict[Path, bytes] = {}
+
+
 def checkpoint_key() -> bytes:
     """The key that signs and verifies checkpoints (made on first use, mode 0600)."""
     value = os.environ.get(KEY_ENV)
     if value:
         return value.encode()
     path = key_file()
+    if path in _KEYS:
+        return _KEYS[path]
+    _KEYS[path] = key = _read_or_make_key(path)
+    return key
+
+
+def _read_or_make_key(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except FileNotFoundError:

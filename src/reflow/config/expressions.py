@@ -128,14 +128,16 @@ def check_expression(
             # A method call: the one place an attribute may appear.
             if node.func.attr not in SAFE_METHODS:
                 raise _refuse(source, f"the method {node.func.attr!r}", where)
-            stack.append(node.func.value)
-            stack.extend(node.args)
-            stack.extend(node.keywords)
-            if any(k.arg is None for k in node.keywords):
-                raise _refuse(source, "'**' unpacking in a call", where)
+            _check_keywords(node, source, where)
+            stack.extend((node.func.value, *node.args, *node.keywords))
             continue
         _check_node(node, source, where)
         stack.extend(ast.iter_child_nodes(node))
+
+
+def _check_keywords(call: ast.Call, source: str, where: Callable[[str], ConfigError]) -> None:
+    if any(k.arg is None for k in call.keywords):
+        raise _refuse(source, "'**' unpacking in a call", where)
 
 
 def _check_node(node: ast.AST, source: str, where: Callable[[str], ConfigError]) -> None:
@@ -156,8 +158,7 @@ def _check_node(node: ast.AST, source: str, where: Callable[[str], ConfigError])
             raise _refuse(source, "a call of anything but a safe builtin or method", where)
         if node.func.id not in SAFE_BUILTINS:
             raise _refuse(source, f"a call of {node.func.id!r}", where)
-        if any(k.arg is None for k in node.keywords):
-            raise _refuse(source, "'**' unpacking in a call", where)
+        _check_keywords(node, source, where)
         return
     if isinstance(node, ast.FormattedValue):
         if node.conversion != -1:

@@ -15,6 +15,8 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from pydantic.alias_generators import to_snake
+
 from reflow.config.expressions import compile_expression
 from reflow.config.models import (
     AggregateModel,
@@ -182,11 +184,7 @@ def _options(connector: Any, config: Mapping[str, Any], role: str) -> Mapping[st
     if isinstance(connector, OptionsConnector):
         parsed = connector.parse(config, role, connector._model(role))
         return parsed.model_dump()
-    return {_snake(str(k)): v for k, v in config.items()}
-
-
-def _snake(name: str) -> str:
-    return "".join("_" + c.lower() if c.isupper() else c for c in name).replace("-", "_")
+    return {to_snake(str(k)).replace("-", "_"): v for k, v in config.items()}
 
 
 def _spec(
