@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from typing import Any, TextIO
 
 from reflow.errors import ReflowError
+from reflow.masking import mask_credentials
 
 __all__ = ["entry_point", "main"]
 
@@ -254,7 +255,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         if signal.SIGTERM in received:
             return EXIT_TERMINATED
         return EXIT_INTERRUPTED
-    sys.stderr.write(f"reflow: job {job.job_name!r} FAILED: {result.error}\n")
+    sys.stderr.write(
+        f"reflow: job {job.job_name!r} FAILED: {mask_credentials(result.error or '')}\n"
+    )
     if args.debug and result.exception is not None:
         import traceback
 
@@ -311,7 +314,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     except ReflowError as exc:
         if args.debug:
             raise
-        sys.stderr.write(f"reflow: error: {exc}\n")
+        sys.stderr.write(f"reflow: error: {mask_credentials(str(exc))}\n")
         return EXIT_INVALID
     except KeyboardInterrupt:
         sys.stderr.write("reflow: interrupted\n")

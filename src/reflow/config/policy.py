@@ -27,6 +27,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from reflow.errors import ConfigError
+from reflow.masking import mask_credentials
 
 __all__ = ["SUBMITTED", "SubmissionPolicy", "endpoints_of"]
 
@@ -143,15 +144,8 @@ def _split_addresses(value: str) -> Iterable[tuple[str, int | None, str]]:
         try:
             port = url.port
         except ValueError:
-            raise ConfigError(f"address {_masked(part)!r} has an invalid port") from None
+            raise ConfigError(f"address {mask_credentials(part)!r} has an invalid port") from None
         yield url.hostname or "", port or DEFAULT_PORTS.get(scheme), scheme
-
-
-def _masked(url: str) -> str:
-    scheme, sep, rest = url.partition("://")
-    if "@" in rest.split("/", 1)[0]:
-        rest = "***@" + rest.split("@", 1)[1]
-    return scheme + sep + rest
 
 
 def endpoints_of(

@@ -18,6 +18,7 @@ from typing import Any
 import yaml
 
 from reflow.errors import ConfigError
+from reflow.masking import mask_credentials
 
 __all__ = ["LoadedYaml", "load_yaml", "load_yaml_text"]
 
@@ -29,6 +30,9 @@ Path_ = tuple[str | int, ...]
 # file is a few hundred nodes; aliases can make a 400-byte text expand to
 # billions ("billion laughs"), so what counts is the expanded tree.
 MAX_YAML_CHARS = 1_000_000
+# Substituted values shorter than this are not hidden in messages: hiding "1" or
+# "db" would garble the message and protect nothing.
+MIN_SECRET_CHARS = 4
 MAX_YAML_NODES = 20_000
 MAX_YAML_DEPTH = 50
 
@@ -53,8 +57,25 @@ class LoadedYaml:
         return self.lines.get((), None)
 
     def error(self, path: Path_, message: str) -> ConfigError:
+        """A ConfigError at ``path``; values that came from ``${VAR}`` are shown as ***."""
         dotted = ".".join(str(p) for p in path) or None
-        return ConfigError(message, file=self.file, line=self.line_of(path), path=dotted)
+        return ConfigError(
+            self.hide_secrets(message), file=self.file, line=self.line_of(path), path=dotted
+        )
+
+    def hide_secrets(self, text: str) -> str:
+        """``text`` with every value substituted from the environment replaced by ***."""
+        for secret_path in self.secret_paths:
+            value: Any = self.data
+            for part in secret_path:
+                try:
+                    value = value[part]
+                except (KeyError, IndexError, TypeError):
+                    value = None
+                    break
+            if isinstance(value, str) and len(value) >= MIN_SECRET_CHARS:
+                text = text.replace(value, "***")
+        return mask_credentials(text)
 
 
 def _normalize(path: Path_) -> Path_:

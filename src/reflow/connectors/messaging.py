@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import io
-import re
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -24,6 +23,7 @@ from reflow.connectors.base import (
     SourceReader,
 )
 from reflow.connectors.options import ConnectorOptions
+from reflow.masking import mask_credentials
 
 __all__ = [
     "Format",
@@ -205,8 +205,8 @@ def decode_payload(raw: bytes, fmt: Format) -> Any:
 
 
 def masked_url(url: str) -> str:
-    """``scheme://user:password@host/...`` with the credentials replaced by ``***``."""
-    return re.sub(r"^([a-z][a-z0-9+.-]*://)[^@/]*@", r"\1***@", url, flags=re.IGNORECASE)
+    """``scheme://user:password@host/...`` with the password replaced by ``***``."""
+    return mask_credentials(url)
 
 
 class IdleClock:

@@ -36,6 +36,7 @@ from reflow.connectors.messaging import (
     MessageSource,
     PayloadCodec,
     PayloadOptions,
+    masked_url,
 )
 from reflow.connectors.options import Duration, OptionsConnector
 from reflow.errors import ConnectorError
@@ -99,8 +100,8 @@ async def _connect(options: _NatsOptions, role: str) -> tuple[Any, Any]:
         )
     except Exception as exc:
         raise ConnectorError(
-            f"nats {role}: cannot connect to {options.servers}: {exc!r}. Check 'servers' and "
-            "that the NATS server is running (with JetStream, -js)"
+            f"nats {role}: cannot connect to {masked_url(options.servers)}: {exc!r}. "
+            "Check 'servers' and that the NATS server is running (with JetStream, -js)"
         ) from exc
     js = client.jetstream()
     try:
@@ -111,8 +112,8 @@ async def _connect(options: _NatsOptions, role: str) -> tuple[Any, Any]:
         if not isinstance(exc, NotFoundError) or not options.create_stream:
             await client.close()
             raise ConnectorError(
-                f"nats {role}: stream {options.stream!r} is not usable on {options.servers}: "
-                f"{exc!r}. Create it, or set create_stream: true"
+                f"nats {role}: stream {options.stream!r} is not usable on "
+                f"{masked_url(options.servers)}: {exc!r}. Create it, or set create_stream: true"
             ) from exc
         await js.add_stream(name=options.stream, subjects=[_subject(options)])
     return client, js
@@ -152,7 +153,7 @@ class _NatsReader(SourceReader):
             messages = []
         except Exception as exc:
             raise ConnectorError(
-                f"nats source: fetching from stream {opts.stream!r} on {opts.servers} "
+                f"nats source: fetching from stream {opts.stream!r} on {masked_url(opts.servers)} "
                 f"failed: {exc!r}"
             ) from exc
         if not messages:
@@ -183,8 +184,8 @@ class _NatsReader(SourceReader):
 
     async def health(self) -> tuple[bool, str] | None:
         if self.client is None or not self.client.is_connected:
-            return False, f"not connected to {self.options.servers}"
-        return True, f"connected to {self.options.servers}"
+            return False, f"not connected to {masked_url(self.options.servers)}"
+        return True, f"connected to {masked_url(self.options.servers)}"
 
     async def close(self) -> None:
         if self.client is None:
@@ -229,8 +230,8 @@ class _NatsWriter(SinkWriter):
             except Exception as exc:
                 if attempt == PUBLISH_ATTEMPTS:
                     raise ConnectorError(
-                        f"nats sink: publishing to {subject!r} on {opts.servers} failed after "
-                        f"{attempt} attempts: {exc!r}"
+                        f"nats sink: publishing to {subject!r} on {masked_url(opts.servers)} "
+                        f"failed after {attempt} attempts: {exc!r}"
                     ) from exc
                 logger.warning("nats sink: publishing failed (%r); retrying", exc)
                 self.ctx.count("publish_retries")
@@ -239,8 +240,8 @@ class _NatsWriter(SinkWriter):
 
     async def health(self) -> tuple[bool, str] | None:
         if self.client is None or not self.client.is_connected:
-            return False, f"not connected to {self.options.servers}"
-        return True, f"connected to {self.options.servers}"
+            return False, f"not connected to {masked_url(self.options.servers)}"
+        return True, f"connected to {masked_url(self.options.servers)}"
 
     async def close(self) -> None:
         if self.client is not None:

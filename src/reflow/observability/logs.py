@@ -15,6 +15,8 @@ from typing import Any, TextIO
 
 import orjson
 
+from reflow.masking import mask_credentials
+
 __all__ = ["ConsoleFormatter", "JsonFormatter", "escape_controls", "setup_logging"]
 
 # LogRecord attributes that are not "extra" metadata.
@@ -36,6 +38,17 @@ _CONTROLS = {code: f"\\x{code:02x}" for code in (*range(0x20), 0x7F, 0x85)} | {
 def escape_controls(text: str) -> str:
     """``text`` with newlines and other control characters written as escapes."""
     return text.translate(_CONTROLS)
+
+
+class _Masking(logging.Filter):
+    """Hides URL passwords in every record's message (the log boundary)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        masked = mask_credentials(message)
+        if masked != message:
+            record.msg, record.args = masked, None
+        return True
 
 
 class ConsoleFormatter(logging.Formatter):
@@ -81,6 +94,7 @@ def setup_logging(
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(ConsoleFormatter())
+    handler.addFilter(_Masking())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -26,6 +26,7 @@ from reflow.config.job_file import job_loader
 from reflow.config.policy import SUBMITTED, SubmissionPolicy
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.explain import explain_mermaid, explain_text
+from reflow.masking import mask_credentials
 from reflow.scheduler.manager import JobManager
 from reflow.scheduler.policies import policy_from_dict
 from reflow.server.health import HealthChecker
@@ -190,7 +191,7 @@ class _RunLogs(logging.Handler):
                 level=record.levelname,
                 event=getattr(record, "event", None),
                 # Warnings and errors may quote what a job read: shown cut.
-                message=record.getMessage()
+                message=mask_credentials(record.getMessage())
                 if record.levelno < logging.WARNING
                 else _public_error(record.getMessage()) or "",
             )
@@ -208,7 +209,8 @@ _LOOPBACK_NAMES = ("127.0.0.1", "localhost", "::1")
 
 def _short(text: str) -> str:
     """An error message cut to its first line and MAX_ERROR_CHARS characters."""
-    line = text.strip().splitlines()[0] if text.strip() else ""
+    stripped = mask_credentials(text).strip()
+    line = stripped.splitlines()[0] if stripped else ""
     return line if len(line) <= MAX_ERROR_CHARS else line[: MAX_ERROR_CHARS - 1] + "…"
 
 

@@ -6,6 +6,7 @@ import re
 from typing import Any
 
 from reflow.errors import ConnectorError
+from reflow.masking import mask_credentials
 
 __all__ = ["connect_engine", "masked_url", "normalize_url", "split_table_name"]
 
@@ -40,12 +41,7 @@ def normalize_url(url: str) -> str:
 
 def masked_url(url: str) -> str:
     """The URL with its password hidden, for logs and errors."""
-    from sqlalchemy.engine import make_url
-
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except Exception:
-        return re.sub(r":[^:@/]*@", ":***@", url)
+    return mask_credentials(url)
 
 
 def split_table_name(name: str) -> tuple[str | None, str]:
