@@ -59,6 +59,10 @@ def render_template(template: str, now: datetime, subtask: int, part: int) -> st
         ) from exc
 
 
+# The suffix of files written but not yet committed (exactly-once).
+IN_PROGRESS = ".inprogress"
+
+
 class FileWriter(SinkWriter):
     """Encodes batches on the event loop and writes them in the I/O pool."""
 
@@ -88,6 +92,10 @@ class FileWriter(SinkWriter):
         self._timer: asyncio.Task[None] | None = None
         self.write_path: str | None = None
         self.token = uuid.uuid4().hex[:8]
+        # Who owns an in-progress file: job, step and subtask ('~' appears in none of
+        # them), so a restore removes only its own leftovers, never another job's or
+        # another sink's writing into the same folder.
+        self.owner = f"~{ctx.job_id or 'job'}~{ctx.step_id}~{ctx.subtask_index}"
         self.closed_parts: list[tuple[str, str]] = []
         self.staged: dict[int, list[tuple[str, str]]] = {}
         self.storage = storage_for(options.path, options)
@@ -120,9 +128,7 @@ class FileWriter(SinkWriter):
         write_path = path
         if self.exactly_once:
             # Written under a hidden in-progress name; renamed when its checkpoint completes.
-            write_path = storage.join(
-                folder, f".{name}.{self.ctx.subtask_index}.{self.token}.inprogress"
-            )
+            write_path = storage.join(folder, f".{name}.{self.owner}.{self.token}{IN_PROGRESS}")
         if self.fmt == "parquet":
             self.file = None
         else:
@@ -258,6 +264,13 @@ class FileWriter(SinkWriter):
         for pending, final in files:
             if storage.exists(pending):
                 storage.replace(pending, final)
+            elif not storage.exists(final):  # published before a restore: nothing to do
+                raise ConnectorError(
+                    f"file sink: the in-progress file {pending} of a completed checkpoint is "
+                    f"gone, so {final} cannot be published and its records are missing; "
+                    "something else removed it (another job cleaning this folder?). Give each "
+                    "job its own folder, then restore from an earlier savepoint"
+                )
 
     async def commit(self, checkpoint_id: int) -> None:
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
@@ -266,10 +279,13 @@ class FileWriter(SinkWriter):
     def _remove_strays(self) -> None:
         storage = self.storage
         folder = storage.split(self.template)[0]
-        mine = f".{self.ctx.subtask_index}."
         for name in storage.listdir(folder):
-            if name.endswith(".inprogress") and mine in name and self.token not in name:
-                # written after the restored checkpoint
+            if not name.endswith(IN_PROGRESS):
+                continue
+            # .<file name>.~<job>~<step>~<subtask>.<token>.inprogress
+            prefix, _, token = name[: -len(IN_PROGRESS)].rpartition(".")
+            if prefix.endswith("." + self.owner) and token != self.token:
+                # This subtask's own file, written after the restored checkpoint.
                 storage.remove(storage.join(folder, name))
 
     async def restore(self, states: list[Any]) -> None:
