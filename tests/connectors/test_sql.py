@@ -163,10 +163,50 @@ def test_url_translation(url: str, expected: str) -> None:
     assert normalize_url(url) == expected
 
 
-def test_partition_ranges_cover_every_value_once() -> None:
-    ranges = partition_ranges(1, 10, 3)
-    covered = [v for lo, hi, closed in ranges for v in range(lo, hi + (1 if closed else 0))]
-    assert covered == list(range(1, 11))
+@pytest.mark.parametrize(
+    ("lower", "upper", "count"), [(1, 10, 3), (0, 9, 4), (5, 5, 3), (0, 2, 8), (-1.5, 7.25, 4)]
+)
+def test_partition_ranges_put_every_value_in_exactly_one_range(
+    lower: float, upper: float, count: int
+) -> None:
+    ranges = partition_ranges(lower, upper, count)
+    assert 1 <= len(ranges) <= count
+    values = [lower - 100, lower, upper, upper + 0.5, upper + 100, *range(-3, 12), 2.5, 9.999]
+    for value in values:
+        inside = [
+            (lo, hi)
+            for lo, hi in ranges
+            if (lo is None or value >= lo) and (hi is None or value < hi)
+        ]
+        assert len(inside) == 1, (value, ranges)
+
+
+KEYS = [None, -3.2, 0, 0.5, 1, 1.5, 2, 2, 3.999, 4, 5, 5, 7, 9.75, None, 100, 1e9, None]
+
+
+@pytest.mark.parametrize(
+    "bounds", [{}, {"lower_bound": 2, "upper_bound": 5}, {"lower_bound": 0.5, "upper_bound": 3}]
+)
+def test_partitioned_read_of_nulls_floats_and_bounds_returns_each_row_once(
+    database_url: str, bounds: dict[str, float]
+) -> None:
+    engine = _engine(database_url)
+    table = sa.Table(
+        "keyed",
+        sa.MetaData(),
+        sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+        sa.Column("k", sa.Float, nullable=True),
+    )
+    table.metadata.create_all(engine)
+    with engine.begin() as conn:
+        conn.execute(table.insert(), [{"id": i, "k": k} for i, k in enumerate(KEYS)])
+    engine.dispose()
+    sink = TestingSink()
+    source = Connectors.sql(
+        url=database_url, table="keyed", partition_column="k", num_partitions=4, **bounds
+    )
+    _run(Job.builder().parallelism(3).source(source).sink(sink).build())
+    assert sorted(r["id"] for r in sink.records) == list(range(len(KEYS)))
 
 
 def test_upsert_without_key_is_rejected() -> None:

@@ -47,8 +47,12 @@ class SqlSourceOptions(_SqlOptions):
     num_partitions: int | None = Field(
         None, gt=0, description="ranges to split into (default: the source's parallelism)"
     )
-    lower_bound: int | None = Field(None, description="partition range start (default: MIN)")
-    upper_bound: int | None = Field(None, description="partition range end (default: MAX)")
+    lower_bound: int | float | None = Field(
+        None, description="where the ranges start (default: MIN); rows below are read too"
+    )
+    upper_bound: int | float | None = Field(
+        None, description="where the ranges end (default: MAX); rows above are read too"
+    )
 
     @model_validator(mode="after")
     def _one_of(self) -> SqlSourceOptions:

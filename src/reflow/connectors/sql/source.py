@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import decimal
+import itertools
 import logging
 import re
 from typing import Any
@@ -17,19 +19,44 @@ logger = logging.getLogger(__name__)
 _QMARK = re.compile(r"\?")
 
 
-def partition_ranges(lower: int, upper: int, count: int) -> list[tuple[int, int, bool]]:
-    """``count`` half-open ranges covering [lower, upper]; the last one is closed."""
-    span = upper - lower + 1
-    count = max(1, min(count, span))
-    step = -(-span // count)
-    ranges = []
-    for i in range(count):
-        lo = lower + i * step
-        if lo > upper:
+Number = int | float
+Bound = Number | None
+
+
+def partition_ranges(lower: Number, upper: Number, count: int) -> list[tuple[Bound, Bound]]:
+    """Up to ``count`` half-open ranges ``[lo, hi)`` that split the whole number line.
+
+    ``lower`` and ``upper`` only place the boundaries (as Spark's JDBC bounds do):
+    the first range has no lower end and the last no upper end (``None``), so every
+    non-NULL value falls in exactly one range, inside the bounds or not. Integer
+    bounds give integer boundaries; any float gives float ones.
+    """
+    if upper < lower:
+        lower, upper = upper, lower
+    if isinstance(lower, int) and isinstance(upper, int):
+        span = upper - lower + 1
+        step: Number = -(-span // max(1, min(count, span)))
+    else:
+        step = (upper - lower) / max(1, count)
+    cuts: list[Number] = []
+    for i in range(1, count):
+        cut = lower + i * step
+        if step == 0 or cut > upper:
             break
-        hi = min(lo + step, upper)
-        ranges.append((lo, hi, hi == upper))
-    return ranges
+        cuts.append(cut)
+    edges: list[Bound] = [None, *cuts, None]
+    return list(itertools.pairwise(edges))
+
+
+def _numeric(value: Any) -> Number | None:
+    """``value`` as an int or float (Decimal included), or None if it is not a number."""
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, int | float):
+        return value
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    return None
 
 
 class SqlReader(SourceReader):
@@ -69,12 +96,18 @@ class SqlReader(SourceReader):
         return f"SELECT * FROM {name}", {}
 
     def _order_by(self) -> str:
-        from sqlalchemy import inspect
-
         opts = self.options
         preparer = self.engine.dialect.identifier_preparer
         if opts.partition_column:
             return f" ORDER BY {preparer.quote(opts.partition_column)}"
+        return self._pk_order()
+
+    def _pk_order(self) -> str:
+        """ORDER BY the table's primary key (a stable order to resume by row count)."""
+        from sqlalchemy import inspect
+
+        opts = self.options
+        preparer = self.engine.dialect.identifier_preparer
         if opts.table is not None:
             schema, table = split_table_name(opts.table)
             pk = inspect(self.engine).get_pk_constraint(table, schema=schema)
@@ -95,25 +128,45 @@ class SqlReader(SourceReader):
                 self.queries = [(text(base + self._order_by()), params)]
             return
         column = self.engine.dialect.identifier_preparer.quote(opts.partition_column)
-        lower, upper = opts.lower_bound, opts.upper_bound
+        lower, upper = _numeric(opts.lower_bound), _numeric(opts.upper_bound)
         if lower is None or upper is None:
             with self.engine.connect() as conn:
                 row = conn.execute(
                     text(f"SELECT MIN({column}), MAX({column}) FROM ({base}) AS reflow_b"), params
                 ).one()
-            lower = row[0] if lower is None else lower
-            upper = row[1] if upper is None else upper
-        if lower is None or upper is None:
-            return  # empty input
+            lower = _numeric(row[0]) if lower is None else lower
+            upper = _numeric(row[1]) if upper is None else upper
+            if (lower is None or upper is None) and row[0] is not None:
+                logger.warning(
+                    "sql source %s: partition_column %s holds %s values, not numbers: "
+                    "one subtask reads every row",
+                    ctx.step_id,
+                    opts.partition_column,
+                    type(row[0]).__name__,
+                    extra={"job_id": ctx.job_id, "step_id": ctx.step_id},
+                )
         count = opts.num_partitions or ctx.parallelism
-        mine = partition_ranges(int(lower), int(upper), count)[ctx.subtask_index :: ctx.parallelism]
-        for lo, hi, closed in mine:
-            op = "<=" if closed else "<"
-            sql = (
-                f"SELECT * FROM ({base}) AS reflow_p WHERE {column} >= :reflow_lo "
-                f"AND {column} {op} :reflow_hi ORDER BY {column}"
+        ranges = [] if lower is None or upper is None else partition_ranges(lower, upper, count)
+        statements: list[tuple[str, dict[str, Any]]] = []
+        for lo, hi in ranges:
+            where = [f"{column} >= :reflow_lo"] if lo is not None else []
+            where += [f"{column} < :reflow_hi"] if hi is not None else []
+            condition = " AND ".join(where) or f"{column} IS NOT NULL"
+            bounds = {"reflow_lo": lo, "reflow_hi": hi}
+            statements.append(
+                (
+                    f"SELECT * FROM ({base}) AS reflow_p WHERE {condition} ORDER BY {column}",
+                    {k: v for k, v in bounds.items() if v is not None},
+                )
             )
-            self.queries.append((text(sql), {**params, "reflow_lo": lo, "reflow_hi": hi}))
+        if ranges:  # NULL keys: a range of their own
+            statements.append(
+                (f"SELECT * FROM ({base}) AS reflow_p WHERE {column} IS NULL{self._pk_order()}", {})
+            )
+        else:  # an empty table, or keys that are not numbers: one subtask reads it all
+            statements.append((base + self._pk_order(), {}))
+        for sql, bounds in statements[ctx.subtask_index :: ctx.parallelism]:
+            self.queries.append((text(sql), {**params, **bounds}))
 
     async def open(self) -> None:
         await self.ctx.run_blocking(self._open_blocking)
