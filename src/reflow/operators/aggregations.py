@@ -68,31 +68,55 @@ class Sum(_Valued):
         return acc
 
 
+# A None value is a bad record (the error policy decides), not something min or max
+# may skip in one arrival order and compare in another.
+_NONE_VALUE = "the value is None; min and max need a value in every record"
+
+# NaN (the one value unequal to itself) wins in any order, as in Java's Math.min/max:
+# comparisons with NaN are all false, so without this the result depended on order.
+
+
+def _lesser(a: Any, b: Any) -> Any:
+    return a if a != a or a <= b else b
+
+
+def _greater(a: Any, b: Any) -> Any:
+    return a if a != a or a >= b else b
+
+
 class Min(_Valued):
+    """The smallest value; a NaN makes the result NaN, whatever the order."""
+
     def create(self) -> Any:
         return None
 
     def add(self, acc: Any, value: Any) -> Any:
         v = self._value(value)
-        return v if acc is None or v < acc else acc
+        if v is None:
+            raise TypeError(_NONE_VALUE)
+        return v if acc is None or v < acc or v != v else acc
 
     def merge(self, a: Any, b: Any) -> Any:
-        return b if a is None else a if b is None else min(a, b)
+        return b if a is None else a if b is None else _lesser(a, b)
 
     def result(self, acc: Any) -> Any:
         return acc
 
 
 class Max(_Valued):
+    """The largest value; a NaN makes the result NaN, whatever the order."""
+
     def create(self) -> Any:
         return None
 
     def add(self, acc: Any, value: Any) -> Any:
         v = self._value(value)
-        return v if acc is None or v > acc else acc
+        if v is None:
+            raise TypeError(_NONE_VALUE)
+        return v if acc is None or v > acc or v != v else acc
 
     def merge(self, a: Any, b: Any) -> Any:
-        return b if a is None else a if b is None else max(a, b)
+        return b if a is None else a if b is None else _greater(a, b)
 
     def result(self, acc: Any) -> Any:
         return acc

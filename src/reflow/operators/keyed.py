@@ -126,15 +126,20 @@ class _DedupLogic(OperatorLogic):
         self.ttl = spec.ttl_ms
         self.ts_of = (value_of(spec.timestamp) or ctx.timestamp_of) if spec.event_time else None
         self.clock = ctx.clock
+        self.reject = ctx.reject
 
     def process(self, batch: list[Any]) -> list[Any]:
         out = []
         seen, key_of, ttl = self.seen, self.key_of, self.ttl
         now = self.clock.now_ms()
         for record in batch:
-            key = key_of(record)
-            when = now if self.ts_of is None else self.ts_of(record)
-            first = seen.get(key)
+            try:
+                key = key_of(record)
+                when = now if self.ts_of is None else self.ts_of(record)
+                first = seen.get(key)
+            except Exception as exc:
+                self.reject(record, exc)
+                continue
             if first is not None and (ttl is None or when - first < ttl):
                 continue  # a duplicate within the time-to-live
             seen.put(key, when)

@@ -232,12 +232,15 @@ class PaneWindowLogic(_WindowLogic):
             if reach - reach % slide <= horizon:  # its last window is past the lateness
                 late.append(record)
                 continue
-            key = key_of(record)
             start = ts - ts % pane
-            acc = table.get(start, key)
-            if acc is None:
-                acc = agg.create()
-            table.put(start, key, agg.add(acc, record))
+            try:  # a record without its key or value goes to the error policy
+                key = key_of(record)
+                acc = table.get(start, key)
+                acc = agg.add(agg.create() if acc is None else acc, record)
+            except Exception as exc:
+                self.ctx.reject(record, exc)
+                continue
+            table.put(start, key, acc)
             if self.lateness:
                 end = ts - ts % slide + slide
                 while end <= fired_until and end - size <= ts:
@@ -276,8 +279,11 @@ class PaneWindowLogic(_WindowLogic):
             if bucket is None:
                 bucket = by_time[start] = {}
                 heapq.heappush(table.heap, start)
-            key = key_of(record)
-            bucket[key] = bucket.get(key, 0) + 1
+            try:
+                key = key_of(record)
+                bucket[key] = bucket.get(key, 0) + 1
+            except Exception as exc:
+                self.ctx.reject(record, exc)
         table.budget.entries += sum(map(len, by_time.values())) - before
         if table.budget.entries > table.budget.limit:
             table.budget.entries -= 1
@@ -345,10 +351,14 @@ class SessionWindowLogic(_WindowLogic):
             if ts + gap + self.lateness <= self.bound:
                 late.append(record)
                 continue
-            key = self.key_of(record)
-            sessions: list[list[Any]] = self.sessions.get(key) or []
+            try:
+                key = self.key_of(record)
+                sessions: list[list[Any]] = self.sessions.get(key) or []
+                acc = agg.add(agg.create(), record)
+            except Exception as exc:
+                self.ctx.reject(record, exc)
+                continue
             start, end = ts, ts + gap
-            acc = agg.add(agg.create(), record)
             kept = []
             for session in sessions:
                 s_start, s_end, s_acc, _ = session
@@ -412,10 +422,14 @@ class GlobalCountLogic(_WindowLogic):
         out = []
         agg = self.agg
         for record in batch:
-            key = self.key_of(record)
-            entry = self.accs.get(key)
-            acc, n = (agg.create(), 0) if entry is None else entry
-            acc, n = agg.add(acc, record), n + 1
+            try:
+                key = self.key_of(record)
+                entry = self.accs.get(key)
+                acc, n = (agg.create(), 0) if entry is None else entry
+                acc, n = agg.add(acc, record), n + 1
+            except Exception as exc:
+                self.ctx.reject(record, exc)
+                continue
             if n >= self.count:
                 out.append(self.emit(key, self.fired, self.fired + n, agg.result(acc)))
                 self.accs.delete(key)

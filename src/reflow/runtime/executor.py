@@ -446,10 +446,11 @@ class LocalExecutor:
         sink_restores: dict[int, list[Any]] = {}
         reader = None
         source_metrics = None
+        handlers: dict[str, RecordErrorHandler] = {}
         for node in vertex.chained_nodes:
             metrics = StepMetrics(node.step_id, index, node.kind.value)
             execution.metrics.append(metrics)
-            handler = RecordErrorHandler(
+            handler = handlers[node.step_id] = RecordErrorHandler(
                 job.job_id,
                 node.step_id,
                 policy.mode_for(node.step_id),
@@ -522,6 +523,7 @@ class LocalExecutor:
                 forwards_watermarks=_event_time_downstream(
                     job.job_graph.stream_graph, edge.target_step
                 ),
+                reject=handlers.get(edge.source_step),
             )
             for edge in vertex.outputs
         ]

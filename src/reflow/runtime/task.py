@@ -90,6 +90,7 @@ class Router:
         subtask_index: int,
         sender: Hashable,
         forwards_watermarks: bool = True,
+        reject: Callable[[Any, BaseException], None] | None = None,
     ) -> None:
         self.edge = edge
         self.sender = sender
@@ -102,6 +103,8 @@ class Router:
         else:
             self.targets = list(channels)
         self.key_selector: Callable[[Any], Any] | None = edge.key_selector
+        self.reject = reject
+        """The error policy of the step whose key selector this edge runs."""
         self.table = key_group_table(len(channels))
         self.next_target = subtask_index % len(self.targets)
 
@@ -118,14 +121,20 @@ class Router:
             table = self.table
             buckets: list[list[Any]] = [[] for _ in self.targets]
             for record in batch:
-                k = key(record)
-                # stable_hash, inlined for the common key types (same values).
-                if type(k) is int:
-                    h = ((k * 2654435761) & 0xFFFFFFFF) >> 16
-                elif type(k) is str:
-                    h = crc32(k.encode())
-                else:
-                    h = stable_hash(k)
+                try:  # a record without its key goes to the error policy
+                    k = key(record)
+                    # stable_hash, inlined for the common key types (same values).
+                    if type(k) is int:
+                        h = ((k * 2654435761) & 0xFFFFFFFF) >> 16
+                    elif type(k) is str:
+                        h = crc32(k.encode())
+                    else:
+                        h = stable_hash(k)
+                except Exception as exc:
+                    if self.reject is None:
+                        raise
+                    self.reject(record, exc)
+                    continue
                 buckets[table[h % MAX_KEY_GROUPS]].append(record)
             for channel, bucket in zip(self.targets, buckets, strict=True):
                 if bucket:

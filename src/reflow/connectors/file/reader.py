@@ -206,7 +206,21 @@ class LineReader(SourceReader):
         if self.fmt == "json":
             return decode_json_lines(lines, self.ctx.reject, partial(self._where, first))
         encoding = self.encoding
-        return [line.decode(encoding).rstrip("\r\n") for line in lines]
+        try:
+            return [line.decode(encoding).rstrip("\r\n") for line in lines]
+        except UnicodeDecodeError:
+            return self._decode_each(lines, first)
+
+    def _decode_each(self, lines: list[bytes], first: int) -> list[Any]:
+        """Lines one by one: a line that is not valid text goes to the error policy."""
+        out = []
+        for index, line in enumerate(lines):
+            try:
+                out.append(line.decode(self.encoding).rstrip("\r\n"))
+            except UnicodeDecodeError as exc:
+                where = self._where(first, index)
+                self.ctx.reject(line, ValueError(f"{where}: not valid {self.encoding}: {exc}"))
+        return out
 
     def _where(self, first: int, index: int) -> str:
         path = self.current.split.path if self.current is not None else "file"
@@ -370,24 +384,35 @@ class ParquetReader(_WholeFiles):
         self.ctx = ctx
         self.batches: Any = None
         self.handle: Any = None  # the open S3 object of the current file
+        self.path = ""
 
     def _next(self) -> list[Any] | None:
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
         while True:
             if self.batches is None:
                 if not self.files:
                     return None
-                path = self.files.pop(0)
-                if self.storage.remote:
-                    self._close_handle()
-                    self.handle = self.storage.open_read(path)
-                self.batches = pq.ParquetFile(self.handle or path).iter_batches(
-                    batch_size=self.ctx.batch_size
-                )
+                path = self.path = self.files.pop(0)
                 self.file_cursor += 1
                 self.rows_returned = 0
-            batch = next(self.batches, None)
+                try:
+                    if self.storage.remote:
+                        self._close_handle()
+                        self.handle = self.storage.open_read(path)
+                    self.batches = pq.ParquetFile(self.handle or path).iter_batches(
+                        batch_size=self.ctx.batch_size
+                    )
+                except (pa.ArrowException, OSError) as exc:
+                    self._reject_file(path, "cannot be opened as Parquet", exc)
+                    continue
+            try:
+                batch = next(self.batches, None)
+            except (pa.ArrowException, OSError) as exc:
+                self.batches = None
+                self._reject_file(self.path, f"is corrupt after row {self.rows_returned}", exc)
+                continue
             if batch is None:
                 self.batches = None
                 continue
@@ -401,6 +426,13 @@ class ParquetReader(_WholeFiles):
                     continue
             self.rows_returned += len(rows)
             return rows
+
+    def _reject_file(self, path: str, problem: str, exc: BaseException) -> None:
+        """A file that cannot be read goes to the error policy (the rest of it is skipped)."""
+        self.ctx.reject(
+            {"file": path, "row": self.rows_returned},
+            ValueError(f"{path} {problem}: {type(exc).__name__}: {exc}"),
+        )
 
     async def read_batch(self) -> list[Any] | None:
         return await self.ctx.run_blocking(self._next)
