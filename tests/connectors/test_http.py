@@ -447,3 +447,63 @@ def test_webhook_port_in_use_is_a_clear_error() -> None:
         result = run_job(Job.builder().source(source).sink(TestingSink()).build())
     assert result.status is JobStatus.FAILED
     assert f"webhook source: cannot listen on 127.0.0.1:{taken.port}" in str(result.error)
+
+
+def _endless_app(declared: bool) -> web.Application:
+    """A server whose answer never ends (chunked), or declares a huge length."""
+
+    async def endless(request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse()
+        if declared:
+            response.content_length = 10**12
+        await response.prepare(request)
+        chunk = b"[" + b'{"a": 1},' * 10_000
+        try:
+            for _ in range(100_000):  # bounded: ~9 GB at most, stopped by the client
+                await response.write(chunk)
+        except (ConnectionResetError, RuntimeError):
+            pass
+        return response
+
+    app = web.Application()
+    app.router.add_get("/endless", endless)
+    return app
+
+
+@pytest.mark.parametrize("declared", [False, True])
+def test_an_endless_response_body_fails_at_the_limit(declared: bool) -> None:
+    with ThreadedServer(lambda: _endless_app(declared)) as server:
+        source = Connectors.http(url=f"{server.url}/endless", max_response_bytes=1_000_000)
+        result = run_job(Job.builder().source(source).sink(TestingSink()).build())
+    assert result.status is JobStatus.FAILED
+    assert "a body of more than 1000000 bytes" in str(result.error)
+    events = next(s for s in result.metrics.steps if s.kind == "source").connector_events
+    assert events["oversized"] == 1
+
+
+def test_a_webhook_body_over_the_limit_gets_413() -> None:
+    port = free_port()
+    outcome: dict[str, Any] = {}
+
+    async def post() -> None:
+        async with ClientSession() as session:
+            url = f"http://127.0.0.1:{port}/in"
+            for _ in range(200):  # until the source listens
+                try:
+                    async with session.post(url, data=b"[" + b'{"a":1},' * 20_000 + b"{}]") as r:
+                        outcome["big"] = r.status
+                    break
+                except OSError:
+                    await asyncio.sleep(0.05)
+            async with session.post(url, json=[{"a": 1}, {"a": 2}]) as r:
+                outcome["small"] = r.status
+
+    client = threading.Thread(target=lambda: asyncio.run(post()))
+    client.start()
+    out = TestingSink()
+    source = Connectors.webhook(port=port, path="/in", max_body_bytes=100_000, stop_when_idle=1.0)
+    result = run_job(Job.builder().source(source).sink(out).build())
+    client.join(30)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert outcome == {"big": 413, "small": 200}
+    assert out.records == [{"a": 1}, {"a": 2}]

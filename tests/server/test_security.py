@@ -293,3 +293,8 @@ def test_cross_site_form_posts_are_refused(manager: JobManager) -> None:
     assert asyncio.run(post({})) == 415
     assert asyncio.run(post({"X-Requested-With": "reflow-cli"})) == 200
     assert asyncio.run(post({"Content-Type": "application/json"}, b"{}")) == 200
+
+
+def test_an_oversized_request_body_gets_413(manager: JobManager) -> None:
+    response = _post(manager, "/api/validate", {"yaml": "x" * 3_000_000})
+    assert response.status_code == 413

@@ -67,6 +67,8 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 429, 500, 502, 503, 504})
+# Reading a response in pieces of this size lets the body limit stop an endless one.
+READ_CHUNK_BYTES = 64 * 1024
 
 
 class _HttpOptions(ConnectorOptions):
@@ -82,6 +84,11 @@ class _HttpOptions(ConnectorOptions):
         5, ge=0, description="retries of a request on 429/5xx/connection errors"
     )
     retry_backoff: Duration = Field(0.5, description="first retry delay, doubled each retry")
+    max_response_bytes: int = Field(
+        64 * 1024 * 1024,
+        gt=0,
+        description="largest response body accepted (an endless or huge body fails the step)",
+    )
 
     def request_headers(self) -> dict[str, str]:
         headers = dict(self.headers)
@@ -224,6 +231,28 @@ class _Requester:
         if wait > 0:
             await asyncio.sleep(wait)
 
+    async def _read_body(self, response: Any, method: str, url: str) -> bytes:
+        """The response body, refused once it is longer than ``max_response_bytes``."""
+        limit = self.options.max_response_bytes
+        declared = response.content_length
+        chunks: list[bytes] = []
+        size = 0
+        if declared is None or declared <= limit:
+            async for chunk in response.content.iter_chunked(READ_CHUNK_BYTES):
+                size += len(chunk)
+                if size > limit:
+                    break
+                chunks.append(chunk)
+        else:
+            size = declared
+        if size > limit:
+            self.ctx.count("oversized")
+            raise ConnectorError(
+                f"http {self.role}: {method} {masked_url(url)} answered a body of more than "
+                f"{limit} bytes; page the requests smaller or raise max_response_bytes"
+            )
+        return b"".join(chunks)
+
     async def request(
         self,
         method: str,
@@ -252,7 +281,7 @@ class _Requester:
                 async with self.session.request(
                     method, url, params=params, data=data, headers=headers
                 ) as response:
-                    body = await response.read()
+                    body = await self._read_body(response, method, url)
                     status = response.status
                     links = response.links
                     retry_after = response.headers.get("Retry-After")
@@ -538,6 +567,9 @@ class WebhookSourceOptions(ConnectorOptions):
     stop_when_idle: Duration | None = Field(
         None, description="end the source after this long without a request (a bounded read)"
     )
+    max_body_bytes: int = Field(
+        16 * 1024 * 1024, gt=0, description="largest request body accepted (larger: 413)"
+    )
 
 
 class _Delivery:
@@ -571,7 +603,7 @@ class _WebhookReader(SourceReader):
     async def open(self) -> None:
         from aiohttp import web
 
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app = web.Application(client_max_size=self.options.max_body_bytes)
         app.router.add_post(self.options.path, self._receive)
         self.runner = web.AppRunner(app, access_log=None)
         await self.runner.setup()

@@ -201,6 +201,8 @@ class _RunLogs(logging.Handler):
 # Longest error message the API returns: enough for "file:line: what and how to
 # fix", too short to carry a file's or a response's content back to the caller.
 MAX_ERROR_CHARS = 300
+# Largest request body: a job file is kilobytes; the YAML loader's own limit is 1M chars.
+MAX_REQUEST_BYTES = 2 * 1024 * 1024
 # Requests that change state must prove they are not a cross-site form post:
 # a JSON body, or a header a browser never sends cross-origin without asking.
 _CSRF_HEADERS = ("x-reflow-token", "authorization", "x-requested-with")
@@ -301,6 +303,12 @@ def create_app(
             return JSONResponse(
                 {"detail": "this server answers only to 127.0.0.1 or localhost (Host header)"},
                 status_code=421,
+            )
+        declared = request.headers.get("content-length", "0")
+        if not declared.isdigit() or int(declared) > MAX_REQUEST_BYTES:
+            return JSONResponse(
+                {"detail": f"request bodies are limited to {MAX_REQUEST_BYTES} bytes"},
+                status_code=413,
             )
         # Before routing and body validation: an unauthenticated caller learns nothing.
         if request.url.path.startswith("/api") and not authorized(request):
