@@ -135,15 +135,15 @@ def test_checkpointed_source_commits_its_offsets_and_resumes_from_the_group(
             await consumer.stop()
 
     offsets = asyncio.run(committed())
-    # Committed after completed checkpoints: at least part of the input, never beyond it.
-    assert 0 < sum(offsets.values()) <= 3_000
+    # Committed after completed checkpoints, and at the end of the input before the job
+    # reported COMPLETED: everything it read.
+    assert sum(offsets.values()) == 3_000
 
     more = [{"n": i} for i in range(3_000, 3_500)]
     assert run_job(Job.builder().source(TestingSource(more)).sink(sink).build()).error is None
     resumed = read("committed")
     numbers = Counter(r["n"] for r in resumed)
-    assert set(range(3_000, 3_500)) <= set(numbers)  # nothing lost
-    assert len(resumed) == 3_500 - sum(offsets.values())  # starts at the committed offsets
+    assert sorted(numbers) == list(range(3_000, 3_500))  # starts at the committed offsets
 
 
 async def _slow(record: dict[str, int]) -> dict[str, int]:
@@ -519,3 +519,30 @@ def test_broker_outage_mid_run_is_survived_by_sink_and_source(
     got = Counter(r["n"] for r in out.records)
     assert ran_through_the_outage(started)
     assert got == written  # what the topic holds, each once
+
+
+def test_a_bounded_read_commits_its_final_offsets_before_it_completes(
+    kafka_bootstrap: str,
+) -> None:
+    topic = _topic(kafka_bootstrap, 2)
+    sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="n")
+    rows = [{"n": i} for i in range(1_200)]
+    assert run_job(Job.builder().source(TestingSource(rows)).sink(sink).build()).error is None
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    source = Connectors.kafka(
+        bootstrap_servers=kafka_bootstrap, topic=topic, group_id=group, stop_at_end=True
+    )
+    out = TestingSink()
+    result = run_job(Job.builder().source(source).sink(out).build())  # no checkpoints at all
+    assert result.status is JobStatus.COMPLETED, result.error
+
+    async def committed() -> int:
+        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
+        await consumer.start()
+        try:
+            return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in (0, 1)])
+        finally:
+            await consumer.stop()
+
+    # Read right after COMPLETED: the commit happened before it, not in the background.
+    assert asyncio.run(committed()) == len(out.records) == 1_200

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 __all__ = [
+    "END_OF_INPUT",
     "Boundedness",
     "BufferedSinkWriter",
     "Connector",
@@ -43,6 +44,11 @@ T = TypeVar("T")
 # memory to the OS and fault it back in for the next batch: measured on
 # Nexmark Q1, 350-record batches ran 1.8x slower than 100-record ones.
 DEFAULT_BATCH_SIZE = 100
+
+# The checkpoint id of the final commit when a bounded job ends (greater than any
+# real checkpoint id): sources acknowledge or commit what they read, and sinks
+# commit what they hold, once every sink of the job has flushed.
+END_OF_INPUT = 2**62
 
 
 class Boundedness(enum.Enum):
@@ -112,11 +118,18 @@ class SourceReader(abc.ABC):
         """Continue after ``position`` (from ``snapshot``); called before ``open``."""
 
     def on_checkpoint(self, checkpoint_id: int) -> None:
-        """Barrier ``checkpoint_id`` passed: what was returned so far belongs to it."""
+        """Barrier ``checkpoint_id`` passed: what was returned so far belongs to it.
+
+        At the end of the input, after the last batch, it is called with
+        ``END_OF_INPUT``."""
 
     async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """Checkpoint ``checkpoint_id`` is persisted: acknowledge its records upstream
-        (message queues that redeliver unacknowledged messages)."""
+        (message queues that redeliver unacknowledged messages).
+
+        With ``END_OF_INPUT`` (a job whose input ended), it is called once every
+        subtask of the job finished without error and every sink flushed, before
+        the job reports COMPLETED and before ``close``."""
 
 
 class Source(abc.ABC):

@@ -39,6 +39,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from reflow.connectors.base import (
+    END_OF_INPUT,
     ConnectorContext,
     Sink,
     SinkWriter,
@@ -403,7 +404,7 @@ class _KafkaWriter(SinkWriter):
 
 
 # The marker of a final commit at end of input (greater than any checkpoint id).
-FINAL_COMMIT = 2**62
+FINAL_COMMIT = END_OF_INPUT
 
 
 class _KafkaTransactionalWriter(_KafkaWriter):

@@ -19,7 +19,7 @@ from datetime import datetime
 from typing import Any, Protocol
 
 from reflow.checkpoint.storage import CheckpointData, CheckpointError, open_storage
-from reflow.connectors.base import DEFAULT_BATCH_SIZE, ConnectorContext, SinkWriter
+from reflow.connectors.base import DEFAULT_BATCH_SIZE, END_OF_INPUT, ConnectorContext, SinkWriter
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError, ReflowError
 from reflow.eventtime.clock import Clock, SystemClock
@@ -613,6 +613,9 @@ class LocalExecutor:
     async def _run(self, execution: _Execution) -> BaseException | None:
         if execution.dead_letters is not None:
             await execution.dead_letters.writer.open()
+        for subtask in execution.subtasks:
+            # Sources commit what they read once the whole job has ended (_final_commit).
+            subtask.reader_closed_by_executor = subtask.reader is not None
         execution.tasks = [
             asyncio.create_task(subtask.run(), name=f"reflow:{subtask.name}")
             for subtask in execution.subtasks
@@ -653,6 +656,9 @@ class LocalExecutor:
         if coordinator_task is not None:
             coordinator_task.cancel()
             await asyncio.gather(coordinator_task, return_exceptions=True)
+        if not pending and error is None and not execution.cancelled:
+            error = await _final_commit(execution.subtasks)
+        await _close_readers(execution.subtasks)
         if pending or error is not None:
             for channel in execution.channels:
                 channel.break_channel(error or asyncio.CancelledError())
@@ -763,6 +769,28 @@ def _side_emitter(holder: list[Subtask], metrics: StepMetrics) -> Callable[[str,
         holder[0].emit_side(tag, records, metrics)
 
     return emit
+
+
+async def _final_commit(subtasks: list[Subtask]) -> BaseException | None:
+    """Every subtask ended and every sink flushed: the sources commit (offsets) or
+    acknowledge (queues) what they read, before the job reports COMPLETED."""
+    for subtask in subtasks:
+        if subtask.reader is not None and subtask.reader_closed_by_executor:
+            try:
+                await subtask.reader.notify_checkpoint_complete(END_OF_INPUT)
+            except Exception as exc:
+                return _attribute(exc, subtask)
+    return None
+
+
+async def _close_readers(subtasks: list[Subtask]) -> None:
+    for subtask in subtasks:
+        if subtask.reader is not None and subtask.reader_closed_by_executor:
+            subtask.reader_closed_by_executor = False
+            try:
+                await subtask.reader.close()
+            except Exception:
+                logger.exception("subtask %s: closing its source failed", subtask.name)
 
 
 def _attribute(error: BaseException | None, subtask: Subtask) -> BaseException:

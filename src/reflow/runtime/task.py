@@ -26,7 +26,7 @@ from concurrent.futures import Executor
 from typing import Any, Protocol
 from zlib import crc32
 
-from reflow.connectors.base import SinkWriter, SourceReader
+from reflow.connectors.base import END_OF_INPUT, SinkWriter, SourceReader
 from reflow.eventtime.clock import Clock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
@@ -227,6 +227,9 @@ class Subtask:
         self.held: list[Any] = []
         self.replay: deque[Any] = deque()
         self.finished = False
+        self.reader_closed_by_executor = False
+        """True: after a normal end the reader stays open until the executor has made
+        the final commit (``END_OF_INPUT``) once the whole job finished, then closes it."""
         self.align_started = 0.0
         self.blocked_ns = 0
         """Time this subtask waited to hand batches downstream (backpressure)."""
@@ -540,6 +543,8 @@ class Subtask:
 
     async def _finish(self) -> None:
         self.finished = True
+        if self.reader is not None:
+            self.reader.on_checkpoint(END_OF_INPUT)  # what it read belongs to the final commit
         # End of input: event time jumps to the end, so every window fires.
         if self.watermark < MAX_WATERMARK:
             self.watermark = MAX_WATERMARK
@@ -563,7 +568,7 @@ class Subtask:
                 router.close()
 
     async def _close(self) -> None:
-        if self.reader is not None:
+        if self.reader is not None and not (self.finished and self.reader_closed_by_executor):
             await _quietly(self.reader.close(), self.name)
         for stage in self.stages:
             if stage.logic is not None:
