@@ -150,6 +150,9 @@ class Collect(_Valued):
     def result(self, acc: Any) -> Any:
         return list(acc)
 
+    def size(self, acc: Any) -> int:
+        return len(acc)
+
 
 class TopN(_Valued):
     """The ``n`` largest values (by ``by``, default the value itself), largest first."""

@@ -60,9 +60,13 @@ class KeyedAggregateOp(OperatorSpec):
 class _KeyedAggregateLogic(OperatorLogic):
     def __init__(self, spec: KeyedAggregateOp, ctx: OperatorContext) -> None:
         backend = ctx.state if ctx.state is not None else MemoryBackend()
-        self.table: StateTable = backend.table(ctx.step_id, ctx.subtask_index, "acc")
+        agg = spec.aggregate
+        size = agg.size if agg.grows() else None  # collected lists count element by element
+        self.table: StateTable = backend.table(
+            ctx.step_id, ctx.subtask_index, "acc", None if size is None else lambda a: 1 + size(a)
+        )
         self.key_of = spec.input_key_selector
-        self.agg = spec.aggregate
+        self.agg = agg
         self.output = spec.output or (lambda key, value: (key, value))
         mode = spec.emit
         if mode == "auto":

@@ -206,8 +206,12 @@ class PaneWindowLogic(_WindowLogic):
         self.size = window.size_ms
         self.slide = window.slide_ms or window.size_ms
         self.pane = math.gcd(self.size, self.slide)
+        size = self.agg.size if self.agg.grows() else None  # collected lists
         self.panes: OrderedTable = self.backend.ordered_table(
-            ctx.step_id, ctx.subtask_index, "panes"
+            ctx.step_id,
+            ctx.subtask_index,
+            "panes",
+            None if size is None else lambda acc: 1 + size(acc),
         )
         self.fired_until = MIN_WATERMARK
         self.fast = (
@@ -337,7 +341,17 @@ class SessionWindowLogic(_WindowLogic):
     def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
         self.gap = spec.window.gap_ms
-        self.sessions: StateTable = self.backend.table(ctx.step_id, ctx.subtask_index, "sessions")
+        agg = self.agg
+        weigh = None
+        if agg.grows():  # collected lists count against the entry cap, element by element
+            size = agg.size
+
+            def weigh(sessions: list[list[Any]]) -> int:
+                return 1 + sum(size(session[2]) for session in sessions)
+
+        self.sessions: StateTable = self.backend.table(
+            ctx.step_id, ctx.subtask_index, "sessions", weigh
+        )
         self.timers: OrderedTable = self.backend.ordered_table(
             ctx.step_id, ctx.subtask_index, "ends"
         )
@@ -351,33 +365,32 @@ class SessionWindowLogic(_WindowLogic):
             if ts + gap + self.lateness <= self.bound:
                 late.append(record)
                 continue
+            start, end = ts, ts + gap
             try:
                 key = self.key_of(record)
                 sessions: list[list[Any]] = self.sessions.get(key) or []
-                acc = agg.add(agg.create(), record)
+                touched = [s for s in sessions if s[0] < end and start < s[1]]
+                # The record joins the first session it touches in place (no copy of
+                # a collected list per record); only sessions it bridges are merged.
+                acc = agg.add(touched[0][2] if touched else agg.create(), record)
             except Exception as exc:
                 self.ctx.reject(record, exc)
                 continue
-            start, end = ts, ts + gap
-            kept = []
-            for session in sessions:
-                s_start, s_end, s_acc, _ = session
-                if s_start < end and start < s_end:  # overlapping: merge
-                    self.timers.delete(s_end, key)
-                    start, end = min(start, s_start), max(end, s_end)
-                    acc = agg.merge(s_acc, acc)
-                else:
-                    kept.append(session)
+            kept = [s for s in sessions if not (s[0] < end and start < s[1])]
+            for i, (s_start, s_end, s_acc, _) in enumerate(touched):
+                self.timers.delete(s_end, key)
+                start, end = min(start, s_start), max(end, s_end)
+                if i:
+                    acc = agg.merge(acc, s_acc)
             merged = [start, end, acc, False]
             kept.append(merged)
-            self.sessions.put(key, kept)
             if end <= self.bound:
                 refire.append(self.emit(key, start, end, agg.result(acc)))
                 merged[3] = True
-                self.sessions.put(key, kept)
                 self.timers.put(end + self.lateness, key, None)
             else:
                 self.timers.put(end, key, None)
+            self.sessions.put(key, kept)
         if late:
             self.ctx.emit_side("late", late)
         return refire
@@ -415,7 +428,13 @@ class GlobalCountLogic(_WindowLogic):
     def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
         self.count = spec.window.count
-        self.accs: StateTable = self.backend.table(ctx.step_id, ctx.subtask_index, "global")
+        size = self.agg.size if self.agg.grows() else None
+        self.accs: StateTable = self.backend.table(
+            ctx.step_id,
+            ctx.subtask_index,
+            "global",
+            None if size is None else lambda entry: 1 + size(entry[0]),
+        )
         self.fired = 0
 
     def process(self, batch: list[Any]) -> list[Any]:

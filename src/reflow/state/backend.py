@@ -35,8 +35,12 @@ __all__ = [
     "StateBackend",
     "StateCapacityError",
     "StateTable",
+    "Weigher",
     "create_backend",
 ]
+
+Weigher = Callable[[Any], int]
+"""How many entries a stored value counts for against the memory backend's cap."""
 
 # Entries the memory backend holds (over all tables of a job) before it fails
 # and asks for RocksDB: about 1-2 GB of typical small accumulators.
@@ -116,10 +120,18 @@ class StateBackend(abc.ABC):
     name: str
 
     @abc.abstractmethod
-    def table(self, step_id: str, subtask: int, name: str) -> StateTable: ...
+    def table(
+        self, step_id: str, subtask: int, name: str, weigh: Weigher | None = None
+    ) -> StateTable:
+        """A keyed table. ``weigh(value)`` tells how many entries a value counts for
+        against a capped backend's budget (default 1): values that grow with their
+        input, such as collected lists, are then capped like separate entries."""
 
     @abc.abstractmethod
-    def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable: ...
+    def ordered_table(
+        self, step_id: str, subtask: int, name: str, weigh: Weigher | None = None
+    ) -> OrderedTable:
+        """A table ordered by time; ``weigh`` as for :meth:`table`."""
 
     @abc.abstractmethod
     def snapshot_scope(self, step_id: str, subtask: int) -> ScopeSnapshot:
@@ -158,9 +170,9 @@ class _Budget:
         self.limit = limit
         self.entries = 0
 
-    def grow(self, where: str) -> None:
-        self.entries += 1
-        if self.entries > self.limit:
+    def grow(self, where: str, by: int = 1) -> None:
+        self.entries += by
+        if by > 0 and self.entries > self.limit:
             raise StateCapacityError(
                 f"the memory state backend holds more than {self.limit:,} entries (at {where}); "
                 "set state.backend: rocksdb in the system config for state larger than memory, "
@@ -173,18 +185,39 @@ class _MemoryTable(StateTable):
         self.data: dict[Any, Any] = {}
         self.budget = budget
         self.where = where
+        self.weigh: Weigher | None = None
+        self.weights: dict[Any, int] = {}
+        """Each key's weight when it was put (values may change in place since)."""
+
+    def set_weigher(self, weigh: Weigher) -> None:
+        if self.weigh is weigh:
+            return
+        self.weigh = weigh
+        for key, value in self.data.items():  # entries restored before the weigher
+            weight = weigh(value)
+            self.budget.grow(self.where, weight - self.weights.get(key, 1))
+            self.weights[key] = weight
 
     def get(self, key: Hashable) -> Any:
         return self.data.get(key)
 
     def put(self, key: Hashable, value: Any) -> None:
+        weigh = self.weigh
+        if weigh is not None:
+            weight = weigh(value)
+            before = self.weights.get(key, 0)
+            self.weights[key] = weight
+            self.data[key] = value
+            if weight != before:
+                self.budget.grow(self.where, weight - before)
+            return
         if key not in self.data:
             self.budget.grow(self.where)
         self.data[key] = value
 
     def delete(self, key: Hashable) -> None:
         if self.data.pop(key, _MISSING) is not _MISSING:
-            self.budget.entries -= 1
+            self.budget.entries -= self.weights.pop(key, 1)
 
     def items(self) -> Iterator[tuple[Any, Any]]:
         return iter(list(self.data.items()))
@@ -199,6 +232,26 @@ class MemoryOrderedTable(OrderedTable):
         self.heap: list[int] = []
         self.budget = budget
         self.where = where
+        self.weigh: Weigher | None = None
+        self.weights: dict[tuple[int, Any], int] = {}
+        """Weights of (time, key) entries weighing other than 1, when they were put."""
+
+    def set_weigher(self, weigh: Weigher) -> None:
+        if self.weigh is weigh:
+            return
+        self.weigh = weigh
+        for time, bucket in self.by_time.items():
+            for key, value in bucket.items():
+                self._reweigh(time, key, value)
+
+    def _reweigh(self, time: int, key: Hashable, value: Any) -> None:
+        assert self.weigh is not None
+        weight = self.weigh(value)
+        before = self.weights.pop((time, key), 1)
+        if weight != 1:
+            self.weights[time, key] = weight
+        if weight != before:
+            self.budget.grow(self.where, weight - before)
 
     def get(self, time: int, key: Hashable) -> Any:
         bucket = self.by_time.get(time)
@@ -212,11 +265,13 @@ class MemoryOrderedTable(OrderedTable):
         if key not in bucket:
             self.budget.grow(self.where)
         bucket[key] = value
+        if self.weigh is not None:
+            self._reweigh(time, key, value)
 
     def delete(self, time: int, key: Hashable) -> None:
         bucket = self.by_time.get(time)
         if bucket is not None and bucket.pop(key, _MISSING) is not _MISSING:
-            self.budget.entries -= 1
+            self.budget.entries -= self.weights.pop((time, key), 1) if self.weights else 1
             if not bucket:
                 del self.by_time[time]
 
@@ -231,6 +286,10 @@ class MemoryOrderedTable(OrderedTable):
             bucket = self.by_time.pop(time, None)
             if bucket:
                 self.budget.entries -= len(bucket)
+                if self.weights:
+                    weights = self.weights
+                    for key in bucket:
+                        self.budget.entries -= weights.pop((time, key), 1) - 1
                 out.extend((time, key, value) for key, value in bucket.items())
         return out
 
@@ -258,17 +317,27 @@ class MemoryBackend(StateBackend):
         self.tables: dict[str, _MemoryTable] = {}
         self.ordered: dict[str, MemoryOrderedTable] = {}
 
-    def table(self, step_id: str, subtask: int, name: str) -> StateTable:
+    def table(
+        self, step_id: str, subtask: int, name: str, weigh: Weigher | None = None
+    ) -> StateTable:
         scope = f"{step_id}/{subtask}/{name}"
-        if scope not in self.tables:
-            self.tables[scope] = _MemoryTable(self.budget, f"step {step_id!r}")
-        return self.tables[scope]
+        table = self.tables.get(scope)
+        if table is None:
+            table = self.tables[scope] = _MemoryTable(self.budget, f"step {step_id!r}")
+        if weigh is not None:
+            table.set_weigher(weigh)
+        return table
 
-    def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable:
+    def ordered_table(
+        self, step_id: str, subtask: int, name: str, weigh: Weigher | None = None
+    ) -> OrderedTable:
         scope = f"{step_id}/{subtask}/{name}"
-        if scope not in self.ordered:
-            self.ordered[scope] = MemoryOrderedTable(self.budget, f"step {step_id!r}")
-        return self.ordered[scope]
+        table = self.ordered.get(scope)
+        if table is None:
+            table = self.ordered[scope] = MemoryOrderedTable(self.budget, f"step {step_id!r}")
+        if weigh is not None:
+            table.set_weigher(weigh)
+        return table
 
     def snapshot_scope(self, step_id: str, subtask: int) -> ScopeSnapshot:
         prefix = f"{step_id}/{subtask}/"
@@ -302,9 +371,11 @@ class MemoryBackend(StateBackend):
         self.budget.entries = 0
         for table in self.tables.values():
             table.data.clear()
+            table.weights.clear()
         for ordered in self.ordered.values():
             ordered.by_time.clear()
             ordered.heap.clear()
+            ordered.weights.clear()
         for scope, data in snapshot["tables"].items():
             step, subtask, name = scope.rsplit("/", 2)
             target = self.table(step, int(subtask), name)
@@ -438,10 +509,14 @@ class RocksDbBackend(StateBackend):
     def _prefix(self, kind: str, step_id: str, subtask: int, name: str) -> bytes:
         return f"{kind}/{step_id}/{subtask}/{name}/".encode()
 
-    def table(self, step_id: str, subtask: int, name: str) -> StateTable:
+    def table(
+        self, step_id: str, subtask: int, name: str, weigh: Weigher | None = None
+    ) -> StateTable:
         return _RocksTable(self.db, self._prefix("t", step_id, subtask, name))
 
-    def ordered_table(self, step_id: str, subtask: int, name: str) -> OrderedTable:
+    def ordered_table(
+        self, step_id: str, subtask: int, name: str, weigh: Weigher | None = None
+    ) -> OrderedTable:
         return _RocksOrdered(self.db, self._prefix("o", step_id, subtask, name))
 
     def snapshot_scope(self, step_id: str, subtask: int) -> ScopeSnapshot:

@@ -31,5 +31,15 @@ class AggregateFunction(abc.ABC, Generic[IN, ACC, OUT]):
     @abc.abstractmethod
     def result(self, acc: ACC) -> OUT: ...
 
+    def size(self, acc: ACC) -> int:
+        """How many state entries ``acc`` holds beyond its own: 0 for accumulators
+        of fixed size; those that grow with their input (``collect``) count each
+        element, so the memory backend's entry cap covers them."""
+        return 0
+
+    def grows(self) -> bool:
+        """Whether ``size`` is overridden (callers weigh only what can grow)."""
+        return type(self).size is not AggregateFunction.size
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"
