@@ -150,9 +150,10 @@ def s3_bucket(s3_endpoint: str, monkeypatch: pytest.MonkeyPatch) -> str:
     return name
 
 
-def start_serve(folder: object, *args: str) -> tuple[Any, str]:
+def start_serve(folder: object, *args: str, log: Any = None) -> tuple[Any, str]:
     """Start ``reflow serve`` on a free loopback port with ``args``; returns (process, URL)
-    once ``/health/live`` answers. The caller terminates the process."""
+    once ``/health/live`` answers. ``log``: a file for its stderr (the log lines).
+    The caller terminates the process."""
     import subprocess
     import sys
     import time
@@ -176,7 +177,7 @@ def start_serve(folder: object, *args: str) -> tuple[Any, str]:
         ],
         cwd=str(folder),
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL if log is None else log,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 20

@@ -11,6 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from reflow.cli import main
@@ -170,3 +171,81 @@ def test_pause_resume_and_cancel_a_streaming_job_from_the_cli(
     code, listing = _cli(tmp_path, "jobs")
     assert code == 0 and "stream" in listing and "immediate" in listing
     store.close()
+
+
+HOLD = """
+import os
+import time
+
+_held = []
+
+
+def hold(record):
+    # The first record blocks the event loop (as a synchronous client would) until
+    # the test creates the file 'release'.
+    if not _held:
+        _held.append(record)
+        while not os.path.exists("release"):
+            time.sleep(0.02)
+    return record
+"""
+BLOCKING = """
+job:
+  id: blocking
+  name: blocking
+  source: {connector: datagen, config: {number_of_rows: 200}}
+  operators:
+    - {name: hold, type: map, function: "hold:hold"}
+  sink: {connector: file, config: {path: "%s/blocking.jsonl"}}
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_blocking_job_stalls_neither_the_api_nor_other_jobs(tmp_path: Path) -> None:
+    from tests.conftest import start_serve
+
+    (tmp_path / "hold.py").write_text(HOLD)
+    (tmp_path / "blocking.yaml").write_text(BLOCKING % tmp_path)
+    out = tmp_path / "out"
+    (tmp_path / "other.yaml").write_text(SLOW.format(job_id="other", out=out).replace("600", "300"))
+    assert _cli(tmp_path, "submit", str(tmp_path / "blocking.yaml"))[0] == 0
+    store = JobStore(f"sqlite:///{tmp_path}/jobs.db")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as log_file:
+        proc, api = start_serve(tmp_path, "--slots", "2", log=log_file)
+    client = httpx.Client(base_url=api, timeout=30)
+    try:
+
+        def blocked() -> bool:
+            executor = client.get("/health").json()["components"]["executor"]
+            return "has blocked its event loop" in executor["reason"]
+
+        _wait(blocked)
+        # The API answers at once while the job's loop is held.
+        for _ in range(10):
+            began = time.perf_counter()
+            assert client.get("/health/live").json() == {"status": "UP"}
+            assert time.perf_counter() - began < 0.2
+        health = client.get("/health").json()
+        assert health["status"] == "DEGRADED"
+        reason = health["components"]["executor"]["reason"]
+        assert "step 'hold' has blocked" in reason and "hold.py:14 in hold" in reason
+        # Another job runs to the end meanwhile.
+        assert _cli(tmp_path, "submit", str(tmp_path / "other.yaml"))[0] == 0
+        _wait(lambda: [r.status for r in store.runs("other")] == ["COMPLETED"], 60)
+        assert (out / "other.jsonl").read_text().count("\n") == 300
+        assert [r.status for r in store.runs("blocking")] == ["RUNNING"]
+
+        (tmp_path / "release").touch()
+        _wait(lambda: [r.status for r in store.runs("blocking")] == ["COMPLETED"], 60)
+        assert (tmp_path / "blocking.jsonl").read_text().count("\n") == 200
+        assert not blocked()
+    finally:
+        (tmp_path / "release").touch()
+        client.close()
+        proc.terminate()
+        proc.wait(timeout=30)
+        store.close()
+    text = log.read_text()
+    assert "step 'hold' has blocked its event loop for 1." in text
+    assert "the event loop turns again after" in text

@@ -304,6 +304,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         memory_mb=memory_mb(args.memory) if args.memory else None,
         queue_size=queue_size,
         executor=executor,
+        isolate_runs=True,  # a job's blocking function must not stall the API or other runs
     )
     assert isinstance(manager, JobManager)
     if args.jobs_dir:

@@ -31,6 +31,7 @@ from reflow.operators.base import OperatorContext, OperatorSpec
 from reflow.runtime.channel import Channel
 from reflow.runtime.checkpointing import CheckpointCoordinator, CheckpointStats
 from reflow.runtime.error_policy import DeadLetterOutput, RecordErrorHandler
+from reflow.runtime.loops import BLOCKED_AFTER_S, Blocked, LoopWatch, await_in_loop, call_in_loop
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics
 from reflow.runtime.task import Router, Stage, Subtask
 from reflow.state.backend import DEFAULT_MAX_ENTRIES, ScopeSnapshot, StateBackend, create_backend
@@ -118,10 +119,33 @@ class _Execution:
         self.coordinator: CheckpointCoordinator | None = None
         self.restore: CheckpointData | None = None
         self.rescaled: dict[str, list[ScopeSnapshot]] = {}
+        self.loop: asyncio.AbstractEventLoop | None = None
+        """The loop the job runs on (its own thread's under ``reflow serve``)."""
+        self.watch = LoopWatch(job.job_id, self._step_of)
+
+    def _step_of(self, task: asyncio.Task[Any]) -> str | None:
+        for candidate, subtask in zip(self.tasks, self.subtasks, strict=False):
+            if candidate is task:
+                return subtask.current_step
+        return None
+
+    @property
+    def blocked(self) -> Blocked | None:
+        """Set while a step holds the job's event loop for over a second."""
+        return self.watch.blocked
 
     async def probe_connectors(self, timeout_s: float) -> list[tuple[str, Any]]:
-        """Each source's and sink's health (see ``probe_connectors``)."""
-        return await probe_connectors(self.subtasks, timeout_s)
+        """Each source's and sink's health (see ``probe_connectors``), asked on the
+        job's own loop; none while that loop is blocked (the executor's health says so)."""
+        if self.watch.blocked is not None:
+            return []
+        try:
+            return await asyncio.wait_for(
+                await_in_loop(self.loop, probe_connectors(self.subtasks, timeout_s)),
+                timeout_s + BLOCKED_AFTER_S,
+            )
+        except (TimeoutError, RuntimeError):  # blocked meanwhile, or the job ended
+            return []
 
     def snapshot(self) -> ExecutionMetrics:
         return summarize_execution(self.metrics, self.channels, self.started, self.finished)
@@ -172,6 +196,7 @@ class LocalExecutor:
             job.schedule()
         execution = _Execution(job)
         execution.restore = restore
+        execution.loop = asyncio.get_running_loop()
         self._executions[job.job_id] = execution
         try:
             self._build(execution)
@@ -201,7 +226,8 @@ class LocalExecutor:
             },
         )
         try:
-            error = await self._run(execution)
+            async with execution.watch:
+                error = await self._run(execution)
         finally:
             if execution.state is not None:
                 execution.state.close()
@@ -235,7 +261,9 @@ class LocalExecutor:
     async def savepoint(self, job_id: str, *, stop: bool = False) -> CheckpointData | None:
         """Take a savepoint of a running job (it needs checkpointing configured)."""
         execution = self._executions.get(job_id)
-        data = await take_savepoint(job_id, execution.coordinator if execution else None)
+        coordinator = execution.coordinator if execution else None
+        loop = execution.loop if execution else None
+        data = await await_in_loop(loop, take_savepoint(job_id, coordinator))
         if stop and data is not None:
             await self.stop(job_id)
         return data
@@ -245,37 +273,38 @@ class LocalExecutor:
         self.stop_nowait(job_id)
 
     def stop_nowait(self, job_id: str) -> None:
-        """``stop`` for synchronous callers: the job's tasks are cancelled at once."""
+        """``stop`` for synchronous callers: the job's tasks are cancelled (on the
+        job's own loop, from any thread)."""
         execution = self._executions.get(job_id)
         if execution is None:
             raise ExecutionError(f"no job {job_id!r} runs on this executor")
         execution.cancelled = True
-        execution.gate.set()
-        for task in execution.tasks:
-            task.cancel()
+        call_in_loop(execution.loop, _cancel, execution)
 
     def pause(self, job_id: str) -> None:
         """Stop the sources reading; records in flight drain."""
         execution = self._executions[job_id]
         execution.job.pause()
-        execution.gate.clear()
+        call_in_loop(execution.loop, execution.gate.clear)
 
     def resume(self, job_id: str) -> None:
         execution = self._executions[job_id]
         execution.job.resume()
-        execution.gate.set()
+        call_in_loop(execution.loop, execution.gate.set)
+
+    # Jobs may run on loops in other threads: read the table through a copy.
 
     def executions(self) -> list[_Execution]:
         """Running executions and the most recent ended ones (for metrics and health)."""
         return list(self._executions.values())
 
     def running(self) -> list[_Execution]:
-        return [e for e in self._executions.values() if e.finished is None]
+        return [e for e in list(self._executions.values()) if e.finished is None]
 
     def _forget_old(self) -> None:
-        ended = [k for k, e in self._executions.items() if e.finished is not None]
+        ended = [k for k, e in list(self._executions.items()) if e.finished is not None]
         for key in ended[:-RETAINED_EXECUTIONS]:
-            del self._executions[key]
+            self._executions.pop(key, None)
 
     def pool_stats(self) -> dict[str, tuple[int, int]]:
         """Thread pool -> (active threads, queued tasks) (threadpool.active / queue.size)."""
@@ -681,6 +710,12 @@ class LocalExecutor:
             exception=error,
             checkpoints=None if execution.coordinator is None else execution.coordinator.stats,
         )
+
+
+def _cancel(execution: _Execution) -> None:
+    execution.gate.set()
+    for task in execution.tasks:
+        task.cancel()
 
 
 def summarize_execution(

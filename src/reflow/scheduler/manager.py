@@ -23,6 +23,7 @@ from reflow.graph.job import Job, JobStatus
 from reflow.graph.job_graph import parse_memory_mb
 from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
+from reflow.runtime.loops import run_in_own_loop
 from reflow.scheduler.cron import ScheduleError
 from reflow.scheduler.policies import (
     CronPolicy,
@@ -44,6 +45,8 @@ logger = logging.getLogger(__name__)
 MISFIRE_THRESHOLD_MS = 60_000
 # How often the manager loop looks at the store, its commands and the clock.
 POLL_SECONDS = 0.2
+SHUTDOWN_GRACE_SECONDS = 20
+"""How long a stopping manager waits for its runs to end."""
 
 
 def memory_mb(text: str | None) -> int:
@@ -94,10 +97,15 @@ class JobManager:
         aging_seconds: float = 60.0,
         loader: Callable[[str, str], Job] | None = None,
         executor: LocalExecutor | RayExecutor | None = None,
+        isolate_runs: bool = False,
     ) -> None:
         """``loader(yaml_text, folder)`` builds a Job from a stored job file
         (``reflow.config.job_loader`` for YAML files). ``executor``: where runs go
-        (default: a LocalExecutor; a RayExecutor for ``executor.type: distributed``)."""
+        (default: a LocalExecutor; a RayExecutor for ``executor.type: distributed``).
+        ``isolate_runs``: run each local run on an event loop in a thread of its own,
+        so that a user function that blocks stalls neither the manager, the API on
+        its loop, nor the other runs (``reflow serve`` does; Ray runs are elsewhere
+        already)."""
         self.store = store
         self.loader = loader
         self.settings = settings or ExecutorSettings()
@@ -106,6 +114,7 @@ class JobManager:
         self.memory_mb = memory_mb
         self.queue = JobQueue(queue_size, aging_seconds)
         self.executor = executor or LocalExecutor(self.settings)
+        self.isolate_runs = isolate_runs and isinstance(self.executor, LocalExecutor)
         self.running: dict[str, _Running] = {}
         self.started: list[str] = []
         """Run ids in the order they started (for tests and the history)."""
@@ -278,7 +287,18 @@ class JobManager:
             self.alive = False
             for running in list(self.running.values()):
                 await self.executor.stop(running.run_id)
-            await asyncio.gather(*(r.task for r in self.running.values()), return_exceptions=True)
+            tasks = [r.task for r in self.running.values()]
+            if tasks:
+                _, stuck = await asyncio.wait(tasks, timeout=SHUTDOWN_GRACE_SECONDS)
+                for task in stuck:  # a user function holds its loop: leave it behind
+                    run = next((r for r in self.running.values() if r.task is task), None)
+                    logger.error(
+                        "run %s did not stop within %d s (a step blocks its event loop); "
+                        "it is marked FAILED when the manager starts again",
+                        run.run_id if run else "?",
+                        SHUTDOWN_GRACE_SECONDS,
+                        extra={"event": "RUN_ABANDONED"},
+                    )
             self.executor.close()
 
     def _commands(self) -> None:
@@ -370,7 +390,13 @@ class JobManager:
 
     async def _execute(self, run_id: str, job_id: str, job: Job) -> None:
         try:
-            result = await execute_with_recovery(self.executor, job)
+            if self.isolate_runs:
+                result = await run_in_own_loop(
+                    lambda: execute_with_recovery(self.executor, job),
+                    name=f"reflow-run-{run_id}",
+                )
+            else:
+                result = await execute_with_recovery(self.executor, job)
             status, error = result.status.value, result.error
         except Exception as exc:  # a bug must not kill the manager
             logger.exception("run %s of job %s crashed", run_id, job_id)

@@ -95,6 +95,12 @@ class HealthChecker:
                     worst = (ratio, f"job {execution.job.job_id} subtask {subtask.name}")
         running = len(self.executor.running())
         for execution in self.executor.running():
+            blocked = getattr(execution, "blocked", None)
+            if blocked is not None:
+                return ComponentHealth(
+                    "executor", DEGRADED, f"job {execution.job.job_id}: {blocked.describe()}"
+                )
+        for execution in self.executor.running():
             coordinator = getattr(execution, "coordinator", None)
             stats = None if coordinator is None else coordinator.stats
             if stats is not None and stats.consecutive_failures > 0:
