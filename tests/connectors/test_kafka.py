@@ -519,30 +519,3 @@ def test_broker_outage_mid_run_is_survived_by_sink_and_source(
     got = Counter(r["n"] for r in out.records)
     assert ran_through_the_outage(started)
     assert got == written  # what the topic holds, each once
-
-
-def test_a_bounded_read_commits_its_final_offsets_before_it_completes(
-    kafka_bootstrap: str,
-) -> None:
-    topic = _topic(kafka_bootstrap, 2)
-    sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="n")
-    rows = [{"n": i} for i in range(1_200)]
-    assert run_job(Job.builder().source(TestingSource(rows)).sink(sink).build()).error is None
-    group = f"g-{uuid.uuid4().hex[:8]}"
-    source = Connectors.kafka(
-        bootstrap_servers=kafka_bootstrap, topic=topic, group_id=group, stop_at_end=True
-    )
-    out = TestingSink()
-    result = run_job(Job.builder().source(source).sink(out).build())  # no checkpoints at all
-    assert result.status is JobStatus.COMPLETED, result.error
-
-    async def committed() -> int:
-        consumer = AIOKafkaConsumer(bootstrap_servers=kafka_bootstrap, group_id=group)
-        await consumer.start()
-        try:
-            return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in (0, 1)])
-        finally:
-            await consumer.stop()
-
-    # Read right after COMPLETED: the commit happened before it, not in the background.
-    assert asyncio.run(committed()) == len(out.records) == 1_200

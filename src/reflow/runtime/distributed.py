@@ -200,7 +200,10 @@ class RemoteChannel:
 
 class _WorkerExecutor(LocalExecutor):
     """The local executor inside one actor: builds and runs only its subtask; the
-    other subtasks' inboxes are ``RemoteChannel``s to their actors."""
+    other subtasks' inboxes are ``RemoteChannel``s to their actors. Its source
+    commits what it read only when the driver says the whole job has ended."""
+
+    defers_final_commit = True
 
     def __init__(
         self,
@@ -307,6 +310,11 @@ class _SubtaskWorker:
         assert self.execution is not None
         for subtask in self.execution.subtasks:
             await subtask.notify_complete(checkpoint_id)
+
+    async def end_of_input(self) -> str | None:
+        """Every subtask of the job ended cleanly: commit and close this one's source."""
+        assert self.executor is not None
+        return await self.executor.end_of_input(self.job.job_id)
 
     async def poll(self, wait_s: float = 1.0) -> dict[str, Any]:
         """Wait up to ``wait_s`` for acknowledgements or the end; what happened and a
@@ -757,6 +765,10 @@ class RayExecutor:
                 if coordinator_task in finished:
                     assert coordinator_task is not None
                     problem = None if coordinator_task.cancelled() else coordinator_task.exception()
+                    if isinstance(problem, ray.exceptions.RayActorError):
+                        # The coordinator met a dead actor first: name the subtask
+                        # lost, as its follower reports it.
+                        return await _lost(problem, pending, proxies, graph, parts)
                     if problem is not None:  # too many checkpoints failed in a row
                         for future in pending:
                             future.cancel()
@@ -788,6 +800,17 @@ class RayExecutor:
                     if answer["error"] is not None:
                         return await _first_cause(answer, pending, parts)
             stopping.cancel()
+            # Every subtask ended cleanly: only now do the sources commit what they read.
+            try:
+                problems = await asyncio.gather(
+                    *(_await(a.end_of_input.remote()) for a in actors.values())
+                )
+            except Exception as exc:  # an actor died between its end and the commit
+                return _failure(f"the final commit failed: {_died(exc)}", None, parts)
+            for key, problem in zip(actors, problems, strict=True):
+                if problem is not None:
+                    step = graph.vertex(key[0]).head.step_id
+                    return _failure(f"the final commit failed: {problem}", step, parts)
             return {"error": None, "step_id": None, "parts": parts, "collected": collected}
         finally:
             if coordinator_task is not None:
@@ -979,6 +1002,29 @@ def _died(exc: BaseException) -> str:
     where = [line for line in lines[1:] if line.startswith(("pid:", "ip:"))]
     head = lines[0] if lines else type(exc).__name__
     return f"{head} ({', '.join(where)})" if where else head
+
+
+async def _lost(
+    problem: BaseException,
+    pending: dict[Any, SubtaskKey],
+    proxies: dict[SubtaskKey, _RemoteSubtask],
+    graph: Any,
+    parts: list[ExecutionMetrics],
+) -> dict[str, Any]:
+    """A failure for an actor that died: the subtask whose follower fails (waited for
+    a few seconds), or the coordinator's account when none does."""
+    done, _ = await asyncio.wait(pending, timeout=5, return_when=asyncio.FIRST_EXCEPTION)
+    for future in pending:
+        future.cancel()
+    for future in done:
+        if not future.cancelled() and future.exception() is not None:
+            key = pending[future]
+            step = graph.vertex(key[0]).head.step_id
+            cause = _died(future.exception())
+            return _failure(
+                f"subtask {proxies[key].name} (step {step!r}) was lost: {cause}", step, parts
+            )
+    return _failure(f"a subtask was lost: {_died(problem)}", None, parts)
 
 
 def _failure(error: str, step_id: str | None, parts: list[ExecutionMetrics]) -> dict[str, Any]:

@@ -154,6 +154,11 @@ class _Execution:
 class LocalExecutor:
     """Runs jobs in this process on asyncio (the seed's single-node mode)."""
 
+    defers_final_commit = False
+    """Whether sources commit what they read when the job's subtasks here end (the
+    default), or later, when ``end_of_input`` is called (on a Ray actor: once every
+    subtask of the job, on every actor, has ended cleanly)."""
+
     def __init__(self, settings: ExecutorSettings | None = None) -> None:
         self.settings = settings or ExecutorSettings()
         self._io_pool: ThreadPoolExecutor | None = None
@@ -257,6 +262,14 @@ class LocalExecutor:
             },
         )
         return result
+
+    async def end_of_input(self, job_id: str) -> str | None:
+        """Commit and close the sources of a job that ended cleanly with its final
+        commit deferred (``defers_final_commit``); the error, if the commit failed."""
+        execution = self._executions[job_id]
+        error = await _final_commit(execution.subtasks)
+        await _close_readers(execution.subtasks)
+        return None if error is None else str(error)
 
     async def savepoint(self, job_id: str, *, stop: bool = False) -> CheckpointData | None:
         """Take a savepoint of a running job (it needs checkpointing configured)."""
@@ -686,6 +699,8 @@ class LocalExecutor:
             coordinator_task.cancel()
             await asyncio.gather(coordinator_task, return_exceptions=True)
         if not pending and error is None and not execution.cancelled:
+            if self.defers_final_commit:
+                return None  # readers stay open: end_of_input() commits and closes them
             error = await _final_commit(execution.subtasks)
         await _close_readers(execution.subtasks)
         if pending or error is not None:
