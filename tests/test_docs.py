@@ -40,6 +40,10 @@ def test_every_capability_has_a_page() -> None:
 
 @pytest.mark.parametrize("name,code", _blocks("python"), ids=lambda v: v if "#" in str(v) else "")
 def test_python_examples_run(name: str, code: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # An example that runs a job says what it expects: it asserts, or runs it with
+    # reflow.run / Flow.run, which raise when the job fails.
+    if "run_job(" in code:
+        assert "assert " in code, f"{name} runs a job with run_job but asserts nothing"
     monkeypatch.chdir(ROOT)
     os.makedirs("out/docs", exist_ok=True)
     exec(compile(code, name, "exec"), {"__name__": "docs_example"})

@@ -6,6 +6,8 @@ compiles it into a JobGraph with chained operators and runs it on asyncio with
 backpressure.
 """
 
+from typing import TYPE_CHECKING
+
 from reflow.api.stream import Flow, KeyedStream, Stream
 from reflow.connectors import Connector, Connectors, Sink, SinkWriter, Source, SourceReader
 from reflow.errors import (
@@ -15,6 +17,7 @@ from reflow.errors import (
     ExecutionError,
     GraphValidationError,
     InvalidTransitionError,
+    JobFailedError,
     ReflowError,
 )
 from reflow.graph import (
@@ -31,6 +34,10 @@ from reflow.graph import (
 )
 from reflow.operators import Operator, Operators
 from reflow.runtime import ExecutorSettings, JobResult, LocalExecutor
+from reflow.runtime.runner import run, run_async
+
+if TYPE_CHECKING:
+    from reflow.scheduler import JobManager, JobStore, SchedulePolicy
 
 __version__ = "0.1.0"
 
@@ -49,9 +56,12 @@ __all__ = [
     "InvalidTransitionError",
     "Job",
     "JobConfig",
+    "JobFailedError",
     "JobGraph",
+    "JobManager",
     "JobResult",
     "JobStatus",
+    "JobStore",
     "JobType",
     "KeyedStream",
     "LocalExecutor",
@@ -60,6 +70,7 @@ __all__ = [
     "Overflow",
     "Partitioning",
     "ReflowError",
+    "SchedulePolicy",
     "Sink",
     "SinkWriter",
     "Source",
@@ -67,4 +78,17 @@ __all__ = [
     "Stream",
     "StreamGraph",
     "__version__",
+    "run",
+    "run_async",
 ]
+
+# The scheduler (and its database driver) loads on first use: `import reflow` stays light.
+_SCHEDULER = ("JobManager", "JobStore", "SchedulePolicy")
+
+
+def __getattr__(name: str) -> object:
+    if name in _SCHEDULER:
+        import reflow.scheduler
+
+        return getattr(reflow.scheduler, name)
+    raise AttributeError(f"module 'reflow' has no attribute {name!r}")

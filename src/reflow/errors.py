@@ -15,6 +15,7 @@ __all__ = [
     "ExecutionError",
     "GraphValidationError",
     "InvalidTransitionError",
+    "JobFailedError",
     "RecordRejectedError",
     "ReflowError",
 ]
@@ -105,3 +106,12 @@ class RecordRejectedError(ExecutionError):
 
 class BackpressureOverflowError(ExecutionError):
     """A channel with overflow strategy ERROR was full."""
+
+
+class JobFailedError(ExecutionError):
+    """A job run by ``reflow.run`` ended FAILED; ``result`` is its JobResult
+    (per-step counters, the error and the step that failed)."""
+
+    def __init__(self, message: str, *, result: object, step_id: str | None = None) -> None:
+        super().__init__(message, step_id=step_id)
+        self.result = result

@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType
 from reflow.graph.partitioning import Partitioning
@@ -31,6 +31,9 @@ from reflow.operators.joins import IntervalJoinOp, WindowJoinOp, default_join
 from reflow.operators.keyed import KeyedProcessFunction
 from reflow.operators.windows import WindowSpec, default_emit
 from reflow.state.functions import AggregateFunction
+
+if TYPE_CHECKING:
+    from reflow.runtime.executor import ExecutorSettings, JobResult
 
 __all__ = ["Flow", "KeyedStream", "Stream", "WindowedStream"]
 
@@ -85,6 +88,19 @@ class Flow:
 
     def to_stream_graph(self) -> StreamGraph:
         return self._builder.build()
+
+    def run(self, settings: ExecutorSettings | None = None) -> JobResult:
+        """Compile and run the flow to its end (``reflow.run(self.to_job())``); raises
+        JobFailedError, naming the step and the cause, when the job fails."""
+        from reflow.runtime.runner import run
+
+        return run(self.to_job(), settings)
+
+    async def run_async(self, settings: ExecutorSettings | None = None) -> JobResult:
+        """``run`` for code already in an event loop: ``await flow.run_async()``."""
+        from reflow.runtime.runner import run_async
+
+        return await run_async(self.to_job(), settings)
 
     def to_job(self, *, job_id: str | None = None, job_type: JobType | None = None) -> Job:
         """Validate, compile and return the Job."""

@@ -28,10 +28,24 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
+def _positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number >= 1, not {text!r}")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="reflow", description="Reactive ETL and stream processing for Python."
     )
+    from reflow import __version__
+
+    parser.add_argument("--version", action="version", version=f"reflow {__version__}")
     parser.add_argument("--debug", action="store_true", help="show tracebacks and debug logs")
     parser.add_argument("-v", "--verbose", action="store_true", help="show info logs")
     parser.add_argument(
@@ -43,7 +57,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run a job file; bounded jobs run to completion")
     run.add_argument("job", help="job file (YAML)")
     run.add_argument("--config", help="system config file (YAML, seed section 6.1)")
-    run.add_argument("--parallelism", type=int, help="default parallelism of the job's steps")
+    run.add_argument("--parallelism", type=_positive, help="default parallelism of the job's steps")
     run.add_argument("--no-chaining", action="store_true", help="run every step on its own")
     run.add_argument("--no-progress", action="store_true", help="no progress display")
     run.add_argument(
@@ -80,7 +94,9 @@ def _parser() -> argparse.ArgumentParser:
     explain.add_argument(
         "--format", choices=["text", "mermaid", "both"], default="both", help="output format"
     )
-    explain.add_argument("--parallelism", type=int, help="default parallelism of the job's steps")
+    explain.add_argument(
+        "--parallelism", type=_positive, help="default parallelism of the job's steps"
+    )
     explain.add_argument("--no-chaining", action="store_true", help="explain without chaining")
 
     connectors = sub.add_parser("connectors", help="list connectors, or one connector's options")

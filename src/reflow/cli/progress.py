@@ -83,32 +83,7 @@ def _totals(metrics: ExecutionMetrics) -> tuple[int, int]:
 
 def format_summary(result: JobResult) -> str:
     """The per-step table printed when a job ends."""
-    m = result.metrics
-    lines = [
-        f"Job {result.job_name!r} ({result.job_id}) {result.status.value} "
-        f"in {m.elapsed_seconds:.2f}s",
-        f"  {'step':<24} {'kind':<9} {'subtasks':>8} {'records in':>12} {'records out':>12} "
-        f"{'rejected':>9}",
-    ]
-    for s in m.steps:
-        rec_in = "-" if s.kind == "source" else f"{s.records_in:,}"
-        rec_out = "-" if s.kind == "sink" else f"{s.records_out:,}"
-        lines.append(
-            f"  {s.step_id:<24} {s.kind:<9} {s.subtasks:>8} {rec_in:>12} {rec_out:>12} "
-            f"{s.rejected:>9,}"
-        )
-    read, written = _totals(m)
-    rate = read / m.elapsed_seconds if m.elapsed_seconds > 0 else 0.0
-    lines.append(f"  read {read:,} records, wrote {written:,} ({rate:,.0f} records/s)")
-    rejected = sum(s.rejected for s in m.steps)
-    if rejected:
-        dead = sum(s.dead_lettered for s in m.steps)
-        lines.append(f"  rejected {rejected:,} records ({dead:,} to the dead-letter sink)")
-    if m.dropped_records:
-        lines.append(f"  dropped by overflow strategies: {m.dropped_records:,}")
-    if result.error:
-        lines.append(f"  error: {result.error}")
-    return "\n".join(lines)
+    return result.summary()
 
 
 # Signals that stop a running job cleanly (Ctrl-C, and a supervisor's stop).

@@ -18,7 +18,12 @@ from typing import Any
 from reflow.errors import ConfigError, GraphValidationError, InvalidTransitionError
 from reflow.graph.job_graph import JobGraph
 from reflow.graph.restart import NoRestart, RestartStrategy
-from reflow.graph.stream_graph import StreamGraph, StreamGraphBuilder, validate_step_id
+from reflow.graph.stream_graph import (
+    SpelledEnum,
+    StreamGraph,
+    StreamGraphBuilder,
+    validate_step_id,
+)
 
 __all__ = [
     "CheckpointConfig",
@@ -70,7 +75,7 @@ _TRANSITIONS: dict[tuple[JobStatus, JobStatus], str] = {
 }
 
 
-class ErrorMode(enum.Enum):
+class ErrorMode(SpelledEnum):
     """What happens to a record that a user function or a parser rejects."""
 
     FAIL = "fail"
@@ -94,6 +99,11 @@ class ErrorPolicy:
     per_step: Mapping[str, ErrorMode] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        # Plain strings are accepted where a mode is expected: "skip", "DEAD_LETTER".
+        object.__setattr__(self, "mode", ErrorMode(self.mode))
+        object.__setattr__(
+            self, "per_step", {step: ErrorMode(mode) for step, mode in self.per_step.items()}
+        )
         modes = [self.mode, *self.per_step.values()]
         if ErrorMode.DEAD_LETTER in modes and self.dead_letter is None:
             raise GraphValidationError(
@@ -145,6 +155,14 @@ class JobConfig:
     """Records per micro-batch between subtasks; None takes the executor's default."""
     channel_capacity: int | None = None
     """Batches a channel holds before the producer waits; None takes the default."""
+
+    def __post_init__(self) -> None:
+        for name in ("parallelism", "batch_size", "channel_capacity"):
+            value = getattr(self, name)
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise GraphValidationError(f"{name} must be a whole number >= 1, not {value!r}")
 
 
 def _now() -> datetime:
@@ -294,7 +312,13 @@ class JobBuilder:
     def chaining(self, enabled: bool) -> JobBuilder:
         return self._replace(chaining=enabled)
 
-    def error_policy(self, policy: ErrorPolicy) -> JobBuilder:
+    def error_policy(
+        self, policy: ErrorPolicy | ErrorMode | str, dead_letter: Any = None
+    ) -> JobBuilder:
+        """The job's error policy: an ErrorPolicy, or a mode ("fail", "skip",
+        "dead-letter" with ``dead_letter``, a sink)."""
+        if not isinstance(policy, ErrorPolicy):
+            policy = ErrorPolicy(ErrorMode(policy), dead_letter=dead_letter)
         return self._replace(error_policy=policy)
 
     def batch_size(self, size: int) -> JobBuilder:

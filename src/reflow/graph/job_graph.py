@@ -219,6 +219,14 @@ def compile_job_graph(
         default_parallelism: parallelism of nodes and graphs that set none
             (the system config's ``executor.parallelism``).
     """
+    if default_parallelism is not None and (
+        isinstance(default_parallelism, bool)
+        or not isinstance(default_parallelism, int)
+        or default_parallelism < 1
+    ):
+        raise GraphValidationError(
+            f"parallelism must be a whole number >= 1, got {default_parallelism!r}"
+        )
     fallback = graph.default_parallelism or default_parallelism or DEFAULT_PARALLELISM
     order = graph.topological_order()
     parallelism = {n.step_id: n.parallelism or fallback for n in order}

@@ -42,7 +42,23 @@ class NodeKind(enum.Enum):
     SINK = "sink"
 
 
-class Overflow(enum.Enum):
+class SpelledEnum(enum.Enum):
+    """An enum whose string values may be given in any case, with '_' or '-' between
+    words (``Overflow("BUFFER")``, ``ErrorMode("DEAD_LETTER")``), as the seed's Java
+    constants and YAML files spell them."""
+
+    @classmethod
+    def _missing_(cls, value: object) -> Any:
+        if isinstance(value, str):
+            wanted = value.strip().lower().replace("_", "-")
+            for member in cls:
+                if str(member.value).replace("_", "-") == wanted:
+                    return member
+        choices = ", ".join(repr(m.value) for m in cls)
+        raise ValueError(f"{value!r} is not a valid {cls.__name__}: use one of {choices}")
+
+
+class Overflow(SpelledEnum):
     """What a full channel does with the next batch (seed §10.3)."""
 
     BUFFER = "buffer"

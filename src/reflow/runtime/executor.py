@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from reflow.checkpoint.storage import CheckpointData, CheckpointError, open_storage
 from reflow.connectors.base import DEFAULT_BATCH_SIZE, END_OF_INPUT, ConnectorContext, SinkWriter
 from reflow.connectors.registry import resolve_sink, resolve_source
-from reflow.errors import ExecutionError, ReflowError
+from reflow.errors import ExecutionError, JobFailedError, ReflowError
 from reflow.eventtime.clock import Clock, SystemClock
 from reflow.graph.job import ErrorMode, Job, JobStatus
 from reflow.graph.job_graph import JobVertex
@@ -97,6 +97,69 @@ class JobResult:
 
     def records_out(self, step_id: str) -> int:
         return self.metrics.step(step_id).records_out
+
+    @property
+    def records_read(self) -> int:
+        """Records the job's sources read."""
+        return sum(s.records_out for s in self.metrics.steps if s.kind == "source")
+
+    @property
+    def records_written(self) -> int:
+        """Records the job's sinks took."""
+        return sum(s.records_in for s in self.metrics.steps if s.kind == "sink")
+
+    def raise_for_status(self) -> JobResult:
+        """Raise JobFailedError (naming the step and the cause) if the job FAILED;
+        the result itself otherwise."""
+        if self.status is JobStatus.FAILED:
+            step = f" at step {self.step_id!r}" if self.step_id else ""
+            raise JobFailedError(
+                f"job {self.job_name!r} ({self.job_id}) failed{step}: {self.error}",
+                result=self,
+                step_id=self.step_id,
+            ) from self.exception
+        return self
+
+    def summary(self) -> str:
+        """The per-step table ``reflow run`` prints when a job ends."""
+        m = self.metrics
+        restarts = f" after {self.restarts} restart(s)" if self.restarts else ""
+        lines = [
+            f"Job {self.job_name!r} ({self.job_id}) {self.status.value} "
+            f"in {m.elapsed_seconds:.2f}s{restarts}",
+            f"  {'step':<24} {'kind':<9} {'subtasks':>8} {'records in':>12} "
+            f"{'records out':>12} {'rejected':>9}",
+        ]
+        for s in m.steps:
+            rec_in = "-" if s.kind == "source" else f"{s.records_in:,}"
+            rec_out = "-" if s.kind == "sink" else f"{s.records_out:,}"
+            lines.append(
+                f"  {s.step_id:<24} {s.kind:<9} {s.subtasks:>8} {rec_in:>12} {rec_out:>12} "
+                f"{s.rejected:>9,}"
+            )
+        read, written = self.records_read, self.records_written
+        rate = read / m.elapsed_seconds if m.elapsed_seconds > 0 else 0.0
+        lines.append(f"  read {read:,} records, wrote {written:,} ({rate:,.0f} records/s)")
+        rejected = sum(s.rejected for s in m.steps)
+        if rejected:
+            dead = sum(s.dead_lettered for s in m.steps)
+            lines.append(f"  rejected {rejected:,} records ({dead:,} to the dead-letter sink)")
+        if m.dropped_records:
+            lines.append(f"  dropped by overflow strategies: {m.dropped_records:,}")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    def __repr__(self) -> str:
+        error = f", error={self.error[:80]!r}" if self.error else ""
+        return (
+            f"JobResult(job={self.job_name!r}, status={self.status.value}, "
+            f"read={self.records_read}, written={self.records_written}, "
+            f"seconds={self.metrics.elapsed_seconds:.3f}{error})"
+        )
 
 
 class _Execution:
