@@ -204,10 +204,15 @@ class _KafkaReader(SourceReader):
                     self.consumer.seek(tp, self.restored[tp.partition])
                 else:
                     await self.consumer.seek_to_beginning(tp)
-        elif opts.start == "earliest":
-            await self.consumer.seek_to_beginning(*tps)
-        elif opts.start == "latest":
-            await self.consumer.seek_to_end(*tps)
+        elif opts.start in ("earliest", "latest"):
+            # Explicit offsets rather than seek_to_beginning/end, which reset lazily:
+            # under load a bounded read once found nothing to read.
+            if opts.start == "earliest":
+                edges = await self.consumer.beginning_offsets(tps)
+            else:
+                edges = await self.consumer.end_offsets(tps)
+            for tp, offset in edges.items():
+                self.consumer.seek(tp, offset)
         elif opts.start == "committed":
             await self.consumer.seek_to_committed(*tps)
         else:
