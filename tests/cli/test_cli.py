@@ -137,3 +137,16 @@ def test_python_dash_m_runs_the_cli(job_file: Path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     assert "valid" in proc.stdout
+
+
+def test_run_says_it_ignores_a_schedule_block(
+    job_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = job_file.read_text().replace(
+        "  name: cli-job\n", "  name: cli-job\n  schedule: {cron: '0 * * * * ?'}\n"
+    )
+    job_file.write_text(text)
+    code, out = _main("run", "--no-progress", str(job_file))
+    assert code == 0 and "read 100 records, wrote 95" in out
+    err = capsys.readouterr().err
+    assert "has a schedule: block" in err and "ignores it" in err and "reflow submit" in err

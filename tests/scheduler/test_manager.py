@@ -192,3 +192,16 @@ def test_resources_decide_admission(tmp_path: Path) -> None:
     manager.schedule(wide, SchedulePolicy.immediate())
     asyncio.run(_settle(manager, rounds=3))
     assert manager.store.runs("wide")[0].status == "QUEUED"  # needs 3 slots of 2
+
+
+def test_trigger_of_a_paused_or_cancelled_job_says_so(tmp_path: Path) -> None:
+    manager = _manager(tmp_path, ManualClock())
+    manager.schedule(_job("held"), SchedulePolicy.on_event("never"))
+    manager.cancel("held")
+    with pytest.raises(ScheduleError, match="job 'held' is cancelled: its runs do not start"):
+        manager.trigger("held")
+    assert manager.store.runs("held") == []  # nothing queued that would never start
+    manager.resume("held")
+    manager.trigger("held")
+    asyncio.run(_settle(manager))
+    assert [r.status for r in manager.store.runs("held")] == ["COMPLETED"]

@@ -185,3 +185,38 @@ def test_schedules_page_with_dependencies_and_events(page: Any, server: tuple[st
     page.get_by_test_id("post-event").click()
     page.get_by_test_id("event-result").get_by_text("1 runs queued").wait_for()
     _shot(page, "schedules")
+
+
+def test_the_ui_loads_without_missing_resources(browser: Any, server: tuple[str, Path]) -> None:
+    url, _ = server
+    context = browser.new_context()
+    page = context.new_page()
+    missing: list[str] = []
+    page.on("response", lambda r: missing.append(r.url) if r.status == 404 else None)
+    page.goto(f"{url}/ui")
+    page.wait_for_load_state("networkidle")
+    icon = page.request.get(f"{url}/favicon.ico")
+    context.close()
+    assert missing == []
+    assert icon.status == 200 and icon.headers["content-type"] == "image/svg+xml"
+
+
+def test_leaving_the_submit_page_while_it_validates_throws_nothing(page: Any) -> None:
+    page.goto(page.url.split("#")[0] + "#/submit")
+    page.get_by_test_id("yaml").fill(
+        "job:\n  name: leaving\n  source: {connector: datagen}\n  sink: {connector: stdout}\n"
+    )
+    page.evaluate("location.hash = '#/overview'")
+    page.get_by_test_id("yaml").wait_for(state="detached")
+    # The validation that typing scheduled runs after the user left the page: it
+    # finds no form and does nothing (it threw "Cannot set properties of null").
+    assert page.evaluate("validateYaml()") is False
+    # One in flight when the user leaves answers into a page no longer shown.
+    page.evaluate("location.hash = '#/submit'")
+    page.get_by_test_id("yaml").wait_for()
+    valid = page.evaluate(
+        "(async () => { const answer = validateYaml(); location.hash = '#/overview';"
+        " return await answer; })()"
+    )
+    assert valid is True
+    assert "valid: job" not in page.inner_text("body")

@@ -213,6 +213,11 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     settings = ExecutorSettings()
     job = _load(args.job, args.parallelism, args.no_chaining, args.config)
     assert isinstance(job, Job)
+    if job.metadata.get("schedule") is not None:
+        sys.stderr.write(
+            f"reflow: {args.job} has a schedule: block; `reflow run` runs the job once, "
+            "now, and ignores it (`reflow submit` then `reflow serve` follow the schedule)\n"
+        )
     executor = args.executor
     address = args.address
     if args.config:

@@ -217,8 +217,14 @@ class JobManager:
         )
 
     def trigger(self, job_id: str) -> str:
-        """Queue a run now, whatever the policy."""
+        """Queue a run now, whatever the policy (not of a paused or cancelled job,
+        whose runs would wait in the queue forever)."""
         record = self._job_or_raise(job_id)
+        if record.state != "active":
+            raise ScheduleError(
+                f"job {job_id!r} is {record.state}: its runs do not start; "
+                f"`reflow resume {job_id}` first, then trigger it"
+            )
         return self.store.queue_run(job_id, "manual", record.priority, self.clock.now_ms())
 
     def post_event(self, name: str) -> list[str]:

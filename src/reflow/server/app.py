@@ -615,6 +615,12 @@ def create_app(
     async def root() -> Response:
         return RedirectResponse("/ui")
 
+    @app.get("/favicon.svg", include_in_schema=False)
+    @app.get("/favicon.ico", include_in_schema=False)
+    async def favicon() -> Response:
+        icon = _UI.with_name("favicon.svg").read_bytes()
+        return Response(icon, media_type="image/svg+xml")
+
     @app.get("/ui", include_in_schema=False)
     async def ui() -> Response:
         return HTMLResponse(_UI.read_text(encoding="utf-8"))
