@@ -52,7 +52,8 @@ def test_cli_switch_for_json_logs(tmp_path: object, capfd: object) -> None:
         "  source: {connector: datagen, config: {number_of_rows: 3}}\n"
         "  sink: {connector: memory, config: {collection: cli-json-out}}\n"
     )
-    assert main(["--log-json", "-v", "run", "--no-progress", str(path)], out=io.StringIO()) == 0
+    # --log-json alone shows the job's INFO events (no -v needed).
+    assert main(["--log-json", "run", "--no-progress", str(path)], out=io.StringIO()) == 0
     err = capfd.readouterr().err  # type: ignore[attr-defined]
     logged = [orjson.loads(line) for line in err.splitlines() if line.startswith("{")]
     assert any(line["event"] == "JOB_COMPLETED" and line["jobId"] == "cli-json" for line in logged)

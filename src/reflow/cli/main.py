@@ -111,7 +111,8 @@ def _parser() -> argparse.ArgumentParser:
 def _setup_logging(debug: bool, verbose: bool, json: bool) -> None:
     from reflow.observability.logs import setup_logging
 
-    level = logging.DEBUG if debug else logging.INFO if verbose else logging.WARNING
+    # JSON lines are for machines collecting the job's events: INFO and up by default.
+    level = logging.DEBUG if debug else logging.INFO if verbose or json else logging.WARNING
     setup_logging(level, json=json)
 
 

@@ -15,23 +15,26 @@ _RULE_TEXT = dict(CHAIN_RULES) | dict(EXTRA_RULES)
 
 
 def _why(decision: ChainDecision, job: JobGraph) -> str:
+    """What broke each chaining rule, then the rule's name: "parallelism 4 vs 1
+    (rule same-parallelism)"."""
     graph = job.stream_graph
     up = job.vertex_of(decision.source_step)
     down = job.vertex_of(decision.target_step)
     details = []
     for rule in decision.broken_rules:
-        text = _RULE_TEXT.get(rule, rule)
         if rule == "same-parallelism":
-            text += f" ({up.parallelism} vs {down.parallelism})"
+            text = f"parallelism {up.parallelism} vs {down.parallelism}"
         elif rule == "single-input":
             n = len(graph.node(decision.target_step).in_edges)
-            text += f" (it has {n})"
+            text = f"{decision.target_step!r} has {n} inputs"
         elif rule == "single-output":
             n = len(graph.node(decision.source_step).out_edges)
-            text += f" (it has {n})"
+            text = f"{decision.source_step!r} has {n} outputs"
         elif rule == "forward-partitioning":
-            text += f" (it is {decision.partitioning.name})"
-        details.append(f"{rule}: {text}")
+            text = f"the edge is {decision.partitioning.name}, not FORWARD"
+        else:
+            text = _RULE_TEXT.get(rule, rule)
+        details.append(f"{text} (rule {rule})")
     return "; ".join(details)
 
 
@@ -67,7 +70,7 @@ def explain_text(job: JobGraph) -> str:
             f"  {edge.source_step} -> {edge.target_step}{side}: {edge.partitioning.name}, "
             f"overflow {edge.overflow.name}"
         )
-        lines.append(f"    not chained because {_why(decision, job)}")
+        lines.append(f"    not chained: {_why(decision, job)}")
     return "\n".join(lines)
 
 

@@ -280,11 +280,11 @@ class LocalExecutor:
             job.start()
         await self._built(execution)
         logger.info(
-            "job %s (%s) started: %d vertices, %d subtasks",
+            "job %s (%s) started: %s, %s",
             job.job_id,
             job.job_name,
-            len(job.job_graph.vertices),
-            len(execution.subtasks),
+            _count(len(job.job_graph.vertices), "vertex", "vertices"),
+            _count(len(execution.subtasks), "subtask", "subtasks"),
             extra={
                 "job_id": job.job_id,
                 "job_name": job.job_name,
@@ -788,6 +788,10 @@ class LocalExecutor:
             exception=error,
             checkpoints=None if execution.coordinator is None else execution.coordinator.stats,
         )
+
+
+def _count(n: int, one: str, many: str) -> str:
+    return f"{n} {one if n == 1 else many}"
 
 
 def _cancel(execution: _Execution) -> None:
