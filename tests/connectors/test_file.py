@@ -154,9 +154,9 @@ def test_options_are_validated_with_the_fix() -> None:
     assert "set format to one of json, csv, text, parquet" in (result.error or "")
     with pytest.raises(
         ConnectorConfigError,
-        match=r"unknown sink option 'rolling_max_record'; did you mean 'rolling_max_records'",
+        match=r"unknown source or sink option 'rolling_max_record'; did you mean 'rolling_max_records'",
     ):
-        Connectors.file(path="a.jsonl", rolling_max_record=5).validate("sink")
+        Connectors.file(path="a.jsonl", rolling_max_record=5)  # refused where it is written
 
 
 def test_records_that_cannot_be_written_are_rejected(tmp_path: Path) -> None:

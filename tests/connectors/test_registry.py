@@ -66,3 +66,50 @@ def test_descriptor_lists_options_and_marks_secrets() -> None:
     assert options["password"].secret
     assert options["batch_size"].roles == ("sink",)
     assert options["batch_size"].default == 100
+
+
+KAFKA_JOB = """
+job:
+  name: camel
+  source:
+    connector: kafka
+    config:
+      bootstrapServers: 127.0.0.1:1
+      topic: orders
+      groupId: billing
+      start: committed
+  sink: {connector: stdout}
+"""
+
+
+def test_yaml_takes_the_seeds_camel_case_for_every_option() -> None:
+    from reflow.config.job_file import load_job_text
+
+    job = load_job_text(KAFKA_JOB)  # start: committed is valid only with the group id
+    assert job.job_name == "camel"
+    connector = get_connector("kafka")
+    options = connector.parse(
+        {"bootstrapServers": "h:1", "groupId": "g", "topic": "t"},
+        "source",
+        connector._model("source"),
+    )
+    assert (options.bootstrap_servers, options.group_id) == ("h:1", "g")
+
+
+def test_an_option_given_in_two_spellings_is_refused() -> None:
+    from reflow.config.job_file import load_job_text
+    from reflow.errors import ConfigError
+
+    text = KAFKA_JOB.replace("groupId: billing", "groupId: billing\n      group_id: other")
+    with pytest.raises(ConfigError, match=r"option 'group_id' is given twice"):
+        load_job_text(text)
+
+
+def test_a_python_option_typo_fails_where_the_spec_is_written() -> None:
+    from reflow.errors import ConnectorConfigError
+
+    with pytest.raises(
+        ConnectorConfigError, match=r"unknown source or sink option 'topik'; did you mean 'topic'"
+    ):
+        Connectors.kafka(topik="orders")
+    assert Connectors.kafka(topic="orders", groupId="g").options["groupId"] == "g"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from reflow.connectors.registry import ConnectorSpec
+from reflow.connectors.registry import ConnectorSpec, get_connector
 
 __all__ = ["Connectors"]
 
@@ -22,6 +22,10 @@ class Connectors:
     def get(connector: str, **options: Any) -> Any:
         name = options.pop("name", None)
         parallelism = options.pop("parallelism", None)
+        # An unknown connector or option name fails here, where it was written.
+        check = getattr(get_connector(connector), "check_option_names", None)
+        if check is not None:
+            check(options)
         return ConnectorSpec(connector, options, name, parallelism)
 
     @staticmethod

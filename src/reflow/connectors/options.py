@@ -89,6 +89,16 @@ def _type_name(annotation: Any) -> str:
     return text.replace("typing.", "").replace("NoneType", "None")
 
 
+def _option_names(model: type[BaseModel]) -> dict[str, str]:
+    """Each option by its name, its camelCase spelling (the seed's) and its alias."""
+    names: dict[str, str] = {}
+    for name, info in model.model_fields.items():
+        names[name] = names[to_camel(name)] = name
+        if info.alias:
+            names[info.alias] = name
+    return names
+
+
 def _describe(model: type[ConnectorOptions], role: str) -> list[OptionDescriptor]:
     out = []
     for name, info in model.model_fields.items():
@@ -122,20 +132,18 @@ class OptionsConnector(Connector):
 
     def parse(self, options: Mapping[str, Any], role: str, model: type[M]) -> M:
         """Validate ``options`` into ``model``, raising ConnectorConfigError with the fix."""
-        known = set(model.model_fields) | {
-            info.alias for info in model.model_fields.values() if info.alias
-        }
+        names = _option_names(model)
+        self._check_names(options, names, role, sorted(model.model_fields))
+        given: dict[str, str] = {}
         for key in options:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), sorted(known), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+            if names[key] in given:
                 raise ConnectorConfigError(
                     self.type,
-                    f"unknown {role} option {key!r}{hint} "
-                    f"(options: {', '.join(sorted(model.model_fields))})",
+                    f"option {names[key]!r} is given twice ({given[names[key]]!r} and {key!r})",
                 )
+            given[names[key]] = key
         try:
-            return model.model_validate(dict(options))
+            return model.model_validate({names[key]: value for key, value in options.items()})
         except ValidationError as exc:
             problems = []
             for err in exc.errors():
@@ -144,6 +152,32 @@ class OptionsConnector(Connector):
                 message = err["msg"].removeprefix("Value error, ")
                 problems.append(f"option {loc!r}: {message}{shown}")
             raise ConnectorConfigError(self.type, f"{role}: " + "; ".join(problems)) from None
+
+    def _check_names(
+        self, options: Mapping[str, Any], names: Mapping[str, str], role: str, listed: list[str]
+    ) -> None:
+        for key in options:
+            if key not in names:
+                close = difflib.get_close_matches(str(key), sorted(names), n=1)
+                hint = f"; did you mean {close[0]!r}?" if close else ""
+                raise ConnectorConfigError(
+                    self.type,
+                    f"unknown {role} option {key!r}{hint} (options: {', '.join(listed)})",
+                )
+
+    def check_option_names(self, options: Mapping[str, Any]) -> None:
+        """Refuse option names neither the source nor the sink knows (when a spec is
+        made, before the job is built: a typo fails where it was written)."""
+        names: dict[str, str] = {}
+        listed: set[str] = set()
+        for model in (self.source_options, self.sink_options):
+            if model is not None:
+                names |= _option_names(model)
+                listed |= set(model.model_fields)
+        roles = " or ".join(
+            r for r, m in (("source", self.source_options), ("sink", self.sink_options)) if m
+        )
+        self._check_names(options, names, roles, sorted(listed))
 
     def validate_config(self, options: Mapping[str, Any], role: str) -> None:
         self.parse(options, role, self._model(role))
