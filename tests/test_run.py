@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from pathlib import Path
 
 import pytest
 
@@ -114,3 +115,23 @@ def test_invalid_parallelism_is_refused() -> None:
 def test_version(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["--version"], out=io.StringIO()) == 0
     assert capsys.readouterr().out.strip() == f"reflow {reflow.__version__}"
+
+
+def test_the_python_example_writes_what_the_yaml_example_writes(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import sqlite3
+
+    root = Path(__file__).resolve().parent.parent
+    monkeypatch.chdir(root)
+    (root / "out").mkdir(exist_ok=True)
+    for name in ("out/bids.db", "out/bids-py.db"):
+        (root / name).unlink(missing_ok=True)
+    out = io.StringIO()
+    assert main(["run", "--no-progress", "examples/bids_to_sqlite.py"], out=out) == 0
+    assert "read 2,001 records, wrote 1,768" in out.getvalue()
+    assert main(["run", "--no-progress", "examples/bids_to_sqlite.yaml"], out=io.StringIO()) == 0
+    query = "SELECT * FROM big_bids ORDER BY auction, bidder, date_time"
+    python_rows = sqlite3.connect(root / "out/bids-py.db").execute(query).fetchall()
+    yaml_rows = sqlite3.connect(root / "out/bids.db").execute(query).fetchall()
+    assert len(python_rows) == 1_768 and python_rows == yaml_rows

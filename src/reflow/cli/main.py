@@ -28,6 +28,9 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
+JOB_HELP = "a job file (YAML), or a job in Python: file.py, file.py:attr or module:attr"
+
+
 def _positive(text: str) -> int:
     """An argparse type: a whole number >= 1."""
     try:
@@ -54,8 +57,8 @@ def _parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     sub.required = True
 
-    run = sub.add_parser("run", help="run a job file; bounded jobs run to completion")
-    run.add_argument("job", help="job file (YAML)")
+    run = sub.add_parser("run", help="run a job (YAML or Python); bounded jobs run to completion")
+    run.add_argument("job", help=JOB_HELP)
     run.add_argument("--config", help="system config file (YAML, seed section 6.1)")
     run.add_argument("--parallelism", type=_positive, help="default parallelism of the job's steps")
     run.add_argument("--no-chaining", action="store_true", help="run every step on its own")
@@ -87,10 +90,10 @@ def _parser() -> argparse.ArgumentParser:
     )
 
     validate = sub.add_parser("validate", help="check a job file without running it")
-    validate.add_argument("job", help="job file (YAML)")
+    validate.add_argument("job", help=JOB_HELP)
 
     explain = sub.add_parser("explain", help="show the StreamGraph and the JobGraph of a job")
-    explain.add_argument("job", help="job file (YAML)")
+    explain.add_argument("job", help=JOB_HELP)
     explain.add_argument(
         "--format", choices=["text", "mermaid", "both"], default="both", help="output format"
     )
@@ -120,12 +123,18 @@ def _load(
     path: str, parallelism: int | None, no_chaining: bool, config: str | None = None
 ) -> object:
     from reflow.config import load_job, load_system_config
+    from reflow.config.python_job import is_python_job, load_python_job
 
     default = None
     if config is not None:
         default = load_system_config(config).executor.parallelism
-    job = load_job(path, default_parallelism=parallelism or default)
-    if parallelism is not None or no_chaining:
+    if is_python_job(path):
+        job = load_python_job(path)
+        rebuild = parallelism is not None or default is not None or no_chaining
+    else:
+        job = load_job(path, default_parallelism=parallelism or default)
+        rebuild = parallelism is not None or no_chaining
+    if rebuild:
         from dataclasses import replace
 
         from reflow.graph.job import Job
@@ -134,7 +143,7 @@ def _load(
             chaining=not no_chaining and job.config.chaining,
             default_parallelism=parallelism or default,
         )
-        job = Job(
+        rebuilt = Job(
             job_graph,
             job_id=job.job_id,
             name=job.job_name,
@@ -142,6 +151,8 @@ def _load(
             config=replace(job.config, chaining=not no_chaining and job.config.chaining),
             metadata=job.metadata,
         )
+        rebuilt.id_generated = job.id_generated
+        job = rebuilt
     return job
 
 
@@ -245,6 +256,13 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     elif args.resume:
         if job.config.checkpoint is None:
             sys.stderr.write("reflow: --resume needs checkpointing (checkpoint: in the job)\n")
+            return EXIT_INVALID
+        if job.id_generated:
+            sys.stderr.write(
+                f"reflow: --resume finds a job's checkpoints by its id, and {args.job} sets "
+                "none (a new one is made on every run): give the job an id (id: in the job "
+                "file, job_id= in Python)\n"
+            )
             return EXIT_INVALID
         storage = open_storage(job.config.checkpoint.path)
         restore = storage.latest(job.job_id)

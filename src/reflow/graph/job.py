@@ -211,6 +211,8 @@ class Job:
         metadata: Mapping[str, Any] | None = None,
     ) -> None:
         self.job_id = check_job_id(job_id) if job_id else f"job-{uuid.uuid4().hex[:12]}"
+        # A generated id differs on every build: nothing can resume a job by it.
+        self.id_generated = not job_id
         self.job_name = check_job_name(name or job_graph.name)
         self.job_graph = job_graph
         self.config = config or JobConfig()
