@@ -54,6 +54,7 @@ from reflow.graph.stream_graph import StreamGraphBuilder
 from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
 from reflow.operators.windows import Windows, WindowSpec
+from reflow.scheduler.store import PYTHON_JOB_PREFIX
 from reflow.state.functions import AggregateFunction
 
 __all__ = ["compile_expression", "job_loader", "load_job", "load_job_text", "resolve_callable"]
@@ -454,6 +455,17 @@ def job_loader(text: str, folder: str, policy: SubmissionPolicy | None = None) -
     """Build a Job from stored job-file text whose functions live in ``folder``
     (the loader the job manager uses). Jobs submitted through the API (folder
     ``SUBMITTED``) are built under ``policy`` — the default one when none is given."""
+    if text.startswith(PYTHON_JOB_PREFIX):
+        if folder == SUBMITTED:
+            raise ConfigError(
+                "jobs submitted through the API are YAML; a Python job is scheduled "
+                "from Python (JobManager.schedule) where its module is importable"
+            )
+        from reflow.config.python_job import load_python_job
+
+        if folder and folder not in sys.path:
+            sys.path.insert(0, folder)
+        return load_python_job(text.removeprefix(PYTHON_JOB_PREFIX))
     if folder == SUBMITTED:
         return load_job_text(text, "<submitted>", policy=policy or SubmissionPolicy())
     if folder:

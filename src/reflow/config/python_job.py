@@ -86,7 +86,7 @@ def _as_job(value: Any, where: str) -> Job:
     if isinstance(value, Flow):
         return value.to_job()
     if isinstance(value, Job):
-        return value
+        return value.copy()  # the module's object stays as it was: each run gets its own
     raise ConfigError(
         f"{where} is a {type(value).__name__}, not a Job, a Flow or a function returning one"
     )

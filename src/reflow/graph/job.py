@@ -225,6 +225,20 @@ class Job:
         self.history: list[tuple[JobStatus, datetime]] = [(JobStatus.CREATED, self.create_time)]
         self.error: str | None = None
 
+    def copy(self) -> Job:
+        """A new Job of the same graph, id, name, type, config and metadata, in state
+        CREATED (a job object runs once; its specs build fresh steps for every run)."""
+        again = Job(
+            self.job_graph,
+            job_id=self.job_id,
+            name=self.job_name,
+            job_type=self.job_type,
+            config=self.config,
+            metadata=self.metadata,
+        )
+        again.id_generated = self.id_generated
+        return again
+
     @staticmethod
     def builder() -> JobBuilder:
         """A linear job: ``.source(...).transform(...)...sink(...)`` (seed §9.1)."""

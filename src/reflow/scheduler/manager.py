@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from reflow.errors import ReflowError
-from reflow.graph.job import Job, JobStatus
+from reflow.graph.job import Job, JobStatus, check_job_id
 from reflow.graph.job_graph import parse_memory_mb
 from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
@@ -27,14 +29,16 @@ from reflow.runtime.loops import run_in_own_loop
 from reflow.scheduler.cron import ScheduleError
 from reflow.scheduler.policies import (
     CronPolicy,
+    CustomPolicy,
     DependencyPolicy,
     EventPolicy,
     ImmediatePolicy,
     SchedulePolicy,
+    check_storable,
     policy_from_dict,
 )
 from reflow.scheduler.queue import JobQueue, QueuedRun
-from reflow.scheduler.store import JobRecord, JobStore
+from reflow.scheduler.store import PYTHON_JOB_PREFIX, JobRecord, JobStore
 
 __all__ = ["JobManager", "ScheduleResult", "ScheduleStatus"]
 
@@ -119,6 +123,9 @@ class JobManager:
         self.started: list[str] = []
         """Run ids in the order they started (for tests and the history)."""
         self._known_queued: set[str] = set()
+        self._custom: dict[str, asyncio.Task[None]] = {}
+        """The trigger loop of each active job under a custom policy."""
+        self._custom_broken: set[str] = set()
         self.alive = False
         """True while ``run_forever`` loops (the health check's scheduler status)."""
 
@@ -126,20 +133,29 @@ class JobManager:
 
     def schedule(
         self,
-        spec: str | Path,
+        spec: str | Path | Job | Any,
         policy: SchedulePolicy | None = None,
         *,
         priority: int | None = None,
         source_dir: str | None = None,
     ) -> ScheduleResult:
-        """Register a job (a job file path or its YAML text) under a policy.
+        """Register a job under a policy: a job file path or its YAML text; a Job or
+        Flow built in Python (kept by reference to where it is defined, found among
+        the imported modules); or a reference to one, ``"module:attr"`` or
+        ``"file.py:attr"``. The store keeps references and YAML, never pickles, so a
+        Python job is built again from its module for every run.
 
         Raises:
             ConfigError: the job file is invalid (with line numbers).
-            ScheduleError: the policy is invalid, or a dependency would form a cycle.
+            ScheduleError: the policy is invalid or cannot be stored, a dependency
+                would form a cycle, or a Python job cannot be found by reference.
         """
         text, folder = _spec_text(spec, source_dir)
         job = self._build(text, folder)
+        if job.id_generated and text.startswith(PYTHON_JOB_PREFIX):
+            # Built again for every run, it would get another id each time: its name
+            # is its id in the store (as `id:` defaults to nothing else in YAML).
+            job.job_id = check_job_id(_as_id(job.job_name))
         if policy is None:
             block = job.metadata.get("schedule")
             policy = policy_from_dict(block) if block else ImmediatePolicy()
@@ -147,23 +163,25 @@ class JobManager:
             priority = int(job.metadata.get("priority", 0))
         if isinstance(policy, DependencyPolicy):
             self._check_cycle(job.job_id, policy)
+        stored = check_storable(policy)
         run_now = isinstance(policy, ImmediatePolicy)
         run_id = self.store.put_job(
             job.job_id,
             job.job_name,
             text,
             folder,
-            policy.to_dict(),
+            stored,
             priority,
             run_now,
             self.clock.now_ms(),
         )
         if isinstance(policy, CronPolicy):
             self.store.set_last_fire(job.job_id, self.clock.now_ms())
+        self._stop_custom(job.job_id)  # a new policy replaces the old one's triggers
         logger.info(
             "job %s scheduled: %s, priority %d",
             job.job_id,
-            policy.to_dict(),
+            stored,
             priority,
             extra={"job_id": job.job_id, "event": "JOB_SCHEDULED"},
         )
@@ -200,7 +218,7 @@ class JobManager:
 
     def get_status(self, job_id: str) -> ScheduleStatus:
         record = self._job_or_raise(job_id)
-        policy = policy_from_dict(record.policy)
+        policy = _plain_policy(record)
         next_fire = None
         if isinstance(policy, CronPolicy) and record.state == "active":
             last = record.last_fire_ms or self.clock.now_ms()
@@ -231,7 +249,7 @@ class JobManager:
         """Queue a run of every active job waiting for event ``name``."""
         queued = []
         for record in self.store.jobs():
-            policy = policy_from_dict(record.policy)
+            policy = _plain_policy(record)
             if (
                 record.state == "active"
                 and isinstance(policy, EventPolicy)
@@ -261,7 +279,9 @@ class JobManager:
             record = jobs.get(run.job_id)
             if record is None:
                 continue
-            job = self._build(record.spec, record.source_dir)
+            job = self._build_for_run(run.run_id, record)
+            if job is None:
+                continue
             self.queue.push(
                 QueuedRun(
                     run.run_id,
@@ -278,6 +298,7 @@ class JobManager:
         """One round: commands, cron and dependency triggers, dispatch."""
         self._commands()
         self._fire_crons()
+        self._follow_custom()
         self._load_queued()
         self._dispatch()
         await asyncio.sleep(0)
@@ -291,6 +312,8 @@ class JobManager:
                 await self.clock.sleep(POLL_SECONDS)
         finally:
             self.alive = False
+            for job_id in list(self._custom):
+                self._stop_custom(job_id)
             for running in list(self.running.values()):
                 await self.executor.stop(running.run_id)
             tasks = [r.task for r in self.running.values()]
@@ -348,6 +371,66 @@ class JobManager:
                 trigger += f" ({len(due)} fire times, run once)"
             self.store.queue_run(record.job_id, trigger, record.priority, now_ms, fire_ms=newest)
 
+    def _follow_custom(self) -> None:
+        """Run the triggers of each active job under a custom policy (seed §8.3); stop
+        those of jobs paused, cancelled or rescheduled."""
+        active = set()
+        for record in self.store.jobs():
+            if record.state != "active" or record.policy.get("policy") != "custom":
+                continue
+            active.add(record.job_id)
+            if record.job_id in self._custom or record.job_id in self._custom_broken:
+                continue
+            try:
+                policy = policy_from_dict(record.policy, allow_custom=True)
+            except ScheduleError as exc:  # its module is missing here: say so once
+                self._custom_broken.add(record.job_id)
+                logger.error(
+                    "job %s is not triggered: %s",
+                    record.job_id,
+                    exc,
+                    extra={"job_id": record.job_id, "event": "POLICY_BROKEN"},
+                )
+                continue
+            assert isinstance(policy, CustomPolicy)
+            self._custom[record.job_id] = asyncio.ensure_future(
+                self._custom_triggers(record.job_id, policy)
+            )
+        for job_id in set(self._custom) - active:
+            self._stop_custom(job_id)
+
+    def _stop_custom(self, job_id: str) -> None:
+        self._custom_broken.discard(job_id)
+        task = self._custom.pop(job_id, None)
+        if task is not None:
+            task.cancel()
+
+    async def _custom_triggers(self, job_id: str, policy: CustomPolicy) -> None:
+        try:
+            async for fire_ms in policy.triggers(self.clock):
+                record = self.store.job(job_id)
+                if record is None or record.state != "active":
+                    return
+                if not policy.should_execute(job_id):
+                    logger.info(
+                        "job %s: custom trigger at %d, should_execute said no",
+                        job_id,
+                        fire_ms,
+                        extra={"job_id": job_id, "event": "TRIGGER_DECLINED"},
+                    )
+                    continue
+                self.store.queue_run(
+                    job_id, f"custom:{type(policy).__name__}", record.priority, self.clock.now_ms()
+                )
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # a bug in a user policy must not kill the manager
+            logger.exception(
+                "the custom policy of job %s failed; the job is no longer triggered",
+                job_id,
+                extra={"job_id": job_id, "event": "POLICY_FAILED"},
+            )
+
     def _free(self) -> tuple[int, int | None]:
         used = sum(r.slots for r in self.running.values())
         memory = None
@@ -384,8 +467,26 @@ class JobManager:
             record = jobs[run.job_id]
             self._start(run, record)
 
+    def _build_for_run(self, run_id: str, record: JobRecord) -> Job | None:
+        """The run's job, or None after marking the run FAILED when it cannot be built
+        (its job file or Python module changed or went away since it was scheduled)."""
+        try:
+            return self._build(record.spec, record.source_dir)
+        except ReflowError as exc:
+            logger.error(
+                "run %s of job %s cannot start: %s",
+                run_id,
+                record.job_id,
+                exc,
+                extra={"job_id": record.job_id, "event": "JOB_FAILED"},
+            )
+            self.store.set_run_status(run_id, "FAILED", f"the job cannot be built: {exc}")
+            return None
+
     def _start(self, run: QueuedRun, record: JobRecord) -> None:
-        job = self._build(record.spec, record.source_dir)
+        job = self._build_for_run(run.run_id, record)
+        if job is None:
+            return
         job.job_id = run.run_id  # one executor entry and checkpoint folder per run
         job.metadata["scheduled_job_id"] = record.job_id
         task = asyncio.ensure_future(self._execute(run.run_id, record.job_id, job))
@@ -423,7 +524,7 @@ class JobManager:
 
     def _after_success(self, upstream: str) -> None:
         for record in self.store.jobs():
-            policy = policy_from_dict(record.policy)
+            policy = _plain_policy(record)
             if record.state != "active" or not isinstance(policy, DependencyPolicy):
                 continue
             if upstream not in policy.upstream:
@@ -457,7 +558,7 @@ class JobManager:
     def _check_cycle(self, job_id: str, policy: DependencyPolicy) -> None:
         graph: dict[str, tuple[str, ...]] = {}
         for record in self.store.jobs():
-            other = policy_from_dict(record.policy)
+            other = _plain_policy(record)
             if isinstance(other, DependencyPolicy):
                 graph[record.job_id] = other.upstream
         graph[job_id] = policy.upstream
@@ -479,7 +580,10 @@ class JobManager:
             )
 
 
-def _spec_text(spec: str | Path, source_dir: str | None) -> tuple[str, str]:
+_PYTHON_REFERENCE = re.compile(r"^(?:[^\n:]+\.py|[A-Za-z_][\w.]*)(?::[A-Za-z_][\w.]*)?$")
+
+
+def _spec_text(spec: Any, source_dir: str | None) -> tuple[str, str]:
     if isinstance(spec, Path) or (
         isinstance(spec, str) and "\n" not in spec and spec.endswith((".yaml", ".yml"))
     ):
@@ -488,4 +592,43 @@ def _spec_text(spec: str | Path, source_dir: str | None) -> tuple[str, str]:
             return path.read_text(encoding="utf-8"), str(path.resolve().parent)
         except OSError as exc:
             raise ScheduleError(f"cannot read job file {path}: {exc.strerror}") from None
-    return str(spec), source_dir or str(Path.cwd())
+    if isinstance(spec, str) and _PYTHON_REFERENCE.match(spec) and (":" in spec or ".py" in spec):
+        where, colon, attr = spec.partition(":")
+        if where.endswith(".py"):
+            where = str(Path(where).resolve())
+        return PYTHON_JOB_PREFIX + where + colon + attr, source_dir or str(Path.cwd())
+    if isinstance(spec, str):
+        return spec, source_dir or str(Path.cwd())
+    return PYTHON_JOB_PREFIX + _reference_of(spec), str(Path.cwd())
+
+
+def _reference_of(job: Any) -> str:
+    """Where a Job or Flow object is defined: ``module:attr`` or ``/abs/file.py:attr``."""
+    for name, module in list(sys.modules.items()):
+        for attr, value in list(getattr(module, "__dict__", {}).items()):
+            if value is not job or attr.startswith("_"):
+                continue
+            file = getattr(module, "__file__", None)
+            if name == "__main__" or name.startswith("reflow_job_"):
+                if file:
+                    return f"{Path(file).resolve()}:{attr}"
+                continue
+            return f"{name}:{attr}"
+    label = getattr(job, "job_name", None) or getattr(job, "name", type(job).__name__)
+    raise ScheduleError(
+        f"job {label!r} is not a module-level name of any imported module, so the store "
+        "cannot build it again for its runs (it keeps references and YAML, never objects "
+        "with closures): assign it at module level (job = ...), or pass a reference, "
+        "manager.schedule('mymodule:make_job'), or a YAML job file"
+    )
+
+
+def _as_id(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "job"
+
+
+def _plain_policy(record: JobRecord) -> SchedulePolicy | None:
+    """A job's built-in policy; None for a custom one (its class is not needed here)."""
+    if record.policy.get("policy") == "custom":
+        return None
+    return policy_from_dict(record.policy)

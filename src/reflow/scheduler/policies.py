@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import abc
+import dataclasses
+import importlib
+import importlib.util
+import json
+import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Literal
 
 from reflow.scheduler.cron import CronSchedule, ScheduleError
@@ -17,6 +23,7 @@ __all__ = [
     "EventPolicy",
     "ImmediatePolicy",
     "SchedulePolicy",
+    "check_storable",
     "policy_from_dict",
 ]
 
@@ -135,14 +142,22 @@ class CustomPolicy(SchedulePolicy, abc.ABC):
 
     Example: every 30 minutes while a file exists::
 
+        @dataclass(frozen=True)
         class WhenReady(CustomPolicy):
+            flag: str = "ready.flag"
+
             async def triggers(self, clock):
                 while True:
                     await clock.sleep(30 * 60)
                     yield clock.now_ms()
 
             def should_execute(self, job_id):
-                return Path("ready.flag").exists()
+                return Path(self.flag).exists()
+
+    The job store keeps the class by reference (``module:Class``, or ``file.py:Class``
+    for a script) and its options (the dataclass fields, as JSON), so the policy
+    survives a restart of the manager: define it at module level of an importable
+    module, with JSON-serialisable fields.
     """
 
     kind = "custom"
@@ -154,13 +169,109 @@ class CustomPolicy(SchedulePolicy, abc.ABC):
     def should_execute(self, job_id: str) -> bool:
         return True
 
+    def options(self) -> dict[str, Any]:
+        """What the store keeps to make the policy again: the dataclass fields."""
+        if dataclasses.is_dataclass(self):
+            return {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.init}
+        return {}
+
     def to_dict(self) -> dict[str, Any]:
-        return {"policy": "custom", "class": f"{type(self).__module__}:{type(self).__qualname__}"}
+        return {
+            "policy": "custom",
+            "class": _class_reference(type(self)),
+            "options": self.options(),
+        }
 
 
-def policy_from_dict(data: dict[str, Any]) -> SchedulePolicy:
-    """The policy a job file's ``schedule:`` block or the job store describes."""
+def _class_reference(cls: type) -> str:
+    """``module:Class`` (``/abs/file.py:Class`` for a class of the running script)."""
+    if "<locals>" in cls.__qualname__:
+        raise ScheduleError(
+            f"custom policy {cls.__qualname__} is defined inside a function: the job store "
+            "cannot make it again after a restart; define it at module level"
+        )
+    module = cls.__module__
+    if module == "__main__":
+        main_file = getattr(sys.modules["__main__"], "__file__", None)
+        if not main_file:
+            raise ScheduleError(
+                f"custom policy {cls.__qualname__} is defined in an interactive session: "
+                "the job store cannot make it again after a restart; put it in a module"
+            )
+        return f"{Path(main_file).resolve()}:{cls.__qualname__}"
+    spec_file = getattr(sys.modules.get(module), "__file__", None)
+    if module.startswith("reflow_job_") and spec_file:  # a job script imported by file
+        return f"{Path(spec_file).resolve()}:{cls.__qualname__}"
+    return f"{module}:{cls.__qualname__}"
+
+
+def _load_class(reference: str) -> type:
+    where, _, name = reference.rpartition(":")
+    if not where or not name or any(p.startswith("_") for p in name.split(".")):
+        raise ScheduleError(f"custom policy {reference!r} is not of the form module:Class")
+    try:
+        if where.endswith(".py"):
+            module_name = f"reflow_job_{Path(where).stem}"
+            module = sys.modules.get(module_name)
+            if module is None or getattr(module, "__file__", None) != where:
+                spec = importlib.util.spec_from_file_location(module_name, where)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"no Python file {where}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+        else:
+            module = importlib.import_module(where)
+        value: Any = module
+        for part in name.split("."):
+            value = getattr(value, part)
+    except Exception as exc:
+        raise ScheduleError(
+            f"custom policy {reference!r} cannot be loaded ({type(exc).__name__}: {exc}); "
+            "the module must be importable where the job manager runs"
+        ) from None
+    if not (isinstance(value, type) and issubclass(value, CustomPolicy)):
+        raise ScheduleError(f"{reference!r} is not a CustomPolicy subclass")
+    return value
+
+
+def check_storable(policy: SchedulePolicy) -> dict[str, Any]:
+    """The policy's stored form, after checking that it makes the policy again."""
+    data = policy.to_dict()
+    if isinstance(policy, CustomPolicy):
+        try:
+            json.dumps(data["options"])
+        except (TypeError, ValueError) as exc:
+            raise ScheduleError(
+                f"custom policy {type(policy).__qualname__}: its options must be JSON "
+                f"values to be stored ({exc})"
+            ) from None
+        again = policy_from_dict(data, allow_custom=True)
+        if again.to_dict() != data:
+            raise ScheduleError(
+                f"custom policy {type(policy).__qualname__} made from its stored form differs "
+                f"({again.to_dict()} vs {data}); give it dataclass fields for what it holds"
+            )
+    return data
+
+
+def policy_from_dict(data: dict[str, Any], *, allow_custom: bool = False) -> SchedulePolicy:
+    """The policy a job file's ``schedule:`` block or the job store describes.
+    ``allow_custom``: a custom policy's class may be imported (the store's own
+    entries, written by ``JobManager.schedule``; never a job file or the API)."""
     kind = str(data.get("policy", "immediate")).replace("-", "_")
+    if kind == "custom":
+        if not allow_custom:
+            raise ScheduleError(
+                "custom policies are Python classes: schedule the job from Python, "
+                "JobManager.schedule(job, MyPolicy())"
+            )
+        options = data.get("options") or {}
+        cls = _load_class(str(data.get("class", "")))
+        try:
+            return cls(**options)  # type: ignore[no-any-return]
+        except TypeError as exc:
+            raise ScheduleError(f"custom policy {data.get('class')!r}: {exc}") from None
     if kind == "immediate":
         return ImmediatePolicy()
     if kind == "cron":

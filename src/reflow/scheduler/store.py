@@ -21,6 +21,9 @@ from reflow.connectors.sql.engine import normalize_url
 
 __all__ = ["JobRecord", "JobStore", "RunRecord"]
 
+PYTHON_JOB_PREFIX = "python:"
+"""A stored job spec that is a reference to a Python job (``module:attr``), not YAML."""
+
 metadata = sa.MetaData()
 
 jobs = sa.Table(
