@@ -21,6 +21,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from reflow.graph.durations import DurationLike, millis
 from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType
 from reflow.graph.partitioning import Partitioning
 from reflow.graph.stream_graph import Overflow, StreamGraph, StreamGraphBuilder
@@ -186,8 +187,8 @@ class Stream(Generic[T]):
         self,
         timestamp: str | Callable[[T], int],
         *,
-        max_out_of_orderness_ms: int = 0,
-        idle_timeout_ms: int | None = None,
+        max_out_of_orderness_ms: DurationLike = 0,
+        idle_timeout_ms: DurationLike | None = None,
         wall_clock_advance: bool = True,
         id: str | None = None,
     ) -> Stream[T]:
@@ -234,7 +235,7 @@ class Stream(Generic[T]):
         other: Stream[Any],
         left_key: str | Callable[[Any], Any],
         right_key: str | Callable[[Any], Any],
-        size_ms: int,
+        size_ms: DurationLike,
         *,
         join: Callable[[Any, Any], Any] | None = None,
         left_timestamp: str | Callable[[Any], int] | None = None,
@@ -243,7 +244,14 @@ class Stream(Generic[T]):
     ) -> Stream[Any]:
         """Pairs of this and ``other`` with equal keys in the same tumbling window."""
         lt, rt = self._timestamps(other, left_timestamp, right_timestamp)
-        op = WindowJoinOp(left_key, right_key, lt, rt, join=join or default_join, size_ms=size_ms)
+        op = WindowJoinOp(
+            left_key,
+            right_key,
+            lt,
+            rt,
+            join=join or default_join,
+            size_ms=millis(size_ms, "window join size"),
+        )
         return self._two_input(other, op, id, "window-join")
 
     def interval_join(
@@ -251,8 +259,8 @@ class Stream(Generic[T]):
         other: Stream[Any],
         left_key: str | Callable[[Any], Any],
         right_key: str | Callable[[Any], Any],
-        lower_ms: int,
-        upper_ms: int,
+        lower_ms: DurationLike,
+        upper_ms: DurationLike,
         *,
         join: Callable[[Any, Any], Any] | None = None,
         left_timestamp: str | Callable[[Any], int] | None = None,
@@ -267,8 +275,8 @@ class Stream(Generic[T]):
             lt,
             rt,
             join=join or default_join,
-            lower_ms=lower_ms,
-            upper_ms=upper_ms,
+            lower_ms=millis(lower_ms, "interval join lower bound"),
+            upper_ms=millis(upper_ms, "interval join upper bound"),
         )
         return self._two_input(other, op, id, "interval-join")
 
@@ -359,7 +367,7 @@ class KeyedStream(Stream[V], Generic[K, V]):
         return self._next(self._then(op, id, "aggregate"))
 
     def deduplicate(
-        self, *, ttl_ms: int | None = None, event_time: bool = True, id: str | None = None
+        self, *, ttl_ms: DurationLike | None = None, event_time: bool = True, id: str | None = None
     ) -> Stream[V]:
         """The first record of each key within ``ttl_ms``."""
         op = Operators.deduplicate(
@@ -384,7 +392,7 @@ class WindowedStream(Generic[K, V]):
         self,
         aggregate: AggregateFunction[Any, Any, Any] | None = None,
         *,
-        allowed_lateness_ms: int = 0,
+        allowed_lateness_ms: DurationLike = 0,
         emit: Callable[[Any, int, int, Any], Any] = default_emit,
         id: str | None = None,
     ) -> Stream[Any]:

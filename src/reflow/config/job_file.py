@@ -134,7 +134,7 @@ def _field_or_expression(text: str, where: Callable[[str], ConfigError]) -> Call
 
 
 def _window(model: WindowModel) -> WindowSpec:
-    processing = model.time == "processing"
+    processing = None if model.time is None else model.time == "processing"
     if model.type == "tumbling":
         assert model.size is not None
         return Windows.tumbling(_ms(model.size), processing_time=processing)

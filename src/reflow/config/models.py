@@ -175,7 +175,7 @@ class WindowModel(_Model):
     slide: Duration | None = None
     gap: Duration | None = None
     count: int | None = Field(None, gt=0)
-    time: Literal["event", "processing"] = "event"
+    time: Literal["event", "processing"] | None = None
 
     @model_validator(mode="after")
     def _shape(self) -> WindowModel:

@@ -2,15 +2,15 @@
 
 Option names are snake_case; the seed's camelCase spellings (``batchSize``,
 ``flushInterval``) are accepted too. Durations take seconds or strings such
-as ``500ms``, ``5s``, ``2m``, ``1h``.
+as ``500ms``, ``5s``, ``2m``, ``5 minutes``, ``1h``, or a ``timedelta``.
 """
 
 from __future__ import annotations
 
 import difflib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Annotated, Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, ValidationError
@@ -18,6 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from reflow.connectors.base import Connector
 from reflow.errors import ConnectorConfigError
+from reflow.graph.durations import seconds
 
 __all__ = [
     "ConfigDescriptor",
@@ -30,21 +31,11 @@ __all__ = [
 
 M = TypeVar("M", bound=BaseModel)
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-
 
 def parse_duration(value: Any) -> Any:
-    """``5`` / ``"5s"`` / ``"500ms"`` / ``"2m"`` -> seconds as float."""
-    if isinstance(value, bool):
-        raise ValueError("a duration is a number of seconds or a string like '5s'")
-    if isinstance(value, int | float):
-        return float(value)
-    if isinstance(value, str):
-        match = _DURATION.match(value)
-        if match:
-            return float(match.group(1)) * _UNITS[match.group(2)]
-        raise ValueError(f"{value!r} is not a duration; write e.g. '500ms', '5s', '2m' or '1h'")
+    """``5`` / ``"5s"`` / ``"500ms"`` / ``"2m"`` / ``"5 minutes"`` / ``timedelta`` -> seconds."""
+    if isinstance(value, bool | int | float | str | timedelta):
+        return seconds(value)
     return value
 
 

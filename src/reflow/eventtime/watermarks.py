@@ -19,6 +19,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from reflow.graph.durations import DurationLike, millis
+
 __all__ = ["MAX_WATERMARK", "MIN_WATERMARK", "WatermarkStrategy"]
 
 MIN_WATERMARK = -(2**63)
@@ -33,24 +35,41 @@ class WatermarkStrategy:
     idle_timeout_ms: int | None = None
     wall_clock_advance: bool = True
 
+    def __post_init__(self) -> None:
+        bound = millis(self.max_out_of_orderness_ms, "max out-of-orderness")
+        object.__setattr__(self, "max_out_of_orderness_ms", bound)
+        if self.idle_timeout_ms is not None:
+            idle = millis(self.idle_timeout_ms, "idle timeout")
+            object.__setattr__(self, "idle_timeout_ms", idle)
+
     @staticmethod
     def bounded_out_of_orderness(
-        ms: int, *, idle_timeout_ms: int | None = None, wall_clock_advance: bool = True
+        ms: DurationLike,
+        *,
+        idle_timeout_ms: DurationLike | None = None,
+        wall_clock_advance: bool = True,
     ) -> WatermarkStrategy:
+        """``ms``: how far behind the newest timestamp the watermark stays (ms, or a
+        timedelta / "5s")."""
+        ms = millis(ms, "max out-of-orderness")
         if ms < 0:
             raise ValueError("max out-of-orderness must be >= 0 ms")
-        return WatermarkStrategy(ms, idle_timeout_ms, wall_clock_advance)
+        return WatermarkStrategy(ms, _idle(idle_timeout_ms), wall_clock_advance)
 
     @staticmethod
     def monotonous(
-        *, idle_timeout_ms: int | None = None, wall_clock_advance: bool = True
+        *, idle_timeout_ms: DurationLike | None = None, wall_clock_advance: bool = True
     ) -> WatermarkStrategy:
-        return WatermarkStrategy(0, idle_timeout_ms, wall_clock_advance)
+        return WatermarkStrategy(0, _idle(idle_timeout_ms), wall_clock_advance)
 
-    def with_idleness(self, idle_timeout_ms: int) -> WatermarkStrategy:
+    def with_idleness(self, idle_timeout_ms: DurationLike) -> WatermarkStrategy:
         return WatermarkStrategy(
-            self.max_out_of_orderness_ms, idle_timeout_ms, self.wall_clock_advance
+            self.max_out_of_orderness_ms, _idle(idle_timeout_ms), self.wall_clock_advance
         )
+
+
+def _idle(value: DurationLike | None) -> int | None:
+    return None if value is None else millis(value, "idle timeout")
 
 
 TimestampFn = Callable[[Any], int]

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from reflow.errors import ConfigError, GraphValidationError, InvalidTransitionError
+from reflow.graph.durations import DurationLike, millis
 from reflow.graph.job_graph import JobGraph
 from reflow.graph.restart import NoRestart, RestartStrategy
 from reflow.graph.stream_graph import (
@@ -130,6 +131,8 @@ class CheckpointConfig:
     (Flink's ``tolerable-failed-checkpoints``; Flink's default is 0)."""
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "interval_ms", millis(self.interval_ms, "checkpoint interval"))
+        object.__setattr__(self, "timeout_ms", millis(self.timeout_ms, "checkpoint timeout"))
         if (
             self.interval_ms <= 0
             or self.timeout_ms <= 0
@@ -340,9 +343,13 @@ class JobBuilder:
     def batch_size(self, size: int) -> JobBuilder:
         return self._replace(batch_size=size)
 
-    def checkpointing(self, path: str, interval_ms: int = 60_000, **options: Any) -> JobBuilder:
-        """Take a checkpoint every ``interval_ms`` into the folder ``path``."""
-        return self._replace(checkpoint=CheckpointConfig(path, interval_ms, **options))
+    def checkpointing(
+        self, path: str, interval_ms: DurationLike = 60_000, **options: Any
+    ) -> JobBuilder:
+        """Take a checkpoint every ``interval_ms`` (ms, a timedelta or "1m") into the
+        folder ``path``."""
+        interval = millis(interval_ms, "checkpoint interval")
+        return self._replace(checkpoint=CheckpointConfig(path, interval, **options))
 
     def restart_strategy(self, strategy: RestartStrategy) -> JobBuilder:
         return self._replace(restart=strategy)

@@ -410,7 +410,31 @@ class StreamGraphBuilder:
             for index, (step_id, (kind, payload, parallelism)) in enumerate(self._nodes.items())
         )
         _topological(nodes, self._edges)  # raises on a cycle
-        return StreamGraph(nodes, tuple(self._edges), self._name, self._parallelism)
+        graph = StreamGraph(nodes, tuple(self._edges), self._name, self._parallelism)
+        _check_timestamps(graph)
+        return graph
+
+
+def _check_timestamps(graph: StreamGraph) -> None:
+    """A step that insists on event time (``needs_timestamps``) has a timestamp
+    assigner upstream; otherwise it could never fire."""
+    for node in graph.nodes:
+        message = _payload_attr(node.payload, "needs_timestamps", None)
+        if not isinstance(message, str) or not message:
+            continue
+        seen: set[str] = set()
+        frontier = [edge.source_id for edge in node.in_edges]
+        found = False
+        while frontier and not found:
+            step = frontier.pop()
+            if step in seen:
+                continue
+            seen.add(step)
+            upstream = graph.node(step)
+            found = _payload_attr(upstream.payload, "timestamp_extractor", None) is not None
+            frontier.extend(edge.source_id for edge in upstream.in_edges)
+        if not found:
+            raise GraphValidationError(f"step {node.step_id!r}: {message}", step_id=node.step_id)
 
 
 def _check_parallelism(parallelism: object, where: str) -> int:

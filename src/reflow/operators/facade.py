@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from reflow.eventtime.watermarks import WatermarkStrategy
+from reflow.graph.durations import DurationLike, millis
 from reflow.operators.aggregations import Count, Reduce
 from reflow.operators.joins import LookupJoinOp
 from reflow.operators.keyed import (
@@ -115,8 +116,8 @@ class Operators:
     def assign_timestamps(
         timestamp: str | Callable[[Any], int],
         *,
-        max_out_of_orderness_ms: int = 0,
-        idle_timeout_ms: int | None = None,
+        max_out_of_orderness_ms: DurationLike = 0,
+        idle_timeout_ms: DurationLike | None = None,
         wall_clock_advance: bool = True,
         name: str | None = None,
         parallelism: int | None = None,
@@ -133,24 +134,26 @@ class Operators:
 
     @staticmethod
     def window_aggregate(
-        window: WindowSpec | int,
+        window: WindowSpec | DurationLike,
         key: Key,
         aggregate: AggregateFunction[Any, Any, Any] | None = None,
         *,
         timestamp: str | Callable[[Any], int] | None = None,
-        allowed_lateness_ms: int = 0,
+        allowed_lateness_ms: DurationLike = 0,
         emit: Callable[[Any, int, int, Any], Any] = default_emit,
         name: str | None = None,
         parallelism: int | None = None,
     ) -> WindowAggregateOp:
-        """Aggregate per key and window (seed §9.3); an int window is a tumbling size in ms."""
-        spec = Windows.tumbling(window) if isinstance(window, int) else window
+        """Aggregate per key and window (seed §9.3). A window given as a duration (ms,
+        ``timedelta(minutes=5)``, ``"5m"``) is a tumbling window of that size, as the
+        seed's ``windowAggregate(Duration.ofMinutes(5), ...)``."""
+        spec = window if isinstance(window, WindowSpec) else Windows.tumbling(window)
         return WindowAggregateOp(
             spec,
             key,
             aggregate or Count(),
             timestamp,
-            allowed_lateness_ms,
+            millis(allowed_lateness_ms, "allowed lateness"),
             emit,
             name,
             parallelism,
@@ -183,14 +186,15 @@ class Operators:
     def deduplicate(
         key: Key,
         *,
-        ttl_ms: int | None = None,
+        ttl_ms: DurationLike | None = None,
         timestamp: str | Callable[[Any], int] | None = None,
         event_time: bool = True,
         name: str | None = None,
         parallelism: int | None = None,
     ) -> DeduplicateOp:
         """Keep the first record per key within ``ttl_ms``."""
-        return DeduplicateOp(key, ttl_ms, timestamp, event_time, name, parallelism)
+        ttl = None if ttl_ms is None else millis(ttl_ms, "deduplicate TTL")
+        return DeduplicateOp(key, ttl, timestamp, event_time, name, parallelism)
 
     @staticmethod
     def process(
@@ -211,7 +215,7 @@ class Operators:
         lookup_key: Key,
         *,
         join: Callable[[Any, Any], Any] | None = None,
-        cache_ttl_ms: int | None = 60_000,
+        cache_ttl_ms: DurationLike | None = 60_000,
         on_missing: str = "keep",
         name: str | None = None,
         parallelism: int | None = None,
@@ -222,7 +226,7 @@ class Operators:
             key,
             lookup_key,
             join,
-            cache_ttl_ms,
+            None if cache_ttl_ms is None else millis(cache_ttl_ms, "cache TTL"),
             on_missing,  # type: ignore[arg-type]
             name,
             parallelism,

@@ -14,6 +14,7 @@ from typing import Any, ClassVar, Literal
 
 from reflow.errors import GraphValidationError
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.graph.durations import millis
 from reflow.operators.aggregations import value_of
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.state.backend import MemoryBackend, OrderedTable, StateTable
@@ -76,6 +77,7 @@ class WindowJoinOp(_TwoInputJoin):
     uses_event_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "size_ms", millis(self.size_ms, "window join size"))
         if self.size_ms <= 0:
             raise GraphValidationError("window join: size must be > 0 ms")
 
@@ -143,6 +145,8 @@ class IntervalJoinOp(_TwoInputJoin):
     uses_event_time: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "lower_ms", millis(self.lower_ms, "interval join lower bound"))
+        object.__setattr__(self, "upper_ms", millis(self.upper_ms, "interval join upper bound"))
         if self.lower_ms > self.upper_ms:
             raise GraphValidationError("interval join: lower bound must be <= upper bound")
 
@@ -223,6 +227,10 @@ class LookupJoinOp(OperatorSpec):
     parallelism: int | None = None
 
     operator_type: ClassVar[str] = "lookup"
+
+    def __post_init__(self) -> None:
+        if self.cache_ttl_ms is not None:
+            object.__setattr__(self, "cache_ttl_ms", millis(self.cache_ttl_ms, "cache TTL"))
 
     def build(self, ctx: OperatorContext) -> OperatorLogic:
         return _LookupLogic(self, ctx)

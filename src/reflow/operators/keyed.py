@@ -9,6 +9,7 @@ from typing import Any, ClassVar, Literal
 
 from reflow.errors import GraphValidationError
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.graph.durations import millis
 from reflow.operators.aggregations import Reduce, value_of
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.state.backend import MemoryBackend, OrderedTable, StateTable
@@ -113,6 +114,10 @@ class DeduplicateOp(OperatorSpec):
 
     operator_type: ClassVar[str] = "deduplicate"
     stateful: ClassVar[bool] = True
+
+    def __post_init__(self) -> None:
+        if self.ttl_ms is not None:
+            object.__setattr__(self, "ttl_ms", millis(self.ttl_ms, "deduplicate TTL"))
 
     @property
     def input_key_selector(self) -> Callable[[Any], Any]:

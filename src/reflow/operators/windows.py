@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from reflow.errors import GraphValidationError
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
+from reflow.graph.durations import DurationLike, millis
 from reflow.operators.aggregations import Count, value_of
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.operators.timestamps import checked_timestamps
@@ -46,9 +47,13 @@ class WindowSpec:
     slide_ms: int = 0
     gap_ms: int = 0
     count: int = 0
-    time: Literal["event", "processing"] = "event"
+    time: Literal["event", "processing"] | None = None
+    """event, processing, or None: event time when timestamps are assigned upstream
+    (or ``timestamp=`` is given), else processing time."""
 
     def __post_init__(self) -> None:
+        for name in ("size_ms", "slide_ms", "gap_ms"):
+            object.__setattr__(self, name, millis(getattr(self, name), f"window {name[:-3]}"))
         if self.kind in ("tumbling", "sliding") and self.size_ms <= 0:
             raise GraphValidationError(f"{self.kind} window: size must be > 0 ms")
         if self.kind == "sliding" and not 0 < self.slide_ms <= self.size_ms:
@@ -60,19 +65,27 @@ class WindowSpec:
 
 
 class Windows:
-    """Window specs; durations in milliseconds (``Windows.tumbling(5 * 60_000)``)."""
+    """Window specs. Sizes are milliseconds (``Windows.tumbling(5 * 60_000)``), a
+    ``timedelta`` or a string with its unit (``Windows.tumbling("5m")``).
+
+    ``processing_time``: None (the default) uses event time when the stream has
+    timestamps (an ``assign_timestamps`` step upstream, or ``timestamp=`` on the
+    window) and processing time otherwise; True or False insists on one, and an
+    event-time window without timestamps fails when the job is built."""
 
     @staticmethod
-    def tumbling(size_ms: int, *, processing_time: bool = False) -> WindowSpec:
-        return WindowSpec("tumbling", size_ms, size_ms, time=_time(processing_time))
+    def tumbling(size_ms: DurationLike, *, processing_time: bool | None = None) -> WindowSpec:
+        return WindowSpec("tumbling", size_ms, size_ms, time=_time(processing_time))  # type: ignore[arg-type]
 
     @staticmethod
-    def sliding(size_ms: int, slide_ms: int, *, processing_time: bool = False) -> WindowSpec:
-        return WindowSpec("sliding", size_ms, slide_ms, time=_time(processing_time))
+    def sliding(
+        size_ms: DurationLike, slide_ms: DurationLike, *, processing_time: bool | None = None
+    ) -> WindowSpec:
+        return WindowSpec("sliding", size_ms, slide_ms, time=_time(processing_time))  # type: ignore[arg-type]
 
     @staticmethod
-    def session(gap_ms: int, *, processing_time: bool = False) -> WindowSpec:
-        return WindowSpec("session", gap_ms=gap_ms, time=_time(processing_time))
+    def session(gap_ms: DurationLike, *, processing_time: bool | None = None) -> WindowSpec:
+        return WindowSpec("session", gap_ms=gap_ms, time=_time(processing_time))  # type: ignore[arg-type]
 
     @staticmethod
     def global_count(count: int) -> WindowSpec:
@@ -80,7 +93,9 @@ class Windows:
         return WindowSpec("global", count=count)
 
 
-def _time(processing: bool) -> Literal["event", "processing"]:
+def _time(processing: bool | None) -> Literal["event", "processing"] | None:
+    if processing is None:
+        return None
     return "processing" if processing else "event"
 
 
@@ -107,6 +122,8 @@ class WindowAggregateOp(OperatorSpec):
     side_outputs: ClassVar[tuple[str, ...]] = ("late",)
 
     def __post_init__(self) -> None:
+        lateness = millis(self.allowed_lateness_ms, "allowed lateness")
+        object.__setattr__(self, "allowed_lateness_ms", lateness)
         if self.allowed_lateness_ms < 0:
             raise GraphValidationError("allowed_lateness_ms must be >= 0")
 
@@ -115,6 +132,14 @@ class WindowAggregateOp(OperatorSpec):
         selector = value_of(self.key)
         assert selector is not None
         return selector
+
+    @property
+    def needs_timestamps(self) -> str | None:
+        """Why the job is invalid when no step upstream assigns timestamps (an
+        event-time window insisted on, without its own ``timestamp``)."""
+        if self.window.time != "event" or self.window.kind == "global" or self.timestamp:
+            return None
+        return EVENT_TIME_WITHOUT_TIMESTAMPS
 
     @property
     def timestamp_extractor(self) -> Callable[[Any], int] | None:
@@ -132,14 +157,19 @@ def _timestamp(spec: WindowAggregateOp, ctx: OperatorContext) -> Callable[[Any],
     if spec.window.time == "processing" or spec.window.kind == "global":
         return None
     ts = spec.timestamp_extractor or ctx.timestamp_of
-    if ts is None:
+    if ts is None and spec.window.time == "event":
         raise GraphValidationError(
-            f"step {ctx.step_id!r}: an event-time window needs timestamps: add "
-            "Operators.assign_timestamps(...) upstream, pass timestamp=..., or use "
-            "processing_time=True",
-            step_id=ctx.step_id,
+            f"step {ctx.step_id!r}: {EVENT_TIME_WITHOUT_TIMESTAMPS}", step_id=ctx.step_id
         )
-    return ts
+    return ts  # None: processing time, as the stream has no timestamps
+
+
+EVENT_TIME_WITHOUT_TIMESTAMPS = (
+    "an event-time window needs timestamps: add a timestamp step "
+    "upstream (YAML: type: assign_timestamps; Python: Operators.assign_timestamps(...)), "
+    "give the window its timestamp field (YAML and Python: timestamp: ts), or use "
+    "processing time (YAML: window: {time: processing}; Python: processing_time=True)"
+)
 
 
 class _WindowLogic(OperatorLogic):
@@ -155,7 +185,7 @@ class _WindowLogic(OperatorLogic):
         """Windows ending at or before ``bound`` are complete."""
         self.backend = ctx.state if ctx.state is not None else MemoryBackend()
         self.clock = ctx.clock
-        if spec.window.time == "processing" and spec.window.kind != "global":
+        if self.ts_of is None and spec.window.kind != "global":
             step = spec.window.slide_ms or spec.window.gap_ms or 1
             self.tick_interval_ms = max(1, min(step, MAX_TICK_MS))
 
