@@ -68,7 +68,7 @@ def test_fixed_delay_restarts_from_the_checkpoint_and_finishes_exactly_once(tmp_
     assert result.restarts == 2
     assert sorted(rows.records) == list(range(N))  # nothing lost, nothing twice
     expected = {k: sum(x for x in range(N) if x % 7 == k) for k in range(7)}
-    assert dict(sums.records) == expected
+    assert {r["key"]: r["value"] for r in sums.records} == expected
     storage = FileCheckpointStorage(tmp_path / "ckpt")
     assert storage.checkpoints("recover-job"), "checkpoints were written"
 
@@ -152,7 +152,7 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
     savepoint = asyncio.run(take_savepoint())
     assert savepoint is not None and savepoint.savepoint
     assert Path(savepoint.path).parent.name == "savepoints"
-    totals_at_savepoint = {k: v for k, v in first.records}
+    totals_at_savepoint = {r["k"]: r["v"] for r in first.records}
 
     # Resume with parallelism 4 and feed one more record per key.
     second = TestingSink()
@@ -173,7 +173,7 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
     source.items.extend([{"k": k, "v": 1_000_000, "ts": N + k} for k in range(50)])
     result = asyncio.run(resume())
     assert result.status is JobStatus.CANCELLED
-    after = {k: v for k, v in second.records}
+    after = {r["k"]: r["v"] for r in second.records}
     assert after == {k: totals_at_savepoint[k] + 1_000_000 for k in range(50)}
     assert len(resumed.job_graph.vertex_of("totals").chained_nodes) >= 1
     assert resumed.job_graph.vertex_of("totals").parallelism == 4

@@ -97,4 +97,6 @@ def test_failures_restart_from_the_last_checkpoint_with_exactly_once_output(
         rows = sorted(x for (x,) in conn.execute("SELECT x FROM numbers"))
     assert rows == list(range(N))  # every record once, across two restarts
     expected = {k: sum(x for x in range(N) if x % 7 == k) for k in range(7)}
-    assert dict(sums.records) == expected  # keyed state restored, not recounted
+    assert {
+        r["key"]: r["value"] for r in sums.records
+    } == expected  # keyed state restored, not recounted

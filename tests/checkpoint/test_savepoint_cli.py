@@ -49,7 +49,8 @@ def _totals(path: Path) -> dict[int, int]:
     totals: dict[int, int] = {}
     for file in sorted(path.parent.glob(path.stem + "*")):
         for line in file.read_bytes().splitlines():
-            key, value = orjson.loads(line)
+            row = orjson.loads(line)
+            key, value = row["user"], row["amount"]
             totals[key] = totals.get(key, 0) + value
     return totals
 

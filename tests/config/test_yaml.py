@@ -269,7 +269,10 @@ job:
 """
     )
     assert run_job(job).status is JobStatus.COMPLETED
-    assert sorted(memory_store["orders-out"]) == [("n", 3.0), ("s", 1.5)]
+    assert sorted(memory_store["orders-out"], key=lambda r: r["region"]) == [
+        {"region": "n", "amount": 3.0},
+        {"region": "s", "amount": 1.5},
+    ]
 
 
 def test_window_needs_its_size() -> None:

@@ -49,7 +49,7 @@ def test_a_collected_list_counts_each_element_against_the_entry_cap(
 
     result, sink = _window_job(window, 3_000, cap=10_000)
     assert result.status is JobStatus.COMPLETED, result.error
-    collected = sink.records[0][1] if window is None else sink.records[0]
+    collected = sink.records[0]["v"] if window is None else sink.records[0]
     assert collected == list(range(3_000))
 
 

@@ -170,7 +170,9 @@ class Stream(Generic[T]):
         selector = value_of(key_selector)
         assert selector is not None
         step = self._then(Operators.key_by(selector, **options), id, "key-by")
-        return KeyedStream(self.flow, step, selector, self._timestamp)
+        keyed = KeyedStream(self.flow, step, selector, self._timestamp)
+        keyed.key_name = key_selector if isinstance(key_selector, str) else None
+        return keyed
 
     def union(self, *others: Stream[T], id: str | None = None) -> Stream[T]:
         """Merge this stream with ``others``."""
@@ -338,6 +340,8 @@ class KeyedStream(Stream[V], Generic[K, V]):
     ) -> None:
         super().__init__(flow, step_id, timestamp=timestamp)
         self.key_selector = key_selector
+        self.key_name: str | None = None
+        """The key's field name, when keyed by one (names the key in aggregates)."""
 
     def window(self, window: WindowSpec) -> WindowedStream[K, V]:
         """Group each key's records into windows (``Windows.tumbling(...)``, ...)."""
@@ -350,8 +354,9 @@ class KeyedStream(Stream[V], Generic[K, V]):
         value: str | Callable[[Any], Any] | None = None,
         emit: str = "auto",
         id: str | None = None,
-    ) -> Stream[tuple[K, Any]]:
-        """Rolling reduce per key: ``(key, value)`` per update, or finals on bounded input."""
+    ) -> Stream[dict[str, Any]]:
+        """Rolling reduce per key: ``{key: ..., value: ...}`` (named after the key field
+        and ``value`` when they are fields) per update, or finals on bounded input."""
         return self.aggregate(Reduce(fn, value), emit=emit, id=id)
 
     def aggregate(
@@ -360,10 +365,20 @@ class KeyedStream(Stream[V], Generic[K, V]):
         *,
         emit: str = "auto",
         output: Callable[[Any, Any], Any] | None = None,
+        key_name: str | None = None,
+        value_name: str | None = None,
         id: str | None = None,
     ) -> Stream[Any]:
-        """Rolling aggregate per key (seed §9.2)."""
-        op = Operators.aggregate(self.key_selector, aggregate=aggregate, emit=emit, output=output)
+        """Rolling aggregate per key (seed §9.2): ``{key_name: key, value_name: result}``
+        dicts (see ``Operators.aggregate``)."""
+        op = Operators.aggregate(
+            self.key_selector,
+            aggregate=aggregate,
+            emit=emit,
+            output=output,
+            key_name=key_name or self.key_name,
+            value_name=value_name,
+        )
         return self._next(self._then(op, id, "aggregate"))
 
     def deduplicate(

@@ -244,7 +244,12 @@ def _operator(
         )
         if op.type == "aggregate":
             return Operators.aggregate(
-                key, aggregate=aggregate, emit=op.emit, name=op.name, parallelism=op.parallelism
+                key,
+                aggregate=aggregate,
+                emit=op.emit,
+                name=op.name,
+                parallelism=op.parallelism,
+                key_name=op.key if op.key.isidentifier() else None,
             )
         assert op.window is not None
         return Operators.window_aggregate(

@@ -170,17 +170,30 @@ class Operators:
         output: Callable[[Any, Any], Any] | None = None,
         name: str | None = None,
         parallelism: int | None = None,
+        key_name: str | None = None,
+        value_name: str | None = None,
     ) -> KeyedAggregateOp:
-        """Rolling aggregate per key (seed §9.2).
+        """Rolling aggregate per key (seed §9.2), emitting ``{key_name: key,
+        value_name: result}`` dicts (names from the fields or functions given).
 
         ``Operators.aggregate(Orders::getRegion, Orders::getAmount, Double::sum)`` in
-        the seed is ``Operators.aggregate(region_of, amount_of, operator.add)`` here.
+        the seed is ``Operators.aggregate("region", "amount", operator.add)`` here,
+        emitting ``{"region": ..., "amount": ...}``.
         """
         if aggregate is None:
             if reduce is None:
                 raise ValueError("Operators.aggregate needs reduce=... or aggregate=...")
             aggregate = Reduce(reduce, value)
-        return KeyedAggregateOp(key, aggregate, emit, output, name, parallelism)  # type: ignore[arg-type]
+        return KeyedAggregateOp(
+            key,
+            aggregate,
+            emit,  # type: ignore[arg-type]
+            output,
+            name,
+            parallelism,
+            key_name,
+            value_name,
+        )
 
     @staticmethod
     def deduplicate(

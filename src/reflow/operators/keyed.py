@@ -35,9 +35,16 @@ def _selector(key: str | Callable[[Any], Any]) -> Callable[[Any], Any]:
 class KeyedAggregateOp(OperatorSpec):
     """Rolling aggregate per key (seed §9.2 ``Operators.aggregate(key, value, reduce)``).
 
-    ``emit="updates"`` sends ``(key, result)`` after every record; ``"final"``
-    sends each key's result once, at the end of (bounded) input; ``"auto"``
-    picks final for bounded input and updates otherwise.
+    Each result is a dict ``{key_name: key, value_name: result}`` (so it goes to a
+    CSV file or a table as it is): the names are the key's and the value's field
+    names when they are given as fields (``aggregate("region", "amount", add)``
+    gives ``{"region": ..., "amount": ...}``), a named function's name without a
+    ``get_`` prefix, else ``key`` and ``value``; ``key_name=``/``value_name=`` set
+    them, ``output=`` builds any other record from ``(key, result)``.
+
+    ``emit="updates"`` sends a result after every record; ``"final"`` sends each
+    key's result once, at the end of (bounded) input; ``"auto"`` picks final for
+    bounded input and updates otherwise.
     """
 
     key: str | Callable[[Any], Any]
@@ -46,6 +53,8 @@ class KeyedAggregateOp(OperatorSpec):
     output: Callable[[Any, Any], Any] | None = None
     name: str | None = None
     parallelism: int | None = None
+    key_name: str | None = None
+    value_name: str | None = None
 
     operator_type: ClassVar[str] = "aggregate"
     stateful: ClassVar[bool] = True
@@ -58,6 +67,32 @@ class KeyedAggregateOp(OperatorSpec):
         return _KeyedAggregateLogic(self, ctx)
 
 
+def name_of(selector: Any, default: str) -> str:
+    """A field's name, or a named function's (``get_region`` -> ``region``)."""
+    if isinstance(selector, str):
+        return selector
+    name = getattr(selector, "__name__", "")
+    if not name.isidentifier():  # <lambda>, partials, ...
+        return default
+    for prefix in ("get_", "get"):
+        rest = name.removeprefix(prefix)
+        if rest != name and rest.isidentifier():
+            return rest[0].lower() + rest[1:]
+    return name
+
+
+def _named_output(spec: KeyedAggregateOp) -> Callable[[Any, Any], dict[str, Any]]:
+    key_name = spec.key_name or name_of(spec.key, "key")
+    value_name = spec.value_name or name_of(getattr(spec.aggregate, "of", None), "value")
+    if value_name == key_name:
+        value_name = "value"
+
+    def output(key: Any, value: Any) -> dict[str, Any]:
+        return {key_name: key, value_name: value}
+
+    return output
+
+
 class _KeyedAggregateLogic(OperatorLogic):
     def __init__(self, spec: KeyedAggregateOp, ctx: OperatorContext) -> None:
         backend = ctx.state if ctx.state is not None else MemoryBackend()
@@ -68,7 +103,7 @@ class _KeyedAggregateLogic(OperatorLogic):
         )
         self.key_of = spec.input_key_selector
         self.agg = agg
-        self.output = spec.output or (lambda key, value: (key, value))
+        self.output = spec.output or _named_output(spec)
         mode = spec.emit
         if mode == "auto":
             mode = "final" if ctx.bounded_input else "updates"
