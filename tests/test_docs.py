@@ -57,7 +57,7 @@ def test_yaml_examples_validate(name: str, text: str, monkeypatch: pytest.Monkey
         monkeypatch.setenv(variable, f"example-{variable.lower()}")
     if text.lstrip().startswith("system:"):
         load_system_config_text(text, name)
-    elif text.lstrip().startswith("job:"):
+    elif text.lstrip().startswith(("job:", "connectors:")):
         load_job_text(text, name)
     else:
         pytest.skip("a fragment, not a whole file")

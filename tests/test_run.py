@@ -135,3 +135,19 @@ def test_the_python_example_writes_what_the_yaml_example_writes(
     python_rows = sqlite3.connect(root / "out/bids-py.db").execute(query).fetchall()
     yaml_rows = sqlite3.connect(root / "out/bids.db").execute(query).fetchall()
     assert len(python_rows) == 1_768 and python_rows == yaml_rows
+
+
+def test_scripts_example_installs_the_drivers_the_docs_sql_examples_use() -> None:
+    import re
+    import tomllib
+
+    root = Path(__file__).resolve().parent.parent
+    line = re.search(r"^ensure_venv (\S+)", (root / "scripts/example").read_text(), re.M)
+    assert line is not None, "scripts/example installs no extras"
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    installed = " ".join(" ".join(extras[name]) for name in line.group(1).split(","))
+    assert "PyMySQL" in installed and "psycopg" in installed
+    docs = (root / "docs/connectors.md").read_text()
+    assert "jdbc:mysql://" in docs and "postgresql://" in docs  # what those examples use

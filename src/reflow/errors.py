@@ -61,7 +61,27 @@ class ConfigError(ReflowError):
         elif line is not None:
             where = f"line {line}: "
         at = f"{path}: " if path else ""
+        self.problems: list[ConfigError] = [self]
+        """Every problem found in one pass (this one alone, unless made by ``combine``)."""
         super().__init__(f"{where}{at}{message}")
+
+    @staticmethod
+    def combine(problems: list[ConfigError]) -> ConfigError:
+        """One error listing several problems, each on its own line with its place."""
+        unique: list[ConfigError] = []
+        for problem in problems:
+            for single in problem.problems:
+                if str(single) not in {str(u) for u in unique}:
+                    unique.append(single)
+        if len(unique) == 1:
+            return unique[0]
+        first = unique[0]
+        combined = ConfigError(
+            f"{len(unique)} problems:\n" + "\n".join(f"  {p}" for p in unique),
+        )
+        combined.file, combined.line, combined.path = first.file, first.line, first.path
+        combined.problems = unique
+        return combined
 
 
 class ConnectorError(ReflowError):
@@ -75,8 +95,10 @@ class ConnectorNotFoundError(ConnectorError):
 class ConnectorConfigError(ConnectorError, ConfigError):
     """A connector option is missing or has a wrong value."""
 
-    def __init__(self, connector: str, message: str) -> None:
+    def __init__(self, connector: str, message: str, *, option: str | None = None) -> None:
         self.connector = connector
+        self.option = option
+        """The option (as the user spelled it) the problem is about, when one is."""
         ConfigError.__init__(self, f"connector {connector!r}: {message}")
 
 

@@ -66,7 +66,7 @@ def test_job_file_runs(tmp_path: Path) -> None:
         (
             "job:\n  name: x\n  source:\n    connector: memory\n    config:\n      colection: a\n"
             "  sink: {connector: stdout}\n",
-            5,
+            6,  # the option's own line
             "did you mean 'collection'",
         ),
         (

@@ -519,3 +519,71 @@ def test_broker_outage_mid_run_is_survived_by_sink_and_source(
     got = Counter(r["n"] for r in out.records)
     assert ran_through_the_outage(started)
     assert got == written  # what the topic holds, each once
+
+
+def test_topics_list_reads_several_topics_as_one_stream_exactly_once(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """The seed's topics: [user-events, order-events]: every partition of every topic,
+    spread over the subtasks, checkpointed per topic and partition."""
+    from reflow.graph.restart import FixedDelayRestart
+
+    users, orders = _topic(kafka_bootstrap, 2), _topic(kafka_bootstrap, 1)
+    for topic, kind, count in ((users, "user", 2_000), (orders, "order", 1_000)):
+        records = [{"kind": kind, "n": i} for i in range(count)]
+        sink = Connectors.kafka(bootstrap_servers=kafka_bootstrap, topic=topic, key_field="n")
+        assert (
+            run_job(Job.builder().source(TestingSource(records)).sink(sink).build()).error is None
+        )
+
+    failures = {"left": 1}
+
+    async def flaky(record: dict[str, Any]) -> dict[str, Any]:
+        if record["n"] % 50 == 0:
+            await asyncio.sleep(0.01)  # slow enough for checkpoints to happen
+        if record["kind"] == "user" and record["n"] == 1_500 and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("flaky failure")
+        return record
+
+    out = TestingSink(exactly_once=True)
+    source = Connectors.kafka(
+        bootstrapServers=kafka_bootstrap,
+        topics=[users, orders],
+        stop_at_end=True,
+        parallelism=2,
+        max_records=20,
+    )
+    job = (
+        Job.builder()
+        .batch_size(20)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=50)
+        .restart_strategy(FixedDelayRestart(attempts=2, delay_s=0.01))
+        .source(source)
+        .transform(Operators.map(flaky, concurrency=1))
+        .sink(out)
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts == 1
+    seen = Counter((r["kind"], r["n"]) for r in out.records)
+    assert set(seen.values()) == {1}
+    assert sorted(seen) == sorted(
+        [("user", i) for i in range(2_000)] + [("order", i) for i in range(1_000)]
+    )
+
+
+def test_topic_or_topics_is_required_and_a_single_topic_checkpoint_still_restores() -> None:
+    from reflow.connectors.kafka import KafkaSourceOptions, _KafkaReader
+    from reflow.errors import ConnectorConfigError
+
+    with pytest.raises(ConnectorConfigError, match="give the topic to read"):
+        Connectors.kafka(group_id="g").validate("source")
+    with pytest.raises(ConnectorConfigError, match="give the topic to read"):
+        Connectors.kafka(topic="a", topics=["b"]).validate("source")
+    reader = _KafkaReader(KafkaSourceOptions(topic="events"), None)  # type: ignore[arg-type]
+    reader.restore({0: 17, "1": 4})  # a position written before topics: lists existed
+    assert reader.restored == {("events", 0): 17, ("events", 1): 4}
+    reader.restore({"events/0": 20})
+    assert reader.restored == {("events", 0): 20}

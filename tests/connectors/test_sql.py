@@ -349,3 +349,38 @@ def test_a_table_another_subtask_created_first_is_used(
         ids = [r[0] for r in conn.execute(sa.text("SELECT id FROM raced ORDER BY id"))]
     engine.dispose()
     assert ids == list(range(50))
+
+
+def test_a_stopped_job_writes_what_its_sink_buffered(tmp_path: object) -> None:
+    """Cancel (Ctrl-C, SIGTERM, the API) used to drop the rows an at-least-once SQL
+    sink held below its batch size: they had been read and processed."""
+    import asyncio
+
+    from reflow.runtime import ExecutorSettings, LocalExecutor
+
+    url = f"sqlite:///{tmp_path}/stop.db"
+    sink = Connectors.sql(url=url, table="t", create_table=True, batch_size=100, flush_interval=600)
+    job = (
+        Job.builder()
+        .source(TestingSource([{"n": i} for i in range(7)], bounded=False))
+        .sink(sink)
+        .build()
+    )
+
+    async def run() -> JobStatus:
+        with LocalExecutor(ExecutorSettings()) as executor:
+            task = asyncio.create_task(executor.execute(job))
+            for _ in range(2_000):
+                await asyncio.sleep(0.001)
+                try:
+                    if executor.metrics(job.job_id).step("sink").records_in == 7:
+                        break
+                except Exception:
+                    continue
+            await executor.stop(job.job_id)
+            return (await task).status
+
+    assert asyncio.run(run()) is JobStatus.CANCELLED
+    engine = sa.create_engine(url)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT COUNT(*) FROM t")).scalar() == 7

@@ -91,6 +91,9 @@ def _parser() -> argparse.ArgumentParser:
 
     validate = sub.add_parser("validate", help="check a job file without running it")
     validate.add_argument("job", help=JOB_HELP)
+    validate.add_argument(
+        "--config", help="system config file (YAML): validated too, and its parallelism used"
+    )
 
     explain = sub.add_parser("explain", help="show the StreamGraph and the JobGraph of a job")
     explain.add_argument("job", help=JOB_HELP)
@@ -161,7 +164,7 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     from reflow.graph.job import Job
     from reflow.graph.stream_graph import NodeKind
 
-    job = _load(args.job, None, False)
+    job = _load(args.job, None, False, args.config)
     assert isinstance(job, Job)
     for node in job.stream_graph.nodes:
         if node.kind is NodeKind.SOURCE:
@@ -171,9 +174,16 @@ def _cmd_validate(args: argparse.Namespace, out: TextIO) -> int:
     graph = job.job_graph
     out.write(
         f"{args.job}: valid. Job {job.job_name!r} ({job.job_type.value}): "
-        f"{len(job.stream_graph.nodes)} steps in {len(graph.vertices)} vertices.\n"
+        f"{_plural(len(job.stream_graph.nodes), 'step')} in "
+        f"{_plural(len(graph.vertices), 'vertex', 'vertices')}.\n"
     )
+    for note in job.metadata.get("notes", ()):
+        out.write(f"  note: {note}\n")
     return EXIT_OK
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else many or one + 's'}"
 
 
 def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
@@ -225,6 +235,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     settings = ExecutorSettings()
     job = _load(args.job, args.parallelism, args.no_chaining, args.config)
     assert isinstance(job, Job)
+    for note in job.metadata.get("notes", ()):
+        sys.stderr.write(f"reflow: note: {note}\n")
     if job.metadata.get("schedule") is not None:
         sys.stderr.write(
             f"reflow: {args.job} has a schedule: block; `reflow run` runs the job once, "

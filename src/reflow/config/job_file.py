@@ -22,6 +22,7 @@ from reflow.config.models import (
     AggregateModel,
     JobFile,
     JobModel,
+    NamedConnectorModel,
     NodeModel,
     OperatorModel,
     RestartModel,
@@ -194,17 +195,58 @@ def _spec(
     loaded: LoadedYaml,
     role: str,
     policy: SubmissionPolicy | None = None,
+    named: Mapping[str, NamedConnectorModel] | None = None,
 ) -> ConnectorSpec:
     name = node.connector_name
+    config = dict(node.config)
+    defined = (named or {}).get(name)
+    if defined is not None:  # a connector of the connectors: block; the step's config wins
+        name = defined.connector_name
+        config = {**defined.options, **config}
     at = (*path, "config") if node.config else path
     try:
         connector = get_connector(name)
-        connector.validate_config(node.config, role)
+        connector.validate_config(config, role)
         if policy is not None:
-            policy.check_connector(name, _options(connector, node.config, role), f"{role} {name!r}")
+            policy.check_connector(name, _options(connector, config, role), f"{role} {name!r}")
     except ReflowError as exc:
+        option = getattr(exc, "option", None)
+        if option is not None and option in node.config:
+            at = (*path, "config", option)  # the option's own line
+        elif defined is not None and option is not None and option in defined.options:
+            at = ("connectors", node.connector_name, option)
         raise loaded.error(at, str(exc)) from None
-    return ConnectorSpec(name, dict(node.config), node.name, node.parallelism)
+    return ConnectorSpec(name, config, node.name, node.parallelism)
+
+
+def _whole_stream(record: Any) -> None:
+    """The key of a window-aggregate without ``key``: one window over all records."""
+    return None
+
+
+def _unchanged(record: Any) -> Any:
+    return record
+
+
+def _keep(record: Any) -> bool:
+    return True
+
+
+def _notes(model: JobModel) -> list[str]:
+    """What a job file leaves to defaults that a reader might not expect."""
+    notes = []
+    for op in model.operators:
+        if op.type in ("map", "filter") and op.function is None and op.expression is None:
+            notes.append(
+                f"operator {op.name!r} ({op.type}) has no function or expression: "
+                "records pass through unchanged"
+            )
+        if op.type == "window_aggregate" and op.key is None:
+            notes.append(
+                f"operator {op.name!r} has no key: one window aggregates all records "
+                "(key None in its output)"
+            )
+    return notes
 
 
 def _operator(
@@ -228,8 +270,7 @@ def _operator(
             parallelism=op.parallelism,
         )
     if op.type in ("window_aggregate", "aggregate", "deduplicate"):
-        assert op.key is not None
-        key = _field_or_expression(op.key, where("key"))
+        key = _whole_stream if op.key is None else _field_or_expression(op.key, where("key"))
         if op.type == "deduplicate":
             return Operators.deduplicate(
                 key,
@@ -249,7 +290,7 @@ def _operator(
                 emit=op.emit,
                 name=op.name,
                 parallelism=op.parallelism,
-                key_name=op.key if op.key.isidentifier() else None,
+                key_name=op.key if op.key and op.key.isidentifier() else None,
             )
         assert op.window is not None
         return Operators.window_aggregate(
@@ -275,9 +316,10 @@ def _operator(
         return Operators.key_by(key, name=op.name, parallelism=op.parallelism)
     if op.function is not None:
         fn = resolve_callable(op.function, where("function"), modules)
-    else:
-        assert op.expression is not None
+    elif op.expression is not None:
         fn = compile_expression(op.expression, where("expression"))
+    else:
+        fn = _keep if op.type == "filter" else _unchanged
     factory = {"map": Operators.map, "filter": Operators.filter, "flat_map": Operators.flat_map}
     return factory[op.type](
         fn,
@@ -303,7 +345,9 @@ def build_job(
     modules = submission.allowed_modules if submission is not None else None
     if isinstance(loaded.data, dict) and "job" not in loaded.data and "system" in loaded.data:
         raise loaded.error((), "this is a system config (system:), not a job file (job:)")
-    model: JobModel = validate_loaded(loaded, JobFile).job
+    job_file: JobFile = validate_loaded(loaded, JobFile)
+    model = job_file.job
+    named = job_file.connectors
     base = ("job",)
     builder = StreamGraphBuilder(model.name)
     parallelism = model.parallelism or (model.resources.parallelism if model.resources else None)
@@ -313,16 +357,18 @@ def build_job(
     sources = [model.source] if model.source is not None else list(model.sources or [])
     src_key = "source" if model.source is not None else "sources"
     source_ids: list[str] = []
+    problems: list[ConfigError] = []
+    """Every step's problems, reported together (one pass of ``reflow validate``)."""
     path: tuple[str | int, ...]
     for index, node in enumerate(sources):
         path = (*base, src_key) if model.source is not None else (*base, src_key, index)
         step = node.name or ("source" if len(sources) == 1 else f"source-{index + 1}")
         try:
-            builder.add_source(step, _spec(node, path, loaded, "source", submission))
-        except ConfigError:
-            raise
+            builder.add_source(step, _spec(node, path, loaded, "source", submission, named))
+        except ConfigError as exc:
+            problems.append(exc)
         except ReflowError as exc:
-            raise loaded.error(path, str(exc)) from None
+            problems.append(loaded.error(path, str(exc)))
         source_ids.append(step)
 
     previous = list(source_ids)
@@ -331,10 +377,10 @@ def build_job(
         path = (*base, "operators", index)
         try:
             builder.add_operator(op.name, _operator(op, path, loaded, modules))
-        except ConfigError:
-            raise
+        except ConfigError as exc:
+            problems.append(exc)
         except ReflowError as exc:
-            raise loaded.error(path, str(exc)) from None
+            problems.append(loaded.error(path, str(exc)))
         inputs = op.inputs if op.inputs is not None else previous
         wiring.append((op.name, inputs, (*path, "inputs")))
         previous = [op.name]
@@ -345,14 +391,29 @@ def build_job(
         path = (*base, sink_key) if model.sink is not None else (*base, sink_key, index)
         step = node.name or ("sink" if len(sinks) == 1 else f"sink-{index + 1}")
         try:
-            builder.add_sink(step, _spec(node, path, loaded, "sink", submission))
-        except ConfigError:
-            raise
+            builder.add_sink(step, _spec(node, path, loaded, "sink", submission, named))
+        except ConfigError as exc:
+            problems.append(exc)
         except ReflowError as exc:
-            raise loaded.error(path, str(exc)) from None
+            problems.append(loaded.error(path, str(exc)))
         wiring.append(
             (step, node.inputs if node.inputs is not None else previous, (*path, "inputs"))
         )
+
+    if model.error_policy.dead_letter is not None:
+        try:
+            _spec(
+                model.error_policy.dead_letter,
+                (*base, "error_policy", "dead_letter"),
+                loaded,
+                "sink",
+                submission,
+                named,
+            )
+        except ConfigError as exc:
+            problems.append(exc)
+    if problems:
+        raise ConfigError.combine(problems)
 
     for target, inputs, inputs_path in wiring:
         for upstream in inputs:
@@ -382,6 +443,7 @@ def build_job(
             loaded,
             "sink",
             submission,
+            named,
         )
     if submission is not None and model.checkpoint is not None:
         try:
@@ -422,6 +484,9 @@ def build_job(
             except ConfigError as exc:
                 raise loaded.error((*base, key), str(exc)) from None
     metadata = dict(model.metadata)
+    notes = _notes(model)
+    if notes:
+        metadata["notes"] = notes
     if model.schedule is not None:
         metadata["schedule"] = model.schedule
     metadata["priority"] = model.priority

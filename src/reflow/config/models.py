@@ -244,7 +244,7 @@ class OperatorModel(_Model):
                 raise ValueError("assign_timestamps needs 'timestamp' (a field or expression)")
             return self
         if self.type in KEYED_TYPES:
-            if self.key is None:
+            if self.key is None and self.type != "window_aggregate":
                 raise ValueError(f"{self.type} needs 'key' (a field name or expression)")
             if self.type == "window_aggregate" and self.window is None:
                 raise ValueError("window_aggregate needs 'window' (type and size, slide or gap)")
@@ -253,6 +253,8 @@ class OperatorModel(_Model):
             if self.key is None and self.function is None and self.expression is None:
                 raise ValueError("key_by needs 'key' (a field name or expression) or 'function'")
             return self
+        if self.function is None and self.expression is None and self.type in ("map", "filter"):
+            return self  # passes records through unchanged (reflow validate says so)
         if (self.function is None) == (self.expression is None):
             raise ValueError(
                 f"operator {self.name!r} ({self.type}) needs exactly one of 'function' "
@@ -330,27 +332,55 @@ class JobModel(_Model):
         return self
 
 
+class NamedConnectorModel(BaseModel):
+    """A connector defined once under ``connectors:`` (seed §3.9.4): its type and
+    options, which steps naming it take (their own ``config`` wins)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str | None = None
+    connector: str | None = None
+
+    @model_validator(mode="after")
+    def _typed(self) -> NamedConnectorModel:
+        if not (self.type or self.connector):
+            raise ValueError(
+                "a named connector needs its type: type: jdbc (see `reflow connectors`)"
+            )
+        return self
+
+    @property
+    def connector_name(self) -> str:
+        return str(self.connector or self.type)
+
+    @property
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
 class JobFile(_Model):
+    connectors: dict[str, NamedConnectorModel] = Field(default_factory=dict)
     job: JobModel
 
 
 def validate_loaded(loaded: LoadedYaml, model: type[BaseModel]) -> Any:
-    """Validate YAML data into ``model``; the first error becomes a ConfigError with its line."""
+    """Validate YAML data into ``model``; every error becomes a ConfigError with its
+    line (several are combined into one that lists them all)."""
     try:
         return model.model_validate(loaded.data)
     except ValidationError as exc:
-        errors = exc.errors()
-        first = errors[0]
-        loc = tuple(first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "missing":
-            message = f"missing required key {loc[-1]!r}" if loc else message
-            loc = loc[:-1]
-        elif first["type"] == "extra_forbidden":
-            message = f"unknown key {loc[-1]!r}; check the spelling (see docs/yaml.md)"
-        elif first["type"] not in ("value_error", "assertion_error"):
-            message = f"{message} (got {first.get('input')!r})"
-        more = f" ({len(errors) - 1} more problem(s) after this one)" if len(errors) > 1 else ""
-        raise loaded.error(loc, message + more) from None
+        problems = []
+        for error in exc.errors():
+            loc = tuple(error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            if error["type"] == "missing":
+                message = f"missing required key {loc[-1]!r}" if loc else message
+                loc = loc[:-1]
+            elif error["type"] == "extra_forbidden":
+                message = f"unknown key {loc[-1]!r}; check the spelling (see docs/yaml.md)"
+            elif error["type"] not in ("value_error", "assertion_error"):
+                message = f"{message} (got {error.get('input')!r})"
+            problems.append(loaded.error(loc, message))
+        raise ConfigError.combine(problems) from None
     except ConfigError:
         raise

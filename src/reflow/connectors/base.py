@@ -24,6 +24,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+from reflow.errors import ConnectorError
+
 __all__ = [
     "END_OF_INPUT",
     "Boundedness",
@@ -269,8 +271,23 @@ class BufferedSinkWriter(SinkWriter):
                 await self.write_records(chunk)
 
     async def close(self) -> None:
+        """Stop the timer and send what is still buffered: a job stopped (cancel,
+        Ctrl-C, SIGTERM) or failed elsewhere has processed these records, and an
+        at-least-once sink must not lose them. (Exactly-once writers keep their
+        uncommitted records elsewhere and leave them to the next checkpoint.)"""
         await cancel_and_wait(self._timer)
         self._timer = None
+        if not self._buffer:
+            return
+        async with self._lock:
+            chunk, self._buffer = self._buffer, []
+            try:
+                await self.write_records(chunk)
+            except Exception as exc:
+                raise ConnectorError(
+                    f"{len(chunk)} records buffered in the sink could not be written when it "
+                    f"closed: {exc!r}"
+                ) from exc
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:

@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from reflow.connectors.base import (
     END_OF_INPUT,
@@ -66,7 +66,6 @@ class _KafkaOptions(PayloadOptions):
     bootstrap_servers: str = Field(
         "127.0.0.1:9092", alias="bootstrap.servers", description="host:port[,host:port...]"
     )
-    topic: str = Field(description="the topic to read or write")
     security_protocol: Literal["PLAINTEXT", "SASL_PLAINTEXT", "SASL_SSL", "SSL"] = Field(
         "PLAINTEXT", description="how to talk to the brokers"
     )
@@ -74,6 +73,47 @@ class _KafkaOptions(PayloadOptions):
     sasl_username: str | None = Field(None, description="SASL user")
     sasl_password: str | None = Field(None, description="SASL password (use ${ENV})")
     request_timeout: Duration = Field(10.0, description="how long one broker request may take")
+    properties: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Kafka client properties by their Kafka names (seed §3.9.4), each "
+        "translated to the option above it sets; see docs/connectors.md",
+    )
+
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        "bootstrap.servers": "bootstrap_servers",
+        "security.protocol": "security_protocol",
+        "sasl.mechanism": "sasl_mechanism",
+        "sasl.username": "sasl_username",
+        "sasl.password": "sasl_password",
+        "request.timeout.ms": "request_timeout",
+    }
+    """Kafka property -> option (``.ms`` values are converted to seconds)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _properties(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or not data.get("properties"):
+            return data
+        data = dict(data)
+        known = cls.PROPERTIES
+        for name, value in dict(data["properties"]).items():
+            if name == "enable.auto.commit":
+                if str(value).lower() not in ("false", "0"):
+                    raise ValueError(
+                        "properties: enable.auto.commit must be false: reflow commits offsets "
+                        "to the group after each completed checkpoint"
+                    )
+                continue
+            if name not in known:
+                raise ValueError(
+                    f"properties: {name!r} is not supported here; supported: "
+                    f"enable.auto.commit (false), {', '.join(sorted(known))}"
+                )
+            option = known[name]
+            if option in data and data[option] != value:
+                raise ValueError(f"properties: {name!r} and option {option!r} disagree")
+            data[option] = int(value) / 1000 if name.endswith(".ms") else value
+        return data
 
     def client_kwargs(self) -> dict[str, Any]:
         kwargs: dict[str, Any] = {
@@ -91,9 +131,21 @@ class _KafkaOptions(PayloadOptions):
 
 
 class KafkaSourceOptions(_KafkaOptions):
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        **_KafkaOptions.PROPERTIES,
+        "group.id": "group_id",
+        "max.poll.records": "max_records",
+        "auto.offset.reset": "start",
+    }
+
+    topic: str | None = Field(None, description="the topic to read (or give topics)")
+    topics: list[str] | None = Field(
+        None, description="several topics to read as one stream (seed §6.2 topics: [...])"
+    )
     group_id: str | None = Field(
         None, alias="group.id", description="group to commit offsets to after checkpoints"
     )
+    consumer_group: str | None = Field(None, description="the seed's name for group_id")
     start: Literal["earliest", "latest", "committed", "timestamp"] = Field(
         "earliest", description="where a job without a checkpoint starts"
     )
@@ -111,8 +163,34 @@ class KafkaSourceOptions(_KafkaOptions):
         "instead of the value alone",
     )
 
+    @field_validator("topics", mode="before")
+    @classmethod
+    def _one_or_more(cls, value: Any) -> Any:
+        # Connectors.kafka().topics("events") (seed §9.3), or "a,b".
+        return (
+            [t.strip() for t in value.split(",") if t.strip()] if isinstance(value, str) else value
+        )
+
+    @property
+    def topic_names(self) -> list[str]:
+        return [self.topic] if self.topic else list(self.topics or ())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _consumer_group(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("consumer_group") is not None:
+            data = dict(data)
+            group = data.pop("consumer_group")
+            if data.setdefault("group_id", group) != group:
+                raise ValueError("consumer_group and group_id disagree; keep one")
+        return data
+
     @model_validator(mode="after")
     def _start(self) -> KafkaSourceOptions:
+        if (self.topic is None) == (not self.topics):
+            raise ValueError("give the topic to read: topic: name, or topics: [a, b]")
+        if self.topics and len(set(self.topics)) != len(self.topics):
+            raise ValueError(f"topics lists a topic twice: {self.topics}")
         if self.start == "timestamp" and self.start_timestamp is None:
             raise ValueError("start: timestamp needs start_timestamp (epoch milliseconds)")
         if self.start == "committed" and not self.group_id:
@@ -121,6 +199,21 @@ class KafkaSourceOptions(_KafkaOptions):
 
 
 class KafkaSinkOptions(_KafkaOptions):
+    PROPERTIES: ClassVar[dict[str, str]] = {
+        **_KafkaOptions.PROPERTIES,
+        "acks": "acks",
+        "linger.ms": "linger",
+        "compression.type": "compression",
+        "batch.size": "max_batch_bytes",
+        "transactional.id": "transactional_id_prefix",
+    }
+
+    topic: str = Field(description="the topic to write")
+
+    @property
+    def topic_names(self) -> list[str]:
+        return [self.topic]
+
     key_field: str | None = Field(None, description="record field whose value is the message key")
     headers: dict[str, str] = Field(
         default_factory=dict, description="headers added to every message"
@@ -148,11 +241,22 @@ class KafkaSinkOptions(_KafkaOptions):
     )
 
 
-def _unreachable(role: str, options: _KafkaOptions, exc: BaseException) -> ConnectorError:
+def _unreachable(
+    role: str, options: KafkaSourceOptions | KafkaSinkOptions, exc: BaseException
+) -> ConnectorError:
     return ConnectorError(
-        f"kafka {role}: cannot reach the brokers at {options.bootstrap_servers} for topic "
-        f"{options.topic!r}: {exc!r}. Check bootstrap.servers and that the brokers are running"
+        f"kafka {role}: cannot reach the brokers at {options.bootstrap_servers} for "
+        f"{_named(options.topic_names)}: {exc!r}. Check bootstrap.servers and that the "
+        "brokers are running"
     )
+
+
+def _named(topics: list[str]) -> str:
+    return f"topic {topics[0]!r}" if len(topics) == 1 else f"topics {', '.join(topics)}"
+
+
+Partition = tuple[str, int]
+"""A topic's partition: (topic, partition)."""
 
 
 class _KafkaReader(SourceReader):
@@ -160,17 +264,25 @@ class _KafkaReader(SourceReader):
         self.options = options
         self.ctx = ctx
         self.consumer: Any = None
-        self.offsets: dict[int, int] = {}  # partition -> next offset to read
-        self.restored: dict[int, int] | None = None
-        self.ends: dict[int, int] | None = None
-        self.pending: dict[int, dict[int, int]] = {}
+        self.offsets: dict[Partition, int] = {}  # next offset to read
+        self.restored: dict[Partition, int] | None = None
+        self.ends: dict[Partition, int] | None = None
+        self.pending: dict[int, dict[Partition, int]] = {}
         self.codec = PayloadCodec(options)
 
     def snapshot(self) -> Any:
-        return dict(self.offsets)
+        return {
+            f"{topic}/{partition}": offset for (topic, partition), offset in self.offsets.items()
+        }
 
     def restore(self, position: Any) -> None:
-        self.restored = {int(p): int(o) for p, o in position.items()}
+        restored: dict[Partition, int] = {}
+        for key, offset in position.items():
+            topic, slash, partition = str(key).rpartition("/")
+            if not slash:  # a checkpoint of a single-topic reader, keyed by partition
+                topic = self.options.topic_names[0]
+            restored[(topic, int(partition))] = int(offset)
+        self.restored = restored
 
     async def open(self) -> None:
         from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -192,16 +304,20 @@ class _KafkaReader(SourceReader):
         except Exception as exc:
             await self.consumer.stop()
             raise _unreachable("source", opts, exc) from exc
-        mine = [p for p in partitions if p % self.ctx.parallelism == self.ctx.subtask_index]
-        tps = [TopicPartition(opts.topic, p) for p in mine]
+        mine = [
+            p
+            for i, p in enumerate(partitions)
+            if i % self.ctx.parallelism == self.ctx.subtask_index
+        ]
+        tps = [TopicPartition(topic, p) for topic, p in mine]
         self.consumer.assign(tps)
         if not tps:
             self.ends = {}
             return
         if self.restored is not None:
             for tp in tps:
-                if tp.partition in self.restored:
-                    self.consumer.seek(tp, self.restored[tp.partition])
+                if (tp.topic, tp.partition) in self.restored:
+                    self.consumer.seek(tp, self.restored[(tp.topic, tp.partition)])
                 else:
                     await self.consumer.seek_to_beginning(tp)
         elif opts.start in ("earliest", "latest"):
@@ -222,25 +338,29 @@ class _KafkaReader(SourceReader):
                 hit = found.get(tp)
                 self.consumer.seek(tp, hit.offset if hit is not None else ends[tp])
         for tp in tps:
-            self.offsets[tp.partition] = await self.consumer.position(tp)
+            self.offsets[(tp.topic, tp.partition)] = await self.consumer.position(tp)
         if opts.stop_at_end:
             ends = await self.consumer.end_offsets(tps)
-            self.ends = {tp.partition: offset for tp, offset in ends.items()}
+            self.ends = {(tp.topic, tp.partition): offset for tp, offset in ends.items()}
 
-    async def _partitions(self) -> list[int]:
-        topic = self.options.topic
-        deadline = asyncio.get_running_loop().time() + self.options.request_timeout
-        while True:
-            partitions = self.consumer.partitions_for_topic(topic)
-            if partitions:
-                return sorted(partitions)
-            if asyncio.get_running_loop().time() > deadline:
-                raise ConnectorError(
-                    f"kafka source: topic {topic!r} does not exist on "
-                    f"{self.options.bootstrap_servers}; create it or fix 'topic'"
-                )
-            await self.consumer.topics()  # refreshes the metadata
-            await asyncio.sleep(0.1)
+    async def _partitions(self) -> list[Partition]:
+        """Every partition of every topic, in one order on every subtask."""
+        found: list[Partition] = []
+        for topic in self.options.topic_names:
+            deadline = asyncio.get_running_loop().time() + self.options.request_timeout
+            while True:
+                partitions = self.consumer.partitions_for_topic(topic)
+                if partitions:
+                    found.extend((topic, p) for p in sorted(partitions))
+                    break
+                if asyncio.get_running_loop().time() > deadline:
+                    raise ConnectorError(
+                        f"kafka source: topic {topic!r} does not exist on "
+                        f"{self.options.bootstrap_servers}; create it or fix the topic name"
+                    )
+                await self.consumer.topics()  # refreshes the metadata
+                await asyncio.sleep(0.1)
+        return found
 
     def _finished(self) -> bool:
         ends = self.ends
@@ -256,7 +376,7 @@ class _KafkaReader(SourceReader):
             )
         except Exception as exc:
             raise ConnectorError(
-                f"kafka source: reading {opts.topic!r} from {opts.bootstrap_servers} "
+                f"kafka source: reading {_named(opts.topic_names)} from {opts.bootstrap_servers} "
                 f"failed: {exc!r}"
             ) from exc
         records: list[Any] = []
@@ -286,7 +406,7 @@ class _KafkaReader(SourceReader):
                     }
                 records.append(value)
             if messages:
-                self.offsets[tp.partition] = messages[-1].offset + 1
+                self.offsets[(tp.topic, tp.partition)] = messages[-1].offset + 1
         return records
 
     def on_checkpoint(self, checkpoint_id: int) -> None:
@@ -305,7 +425,7 @@ class _KafkaReader(SourceReader):
         self.ctx.count("offset_commits")
         try:
             await self.consumer.commit(
-                {TopicPartition(self.options.topic, p): o for p, o in offsets.items()}
+                {TopicPartition(topic, p): o for (topic, p), o in offsets.items()}
             )
         except Exception as exc:  # the checkpoint holds the offsets; this is for monitors
             logger.warning(

@@ -131,18 +131,27 @@ class OptionsConnector(Connector):
                 raise ConnectorConfigError(
                     self.type,
                     f"option {names[key]!r} is given twice ({given[names[key]]!r} and {key!r})",
+                    option=str(key),
                 )
             given[names[key]] = key
         try:
             return model.model_validate({names[key]: value for key, value in options.items()})
         except ValidationError as exc:
             problems = []
+            first_option = None
             for err in exc.errors():
-                loc = ".".join(str(p) for p in err["loc"]) or "options"
-                shown = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
+                if first_option is None and err["loc"]:
+                    first_option = given.get(str(err["loc"][0]))
                 message = err["msg"].removeprefix("Value error, ")
+                if not err["loc"]:  # a check across options: its message says it all
+                    problems.append(message)
+                    continue
+                loc = ".".join(str(p) for p in err["loc"])
+                shown = "" if err["type"] == "missing" else f" (got {err.get('input')!r})"
                 problems.append(f"option {loc!r}: {message}{shown}")
-            raise ConnectorConfigError(self.type, f"{role}: " + "; ".join(problems)) from None
+            raise ConnectorConfigError(
+                self.type, f"{role}: " + "; ".join(problems), option=first_option
+            ) from None
 
     def _check_names(
         self, options: Mapping[str, Any], names: Mapping[str, str], role: str, listed: list[str]
@@ -154,6 +163,7 @@ class OptionsConnector(Connector):
                 raise ConnectorConfigError(
                     self.type,
                     f"unknown {role} option {key!r}{hint} (options: {', '.join(listed)})",
+                    option=str(key),
                 )
 
     def check_option_names(self, options: Mapping[str, Any]) -> None:

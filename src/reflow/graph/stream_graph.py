@@ -166,6 +166,8 @@ class StreamGraph:
 
         return compile_job_graph(self, chaining=chaining, default_parallelism=default_parallelism)
 
+    toJobGraph = to_job_graph  # the seed's spelling (§9.3)
+
 
 def _topological(nodes: Iterable[StreamNode], edges: Iterable[StreamEdge]) -> list[str]:
     order = [n.step_id for n in nodes]
@@ -284,6 +286,11 @@ class StreamGraphBuilder:
     ) -> StreamGraphBuilder:
         """Add a sink (a Sink, or a connector spec from ``Connectors``)."""
         return self._add(NodeKind.SINK, step_id, sink, parallelism)
+
+    # The seed's spellings (§9.3).
+    addSource = add_source
+    addOperator = add_operator
+    addSink = add_sink
 
     def connect(
         self,

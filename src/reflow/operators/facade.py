@@ -244,3 +244,10 @@ class Operators:
             name,
             parallelism,
         )
+
+
+# The seed's spellings (§9.1-§9.3): Operators.windowAggregate(...), flatMap, keyBy, ...
+Operators.windowAggregate = Operators.window_aggregate  # type: ignore[attr-defined]
+Operators.flatMap = Operators.flat_map  # type: ignore[attr-defined]
+Operators.keyBy = Operators.key_by  # type: ignore[attr-defined]
+Operators.assignTimestamps = Operators.assign_timestamps  # type: ignore[attr-defined]

@@ -14,9 +14,18 @@ from pydantic import Field, field_validator, model_validator
 
 from reflow.connectors.base import ConnectorContext, Sink, SinkWriter, Source, SourceReader
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
-from reflow.connectors.sql.engine import normalize_url
+from reflow.connectors.sql.engine import normalize_url, with_driver
 
 __all__ = ["SqlConnector", "SqlSink", "SqlSinkOptions", "SqlSource", "SqlSourceOptions"]
+
+
+class SqlPoolOptions(ConnectorOptions):
+    """``pool:`` (seed §3.9.4): the connection pool of each subtask."""
+
+    max_size: int | None = Field(None, gt=0, description="connections kept open")
+    max_idle_time: Duration | None = Field(
+        None, description="connections idle longer than this are replaced"
+    )
 
 
 class _SqlOptions(ConnectorOptions):
@@ -29,11 +38,31 @@ class _SqlOptions(ConnectorOptions):
     username: str | None = Field(None, description="user name, if not in the URL")
     password: str | None = Field(None, description="password, if not in the URL (use ${ENV})")
     pool_size: int = Field(5, gt=0, description="connections kept open per subtask")
+    pool: SqlPoolOptions | None = Field(
+        None, description="maxSize (sets pool_size) and maxIdleTime of the connection pool"
+    )
+    driver: str | None = Field(
+        None,
+        description="the Python DB-API driver (pymysql, psycopg, ...); a JDBC driver class "
+        "(com.mysql.cj.jdbc.Driver, org.postgresql.Driver) names the matching one",
+    )
 
     @field_validator("url")
     @classmethod
     def _url(cls, value: str) -> str:
         return normalize_url(value)
+
+    @model_validator(mode="after")
+    def _driver_and_pool(self) -> _SqlOptions:
+        if self.driver is not None:
+            object.__setattr__(self, "url", with_driver(self.url, self.driver))
+        if self.pool is not None and self.pool.max_size is not None:
+            object.__setattr__(self, "pool_size", self.pool.max_size)
+        return self
+
+    @property
+    def pool_recycle(self) -> float | None:
+        return None if self.pool is None else self.pool.max_idle_time
 
 
 class SqlSourceOptions(_SqlOptions):

@@ -8,7 +8,7 @@ from typing import Any
 from reflow.errors import ConnectorError
 from reflow.masking import mask_credentials
 
-__all__ = ["connect_engine", "masked_url", "normalize_url", "split_table_name"]
+__all__ = ["connect_engine", "masked_url", "normalize_url", "split_table_name", "with_driver"]
 
 _JDBC = re.compile(r"^jdbc:(?P<kind>[a-z0-9]+):(?P<rest>.*)$")
 _DRIVERS = {
@@ -37,6 +37,38 @@ def normalize_url(url: str) -> str:
             "postgresql://user@localhost/db or jdbc:mysql://localhost:3306/db"
         )
     return url
+
+
+_JDBC_DRIVERS = {
+    "com.mysql.cj.jdbc.Driver": ("mysql", "pymysql"),
+    "com.mysql.jdbc.Driver": ("mysql", "pymysql"),
+    "org.mariadb.jdbc.Driver": ("mysql", "pymysql"),
+    "org.postgresql.Driver": ("postgresql", "psycopg"),
+    "org.sqlite.JDBC": ("sqlite", ""),
+}
+
+
+def with_driver(url: str, driver: str) -> str:
+    """``url`` using ``driver``: a DB-API module name (``pymysql``) or a JDBC driver
+    class (``com.mysql.cj.jdbc.Driver`` -> PyMySQL), which must fit the URL's database."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        scheme, rest = url.partition(":")[0], url.partition(":")[2].removeprefix("//")
+    database = scheme.split("+")[0]
+    if driver in _JDBC_DRIVERS:
+        kind, module = _JDBC_DRIVERS[driver]
+        if kind != database:
+            raise ValueError(f"driver {driver} is for {kind}, but the URL is for {database}")
+    elif driver.replace("_", "").isalnum():
+        module = driver
+    else:
+        raise ValueError(
+            f"driver {driver!r} is neither a Python DB-API module (pymysql, psycopg) nor a "
+            f"known JDBC driver class ({', '.join(sorted(_JDBC_DRIVERS))})"
+        )
+    if not module:
+        return url
+    return f"{database}+{module}://{rest}"
 
 
 def masked_url(url: str) -> str:
@@ -68,6 +100,8 @@ def connect_engine(options: Any) -> Any:
     kwargs: dict[str, Any] = {"pool_pre_ping": True}
     if url.get_backend_name() != "sqlite":
         kwargs["pool_size"] = options.pool_size
+        if options.pool_recycle is not None:
+            kwargs["pool_recycle"] = options.pool_recycle
     try:
         engine = create_engine(url, **kwargs)
     except ModuleNotFoundError as exc:
