@@ -174,7 +174,6 @@ system:
     threadPool:
       coreSize: 10
       maxSize: 50
-      queueCapacity: 1000
   scheduler:
     type: quartz
     threadPoolSize: 20
@@ -203,7 +202,7 @@ system:
     settings = executor_settings(config)
     assert settings.parallelism == 4
     assert settings.io_threads == 50
-    assert settings.compute_threads == 10
+    assert settings.io_threads_started == 10  # coreSize: started with the pool
     assert config.scheduler.job_queue_size == 1000
 
 

@@ -291,6 +291,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         )
         settings = executor_settings(system)
         queue_size = system.scheduler.job_queue_size
+        max_runs = system.scheduler.thread_pool_size
         if system.executor.type == "distributed":
             from reflow.runtime.distributed import RayExecutor
 
@@ -305,6 +306,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         queue_size=queue_size,
         executor=executor,
         isolate_runs=True,  # a job's blocking function must not stall the API or other runs
+        max_runs=max_runs,
     )
     assert isinstance(manager, JobManager)
     if args.jobs_dir:
@@ -322,16 +324,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
             f"reflow: serving the API on {args.host} needs a token: --token or REFLOW_TOKEN\n"
         )
         return 2
-    prometheus_port = None
-    log_interval = None
-    if args.config:
-        from reflow.connectors.options import parse_duration
-
-        for reporter in load_system_config(args.config).metrics.reporters:
-            if reporter.type == "prometheus" and reporter.port:
-                prometheus_port = reporter.port
-            elif reporter.type in ("slf4j", "log"):
-                log_interval = float(parse_duration(reporter.interval or "60s"))
+    prometheus_port, log_interval = reporters(args.config)
+    metrics_on = not args.config or load_system_config(args.config).metrics.enabled
     api = f"http://{args.host}:{args.port}" if args.port else "no API"
     out.write(
         f"reflow serve: store {_store_url(args)}, {args.slots} slots, {api}, started "
@@ -347,7 +341,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
             from reflow.server.app import create_app
 
-            app = create_app(manager, token=token, policy=submission, bind_host=args.host)
+            app = create_app(
+                manager, token=token, policy=submission, bind_host=args.host, metrics=metrics_on
+            )
             server = uvicorn.Server(
                 uvicorn.Config(
                     app, host=args.host, port=args.port, log_level="warning", lifespan="off"
@@ -380,6 +376,26 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     asyncio.run(serve())
     return 0
+
+
+def reporters(config: str | None) -> tuple[int | None, float | None]:
+    """The Prometheus port and the log-report interval the system config asks for
+    (none when ``metrics.enabled`` is false)."""
+    if not config:
+        return None, None
+    from reflow.config import load_system_config
+    from reflow.connectors.options import parse_duration
+
+    metrics = load_system_config(config).metrics
+    prometheus_port, log_interval = None, None
+    if not metrics.enabled:
+        return None, None
+    for reporter in metrics.reporters:
+        if reporter.type == "prometheus" and reporter.port:
+            prometheus_port = reporter.port
+        elif reporter.type in ("slf4j", "log"):
+            log_interval = float(parse_duration(reporter.interval or "60s"))
+    return prometheus_port, log_interval
 
 
 def _api_or(local: Any) -> Any:

@@ -291,6 +291,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
         result = asyncio.run(execute_with_recovery(ray_executor, job, restore))
         out.write(_summary(result))
     else:
+        from reflow.cli.jobs import reporters
+
+        prometheus_port, log_interval = reporters(args.config)
         result = asyncio.run(
             run_with_progress(
                 job,
@@ -299,6 +302,8 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
                 show=not args.no_progress,
                 restore=restore,
                 received=received,
+                prometheus_port=prometheus_port,
+                log_interval=log_interval,
             )
         )
     if result.status is JobStatus.COMPLETED:

@@ -98,12 +98,16 @@ async def run_with_progress(
     show: bool = True,
     restore: CheckpointData | None = None,
     received: list[int] | None = None,
+    prometheus_port: int | None = None,
+    log_interval: float | None = None,
 ) -> JobResult:
     """Run ``job``; show progress on stderr while it runs; print the summary to ``out``.
 
     SIGINT and SIGTERM (what process supervisors send) stop the job the same way:
     the sources stop, what is committed stays committed, the summary is printed.
-    The signals received are appended to ``received``.
+    The signals received are appended to ``received``. ``prometheus_port`` serves
+    the job's metrics for Prometheus on 127.0.0.1 while it runs; ``log_interval``
+    logs them every that many seconds (the system config's ``metrics.reporters``).
     """
     from rich.console import Console
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -112,6 +116,22 @@ async def run_with_progress(
     with LocalExecutor(settings) as executor:
         task = asyncio.create_task(execute_with_recovery(executor, job, restore))
         savepoints = asyncio.create_task(_serve_savepoints(executor, job))
+        helpers = [savepoints]
+        metrics_server = None
+        if prometheus_port:
+            from prometheus_client import CollectorRegistry, start_http_server
+
+            from reflow.server.metrics import ReflowCollector
+
+            registry = CollectorRegistry()
+            registry.register(ReflowCollector(executor))
+            metrics_server, _ = start_http_server(
+                prometheus_port, addr="127.0.0.1", registry=registry
+            )
+        if log_interval:
+            from reflow.server.metrics import report_periodically
+
+            helpers.append(asyncio.create_task(report_periodically(executor, log_interval)))
         loop = asyncio.get_running_loop()
 
         def stop(signum: int) -> None:
@@ -139,9 +159,12 @@ async def run_with_progress(
                         read, written = _totals(executor.metrics(job.job_id))
                         progress.update(bar, read=read, written=written)
         result = await task
-        savepoints.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await savepoints
+        for helper in helpers:
+            helper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await helper
+        if metrics_server is not None:
+            metrics_server.shutdown()
         for signum in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)

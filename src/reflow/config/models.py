@@ -36,9 +36,25 @@ class _Model(BaseModel):
 
 
 class PoolModel(_Model):
+    """A thread pool of seed §6.1/§10.4: ``maxSize`` threads at most, ``coreSize``
+    of them started with the pool (the rest on demand)."""
+
     core_size: int = Field(4, gt=0)
     max_size: int = Field(16, gt=0)
-    queue_capacity: int = Field(1000, gt=0)
+    queue_capacity: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _no_queue(self) -> PoolModel:
+        if self.queue_capacity is not None:
+            raise ValueError(
+                "queueCapacity has no meaning in reflow: a step that calls a blocking "
+                "function waits for a thread itself (its input channel fills and "
+                "backpressure slows the sources), so no queue of calls builds up to bound; "
+                "remove queueCapacity (maxSize bounds the threads)"
+            )
+        if self.core_size > self.max_size:
+            raise ValueError(f"coreSize {self.core_size} is more than maxSize {self.max_size}")
+        return self
 
 
 class ThreadPoolModel(PoolModel):
@@ -57,9 +73,22 @@ class ExecutorModel(_Model):
 
 
 class SchedulerModel(_Model):
+    """``scheduler:`` of seed §6.1. ``threadPoolSize``, as Quartz's thread count, is how
+    many runs may execute at once; ``jobQueueSize`` how many may wait."""
+
     type: str = "quartz"
     thread_pool_size: int = Field(20, gt=0)
     job_queue_size: int = Field(1000, gt=0)
+
+    @field_validator("type")
+    @classmethod
+    def _quartz(cls, value: str) -> str:
+        if value.lower() != "quartz":
+            raise ValueError(
+                f"scheduler type {value!r}: reflow's scheduler is built in and reads "
+                "Quartz cron expressions; write quartz or leave type out"
+            )
+        return "quartz"
 
 
 class StorageModel(_Model):

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from reflow.config.models import SystemConfig, SystemFile, validate_loaded
 from reflow.config.yaml_loader import load_yaml, load_yaml_text
+from reflow.graph.job_graph import parse_memory_mb
 from reflow.runtime.executor import ExecutorSettings
 
 __all__ = ["executor_settings", "load_system_config", "load_system_config_text"]
@@ -27,14 +28,22 @@ def executor_settings(config: SystemConfig) -> ExecutorSettings:
     and ``system.state`` (backend, RocksDB path, memory entry cap)."""
     ex = config.executor
     pool = ex.thread_pool
-    io_threads = pool.io.max_size if pool.io else pool.max_size
-    compute_threads = pool.compute.max_size if pool.compute else pool.core_size
+    io = pool.io or pool
+    io_threads = io.max_size
+    started = io.core_size if "core_size" in io.model_fields_set else 0
+    compute_threads = pool.compute.max_size if pool.compute else ExecutorSettings().compute_threads
+    block_cache = None
+    if "block_cache_size" in config.state.rocksdb.model_fields_set:
+        size = config.state.rocksdb.block_cache_size
+        block_cache = size if isinstance(size, int) else parse_memory_mb(size) * 1024 * 1024
     return ExecutorSettings(
         parallelism=ex.parallelism,
         batch_size=ex.batch_size,
         channel_capacity=ex.channel_capacity,
         io_threads=io_threads,
+        io_threads_started=started,
         compute_threads=compute_threads,
+        state_block_cache_bytes=block_cache,
         state_backend=config.state.backend,
         state_path=config.state.rocksdb.path if config.state.backend == "rocksdb" else None,
         state_max_entries=config.state.max_entries,

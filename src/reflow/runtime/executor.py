@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -70,6 +71,10 @@ class ExecutorSettings:
     """Folder of RocksDB state; None uses a temporary folder per job."""
     state_max_entries: int = DEFAULT_MAX_ENTRIES
     """Entries the memory backend may hold before it fails with a hint to use RocksDB."""
+    state_block_cache_bytes: int | None = None
+    """RocksDB's block cache (seed §6.1 ``state.rocksdb.blockCacheSize``)."""
+    io_threads_started: int = 0
+    """I/O threads started with the pool rather than on first use (``threadPool.coreSize``)."""
 
 
 @dataclass(slots=True)
@@ -236,6 +241,14 @@ class LocalExecutor:
         if self._io_pool is None or self._compute_pool is None:
             self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "reflow-io")
             self._compute_pool = ThreadPoolExecutor(self.settings.compute_threads, "reflow-compute")
+            # Start the core threads now: a pool starts a thread per call while none
+            # is idle, so this many calls at once leave that many threads waiting.
+            warm = min(self.settings.io_threads_started, self.settings.io_threads)
+            if warm:
+                barrier = threading.Barrier(warm + 1)
+                for _ in range(warm):
+                    self._io_pool.submit(barrier.wait, 5)
+                barrier.wait(5)
         return self._io_pool, self._compute_pool
 
     def close(self) -> None:
@@ -444,6 +457,7 @@ class LocalExecutor:
                 settings.state_backend,
                 path=settings.state_path,
                 max_entries=settings.state_max_entries,
+                block_cache_bytes=settings.state_block_cache_bytes,
             )
         execution.bounded = all(src.bounded for src in sources.values())
 

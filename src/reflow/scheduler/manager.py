@@ -102,6 +102,7 @@ class JobManager:
         loader: Callable[[str, str], Job] | None = None,
         executor: LocalExecutor | RayExecutor | None = None,
         isolate_runs: bool = False,
+        max_runs: int | None = None,
     ) -> None:
         """``loader(yaml_text, folder)`` builds a Job from a stored job file
         (``reflow.config.job_loader`` for YAML files). ``executor``: where runs go
@@ -109,12 +110,14 @@ class JobManager:
         ``isolate_runs``: run each local run on an event loop in a thread of its own,
         so that a user function that blocks stalls neither the manager, the API on
         its loop, nor the other runs (``reflow serve`` does; Ray runs are elsewhere
-        already)."""
+        already). ``max_runs``: how many runs may execute at once (the system config's
+        ``scheduler.threadPoolSize``, as Quartz's thread count), whatever slots are free."""
         self.store = store
         self.loader = loader
         self.settings = settings or ExecutorSettings()
         self.clock = self.settings.clock
         self.slots = slots
+        self.max_runs = max_runs
         self.memory_mb = memory_mb
         self.queue = JobQueue(queue_size, aging_seconds)
         self.executor = executor or LocalExecutor(self.settings)
@@ -456,6 +459,8 @@ class JobManager:
 
     def _dispatch(self) -> None:
         while True:
+            if self.max_runs is not None and len(self.running) >= self.max_runs:
+                return
             free_slots, free_memory = self._free()
             jobs = {j.job_id: j for j in self.store.jobs()}
             run = self.queue.pop(self.clock.now_ms(), free_slots, self._eligible(jobs, free_memory))

@@ -252,6 +252,7 @@ def create_app(
     allowed_modules: tuple[str, ...] = (),
     policy: SubmissionPolicy | None = None,
     bind_host: str | None = None,
+    metrics: bool = True,
 ) -> FastAPI:
     """The API over ``manager``.
 
@@ -261,6 +262,8 @@ def create_app(
         policy: what submitted jobs may touch (default: nothing outside themselves).
         bind_host: the address the server listens on; on loopback, requests
             whose ``Host`` is not a loopback name are refused (DNS rebinding).
+        metrics: False (the system config's ``metrics.enabled: false``) answers
+            ``/metrics`` with 404 and the reason.
     """
     submission = policy if policy is not None else SubmissionPolicy(allowed_modules)
     trusted_loader = manager.loader
@@ -360,6 +363,10 @@ def create_app(
 
     @app.get("/metrics", tags=["metrics"], response_class=PlainTextResponse)
     async def get_metrics() -> Response:
+        if not metrics:
+            raise HTTPException(
+                404, "metrics are off: metrics.enabled is false in the system config"
+            )
         return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     api = [Depends(authorize)]

@@ -504,6 +504,14 @@ class RocksDbBackend(StateBackend):
         self.path.mkdir(parents=True, exist_ok=True)
         options = Options(raw_mode=True)
         options.create_if_missing(True)
+        self.block_cache: Any = None
+        if block_cache_bytes:  # seed §6.1 state.rocksdb.blockCacheSize
+            from rocksdict import BlockBasedOptions, Cache
+
+            self.block_cache = Cache(block_cache_bytes)
+            table = BlockBasedOptions()
+            table.set_block_cache(self.block_cache)
+            options.set_block_based_table_factory(table)
         self.db = Rdict(str(self.path / "db"), options=options)
 
     def _prefix(self, kind: str, step_id: str, subtask: int, name: str) -> bytes:
@@ -560,11 +568,16 @@ class RocksDbBackend(StateBackend):
 
 
 def create_backend(
-    kind: str, *, path: str | Path | None = None, max_entries: int = DEFAULT_MAX_ENTRIES
+    kind: str,
+    *,
+    path: str | Path | None = None,
+    max_entries: int = DEFAULT_MAX_ENTRIES,
+    block_cache_bytes: int | None = None,
 ) -> StateBackend:
-    """The backend named by the system config's ``state.backend``."""
+    """The backend named by the system config's ``state.backend`` (RocksDB with the
+    block cache of ``state.rocksdb.blockCacheSize``)."""
     if kind == "memory":
         return MemoryBackend(max_entries)
     if kind == "rocksdb":
-        return RocksDbBackend(path)
+        return RocksDbBackend(path, block_cache_bytes)
     raise ReflowError(f"unknown state backend {kind!r}; use memory or rocksdb")
