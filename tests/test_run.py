@@ -151,3 +151,34 @@ def test_scripts_example_installs_the_drivers_the_docs_sql_examples_use() -> Non
     assert "PyMySQL" in installed and "psycopg" in installed
     docs = (root / "docs/connectors.md").read_text()
     assert "jdbc:mysql://" in docs and "postgresql://" in docs  # what those examples use
+
+
+def test_the_summary_after_restarts_counts_every_attempt() -> None:
+    from reflow.graph.restart import FixedDelayRestart
+
+    failures = {"left": 1}
+
+    def flaky(x: int) -> int:
+        if x == 70 and failures["left"]:
+            failures["left"] -= 1
+            raise RuntimeError("flaky at 70")
+        return x
+
+    out = TestingSink()
+    job = (
+        Job.builder()
+        .batch_size(10)
+        .restart_strategy(FixedDelayRestart(attempts=2, delay_s=0))
+        .source(TestingSource(range(100)))
+        .transform(Operators.map(flaky))
+        .sink(out)
+        .build()
+    )
+    result = reflow.run(job)
+    text = result.summary()
+    assert result.restarts == 1 and len(result.earlier_attempts) == 1
+    read_before, written_before, _, error = result.earlier_attempts[0]
+    assert "flaky at 70" in (error or "") and 70 <= read_before <= 100
+    assert "COMPLETED" in text.splitlines()[0] and "after 1 restart" in text.splitlines()[0]
+    assert f"all 2 attempts read {read_before + 100:,} records" in text
+    assert f"attempt 1: read {read_before:,}, wrote {written_before:,}" in text

@@ -187,11 +187,19 @@ def test_events_trigger_waiting_jobs(tmp_path: Path) -> None:
 
 
 def test_resources_decide_admission(tmp_path: Path) -> None:
-    manager = _manager(tmp_path, ManualClock(), slots=2)
+    manager = _manager(tmp_path, ManualClock(), slots=2, memory_mb=1024)
     wide = _job("wide").replace("  name: wide\n", "  name: wide\n  parallelism: 3\n")
-    manager.schedule(wide, SchedulePolicy.immediate())
+    # Its runs could never start: refused when submitted, not queued forever.
+    with pytest.raises(ScheduleError, match=r"needs 3 slots .* the manager has 2.*--slots 3"):
+        manager.schedule(wide, SchedulePolicy.immediate())
+    big = _job("big").replace("  name: big\n", "  name: big\n  resources: {memory: 2g}\n")
+    with pytest.raises(ScheduleError, match=r"asks for 2048 MB .* has 1024 MB"):
+        manager.schedule(big, SchedulePolicy.immediate())
+    assert manager.store.jobs() == []
+    fits = _job("fits").replace("  name: fits\n", "  name: fits\n  parallelism: 2\n")
+    manager.schedule(fits, SchedulePolicy.immediate())
     asyncio.run(_settle(manager, rounds=3))
-    assert manager.store.runs("wide")[0].status == "QUEUED"  # needs 3 slots of 2
+    assert manager.store.runs("fits")[0].status == "COMPLETED"
 
 
 def test_trigger_of_a_paused_or_cancelled_job_says_so(tmp_path: Path) -> None:

@@ -168,6 +168,12 @@ def test_pause_resume_and_cancel_a_streaming_job_from_the_cli(
     assert states == ["SCHEDULED", "RUNNING", "PAUSED", "RUNNING", "CANCELLED"]
     code, status = _cli(tmp_path, "status", "stream")
     assert code == 0 and "CANCELLED" in status
+    import re
+
+    run_line = next(line for line in status.splitlines() if "CANCELLED" in line and "run-" in line)
+    stamp = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\dZ"
+    assert re.search(rf"queued {stamp}, started {stamp}, ended {stamp}", run_line), run_line
+    assert re.search(rf"^  {stamp}  run-", status, re.M)  # each transition has its time
     code, listing = _cli(tmp_path, "jobs")
     assert code == 0 and "stream" in listing and "immediate" in listing
     store.close()

@@ -78,6 +78,7 @@ def test_submit_run_inspect_and_control(manager: JobManager) -> None:
                 await asyncio.sleep(0.05)
             graph = (await client.get("/api/jobs/api-job/graph", headers=AUTH)).json()
             history = (await client.get("/api/jobs/api-job/history", headers=AUTH)).json()
+            runs = (await client.get("/api/jobs/api-job/runs", headers=AUTH)).json()
             paused = await client.post("/api/jobs/api-job/pause", headers=AUTH)
             job = (await client.get("/api/jobs/api-job", headers=AUTH)).json()
             missing = await client.get("/api/jobs/nope", headers=AUTH)
@@ -89,6 +90,7 @@ def test_submit_run_inspect_and_control(manager: JobManager) -> None:
             "run": run,
             "graph": graph,
             "history": history,
+            "runs": runs,
             "paused": paused.status_code,
             "job": job,
             "missing": missing.status_code,
@@ -109,6 +111,12 @@ def test_submit_run_inspect_and_control(manager: JobManager) -> None:
         "RUNNING",
         "COMPLETED",
     ]
+    # Every run and transition carries its time, ISO 8601 in UTC, in order.
+    (run,) = got["runs"]
+    times = [run["queued_at"], run["started_at"], run["ended_at"]]
+    assert all(t and t.endswith("Z") for t in times) and times == sorted(times)
+    at = [h["at"] for h in got["history"]]
+    assert all(t and t.endswith("Z") for t in at) and at == sorted(at)
     assert got["paused"] == 200 and got["job"]["state"] == "paused"
     assert got["missing"] == 404
     assert "reflow_operator_records_out_total" in got["metrics"]

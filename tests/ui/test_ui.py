@@ -141,6 +141,11 @@ def test_cancel_a_running_streaming_job(page: Any, server: tuple[str, Path]) -> 
     page.get_by_test_id("cancel").click()
     page.locator("[data-testid=run-status] .CANCELLED").first.wait_for(timeout=20_000)
     page.locator("[data-testid=history]").get_by_text("CANCELLED").first.wait_for()
+    # Every transition and every started run shows when (in the browser's time zone).
+    times = page.locator("[data-testid=history-at]").all_inner_texts()
+    assert times and all(any(c.isdigit() for c in t) and t != "-" for t in times), times
+    started = page.locator("[data-testid=run-started]").first.inner_text()
+    assert any(c.isdigit() for c in started), started
 
 
 def test_a_broken_yaml_shows_its_error_with_the_line(page: Any) -> None:
@@ -219,4 +224,5 @@ def test_leaving_the_submit_page_while_it_validates_throws_nothing(page: Any) ->
         " return await answer; })()"
     )
     assert valid is True
+    page.get_by_test_id("yaml").wait_for(state="detached")  # the overview is shown
     assert "valid: job" not in page.inner_text("body")

@@ -156,7 +156,12 @@ def _via_api(args: argparse.Namespace, out: TextIO) -> int | None:
                 job = _answer(client.get(f"/api/jobs/{args.job_id}"), out)
                 out.write(f"job {job['job_id']}: {job['state']}, policy {job['policy']}\n")
                 for run in _answer(client.get(f"/api/jobs/{args.job_id}/runs"), out):
-                    out.write(f"  {run['run_id']} {run['status']:<10} {run['trigger']}\n")
+                    times = ", ".join(
+                        f"{name} {run[f'{name}_at']}"
+                        for name in ("queued", "started", "ended")
+                        if run.get(f"{name}_at")
+                    )
+                    out.write(f"  {run['run_id']} {run['status']:<10} {run['trigger']} ({times})\n")
             elif command == "events":
                 queued = _answer(client.post(f"/api/events/{args.name}"), out)
                 out.write(f"ok: {len(queued)} runs queued\n")
@@ -201,6 +206,11 @@ def cmd_submit(args: argparse.Namespace, out: TextIO) -> int:
     return 0
 
 
+def _at(epoch_seconds: float) -> str:
+    """A time in the status output: UTC, to the second (``2026-12-01 18:25:43Z``)."""
+    return datetime.fromtimestamp(epoch_seconds, UTC).strftime("%Y-%m-%d %H:%M:%SZ")
+
+
 def cmd_jobs(args: argparse.Namespace, out: TextIO) -> int:
     from reflow.scheduler import JobManager
 
@@ -234,10 +244,15 @@ def cmd_status(args: argparse.Namespace, out: TextIO) -> int:
         out.write(f"next fire: {status.next_fire_time.isoformat()}\n")
     out.write("runs:\n")
     for run in manager.store.runs(args.job_id):
-        out.write(f"  {run.run_id} {run.status:<10} {run.trigger} {run.error or ''}\n")
+        times = f"queued {_at(run.queued_ms / 1000)}"
+        if run.started_at:
+            times += f", started {_at(run.started_at)}"
+        if run.ended_at:
+            times += f", ended {_at(run.ended_at)}"
+        out.write(f"  {run.run_id} {run.status:<10} {run.trigger} ({times}) {run.error or ''}\n")
     out.write("history:\n")
-    for run_id, state, detail in manager.store.history(args.job_id):
-        out.write(f"  {run_id or '-':<18} {state:<18} {detail or ''}\n")
+    for run_id, state, detail, at in manager.store.timed_history(args.job_id):
+        out.write(f"  {_at(at)}  {run_id or '-':<18} {state:<18} {detail or ''}\n")
     return 0
 
 
@@ -277,6 +292,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
 
     settings = ExecutorSettings()
     queue_size = 1000
+    max_runs: int | None = None
     executor = None
     submission = SubmissionPolicy(tuple(args.allow_module))
     if args.config:

@@ -92,6 +92,8 @@ class JobResult:
     exception: BaseException | None = field(default=None, repr=False)
     checkpoints: CheckpointStats | None = None
     restarts: int = 0
+    earlier_attempts: list[tuple[int, int, float, str | None]] = field(default_factory=list)
+    """(records read, records written, seconds, error) of each attempt before this one."""
 
     @property
     def duration_seconds(self) -> float:
@@ -128,10 +130,13 @@ class JobResult:
     def summary(self) -> str:
         """The per-step table ``reflow run`` prints when a job ends."""
         m = self.metrics
-        restarts = f" after {self.restarts} restart(s)" if self.restarts else ""
+        restarts = ""
+        if self.restarts:
+            restarts = f" after {self.restarts} restart{'s' if self.restarts > 1 else ''}"
+        total_seconds = m.elapsed_seconds + sum(a[2] for a in self.earlier_attempts)
         lines = [
             f"Job {self.job_name!r} ({self.job_id}) {self.status.value} "
-            f"in {m.elapsed_seconds:.2f}s{restarts}",
+            f"in {total_seconds:.2f}s{restarts}",
             f"  {'step':<24} {'kind':<9} {'subtasks':>8} {'records in':>12} "
             f"{'records out':>12} {'rejected':>9}",
         ]
@@ -151,6 +156,22 @@ class JobResult:
             lines.append(f"  rejected {rejected:,} records ({dead:,} to the dead-letter sink)")
         if m.dropped_records:
             lines.append(f"  dropped by overflow strategies: {m.dropped_records:,}")
+        if self.earlier_attempts:
+            # The table is the last attempt's; a restart rewinds to a checkpoint, so
+            # earlier attempts' records are partly read again.
+            all_read = read + sum(a[0] for a in self.earlier_attempts)
+            all_written = written + sum(a[1] for a in self.earlier_attempts)
+            lines.append(
+                f"  the table shows attempt {len(self.earlier_attempts) + 1} "
+                f"({m.elapsed_seconds:.2f}s); all {len(self.earlier_attempts) + 1} attempts "
+                f"read {all_read:,} records and wrote {all_written:,} (restarts re-read what "
+                "came after their checkpoint)"
+            )
+            for number, (a_read, a_written, seconds, error) in enumerate(self.earlier_attempts, 1):
+                lines.append(
+                    f"  attempt {number}: read {a_read:,}, wrote {a_written:,} in "
+                    f"{seconds:.2f}s, failed: {error}"
+                )
         if self.error:
             lines.append(f"  error: {self.error}")
         return "\n".join(lines)
@@ -969,11 +990,16 @@ async def execute_with_recovery(
         storage = open_storage(job.config.checkpoint.path, job.config.checkpoint.retained)
     clock = executor.settings.clock
     restarts = 0
+    earlier: list[tuple[int, int, float, str | None]] = []
     while True:
         result = await executor.execute(job, restore=restore)
         result.restarts = restarts
+        result.earlier_attempts = list(earlier)
         if result.status is not JobStatus.FAILED:
             return result
+        earlier.append(
+            (result.records_read, result.records_written, result.duration_seconds, result.error)
+        )
         delay = tracker.on_failure(clock.now_ms())
         if delay is None:
             if restarts:

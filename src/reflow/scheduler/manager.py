@@ -166,6 +166,7 @@ class JobManager:
             priority = int(job.metadata.get("priority", 0))
         if isinstance(policy, DependencyPolicy):
             self._check_cycle(job.job_id, policy)
+        self._check_fits(job)
         stored = check_storable(policy)
         run_now = isinstance(policy, ImmediatePolicy)
         run_id = self.store.put_job(
@@ -559,6 +560,24 @@ class JobManager:
             known = ", ".join(j.job_id for j in self.store.jobs()) or "none"
             raise ScheduleError(f"no job {job_id!r} in the store (jobs: {known})")
         return record
+
+    def _check_fits(self, job: Job) -> None:
+        """Refuse a job whose runs could never start: more slots or memory than the
+        manager has at all (its runs would wait in the queue forever)."""
+        needs = job.job_graph.max_parallelism
+        if needs > self.slots:
+            raise ScheduleError(
+                f"job {job.job_id!r} needs {needs} slots (its largest parallelism) but the "
+                f"manager has {self.slots}: lower the job's parallelism, or give the manager "
+                f"more slots (reflow serve --slots {needs})"
+            )
+        memory = memory_mb(job.metadata.get("memory"))
+        if self.memory_mb is not None and memory > self.memory_mb:
+            raise ScheduleError(
+                f"job {job.job_id!r} asks for {memory} MB (resources.memory) but the manager "
+                f"has {self.memory_mb} MB for runs: lower resources.memory, or start reflow "
+                f"serve with --memory {memory}m or more"
+            )
 
     def _check_cycle(self, job_id: str, policy: DependencyPolicy) -> None:
         graph: dict[str, tuple[str, ...]] = {}

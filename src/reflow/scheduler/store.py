@@ -285,6 +285,16 @@ class JobStore:
             )
         )
 
+    def timed_history(self, job_id: str) -> list[tuple[str | None, str, str | None, float]]:
+        """``history`` with the time of each transition (epoch seconds)."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(history.c.run_id, history.c.status, history.c.detail, history.c.at)
+                .where(history.c.job_id == job_id)
+                .order_by(history.c.id)
+            )
+            return [(r.run_id, r.status, r.detail, r.at) for r in rows]
+
     def history(self, job_id: str) -> list[tuple[str | None, str, str | None]]:
         with self.engine.connect() as conn:
             rows = conn.execute(

@@ -13,6 +13,7 @@ import hmac
 import logging
 import re
 from collections import deque
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
 
@@ -75,6 +76,14 @@ class JobOut(_Model):
     last_run_status: str | None
 
 
+def iso_utc(epoch_seconds: float | None) -> str | None:
+    """Epoch seconds as ISO 8601 in UTC (``2026-12-01T18:25:43.120Z``)."""
+    if epoch_seconds is None:
+        return None
+    moment = datetime.fromtimestamp(epoch_seconds, UTC)
+    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 class RunOut(_Model):
     run_id: str
     job_id: str
@@ -82,12 +91,18 @@ class RunOut(_Model):
     trigger: str
     priority: int
     error: str | None
+    queued_at: str | None = None
+    """ISO 8601, UTC; so are started_at and ended_at."""
+    started_at: str | None = None
+    ended_at: str | None = None
 
 
 class HistoryOut(_Model):
     run_id: str | None
     status: str
     detail: str | None
+    at: str | None = None
+    """When the transition happened: ISO 8601, UTC."""
 
 
 class StepOut(_Model):
@@ -431,6 +446,9 @@ def create_app(
                 trigger=r.trigger,
                 priority=r.priority,
                 error=_public_error(r.error),
+                queued_at=iso_utc(r.queued_ms / 1000),
+                started_at=iso_utc(r.started_at),
+                ended_at=iso_utc(r.ended_at),
             )
             for r in manager.store.runs(job_id)
         ]
@@ -439,8 +457,8 @@ def create_app(
     async def job_history(job_id: str) -> list[HistoryOut]:
         known(job_id)
         return [
-            HistoryOut(run_id=r, status=s, detail=_public_error(d))
-            for r, s, d in manager.store.history(job_id)
+            HistoryOut(run_id=r, status=s, detail=_public_error(d), at=iso_utc(at))
+            for r, s, d, at in manager.store.timed_history(job_id)
         ]
 
     @app.get("/api/jobs/{job_id}/graph", dependencies=api, tags=["jobs"])
