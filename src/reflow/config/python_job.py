@@ -9,9 +9,6 @@ else its only Job or Flow. The module is imported, not run as a script: code und
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
-import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -19,6 +16,7 @@ from typing import Any
 from reflow.api.stream import Flow
 from reflow.errors import ConfigError
 from reflow.graph.job import Job
+from reflow.loading import import_module_or_file
 
 __all__ = ["is_python_job", "load_python_job"]
 
@@ -35,44 +33,22 @@ def is_python_job(target: str) -> bool:
     return all(part.isidentifier() for part in path.split("."))
 
 
-def _import_file(path: Path) -> ModuleType:
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such Python file")
-    folder = str(path.resolve().parent)
-    if folder not in sys.path:
-        sys.path.insert(0, folder)  # its own helper modules import as in `python file.py`
-    name = f"reflow_job_{path.stem}"
-    spec = importlib.util.spec_from_file_location(name, path)
-    if spec is None or spec.loader is None:
-        raise ConfigError(f"{path}: cannot be imported as a Python module")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
+def _import(where: str) -> ModuleType:
     try:
-        spec.loader.exec_module(module)
-    except ConfigError:
-        raise
-    except Exception as exc:
-        raise ConfigError(f"{path}: importing it failed: {type(exc).__name__}: {exc}") from exc
-    return module
-
-
-def _import_module(name: str) -> ModuleType:
-    cwd = str(Path.cwd())
-    if cwd not in sys.path:
-        sys.path.insert(0, cwd)
-    try:
-        return importlib.import_module(name)
+        return import_module_or_file(where)
+    except FileNotFoundError as exc:
+        raise ConfigError(str(exc)) from None
     except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
+        if exc.name is not None and where.startswith(exc.name):
             raise ConfigError(
-                f"{name}: no module named {exc.name!r} (run from the folder that holds it, "
+                f"{where}: no module named {exc.name!r} (run from the folder that holds it, "
                 "or name the file: reflow run path/to/file.py)"
             ) from None
-        raise ConfigError(f"{name}: importing it failed: {exc}") from exc
+        raise ConfigError(f"{where}: importing it failed: {exc}") from exc
     except ConfigError:
         raise
     except Exception as exc:
-        raise ConfigError(f"{name}: importing it failed: {type(exc).__name__}: {exc}") from exc
+        raise ConfigError(f"{where}: importing it failed: {type(exc).__name__}: {exc}") from exc
 
 
 def _as_job(value: Any, where: str) -> Job:
@@ -100,7 +76,7 @@ def load_python_job(target: str) -> Job:
             is missing, or it is not a job.
     """
     path, _, attr = target.partition(":")
-    module = _import_file(Path(path)) if path.endswith(".py") else _import_module(path)
+    module = _import(path)
     if attr:
         value: Any = module
         for part in attr.split("."):

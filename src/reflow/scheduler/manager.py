@@ -23,6 +23,7 @@ from typing import Any
 from reflow.errors import ReflowError
 from reflow.graph.job import Job, JobStatus, check_job_id
 from reflow.graph.job_graph import parse_memory_mb
+from reflow.loading import FILE_MODULE_PREFIX
 from reflow.runtime.distributed import RayExecutor
 from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
 from reflow.runtime.loops import run_in_own_loop
@@ -633,7 +634,7 @@ def _reference_of(job: Any) -> str:
             if value is not job or attr.startswith("_"):
                 continue
             file = getattr(module, "__file__", None)
-            if name == "__main__" or name.startswith("reflow_job_"):
+            if name == "__main__" or name.startswith(FILE_MODULE_PREFIX):
                 if file:
                     return f"{Path(file).resolve()}:{attr}"
                 continue

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import abc
 import dataclasses
-import importlib
-import importlib.util
 import json
 import sys
 from collections.abc import AsyncIterator
@@ -14,6 +12,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 
+from reflow.loading import FILE_MODULE_PREFIX, import_module_or_file
 from reflow.scheduler.cron import CronSchedule, ScheduleError
 
 __all__ = [
@@ -200,7 +199,7 @@ def _class_reference(cls: type) -> str:
             )
         return f"{Path(main_file).resolve()}:{cls.__qualname__}"
     spec_file = getattr(sys.modules.get(module), "__file__", None)
-    if module.startswith("reflow_job_") and spec_file:  # a job script imported by file
+    if module.startswith(FILE_MODULE_PREFIX) and spec_file:  # a job script imported by file
         return f"{Path(spec_file).resolve()}:{cls.__qualname__}"
     return f"{module}:{cls.__qualname__}"
 
@@ -210,19 +209,7 @@ def _load_class(reference: str) -> type:
     if not where or not name or any(p.startswith("_") for p in name.split(".")):
         raise ScheduleError(f"custom policy {reference!r} is not of the form module:Class")
     try:
-        if where.endswith(".py"):
-            module_name = f"reflow_job_{Path(where).stem}"
-            module = sys.modules.get(module_name)
-            if module is None or getattr(module, "__file__", None) != where:
-                spec = importlib.util.spec_from_file_location(module_name, where)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"no Python file {where}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                spec.loader.exec_module(module)
-        else:
-            module = importlib.import_module(where)
-        value: Any = module
+        value: Any = import_module_or_file(where)
         for part in name.split("."):
             value = getattr(value, part)
     except Exception as exc:
