@@ -135,6 +135,51 @@ def test_running_job_backpressure_and_channel_fill_are_exported() -> None:
     assert _value(families, "reflow_channel_fill_ratio", job_id="slow-job") > 0
 
 
+def test_a_continuously_blocked_source_reads_blocked_at_every_scrape() -> None:
+    """A source stuck on a full channel for the whole measurement: before, its blocked
+    time was only counted when the wait ended, so every scrape read 0 and the one after
+    the wait jumped to 1. The ratio is a fraction of each scrape interval, near 1 each time."""
+    release = asyncio.Event()
+
+    async def stuck(x: int) -> int:
+        await release.wait()
+        return x
+
+    flow = Flow("stuck", batch_size=10)
+    flow.source(TestingSource(range(100_000), bounded=False), id="fast").rebalance().map(
+        stuck, concurrency=1, parallelism=1, id="stuck"
+    ).sink(TestingSink())
+    job = flow.to_job(job_id="stuck-job")
+
+    async def scenario() -> list[float]:
+        with LocalExecutor(ExecutorSettings(channel_capacity=2)) as executor:
+            registry = CollectorRegistry()
+            registry.register(ReflowCollector(executor))
+            task = asyncio.create_task(executor.execute(job))
+            while not any(s.blocked_since_ns for e in executor.running() for s in e.subtasks):
+                await asyncio.sleep(0.01)  # until the source waits on the full channel
+            _scrape(executor, registry)  # the first scrape starts the rate windows
+            ratios = []
+            for _ in range(4):
+                await asyncio.sleep(0.05)
+                families = _scrape(executor, registry)
+                ratios.append(
+                    _value(
+                        families,
+                        "reflow_operator_backpressure_ratio",
+                        job_id="stuck-job",
+                        step_id="fast",
+                    )
+                )
+            release.set()
+            await executor.stop(job.job_id)
+            await task
+            return ratios
+
+    ratios = asyncio.run(scenario())
+    assert all(0.5 < r <= 1.0 for r in ratios), ratios
+
+
 def test_the_log_reporter_writes_the_key_figures(caplog: Any) -> None:
     from reflow.eventtime import ManualClock
     from reflow.server.metrics import report_periodically

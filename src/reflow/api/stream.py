@@ -103,6 +103,28 @@ class Flow:
 
         return await run_async(self.to_job(), settings)
 
+    def resources(
+        self,
+        *,
+        io_threads: int | None = None,
+        io_threads_started: int | None = None,
+        compute_threads: int | None = None,
+        source_buffer: int | None = None,
+        sink_buffer: int | None = None,
+    ) -> Flow:
+        """The job's own thread pools and buffers (seed §10.4); see JobConfig."""
+        from dataclasses import replace
+
+        self._config = replace(
+            self._config,
+            io_threads=io_threads,
+            io_threads_started=io_threads_started,
+            compute_threads=compute_threads,
+            source_buffer=source_buffer,
+            sink_buffer=sink_buffer,
+        )
+        return self
+
     def to_job(self, *, job_id: str | None = None, job_type: JobType | None = None) -> Job:
         """Validate, compile and return the Job."""
         graph = self.to_stream_graph()

@@ -25,6 +25,7 @@ from reflow.config.models import (
     NamedConnectorModel,
     NodeModel,
     OperatorModel,
+    ResourcesModel,
     RestartModel,
     WindowModel,
     validate_loaded,
@@ -44,6 +45,7 @@ from reflow.graph.job import (
     check_job_id,
     check_job_name,
 )
+from reflow.graph.job_graph import JobGraph
 from reflow.graph.restart import (
     ExponentialBackoffRestart,
     FailureRateRestart,
@@ -51,7 +53,7 @@ from reflow.graph.restart import (
     NoRestart,
     RestartStrategy,
 )
-from reflow.graph.stream_graph import StreamGraphBuilder
+from reflow.graph.stream_graph import NodeKind, StreamGraphBuilder
 from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
 from reflow.operators.windows import Windows, WindowSpec
@@ -246,6 +248,60 @@ def _notes(model: JobModel) -> list[str]:
                 f"operator {op.name!r} has no key: one window aggregates all records "
                 "(key None in its output)"
             )
+    return notes
+
+
+def _resource_settings(resources: ResourcesModel | None) -> dict[str, int | None]:
+    """JobConfig fields from seed §10.4's ``threadPool`` and ``buffer`` blocks."""
+    if resources is None:
+        return {}
+    pools, buffer = resources.thread_pool, resources.buffer
+    io = pools.io if pools is not None else None
+    compute = pools.compute if pools is not None else None
+    return {
+        "io_threads": io.max_size if io is not None else None,
+        "io_threads_started": io.core_size if io is not None else None,
+        # A compute pool's threads start on first use: coreSize sizes it when alone.
+        "compute_threads": (compute.max_size or compute.core_size) if compute is not None else None,
+        "source_buffer": buffer.source_buffer if buffer is not None else None,
+        "sink_buffer": buffer.sink_buffer if buffer is not None else None,
+    }
+
+
+def _resource_notes(resources: ResourcesModel | None, graph: JobGraph) -> list[str]:
+    """What of seed §10.4's ``resources:`` block cannot take effect, and why."""
+    if resources is None:
+        return []
+    notes = []
+    jvm = resources.jvm
+    if jvm is not None and jvm.heap is not None:
+        notes.append(f"resources.jvm.heap {jvm.heap} is the job's memory budget (resources.memory)")
+    for name in ("metaspace", "gc"):
+        if jvm is not None and getattr(jvm, name) is not None:
+            notes.append(
+                f"resources.jvm.{name} has no effect: reflow runs on CPython, which has "
+                f"no {'metaspace' if name == 'metaspace' else 'choice of garbage collector'}; "
+                "remove it"
+            )
+    buffer = resources.buffer
+    if buffer is not None:
+        kinds = {
+            "sourceBuffer": (buffer.source_buffer, NodeKind.SOURCE, "outputs"),
+            "sinkBuffer": (buffer.sink_buffer, NodeKind.SINK, "inputs"),
+        }
+        for name, (value, kind, side) in kinds.items():
+            if value is None:
+                continue
+            exchanged = any(
+                getattr(v, side) for v in graph.vertices for n in v.chained_nodes if n.kind is kind
+            )
+            if not exchanged:
+                notes.append(
+                    f"resources.buffer.{name} has no effect: every "
+                    f"{'source' if kind is NodeKind.SOURCE else 'sink'} is chained to its "
+                    "neighbours, so no channel holds its records (set chaining: false or a "
+                    "different parallelism to give it one)"
+                )
     return notes
 
 
@@ -473,6 +529,7 @@ def build_job(
             tolerable_failures=model.checkpoint.tolerable_failures,
         ),
         restart=_restart(model.restart),
+        **_resource_settings(model.resources),
     )
     job_graph = graph.to_job_graph(
         chaining=model.chaining, default_parallelism=parallelism or default_parallelism
@@ -484,14 +541,14 @@ def build_job(
             except ConfigError as exc:
                 raise loaded.error((*base, key), str(exc)) from None
     metadata = dict(model.metadata)
-    notes = _notes(model)
+    notes = _notes(model) + _resource_notes(model.resources, job_graph)
     if notes:
         metadata["notes"] = notes
     if model.schedule is not None:
         metadata["schedule"] = model.schedule
     metadata["priority"] = model.priority
-    if model.resources is not None and model.resources.memory:
-        metadata["memory"] = model.resources.memory
+    if model.resources is not None and model.resources.memory_budget:
+        metadata["memory"] = model.resources.memory_budget
     if model.resources is not None and model.resources.cpu:
         metadata["cpu"] = model.resources.cpu
     return Job(

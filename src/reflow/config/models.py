@@ -323,12 +323,74 @@ class RestartModel(_Model):
     failure_rate_interval: Duration = 300.0
 
 
+class JvmModel(_Model):
+    """Seed §10.4's ``jvm:`` block, read for a CPython process: ``heap`` is the job's
+    memory budget (as ``resources.memory``); ``metaspace`` and ``gc`` have no
+    CPython counterpart and are reported as having no effect."""
+
+    heap: str | None = None
+    metaspace: str | None = None
+    gc: str | None = None
+
+
+class JobPoolModel(_Model):
+    """One of the job's own thread pools: ``maxSize`` threads, ``coreSize`` of them
+    started with the job."""
+
+    core_size: int | None = Field(None, gt=0)
+    max_size: int | None = Field(None, gt=0)
+
+    @model_validator(mode="after")
+    def _core_within_max(self) -> JobPoolModel:
+        if (
+            self.core_size is not None
+            and self.max_size is not None
+            and self.core_size > self.max_size
+        ):
+            raise ValueError(f"coreSize {self.core_size} is more than maxSize {self.max_size}")
+        return self
+
+
+class JobThreadPoolModel(_Model):
+    """``threadPool:`` of seed §10.4 in a job file: pools used by this job alone.
+    ``io`` runs blocking connector calls, ``compute`` the steps marked blocking."""
+
+    io: JobPoolModel | None = None
+    compute: JobPoolModel | None = None
+
+
+class BufferModel(_Model):
+    """``buffer:`` of seed §10.4, in records: ``sourceBuffer`` queued after the sources,
+    ``sinkBuffer`` before the sinks (channels hold whole batches: rounded up)."""
+
+    source_buffer: int | None = Field(None, gt=0)
+    sink_buffer: int | None = Field(None, gt=0)
+
+
 class ResourcesModel(_Model):
     parallelism: int | None = Field(None, gt=0)
     memory: str | None = None
     """The job's memory (``4g``): the scheduler's budget; on Ray, split over the actors."""
     cpu: float | None = Field(None, gt=0)
     """CPU cores each subtask reserves on Ray (the local executor does not reserve)."""
+    jvm: JvmModel | None = None
+    thread_pool: JobThreadPoolModel | None = None
+    buffer: BufferModel | None = None
+
+    @model_validator(mode="after")
+    def _one_memory(self) -> ResourcesModel:
+        if self.memory is not None and self.jvm is not None and self.jvm.heap is not None:
+            raise ValueError(
+                "memory and jvm.heap both set the job's memory budget; keep one (memory)"
+            )
+        return self
+
+    @property
+    def memory_budget(self) -> str | None:
+        """``memory``, or ``jvm.heap`` which means the same for a CPython job."""
+        if self.memory is not None:
+            return self.memory
+        return self.jvm.heap if self.jvm is not None else None
 
 
 class JobModel(_Model):

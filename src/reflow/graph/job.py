@@ -158,14 +158,44 @@ class JobConfig:
     """Records per micro-batch between subtasks; None takes the executor's default."""
     channel_capacity: int | None = None
     """Batches a channel holds before the producer waits; None takes the default."""
+    io_threads: int | None = None
+    """This job's own pool for blocking I/O (seed §10.4 ``threadPool.io.maxSize``);
+    None shares the executor's."""
+    io_threads_started: int | None = None
+    """Threads of the job's I/O pool started with it (``threadPool.io.coreSize``)."""
+    compute_threads: int | None = None
+    """This job's own pool for ``blocking`` steps (``threadPool.compute.maxSize``);
+    None shares the executor's."""
+    source_buffer: int | None = None
+    """Records the channels out of source vertices hold before the sources wait
+    (seed §10.4 ``buffer.sourceBuffer``), rounded up to whole batches."""
+    sink_buffer: int | None = None
+    """Records the channels into sink vertices hold before upstream waits
+    (``buffer.sinkBuffer``), rounded up to whole batches."""
 
     def __post_init__(self) -> None:
-        for name in ("parallelism", "batch_size", "channel_capacity"):
+        for name in (
+            "parallelism",
+            "batch_size",
+            "channel_capacity",
+            "io_threads",
+            "io_threads_started",
+            "compute_threads",
+            "source_buffer",
+            "sink_buffer",
+        ):
             value = getattr(self, name)
             if value is not None and (
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise GraphValidationError(f"{name} must be a whole number >= 1, not {value!r}")
+        if self.io_threads_started is not None and self.io_threads_started > (
+            self.io_threads or self.io_threads_started
+        ):
+            raise GraphValidationError(
+                f"io_threads_started {self.io_threads_started} is more than "
+                f"io_threads {self.io_threads}"
+            )
 
 
 def _now() -> datetime:
@@ -353,6 +383,26 @@ class JobBuilder:
 
     def restart_strategy(self, strategy: RestartStrategy) -> JobBuilder:
         return self._replace(restart=strategy)
+
+    def resources(
+        self,
+        *,
+        io_threads: int | None = None,
+        io_threads_started: int | None = None,
+        compute_threads: int | None = None,
+        source_buffer: int | None = None,
+        sink_buffer: int | None = None,
+    ) -> JobBuilder:
+        """The job's own thread pools and buffers (seed §10.4): ``io_threads`` /
+        ``compute_threads`` size pools used by this job alone, ``source_buffer`` /
+        ``sink_buffer`` are the records queued after sources and before sinks."""
+        return self._replace(
+            io_threads=io_threads,
+            io_threads_started=io_threads_started,
+            compute_threads=compute_threads,
+            source_buffer=source_buffer,
+            sink_buffer=sink_buffer,
+        )
 
     def metadata(self, **values: Any) -> JobBuilder:
         self._metadata.update(values)

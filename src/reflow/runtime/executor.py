@@ -24,8 +24,8 @@ from reflow.connectors.base import DEFAULT_BATCH_SIZE, END_OF_INPUT, ConnectorCo
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError, JobFailedError, ReflowError
 from reflow.eventtime.clock import Clock, SystemClock
-from reflow.graph.job import ErrorMode, Job, JobStatus
-from reflow.graph.job_graph import JobVertex
+from reflow.graph.job import ErrorMode, Job, JobConfig, JobStatus
+from reflow.graph.job_graph import JobGraph, JobVertex
 from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
 from reflow.graph.stream_graph import NodeKind, StreamGraph
 from reflow.operators.base import OperatorContext, OperatorSpec
@@ -188,6 +188,42 @@ class JobResult:
         )
 
 
+def _buffered_capacity(
+    graph: JobGraph, vertex: JobVertex, config: JobConfig, batch_size: int, default: int
+) -> int:
+    """Batches the inbox of ``vertex`` holds: seed §10.4's ``buffer.sinkBuffer`` into a
+    vertex with a sink, ``buffer.sourceBuffer`` after a vertex with a source (records,
+    rounded up to whole batches), else ``default``."""
+    records: list[int] = []
+    if config.sink_buffer is not None and any(
+        n.kind is NodeKind.SINK for n in vertex.chained_nodes
+    ):
+        records.append(config.sink_buffer)
+    if config.source_buffer is not None and any(
+        n.kind is NodeKind.SOURCE
+        for e in vertex.inputs
+        for n in graph.vertex(e.source_vertex).chained_nodes
+    ):
+        records.append(config.source_buffer)
+    if not records:
+        return default
+    return max(1, -(-min(records) // batch_size))
+
+
+def _pool(size: int, prefix: str, started: int = 0) -> ThreadPoolExecutor:
+    """A pool of ``size`` threads with ``started`` of them running from the start."""
+    pool = ThreadPoolExecutor(size, prefix)
+    # A pool starts a thread per call while none is idle, so this many calls at once
+    # leave that many threads waiting.
+    warm = min(started, size)
+    if warm:
+        barrier = threading.Barrier(warm + 1)
+        for _ in range(warm):
+            pool.submit(barrier.wait, 5)
+        barrier.wait(5)
+    return pool
+
+
 class _Execution:
     """The runtime objects of one running job."""
 
@@ -211,6 +247,14 @@ class _Execution:
         self.loop: asyncio.AbstractEventLoop | None = None
         """The loop the job runs on (its own thread's under ``reflow serve``)."""
         self.watch = LoopWatch(job.job_id, self._step_of)
+        self.own_pools: list[ThreadPoolExecutor] = []
+        """Thread pools of this job alone (seed §10.4 ``resources.threadPool``)."""
+
+    def close_own_pools(self) -> None:
+        for pool in self.own_pools:
+            # A thread stuck in a blocking call must not hold up the job's end.
+            pool.shutdown(wait=False, cancel_futures=True)
+        self.own_pools.clear()
 
     def _step_of(self, task: asyncio.Task[Any]) -> str | None:
         for candidate, subtask in zip(self.tasks, self.subtasks, strict=False):
@@ -260,17 +304,25 @@ class LocalExecutor:
 
     def _pools(self) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
         if self._io_pool is None or self._compute_pool is None:
-            self._io_pool = ThreadPoolExecutor(self.settings.io_threads, "reflow-io")
-            self._compute_pool = ThreadPoolExecutor(self.settings.compute_threads, "reflow-compute")
-            # Start the core threads now: a pool starts a thread per call while none
-            # is idle, so this many calls at once leave that many threads waiting.
-            warm = min(self.settings.io_threads_started, self.settings.io_threads)
-            if warm:
-                barrier = threading.Barrier(warm + 1)
-                for _ in range(warm):
-                    self._io_pool.submit(barrier.wait, 5)
-                barrier.wait(5)
+            self._io_pool = _pool(
+                self.settings.io_threads, "reflow-io", self.settings.io_threads_started
+            )
+            self._compute_pool = _pool(self.settings.compute_threads, "reflow-compute")
         return self._io_pool, self._compute_pool
+
+    def _job_pools(self, execution: _Execution) -> tuple[ThreadPoolExecutor, ThreadPoolExecutor]:
+        """The executor's pools, or the job's own where its config sizes them."""
+        io_pool, compute_pool = self._pools()
+        config = execution.job.config
+        if config.io_threads is not None or config.io_threads_started is not None:
+            started = config.io_threads_started or 0
+            size = config.io_threads or max(self.settings.io_threads, started)
+            io_pool = _pool(size, f"reflow-io-{execution.job.job_id}", started)
+            execution.own_pools.append(io_pool)
+        if config.compute_threads is not None:
+            compute_pool = _pool(config.compute_threads, f"reflow-compute-{execution.job.job_id}")
+            execution.own_pools.append(compute_pool)
+        return io_pool, compute_pool
 
     def close(self) -> None:
         """Shut the thread pools down."""
@@ -303,6 +355,7 @@ class LocalExecutor:
         try:
             self._build(execution)
         except ReflowError as exc:
+            execution.close_own_pools()
             job.start()
             job.fail(str(exc))
             execution.finished = time.perf_counter()
@@ -336,6 +389,7 @@ class LocalExecutor:
         execution.finished = time.perf_counter()
         if execution.dead_letters is not None:
             await _close_writer(execution.dead_letters.writer, error is None)
+        execution.close_own_pools()
         if execution.cancelled:
             job.cancel()
         elif error is None:
@@ -448,7 +502,7 @@ class LocalExecutor:
         settings = self.settings
         batch_size = job.config.batch_size or settings.batch_size
         capacity_default = job.config.channel_capacity or settings.channel_capacity
-        io_pool, compute_pool = self._pools()
+        io_pool, compute_pool = self._job_pools(execution)
         policy = job.config.error_policy
 
         # Resolve every connector first: a wrong option fails before any I/O.
@@ -502,7 +556,7 @@ class LocalExecutor:
             )
             capacity = min(
                 (e.capacity for e in vertex.inputs if e.capacity is not None),
-                default=capacity_default,
+                default=_buffered_capacity(graph, vertex, job.config, batch_size, capacity_default),
             )
             inboxes[vertex.vertex_id] = [
                 self._inbox(vertex, i, capacity, senders) for i in range(vertex.parallelism)

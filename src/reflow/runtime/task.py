@@ -231,8 +231,19 @@ class Subtask:
         """True: after a normal end the reader stays open until the executor has made
         the final commit (``END_OF_INPUT``) once the whole job finished, then closes it."""
         self.align_started = 0.0
-        self.blocked_ns = 0
-        """Time this subtask waited to hand batches downstream (backpressure)."""
+        self.blocked_done_ns = 0
+        """Time of the finished waits to hand batches downstream."""
+        self.blocked_since_ns = 0
+        """perf_counter_ns at which the wait in progress began; 0 when not waiting."""
+
+    @property
+    def blocked_ns(self) -> int:
+        """Time this subtask waited to hand batches downstream (backpressure), the
+        wait in progress included: monotonic, never jumps when a long wait ends."""
+        since = self.blocked_since_ns
+        if since:
+            return self.blocked_done_ns + time.perf_counter_ns() - since
+        return self.blocked_done_ns
 
     # -- side outputs --------------------------------------------------------------------
 
@@ -359,13 +370,17 @@ class Subtask:
             if not batch:
                 break
         else:
-            began = time.perf_counter_ns()
-            for router in self.routers:
-                self.current_step = router.edge.target_step
-                await router.send(batch)
             # Time in send() is time blocked on full channels (backpressure), plus a
-            # negligible enqueue cost.
-            self.blocked_ns += time.perf_counter_ns() - began
+            # negligible enqueue cost. The wait in progress counts as it goes, so a
+            # subtask blocked for minutes reads as blocked at every scrape.
+            began = self.blocked_since_ns = time.perf_counter_ns()
+            try:
+                for router in self.routers:
+                    self.current_step = router.edge.target_step
+                    await router.send(batch)
+            finally:
+                self.blocked_since_ns = 0
+                self.blocked_done_ns += time.perf_counter_ns() - began
         if self.side_buffer:
             await self._flush_side()
 
