@@ -26,6 +26,7 @@ __all__ = [
     "Channel",
     "ChannelBrokenError",
     "ChannelStatistics",
+    "SenderFinished",
     "Watermark",
 ]
 
@@ -52,6 +53,14 @@ class Barrier:
 
     sender: Hashable
     checkpoint_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class SenderFinished:
+    """``sender`` sent everything it will ever send: checkpoint barriers are no longer
+    awaited from it (checkpoints go on after some subtasks finished)."""
+
+    sender: Hashable
 
 
 class ChannelBrokenError(Exception):
@@ -150,7 +159,7 @@ class Channel:
         self._sent += 1
         self._wake_receiver()
 
-    def send_control(self, message: Watermark | Barrier) -> None:
+    def send_control(self, message: Watermark | Barrier | SenderFinished) -> None:
         """Enqueue a control message behind the data sent before it.
 
         Control messages are never dropped and never wait: there is at most

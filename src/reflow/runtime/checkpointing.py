@@ -5,6 +5,14 @@ subtask snapshots when the barrier has arrived on all its inputs (aligned) and
 acknowledges. When every subtask has, the checkpoint is written atomically and
 the sinks commit what they pre-committed (two-phase commit). A checkpoint that
 does not complete within ``timeout`` is aborted; the job goes on.
+
+Checkpoints go on after some subtasks finished (Flink's FLIP-147): a finished
+subtask acknowledges with its final state (a source's end position, what its
+sinks still hold uncommitted), and its downstream stops waiting for its barriers
+once it reads that the sender finished. A job whose readers end unevenly (a small
+Kafka partition, a short file split) keeps taking checkpoints for the rest of its
+run; only when every subtask has finished do they stop, the final commit then
+happening at the end of input.
 """
 
 from __future__ import annotations
@@ -78,6 +86,9 @@ class CheckpointCoordinator:
         self.clock = clock
         self.subtasks = subtasks
         self.sources = [s for s in subtasks if s.reader is not None]
+        # Subtasks of another process (Ray actors) report only that they ended, not
+        # their final state: with them, checkpoints stop at the first that finished.
+        self.after_finish = all(hasattr(s, "snapshot_finished") for s in subtasks)
         self.parallelism = parallelism
         self.interval_ms = interval_ms
         self.timeout_ms = timeout_ms
@@ -87,6 +98,7 @@ class CheckpointCoordinator:
         self.stats = CheckpointStats()
         self._trigger_lock = asyncio.Lock()
         self.savepoint_requested = asyncio.Event()
+        self._current: asyncio.Future[CheckpointData | None] | None = None
 
     def acknowledge(
         self,
@@ -113,9 +125,14 @@ class CheckpointCoordinator:
         """
         while True:
             await self.clock.sleep(self.interval_ms / 1000)
-            if any(s.finished for s in self.subtasks):
+            if all(s.finished for s in self.subtasks) or (
+                not self.after_finish and any(s.finished for s in self.subtasks)
+            ):
                 return  # the job is ending: the final commit happens at end of input
-            await self.trigger()
+            # Shielded: cancelling the coordinator (the job ended) must not cut a
+            # checkpoint's commits short; settle() waits for them.
+            self._current = asyncio.ensure_future(self.trigger())
+            await asyncio.shield(self._current)
             if self.stats.consecutive_failures > self.tolerable_failures:
                 raise TooManyCheckpointFailuresError(
                     f"job {self.job.job_id}: {self.stats.consecutive_failures} checkpoints "
@@ -123,6 +140,32 @@ class CheckpointCoordinator:
                     f"{self.stats.last_failure}. Fix the checkpoint storage, or raise "
                     "checkpoint.tolerable_failures"
                 )
+
+    async def settle(self) -> None:
+        """Wait for the checkpoint in progress, if any, to complete and commit: at the
+        end of a job its sinks' final commit must come after it, not during it."""
+        current = self._current
+        if current is not None and not current.done():
+            await asyncio.gather(current, return_exceptions=True)
+
+    def abandon(self) -> None:
+        """The job failed or was cancelled: stop the checkpoint in progress (what it
+        staged stays in the sinks' checkpoint state; a restore commits it)."""
+        if self._current is not None:
+            self._current.cancel()
+
+    async def subtask_finished(self, subtask: Subtask) -> None:
+        """``subtask`` is done (its lock held): it acknowledges every pending checkpoint
+        it has not, whose barriers it will never receive now."""
+        for checkpoint_id in sorted(self.pending):
+            pending = self.pending.get(checkpoint_id)  # (aborted meanwhile: None)
+            if pending is not None and subtask.name not in pending.acked:
+                await subtask.snapshot_finished(checkpoint_id)
+
+    @staticmethod
+    async def _ask_finished(subtask: Subtask, checkpoint_id: int) -> None:
+        async with subtask.lock:
+            await subtask.snapshot_finished(checkpoint_id)
 
     def _failed(self, checkpoint_id: int, reason: str) -> None:
         self.stats.failed += 1
@@ -156,11 +199,26 @@ class CheckpointCoordinator:
                 asyncio.ensure_future(source.inject_barrier(checkpoint_id))
                 for source in self.sources
             ]
+            if self.after_finish:
+                # No barrier reaches a finished subtask: it acknowledges when asked.
+                injections += [
+                    asyncio.ensure_future(self._ask_finished(subtask, checkpoint_id))
+                    for subtask in self.subtasks
+                    if subtask.reader is None and subtask.done
+                ]
             timer = asyncio.ensure_future(self.clock.sleep(self.timeout_ms / 1000))
-            done, _ = await asyncio.wait({pending.done, timer}, return_when=asyncio.FIRST_COMPLETED)
-            timer.cancel()
-            await asyncio.gather(*injections, return_exceptions=True)
-            del self.pending[checkpoint_id]
+            try:
+                done, _ = await asyncio.wait(
+                    {pending.done, timer}, return_when=asyncio.FIRST_COMPLETED
+                )
+            except asyncio.CancelledError:  # abandoned: the job failed or was cancelled
+                for injection in injections:
+                    injection.cancel()
+                raise
+            finally:
+                timer.cancel()
+                await asyncio.gather(*injections, return_exceptions=True)
+                del self.pending[checkpoint_id]
             if pending.done not in done:
                 missing = ", ".join(sorted(pending.expected - pending.acked)[:5])
                 self._failed(

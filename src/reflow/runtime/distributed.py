@@ -50,7 +50,7 @@ from reflow.errors import ExecutionError
 from reflow.graph.job import Job, JobStatus
 from reflow.graph.job_graph import JobVertex, parse_memory_mb
 from reflow.graph.stream_graph import NodeKind, Overflow
-from reflow.runtime.channel import Barrier, Channel, ChannelStatistics, Watermark
+from reflow.runtime.channel import Barrier, Channel, ChannelStatistics, SenderFinished, Watermark
 from reflow.runtime.checkpointing import CheckpointCoordinator, CheckpointStats
 from reflow.runtime.executor import (
     RETAINED_EXECUTIONS,
@@ -63,6 +63,7 @@ from reflow.runtime.executor import (
     take_savepoint,
 )
 from reflow.runtime.metrics import ExecutionMetrics, StepMetrics, StepSummary
+from reflow.runtime.task import Subtask
 
 __all__ = ["RayExecutor", "RemoteChannel"]
 
@@ -177,7 +178,7 @@ class RemoteChannel:
         while len(inflight) > self.max_in_flight:
             await inflight.popleft()
 
-    def send_control(self, message: Watermark | Barrier) -> None:
+    def send_control(self, message: Watermark | Barrier | SenderFinished) -> None:
         """Watermarks and barriers ride in the same calls as the batches around them."""
         self.pending.append((message,))
         if self.timer is None:
@@ -289,6 +290,9 @@ class _SubtaskWorker:
         return {"name": names[0] if names else None}
 
     # -- checkpoints (called by the driver's coordinator) -----------------------------------
+
+    async def subtask_finished(self, subtask: Subtask) -> None:
+        """The driver's coordinator stops checkpointing once a subtask finished."""
 
     def acknowledge(
         self,

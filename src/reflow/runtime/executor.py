@@ -810,6 +810,11 @@ class LocalExecutor:
         for subtask in execution.subtasks:
             # Sources commit what they read once the whole job has ended (_final_commit).
             subtask.reader_closed_by_executor = subtask.reader is not None
+            # With checkpoints, sinks of subtasks that finish early go on taking part in
+            # them; they are flushed (the final commit) once the whole job ended.
+            subtask.writers_closed_by_executor = execution.coordinator is not None and any(
+                stage.writer is not None for stage in subtask.stages
+            )
         execution.tasks = [
             asyncio.create_task(subtask.run(), name=f"reflow:{subtask.name}")
             for subtask in execution.subtasks
@@ -850,10 +855,17 @@ class LocalExecutor:
         if coordinator_task is not None:
             coordinator_task.cancel()
             await asyncio.gather(coordinator_task, return_exceptions=True)
+        if execution.coordinator is not None:
+            if not pending and error is None and not execution.cancelled:
+                await execution.coordinator.settle()
+            else:
+                execution.coordinator.abandon()
         if not pending and error is None and not execution.cancelled:
-            if self.defers_final_commit:
+            error = await _flush_writers(execution.subtasks)
+            if error is None and self.defers_final_commit:
                 return None  # readers stay open: end_of_input() commits and closes them
-            error = await _final_commit(execution.subtasks)
+            if error is None:
+                error = await _final_commit(execution.subtasks)
         await _close_readers(execution.subtasks)
         if pending or error is not None:
             for channel in execution.channels:
@@ -861,6 +873,7 @@ class LocalExecutor:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*pending, return_exceptions=True)
+        await _close_writers(execution.subtasks)
         return None if execution.cancelled and error is None else error
 
     def _result(self, execution: _Execution, error: BaseException | None) -> JobResult:
@@ -987,6 +1000,33 @@ async def _final_commit(subtasks: list[Subtask]) -> BaseException | None:
             except Exception as exc:
                 return _attribute(exc, subtask)
     return None
+
+
+async def _flush_writers(subtasks: list[Subtask]) -> BaseException | None:
+    """The sinks kept open past their subtask's end write what they hold (the final
+    commit of exactly-once sinks)."""
+    for subtask in subtasks:
+        if subtask.writers_closed_by_executor:
+            for stage in subtask.stages:
+                if stage.writer is not None:
+                    subtask.current_step = stage.metrics.step_id
+                    try:
+                        await stage.writer.flush()
+                    except Exception as exc:
+                        return _attribute(exc, subtask)
+    return None
+
+
+async def _close_writers(subtasks: list[Subtask]) -> None:
+    for subtask in subtasks:
+        if subtask.writers_closed_by_executor:
+            subtask.writers_closed_by_executor = False
+            for stage in subtask.stages:
+                if stage.writer is not None:
+                    try:
+                        await stage.writer.close()
+                    except Exception:
+                        logger.exception("subtask %s: closing its sink failed", subtask.name)
 
 
 async def _close_readers(subtasks: list[Subtask]) -> None:

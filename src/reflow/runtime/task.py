@@ -32,7 +32,7 @@ from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
 from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
 from reflow.operators.base import OperatorLogic
-from reflow.runtime.channel import END_OF_STREAM, Barrier, Channel, Watermark
+from reflow.runtime.channel import END_OF_STREAM, Barrier, Channel, SenderFinished, Watermark
 from reflow.runtime.error_policy import DeadLetterOutput
 from reflow.runtime.metrics import StepMetrics
 from reflow.state.backend import StateBackend
@@ -54,6 +54,11 @@ class CheckpointAcks(Protocol):
         states: dict[tuple[str, int], dict[str, Any]],
         alignment_s: float = 0.0,
     ) -> None: ...
+
+    async def subtask_finished(self, subtask: Subtask) -> None:
+        """``subtask`` is done (lock held): it acknowledges the pending checkpoints
+        whose barriers it will never see, with its final state."""
+        ...
 
 
 class Stage:
@@ -158,6 +163,7 @@ class Router:
 
     def close(self) -> None:
         for channel in self.targets:
+            channel.send_control(SenderFinished(self.sender))
             channel.close_sender()
 
 
@@ -231,6 +237,14 @@ class Subtask:
         """True: after a normal end the reader stays open until the executor has made
         the final commit (``END_OF_INPUT``) once the whole job finished, then closes it."""
         self.align_started = 0.0
+        self.done = False
+        """True once ``_finish`` completed: everything was sent, the routers closed."""
+        self.last_snapshot_id = -1
+        self.writers_closed_by_executor = False
+        """True: at the end of input the sinks are neither flushed nor closed here; the
+        executor flushes them once the whole job finished (the final commit) and closes
+        them. Until then, checkpoints taken after this subtask finished pre-commit
+        and commit what they hold, so a restore never writes their records twice."""
         self.blocked_done_ns = 0
         """Time of the finished waits to hand batches downstream."""
         self.blocked_since_ns = 0
@@ -276,16 +290,31 @@ class Subtask:
     # -- checkpoints --------------------------------------------------------------------
 
     async def inject_barrier(self, checkpoint_id: int) -> None:
-        """(Source subtasks) take a snapshot between two batches and send the barrier on."""
+        """(Source subtasks) take a snapshot between two batches and send the barrier on.
+
+        A subtask that has finished acknowledges with its final state instead; one
+        still finishing does so when done (``acks.subtask_finished``)."""
         async with self.lock:
-            if not self.finished:
+            if self.done:
+                await self.snapshot_finished(checkpoint_id)
+            elif not self.finished:
                 await self._checkpoint(checkpoint_id)
 
-    async def _checkpoint(self, checkpoint_id: int, alignment_s: float = 0.0) -> None:
+    async def snapshot_finished(self, checkpoint_id: int) -> None:
+        """(Finished subtasks, lock held) acknowledge ``checkpoint_id`` with the final
+        state: the source's end position, the operators' state after the end of input
+        and what the sinks hold uncommitted. Once per checkpoint."""
+        if checkpoint_id > self.last_snapshot_id:
+            await self._checkpoint(checkpoint_id, send_barriers=False)
+
+    async def _checkpoint(
+        self, checkpoint_id: int, alignment_s: float = 0.0, send_barriers: bool = True
+    ) -> None:
+        self.last_snapshot_id = checkpoint_id
         states: dict[tuple[str, int], dict[str, Any]] = {}
         if self.source_step is not None:
             states[(self.source_step, self.index)] = {"source": self.position}
-            if self.reader is not None:
+            if self.reader is not None and send_barriers:
                 self.reader.on_checkpoint(checkpoint_id)
         for stage in self.stages:
             step = stage.metrics.step_id
@@ -299,6 +328,8 @@ class Subtask:
             states[(step, self.index)] = entry
         assert self.acks is not None
         self.acks.acknowledge(checkpoint_id, self.name, states, alignment_s)
+        if not send_barriers:
+            return
         for router in self.routers:
             router.send_barrier(checkpoint_id)
         for routers in self.side_routers.values():
@@ -325,12 +356,20 @@ class Subtask:
         elif barrier.checkpoint_id < self.aligning:
             return  # a barrier of an aborted checkpoint
         self.blocked.add(barrier.sender)
-        if self.blocked >= self.expected_senders:
+        await self._complete_alignment()
+
+    async def _complete_alignment(self) -> None:
+        if self.aligning is not None and self.blocked >= self.expected_senders:
             checkpoint_id = self.aligning
             self.aligning = None
             self.blocked = set()
             await self._checkpoint(checkpoint_id, time.perf_counter() - self.align_started)
             self._release_held()
+
+    async def _on_sender_finished(self, message: SenderFinished) -> None:
+        """A finished sender sends no more barriers: stop waiting for them (FLIP-147)."""
+        self.expected_senders.discard(message.sender)
+        await self._complete_alignment()
 
     def _release_held(self) -> None:
         self.replay.extend(self.held)
@@ -553,6 +592,8 @@ class Subtask:
                     self.held.append(item)
                 elif isinstance(item, Watermark):
                     await self._on_watermark_message(item)
+                elif isinstance(item, SenderFinished):
+                    await self._on_sender_finished(item)
                 else:
                     await self._on_barrier(item)
 
@@ -571,7 +612,7 @@ class Subtask:
                 if tail:
                     stage.metrics.records_out += len(tail)
                     await self._push(tail, position + 1)
-            elif stage.writer is not None:
+            elif stage.writer is not None and not self.writers_closed_by_executor:
                 self.current_step = stage.metrics.step_id
                 await stage.writer.flush()
         await self._flush_side()
@@ -581,6 +622,10 @@ class Subtask:
         for routers in self.side_routers.values():
             for router in routers:
                 router.close()
+        async with self.lock:
+            self.done = True
+            if self.acks is not None:
+                await self.acks.subtask_finished(self)
 
     async def _close(self) -> None:
         if self.reader is not None and not (self.finished and self.reader_closed_by_executor):
@@ -593,7 +638,7 @@ class Subtask:
                     logger.exception(
                         "subtask %s: closing %s failed", self.name, stage.metrics.step_id
                     )
-            if stage.writer is not None:
+            if stage.writer is not None and not self.writers_closed_by_executor:
                 await _quietly(stage.writer.close(), self.name)
 
 

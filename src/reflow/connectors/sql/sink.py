@@ -371,8 +371,9 @@ class SqlWriter(BufferedSinkWriter):
 
     async def commit(self, checkpoint_id: int) -> None:
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            rows = self.staged.pop(staged)
+            rows = self.staged[staged]
             await self.ctx.run_blocking(self._commit_blocking, self.ctx.subtask_index, staged, rows)
+            del self.staged[staged]  # only once written: a cancelled commit is redone
 
     async def restore(self, states: list[Any]) -> None:
         if not self.exactly_once:
