@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -102,16 +103,21 @@ def test_every_seed_metric_with_correct_values() -> None:
     assert _value(first, "reflow_threadpool_active", pool="io") >= 0
 
 
+def _fast_source_into(step: Callable[[int], Awaitable[int]], name: str) -> Any:
+    """Job ``<name>-job``: an endless source "fast" into one subtask of ``step``."""
+    flow = Flow(name, batch_size=10)
+    flow.source(TestingSource(range(100_000), bounded=False), id="fast").rebalance().map(
+        step, concurrency=1, parallelism=1, id=name
+    ).sink(TestingSink())
+    return flow.to_job(job_id=f"{name}-job")
+
+
 def test_running_job_backpressure_and_channel_fill_are_exported() -> None:
     async def slow(x: int) -> int:
         await asyncio.sleep(0.002)
         return x
 
-    flow = Flow("slow", batch_size=10)
-    flow.source(TestingSource(range(100_000), bounded=False), id="fast").rebalance().map(
-        slow, concurrency=1, parallelism=1, id="slow"
-    ).sink(TestingSink())
-    job = flow.to_job(job_id="slow-job")
+    job = _fast_source_into(slow, "slow")
 
     async def scenario() -> dict[str, Any]:
         with LocalExecutor(ExecutorSettings(channel_capacity=2)) as executor:
@@ -145,11 +151,7 @@ def test_a_continuously_blocked_source_reads_blocked_at_every_scrape() -> None:
         await release.wait()
         return x
 
-    flow = Flow("stuck", batch_size=10)
-    flow.source(TestingSource(range(100_000), bounded=False), id="fast").rebalance().map(
-        stuck, concurrency=1, parallelism=1, id="stuck"
-    ).sink(TestingSink())
-    job = flow.to_job(job_id="stuck-job")
+    job = _fast_source_into(stuck, "stuck")
 
     async def scenario() -> list[float]:
         with LocalExecutor(ExecutorSettings(channel_capacity=2)) as executor:

@@ -19,10 +19,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
 
 from reflow.graph.durations import DurationLike, millis
-from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType
+from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType, ResourceSettings
 from reflow.graph.partitioning import Partitioning
 from reflow.graph.stream_graph import Overflow, StreamGraph, StreamGraphBuilder
 from reflow.operators.aggregations import Count, Reduce, value_of
@@ -103,26 +103,11 @@ class Flow:
 
         return await run_async(self.to_job(), settings)
 
-    def resources(
-        self,
-        *,
-        io_threads: int | None = None,
-        io_threads_started: int | None = None,
-        compute_threads: int | None = None,
-        source_buffer: int | None = None,
-        sink_buffer: int | None = None,
-    ) -> Flow:
+    def resources(self, **settings: Unpack[ResourceSettings]) -> Flow:
         """The job's own thread pools and buffers (seed §10.4); see JobConfig."""
         from dataclasses import replace
 
-        self._config = replace(
-            self._config,
-            io_threads=io_threads,
-            io_threads_started=io_threads_started,
-            compute_threads=compute_threads,
-            source_buffer=source_buffer,
-            sink_buffer=sink_buffer,
-        )
+        self._config = replace(self._config, **settings)
         return self
 
     def to_job(self, *, job_id: str | None = None, job_type: JobType | None = None) -> Job:

@@ -42,6 +42,7 @@ from reflow.graph.job import (
     Job,
     JobConfig,
     JobType,
+    ResourceSettings,
     check_job_id,
     check_job_name,
 )
@@ -251,7 +252,7 @@ def _notes(model: JobModel) -> list[str]:
     return notes
 
 
-def _resource_settings(resources: ResourcesModel | None) -> dict[str, int | None]:
+def _resource_settings(resources: ResourcesModel | None) -> ResourceSettings:
     """JobConfig fields from seed §10.4's ``threadPool`` and ``buffer`` blocks."""
     if resources is None:
         return {}
@@ -276,12 +277,12 @@ def _resource_notes(resources: ResourcesModel | None, graph: JobGraph) -> list[s
     jvm = resources.jvm
     if jvm is not None and jvm.heap is not None:
         notes.append(f"resources.jvm.heap {jvm.heap} is the job's memory budget (resources.memory)")
-    for name in ("metaspace", "gc"):
+    lacks = {"metaspace": "metaspace", "gc": "choice of garbage collector"}
+    for name, missing in lacks.items():
         if jvm is not None and getattr(jvm, name) is not None:
             notes.append(
                 f"resources.jvm.{name} has no effect: reflow runs on CPython, which has "
-                f"no {'metaspace' if name == 'metaspace' else 'choice of garbage collector'}; "
-                "remove it"
+                f"no {missing}; remove it"
             )
     buffer = resources.buffer
     if buffer is not None:

@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from reflow.errors import ConfigError, GraphValidationError, InvalidTransitionError
 from reflow.graph.durations import DurationLike, millis
@@ -196,6 +196,16 @@ class JobConfig:
                 f"io_threads_started {self.io_threads_started} is more than "
                 f"io_threads {self.io_threads}"
             )
+
+
+class ResourceSettings(TypedDict, total=False):
+    """Seed §10.4's per-job pools and buffers, as ``JobConfig`` fields (see there)."""
+
+    io_threads: int | None
+    io_threads_started: int | None
+    compute_threads: int | None
+    source_buffer: int | None
+    sink_buffer: int | None
 
 
 def _now() -> datetime:
@@ -384,25 +394,11 @@ class JobBuilder:
     def restart_strategy(self, strategy: RestartStrategy) -> JobBuilder:
         return self._replace(restart=strategy)
 
-    def resources(
-        self,
-        *,
-        io_threads: int | None = None,
-        io_threads_started: int | None = None,
-        compute_threads: int | None = None,
-        source_buffer: int | None = None,
-        sink_buffer: int | None = None,
-    ) -> JobBuilder:
+    def resources(self, **settings: Unpack[ResourceSettings]) -> JobBuilder:
         """The job's own thread pools and buffers (seed §10.4): ``io_threads`` /
         ``compute_threads`` size pools used by this job alone, ``source_buffer`` /
         ``sink_buffer`` are the records queued after sources and before sinks."""
-        return self._replace(
-            io_threads=io_threads,
-            io_threads_started=io_threads_started,
-            compute_threads=compute_threads,
-            source_buffer=source_buffer,
-            sink_buffer=sink_buffer,
-        )
+        return self._replace(**settings)
 
     def metadata(self, **values: Any) -> JobBuilder:
         self._metadata.update(values)

@@ -80,15 +80,16 @@ class CheckpointCoordinator:
         interval_ms: int,
         timeout_ms: int,
         tolerable_failures: int = 3,
+        after_finish: bool = True,
     ) -> None:
         self.job = job
         self.storage = storage
         self.clock = clock
         self.subtasks = subtasks
         self.sources = [s for s in subtasks if s.reader is not None]
-        # Subtasks of another process (Ray actors) report only that they ended, not
-        # their final state: with them, checkpoints stop at the first that finished.
-        self.after_finish = all(hasattr(s, "snapshot_finished") for s in subtasks)
+        self.after_finish = after_finish
+        """False: checkpoints stop at the first subtask that finished (Ray actors
+        report only that they ended, not their final state)."""
         self.parallelism = parallelism
         self.interval_ms = interval_ms
         self.timeout_ms = timeout_ms

@@ -892,6 +892,7 @@ class RayExecutor:
             config.interval_ms,
             config.timeout_ms,
             config.tolerable_failures,
+            after_finish=False,
         )
 
 

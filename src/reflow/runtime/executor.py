@@ -855,12 +855,13 @@ class LocalExecutor:
         if coordinator_task is not None:
             coordinator_task.cancel()
             await asyncio.gather(coordinator_task, return_exceptions=True)
+        ended_cleanly = not pending and error is None and not execution.cancelled
         if execution.coordinator is not None:
-            if not pending and error is None and not execution.cancelled:
+            if ended_cleanly:
                 await execution.coordinator.settle()
             else:
                 execution.coordinator.abandon()
-        if not pending and error is None and not execution.cancelled:
+        if ended_cleanly:
             error = await _flush_writers(execution.subtasks)
             if error is None and self.defers_final_commit:
                 return None  # readers stay open: end_of_input() commits and closes them
