@@ -93,7 +93,7 @@ def _job(inp: Path, out: Path, parallelism: int, exchange: bool, loops: int) -> 
 def _run(
     executor: str, inp: Path, parallelism: int, loops: int, exchange: bool = True
 ) -> dict[str, float]:
-    from reflow.runtime.distributed import RayExecutor
+    from reflow.runtime.ray import RayExecutor
     from reflow.testing import run_job
 
     cpu = start = 0.0

@@ -83,7 +83,7 @@ def _metric(executor: LocalExecutor, job_id: str, step: str, field: str) -> int:
     from reflow.errors import ExecutionError
 
     try:
-        return int(getattr(executor.metrics(job_id).step(step), field))
+        return int(getattr(executor.snapshot(job_id).metrics.step(step), field))
     except ExecutionError:
         return 0
 

@@ -111,7 +111,7 @@ async def _until(condition: Callable[[], bool], what: str) -> None:
 def test_a_full_disk_fails_checkpoints_then_they_complete_and_output_is_whole(
     small_disk: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    caplog.set_level(logging.WARNING, logger="reflow.runtime.checkpointing")
+    caplog.set_level(logging.WARNING, logger="reflow.checkpoint.coordinator")
     gates = {1_000: asyncio.Event(), 2_000: asyncio.Event()}
     sink = TestingSink(exactly_once=True)
     job = _job(small_disk, GatedSource(list(range(N)), gates), sink, tolerable=1_000)
@@ -120,8 +120,8 @@ def test_a_full_disk_fails_checkpoints_then_they_complete_and_output_is_whole(
 
     async def scenario() -> Any:
         running = asyncio.ensure_future(executor.execute(job))
-        await _until(lambda: bool(executor.running()), "the job started")
-        execution = executor.running()[0]
+        await _until(lambda: executor.is_running(job.job_id), "the job started")
+        execution = executor.execution(job.job_id)
         coordinator = execution.coordinator
         assert coordinator is not None
         stats = coordinator.stats

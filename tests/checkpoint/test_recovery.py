@@ -181,7 +181,7 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
 
 def test_restarts_wait_on_the_injected_clock_with_exponential_backoff(tmp_path: Path) -> None:
     from reflow.eventtime import ManualClock
-    from reflow.runtime.executor import execute_with_recovery
+    from reflow.runtime import execute_with_recovery
 
     clock = ManualClock()
     attempts: list[int] = []

@@ -63,7 +63,7 @@ def test_the_seeds_system_config_maps_onto_the_executor(tmp_path: Path) -> None:
     assert (settings.parallelism, settings.io_threads, settings.io_threads_started) == (4, 50, 10)
     assert settings.state_block_cache_bytes == 256 * 1024 * 1024
     executor = LocalExecutor(settings)
-    io_pool, _ = executor._pools()
+    io_pool, _ = executor.pools.shared()
     assert len(io_pool._threads) == 10  # coreSize threads started with the pool
     executor.close()
     backend = create_backend("rocksdb", path=tmp_path / "s", block_cache_bytes=1 << 20)

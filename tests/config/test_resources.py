@@ -18,7 +18,7 @@ from reflow.cli import main
 from reflow.config import load_job_text
 from reflow.connectors.base import ConnectorContext, Sink, SinkWriter
 from reflow.errors import ConfigError
-from reflow.runtime.executor import ExecutorSettings, LocalExecutor
+from reflow.runtime import ExecutorSettings, LocalExecutor
 from reflow.testing import TestingSource, memory_store, run_job
 
 SEED_RESOURCES = """
@@ -87,8 +87,7 @@ def test_buffers_size_the_channels_after_sources_and_before_sinks() -> None:
         with LocalExecutor(ExecutorSettings()) as executor:
             result = await executor.execute(job)
             assert result.status is JobStatus.COMPLETED, result.error
-            (execution,) = executor.executions()
-            return {c.statistics().name: c.statistics().capacity for c in execution.channels}
+            return {c.name: c.capacity for c in executor.snapshot(job.job_id).channels}
 
     capacities = asyncio.run(scenario())
     assert sorted(memory_store["resources-out"]) == list(range(5_000))

@@ -373,7 +373,7 @@ def test_a_stopped_job_writes_what_its_sink_buffered(tmp_path: object) -> None:
             for _ in range(2_000):
                 await asyncio.sleep(0.001)
                 try:
-                    if executor.metrics(job.job_id).step("sink").records_in == 7:
+                    if executor.snapshot(job.job_id).metrics.step("sink").records_in == 7:
                         break
                 except Exception:
                     continue

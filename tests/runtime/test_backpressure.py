@@ -56,7 +56,7 @@ def test_source_pauses_and_memory_stays_bounded() -> None:
             tracemalloc.start()
             for _ in range(10):
                 await asyncio.sleep(0.1)
-                produced = executor.metrics(job.job_id).step("gen").records_out
+                produced = executor.snapshot(job.job_id).metrics.step("gen").records_out
                 samples.append(produced - sink.received)
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()

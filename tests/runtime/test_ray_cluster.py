@@ -200,7 +200,7 @@ class TwoNodeCluster:
                 cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
             except OSError:
                 continue
-            if b"_SubtaskWorker" in cmdline:
+            if b"SubtaskWorker" in cmdline:
                 found.append(pid)
         return found
 

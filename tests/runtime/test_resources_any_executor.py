@@ -13,7 +13,7 @@ from typing import Any
 
 from reflow import JobStatus
 from reflow.config import load_job_text
-from reflow.runtime.executor import JobResult, execute_with_recovery
+from reflow.runtime import JobResult, execute_with_recovery
 from reflow.testing import executor_for_tests
 
 ON_RAY = os.environ.get("REFLOW_TEST_EXECUTOR") == "ray"

@@ -35,7 +35,7 @@ def test_job_events_as_json_lines() -> None:
     events = {line["event"]: line for line in lines if line["event"]}
     started = events["JOB_STARTED"]
     assert started["jobId"] == "job-123" and started["jobName"] == "user-etl"
-    assert started["level"] == "INFO" and started["logger"] == "reflow.runtime.executor"
+    assert started["level"] == "INFO" and started["logger"] == "reflow.runtime.local"
     assert started["metadata"]["parallelism"] == 1 and started["metadata"]["operators"] == 2
     assert started["timestamp"].endswith("Z")
     assert events["JOB_COMPLETED"]["metadata"]["duration_seconds"] >= 0

@@ -158,7 +158,9 @@ def test_a_continuously_blocked_source_reads_blocked_at_every_scrape() -> None:
             registry = CollectorRegistry()
             registry.register(ReflowCollector(executor))
             task = asyncio.create_task(executor.execute(job))
-            while not any(s.blocked_since_ns for e in executor.running() for s in e.subtasks):
+            while not executor.is_running(job.job_id) or not any(
+                s.blocked_since_ns for s in executor.execution(job.job_id).subtasks
+            ):
                 await asyncio.sleep(0.01)  # until the source waits on the full channel
             _scrape(executor, registry)  # the first scrape starts the rate windows
             ratios = []

@@ -16,7 +16,7 @@ import httpx
 from reflow.config import job_loader
 from reflow.config.policy import SubmissionPolicy
 from reflow.runtime import LocalExecutor
-from reflow.runtime.distributed import RayExecutor
+from reflow.runtime.ray import RayExecutor
 from reflow.scheduler import JobManager, JobStore
 from reflow.server.app import create_app
 from reflow.testing import executor_for_tests

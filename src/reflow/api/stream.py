@@ -34,7 +34,7 @@ from reflow.operators.windows import WindowSpec, default_emit
 from reflow.state.functions import AggregateFunction
 
 if TYPE_CHECKING:
-    from reflow.runtime.executor import ExecutorSettings, JobResult
+    from reflow.runtime.base import ExecutorSettings, JobResult
 
 __all__ = ["Flow", "KeyedStream", "Stream", "WindowedStream"]
 

@@ -287,7 +287,7 @@ def cmd_trigger(args: argparse.Namespace, out: TextIO) -> int:
 def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     from reflow.config import executor_settings, load_system_config
     from reflow.config.policy import SubmissionPolicy
-    from reflow.runtime.executor import ExecutorSettings
+    from reflow.runtime.base import ExecutorSettings
     from reflow.scheduler import JobManager
 
     settings = ExecutorSettings()
@@ -309,9 +309,9 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         queue_size = system.scheduler.job_queue_size
         max_runs = system.scheduler.thread_pool_size
         if system.executor.type == "distributed":
-            from reflow.runtime.distributed import RayExecutor
+            from reflow.runtime import create_executor
 
-            executor = RayExecutor(settings, address=system.executor.address)
+            executor = create_executor(settings, kind="ray", address=system.executor.address)
     from reflow.scheduler.manager import memory_mb
 
     manager = _manager(

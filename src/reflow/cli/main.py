@@ -230,7 +230,7 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
     from reflow.cli.progress import run_with_progress
     from reflow.config import executor_settings, load_system_config
     from reflow.graph.job import CheckpointConfig, Job, JobStatus
-    from reflow.runtime.executor import ExecutorSettings
+    from reflow.runtime.base import ExecutorSettings
 
     settings = ExecutorSettings()
     job = _load(args.job, args.parallelism, args.no_chaining, args.config)
@@ -284,10 +284,9 @@ def _cmd_run(args: argparse.Namespace, out: TextIO) -> int:
             )
     received: list[int] = []
     if executor == "ray":
-        from reflow.runtime.distributed import RayExecutor
-        from reflow.runtime.executor import execute_with_recovery
+        from reflow.runtime import create_executor, execute_with_recovery
 
-        ray_executor = RayExecutor(settings, address=address)
+        ray_executor = create_executor(settings, kind="ray", address=address)
         result = asyncio.run(execute_with_recovery(ray_executor, job, restore))
         out.write(_summary(result))
     else:

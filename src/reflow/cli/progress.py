@@ -13,10 +13,11 @@ from typing import TextIO
 from reflow.checkpoint.storage import CheckpointData
 from reflow.errors import ReflowError
 from reflow.graph.job import Job
-from reflow.runtime.executor import (
+from reflow.runtime import (
+    Executor,
     ExecutorSettings,
     JobResult,
-    LocalExecutor,
+    create_executor,
     execute_with_recovery,
 )
 from reflow.runtime.metrics import ExecutionMetrics
@@ -51,7 +52,7 @@ def request_savepoint(checkpoint_dir: str, job_id: str, stop: bool, timeout: flo
     return None
 
 
-async def _serve_savepoints(executor: LocalExecutor, job: Job) -> None:
+async def _serve_savepoints(executor: Executor, job: Job) -> None:
     """Answer savepoint requests (files in the job's checkpoint folder) while it runs."""
     folder = _control_dir(job)
     if folder is None:
@@ -113,7 +114,8 @@ async def run_with_progress(
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
-    with LocalExecutor(settings) as executor:
+    executor = create_executor(settings)
+    try:
         task = asyncio.create_task(execute_with_recovery(executor, job, restore))
         savepoints = asyncio.create_task(_serve_savepoints(executor, job))
         helpers = [savepoints]
@@ -156,7 +158,7 @@ async def run_with_progress(
                 while not task.done():
                     await asyncio.wait({task}, timeout=PROGRESS_INTERVAL_SECONDS)
                     with contextlib.suppress(Exception):
-                        read, written = _totals(executor.metrics(job.job_id))
+                        read, written = _totals(executor.snapshot(job.job_id).metrics)
                         progress.update(bar, read=read, written=written)
         result = await task
         for helper in helpers:
@@ -168,5 +170,7 @@ async def run_with_progress(
         for signum in STOP_SIGNALS:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.remove_signal_handler(signum)
+    finally:
+        executor.close()
     out.write(format_summary(result) + "\n")
     return result

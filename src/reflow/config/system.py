@@ -7,7 +7,7 @@ from pathlib import Path
 from reflow.config.models import SystemConfig, SystemFile, validate_loaded
 from reflow.config.yaml_loader import load_yaml, load_yaml_text
 from reflow.graph.job_graph import parse_memory_mb
-from reflow.runtime.executor import ExecutorSettings
+from reflow.runtime.base import ExecutorSettings
 
 __all__ = ["executor_settings", "load_system_config", "load_system_config_text"]
 

@@ -17,6 +17,7 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 
+from reflow.checkpoint.barrier import Barrier, SenderFinished
 from reflow.errors import BackpressureOverflowError
 from reflow.graph.stream_graph import Overflow
 
@@ -45,22 +46,6 @@ class Watermark:
 
     sender: Hashable
     value: int | None
-
-
-@dataclass(frozen=True, slots=True)
-class Barrier:
-    """Checkpoint ``checkpoint_id`` passed this sender: what came before belongs to it."""
-
-    sender: Hashable
-    checkpoint_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class SenderFinished:
-    """``sender`` sent everything it will ever send: checkpoint barriers are no longer
-    awaited from it (checkpoints go on after some subtasks finished)."""
-
-    sender: Hashable
 
 
 class ChannelBrokenError(Exception):

@@ -6,10 +6,10 @@ they cost nothing measurable. The observability layer reads them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
-__all__ = ["ExecutionMetrics", "StepMetrics", "StepSummary"]
+__all__ = ["ExecutionMetrics", "StepCounters", "StepMetrics", "StepSummary"]
 
 
 class StepMetrics:
@@ -41,6 +41,39 @@ class StepMetrics:
         self.processing_ns = 0
         self.batches = 0
         self.connector_events: dict[str, int] = {}
+
+
+@dataclass(frozen=True, slots=True)
+class StepCounters:
+    """The counters of one step in one subtask at the moment of a snapshot."""
+
+    step_id: str
+    subtask: int
+    kind: str
+    records_in: int
+    records_out: int
+    rejected: int
+    dead_lettered: int
+    late: int
+    processing_ns: int
+    batches: int
+    connector_events: Mapping[str, int]
+
+    @staticmethod
+    def of(live: StepMetrics) -> StepCounters:
+        return StepCounters(
+            live.step_id,
+            live.subtask,
+            live.kind,
+            live.records_in,
+            live.records_out,
+            live.rejected,
+            live.dead_lettered,
+            live.late,
+            live.processing_ns,
+            live.batches,
+            dict(live.connector_events),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,7 +115,7 @@ class ExecutionMetrics:
 
     @staticmethod
     def summarize(
-        live: Iterable[StepMetrics],
+        live: Iterable[StepCounters],
         *,
         dropped: int = 0,
         blocked: float = 0.0,
@@ -90,7 +123,7 @@ class ExecutionMetrics:
         channels: dict[str, tuple[int, int]] | None = None,
     ) -> ExecutionMetrics:
         order: list[str] = []
-        grouped: dict[str, list[StepMetrics]] = {}
+        grouped: dict[str, list[StepCounters]] = {}
         for m in live:
             if m.step_id not in grouped:
                 order.append(m.step_id)
@@ -114,9 +147,9 @@ class ExecutionMetrics:
         return ExecutionMetrics(steps, dropped, blocked, elapsed, channels or {})
 
 
-def _sum_events(metrics: list[StepMetrics]) -> dict[str, int]:
+def _sum_events(metrics: list[StepCounters]) -> dict[str, int]:
     total: dict[str, int] = {}
     for m in metrics:
-        for event, count in list(m.connector_events.items()):
+        for event, count in m.connector_events.items():
             total[event] = total.get(event, 0) + count
     return total

@@ -24,13 +24,9 @@ import threading
 
 from reflow.checkpoint.storage import CheckpointData
 from reflow.graph.job import Job
-from reflow.runtime.executor import (
-    ExecutorSettings,
-    JobResult,
-    JobRunner,
-    LocalExecutor,
-    execute_with_recovery,
-)
+from reflow.runtime.base import Executor, ExecutorSettings, JobResult
+from reflow.runtime.local import LocalExecutor
+from reflow.runtime.recovery import execute_with_recovery
 
 __all__ = ["run", "run_async"]
 
@@ -39,7 +35,7 @@ async def run_async(
     job: Job,
     settings: ExecutorSettings | None = None,
     *,
-    executor: JobRunner | None = None,
+    executor: Executor | None = None,
     restore: CheckpointData | None = None,
     check: bool = True,
 ) -> JobResult:
@@ -50,12 +46,11 @@ async def run_async(
     JobFailedError when the job FAILED (False: return the FAILED result).
     """
     own = executor is None
-    runner: JobRunner = LocalExecutor(settings) if executor is None else executor
+    runner: Executor = LocalExecutor(settings) if executor is None else executor
     try:
         result = await execute_with_recovery(runner, job, restore)
     finally:
         if own:
-            assert isinstance(runner, LocalExecutor)
             runner.close()
     return result.raise_for_status() if check else result
 
@@ -64,7 +59,7 @@ def run(
     job: Job,
     settings: ExecutorSettings | None = None,
     *,
-    executor: JobRunner | None = None,
+    executor: Executor | None = None,
     restore: CheckpointData | None = None,
     check: bool = True,
 ) -> JobResult:

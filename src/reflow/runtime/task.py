@@ -20,45 +20,30 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
-from typing import Any, Protocol
+from typing import Any
 from zlib import crc32
 
+from reflow.checkpoint.alignment import BarrierAligner
+from reflow.checkpoint.barrier import Barrier, SenderFinished
+from reflow.checkpoint.coordinator import CheckpointAcks
 from reflow.connectors.base import END_OF_INPUT, SinkWriter, SourceReader
 from reflow.eventtime.clock import Clock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
 from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
 from reflow.operators.base import OperatorLogic
-from reflow.runtime.channel import END_OF_STREAM, Barrier, Channel, SenderFinished, Watermark
+from reflow.runtime.channel import END_OF_STREAM, Channel, Watermark
 from reflow.runtime.error_policy import DeadLetterOutput
 from reflow.runtime.metrics import StepMetrics
 from reflow.state.backend import StateBackend
 
-__all__ = ["CheckpointAcks", "Router", "Stage", "Subtask"]
+__all__ = ["Router", "Stage", "Subtask"]
 
 logger = logging.getLogger(__name__)
 
 SYNC, ASYNC, BLOCKING, SINK = range(4)
-
-
-class CheckpointAcks(Protocol):
-    """Where subtasks report their snapshots (the checkpoint coordinator)."""
-
-    def acknowledge(
-        self,
-        checkpoint_id: int,
-        subtask: str,
-        states: dict[tuple[str, int], dict[str, Any]],
-        alignment_s: float = 0.0,
-    ) -> None: ...
-
-    async def subtask_finished(self, subtask: Subtask) -> None:
-        """``subtask`` is done (lock held): it acknowledges the pending checkpoints
-        whose barriers it will never see, with its final state."""
-        ...
 
 
 class Stage:
@@ -227,16 +212,11 @@ class Subtask:
         self.source_step: str | None = None
         self.position: Any = None
         self.sink_restores: dict[int, list[Any]] = {}
-        self.expected_senders = set(senders or ())
-        self.aligning: int | None = None
-        self.blocked: set[Hashable] = set()
-        self.held: list[Any] = []
-        self.replay: deque[Any] = deque()
+        self.aligner = BarrierAligner(senders or ())
         self.finished = False
         self.reader_closed_by_executor = False
         """True: after a normal end the reader stays open until the executor has made
         the final commit (``END_OF_INPUT``) once the whole job finished, then closes it."""
-        self.align_started = 0.0
         self.done = False
         """True once ``_finish`` completed: everything was sent, the routers closed."""
         self.last_snapshot_id = -1
@@ -249,6 +229,12 @@ class Subtask:
         """Time of the finished waits to hand batches downstream."""
         self.blocked_since_ns = 0
         """perf_counter_ns at which the wait in progress began; 0 when not waiting."""
+
+    @property
+    def step_metrics(self) -> list[StepMetrics]:
+        """The live counters of the steps of this subtask's chain, in chain order."""
+        head = [] if self.source_metrics is None else [self.source_metrics]
+        return head + [stage.metrics for stage in self.stages]
 
     @property
     def blocked_ns(self) -> int:
@@ -289,16 +275,25 @@ class Subtask:
 
     # -- checkpoints --------------------------------------------------------------------
 
+    @property
+    def is_source(self) -> bool:
+        return self.reader is not None
+
     async def inject_barrier(self, checkpoint_id: int) -> None:
         """(Source subtasks) take a snapshot between two batches and send the barrier on.
 
         A subtask that has finished acknowledges with its final state instead; one
-        still finishing does so when done (``acks.subtask_finished``)."""
+        still finishing does so when done (``acks.pending_for``)."""
         async with self.lock:
             if self.done:
                 await self.snapshot_finished(checkpoint_id)
             elif not self.finished:
                 await self._checkpoint(checkpoint_id)
+
+    async def acknowledge_finished(self, checkpoint_id: int) -> None:
+        """(Done) acknowledge ``checkpoint_id`` with the final state."""
+        async with self.lock:
+            await self.snapshot_finished(checkpoint_id)
 
     async def snapshot_finished(self, checkpoint_id: int) -> None:
         """(Finished subtasks, lock held) acknowledge ``checkpoint_id`` with the final
@@ -346,36 +341,12 @@ class Subtask:
                     self.current_step = stage.metrics.step_id
                     await stage.writer.commit(checkpoint_id)
 
-    async def _on_barrier(self, barrier: Barrier) -> None:
-        if self.aligning is None or barrier.checkpoint_id > self.aligning:
-            if self.aligning is not None:  # a newer checkpoint supersedes an aborted one
-                self._release_held()
-            self.aligning = barrier.checkpoint_id
-            self.blocked = set()
-            self.align_started = time.perf_counter()
-        elif barrier.checkpoint_id < self.aligning:
-            return  # a barrier of an aborted checkpoint
-        self.blocked.add(barrier.sender)
-        await self._complete_alignment()
-
-    async def _complete_alignment(self) -> None:
-        if self.aligning is not None and self.blocked >= self.expected_senders:
-            checkpoint_id = self.aligning
-            self.aligning = None
-            self.blocked = set()
-            await self._checkpoint(checkpoint_id, time.perf_counter() - self.align_started)
-            self._release_held()
-
-    async def _on_sender_finished(self, message: SenderFinished) -> None:
-        """A finished sender sends no more barriers: stop waiting for them (FLIP-147)."""
-        self.expected_senders.discard(message.sender)
-        await self._complete_alignment()
-
-    def _release_held(self) -> None:
-        self.replay.extend(self.held)
-        self.held = []
-        self.aligning = None
-        self.blocked = set()
+    async def _aligned(self, aligned: tuple[int, float] | None) -> None:
+        """Every awaited barrier of a checkpoint arrived: snapshot, then replay what
+        the alignment held back."""
+        if aligned is not None:
+            await self._checkpoint(*aligned)
+            self.aligner.release()
 
     # -- data path ----------------------------------------------------------------------
 
@@ -567,7 +538,8 @@ class Subtask:
         lock = self.lock
         generator = None if self.generator is None else self.stages[self.generator].logic
         clock = self.clock
-        replay = self.replay
+        aligner = self.aligner
+        replay = aligner.replay
         while True:
             if replay:
                 item = replay.popleft()
@@ -578,24 +550,24 @@ class Subtask:
             else:
                 item = await inbox.receive()
             if item is END_OF_STREAM:
-                if self.held:  # a checkpoint that cannot complete: process what it held
-                    self._release_held()
+                if aligner.held:  # a checkpoint that cannot complete: process what it held
+                    aligner.release()
                     continue
                 return
             async with lock:
                 if type(item) is tuple:
-                    if self.aligning is not None and item[0] in self.blocked:
-                        self.held.append(item)
+                    if aligner.aligning is not None and item[0] in aligner.blocked:
+                        aligner.held.append(item)
                         continue
                     await self._process(item[1])
-                elif self.aligning is not None and item.sender in self.blocked:
-                    self.held.append(item)
+                elif aligner.holds(item.sender):
+                    aligner.held.append(item)
                 elif isinstance(item, Watermark):
                     await self._on_watermark_message(item)
                 elif isinstance(item, SenderFinished):
-                    await self._on_sender_finished(item)
+                    await self._aligned(aligner.on_sender_finished(item.sender))
                 else:
-                    await self._on_barrier(item)
+                    await self._aligned(aligner.on_barrier(item))
 
     async def _finish(self) -> None:
         self.finished = True
@@ -624,8 +596,12 @@ class Subtask:
                 router.close()
         async with self.lock:
             self.done = True
-            if self.acks is not None:
-                await self.acks.subtask_finished(self)
+            # Checkpoints in progress whose barriers it will never see now: it
+            # acknowledges them with its final state.
+            while self.acks is not None and (
+                ids := [i for i in self.acks.pending_for(self.name) if i > self.last_snapshot_id]
+            ):
+                await self.snapshot_finished(ids[0])
 
     async def _close(self) -> None:
         if self.reader is not None and not (self.finished and self.reader_closed_by_executor):

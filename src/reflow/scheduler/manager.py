@@ -24,8 +24,7 @@ from reflow.errors import ReflowError
 from reflow.graph.job import Job, JobStatus, check_job_id
 from reflow.graph.job_graph import parse_memory_mb
 from reflow.loading import FILE_MODULE_PREFIX
-from reflow.runtime.distributed import RayExecutor
-from reflow.runtime.executor import ExecutorSettings, LocalExecutor, execute_with_recovery
+from reflow.runtime import Executor, ExecutorSettings, create_executor, execute_with_recovery
 from reflow.runtime.loops import run_in_own_loop
 from reflow.scheduler.cron import ScheduleError
 from reflow.scheduler.policies import (
@@ -101,7 +100,7 @@ class JobManager:
         queue_size: int = 1000,
         aging_seconds: float = 60.0,
         loader: Callable[[str, str], Job] | None = None,
-        executor: LocalExecutor | RayExecutor | None = None,
+        executor: Executor | None = None,
         isolate_runs: bool = False,
         max_runs: int | None = None,
     ) -> None:
@@ -121,8 +120,8 @@ class JobManager:
         self.max_runs = max_runs
         self.memory_mb = memory_mb
         self.queue = JobQueue(queue_size, aging_seconds)
-        self.executor = executor or LocalExecutor(self.settings)
-        self.isolate_runs = isolate_runs and isinstance(self.executor, LocalExecutor)
+        self.executor = executor or create_executor(self.settings)
+        self.isolate_runs = isolate_runs and self.executor.runs_on_own_loops
         self.running: dict[str, _Running] = {}
         self.started: list[str] = []
         """Run ids in the order they started (for tests and the history)."""

@@ -538,17 +538,11 @@ def create_app(
         last = None
         checkpoints = None
         elapsed = None
-        execution = next((e for e in manager.executor.executions() if e.job.job_id == run_id), None)
-        if execution is not None:
-            snapshot = execution.snapshot()
+        snap = next((s for s in manager.executor.snapshots() if s.job_id == run_id), None)
+        if snap is not None:
+            snapshot = snap.metrics
             elapsed = snapshot.elapsed_seconds
-            blocked: dict[str, float] = {}
-            for subtask in execution.subtasks:
-                tail = subtask.stages[-1].metrics if subtask.stages else subtask.source_metrics
-                if tail is not None:
-                    blocked[tail.step_id] = (
-                        blocked.get(tail.step_id, 0.0) + subtask.blocked_ns / 1e9
-                    )
+            blocked = snap.blocked_seconds_by_step()
             steps = [
                 StepOut(
                     step_id=s.step_id,
@@ -562,8 +556,8 @@ def create_app(
                 )
                 for s in snapshot.steps
             ]
-            if execution.coordinator is not None:
-                cs = execution.coordinator.stats
+            cs = snap.checkpoints
+            if cs is not None:
                 completed = cs.completed
                 last = cs.last_path
                 checkpoints = CheckpointsOut(
@@ -595,7 +589,7 @@ def create_app(
 
     @app.post("/api/runs/{run_id}/savepoint", dependencies=api, tags=["runs"])
     async def take_savepoint(run_id: str) -> ActionOut:
-        if not any(e.job.job_id == run_id for e in manager.executor.running()):
+        if not manager.executor.is_running(run_id):
             raise HTTPException(404, f"no running run {run_id!r}")
         data = await manager.executor.savepoint(run_id)
         if data is None:

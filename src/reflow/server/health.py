@@ -17,8 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from reflow.runtime.distributed import RayExecutor
-from reflow.runtime.executor import LocalExecutor
+from reflow.runtime.base import Executor
 
 __all__ = ["ComponentHealth", "HealthChecker", "HealthReport"]
 
@@ -52,7 +51,7 @@ class HealthReport:
 class HealthChecker:
     def __init__(
         self,
-        executor: LocalExecutor | RayExecutor,
+        executor: Executor,
         manager: Any = None,
         *,
         backpressure_threshold: float = 0.5,
@@ -62,7 +61,7 @@ class HealthChecker:
         self.manager = manager
         self.backpressure_threshold = backpressure_threshold
         self.queue_threshold = queue_threshold
-        self._previous: dict[str, tuple[float, int]] = {}
+        self._previous: dict[str, tuple[float, float]] = {}
 
     def _scheduler(self) -> ComponentHealth | None:
         manager = self.manager
@@ -83,31 +82,27 @@ class HealthChecker:
     def _executor(self) -> ComponentHealth:
         now = time.monotonic()
         worst: tuple[float, str] = (0.0, "")
-        for execution in self.executor.running():
-            for subtask in execution.subtasks:
-                key = f"{execution.job.job_id}/{subtask.name}"
+        running = self.executor.snapshots(running_only=True)
+        for snap in running:
+            for subtask in snap.subtasks:
+                key = f"{snap.job_id}/{subtask.name}"
                 previous = self._previous.get(key)
-                self._previous[key] = (now, subtask.blocked_ns)
+                self._previous[key] = (now, subtask.blocked_seconds)
                 if previous is None or now <= previous[0]:
                     continue
-                ratio = (subtask.blocked_ns - previous[1]) / 1e9 / (now - previous[0])
+                ratio = (subtask.blocked_seconds - previous[1]) / (now - previous[0])
                 if ratio > worst[0]:
-                    worst = (ratio, f"job {execution.job.job_id} subtask {subtask.name}")
-        running = len(self.executor.running())
-        for execution in self.executor.running():
-            blocked = getattr(execution, "blocked", None)
-            if blocked is not None:
-                return ComponentHealth(
-                    "executor", DEGRADED, f"job {execution.job.job_id}: {blocked.describe()}"
-                )
-        for execution in self.executor.running():
-            coordinator = getattr(execution, "coordinator", None)
-            stats = None if coordinator is None else coordinator.stats
+                    worst = (ratio, f"job {snap.job_id} subtask {subtask.name}")
+        for snap in running:
+            if snap.blocked is not None:
+                return ComponentHealth("executor", DEGRADED, f"job {snap.job_id}: {snap.blocked}")
+        for snap in running:
+            stats = snap.checkpoints
             if stats is not None and stats.consecutive_failures > 0:
                 return ComponentHealth(
                     "executor",
                     DEGRADED,
-                    f"job {execution.job.job_id}: {stats.consecutive_failures} checkpoint(s) "
+                    f"job {snap.job_id}: {stats.consecutive_failures} checkpoint(s) "
                     f"failed in a row: {stats.last_failure}",
                 )
         if worst[0] > self.backpressure_threshold:
@@ -116,12 +111,12 @@ class HealthChecker:
                 DEGRADED,
                 f"backpressure: {worst[1]} blocked {worst[0]:.0%} of the time",
             )
-        return ComponentHealth("executor", UP, f"{running} jobs running")
+        return ComponentHealth("executor", UP, f"{len(running)} jobs running")
 
     async def _connectors(self) -> ComponentHealth:
         results: list[tuple[str, Any]] = []
-        for execution in self.executor.running():
-            results.extend(await execution.probe_connectors(PROBE_TIMEOUT_SECONDS))
+        for snap in self.executor.snapshots(running_only=True):
+            results.extend(await self.executor.probe_connectors(snap.job_id, PROBE_TIMEOUT_SECONDS))
         if not results:
             return ComponentHealth("connectors", UP, "no connector in use")
         down = []

@@ -31,9 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
-from reflow.runtime.distributed import RayExecutor
-from reflow.runtime.executor import LocalExecutor
+from reflow.runtime.base import Executor
 
 __all__ = ["ReflowCollector", "log_report", "report_periodically"]
 
@@ -46,7 +44,7 @@ STEP_LABELS = ["job_id", "job_name", "step_id", "subtask"]
 class ReflowCollector(Collector):
     """Reads an executor (and optionally a job manager) at every scrape."""
 
-    def __init__(self, executor: LocalExecutor | RayExecutor, manager: Any = None) -> None:
+    def __init__(self, executor: Executor, manager: Any = None) -> None:
         self.executor = executor
         self.manager = manager
         self._last: dict[tuple[str, ...], tuple[float, float]] = {}
@@ -63,9 +61,11 @@ class ReflowCollector(Collector):
 
         now = time.monotonic()
         executor = self.executor
-        running = executor.running()
+        snapshots = executor.snapshots()
         yield GaugeMetricFamily(
-            "reflow_job_running", "Jobs running (job.running)", value=len(running)
+            "reflow_job_running",
+            "Jobs running (job.running)",
+            value=sum(1 for s in snapshots if s.running),
         )
         yield CounterMetricFamily(
             "reflow_job_completed",
@@ -162,44 +162,39 @@ class ReflowCollector(Collector):
             "reflow_checkpoint_failures", "Checkpoints aborted", labels=["job_id"]
         )
         wall_ms = executor.settings.clock.now_ms()
-        for execution in executor.executions():
-            job = execution.job
-            for m in execution.metrics:
-                labels = [job.job_id, job.job_name, m.step_id, str(m.subtask)]
+        for snap in snapshots:
+            job_id = snap.job_id
+            for m in snap.steps:
+                labels = [job_id, snap.job_name, m.step_id, str(m.subtask)]
                 records_in.add_metric(labels, m.records_in)
                 records_out.add_metric(labels, m.records_out)
                 processing.add_metric(labels, m.processing_ns / 1e9)
                 rejected.add_metric(labels, m.rejected)
                 late.add_metric(labels, m.late)
-                key = (job.job_id, m.step_id, str(m.subtask))
+                key = (job_id, m.step_id, str(m.subtask))
                 rate.add_metric(labels, max(self._rate(("out", *key), m.records_out, now), 0.0))
                 if m.kind == "source":
-                    connector.add_metric([job.job_id, m.step_id, "read"], m.records_out)
+                    connector.add_metric([job_id, m.step_id, "read"], m.records_out)
                 elif m.kind == "sink":
-                    connector.add_metric([job.job_id, m.step_id, "written"], m.records_in)
-                for event, count in list(m.connector_events.items()):
+                    connector.add_metric([job_id, m.step_id, "written"], m.records_in)
+                for event, count in m.connector_events.items():
                     connector_events.add_metric([*labels, event], count)
-            for subtask in execution.subtasks:
-                tail = subtask.stages[-1].metrics if subtask.stages else subtask.source_metrics
-                step = tail.step_id if tail is not None else subtask.name
-                labels = [job.job_id, job.job_name, step, str(subtask.index)]
-                seconds = subtask.blocked_ns / 1e9
-                blocked.add_metric(labels, seconds)
-                ratio = self._rate(("bp", job.job_id, subtask.name), seconds, now)
+            for subtask in snap.subtasks:
+                labels = [job_id, snap.job_name, subtask.step_id, str(subtask.index)]
+                blocked.add_metric(labels, subtask.blocked_seconds)
+                ratio = self._rate(("bp", job_id, subtask.name), subtask.blocked_seconds, now)
                 blocked_ratio.add_metric(labels, min(max(ratio, 0.0), 1.0))
-                if MIN_WATERMARK < subtask.watermark < MAX_WATERMARK:
-                    lag.add_metric([job.job_id, subtask.name], (wall_ms - subtask.watermark) / 1000)
-            for channel in execution.channels:
-                stats = channel.statistics()
-                fill.add_metric([job.job_id, stats.name], stats.size / stats.capacity)
-            coordinator = execution.coordinator
-            if coordinator is not None:
-                cs = coordinator.stats
-                checkpoint_duration.add_metric([job.job_id], cs.last_duration_s)
-                checkpoint_size.add_metric([job.job_id], cs.last_size_bytes)
-                checkpoint_alignment.add_metric([job.job_id], cs.last_alignment_s)
-                checkpoints_done.add_metric([job.job_id], cs.completed)
-                checkpoints_failed.add_metric([job.job_id], cs.failed)
+                if subtask.watermark is not None:
+                    lag.add_metric([job_id, subtask.name], (wall_ms - subtask.watermark) / 1000)
+            for stats in snap.channels:
+                fill.add_metric([job_id, stats.name], stats.size / stats.capacity)
+            cs = snap.checkpoints
+            if cs is not None:
+                checkpoint_duration.add_metric([job_id], cs.last_duration_s)
+                checkpoint_size.add_metric([job_id], cs.last_size_bytes)
+                checkpoint_alignment.add_metric([job_id], cs.last_alignment_s)
+                checkpoints_done.add_metric([job_id], cs.completed)
+                checkpoints_failed.add_metric([job_id], cs.failed)
         yield from (
             records_in,
             records_out,
@@ -254,25 +249,24 @@ class ReflowCollector(Collector):
             )
 
 
-def log_report(executor: LocalExecutor | RayExecutor) -> dict[str, Any]:
+def log_report(executor: Executor) -> dict[str, Any]:
     """The key figures the periodic log reporter writes (the seed's slf4j reporter)."""
     steps: dict[str, dict[str, int]] = {}
-    for execution in executor.running():
-        for m in execution.metrics:
-            entry = steps.setdefault(f"{execution.job.job_id}/{m.step_id}", {"in": 0, "out": 0})
+    running = executor.snapshots(running_only=True)
+    for snap in running:
+        for m in snap.steps:
+            entry = steps.setdefault(f"{snap.job_id}/{m.step_id}", {"in": 0, "out": 0})
             entry["in"] += m.records_in
             entry["out"] += m.records_out
     return {
-        "jobs_running": len(executor.running()),
+        "jobs_running": len(running),
         "jobs_completed": executor.totals["completed"],
         "jobs_failed": executor.totals["failed"],
         "steps": steps,
     }
 
 
-async def report_periodically(
-    executor: LocalExecutor | RayExecutor, interval_seconds: float
-) -> None:
+async def report_periodically(executor: Executor, interval_seconds: float) -> None:
     """Log ``log_report`` every ``interval_seconds`` on the executor's clock."""
     while True:
         await executor.settings.clock.sleep(interval_seconds)

@@ -14,13 +14,8 @@ import os
 
 from reflow.connectors.memory import TestingSink, TestingSource, TestingSourceAbort, memory_store
 from reflow.graph.job import Job
-from reflow.runtime.distributed import RayExecutor
-from reflow.runtime.executor import (
-    ExecutorSettings,
-    JobResult,
-    LocalExecutor,
-    execute_with_recovery,
-)
+from reflow.runtime import Executor, ExecutorSettings, JobResult, execute_with_recovery
+from reflow.runtime.base import create_executor
 from reflow.testing.contract import ContractReport, check_connector, contract_records
 
 __all__ = [
@@ -37,13 +32,13 @@ __all__ = [
 ]
 
 
-def executor_for_tests(settings: ExecutorSettings | None = None) -> LocalExecutor | RayExecutor:
+def executor_for_tests(settings: ExecutorSettings | None = None) -> Executor:
     """A fresh executor for tests: a LocalExecutor, or a RayExecutor (one actor per
     subtask) with ``REFLOW_TEST_EXECUTOR=ray`` in the environment, so a test suite
     can run on both. ``close()`` it after use."""
     if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
-        return RayExecutor(settings)
-    return LocalExecutor(settings)
+        return create_executor(settings, kind="ray")
+    return create_executor(settings)
 
 
 async def run_job_async(job: Job, settings: ExecutorSettings | None = None) -> JobResult:

@@ -1,4 +1,4 @@
-"""The checkpoint coordinator (seed §4.5) and recovery with restart strategies (§11.3).
+"""The checkpoint coordinator (seed §4.5).
 
 Every ``interval``, the coordinator injects barrier *n* at the sources; each
 subtask snapshots when the barrier has arrived on all its inputs (aligned) and
@@ -13,6 +13,9 @@ once it reads that the sender finished. A job whose readers end unevenly (a smal
 Kafka partition, a short file split) keeps taking checkpoints for the rest of its
 run; only when every subtask has finished do they stop, the final commit then
 happening at the end of input.
+
+The coordinator sees subtasks only as ``CheckpointParticipant``: the local
+executor's subtasks and the Ray driver's proxies of its actors both are.
 """
 
 from __future__ import annotations
@@ -21,16 +24,19 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from reflow.checkpoint.storage import CheckpointData, CheckpointError, CheckpointStorage
 from reflow.eventtime.clock import Clock
 from reflow.graph.job import Job
 
-if TYPE_CHECKING:
-    from reflow.runtime.task import Subtask
-
-__all__ = ["CheckpointCoordinator", "CheckpointStats", "TooManyCheckpointFailuresError"]
+__all__ = [
+    "CheckpointAcks",
+    "CheckpointCoordinator",
+    "CheckpointParticipant",
+    "CheckpointStats",
+    "TooManyCheckpointFailuresError",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -57,6 +63,58 @@ class CheckpointStats:
     last_failure: str | None = None
 
 
+class CheckpointParticipant(Protocol):
+    """A subtask as the coordinator drives it."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def is_source(self) -> bool:
+        """Barriers are injected here (it reads a source)."""
+        ...
+
+    @property
+    def finished(self) -> bool:
+        """Its input ended (it may still be sending what it holds)."""
+        ...
+
+    @property
+    def done(self) -> bool:
+        """It sent everything: no barrier reaches it any more."""
+        ...
+
+    async def inject_barrier(self, checkpoint_id: int) -> None:
+        """(Sources) snapshot and send barrier ``checkpoint_id`` downstream."""
+        ...
+
+    async def acknowledge_finished(self, checkpoint_id: int) -> None:
+        """(Done) acknowledge ``checkpoint_id`` with the final state."""
+        ...
+
+    async def notify_complete(self, checkpoint_id: int) -> None:
+        """Checkpoint ``checkpoint_id`` is stored: commit what was pre-committed."""
+        ...
+
+
+class CheckpointAcks(Protocol):
+    """Where subtasks report their snapshots (the coordinator, or on a Ray actor the
+    worker that forwards them to the driver's coordinator)."""
+
+    def acknowledge(
+        self,
+        checkpoint_id: int,
+        subtask: str,
+        states: dict[tuple[str, int], dict[str, Any]],
+        alignment_s: float = 0.0,
+    ) -> None: ...
+
+    def pending_for(self, subtask: str) -> list[int]:
+        """The checkpoints in progress that ``subtask`` has not acknowledged: a
+        subtask that just finished acknowledges them with its final state."""
+        ...
+
+
 @dataclass(slots=True)
 class _Pending:
     checkpoint_id: int
@@ -75,7 +133,7 @@ class CheckpointCoordinator:
         job: Job,
         storage: CheckpointStorage,
         clock: Clock,
-        subtasks: list[Subtask],
+        subtasks: list[CheckpointParticipant],
         parallelism: dict[str, int],
         interval_ms: int,
         timeout_ms: int,
@@ -86,7 +144,7 @@ class CheckpointCoordinator:
         self.storage = storage
         self.clock = clock
         self.subtasks = subtasks
-        self.sources = [s for s in subtasks if s.reader is not None]
+        self.sources = [s for s in subtasks if s.is_source]
         self.after_finish = after_finish
         """False: checkpoints stop at the first subtask that finished (Ray actors
         report only that they ended, not their final state)."""
@@ -155,18 +213,8 @@ class CheckpointCoordinator:
         if self._current is not None:
             self._current.cancel()
 
-    async def subtask_finished(self, subtask: Subtask) -> None:
-        """``subtask`` is done (its lock held): it acknowledges every pending checkpoint
-        it has not, whose barriers it will never receive now."""
-        for checkpoint_id in sorted(self.pending):
-            pending = self.pending.get(checkpoint_id)  # (aborted meanwhile: None)
-            if pending is not None and subtask.name not in pending.acked:
-                await subtask.snapshot_finished(checkpoint_id)
-
-    @staticmethod
-    async def _ask_finished(subtask: Subtask, checkpoint_id: int) -> None:
-        async with subtask.lock:
-            await subtask.snapshot_finished(checkpoint_id)
+    def pending_for(self, subtask: str) -> list[int]:
+        return [i for i, p in sorted(self.pending.items()) if subtask not in p.acked]
 
     def _failed(self, checkpoint_id: int, reason: str) -> None:
         self.stats.failed += 1
@@ -203,9 +251,9 @@ class CheckpointCoordinator:
             if self.after_finish:
                 # No barrier reaches a finished subtask: it acknowledges when asked.
                 injections += [
-                    asyncio.ensure_future(self._ask_finished(subtask, checkpoint_id))
+                    asyncio.ensure_future(subtask.acknowledge_finished(checkpoint_id))
                     for subtask in self.subtasks
-                    if subtask.reader is None and subtask.done
+                    if not subtask.is_source and subtask.done
                 ]
             timer = asyncio.ensure_future(self.clock.sleep(self.timeout_ms / 1000))
             try:
