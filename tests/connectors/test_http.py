@@ -16,7 +16,9 @@ from aiohttp import ClientSession, web
 
 from reflow import Connectors, ErrorMode, ErrorPolicy, Job, JobStatus, Operators
 from reflow.errors import ConnectorConfigError
-from reflow.testing import TestingSink, TestingSource, run_job
+from reflow.eventtime.clock import ManualClock
+from reflow.runtime import ExecutorSettings
+from reflow.testing import TestingSink, TestingSource, run_job, run_job_async
 from tests.connectors.http_server import ThreadedServer, free_port
 
 ITEMS = [{"id": i, "name": f"item-{i}", "price": i * 0.5} for i in range(100_000)]
@@ -30,6 +32,8 @@ class Api:
         self.requests: list[tuple[float, str]] = []
         self.fail_every = 0  # answer 503 to every n-th request (0: never)
         self.down = False
+        self.clock: ManualClock | None = None
+        """Set: requests are timed on this clock instead of the wall clock."""
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._record])
@@ -43,7 +47,8 @@ class Api:
 
     @web.middleware
     async def _record(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        self.requests.append((time.monotonic(), str(request.rel_url)))
+        now = time.monotonic() if self.clock is None else self.clock.now_ms() / 1000
+        self.requests.append((now, str(request.rel_url)))
         if self.down:
             return web.Response(status=503, text="maintenance")
         if self.fail_every and len(self.requests) % self.fail_every == 0:
@@ -125,17 +130,22 @@ def test_polling_source_reads_100k_records_through_each_pagination(
 
 
 def test_rate_limit_spaces_requests(api: Any) -> None:
+    """On the job's clock (a ManualClock moved only as far as the source waits), no
+    two requests are closer than 1/rate_limit."""
     out = TestingSink()
+    api.clock = clock = ManualClock(start_ms=1_000_000)
     source = Connectors.http(
         url=api.url + "/offset", pagination="offset", page_size=10_000, rate_limit=20
     )
-    result = run_job(Job.builder().source(source).sink(out).build())
+    job = Job.builder().source(source).sink(out).build()
+    result = asyncio.run(clock.drive(run_job_async(job, ExecutorSettings(clock=clock))))
     assert result.status is JobStatus.COMPLETED, result.error
     assert len(out.records) == 100_000
     times = [t for t, _ in api.requests]
     assert len(times) == 11  # ten full pages and an empty one
     gaps = [b - a for a, b in itertools.pairwise(times)]
-    assert min(gaps) >= 0.045  # 20 requests per second at most
+    assert min(round(g, 6) for g in gaps) >= 0.05  # 20 requests per second at most
+    assert round(sum(clock.jumps), 6) >= 0.5  # the waits were on the clock
 
 
 def test_retries_busy_answers_and_counts_them(api: Any) -> None:

@@ -112,7 +112,7 @@ class TwoNodeCluster:
             **os.environ,
             "RAY_USAGE_STATS_ENABLED": "0",
             "RAY_AUTH_MODE": "disabled",  # the same on every node and the driver
-            "PYTHONPATH": os.pathsep.join([str(ROOT), str(folder)]),
+            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT), str(folder)]),
         }
 
     def start(self) -> None:

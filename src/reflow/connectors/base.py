@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from reflow.errors import ConnectorError
+from reflow.eventtime.clock import Clock, SystemClock
 
 __all__ = [
     "END_OF_INPUT",
@@ -80,6 +81,9 @@ class ConnectorContext:
     events: dict[str, int] = field(default_factory=dict)
     """The connector's own counters (requests, retries, reconnects, bytes, ...),
     exported as ``reflow_connector_events_total{event=...}``."""
+    clock: Clock = field(default_factory=SystemClock)
+    """The executor's clock: waits between retries and polls run on it, so tests
+    drive them with a ``ManualClock``."""
 
     def count(self, event: str, n: int = 1) -> None:
         """Add ``n`` to the connector counter ``event``."""

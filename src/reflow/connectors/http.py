@@ -36,7 +36,6 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -54,6 +53,7 @@ from reflow.connectors.base import (
 )
 from reflow.connectors.messaging import IdleClock, MessageSink, MessageSource, masked_url
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = [
@@ -225,11 +225,12 @@ class _Requester:
     async def _pace(self) -> None:
         if self.rate_limit is None:
             return
-        now = time.monotonic()
+        clock = self.ctx.clock
+        now = clock.now_ms() / 1000
         wait = self.next_slot - now
         self.next_slot = max(now, self.next_slot) + 1.0 / self.rate_limit
         if wait > 0:
-            await asyncio.sleep(wait)
+            await clock.sleep(wait)
 
     async def _read_body(self, response: Any, method: str, url: str) -> bytes:
         """The response body, refused once it is longer than ``max_response_bytes``."""
@@ -272,9 +273,8 @@ class _Requester:
         import aiohttp
 
         opts = self.options
-        delay = opts.retry_backoff
-        attempt = 0
-        while True:
+
+        async def attempt() -> tuple[int, bytes, Any]:
             await self._pace()
             self.ctx.count("requests")
             try:
@@ -283,46 +283,66 @@ class _Requester:
                 ) as response:
                     body = await self._read_body(response, method, url)
                     status = response.status
-                    links = response.links
+                    answer = (status, body, response.links)
                     retry_after = response.headers.get("Retry-After")
             except (aiohttp.ClientError, TimeoutError) as exc:
                 self.reachable = (False, f"{masked_url(url)}: {exc!r}")
-                if first or attempt >= opts.max_retries:
-                    raise ConnectorError(
-                        f"http {self.role}: cannot reach {masked_url(url)}: {exc!r}"
-                        + (f" (after {attempt} retries)" if attempt else "")
-                        + ". Check the url and that the server is running"
-                    ) from exc
-                reason = repr(exc)
-                retry_after = None
-            else:
-                self.reachable = (True, f"{masked_url(url)} answered {status}")
-                if status not in RETRYABLE_STATUS:
-                    return status, body, links
-                if attempt >= opts.max_retries:
-                    raise ConnectorError(
-                        f"http {self.role}: {method} {masked_url(url)} answered {status} "
-                        f"{_snippet(body)} after {attempt} retries"
-                    )
-                reason = f"status {status}"
+                raise
+            self.reachable = (True, f"{masked_url(url)} answered {status}")
+            if status in RETRYABLE_STATUS:
                 self.ctx.count(f"status_{status}")
-            attempt += 1
-            self.ctx.count("retries")
-            wait = delay
-            if retry_after is not None:
-                with contextlib.suppress(ValueError):
-                    wait = max(wait, float(retry_after))
-            logger.warning(
-                "http %s %s: %s; retry %d of %d in %.2fs",
-                self.role,
-                self.ctx.step_id,
-                reason,
-                attempt,
-                opts.max_retries,
-                wait,
+                raise _RetryableAnswer(status, body, retry_after)
+            return answer
+
+        def retry_on(exc: BaseException) -> bool:
+            # A connection error on the very first request fails at once: a server
+            # that is down at start is reported without waiting.
+            return isinstance(exc, _RetryableAnswer) or not first
+
+        def give_up(exc: BaseException, retries: int) -> BaseException:
+            after = f" after {retries} retries"
+            if isinstance(exc, _RetryableAnswer):
+                return ConnectorError(
+                    f"http {self.role}: {method} {masked_url(url)} answered {exc.status} "
+                    f"{_snippet(exc.body)}{after}"
+                )
+            if not isinstance(exc, (aiohttp.ClientError, TimeoutError)):
+                return exc
+            return ConnectorError(
+                f"http {self.role}: cannot reach {masked_url(url)}: {exc!r}"
+                + (after if retries else "")
+                + ". Check the url and that the server is running"
             )
-            await asyncio.sleep(wait)
-            delay *= 2
+
+        return await retry(
+            self.ctx,
+            attempt,
+            what=f"{self.role} {method} {masked_url(url)}",
+            retries=opts.max_retries,
+            first_delay=opts.retry_backoff,
+            max_delay=float("inf"),
+            retry_on=retry_on,
+            delay_hint=_retry_after,
+            give_up=give_up,
+        )
+
+
+class _RetryableAnswer(Exception):
+    """A 429/5xx answer: retried."""
+
+    def __init__(self, status: int, body: bytes, retry_after: str | None) -> None:
+        super().__init__(f"status {status}")
+        self.status = status
+        self.body = body
+        self.retry_after = retry_after
+
+
+def _retry_after(exc: BaseException) -> float | None:
+    """The seconds a 429/503 answer's ``Retry-After`` asks to wait, if any."""
+    if isinstance(exc, _RetryableAnswer) and exc.retry_after is not None:
+        with contextlib.suppress(ValueError):
+            return float(exc.retry_after)
+    return None
 
 
 def _snippet(body: bytes) -> str:
@@ -377,9 +397,9 @@ class _HttpPollReader(SourceReader):
         if self.next is None:
             if self.rounds and opts.interval is None:
                 return None
-            now = time.monotonic()
+            now = self.ctx.clock.now_ms() / 1000
             if now < self.wait_until:
-                await asyncio.sleep(min(self.wait_until - now, 0.2))
+                await self.ctx.clock.sleep(min(self.wait_until - now, 0.2))
                 return []
             self.next, self.pages = self._first_request(), 0
         request = self.next
@@ -436,7 +456,7 @@ class _HttpPollReader(SourceReader):
         self.next = None
         self.rounds += 1
         if self.options.interval is not None:
-            self.wait_until = time.monotonic() + self.options.interval
+            self.wait_until = self.ctx.clock.now_ms() / 1000 + self.options.interval
 
     def _next_request(
         self, request: dict[str, Any], document: Any, links: Any, received: int

@@ -49,6 +49,7 @@ from reflow.connectors.messaging import (
     PayloadOptions,
 )
 from reflow.connectors.options import Duration, OptionsConnector
+from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = ["MqttConnector", "MqttSinkOptions", "MqttSourceOptions"]
@@ -234,28 +235,33 @@ class _MqttReader(SourceReader):
     async def _reconnect(self, reason: BaseException) -> None:
         opts = self.options
         self.connected = False
-        delay = opts.reconnect_backoff
-        for attempt in range(1, opts.max_reconnects + 1):
-            logger.warning(
-                "mqtt source %s: connection to %s lost (%r); reconnect %d of %d in %.1fs",
-                self.ctx.step_id,
-                opts.address,
-                reason,
-                attempt,
-                opts.max_reconnects,
-                delay,
-            )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 30.0)
+        logger.warning(
+            "mqtt source %s: connection to %s lost (%r); reconnecting in %.1fs",
+            self.ctx.step_id,
+            opts.address,
+            reason,
+            opts.reconnect_backoff,
+        )
+        await self.ctx.clock.sleep(opts.reconnect_backoff)
+
+        async def connect() -> None:
             self.ctx.count("reconnects")
-            try:
-                await self._connect()
-                return
-            except Exception as exc:
-                reason = exc
-        raise ConnectorError(
-            f"mqtt source: {opts.address} is gone: {opts.max_reconnects} reconnect attempts "
-            f"failed; last: {reason!r}"
+            await self._connect()
+
+        def give_up(exc: BaseException, retries: int) -> ConnectorError:
+            return ConnectorError(
+                f"mqtt source: {opts.address} is gone: {retries + 1} reconnect attempts "
+                f"failed; last: {exc!r}"
+            )
+
+        await retry(
+            self.ctx,
+            connect,
+            what=f"reconnecting to {opts.address}",
+            retries=opts.max_reconnects - 1,
+            first_delay=opts.reconnect_backoff * 2,
+            give_up=give_up,
+            counter="reconnect_retries",
         )
 
     async def read_batch(self) -> list[Any] | None:
@@ -399,32 +405,30 @@ class _MqttWriter(SinkWriter):
                 messages.append((topic, encode(record)))
             except (KeyError, TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
-        delay = 0.2
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
+
+        async def reconnect(_: BaseException) -> None:
+            await self._drop()
             try:
-                await self._publish(messages)
-                return
-            except Exception as exc:
-                if attempt == PUBLISH_ATTEMPTS:
-                    raise ConnectorError(
-                        f"mqtt sink: publishing to {opts.topic!r} on {opts.address} failed after "
-                        f"{attempt} attempts: {exc!r}"
-                    ) from exc
-                logger.warning(
-                    "mqtt sink %s: publishing failed (%r); reconnecting, attempt %d of %d",
-                    self.ctx.step_id,
-                    exc,
-                    attempt + 1,
-                    PUBLISH_ATTEMPTS,
-                )
-                self.ctx.count("publish_retries")
-                await asyncio.sleep(delay)
-                delay *= 2
-                await self._drop()
-                try:
-                    await self._connect()
-                except Exception as again:
-                    logger.warning("mqtt sink %s: reconnect failed: %r", self.ctx.step_id, again)
+                await self._connect()
+            except Exception as again:  # the next attempt fails and is retried
+                logger.warning("mqtt sink %s: reconnect failed: %r", self.ctx.step_id, again)
+
+        def give_up(exc: BaseException, retries: int) -> ConnectorError:
+            return ConnectorError(
+                f"mqtt sink: publishing to {opts.topic!r} on {opts.address} failed after "
+                f"{retries + 1} attempts: {exc!r}"
+            )
+
+        await retry(
+            self.ctx,
+            lambda: self._publish(messages),
+            what=f"publishing {len(messages)} messages (then reconnecting)",
+            retries=PUBLISH_ATTEMPTS - 1,
+            first_delay=0.2,
+            before_retry=reconnect,
+            give_up=give_up,
+            counter="publish_retries",
+        )
 
     async def _publish(self, messages: list[tuple[str, bytes]]) -> None:
         """Publish ``messages`` and wait until the broker has acknowledged each one."""

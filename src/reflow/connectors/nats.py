@@ -39,6 +39,7 @@ from reflow.connectors.messaging import (
     masked_url,
 )
 from reflow.connectors.options import Duration, OptionsConnector
+from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = ["NatsConnector", "NatsSinkOptions", "NatsSourceOptions"]
@@ -222,21 +223,25 @@ class _NatsWriter(SinkWriter):
                 payloads.append(self.codec.encode(record))
             except (TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
-        delay = 0.2
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            try:
-                await asyncio.gather(*(self.js.publish(subject, p) for p in payloads))
-                return
-            except Exception as exc:
-                if attempt == PUBLISH_ATTEMPTS:
-                    raise ConnectorError(
-                        f"nats sink: publishing to {subject!r} on {masked_url(opts.servers)} "
-                        f"failed after {attempt} attempts: {exc!r}"
-                    ) from exc
-                logger.warning("nats sink: publishing failed (%r); retrying", exc)
-                self.ctx.count("publish_retries")
-                await asyncio.sleep(delay)
-                delay *= 2
+
+        async def publish() -> None:
+            await asyncio.gather(*(self.js.publish(subject, p) for p in payloads))
+
+        def give_up(exc: BaseException, retries: int) -> ConnectorError:
+            return ConnectorError(
+                f"nats sink: publishing to {subject!r} on {masked_url(opts.servers)} "
+                f"failed after {retries + 1} attempts: {exc!r}"
+            )
+
+        await retry(
+            self.ctx,
+            publish,
+            what=f"publishing {len(payloads)} messages to {subject!r}",
+            retries=PUBLISH_ATTEMPTS - 1,
+            first_delay=0.2,
+            give_up=give_up,
+            counter="publish_retries",
+        )
 
     async def health(self) -> tuple[bool, str] | None:
         if self.client is None or not self.client.is_connected:

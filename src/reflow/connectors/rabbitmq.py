@@ -39,6 +39,7 @@ from reflow.connectors.messaging import (
     masked_url,
 )
 from reflow.connectors.options import Duration, OptionsConnector
+from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = ["RabbitMQConnector", "RabbitMQSinkOptions", "RabbitMQSourceOptions"]
@@ -242,27 +243,29 @@ class _RabbitWriter(SinkWriter):
             messages.append(
                 (aio_pika.Message(body, delivery_mode=mode, content_type=_content(opts)), key)
             )
-        delay = 0.2
-        for attempt in range(1, PUBLISH_ATTEMPTS + 1):
-            try:
-                await asyncio.gather(*(self.exchange.publish(m, k) for m, k in messages))
-                return
-            except Exception as exc:
-                if attempt == PUBLISH_ATTEMPTS:
-                    raise ConnectorError(
-                        f"rabbitmq sink: publishing to {masked_url(opts.url)} failed after "
-                        f"{attempt} attempts: {exc!r}"
-                    ) from exc
-                logger.warning(
-                    "rabbitmq sink: publishing failed (%r); reconnecting, attempt %d of %d",
-                    exc,
-                    attempt + 1,
-                    PUBLISH_ATTEMPTS,
-                )
-                self.ctx.count("publish_retries")
-                await asyncio.sleep(delay)
-                delay *= 2
-                await self._reconnect()
+
+        async def publish() -> None:
+            await asyncio.gather(*(self.exchange.publish(m, k) for m, k in messages))
+
+        async def reconnect(_: BaseException) -> None:
+            await self._reconnect()
+
+        def give_up(exc: BaseException, retries: int) -> ConnectorError:
+            return ConnectorError(
+                f"rabbitmq sink: publishing to {masked_url(opts.url)} failed after "
+                f"{retries + 1} attempts: {exc!r}"
+            )
+
+        await retry(
+            self.ctx,
+            publish,
+            what=f"publishing {len(messages)} messages (then reconnecting)",
+            retries=PUBLISH_ATTEMPTS - 1,
+            first_delay=0.2,
+            before_retry=reconnect,
+            give_up=give_up,
+            counter="publish_retries",
+        )
 
     async def _reconnect(self) -> None:
         if self.connection is not None and not self.connection.is_closed:

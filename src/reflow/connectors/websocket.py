@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sys
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -40,6 +41,7 @@ from reflow.connectors.messaging import (
     masked_url,
 )
 from reflow.connectors.options import Duration, OptionsConnector
+from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = ["WebSocketConnector", "WebSocketSourceOptions"]
@@ -132,42 +134,21 @@ class _WebSocketReader(SourceReader):
         import aiohttp
 
         opts = self.options
-        failures = 0
         delay = opts.reconnect_backoff
-        reason = ""
         while True:
             if self.ws is None:
                 try:
-                    self.ws = await self._connect()
-                except Exception as exc:
-                    failures += 1
-                    reason = repr(exc)
-                    if opts.max_reconnects is not None and failures > opts.max_reconnects:
-                        self.error = ConnectorError(
-                            f"websocket source: {self.where} is gone: {failures - 1} reconnect "
-                            f"attempts failed; last: {reason}"
-                        )
-                        await self.queue.put(_END)
-                        return
-                    logger.warning(
-                        "websocket source %s: reconnecting to %s failed (%s); next attempt in "
-                        "%.1fs",
-                        self.ctx.step_id,
-                        self.where,
-                        reason,
-                        delay,
-                    )
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, opts.reconnect_max_backoff)
-                    continue
-                failures = 0
+                    self.ws = await self._reconnect()
+                except ConnectorError as exc:
+                    self.error = exc
+                    await self.queue.put(_END)
+                    return
             ws = self.ws
             received = False
+            reason = ""
             try:
                 async for message in ws:
-                    if not received:  # the connection worked: the backoff starts over
-                        received = True
-                        delay = opts.reconnect_backoff
+                    received = True
                     if message.type == aiohttp.WSMsgType.TEXT:
                         await self.queue.put(message.data.encode())
                     elif message.type == aiohttp.WSMsgType.BINARY:
@@ -182,6 +163,10 @@ class _WebSocketReader(SourceReader):
             await ws.close()
             self.ws = None
             self.ctx.count("reconnects")
+            # A connection that delivered messages worked: the backoff starts over.
+            delay = (
+                opts.reconnect_backoff if received else min(delay * 2, opts.reconnect_max_backoff)
+            )
             logger.warning(
                 "websocket source %s: connection to %s lost (%s); reconnecting in %.1fs",
                 self.ctx.step_id,
@@ -189,8 +174,30 @@ class _WebSocketReader(SourceReader):
                 reason,
                 delay,
             )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, opts.reconnect_max_backoff)
+            await self.ctx.clock.sleep(delay)
+
+    async def _reconnect(self) -> Any:
+        """A new connection, retried with backoff ``max_reconnects`` times (for ever
+        without a limit)."""
+        opts = self.options
+
+        def give_up(exc: BaseException, retries: int) -> ConnectorError:
+            return ConnectorError(
+                f"websocket source: {self.where} is gone: {retries} reconnect attempts "
+                f"failed; last: {exc!r}"
+            )
+
+        limit = opts.max_reconnects
+        return await retry(
+            self.ctx,
+            self._connect,
+            what=f"reconnecting to {self.where}",
+            retries=limit if limit is not None else sys.maxsize,
+            first_delay=opts.reconnect_backoff * 2,
+            max_delay=opts.reconnect_max_backoff,
+            give_up=give_up,
+            counter="reconnect_retries",
+        )
 
     async def read_batch(self) -> list[Any] | None:
         try:

@@ -12,7 +12,12 @@ import abc
 import asyncio
 import heapq
 import itertools
+import math
 import time
+from collections.abc import Awaitable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 __all__ = ["Clock", "ManualClock", "SystemClock"]
 
@@ -53,6 +58,9 @@ class ManualClock(Clock):
         self._now = start_ms
         self._sleepers: list[tuple[int, int, asyncio.Future[None]]] = []
         self._order = itertools.count()
+        self._slept: asyncio.Event | None = None
+        self.jumps: list[float] = []
+        """Seconds ``drive`` moved the clock by, jump by jump."""
 
     def now_ms(self) -> int:
         return self._now
@@ -62,8 +70,39 @@ class ManualClock(Clock):
             await asyncio.sleep(0)
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        heapq.heappush(self._sleepers, (self._now + int(seconds * 1000), next(self._order), future))
+        # Never wake early: a wait of 49.9 ms ends at the 50th millisecond.
+        due = self._now + math.ceil(seconds * 1000 - 1e-6)
+        heapq.heappush(self._sleepers, (due, next(self._order), future))
+        if self._slept is not None:
+            self._slept.set()
         await future
+
+    async def next_sleep(self) -> float:
+        """Wait until someone sleeps on this clock; the seconds until the earliest
+        sleeper wakes (for tests that advance the clock as far as the code waits)."""
+        return (await self._next_due_ms() - self._now) / 1000
+
+    async def _next_due_ms(self) -> int:
+        while not any(not f.done() for _, _, f in self._sleepers):
+            self._slept = asyncio.Event()
+            await self._slept.wait()
+        return min(due for due, _, f in self._sleepers if not f.done())
+
+    async def drive(self, awaitable: Awaitable[T]) -> T:
+        """Await ``awaitable``, moving this clock straight to each wake-up it waits
+        for: code that sleeps on the clock runs at once, in the order its time says.
+        The jumps made are appended to ``jumps``."""
+        task = asyncio.ensure_future(awaitable)
+        while not task.done():
+            sleeping = asyncio.ensure_future(self._next_due_ms())
+            await asyncio.wait({sleeping, task}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                sleeping.cancel()
+                break
+            due = max(sleeping.result(), self._now)
+            self.jumps.append((due - self._now) / 1000)
+            self.set(due)
+        return await task
 
     def advance(self, seconds: float) -> None:
         """Move time forward and wake every sleeper whose time has come."""

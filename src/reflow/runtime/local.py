@@ -323,10 +323,10 @@ async def run_execution(
     """Run the execution's subtasks (and its checkpoint coordinator) to their end; the
     error that ended them, if any.
 
-    After a clean end the sinks kept open are flushed and the sources commit what
-    they read (``END_OF_INPUT``); with ``defer_final_commit`` the sources stay open
-    instead, for ``end_of_input`` to commit once the whole job ended cleanly (a Ray
-    actor's subtask: the driver says when)."""
+    After a clean end the sinks kept open for checkpoints are flushed and the
+    sources commit what they read (``END_OF_INPUT``); with ``defer_final_commit``
+    both stay open instead, for ``end_of_input`` to do that once the whole job
+    ended cleanly (a Ray actor's subtask: the driver says when)."""
     if execution.dead_letters is not None:
         await execution.dead_letters.writer.open()
     for subtask in execution.subtasks:
@@ -334,7 +334,7 @@ async def run_execution(
         subtask.reader_closed_by_executor = subtask.reader is not None
         # With checkpoints, sinks of subtasks that finish early go on taking part in
         # them; they are flushed (the final commit) once the whole job ended.
-        subtask.writers_closed_by_executor = execution.coordinator is not None and any(
+        subtask.writers_closed_by_executor = subtask.acks is not None and any(
             stage.writer is not None for stage in subtask.stages
         )
     execution.tasks = [
@@ -383,10 +383,10 @@ async def run_execution(
             await execution.coordinator.settle()
         else:
             execution.coordinator.abandon()
+    if ended_cleanly and defer_final_commit:
+        return None  # end_of_input() flushes, commits and closes
     if ended_cleanly:
         error = await _flush_writers(execution.subtasks)
-        if error is None and defer_final_commit:
-            return None  # readers stay open: end_of_input() commits and closes them
         if error is None:
             error = await _final_commit(execution.subtasks)
     await _close_readers(execution.subtasks)
@@ -401,10 +401,14 @@ async def run_execution(
 
 
 async def end_of_input(execution: Execution) -> str | None:
-    """Commit and close the sources of an execution that ended cleanly with its final
-    commit deferred; the error, if the commit failed."""
-    error = await _final_commit(execution.subtasks)
+    """The final commit of an execution that ended cleanly with it deferred: the
+    sinks kept open write what they hold, the sources commit what they read, and
+    both close; the error, if the commit failed."""
+    error = await _flush_writers(execution.subtasks)
+    if error is None:
+        error = await _final_commit(execution.subtasks)
     await _close_readers(execution.subtasks)
+    await _close_writers(execution.subtasks)
     return None if error is None else str(error)
 
 

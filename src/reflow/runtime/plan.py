@@ -25,6 +25,7 @@ from reflow.checkpoint.storage import CheckpointData
 from reflow.connectors.base import ConnectorContext, SinkWriter
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError
+from reflow.eventtime.clock import Clock
 from reflow.graph.job import ErrorMode, Job, JobConfig
 from reflow.graph.job_graph import JobGraph, JobVertex
 from reflow.graph.partitioning import Partitioning
@@ -149,7 +150,9 @@ def make_plan(
         policy.mode_for(n.step_id) is ErrorMode.DEAD_LETTER for n in graph.stream_graph.nodes
     ):
         dl_writer = resolve_sink(policy.dead_letter).create_writer(
-            ConnectorContext("dead-letter", 0, 1, job.job_id, batch_size, io_pool)
+            ConnectorContext(
+                "dead-letter", 0, 1, job.job_id, batch_size, io_pool, clock=settings.clock
+            )
         )
         plan.dead_letters = DeadLetterOutput(dl_writer)
     if any(getattr(n.payload, "stateful", False) for n in graph.stream_graph.nodes):
@@ -201,6 +204,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             handler,
             checkpointing=job.config.checkpoint is not None,
             events=metrics.connector_events,
+            clock=clock,
         )
         if node.kind is NodeKind.SOURCE:
             reader = plan.sources[node.step_id].create_reader(ctx)
@@ -234,7 +238,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             state=plan.state,
             timestamp_of=_upstream_timestamp(graph.stream_graph, node.step_id),
             emit_side=_side_emitter(holder, metrics),
-            load_source=_source_loader(job.job_id, plan.batch_size, plan.io_pool),
+            load_source=_source_loader(job.job_id, plan.batch_size, plan.io_pool, clock),
             bounded_input=plan.bounded,
         )
         logic = spec.build(op_ctx)
@@ -344,11 +348,13 @@ def _side_emitter(holder: list[Subtask], metrics: StepMetrics) -> Callable[[str,
 
 
 def _source_loader(
-    job_id: str, batch_size: int, io_pool: ThreadPoolExecutor
+    job_id: str, batch_size: int, io_pool: ThreadPoolExecutor, clock: Clock
 ) -> Callable[[Any], Awaitable[list[Any]]]:
     async def load(payload: Any) -> list[Any]:
         source = resolve_source(payload)
-        reader = source.create_reader(ConnectorContext("lookup", 0, 1, job_id, batch_size, io_pool))
+        reader = source.create_reader(
+            ConnectorContext("lookup", 0, 1, job_id, batch_size, io_pool, clock=clock)
+        )
         records: list[Any] = []
         await reader.open()
         try:

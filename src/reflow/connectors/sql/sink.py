@@ -10,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from reflow.connectors.base import BufferedSinkWriter, ConnectorContext
+from reflow.connectors.retry import retry
 from reflow.connectors.sql.engine import connect_engine, masked_url, split_table_name
 from reflow.errors import ConnectorError
 
@@ -259,29 +260,23 @@ class SqlWriter(BufferedSinkWriter):
         rows = self._rows(records)
         if not rows:
             return
-        attempt = 0
-        while True:
-            try:
-                failed = await self.ctx.run_blocking(self._insert_blocking, rows)
-                break
-            except Exception as exc:
-                if attempt >= self.options.max_retries or not _is_transient(exc):
-                    raise ConnectorError(
-                        f"sql sink: writing {len(rows)} rows to {self.options.table!r} in "
-                        f"{masked_url(self.options.url)} failed: {_reason(exc)}"
-                    ) from exc
-                delay = RETRY_BACKOFF_SECONDS * 2**attempt
-                attempt += 1
-                self.ctx.count("retries")
-                logger.warning(
-                    "sql sink %s: %s; retry %d of %d in %.1fs",
-                    self.ctx.step_id,
-                    _reason(exc),
-                    attempt,
-                    self.options.max_retries,
-                    delay,
-                )
-                await asyncio.sleep(delay)
+
+        def give_up(exc: BaseException, retries: int) -> ConnectorError:
+            after = f" after {retries} retries" if retries else ""
+            return ConnectorError(
+                f"sql sink: writing {len(rows)} rows to {self.options.table!r} in "
+                f"{masked_url(self.options.url)} failed{after}: {_reason(exc)}"
+            )
+
+        failed = await retry(
+            self.ctx,
+            lambda: self.ctx.run_blocking(self._insert_blocking, rows),
+            what=f"writing {len(rows)} rows to {self.options.table!r}",
+            retries=self.options.max_retries,
+            first_delay=RETRY_BACKOFF_SECONDS,
+            retry_on=_is_transient,
+            give_up=give_up,
+        )
         for row, error in failed:
             self.ctx.reject(row, ValueError(f"rejected by the database: {_reason(error)}"))
 

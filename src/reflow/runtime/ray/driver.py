@@ -11,16 +11,18 @@ retried call could be applied twice or out of order. When any actor fails the
 job fails, every actor of the job is killed, and the error names the step.
 
 Checkpoints: the driver runs the ``CheckpointCoordinator`` over proxies of the
-actors (each a ``CheckpointParticipant``). It injects barrier *n* into the source actors; the
-barriers travel in-band through the same ordered calls as the records; each
-actor snapshots when the barrier is aligned on all its inputs and its
-acknowledgement (with the snapshot) reaches the driver through a long-polling
-call. Once every subtask acknowledged, the driver writes the checkpoint to the
-job's checkpoint storage (a folder or S3 -- never only Ray's object store, which
-dies with its owner) and tells every actor to commit (two-phase sinks). Any
-actor failure fails the whole attempt: every actor is killed and
-``execute_with_recovery`` restarts the job from the last complete checkpoint
-under its restart strategy.
+actors (each a ``CheckpointParticipant``). It injects barrier *n* into the
+source actors; the barriers travel in-band through the same ordered calls as
+the records; each actor snapshots when the barrier is aligned on all its inputs
+and its acknowledgement (with the snapshot) reaches the driver through a
+long-polling call. Once every subtask acknowledged, the driver writes the
+checkpoint to the job's checkpoint storage (a folder or S3 -- never only Ray's
+object store, which dies with its owner) and tells every actor to commit
+(two-phase sinks). Checkpoints go on after some subtasks finished, as on the
+local executor: a done actor acknowledges with its final state when asked, and
+its sinks make their final commit once the whole job ended. Any actor failure
+fails the whole attempt: every actor is killed and ``execute_with_recovery``
+restarts the job from the last complete checkpoint under its restart strategy.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ from reflow.runtime.base import (
 )
 from reflow.runtime.local import take_savepoint
 from reflow.runtime.ray.channel import DEFAULT_MAX_IN_FLIGHT, SubtaskKey
-from reflow.runtime.ray.worker import PollAnswer, SubtaskWorker, WorkerOutcome
+from reflow.runtime.ray.worker import Ack, Ending, PollAnswer, SubtaskWorker, WorkerOutcome
 
 __all__ = ["RayExecutor"]
 
@@ -303,6 +305,8 @@ class RayExecutor:
         }
         execution.actors = actors
         coordinator_task: asyncio.Task[None] | None = None
+        coordinator: CheckpointCoordinator | None = None
+        ended_cleanly = False
         creating = time.perf_counter()
         try:
             restore_ref = ray.put(restore) if restore is not None else None
@@ -334,6 +338,8 @@ class RayExecutor:
             )
             coordinator = self._coordinator(job, list(proxies.values()))
             execution.coordinator = coordinator
+            for proxy in proxies.values():
+                proxy.coordinator = coordinator
             if coordinator is not None:
                 self.last_checkpoints = coordinator.stats
                 coordinator_task = asyncio.create_task(coordinator.run())
@@ -345,7 +351,6 @@ class RayExecutor:
             }
             stopping = asyncio.ensure_future(execution.stopping.wait())
             parts: list[ExecutionPart] = []
-            collected: list[dict[str, list[Any]]] = []
             self.last_bytes_sent = 0
             self.last_cpu_seconds = 0.0
             self.last_cpu_by_subtask = {}
@@ -386,26 +391,35 @@ class RayExecutor:
                         )
                     parts.append(answer.part)
                     execution.reports[key] = answer.part
-                    collected.append(answer.collected)
                     self.last_bytes_sent += answer.bytes_sent
                     self.last_cpu_seconds += answer.cpu_seconds
                     self.last_cpu_by_subtask[proxies[key].name] = answer.cpu_seconds
                     if answer.error is not None:
                         return await _first_cause(answer, pending, parts)
             stopping.cancel()
-            # Every subtask ended cleanly: only now do the sources commit what they read.
+            # Every subtask ended cleanly: the checkpoint in progress completes, then
+            # the sinks make their final commit and the sources commit what they read.
+            if coordinator_task is not None:
+                coordinator_task.cancel()
+                await asyncio.gather(coordinator_task, return_exceptions=True)
+                coordinator_task = None
+            if coordinator is not None:
+                await coordinator.settle()
+            ended_cleanly = True
             try:
-                problems = await asyncio.gather(
+                endings: list[Ending] = await asyncio.gather(
                     *(_await(a.end_of_input.remote()) for a in actors.values())
                 )
             except Exception as exc:  # an actor died between its end and the commit
                 return _Outcome(f"the final commit failed: {_died(exc)}", None, parts)
-            for key, problem in zip(actors, problems, strict=True):
-                if problem is not None:
+            for key, ending in zip(actors, endings, strict=True):
+                if ending.error is not None:
                     step = graph.vertex(key[0]).head.step_id
-                    return _Outcome(f"the final commit failed: {problem}", step, parts)
-            return _Outcome(None, None, parts, collected)
+                    return _Outcome(f"the final commit failed: {ending.error}", step, parts)
+            return _Outcome(None, None, parts, [e.collected for e in endings])
         finally:
+            if coordinator is not None and not ended_cleanly:
+                coordinator.abandon()
             if coordinator_task is not None:
                 if coordinator_task.done() and not coordinator_task.cancelled():
                     problem = coordinator_task.exception()
@@ -481,7 +495,6 @@ class RayExecutor:
             config.interval_ms,
             config.timeout_ms,
             config.tolerable_failures,
-            after_finish=False,
         )
 
 
@@ -516,13 +529,19 @@ class _RemoteSubtask:
         self.is_source = vertex.head.kind is NodeKind.SOURCE
         self.finished = False
         self.done = False
-        """Never set: the coordinator stops at the first finished subtask on Ray."""
+        """The actor reported its subtask done (it polls no more)."""
+        self.coordinator: CheckpointCoordinator | None = None
+
+    def _forward(self, acks: list[Ack]) -> None:
+        if self.coordinator is not None:
+            for checkpoint_id, name, states, alignment_s in acks:
+                self.coordinator.acknowledge(checkpoint_id, name, states, alignment_s)
 
     async def acknowledge_finished(self, checkpoint_id: int) -> None:
-        raise AssertionError("checkpoints stop at the first finished subtask on Ray")
+        self._forward(await self.actor.acknowledge_finished.remote(checkpoint_id))
 
     async def inject_barrier(self, checkpoint_id: int) -> None:
-        await self.actor.inject_barrier.remote(checkpoint_id)
+        self._forward(await self.actor.inject_barrier.remote(checkpoint_id))
 
     async def notify_complete(self, checkpoint_id: int) -> None:
         await self.actor.notify_complete.remote(checkpoint_id)
@@ -544,7 +563,11 @@ async def _follow(
             for checkpoint_id, name, states, alignment_s in answer.acks:
                 coordinator.acknowledge(checkpoint_id, name, states, alignment_s)
         if answer.done is not None:
-            proxy.finished = True
+            proxy.finished = proxy.done = True
+            if coordinator is not None and answer.done.error is None:
+                # Checkpoints in progress whose barriers it will never see now.
+                for checkpoint_id in coordinator.pending_for(proxy.name):
+                    await proxy.acknowledge_finished(checkpoint_id)
             return answer.done
 
 

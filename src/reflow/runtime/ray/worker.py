@@ -3,9 +3,12 @@
 The actor builds its subtask with the same ``make_plan``/``build_subtask`` as
 the local executor, its own inbox a local ``Channel`` and every other
 subtask's inbox a ``RemoteChannel`` to that subtask's actor, and runs it with
-``run_execution``. Its source commits what it read only when the driver says
-the whole job ended cleanly (``end_of_input``). Checkpoint acknowledgements
-and live counters reach the driver through a long-polling ``poll``.
+``run_execution``. Its source commits what it read, and with checkpoints its
+sinks make their final commit, only when the driver says the whole job ended
+cleanly (``end_of_input``). Checkpoint acknowledgements and live counters reach
+the driver through a long-polling ``poll``; once the subtask is done, the calls
+that make it acknowledge (``acknowledge_finished``, ``inject_barrier``) return
+them instead.
 """
 
 from __future__ import annotations
@@ -29,7 +32,7 @@ from reflow.runtime.local import ThreadPools, close_writer, end_of_input, run_ex
 from reflow.runtime.plan import Execution, build_subtask, make_plan, probe_connectors
 from reflow.runtime.ray.channel import RemoteChannel, SubtaskKey, decompress
 
-__all__ = ["PollAnswer", "SubtaskWorker", "WorkerOutcome"]
+__all__ = ["Ending", "PollAnswer", "SubtaskWorker", "WorkerOutcome"]
 
 Ack = tuple[int, str, dict[tuple[str, int], dict[str, Any]], float]
 """(checkpoint id, subtask name, states, seconds aligning)."""
@@ -43,10 +46,17 @@ class WorkerOutcome:
     error: str | None
     step_id: str | None
     part: ExecutionPart
-    collected: dict[str, list[Any]]
-    """What in-memory sinks of the subtask collected (TestingSink), by step."""
     bytes_sent: int
     cpu_seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Ending:
+    """The final commit of an actor's subtask."""
+
+    error: str | None
+    collected: dict[str, list[Any]]
+    """What in-memory sinks of the subtask collected (TestingSink), by step."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +93,9 @@ class SubtaskWorker:
         self.task: asyncio.Task[BaseException | None] | None = None
         self.cpu_started = 0.0
         self.acks: list[Ack] = []
+        self.done_delivered = False
+        """A poll told the driver the subtask is done: it polls no more, so calls
+        that make the subtask acknowledge return the acknowledgements."""
         self.changed = asyncio.Event()
 
     async def start(
@@ -127,18 +140,24 @@ class SubtaskWorker:
         if self.job.config.checkpoint is not None:
             subtask.acks = self  # acknowledgements go to the driver's coordinator
         execution.subtasks.append(subtask)
-        error: BaseException | None = None
+        clean = False
         try:
             async with execution.watch:
                 error = await run_execution(execution, defer_final_commit=True)
+            clean = error is None and not execution.cancelled
         finally:
-            if execution.state is not None:
-                execution.state.close()
             execution.finished = time.perf_counter()
-            if execution.dead_letters is not None:
-                await close_writer(execution.dead_letters.writer, error is None)
-            execution.close_own_pools()
+            if not clean:  # (after a clean end, end_of_input releases them)
+                await self._release(flush=False)
         return error
+
+    async def _release(self, flush: bool) -> None:
+        execution = self.execution
+        if execution.state is not None:
+            execution.state.close()
+        if execution.dead_letters is not None:
+            await close_writer(execution.dead_letters.writer, flush)
+        execution.close_own_pools()
 
     # -- checkpoints (called by the driver's coordinator) -----------------------------------
 
@@ -154,20 +173,37 @@ class SubtaskWorker:
         self.changed.set()
 
     def pending_for(self, subtask: str) -> list[int]:
-        """The driver's coordinator stops checkpointing once a subtask finished."""
+        """The driver asks a done subtask for the checkpoints it has not acknowledged."""
         return []
 
-    async def inject_barrier(self, checkpoint_id: int) -> None:
+    def _undelivered(self) -> list[Ack]:
+        if not self.done_delivered:
+            return []  # the next poll carries them
+        acks, self.acks = self.acks, []
+        return acks
+
+    async def inject_barrier(self, checkpoint_id: int) -> list[Ack]:
+        """(Source) snapshot and send the barrier on; the acknowledgements no poll
+        will carry (the subtask was done)."""
         for subtask in self.execution.subtasks:
             await subtask.inject_barrier(checkpoint_id)
+        return self._undelivered()
+
+    async def acknowledge_finished(self, checkpoint_id: int) -> list[Ack]:
+        """(Done) acknowledge ``checkpoint_id`` with the final state."""
+        for subtask in self.execution.subtasks:
+            await subtask.acknowledge_finished(checkpoint_id)
+        return self._undelivered()
 
     async def notify_complete(self, checkpoint_id: int) -> None:
         for subtask in self.execution.subtasks:
             await subtask.notify_complete(checkpoint_id)
 
-    async def end_of_input(self) -> str | None:
-        """Every subtask of the job ended cleanly: commit and close this one's source."""
-        return await end_of_input(self.execution)
+    async def end_of_input(self) -> Ending:
+        """Every subtask of the job ended cleanly: this one's final commit."""
+        error = await end_of_input(self.execution)
+        await self._release(flush=error is None)
+        return Ending(error, _collected(self.job, self.own))
 
     async def poll(self, wait_s: float = 1.0) -> PollAnswer:
         """Wait up to ``wait_s`` for acknowledgements or the end; what happened and the
@@ -178,7 +214,10 @@ class SubtaskWorker:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), wait_s)
         acks, self.acks = self.acks, []
-        done = await self.wait() if not acks and self.task.done() else None
+        done = None
+        if not acks and self.task.done():
+            self.done_delivered = True  # (before waiting: acks from now on are returned)
+            done = await self.wait()
         return PollAnswer(acks, done, self.execution.part())
 
     async def health(self, timeout_s: float) -> list[tuple[str, Any]]:
@@ -231,7 +270,6 @@ class SubtaskWorker:
             error,
             getattr(failure, "step_id", None),
             self.execution.part(),
-            _collected(self.job, self.own),
             sum(r.bytes_sent for r in self.remotes),
             time.process_time() - self.cpu_started,
         )
