@@ -338,7 +338,7 @@ class Job:
 
 
 def _infer_type(graph: StreamGraph) -> JobType:
-    bounded = [getattr(node.payload, "bounded", None) for node in graph.sources]
+    bounded = [node.traits.bounded for node in graph.sources]
     return JobType.BATCH if bounded and all(b is True for b in bounded) else JobType.STREAMING
 
 

@@ -153,10 +153,10 @@ def _resolve_partitioning(
     edge: StreamEdge, upstream: StreamNode, downstream: StreamNode, up_par: int, down_par: int
 ) -> tuple[Partitioning, Callable[[Any], Any] | None]:
     key_selector = edge.key_selector
-    hint = getattr(upstream.payload, "output_partitioning", None)
-    keyed_input = getattr(downstream.payload, "input_key_selector", None)
+    hint = upstream.traits.output_partitioning
+    keyed_input = downstream.traits.input_key_selector
     if key_selector is None:
-        key_selector = keyed_input or getattr(upstream.payload, "key_selector", None)
+        key_selector = keyed_input or upstream.traits.key_selector
     if edge.partitioning is not None:
         partitioning = edge.partitioning
     elif keyed_input is not None:
@@ -201,7 +201,7 @@ def _broken_rules(
         broken.append("single-output")
     if partitioning is not Partitioning.FORWARD:
         broken.append("forward-partitioning")
-    if getattr(downstream.payload, "chainable", True) is False:
+    if not downstream.traits.chainable:
         broken.append("operator-not-chainable")
     if edge.side_output is not None:
         broken.append("side-output")

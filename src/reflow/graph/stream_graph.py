@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from reflow.errors import GraphValidationError
 from reflow.graph.partitioning import Partitioning
+from reflow.graph.traits import NodeTraits
 
 if TYPE_CHECKING:
     from reflow.graph.job_graph import JobGraph
@@ -82,10 +83,6 @@ def validate_step_id(step_id: object) -> str:
     return step_id
 
 
-def _payload_attr(payload: object, name: str, default: Any = None) -> Any:
-    return getattr(payload, name, default)
-
-
 @dataclass(frozen=True, slots=True)
 class StreamEdge:
     """A data flow from ``source_id`` to ``target_id``.
@@ -118,6 +115,8 @@ class StreamNode:
     in_edges: tuple[StreamEdge, ...] = ()
     out_edges: tuple[StreamEdge, ...] = ()
     config: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    traits: NodeTraits = field(default=NodeTraits("operator"), repr=False)
+    """What the payload declares, read once when the graph was built."""
 
     @property
     def operator_name(self) -> str:
@@ -234,7 +233,7 @@ class StreamGraphBuilder:
 
     def __init__(self, name: str = "job") -> None:
         self._name = name
-        self._nodes: dict[str, tuple[NodeKind, Any, int | None]] = {}
+        self._nodes: dict[str, tuple[NodeKind, Any, int | None, NodeTraits]] = {}
         self._edges: list[StreamEdge] = []
         self._parallelism: int | None = None
 
@@ -262,11 +261,12 @@ class StreamGraphBuilder:
                 f"step {step_id!r} has no {kind.value}: pass the {kind.value} object",
                 step_id=step_id,
             )
+        traits = NodeTraits.of(payload, kind.value)
         if parallelism is None:
-            parallelism = _payload_attr(payload, "parallelism")
+            parallelism = traits.parallelism
         if parallelism is not None:
             _check_parallelism(parallelism, step_id)
-        self._nodes[step_id] = (kind, payload, parallelism)
+        self._nodes[step_id] = (kind, payload, parallelism, traits)
         return self
 
     def add_source(
@@ -329,7 +329,7 @@ class StreamGraphBuilder:
                 "no input; connect into an operator or a sink",
                 step_id=target_id,
             )
-        outputs = getattr(self._nodes[source_id][1], "side_outputs", ())
+        outputs = self._nodes[source_id][3].side_outputs
         if side_output is not None and side_output not in outputs:
             raise GraphValidationError(
                 f"connect({source_id!r}, {target_id!r}, side_output={side_output!r}): "
@@ -373,11 +373,11 @@ class StreamGraphBuilder:
         Raises:
             GraphValidationError: no source or sink, an unconnected node, or a cycle.
         """
-        if not any(kind is NodeKind.SOURCE for kind, _, _ in self._nodes.values()):
+        if not any(kind is NodeKind.SOURCE for kind, _, _, _ in self._nodes.values()):
             raise GraphValidationError(
                 f"graph {self._name!r} has no source; add one with add_source(id, source)"
             )
-        if not any(kind is NodeKind.SINK for kind, _, _ in self._nodes.values()):
+        if not any(kind is NodeKind.SINK for kind, _, _, _ in self._nodes.values()):
             raise GraphValidationError(
                 f"graph {self._name!r} has no sink; add one with add_sink(id, sink) so the "
                 "results go somewhere"
@@ -387,7 +387,7 @@ class StreamGraphBuilder:
         for edge in self._edges:
             incoming[edge.target_id].append(edge)
             outgoing[edge.source_id].append(edge)
-        for step_id, (kind, _, _) in self._nodes.items():
+        for step_id, (kind, _, _, _) in self._nodes.items():
             if kind is not NodeKind.SOURCE and not incoming[step_id]:
                 raise GraphValidationError(
                     f"{kind.value} {step_id!r} has no input; connect(<upstream>, {step_id!r}) "
@@ -407,14 +407,17 @@ class StreamGraphBuilder:
                 node_id=index + 1,
                 step_id=step_id,
                 kind=kind,
-                operator_type=str(_payload_attr(payload, "operator_type", kind.value)),
+                operator_type=traits.operator_type,
                 payload=payload,
                 parallelism=parallelism,
                 in_edges=tuple(incoming[step_id]),
                 out_edges=tuple(outgoing[step_id]),
-                config=MappingProxyType(dict(_payload_attr(payload, "config", None) or {})),
+                config=traits.config,
+                traits=traits,
             )
-            for index, (step_id, (kind, payload, parallelism)) in enumerate(self._nodes.items())
+            for index, (step_id, (kind, payload, parallelism, traits)) in enumerate(
+                self._nodes.items()
+            )
         )
         _topological(nodes, self._edges)  # raises on a cycle
         graph = StreamGraph(nodes, tuple(self._edges), self._name, self._parallelism)
@@ -426,8 +429,8 @@ def _check_timestamps(graph: StreamGraph) -> None:
     """A step that insists on event time (``needs_timestamps``) has a timestamp
     assigner upstream; otherwise it could never fire."""
     for node in graph.nodes:
-        message = _payload_attr(node.payload, "needs_timestamps", None)
-        if not isinstance(message, str) or not message:
+        message = node.traits.needs_timestamps
+        if message is None:
             continue
         seen: set[str] = set()
         frontier = [edge.source_id for edge in node.in_edges]
@@ -438,7 +441,7 @@ def _check_timestamps(graph: StreamGraph) -> None:
                 continue
             seen.add(step)
             upstream = graph.node(step)
-            found = _payload_attr(upstream.payload, "timestamp_extractor", None) is not None
+            found = upstream.traits.timestamp_extractor is not None
             frontier.extend(edge.source_id for edge in upstream.in_edges)
         if not found:
             raise GraphValidationError(f"step {node.step_id!r}: {message}", step_id=node.step_id)

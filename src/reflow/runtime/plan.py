@@ -143,7 +143,10 @@ def make_plan(
         RestorePlan(restore),
         inbox_factory,
         asyncio.Event(),
-        bounded=all(src.bounded for src in sources.values()),
+        bounded=all(
+            sources[n.step_id].bounded if n.traits.bounded is None else n.traits.bounded
+            for n in graph.stream_graph.sources
+        ),
     )
     plan.gate.set()
     if policy.dead_letter is not None and any(
@@ -155,7 +158,7 @@ def make_plan(
             )
         )
         plan.dead_letters = DeadLetterOutput(dl_writer)
-    if any(getattr(n.payload, "stateful", False) for n in graph.stream_graph.nodes):
+    if any(n.traits.stateful for n in graph.stream_graph.nodes):
         plan.state = create_backend(
             settings.state_backend,
             path=settings.state_path,
@@ -317,9 +320,9 @@ def _upstream_timestamp(graph: StreamGraph, step_id: str) -> Callable[[Any], int
             continue
         seen.add(step)
         node = graph.node(step)
-        extractor = getattr(node.payload, "timestamp_extractor", None)
+        extractor = node.traits.timestamp_extractor
         if extractor is not None and step != step_id:
-            return extractor  # type: ignore[no-any-return]
+            return extractor
         frontier.extend(edge.source_id for edge in node.in_edges)
     return None
 
@@ -334,7 +337,7 @@ def _event_time_downstream(graph: StreamGraph, step_id: str) -> bool:
             continue
         seen.add(step)
         node = graph.node(step)
-        if getattr(node.payload, "uses_event_time", False) is True:
+        if node.traits.uses_event_time:
             return True
         frontier.extend(edge.target_id for edge in node.out_edges)
     return False

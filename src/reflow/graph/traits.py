@@ -1,0 +1,81 @@
+"""What the graph and the runtime need to know of a node, read once from its payload.
+
+A node's payload is whatever the user gave: an operator spec, a Source or
+Sink, a connector spec. Rather than probing it by attribute name wherever a
+question comes up (is it stateful? which records does it key by? where are
+its timestamps?), the graph builder reads every answer once into a frozen
+``NodeTraits`` stored on the node; graph/ and runtime/ read the traits.
+
+Payloads declare a trait by having the attribute of that name (operator specs
+in ``reflow.operators`` do; so can user classes), and a missing one takes the
+default below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+__all__ = ["NodeTraits"]
+
+_NO_CONFIG: Mapping[str, Any] = MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class NodeTraits:
+    """A node's traits, as its payload declares them."""
+
+    operator_type: str
+    """The kind of step (``map``, ``tumbling-window``, ``kafka``, ...)."""
+    parallelism: int | None = None
+    """The parallelism the payload asks for, if any."""
+    config: Mapping[str, Any] = field(default_factory=lambda: _NO_CONFIG)
+    """The payload's settings as shown by ``explain`` and the UI."""
+    stateful: bool = False
+    """Keeps keyed state (the job then gets a state backend)."""
+    chainable: bool = True
+    """May be fused with its neighbours into one subtask."""
+    bounded: bool | None = None
+    """(Sources) whether the input ends; None when the payload cannot tell."""
+    key_selector: Callable[[Any], Any] | None = None
+    """The key its output is partitioned by (``key_by``)."""
+    input_key_selector: Callable[[Any], Any] | None = None
+    """The key its input must be partitioned by (keyed operators)."""
+    output_partitioning: str | None = None
+    """A partitioning its output asks for (``rebalance``, ``broadcast``, ...)."""
+    timestamp_extractor: Callable[[Any], int] | None = None
+    """(Timestamp assigners) how a record's event time is read."""
+    uses_event_time: bool = False
+    """Acts on watermarks: upstream routers forward them."""
+    needs_timestamps: str | None = None
+    """Set: the step can only work after a timestamp assigner; the message says why."""
+    side_outputs: tuple[str, ...] = ()
+    """Names of the side outputs it emits (e.g. ``late``)."""
+
+    @staticmethod
+    def of(payload: Any, default_type: str) -> NodeTraits:
+        """Read the traits ``payload`` declares (each attribute once)."""
+
+        def read(name: str, default: Any = None) -> Any:
+            return getattr(payload, name, default)
+
+        needs = read("needs_timestamps")
+        uses_event_time = read("uses_event_time", False)
+        bounded = read("bounded")
+        return NodeTraits(
+            operator_type=str(read("operator_type", default_type)),
+            parallelism=read("parallelism"),
+            config=MappingProxyType(dict(read("config") or {})),
+            stateful=read("stateful", False) is True,
+            chainable=read("chainable", True) is not False,
+            bounded=bounded if isinstance(bounded, bool) else None,
+            key_selector=read("key_selector"),
+            input_key_selector=read("input_key_selector"),
+            output_partitioning=read("output_partitioning"),
+            timestamp_extractor=read("timestamp_extractor"),
+            uses_event_time=uses_event_time is True,
+            needs_timestamps=needs if isinstance(needs, str) and needs else None,
+            side_outputs=tuple(read("side_outputs", ()) or ()),
+        )
