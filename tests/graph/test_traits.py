@@ -29,7 +29,7 @@ def test_each_trait_of_a_payload_is_read_once_for_build_compile_and_run() -> Non
     out = TestingSink()
     flow.source(CountingSource(range(1_000)), id="numbers").map(lambda x: x * 2).sink(out)
     job = flow.to_job()
-    job.job_graph  # compile
+    assert job.job_graph.vertices  # compiled
     result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert sorted(out.records) == [x * 2 for x in range(1_000)]
