@@ -227,11 +227,11 @@ def test_a_blocking_job_stalls_neither_the_api_nor_other_jobs(tmp_path: Path) ->
             return "has blocked its event loop" in executor["reason"]
 
         _wait(blocked)
-        # The API answers at once while the job's loop is held.
+        # The API answers while the job's loop is held (until the test releases it, so
+        # an API waiting for that loop would never answer: the client times out).
         for _ in range(10):
-            began = time.perf_counter()
             assert client.get("/health/live").json() == {"status": "UP"}
-            assert time.perf_counter() - began < 0.2
+        assert blocked()
         health = client.get("/health").json()
         assert health["status"] == "DEGRADED"
         reason = health["components"]["executor"]["reason"]

@@ -73,6 +73,9 @@ class _MqttOptions(PayloadOptions):
         None, description="client identifier; with it, a persistent session (clean_session off)"
     )
     keepalive: int = Field(30, gt=0, description="seconds between keep-alive pings")
+    timeout: Duration = Field(
+        30.0, description="how long connecting, subscribing or a publish may take"
+    )
     max_inflight: int = Field(
         1_000, gt=0, description="QoS 1/2 messages published and not yet acknowledged"
     )
@@ -133,7 +136,7 @@ def _client(options: _MqttOptions, ctx: ConnectorContext, role: str) -> Any:
         clean_session=identifier is None,
         keepalive=options.keepalive,
         max_inflight_messages=options.max_inflight,
-        timeout=10,
+        timeout=options.timeout,
     )
     client.pending_calls_threshold = options.max_inflight + 10
     return client
