@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from reflow.cli import main
 from reflow.config import load_job_text
+from reflow.connectors.options import OptionsConnector
 from reflow.connectors.registry import get_connector
 from reflow.errors import ConfigError
 
@@ -51,12 +53,14 @@ def test_named_connectors_of_the_seed_are_used_by_the_steps() -> None:
     job = load_job_text(NAMED)
     source, sink = job.stream_graph.sources[0].payload, job.stream_graph.sinks[0].payload
     kafka = get_connector("kafka")
-    options = kafka.parse(source.options, "source", kafka._model("source"))
+    assert isinstance(kafka, OptionsConnector)
+    options: Any = kafka.parse(source.options, "source", kafka._model("source"))
     assert source.connector == "kafka"
     assert options.topic_names == ["user-events", "order-events"]
     assert (options.group_id, options.max_records) == ("etl-consumer", 500)
     sql = get_connector("jdbc")
-    sink_options = sql.parse(sink.options, "sink", sql._model("sink"))
+    assert isinstance(sql, OptionsConnector)
+    sink_options: Any = sql.parse(sink.options, "sink", sql._model("sink"))
     assert sink_options.url == "mysql+pymysql://localhost:3306/db"
     assert (sink_options.pool_size, sink_options.pool_recycle) == (20, 1800.0)
     assert (sink_options.table, sink_options.batch_size) == ("user_stats", 100)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
@@ -24,7 +25,9 @@ from reflow.testing import TestingSink, TestingSource, run_job
 ROWS = [{"id": i, "name": f"n{i}", "price": i * 1.5, "ok": i % 2 == 0} for i in range(3_000)]
 
 
-def _copy(source: object, sink: object, parallelism: int = 1, policy: ErrorPolicy | None = None):
+def _copy(
+    source: object, sink: object, parallelism: int = 1, policy: ErrorPolicy | None = None
+) -> Any:
     builder = Job.builder().parallelism(parallelism).source(source).sink(sink)
     if policy is not None:
         builder = builder.error_policy(policy)

@@ -53,7 +53,8 @@ class Api:
             return web.Response(status=503, text="maintenance")
         if self.fail_every and len(self.requests) % self.fail_every == 0:
             return web.Response(status=503, headers={"Retry-After": "0"}, text="busy")
-        return await handler(request)
+        response: web.StreamResponse = await handler(request)
+        return response
 
     async def page(self, request: web.Request) -> web.Response:
         page, size = int(request.query["page"]), int(request.query["per_page"])

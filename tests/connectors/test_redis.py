@@ -101,7 +101,8 @@ def test_each_data_type_and_ttl(redis_prefix: str) -> None:
         result = _write(users, url=URL, **options)
         assert result.status is JobStatus.COMPLETED, (options, result.error)
     r = _client()
-    assert orjson.loads(r.get(f"{p}user:7")) == users[7]
+    stored = r.get(f"{p}user:7")
+    assert stored is not None and orjson.loads(stored) == users[7]
     assert 3_500 < r.ttl(f"{p}user:7") <= 3_600
     assert r.hgetall(f"{p}h:3") == {b"id": b"3", b"name": b'"n3"', b"score": b"4.5"}
     assert 500 < r.ttl(f"{p}h:3") <= 600
@@ -201,7 +202,7 @@ def test_entries_a_crashed_run_left_unacknowledged_are_read_again(redis_prefix: 
         r.xadd(stream, {"data": orjson.dumps({"n": i})})
     r.xgroup_create(stream, "g", id="0")
     # A previous run of subtask 0 took 700 entries and died before acknowledging them.
-    taken = r.xreadgroup("g", "reflow-0", {stream: ">"}, count=700)
+    taken: Any = r.xreadgroup("g", "reflow-0", {stream: ">"}, count=700)
     assert len(taken[0][1]) == 700
     sink = TestingSink()
     source = Connectors.redis(url=URL, stream=stream, group="g", count=64, stop_at_end=True)

@@ -11,6 +11,7 @@ from reflow import Connectors, Job, JobStatus
 from reflow.connectors import available_connectors, get_connector, register_connector
 from reflow.connectors.base import Connector, Sink, Source
 from reflow.connectors.memory import TestingSource
+from reflow.connectors.options import OptionsConnector
 from reflow.errors import ConnectorNotFoundError
 from reflow.testing import TestingSink, run_job
 
@@ -88,7 +89,8 @@ def test_yaml_takes_the_seeds_camel_case_for_every_option() -> None:
     job = load_job_text(KAFKA_JOB)  # start: committed is valid only with the group id
     assert job.job_name == "camel"
     connector = get_connector("kafka")
-    options = connector.parse(
+    assert isinstance(connector, OptionsConnector)
+    options: Any = connector.parse(
         {"bootstrapServers": "h:1", "groupId": "g", "topic": "t"},
         "source",
         connector._model("source"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import sqlalchemy as sa
 
@@ -11,7 +13,9 @@ from reflow.connectors.sql.source import partition_ranges
 from reflow.testing import TestingSink, TestingSource, run_job
 from tests.connectors.scenarios import dead_lettered_job
 
-ROWS = [{"id": i, "region": f"r{i % 5}", "amount": i * 0.25} for i in range(1, 2_001)]
+ROWS: list[dict[str, Any]] = [
+    {"id": i, "region": f"r{i % 5}", "amount": i * 0.25} for i in range(1, 2_001)
+]
 
 
 def _run(job: Job) -> None:
@@ -275,7 +279,6 @@ def test_server_gone_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
     from its checkpoint. No row is lost, and the exactly-once test sink sees each once."""
     import asyncio
     from pathlib import Path
-    from typing import Any
 
     from reflow.graph.restart import FixedDelayRestart
     from tests.server.test_health import TcpProxy

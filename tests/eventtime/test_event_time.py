@@ -15,7 +15,9 @@ from reflow.runtime import ExecutorSettings, LocalExecutor
 from reflow.testing import TestingSink, TestingSource, run_job
 
 
-def _count_job(events: list[Any], *, bounded: bool, idle_timeout_ms: int | None, lateness: int = 0):
+def _count_job(
+    events: list[Any], *, bounded: bool, idle_timeout_ms: int | None, lateness: int = 0
+) -> tuple[Any, TestingSink, TestingSink]:
     flow = Flow("counts", batch_size=1)
     out, late = TestingSink(), TestingSink()
     windows = (

@@ -35,7 +35,7 @@ def test_hash_is_the_same_in_another_process_with_another_hash_seed() -> None:
 
 @given(st.one_of(st.text(), st.integers(), st.tuples(st.text(), st.integers())))
 def test_key_group_in_range(key: object) -> None:
-    assert 0 <= key_group_of(key) < MAX_KEY_GROUPS  # type: ignore[arg-type]
+    assert 0 <= key_group_of(key) < MAX_KEY_GROUPS
 
 
 def test_consecutive_integers_spread_over_every_subtask() -> None:

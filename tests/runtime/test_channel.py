@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
+from typing import Any, TypeVar
 
 import pytest
 
@@ -10,9 +12,11 @@ from reflow import Overflow
 from reflow.errors import BackpressureOverflowError
 from reflow.runtime import END_OF_STREAM, Channel, ChannelBrokenError
 
+T = TypeVar("T")
 
-def run(coro: object) -> object:
-    return asyncio.run(coro)  # type: ignore[arg-type]
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    return asyncio.run(coro)
 
 
 def test_full_channel_makes_the_sender_wait_until_the_receiver_takes() -> None:
@@ -36,8 +40,8 @@ def test_full_channel_makes_the_sender_wait_until_the_receiver_takes() -> None:
         return events
 
     events = run(scenario())
-    assert events[:3] == ["sent 0", "sent 1", "receiver starts"]  # type: ignore[index]
-    assert [e for e in events if e.startswith("got")] == ["got 0", "got 1", "got 2", "got 3"]  # type: ignore[union-attr]
+    assert events[:3] == ["sent 0", "sent 1", "receiver starts"]
+    assert [e for e in events if e.startswith("got")] == ["got 0", "got 1", "got 2", "got 3"]
 
 
 def test_end_of_stream_waits_for_every_sender() -> None:
@@ -61,7 +65,7 @@ def test_drop_counts_every_dropped_record() -> None:
         return channel
 
     channel = run(scenario())
-    stats = channel.statistics()  # type: ignore[attr-defined]
+    stats = channel.statistics()
     assert stats.dropped_records == 4
     assert stats.size == 1
 
@@ -77,7 +81,7 @@ def test_latest_keeps_the_newest_and_counts_the_oldest() -> None:
             got.append(item[1])
         return channel, got
 
-    channel, got = run(scenario())  # type: ignore[misc]
+    channel, got = run(scenario())
     assert got == [[4], [5]]
     assert channel.statistics().dropped_records == 3
 

@@ -302,7 +302,7 @@ def test_q5_on_two_ray_nodes_recovers_from_a_sigkill_exactly_once(
 
     _finish(cluster.run_job(job_file("reference")))
     expected = _table(url, "reference")
-    assert sum(int(row[3]) for row in expected) == BIDS  # every bid counted once
+    assert sum(int(str(row[3])) for row in expected) == BIDS  # every bid counted once
 
     proc = cluster.run_job(job_file("killed"))
     try:

@@ -116,7 +116,7 @@ def test_sigkill_of_the_manager_loses_and_doubles_nothing(
     assert len(running) == 1 and len(queued) >= 2
 
     serve()  # restart on the same store
-    slow = [r for r in store.runs() if r.job_id.startswith("slow")]
+    slow_runs = [r for r in store.runs() if r.job_id.startswith("slow")]
     _wait(
         lambda: all(
             r.status in ("COMPLETED", "FAILED") for r in store.runs() if r.job_id.startswith("slow")
@@ -128,7 +128,7 @@ def test_sigkill_of_the_manager_loses_and_doubles_nothing(
     )
 
     runs = {r.run_id: r for r in store.runs()}
-    assert len([r for r in runs.values() if r.job_id.startswith("slow")]) == len(slow) == 4
+    assert len([r for r in runs.values() if r.job_id.startswith("slow")]) == len(slow_runs) == 4
     assert runs[running[0]].status == "FAILED"
     assert "manager stopped" in (runs[running[0]].error or "")
     for run_id in queued:

@@ -15,7 +15,7 @@ import httpx
 
 from reflow.config import job_loader
 from reflow.config.policy import SubmissionPolicy
-from reflow.runtime import LocalExecutor
+from reflow.runtime import Executor
 from reflow.runtime.ray import RayExecutor
 from reflow.scheduler import JobManager, JobStore
 from reflow.server.app import create_app
@@ -42,7 +42,7 @@ job:
 """
 
 
-def _executor() -> LocalExecutor | RayExecutor:
+def _executor() -> Executor:
     executor = executor_for_tests()
     if isinstance(executor, RayExecutor):
         executor.report_seconds = 0.2  # actors report live counters 5x a second

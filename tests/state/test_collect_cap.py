@@ -20,7 +20,7 @@ from reflow.testing import TestingSink, TestingSource, run_job
 def _window_job(window: WindowSpec | None, records: int, cap: int) -> tuple[Any, TestingSink]:
     flow = Flow("collect", parallelism=1)
     sink = TestingSink()
-    keyed = (
+    keyed: Any = (
         flow.source(TestingSource({"k": "a", "ts": i, "v": i} for i in range(records)))
         .assign_timestamps("ts")
         .key_by("k")

@@ -18,8 +18,8 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from reflow.graph.durations import DurationLike, millis
 from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType, ResourceSettings
@@ -154,7 +154,15 @@ class Stream(Generic[T]):
             side_output=side_output,
         )
 
-    def map(self, fn: Callable[[T], U], *, id: str | None = None, **options: Any) -> Stream[U]:
+    @overload
+    def map(
+        self, fn: Callable[[T], Awaitable[U]], *, id: str | None = None, **options: Any
+    ) -> Stream[U]: ...
+
+    @overload
+    def map(self, fn: Callable[[T], U], *, id: str | None = None, **options: Any) -> Stream[U]: ...
+
+    def map(self, fn: Callable[[T], Any], *, id: str | None = None, **options: Any) -> Stream[Any]:
         """``fn(record)`` for every record; ``fn`` may be ``async def``."""
         return self._next(self._then(Operators.map(fn, **options), id, "map"))
 
@@ -164,10 +172,21 @@ class Stream(Generic[T]):
         """Keep the records for which ``predicate`` is truthy."""
         return self._next(self._then(Operators.filter(predicate, **options), id, "filter"))
 
+    @overload
+    def flat_map(
+        self, fn: Callable[[T], Awaitable[Iterable[U]]], *, id: str | None = None, **options: Any
+    ) -> Stream[U]: ...
+
+    @overload
     def flat_map(
         self, fn: Callable[[T], Iterable[U]], *, id: str | None = None, **options: Any
-    ) -> Stream[U]:
-        """Every record of the iterable ``fn(record)`` returns."""
+    ) -> Stream[U]: ...
+
+    def flat_map(
+        self, fn: Callable[[T], Any], *, id: str | None = None, **options: Any
+    ) -> Stream[Any]:
+        """Every record of the iterable ``fn(record)`` returns (``fn`` may be
+        ``async def``)."""
         return self._next(self._then(Operators.flat_map(fn, **options), id, "flat-map"))
 
     def key_by(
