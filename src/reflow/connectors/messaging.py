@@ -7,7 +7,7 @@ from __future__ import annotations
 import csv
 import io
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -23,9 +23,12 @@ from reflow.connectors.base import (
     SourceReader,
 )
 from reflow.connectors.options import ConnectorOptions
+from reflow.connectors.retry import retry
+from reflow.errors import ConnectorError
 from reflow.masking import mask_credentials
 
 __all__ = [
+    "PUBLISH_ATTEMPTS",
     "Format",
     "IdleClock",
     "MessageSink",
@@ -35,7 +38,11 @@ __all__ = [
     "decode_payload",
     "encode_payload",
     "masked_url",
+    "publish_with_retries",
 ]
+
+# Attempts per batch on connection errors, with backoff from 0.2 s doubling.
+PUBLISH_ATTEMPTS = 4
 
 Format = Literal["json", "text", "raw", "csv", "avro"]
 """Message bodies: ``json`` (records are JSON values), ``text`` (str), ``raw`` (bytes),
@@ -279,3 +286,37 @@ class MessageSink(Sink):
 
     def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
         return self.writer(self.options, ctx)
+
+
+async def publish_with_retries(
+    ctx: ConnectorContext,
+    publish: Callable[[], Awaitable[None]],
+    *,
+    connector: str,
+    where: str,
+    messages: int,
+    reconnect: Callable[[], Awaitable[None]] | None = None,
+) -> None:
+    """Publish one batch of a message sink; after a failure publish it again (at
+    least once), reconnecting first when ``reconnect`` is given, ``PUBLISH_ATTEMPTS``
+    times in all; then a ConnectorError naming the connector and ``where``."""
+
+    async def again(_: BaseException) -> None:
+        assert reconnect is not None
+        await reconnect()
+
+    def give_up(exc: BaseException, retries: int) -> ConnectorError:
+        return ConnectorError(
+            f"{connector} sink: publishing to {where} failed after {retries + 1} attempts: {exc!r}"
+        )
+
+    await retry(
+        ctx,
+        publish,
+        what=f"publishing {messages} messages" + (" (then reconnecting)" if reconnect else ""),
+        retries=PUBLISH_ATTEMPTS - 1,
+        first_delay=0.2,
+        before_retry=None if reconnect is None else again,
+        give_up=give_up,
+        counter="publish_retries",
+    )

@@ -47,6 +47,7 @@ from reflow.connectors.messaging import (
     MessageSource,
     PayloadCodec,
     PayloadOptions,
+    publish_with_retries,
 )
 from reflow.connectors.options import Duration, OptionsConnector
 from reflow.connectors.retry import retry
@@ -55,9 +56,6 @@ from reflow.errors import ConnectorError
 __all__ = ["MqttConnector", "MqttSinkOptions", "MqttSourceOptions"]
 
 logger = logging.getLogger(__name__)
-
-# Attempts per batch on connection errors, with backoff from 0.2 s doubling.
-PUBLISH_ATTEMPTS = 4
 
 
 class _MqttOptions(PayloadOptions):
@@ -409,28 +407,20 @@ class _MqttWriter(SinkWriter):
             except (KeyError, TypeError, ValueError) as exc:
                 self.ctx.reject(record, exc)
 
-        async def reconnect(_: BaseException) -> None:
+        async def reconnect() -> None:
             await self._drop()
             try:
                 await self._connect()
             except Exception as again:  # the next attempt fails and is retried
                 logger.warning("mqtt sink %s: reconnect failed: %r", self.ctx.step_id, again)
 
-        def give_up(exc: BaseException, retries: int) -> ConnectorError:
-            return ConnectorError(
-                f"mqtt sink: publishing to {opts.topic!r} on {opts.address} failed after "
-                f"{retries + 1} attempts: {exc!r}"
-            )
-
-        await retry(
+        await publish_with_retries(
             self.ctx,
             lambda: self._publish(messages),
-            what=f"publishing {len(messages)} messages (then reconnecting)",
-            retries=PUBLISH_ATTEMPTS - 1,
-            first_delay=0.2,
-            before_retry=reconnect,
-            give_up=give_up,
-            counter="publish_retries",
+            connector="mqtt",
+            where=f"{opts.topic!r} on {opts.address}",
+            messages=len(messages),
+            reconnect=reconnect,
         )
 
     async def _publish(self, messages: list[tuple[str, bytes]]) -> None:

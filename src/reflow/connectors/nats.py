@@ -37,16 +37,14 @@ from reflow.connectors.messaging import (
     PayloadCodec,
     PayloadOptions,
     masked_url,
+    publish_with_retries,
 )
 from reflow.connectors.options import Duration, OptionsConnector
-from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = ["NatsConnector", "NatsSinkOptions", "NatsSourceOptions"]
 
 logger = logging.getLogger(__name__)
-
-PUBLISH_ATTEMPTS = 4
 
 
 class _NatsOptions(PayloadOptions):
@@ -227,20 +225,12 @@ class _NatsWriter(SinkWriter):
         async def publish() -> None:
             await asyncio.gather(*(self.js.publish(subject, p) for p in payloads))
 
-        def give_up(exc: BaseException, retries: int) -> ConnectorError:
-            return ConnectorError(
-                f"nats sink: publishing to {subject!r} on {masked_url(opts.servers)} "
-                f"failed after {retries + 1} attempts: {exc!r}"
-            )
-
-        await retry(
+        await publish_with_retries(
             self.ctx,
             publish,
-            what=f"publishing {len(payloads)} messages to {subject!r}",
-            retries=PUBLISH_ATTEMPTS - 1,
-            first_delay=0.2,
-            give_up=give_up,
-            counter="publish_retries",
+            connector="nats",
+            where=f"{subject!r} on {masked_url(opts.servers)}",
+            messages=len(payloads),
         )
 
     async def health(self) -> tuple[bool, str] | None:

@@ -37,17 +37,14 @@ from reflow.connectors.messaging import (
     PayloadCodec,
     PayloadOptions,
     masked_url,
+    publish_with_retries,
 )
 from reflow.connectors.options import Duration, OptionsConnector
-from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
 
 __all__ = ["RabbitMQConnector", "RabbitMQSinkOptions", "RabbitMQSourceOptions"]
 
 logger = logging.getLogger(__name__)
-
-# Attempts per batch on connection errors, with backoff from 0.2 s doubling.
-PUBLISH_ATTEMPTS = 4
 
 
 class _RabbitOptions(PayloadOptions):
@@ -247,24 +244,13 @@ class _RabbitWriter(SinkWriter):
         async def publish() -> None:
             await asyncio.gather(*(self.exchange.publish(m, k) for m, k in messages))
 
-        async def reconnect(_: BaseException) -> None:
-            await self._reconnect()
-
-        def give_up(exc: BaseException, retries: int) -> ConnectorError:
-            return ConnectorError(
-                f"rabbitmq sink: publishing to {masked_url(opts.url)} failed after "
-                f"{retries + 1} attempts: {exc!r}"
-            )
-
-        await retry(
+        await publish_with_retries(
             self.ctx,
             publish,
-            what=f"publishing {len(messages)} messages (then reconnecting)",
-            retries=PUBLISH_ATTEMPTS - 1,
-            first_delay=0.2,
-            before_retry=reconnect,
-            give_up=give_up,
-            counter="publish_retries",
+            connector="rabbitmq",
+            where=masked_url(opts.url),
+            messages=len(messages),
+            reconnect=self._reconnect,
         )
 
     async def _reconnect(self) -> None:

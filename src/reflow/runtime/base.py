@@ -18,11 +18,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
 from reflow.checkpoint.storage import CheckpointData
 from reflow.connectors.base import DEFAULT_BATCH_SIZE
-from reflow.errors import JobFailedError
+from reflow.errors import ExecutionError, JobFailedError
 from reflow.eventtime.clock import Clock, SystemClock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job import Job, JobStatus
@@ -39,6 +39,7 @@ __all__ = [
     "CheckpointSummary",
     "ExecutionPart",
     "ExecutionSnapshot",
+    "ExecutionTable",
     "Executor",
     "ExecutorSettings",
     "JobResult",
@@ -319,6 +320,76 @@ def watermark_or_none(watermark: int) -> int | None:
     """A subtask's watermark as a snapshot shows it: None before the first
     watermark and after the last."""
     return watermark if MIN_WATERMARK < watermark < MAX_WATERMARK else None
+
+
+class Tracked(Protocol):
+    """An execution as an executor keeps it."""
+
+    job: Job
+    finished: float | None
+    """perf_counter at the end; None while running."""
+
+    def snapshot(self) -> ExecutionSnapshot: ...
+
+    async def probe_connectors(self, timeout_s: float) -> list[tuple[str, Any]]: ...
+
+
+E = TypeVar("E", bound=Tracked)
+
+
+class ExecutionTable(Generic[E]):
+    """The part of an executor that keeps its executions -- the running ones and
+    the last ``RETAINED_EXECUTIONS`` ended ones -- and answers for them (the read
+    side of the ``Executor`` protocol). Jobs may run on loops in other threads:
+    the table is read through copies."""
+
+    def __init__(self) -> None:
+        self._executions: dict[str, E] = {}
+        self.totals = {"completed": 0, "failed": 0, "cancelled": 0}
+        """Jobs that ended on this executor, by outcome (job.completed, job.failed)."""
+        self.durations: list[float] = []
+        """Seconds each ended job ran (job.duration)."""
+
+    def _track(self, execution: E) -> None:
+        self._executions[execution.job.job_id] = execution
+
+    def _ended(self, execution: E, seconds: float) -> None:
+        """Count the outcome of an execution that just ended and forget the oldest."""
+        outcome = execution.job.status.value.lower()
+        self.totals[outcome] = self.totals.get(outcome, 0) + 1
+        self.durations.append(seconds)
+        ended = [k for k, e in list(self._executions.items()) if e.finished is not None]
+        for key in ended[:-RETAINED_EXECUTIONS]:
+            self._executions.pop(key, None)
+
+    def _execution(self, job_id: str) -> E:
+        execution = self._executions.get(job_id)
+        if execution is None:
+            raise ExecutionError(f"no job {job_id!r} ran on this executor")
+        return execution
+
+    def snapshots(self, *, running_only: bool = False) -> list[ExecutionSnapshot]:
+        return [
+            e.snapshot()
+            for e in list(self._executions.values())
+            if not running_only or e.finished is None
+        ]
+
+    def snapshot(self, job_id: str) -> ExecutionSnapshot:
+        return self._execution(job_id).snapshot()
+
+    def status(self, job_id: str) -> JobStatus:
+        return self._execution(job_id).job.status
+
+    def is_running(self, job_id: str) -> bool:
+        execution = self._executions.get(job_id)
+        return execution is not None and execution.finished is None
+
+    async def probe_connectors(self, job_id: str, timeout_s: float) -> list[tuple[str, Any]]:
+        execution = self._executions.get(job_id)
+        if execution is None or execution.finished is not None:
+            return []
+        return await execution.probe_connectors(timeout_s)
 
 
 class Executor(Protocol):

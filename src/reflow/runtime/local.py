@@ -14,19 +14,13 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from reflow.checkpoint.coordinator import CheckpointCoordinator
 from reflow.checkpoint.storage import CheckpointData, open_storage
 from reflow.connectors.base import END_OF_INPUT, SinkWriter
 from reflow.errors import ExecutionError, ReflowError
 from reflow.graph.job import Job, JobStatus
-from reflow.runtime.base import (
-    RETAINED_EXECUTIONS,
-    ExecutionSnapshot,
-    ExecutorSettings,
-    JobResult,
-)
+from reflow.runtime.base import ExecutionTable, ExecutorSettings, JobResult
 from reflow.runtime.loops import await_in_loop, call_in_loop
 from reflow.runtime.plan import Execution, build_subtask, make_plan
 from reflow.runtime.task import Subtask
@@ -108,19 +102,15 @@ class ThreadPools:
         self._io_pool = self._compute_pool = None
 
 
-class LocalExecutor:
+class LocalExecutor(ExecutionTable[Execution]):
     """Runs jobs in this process on asyncio (the seed's single-node mode)."""
 
     runs_on_own_loops = True
 
     def __init__(self, settings: ExecutorSettings | None = None) -> None:
+        super().__init__()
         self.settings = settings or ExecutorSettings()
         self.pools = ThreadPools(self.settings)
-        self._executions: dict[str, Execution] = {}
-        self.totals = {"completed": 0, "failed": 0, "cancelled": 0}
-        """Jobs that ended on this executor, by outcome (job.completed, job.failed)."""
-        self.durations: list[float] = []
-        """Seconds each ended job ran (job.duration)."""
 
     def close(self) -> None:
         """Shut the thread pools down."""
@@ -145,7 +135,7 @@ class LocalExecutor:
             job.schedule()
         execution = Execution(job)
         execution.loop = asyncio.get_running_loop()
-        self._executions[job.job_id] = execution
+        self._track(execution)
         try:
             self._build(execution, restore)
         except ReflowError as exc:
@@ -153,7 +143,7 @@ class LocalExecutor:
             job.start()
             job.fail(str(exc))
             execution.finished = time.perf_counter()
-            self.totals["failed"] += 1
+            self._ended(execution, execution.finished - execution.started)
             return _result(execution, exc)
         if job.status is JobStatus.FAILED:
             job.retry()
@@ -190,9 +180,7 @@ class LocalExecutor:
         else:
             job.fail(str(error))
         result = _result(execution, error)
-        self.totals[job.status.value.lower()] = self.totals.get(job.status.value.lower(), 0) + 1
-        self.durations.append(result.metrics.elapsed_seconds)
-        self._forget_old()
+        self._ended(execution, result.metrics.elapsed_seconds)
         logger.info(
             "job %s finished: %s in %.3fs",
             job.job_id,
@@ -241,44 +229,8 @@ class LocalExecutor:
         if execution.plan is not None:
             call_in_loop(execution.loop, execution.plan.gate.set)
 
-    # Jobs may run on loops in other threads: read the table through a copy.
-
-    def snapshots(self, *, running_only: bool = False) -> list[ExecutionSnapshot]:
-        return [
-            e.snapshot()
-            for e in list(self._executions.values())
-            if not running_only or e.finished is None
-        ]
-
-    def snapshot(self, job_id: str) -> ExecutionSnapshot:
-        return self._execution(job_id).snapshot()
-
-    def is_running(self, job_id: str) -> bool:
-        execution = self._executions.get(job_id)
-        return execution is not None and execution.finished is None
-
-    async def probe_connectors(self, job_id: str, timeout_s: float) -> list[tuple[str, Any]]:
-        execution = self._executions.get(job_id)
-        if execution is None or execution.finished is not None:
-            return []
-        return await execution.probe_connectors(timeout_s)
-
-    def _forget_old(self) -> None:
-        ended = [k for k, e in list(self._executions.items()) if e.finished is not None]
-        for key in ended[:-RETAINED_EXECUTIONS]:
-            self._executions.pop(key, None)
-
     def pool_stats(self) -> dict[str, tuple[int, int]]:
         return self.pools.stats()
-
-    def status(self, job_id: str) -> JobStatus:
-        return self._execution(job_id).job.status
-
-    def _execution(self, job_id: str) -> Execution:
-        execution = self._executions.get(job_id)
-        if execution is None:
-            raise ExecutionError(f"no job {job_id!r} ran on this executor")
-        return execution
 
     def execution(self, job_id: str) -> Execution:
         """The live objects of a job's execution (for tests of the runtime itself)."""

@@ -42,9 +42,9 @@ from reflow.graph.job import Job, JobStatus
 from reflow.graph.job_graph import JobVertex, parse_memory_mb
 from reflow.graph.stream_graph import NodeKind
 from reflow.runtime.base import (
-    RETAINED_EXECUTIONS,
     ExecutionPart,
     ExecutionSnapshot,
+    ExecutionTable,
     ExecutorSettings,
     JobResult,
 )
@@ -110,7 +110,7 @@ class _Outcome:
     collected: list[dict[str, list[Any]]] = field(default_factory=list)
 
 
-class RayExecutor:
+class RayExecutor(ExecutionTable[_RayExecution]):
     """Runs jobs on a Ray cluster, one actor per subtask (``executor.type: distributed``).
 
     ``address`` is a running cluster's ``HOST:PORT`` (``ray start --head``); without
@@ -129,6 +129,7 @@ class RayExecutor:
         reserve_cpus: bool = False,
         start_timeout_s: float = 120.0,
     ) -> None:
+        super().__init__()
         self.settings = settings or ExecutorSettings()
         self.address = address
         self.max_in_flight = max_in_flight
@@ -147,46 +148,10 @@ class RayExecutor:
         self.start_timeout_s = start_timeout_s
         self.last_actor_options: dict[SubtaskKey, dict[str, Any]] = {}
         """The Ray options each subtask's actor was created with, in the last job."""
-        self._executions: dict[str, _RayExecution] = {}
-        self.totals = {"completed": 0, "failed": 0, "cancelled": 0}
-        """Jobs that ended on this executor, by outcome (job.completed, job.failed)."""
-        self.durations: list[float] = []
-        """Seconds each ended job ran (job.duration)."""
-
-    # -- what the manager, /metrics and /health read (as on the local executor) -------------
-
-    def snapshots(self, *, running_only: bool = False) -> list[ExecutionSnapshot]:
-        return [
-            e.snapshot()
-            for e in list(self._executions.values())
-            if not running_only or e.finished is None
-        ]
-
-    def snapshot(self, job_id: str) -> ExecutionSnapshot:
-        return self._execution(job_id).snapshot()
-
-    def is_running(self, job_id: str) -> bool:
-        execution = self._executions.get(job_id)
-        return execution is not None and execution.finished is None
-
-    async def probe_connectors(self, job_id: str, timeout_s: float) -> list[tuple[str, Any]]:
-        execution = self._executions.get(job_id)
-        if execution is None or execution.finished is not None:
-            return []
-        return await execution.probe_connectors(timeout_s)
 
     def pool_stats(self) -> dict[str, tuple[int, int]]:
         """No thread pools in the driver: the actors have their own."""
         return {}
-
-    def status(self, job_id: str) -> JobStatus:
-        return self._execution(job_id).job.status
-
-    def _execution(self, job_id: str) -> _RayExecution:
-        execution = self._executions.get(job_id)
-        if execution is None:
-            raise ExecutionError(f"no job {job_id!r} ran on this executor")
-        return execution
 
     async def stop(self, job_id: str) -> None:
         """Cancel a running job: its actors are killed; it ends CANCELLED."""
@@ -253,7 +218,7 @@ class RayExecutor:
         began = time.perf_counter()
         self.last_checkpoints = None
         execution = _RayExecution(job)
-        self._executions[job.job_id] = execution
+        self._track(execution)
         try:
             ray = self._ray()
             outcome = await self._run(ray, job, restore, execution)
@@ -270,11 +235,7 @@ class RayExecutor:
                 _absorb(job, collected)
         else:
             job.fail(error)
-        self.totals[job.status.value.lower()] = self.totals.get(job.status.value.lower(), 0) + 1
-        self.durations.append(elapsed)
-        ended = [k for k, e in self._executions.items() if e.finished is not None]
-        for key in ended[:-RETAINED_EXECUTIONS]:
-            del self._executions[key]
+        self._ended(execution, elapsed)
         return JobResult(
             job_id=job.job_id,
             job_name=job.job_name,
