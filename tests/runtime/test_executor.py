@@ -339,3 +339,12 @@ def test_result_metrics_count_records_per_step() -> None:
     assert result.records_in("sink") == 250
     assert result.metrics.step("quarter").subtasks == 2
     assert 0 < result.duration_seconds < time.perf_counter() - started + 0.01
+
+
+def test_a_testing_sink_writes_into_the_list_the_test_owns() -> None:
+    out: list[int] = [-1]
+    flow = Flow("owned", parallelism=2)
+    flow.source(TestingSource(range(100))).map(lambda x: x + 1).sink(TestingSink(out))
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert out[0] == -1 and sorted(out[1:]) == list(range(1, 101))

@@ -178,7 +178,8 @@ class _ListWriter(SinkWriter):
 
 
 class TestingSink(Sink):
-    """A sink that collects every record, from every subtask, in ``records``.
+    """A sink that collects every record, from every subtask, in ``records``: the
+    list given (``TestingSink(out)``, the test owns it), else a new one.
 
     With ``exactly_once=True`` records become visible only when the checkpoint
     after them completes (or at the end of input), like a transactional sink;
@@ -190,12 +191,13 @@ class TestingSink(Sink):
 
     def __init__(
         self,
+        records: list[Any] | None = None,
         *,
         name: str | None = None,
         parallelism: int | None = None,
         exactly_once: bool = False,
     ) -> None:
-        self.records: list[Any] = []
+        self.records: list[Any] = [] if records is None else records
         self.name = name
         self.parallelism = parallelism
         self.exactly_once = exactly_once
