@@ -152,9 +152,9 @@ def test_missing_file_fails_before_reading(tmp_path: Path) -> None:
 
 
 def test_options_are_validated_with_the_fix() -> None:
-    job = Job.builder().source(Connectors.file(path="data.xyz")).sink(TestingSink()).build()
-    result = run_job(job)
-    assert "set format to one of json, csv, text, parquet" in (result.error or "")
+    builder = Job.builder().source(Connectors.file(path="data.xyz")).sink(TestingSink())
+    with pytest.raises(ConnectorConfigError, match="set format to one of json, csv, text, parquet"):
+        builder.build()  # refused where the job is built, before it runs
     with pytest.raises(
         ConnectorConfigError,
         match=r"unknown source or sink option 'rolling_max_record'; did you mean 'rolling_max_records'",

@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections import Counter
 from typing import Any
 
+import pytest
+
 from reflow import JobStatus
 from reflow.api import Flow
 from reflow.graph.traits import NodeTraits
@@ -48,7 +50,22 @@ def test_traits_take_defaults_for_what_a_payload_does_not_declare() -> None:
         needs_timestamps = ""  # empty: no requirement
         config = {"a": 1}
 
-    traits = NodeTraits.of(Plain(), "operator")
+    traits = NodeTraits.of(Plain(), "operator", source=True)
     assert traits.operator_type == "custom" and dict(traits.config) == {"a": 1}
     assert (traits.stateful, traits.chainable, traits.bounded) == (False, True, None)
     assert traits.needs_timestamps is None and traits.side_outputs == ()
+
+
+def test_a_wrong_connector_option_fails_where_the_job_is_built() -> None:
+    """Options are checked for the role the connector has in the job once, when the
+    graph is built; a source whose boundedness can only be known when it runs (a
+    memory collection filled later) is no error then."""
+    from reflow import Connectors, Job
+    from reflow.errors import ConnectorConfigError
+
+    builder = Job.builder().source(TestingSource([1])).sink(Connectors.sql(table="t"))
+    with pytest.raises(ConnectorConfigError, match="url"):
+        builder.build()
+    later = Job.builder().source(Connectors.memory(collection="filled-later"))
+    job = later.sink(TestingSink()).build()
+    assert job.stream_graph.sources[0].traits.bounded is None

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from reflow.connectors.base import Connector, Sink, Source
-from reflow.errors import ConnectorConfigError, ConnectorNotFoundError
+from reflow.errors import ConnectorConfigError, ConnectorNotFoundError, ReflowError
 
 if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
@@ -130,9 +130,14 @@ class ConnectorSpec:
 
     @property
     def bounded(self) -> bool | None:
+        """Whether the source ends (read once by the graph builder, after ``validate``);
+        None when that depends on what exists only once the job runs (a memory
+        collection filled later, ...): the error, if any, then comes at the start."""
         try:
             return resolve_source(self).bounded
-        except Exception:
+        except ConnectorConfigError:
+            raise
+        except ReflowError:
             return None
 
     def __getattr__(self, option: str) -> Any:

@@ -261,7 +261,13 @@ class StreamGraphBuilder:
                 f"step {step_id!r} has no {kind.value}: pass the {kind.value} object",
                 step_id=step_id,
             )
-        traits = NodeTraits.of(payload, kind.value)
+        if kind is not NodeKind.OPERATOR:
+            # A connector spec checks its options for the role it has here now, so a
+            # wrong option fails where the job is built, not when it starts.
+            validate = getattr(payload, "validate", None)
+            if callable(validate):
+                validate(kind.value)
+        traits = NodeTraits.of(payload, kind.value, source=kind is NodeKind.SOURCE)
         if parallelism is None:
             parallelism = traits.parallelism
         if parallelism is not None:

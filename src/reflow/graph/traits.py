@@ -55,15 +55,16 @@ class NodeTraits:
     """Names of the side outputs it emits (e.g. ``late``)."""
 
     @staticmethod
-    def of(payload: Any, default_type: str) -> NodeTraits:
-        """Read the traits ``payload`` declares (each attribute once)."""
+    def of(payload: Any, default_type: str, *, source: bool = False) -> NodeTraits:
+        """Read the traits ``payload`` declares (each attribute once); ``bounded``
+        only of a ``source``."""
 
         def read(name: str, default: Any = None) -> Any:
             return getattr(payload, name, default)
 
         needs = read("needs_timestamps")
         uses_event_time = read("uses_event_time", False)
-        bounded = read("bounded")
+        bounded = read("bounded") if source else None
         return NodeTraits(
             operator_type=str(read("operator_type", default_type)),
             parallelism=read("parallelism"),
