@@ -145,6 +145,38 @@ class StreamGraph:
                 return node
         raise GraphValidationError(f"no step {step_id!r} in graph {self.name!r}", step_id=step_id)
 
+    def timestamps_of(self, step_id: str) -> Callable[[Any], int] | None:
+        """How records reaching ``step_id`` carry their event time: the timestamp
+        extractor of the nearest timestamp assigner upstream, if any."""
+        seen: set[str] = set()
+        frontier = [edge.source_id for edge in self.node(step_id).in_edges]
+        while frontier:
+            step = frontier.pop(0)
+            if step in seen:
+                continue
+            seen.add(step)
+            node = self.node(step)
+            if node.traits.timestamp_extractor is not None:
+                return node.traits.timestamp_extractor
+            frontier.extend(edge.source_id for edge in node.in_edges)
+        return None
+
+    def uses_event_time_from(self, step_id: str) -> bool:
+        """Whether ``step_id`` or a step after it acts on watermarks (so watermarks
+        are worth sending to it)."""
+        seen: set[str] = set()
+        frontier = [step_id]
+        while frontier:
+            step = frontier.pop()
+            if step in seen:
+                continue
+            seen.add(step)
+            node = self.node(step)
+            if node.traits.uses_event_time:
+                return True
+            frontier.extend(edge.target_id for edge in node.out_edges)
+        return False
+
     @property
     def sources(self) -> tuple[StreamNode, ...]:
         return tuple(n for n in self.nodes if n.kind is NodeKind.SOURCE)
@@ -438,18 +470,7 @@ def _check_timestamps(graph: StreamGraph) -> None:
         message = node.traits.needs_timestamps
         if message is None:
             continue
-        seen: set[str] = set()
-        frontier = [edge.source_id for edge in node.in_edges]
-        found = False
-        while frontier and not found:
-            step = frontier.pop()
-            if step in seen:
-                continue
-            seen.add(step)
-            upstream = graph.node(step)
-            found = upstream.traits.timestamp_extractor is not None
-            frontier.extend(edge.source_id for edge in upstream.in_edges)
-        if not found:
+        if graph.timestamps_of(node.step_id) is None:
             raise GraphValidationError(f"step {node.step_id!r}: {message}", step_id=node.step_id)
 
 

@@ -29,7 +29,7 @@ from reflow.eventtime.clock import Clock
 from reflow.graph.job import ErrorMode, Job, JobConfig
 from reflow.graph.job_graph import JobGraph, JobVertex
 from reflow.graph.partitioning import Partitioning
-from reflow.graph.stream_graph import NodeKind, StreamGraph
+from reflow.graph.stream_graph import NodeKind
 from reflow.operators.base import OperatorContext, OperatorSpec
 from reflow.runtime.base import (
     ExecutionPart,
@@ -239,7 +239,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             job.job_id,
             clock=clock,
             state=plan.state,
-            timestamp_of=_upstream_timestamp(graph.stream_graph, node.step_id),
+            timestamp_of=graph.stream_graph.timestamps_of(node.step_id),
             emit_side=_side_emitter(holder, metrics),
             load_source=_source_loader(job.job_id, plan.batch_size, plan.io_pool, clock),
             bounded_input=plan.bounded,
@@ -257,7 +257,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             [plan.inbox(edge.target_vertex, i) for i in range(_parallelism(graph, edge))],
             index,
             (edge.edge_id, index),
-            forwards_watermarks=_event_time_downstream(graph.stream_graph, edge.target_step),
+            forwards_watermarks=graph.stream_graph.uses_event_time_from(edge.target_step),
             reject=handlers.get(edge.source_step),
         )
         for edge in vertex.outputs
@@ -308,39 +308,6 @@ def _buffered_capacity(
     if not records:
         return default
     return max(1, -(-min(records) // batch_size))
-
-
-def _upstream_timestamp(graph: StreamGraph, step_id: str) -> Callable[[Any], int] | None:
-    """The timestamp extractor of the nearest upstream timestamp assigner, if any."""
-    seen: set[str] = set()
-    frontier = [step_id]
-    while frontier:
-        step = frontier.pop(0)
-        if step in seen:
-            continue
-        seen.add(step)
-        node = graph.node(step)
-        extractor = node.traits.timestamp_extractor
-        if extractor is not None and step != step_id:
-            return extractor
-        frontier.extend(edge.source_id for edge in node.in_edges)
-    return None
-
-
-def _event_time_downstream(graph: StreamGraph, step_id: str) -> bool:
-    """True if ``step_id`` or a step after it acts on watermarks."""
-    seen: set[str] = set()
-    frontier = [step_id]
-    while frontier:
-        step = frontier.pop()
-        if step in seen:
-            continue
-        seen.add(step)
-        node = graph.node(step)
-        if node.traits.uses_event_time:
-            return True
-        frontier.extend(edge.target_id for edge in node.out_edges)
-    return False
 
 
 def _side_emitter(holder: list[Subtask], metrics: StepMetrics) -> Callable[[str, list[Any]], None]:
