@@ -93,6 +93,9 @@ class SubtaskWorker:
         self.task: asyncio.Task[BaseException | None] | None = None
         self.cpu_started = 0.0
         self.acks: list[Ack] = []
+        self.collecting = _collecting(job, own)
+        """The in-memory lists this subtask's sinks append to, and how many records
+        each held before (the driver's lists hold those already)."""
         self.done_delivered = False
         """A poll told the driver the subtask is done: it polls no more, so calls
         that make the subtask acknowledge return the acknowledgements."""
@@ -203,7 +206,7 @@ class SubtaskWorker:
         """Every subtask of the job ended cleanly: this one's final commit."""
         error = await end_of_input(self.execution)
         await self._release(flush=error is None)
-        return Ending(error, _collected(self.job, self.own))
+        return Ending(error, {name: lst[n:] for name, (lst, n) in self.collecting.items()})
 
     async def poll(self, wait_s: float = 1.0) -> PollAnswer:
         """Wait up to ``wait_s`` for acknowledgements or the end; what happened and the
@@ -275,15 +278,17 @@ class SubtaskWorker:
         )
 
 
-def _collected(job: Job, own: SubtaskKey) -> dict[str, list[Any]]:
-    """Records that in-memory sinks of this subtask's chain hold (TestingSink), and
-    those of an in-memory dead-letter sink, so the driver's objects receive them."""
-    out: dict[str, list[Any]] = {}
+def _collecting(job: Job, own: SubtaskKey) -> dict[str, tuple[list[Any], int]]:
+    """The lists of in-memory sinks of this subtask's chain (TestingSink) and of an
+    in-memory dead-letter sink, by step, with their length now: what the subtask
+    appends to them goes back to the driver's objects at the end."""
+    out: dict[str, tuple[list[Any], int]] = {}
     vertex = job.job_graph.vertex(own[0])
     for node in vertex.chained_nodes:
-        if node.kind is NodeKind.SINK and isinstance(getattr(node.payload, "records", None), list):
-            out[node.step_id] = list(node.payload.records)
-    dead = job.config.error_policy.dead_letter
-    if isinstance(getattr(dead, "records", None), list):
-        out["__dead_letter__"] = list(dead.records)
+        records = getattr(node.payload, "records", None)
+        if node.kind is NodeKind.SINK and isinstance(records, list):
+            out[node.step_id] = (records, len(records))
+    dead = getattr(job.config.error_policy.dead_letter, "records", None)
+    if isinstance(dead, list):
+        out["__dead_letter__"] = (dead, len(dead))
     return out
