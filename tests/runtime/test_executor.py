@@ -117,8 +117,15 @@ def test_async_map_keeps_order_and_bounds_concurrency() -> None:
 
 
 def test_async_unordered_emits_in_completion_order() -> None:
+    released = asyncio.Event()
+
     async def slow_first(x: int) -> int:
-        await asyncio.sleep(0.02 if x == 0 else 0)
+        if x == 0:
+            await released.wait()  # completes only after the last one has,
+            for _ in range(10):  # and some turns of the event loop later
+                await asyncio.sleep(0)
+        elif x == 4:
+            released.set()
         return x
 
     sink = TestingSink()
@@ -302,10 +309,14 @@ def test_stop_cancels_a_streaming_job_and_pause_holds_the_source() -> None:
     async def scenario() -> tuple[int, int, JobStatus]:
         with LocalExecutor(ExecutorSettings()) as executor:
             task = asyncio.create_task(executor.execute(job))
-            await asyncio.sleep(0.2)
+            while len(sink.records) < 100:
+                await asyncio.sleep(0.01)
             executor.pause(job.job_id)
-            await asyncio.sleep(0.05)
-            paused_at = len(sink.records)
+            # Records in flight drain; then nothing more arrives while paused.
+            paused_at = -1
+            while paused_at != len(sink.records):
+                paused_at = len(sink.records)
+                await asyncio.sleep(0.1)
             await asyncio.sleep(0.2)
             after_pause = len(sink.records)
             executor.resume(job.job_id)
