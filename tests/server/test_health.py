@@ -83,7 +83,10 @@ def test_degraded_under_sustained_backpressure() -> None:
         with LocalExecutor(ExecutorSettings(channel_capacity=2)) as executor:
             checker = HealthChecker(executor)
             task = asyncio.create_task(executor.execute(job))
-            await asyncio.sleep(0.1)
+            while not executor.is_running(job.job_id) or not any(
+                s.blocked_since_ns for s in executor.execution(job.job_id).subtasks
+            ):
+                await asyncio.sleep(0.01)  # until the source waits on its full channel
             await checker.check()  # the first check starts the measurement window
             await asyncio.sleep(0.4)
             second = await checker.check()
