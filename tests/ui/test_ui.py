@@ -113,7 +113,13 @@ def test_submit_a_job_and_watch_it_complete_with_its_jobgraph(
     page.get_by_text("valid: job ui-batch, 2 vertices").wait_for()
     _shot(page, "submit")
     page.get_by_test_id("submit").click()
-    page.get_by_test_id("submitted-link").click()
+    link = page.get_by_test_id("submitted-link")
+    try:
+        link.wait_for(timeout=60_000)
+    except Exception as exc:  # say what the page shows instead of the link
+        shown = page.locator("#result").inner_text(), page.locator("#problems").inner_text()
+        raise AssertionError(f"no link to the submitted job; the page shows {shown!r}") from exc
+    link.click()
     page.locator("[data-testid=run-status] .COMPLETED").first.wait_for(timeout=20_000)
     assert page.get_by_test_id("vertex-count").inner_text() == "2 vertices"
     assert (
