@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import socket
@@ -405,3 +406,12 @@ def mosquitto_unlimited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[in
         proc.terminate()
         proc.wait(10)
         log.close()
+
+
+async def source_blocked(executor: Any, job_id: str) -> None:
+    """Until a subtask of the job running on the LocalExecutor ``executor`` waits on
+    a full channel (its source is backpressured)."""
+    while not executor.is_running(job_id) or not any(
+        s.blocked_since_ns for s in executor.execution(job_id).subtasks
+    ):
+        await asyncio.sleep(0.01)

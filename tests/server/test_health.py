@@ -11,6 +11,7 @@ from reflow import Connectors, Flow, Job
 from reflow.runtime import ExecutorSettings, LocalExecutor
 from reflow.server.health import HealthChecker
 from reflow.testing import TestingSink, TestingSource
+from tests.conftest import source_blocked
 
 
 class TcpProxy:
@@ -83,10 +84,7 @@ def test_degraded_under_sustained_backpressure() -> None:
         with LocalExecutor(ExecutorSettings(channel_capacity=2)) as executor:
             checker = HealthChecker(executor)
             task = asyncio.create_task(executor.execute(job))
-            while not executor.is_running(job.job_id) or not any(
-                s.blocked_since_ns for s in executor.execution(job.job_id).subtasks
-            ):
-                await asyncio.sleep(0.01)  # until the source waits on its full channel
+            await source_blocked(executor, job.job_id)
             await checker.check()  # the first check starts the measurement window
             await asyncio.sleep(0.4)
             second = await checker.check()

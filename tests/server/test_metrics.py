@@ -13,6 +13,7 @@ from reflow import Flow, Job, Operators
 from reflow.runtime import ExecutorSettings, LocalExecutor
 from reflow.server.metrics import ReflowCollector
 from reflow.testing import TestingSink, TestingSource
+from tests.conftest import source_blocked
 
 SEED_METRICS = {
     "job.running": "reflow_job_running",
@@ -112,14 +113,6 @@ def _fast_source_into(step: Callable[[int], Awaitable[int]], name: str) -> Any:
     return flow.to_job(job_id=f"{name}-job")
 
 
-async def _source_blocked(executor: LocalExecutor, job_id: str) -> None:
-    """Until the job's source subtask waits on its full channel."""
-    while not executor.is_running(job_id) or not any(
-        s.blocked_since_ns for s in executor.execution(job_id).subtasks
-    ):
-        await asyncio.sleep(0.01)
-
-
 def test_running_job_backpressure_and_channel_fill_are_exported() -> None:
     async def slow(x: int) -> int:
         await asyncio.sleep(0.002)
@@ -132,7 +125,7 @@ def test_running_job_backpressure_and_channel_fill_are_exported() -> None:
             registry = CollectorRegistry()
             registry.register(ReflowCollector(executor))
             task = asyncio.create_task(executor.execute(job))
-            await _source_blocked(executor, job.job_id)
+            await source_blocked(executor, job.job_id)
             _scrape(executor, registry)  # the first scrape starts the rate windows
             await asyncio.sleep(0.5)
             families = _scrape(executor, registry)
@@ -166,7 +159,7 @@ def test_a_continuously_blocked_source_reads_blocked_at_every_scrape() -> None:
             registry = CollectorRegistry()
             registry.register(ReflowCollector(executor))
             task = asyncio.create_task(executor.execute(job))
-            await _source_blocked(executor, job.job_id)
+            await source_blocked(executor, job.job_id)
             _scrape(executor, registry)  # the first scrape starts the rate windows
             ratios = []
             for _ in range(4):

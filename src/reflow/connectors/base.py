@@ -37,6 +37,7 @@ __all__ = [
     "SinkWriter",
     "Source",
     "SourceReader",
+    "read_all",
 ]
 
 T = TypeVar("T")
@@ -329,3 +330,15 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def config_descriptor(self) -> Any:
         """The options this connector takes (a ConfigDescriptor)."""
+
+
+async def read_all(reader: SourceReader) -> list[Any]:
+    """Open ``reader``, read it to the end of its input and close it; every record."""
+    records: list[Any] = []
+    await reader.open()
+    try:
+        while (batch := await reader.read_batch()) is not None:
+            records.extend(batch)
+    finally:
+        await reader.close()
+    return records

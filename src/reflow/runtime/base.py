@@ -16,7 +16,7 @@ runs subtasks (the whole job in the local executor, one per actor on Ray);
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Generic, Literal, Protocol, TypeVar
 
@@ -221,16 +221,9 @@ class CheckpointSummary:
 
     @staticmethod
     def of(stats: CheckpointStats) -> CheckpointSummary:
+        """The live counters' values now (every field of this class, by name)."""
         return CheckpointSummary(
-            stats.completed,
-            stats.failed,
-            stats.last_id,
-            stats.last_duration_s,
-            stats.last_size_bytes,
-            stats.last_path,
-            stats.last_alignment_s,
-            stats.consecutive_failures,
-            stats.last_failure,
+            **{f.name: getattr(stats, f.name) for f in fields(CheckpointSummary)}
         )
 
 

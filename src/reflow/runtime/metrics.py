@@ -7,7 +7,7 @@ they cost nothing measurable. The observability layer reads them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 
 __all__ = ["ExecutionMetrics", "StepCounters", "StepMetrics", "StepSummary"]
 
@@ -61,19 +61,10 @@ class StepCounters:
 
     @staticmethod
     def of(live: StepMetrics) -> StepCounters:
-        return StepCounters(
-            live.step_id,
-            live.subtask,
-            live.kind,
-            live.records_in,
-            live.records_out,
-            live.rejected,
-            live.dead_lettered,
-            live.late,
-            live.processing_ns,
-            live.batches,
-            dict(live.connector_events),
-        )
+        """The live counters' values now (every field of this class, by name)."""
+        values = {f.name: getattr(live, f.name) for f in fields(StepCounters)}
+        values["connector_events"] = dict(live.connector_events)
+        return StepCounters(**values)
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from typing import Any, Protocol
 from reflow.checkpoint.coordinator import CheckpointCoordinator
 from reflow.checkpoint.restore import RestorePlan
 from reflow.checkpoint.storage import CheckpointData
-from reflow.connectors.base import ConnectorContext, SinkWriter
+from reflow.connectors.base import ConnectorContext, SinkWriter, read_all
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError
 from reflow.eventtime.clock import Clock
@@ -325,14 +325,7 @@ def _source_loader(
         reader = source.create_reader(
             ConnectorContext("lookup", 0, 1, job_id, batch_size, io_pool, clock=clock)
         )
-        records: list[Any] = []
-        await reader.open()
-        try:
-            while (batch := await reader.read_batch()) is not None:
-                records.extend(batch)
-        finally:
-            await reader.close()
-        return records
+        return await read_all(reader)
 
     return load
 

@@ -28,7 +28,7 @@ from typing import Any
 
 import orjson
 
-from reflow.connectors.base import ConnectorContext
+from reflow.connectors.base import ConnectorContext, read_all
 from reflow.connectors.registry import ConnectorSpec, get_connector
 from reflow.errors import ConnectorConfigError
 
@@ -174,24 +174,12 @@ async def _lifecycle(
         return
     resumed = source.create_reader(ConnectorContext("contract-resume"))
     resumed.restore(position)
-    rest: list[Any] = []
-    await resumed.open()
-    try:
-        while (batch := await resumed.read_batch()) is not None:
-            rest.extend(batch)
-    finally:
-        await resumed.close()
+    rest = await read_all(resumed)
     whole = [*first, *rest]
     if normalize is not None:
         whole = [normalize(r) for r in whole]
     everything = source.create_reader(ConnectorContext("contract-all"))
-    expected: list[Any] = []
-    await everything.open()
-    try:
-        while (batch := await everything.read_batch()) is not None:
-            expected.extend(batch)
-    finally:
-        await everything.close()
+    expected = await read_all(everything)
     if normalize is not None:
         expected = [normalize(r) for r in expected]
     assert Counter(map(_canonical, whole)) == Counter(map(_canonical, expected)), (
