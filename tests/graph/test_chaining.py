@@ -78,17 +78,21 @@ def test_seed_93_branches_break_the_chain_at_the_fan_out_and_the_key_by() -> Non
     names = {v.vertex_name for v in job.vertices}
     assert names == {
         "kafka-source -> parse",
-        "filter-user -> user-key",
+        "filter-user",
         "user-aggregate -> user-sink",
         "filter-order -> order-aggregate -> order-sink",
     }
     reasons = {(d.source_step, d.target_step): d.broken_rules for d in job.decisions}
     assert reasons[("parse", "filter-user")] == ("single-output",)
     assert reasons[("parse", "filter-order")] == ("single-output",)
-    assert reasons[("user-key", "user-aggregate")] == ("forward-partitioning",)
+    # The key_by is the keyed edge itself, not a step of its own.
+    assert reasons[("filter-user", "user-aggregate")] == ("forward-partitioning",)
+    assert "user-key" not in {n.step_id for n in job.stream_graph.nodes}
     hash_edge = next(e for e in job.edges if e.target_step == "user-aggregate")
     assert hash_edge.partitioning is Partitioning.HASH
     assert hash_edge.key_selector is not None
+    assert hash_edge.exchange == "user-key"
+    assert "filter-user -> user-aggregate: HASH by the key of 'user-key'" in explain_text(job)
 
 
 def test_fan_in_breaks_the_chain_by_single_input() -> None:
@@ -146,7 +150,7 @@ def test_explain_cli_prints_text_and_mermaid(tmp_path: object, capsys: object) -
     out = io.StringIO()
     assert main(["explain", str(path)], out=out) == 0
     text = out.getvalue()
-    assert "vertex 1: source -> k (parallelism 2)" in text
-    assert "k -> m: HASH" in text
+    assert "vertex 1: source (parallelism 2)" in text
+    assert "source -> m: HASH by the key of 'k'" in text
     assert "m -> sink: REBALANCE" in text
     assert "```mermaid" in text

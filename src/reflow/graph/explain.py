@@ -44,7 +44,13 @@ def explain_text(job: JobGraph) -> str:
     lines = [f"StreamGraph {graph.name!r}: {len(graph.nodes)} nodes, {len(graph.edges)} edges"]
     for node in graph.topological_order():
         vertex = job.vertex_of(node.step_id)
-        targets = ", ".join(e.target_id for e in node.out_edges) or "-"
+        targets = (
+            ", ".join(
+                e.target_id + (f" (keyed by {e.exchange!r})" if e.exchange else "")
+                for e in node.out_edges
+            )
+            or "-"
+        )
         lines.append(
             f"  [{node.node_id}] {node.kind.value:<8} {node.step_id} "
             f"({node.operator_type}, parallelism {vertex.parallelism}) -> {targets}"
@@ -66,9 +72,10 @@ def explain_text(job: JobGraph) -> str:
     for edge in job.edges:
         decision = decisions[(edge.source_step, edge.target_step)]
         side = f" (side output {edge.side_output!r})" if edge.side_output else ""
+        keyed = f" by the key of {edge.exchange!r}" if edge.exchange else ""
         lines.append(
-            f"  {edge.source_step} -> {edge.target_step}{side}: {edge.partitioning.name}, "
-            f"overflow {edge.overflow.name}"
+            f"  {edge.source_step} -> {edge.target_step}{side}: {edge.partitioning.name}"
+            f"{keyed}, overflow {edge.overflow.name}"
         )
         lines.append(f"    not chained: {_why(decision, job)}")
     return "\n".join(lines)
@@ -94,7 +101,8 @@ def explain_mermaid(job: JobGraph) -> str:
         label = f"{node.step_id}<br/>{node.operator_type}"
         out.append(f"    s_{_mermaid_id(node.step_id)}{_shape(node.kind, label)}")
     for edge in graph.edges:
-        out.append(f"    s_{_mermaid_id(edge.source_id)} --> s_{_mermaid_id(edge.target_id)}")
+        arrow = f"-- {edge.exchange} -->" if edge.exchange else "-->"
+        out.append(f"    s_{_mermaid_id(edge.source_id)} {arrow} s_{_mermaid_id(edge.target_id)}")
     out.append("  end")
     out.append('  subgraph jobgraph["JobGraph"]')
     for vertex in job.vertices:

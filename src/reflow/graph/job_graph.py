@@ -67,6 +67,10 @@ class JobEdge:
     overflow: Overflow = Overflow.BUFFER
     capacity: int | None = None
     side_output: str | None = None
+    exchange: str | None = None
+    """The ``key_by`` step this keyed exchange was declared as, if any."""
+    carries_watermarks: bool = True
+    """False when no step downstream acts on watermarks: senders need not send them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +84,16 @@ class JobVertex:
     outputs: tuple[JobEdge, ...]
     parallelism: int
     resource_profile: ResourceProfile = field(default_factory=ResourceProfile)
+    timestamps: tuple[Callable[[Any], int] | None, ...] = ()
+    """For each chained node, how its input records carry event time (the extractor
+    of the nearest timestamp assigner upstream), or None."""
+
+    def timestamps_of(self, step_id: str) -> Callable[[Any], int] | None:
+        """How records reaching chained step ``step_id`` carry their event time."""
+        for node, extractor in zip(self.chained_nodes, self.timestamps, strict=False):
+            if node.step_id == step_id:
+                return extractor
+        return None
 
     @property
     def head(self) -> StreamNode:
@@ -283,6 +297,8 @@ def compile_job_graph(
                 overflow=edge.overflow,
                 capacity=edge.capacity,
                 side_output=edge.side_output,
+                exchange=edge.exchange,
+                carries_watermarks=graph.uses_event_time_from(edge.target_id),
             )
         )
     vertices = tuple(
@@ -294,6 +310,7 @@ def compile_job_graph(
             outputs=tuple(e for e in job_edges if e.source_vertex == index + 1),
             parallelism=parallelism[nodes[0].step_id],
             resource_profile=ResourceProfile(),
+            timestamps=tuple(graph.timestamps_of(n.step_id) for n in nodes),
         )
         for index, nodes in enumerate(chains)
     )

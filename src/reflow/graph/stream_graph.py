@@ -100,6 +100,8 @@ class StreamEdge:
     """Channel capacity in batches; None takes the executor's default."""
     side_output: str | None = None
     """The side output of the source node this edge carries (e.g. "late"), not its main output."""
+    exchange: str | None = None
+    """The ``key_by`` step this keyed edge was declared as, if any."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -440,6 +442,12 @@ class StreamGraphBuilder:
                     f"connect({step_id!r}, <downstream>) or remove it",
                     step_id=step_id,
                 )
+        kept, edges = _collapse_exchanges(self._nodes, self._edges)
+        incoming = {s: [] for s in kept}
+        outgoing = {s: [] for s in kept}
+        for edge in edges:
+            incoming[edge.target_id].append(edge)
+            outgoing[edge.source_id].append(edge)
         nodes = tuple(
             StreamNode(
                 node_id=index + 1,
@@ -453,14 +461,63 @@ class StreamGraphBuilder:
                 config=traits.config,
                 traits=traits,
             )
-            for index, (step_id, (kind, payload, parallelism, traits)) in enumerate(
-                self._nodes.items()
-            )
+            for index, (step_id, (kind, payload, parallelism, traits)) in enumerate(kept.items())
         )
-        _topological(nodes, self._edges)  # raises on a cycle
-        graph = StreamGraph(nodes, tuple(self._edges), self._name, self._parallelism)
+        _topological(nodes, edges)  # raises on a cycle
+        graph = StreamGraph(nodes, tuple(edges), self._name, self._parallelism)
         _check_timestamps(graph)
         return graph
+
+
+_NodeEntry = tuple[NodeKind, Any, "int | None", NodeTraits]
+
+
+def _collapse_exchanges(
+    nodes: Mapping[str, _NodeEntry], edges: list[StreamEdge]
+) -> tuple[dict[str, _NodeEntry], list[StreamEdge]]:
+    """Replace every exchange-only node (``key_by``) by keyed edges from each of its
+    inputs to each of its outputs, as Flink's keyBy is a partitioning rather than an
+    operator: records then cross one channel, not two, and the key is computed once
+    on the way. An explicit partitioning given on the way out is kept."""
+    kept = dict(nodes)
+    edges = list(edges)
+    for step_id, (_, _, _, traits) in nodes.items():
+        if not traits.exchange_only:
+            continue
+        del kept[step_id]
+        ins = [e for e in edges if e.target_id == step_id]
+        rewired: list[StreamEdge] = []
+        for out in edges:
+            if out.target_id == step_id:
+                continue
+            if out.source_id != step_id:
+                rewired.append(out)
+                continue
+            for into in ins:
+                if any(
+                    e.source_id == into.source_id and e.target_id == out.target_id
+                    for e in (*edges, *rewired)
+                ):
+                    raise GraphValidationError(
+                        f"key_by {step_id!r} joins {into.source_id!r} to {out.target_id!r}, "
+                        "which are already connected; merge the two paths with a union "
+                        "before the key_by",
+                        step_id=step_id,
+                    )
+                rewired.append(
+                    StreamEdge(
+                        into.source_id,
+                        out.target_id,
+                        out.partitioning or Partitioning.HASH,
+                        out.key_selector or traits.key_selector,
+                        out.overflow if out.overflow is not Overflow.BUFFER else into.overflow,
+                        out.capacity if out.capacity is not None else into.capacity,
+                        into.side_output,
+                        step_id,
+                    )
+                )
+        edges = rewired
+    return kept, edges
 
 
 def _check_timestamps(graph: StreamGraph) -> None:

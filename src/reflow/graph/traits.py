@@ -41,6 +41,9 @@ class NodeTraits:
     """(Sources) whether the input ends; None when the payload cannot tell."""
     key_selector: Callable[[Any], Any] | None = None
     """The key its output is partitioned by (``key_by``)."""
+    exchange_only: bool = False
+    """Declares an exchange, not work (``key_by``): the graph builder turns the node
+    into the keyed edges between its inputs and outputs; it never runs."""
     input_key_selector: Callable[[Any], Any] | None = None
     """The key its input must be partitioned by (keyed operators)."""
     output_partitioning: str | None = None
@@ -73,6 +76,7 @@ class NodeTraits:
             chainable=read("chainable", True) is not False,
             bounded=bounded if isinstance(bounded, bool) else None,
             key_selector=read("key_selector"),
+            exchange_only=read("exchange_only", False) is True,
             input_key_selector=read("input_key_selector"),
             output_partitioning=read("output_partitioning"),
             timestamp_extractor=read("timestamp_extractor"),

@@ -226,6 +226,10 @@ class KeyByOp(OperatorSpec):
 
     Records pass unchanged; every record with the same key reaches the same
     downstream subtask (by the stable key hash, never Python's ``hash()``).
+    A key_by is an exchange, not a step: the graph builder turns it into keyed
+    edges from its inputs to its outputs (as Flink's ``keyBy`` is a partitioning,
+    not an operator), so it has no subtasks, metrics or state of its own and its
+    ``parallelism`` has no effect.
     """
 
     key_selector: Callable[[Any], Any]
@@ -234,6 +238,7 @@ class KeyByOp(OperatorSpec):
 
     operator_type: ClassVar[str] = "key_by"
     output_partitioning: ClassVar[str] = "hash"
+    exchange_only: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_callable(self.key_selector, "Operators.key_by")

@@ -26,8 +26,8 @@ from reflow.connectors.base import ConnectorContext, SinkWriter, read_all
 from reflow.connectors.registry import resolve_sink, resolve_source
 from reflow.errors import ExecutionError
 from reflow.eventtime.clock import Clock
-from reflow.graph.job import ErrorMode, Job, JobConfig
-from reflow.graph.job_graph import JobGraph, JobVertex
+from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobConfig
+from reflow.graph.job_graph import JobEdge, JobGraph, JobVertex
 from reflow.graph.partitioning import Partitioning
 from reflow.graph.stream_graph import NodeKind
 from reflow.operators.base import OperatorContext, OperatorSpec
@@ -239,7 +239,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             job.job_id,
             clock=clock,
             state=plan.state,
-            timestamp_of=graph.stream_graph.timestamps_of(node.step_id),
+            timestamp_of=vertex.timestamps_of(node.step_id),
             emit_side=_side_emitter(holder, metrics),
             load_source=_source_loader(job.job_id, plan.batch_size, plan.io_pool, clock),
             bounded_input=plan.bounded,
@@ -257,8 +257,8 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             [plan.inbox(edge.target_vertex, i) for i in range(_parallelism(graph, edge))],
             index,
             (edge.edge_id, index),
-            forwards_watermarks=graph.stream_graph.uses_event_time_from(edge.target_step),
-            reject=handlers.get(edge.source_step),
+            forwards_watermarks=edge.carries_watermarks,
+            reject=_exchange_handler(edge, handlers, policy, job.job_id, plan.dead_letters),
         )
         for edge in vertex.outputs
     ]
@@ -282,6 +282,24 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
     subtask.source_step = vertex.head.step_id if vertex.head.kind is NodeKind.SOURCE else None
     subtask.state = plan.state
     return subtask
+
+
+def _exchange_handler(
+    edge: JobEdge,
+    handlers: dict[str, RecordErrorHandler],
+    policy: ErrorPolicy,
+    job_id: str,
+    dead_letters: DeadLetterOutput | None,
+) -> RecordErrorHandler | None:
+    """Who takes a record whose key the edge's router cannot compute: the policy of
+    the ``key_by`` step the exchange was declared as (counted with the sending step),
+    else the sending step's."""
+    sender = handlers.get(edge.source_step)
+    if edge.exchange is None or sender is None:
+        return sender
+    return RecordErrorHandler(
+        job_id, edge.exchange, policy.mode_for(edge.exchange), sender.metrics, dead_letters
+    )
 
 
 def _parallelism(graph: JobGraph, edge: Any) -> int:
