@@ -21,10 +21,11 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
+from reflow.api.builders import StreamGraphBuilder
 from reflow.graph.durations import DurationLike, millis
 from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType, ResourceSettings
 from reflow.graph.partitioning import Partitioning
-from reflow.graph.stream_graph import Overflow, StreamGraph, StreamGraphBuilder
+from reflow.graph.stream_graph import Overflow, StreamGraph
 from reflow.operators.aggregations import Count, Reduce, value_of
 from reflow.operators.base import OperatorSpec
 from reflow.operators.facade import Operators

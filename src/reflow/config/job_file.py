@@ -17,6 +17,7 @@ from typing import Any
 
 from pydantic.alias_generators import to_snake
 
+from reflow.api.builders import StreamGraphBuilder
 from reflow.config.expressions import compile_expression
 from reflow.config.models import (
     AggregateModel,
@@ -54,7 +55,7 @@ from reflow.graph.restart import (
     NoRestart,
     RestartStrategy,
 )
-from reflow.graph.stream_graph import NodeKind, StreamGraphBuilder
+from reflow.graph.stream_graph import NodeKind
 from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
 from reflow.operators.windows import Windows, WindowSpec

@@ -1,7 +1,7 @@
 """StreamGraph, JobGraph, partitioning, chaining, explain and the Job model; pure data."""
 
 from reflow.graph.explain import explain_mermaid, explain_text
-from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobBuilder, JobConfig, JobStatus, JobType
+from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobConfig, JobStatus, JobType
 from reflow.graph.job_graph import (
     CHAIN_RULES,
     ChainDecision,
@@ -17,7 +17,6 @@ from reflow.graph.stream_graph import (
     Overflow,
     StreamEdge,
     StreamGraph,
-    StreamGraphBuilder,
     StreamNode,
 )
 
@@ -28,7 +27,6 @@ __all__ = [
     "ErrorMode",
     "ErrorPolicy",
     "Job",
-    "JobBuilder",
     "JobConfig",
     "JobEdge",
     "JobGraph",
@@ -41,7 +39,6 @@ __all__ = [
     "ResourceProfile",
     "StreamEdge",
     "StreamGraph",
-    "StreamGraphBuilder",
     "StreamNode",
     "compile_job_graph",
     "explain_mermaid",

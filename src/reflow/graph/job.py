@@ -13,25 +13,22 @@ import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypedDict, Unpack
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from reflow.errors import ConfigError, GraphValidationError, InvalidTransitionError
-from reflow.graph.durations import DurationLike, millis
+from reflow.graph.durations import millis
 from reflow.graph.job_graph import JobGraph
 from reflow.graph.restart import NoRestart, RestartStrategy
-from reflow.graph.stream_graph import (
-    SpelledEnum,
-    StreamGraph,
-    StreamGraphBuilder,
-    validate_step_id,
-)
+from reflow.graph.stream_graph import SpelledEnum, StreamGraph, registered_builder
+
+if TYPE_CHECKING:
+    from reflow.api.builders import JobBuilder
 
 __all__ = [
     "CheckpointConfig",
     "ErrorMode",
     "ErrorPolicy",
     "Job",
-    "JobBuilder",
     "JobConfig",
     "JobStatus",
     "JobType",
@@ -284,8 +281,9 @@ class Job:
 
     @staticmethod
     def builder() -> JobBuilder:
-        """A linear job: ``.source(...).transform(...)...sink(...)`` (seed §9.1)."""
-        return JobBuilder()
+        """A linear job: ``.source(...).transform(...)...sink(...)`` (seed §9.1); the
+        builder is part of the user API (``reflow.api.builders``)."""
+        return registered_builder("Job.builder")()  # type: ignore[no-any-return]
 
     @property
     def stream_graph(self) -> StreamGraph:
@@ -340,142 +338,3 @@ class Job:
 def _infer_type(graph: StreamGraph) -> JobType:
     bounded = [node.traits.bounded for node in graph.sources]
     return JobType.BATCH if bounded and all(b is True for b in bounded) else JobType.STREAMING
-
-
-class JobBuilder:
-    """Fluent builder of a linear job; step ids come from names or types."""
-
-    def __init__(self) -> None:
-        self._name = "job"
-        self._job_id: str | None = None
-        self._type: JobType | None = None
-        self._steps: list[tuple[str, str | None, Any]] = []
-        self._config = JobConfig()
-        self._metadata: dict[str, Any] = {}
-
-    def name(self, name: str) -> JobBuilder:
-        self._name = name
-        return self
-
-    def id(self, job_id: str) -> JobBuilder:
-        self._job_id = job_id
-        return self
-
-    def type(self, job_type: JobType | str) -> JobBuilder:
-        self._type = JobType(job_type) if isinstance(job_type, str) else job_type
-        return self
-
-    def parallelism(self, parallelism: int) -> JobBuilder:
-        return self._replace(parallelism=parallelism)
-
-    def chaining(self, enabled: bool) -> JobBuilder:
-        return self._replace(chaining=enabled)
-
-    def error_policy(
-        self, policy: ErrorPolicy | ErrorMode | str, dead_letter: Any = None
-    ) -> JobBuilder:
-        """The job's error policy: an ErrorPolicy, or a mode ("fail", "skip",
-        "dead-letter" with ``dead_letter``, a sink)."""
-        if not isinstance(policy, ErrorPolicy):
-            policy = ErrorPolicy(ErrorMode(policy), dead_letter=dead_letter)
-        return self._replace(error_policy=policy)
-
-    def batch_size(self, size: int) -> JobBuilder:
-        return self._replace(batch_size=size)
-
-    def checkpointing(
-        self, path: str, interval_ms: DurationLike = 60_000, **options: Any
-    ) -> JobBuilder:
-        """Take a checkpoint every ``interval_ms`` (ms, a timedelta or "1m") into the
-        folder ``path``."""
-        interval = millis(interval_ms, "checkpoint interval")
-        return self._replace(checkpoint=CheckpointConfig(path, interval, **options))
-
-    def restart_strategy(self, strategy: RestartStrategy) -> JobBuilder:
-        return self._replace(restart=strategy)
-
-    def resources(self, **settings: Unpack[ResourceSettings]) -> JobBuilder:
-        """The job's own thread pools and buffers (seed §10.4): ``io_threads`` /
-        ``compute_threads`` size pools used by this job alone, ``source_buffer`` /
-        ``sink_buffer`` are the records queued after sources and before sinks."""
-        return self._replace(**settings)
-
-    def metadata(self, **values: Any) -> JobBuilder:
-        self._metadata.update(values)
-        return self
-
-    def _replace(self, **changes: Any) -> JobBuilder:
-        from dataclasses import replace
-
-        self._config = replace(self._config, **changes)
-        return self
-
-    def source(self, source: Any, *, id: str | None = None) -> JobBuilder:
-        self._steps.append(("source", id, source))
-        return self
-
-    def transform(self, operator: Any, *, id: str | None = None) -> JobBuilder:
-        self._steps.append(("operator", id, operator))
-        return self
-
-    def sink(self, sink: Any, *, id: str | None = None) -> JobBuilder:
-        self._steps.append(("sink", id, sink))
-        return self
-
-    def build(self) -> Job:
-        """Validate the steps, compile the JobGraph and return the Job."""
-        kinds = [kind for kind, _, _ in self._steps]
-        if kinds.count("source") != 1 or kinds[0] != "source":
-            raise GraphValidationError(
-                "Job.builder() takes exactly one .source(...) first; for several sources "
-                "use StreamGraph.builder()"
-            )
-        if "sink" not in kinds:
-            raise GraphValidationError("Job.builder() needs at least one .sink(...)")
-        if any(k == "operator" for k in kinds[kinds.index("sink") :]):
-            raise GraphValidationError(
-                "Job.builder(): .transform(...) after .sink(...) has no input; "
-                "put every transform before the sinks"
-            )
-        builder = StreamGraphBuilder(self._name)
-        used: set[str] = set()
-        previous: str | None = None
-        for kind, step_id, payload in self._steps:
-            step_id = _auto_id(kind, step_id, payload, used)
-            used.add(step_id)
-            if kind == "source":
-                builder.add_source(step_id, payload)
-            elif kind == "operator":
-                builder.add_operator(step_id, payload)
-            else:
-                builder.add_sink(step_id, payload)
-            assert previous is not None or kind == "source"
-            if previous is not None:
-                builder.connect(previous, step_id)
-            if kind != "sink":
-                previous = step_id
-        graph = builder.build()
-        job_graph = graph.to_job_graph(
-            chaining=self._config.chaining, default_parallelism=self._config.parallelism
-        )
-        return Job(
-            job_graph,
-            job_id=self._job_id,
-            name=self._name,
-            job_type=self._type,
-            config=self._config,
-            metadata=self._metadata,
-        )
-
-
-def _auto_id(kind: str, given: str | None, payload: Any, used: set[str]) -> str:
-    if given is not None:
-        return validate_step_id(given)
-    default = getattr(payload, "operator_type", None) if kind == "operator" else kind
-    base = getattr(payload, "name", None) or default or kind
-    base = str(base).replace("_", "-")
-    candidate, n = base, 1
-    while candidate in used:
-        n += 1
-        candidate = f"{base}-{n}"
-    return candidate

@@ -9,9 +9,11 @@ runs: never Python's salted ``hash()``.
 from __future__ import annotations
 
 import enum
+import operator
 import struct
 import zlib
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
+from typing import Any
 
 __all__ = [
     "MAX_KEY_GROUPS",
@@ -19,6 +21,7 @@ __all__ = [
     "int_hash",
     "key_group_of",
     "key_group_table",
+    "same_key_selector",
     "stable_hash",
     "subtask_for_key_group",
 ]
@@ -105,3 +108,14 @@ def key_group_table(parallelism: int, max_key_groups: int = MAX_KEY_GROUPS) -> t
     return tuple(
         subtask_for_key_group(group, parallelism, max_key_groups) for group in range(max_key_groups)
     )
+
+
+def same_key_selector(a: Callable[[Any], Any] | None, b: Callable[[Any], Any] | None) -> bool:
+    """Whether two key selectors surely compute the same key: the same object, or
+    field getters of the same fields (``operator.itemgetter("k")`` made twice)."""
+    if a is None or b is None:
+        return False
+    if a is b:
+        return True
+    getters = (operator.itemgetter, operator.attrgetter)
+    return type(a) is type(b) and isinstance(a, getters) and repr(a) == repr(b)

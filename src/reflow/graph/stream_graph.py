@@ -2,8 +2,9 @@
 
 Nodes are sources, operators and sinks, each with a stable ``step_id`` that
 keys state, checkpoints and metrics. The graph is pure data: it neither runs
-nor imports the runtime. ``StreamGraph.builder()`` validates as it goes and
-once more on ``build()``; every error names the node and the fix.
+nor imports the runtime. ``StreamGraph.builder()`` returns the builder of the
+user API (``reflow.api.builders``), which validates as it goes and once more on
+``build()``; every error names the node and the fix.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from reflow.graph.partitioning import Partitioning
 from reflow.graph.traits import NodeTraits
 
 if TYPE_CHECKING:
+    from reflow.api.builders import StreamGraphBuilder
     from reflow.graph.job_graph import JobGraph
 
 __all__ = [
@@ -27,12 +29,31 @@ __all__ = [
     "Overflow",
     "StreamEdge",
     "StreamGraph",
-    "StreamGraphBuilder",
     "StreamNode",
+    "check_timestamps",
+    "register_builder",
+    "registered_builder",
     "validate_step_id",
 ]
 
 _STEP_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
+
+
+_BUILDERS: dict[str, Callable[..., Any]] = {}
+
+
+def register_builder(name: str, factory: Callable[..., Any]) -> None:
+    """Install the builder ``Job.builder()`` / ``StreamGraph.builder()`` return. The
+    builders belong to the user API (``reflow.api``), a layer above this model, so
+    the model finds them here instead of importing them."""
+    _BUILDERS[name] = factory
+
+
+def registered_builder(name: str) -> Callable[..., Any]:
+    try:
+        return _BUILDERS[name]
+    except KeyError:  # pragma: no cover - reflow/__init__ imports reflow.api
+        raise RuntimeError(f"{name}() needs reflow.api; import reflow first") from None
 
 
 class NodeKind(enum.Enum):
@@ -137,8 +158,11 @@ class StreamGraph:
 
     @staticmethod
     def builder(name: str = "job") -> StreamGraphBuilder:
-        """Start a graph with named nodes and explicit ``connect()`` calls (seed §3.2.4)."""
-        return StreamGraphBuilder(name)
+        """Start a graph with named nodes and explicit ``connect()`` calls (seed §3.2.4).
+
+        The builder is part of the user API (``reflow.api.builders``), which
+        registers it here when ``reflow`` is imported."""
+        return registered_builder("StreamGraph.builder")(name)  # type: ignore[no-any-return]
 
     def node(self, step_id: str) -> StreamNode:
         """The node with ``step_id``; raises GraphValidationError if absent."""
@@ -248,279 +272,7 @@ def _find_cycle(candidates: list[str], targets: Mapping[str, list[str]]) -> list
     return candidates  # pragma: no cover - a remaining node always lies on or behind a cycle
 
 
-class StreamGraphBuilder:
-    """Builds a StreamGraph from named nodes and ``connect()`` calls.
-
-    Example:
-        >>> from reflow import StreamGraph, Operators
-        >>> from reflow.testing import TestingSource, TestingSink
-        >>> graph = (StreamGraph.builder()
-        ...     .add_source("numbers", TestingSource([1, 2, 3]))
-        ...     .add_operator("double", Operators.map(lambda x: x * 2))
-        ...     .add_sink("out", TestingSink())
-        ...     .connect("numbers", "double")
-        ...     .connect("double", "out")
-        ...     .build())
-        >>> [n.step_id for n in graph.nodes]
-        ['numbers', 'double', 'out']
-    """
-
-    def __init__(self, name: str = "job") -> None:
-        self._name = name
-        self._nodes: dict[str, tuple[NodeKind, Any, int | None, NodeTraits]] = {}
-        self._edges: list[StreamEdge] = []
-        self._parallelism: int | None = None
-
-    def name(self, name: str) -> StreamGraphBuilder:
-        self._name = name
-        return self
-
-    def parallelism(self, parallelism: int) -> StreamGraphBuilder:
-        """Default parallelism of nodes that do not set their own."""
-        self._parallelism = _check_parallelism(parallelism, "graph default")
-        return self
-
-    def _add(
-        self, kind: NodeKind, step_id: str, payload: Any, parallelism: int | None
-    ) -> StreamGraphBuilder:
-        validate_step_id(step_id)
-        if step_id in self._nodes:
-            raise GraphValidationError(
-                f"step id {step_id!r} is used twice; every source, operator and sink needs "
-                f"a unique id (e.g. {step_id + '-2'!r})",
-                step_id=step_id,
-            )
-        if payload is None:
-            raise GraphValidationError(
-                f"step {step_id!r} has no {kind.value}: pass the {kind.value} object",
-                step_id=step_id,
-            )
-        if kind is not NodeKind.OPERATOR:
-            # A connector spec checks its options for the role it has here now, so a
-            # wrong option fails where the job is built, not when it starts.
-            validate = getattr(payload, "validate", None)
-            if callable(validate):
-                validate(kind.value)
-        traits = NodeTraits.of(payload, kind.value, source=kind is NodeKind.SOURCE)
-        if parallelism is None:
-            parallelism = traits.parallelism
-        if parallelism is not None:
-            _check_parallelism(parallelism, step_id)
-        self._nodes[step_id] = (kind, payload, parallelism, traits)
-        return self
-
-    def add_source(
-        self, step_id: str, source: Any, *, parallelism: int | None = None
-    ) -> StreamGraphBuilder:
-        """Add a source (a Source, or a connector spec from ``Connectors``)."""
-        return self._add(NodeKind.SOURCE, step_id, source, parallelism)
-
-    def add_operator(
-        self, step_id: str, operator: Any, *, parallelism: int | None = None
-    ) -> StreamGraphBuilder:
-        """Add an operator (from ``Operators``)."""
-        return self._add(NodeKind.OPERATOR, step_id, operator, parallelism)
-
-    def add_sink(
-        self, step_id: str, sink: Any, *, parallelism: int | None = None
-    ) -> StreamGraphBuilder:
-        """Add a sink (a Sink, or a connector spec from ``Connectors``)."""
-        return self._add(NodeKind.SINK, step_id, sink, parallelism)
-
-    # The seed's spellings (§9.3).
-    addSource = add_source
-    addOperator = add_operator
-    addSink = add_sink
-
-    def connect(
-        self,
-        source_id: str,
-        target_id: str,
-        *,
-        partitioning: Partitioning | str | None = None,
-        key_selector: Callable[[Any], Any] | None = None,
-        overflow: Overflow | str = Overflow.BUFFER,
-        capacity: int | None = None,
-        side_output: str | None = None,
-    ) -> StreamGraphBuilder:
-        """Send the output of ``source_id`` (or its ``side_output``) into ``target_id``."""
-        for step in (source_id, target_id):
-            if step not in self._nodes:
-                known = ", ".join(repr(s) for s in self._nodes) or "none yet"
-                raise GraphValidationError(
-                    f"connect({source_id!r}, {target_id!r}): unknown step {step!r}; "
-                    f"add it first with add_source/add_operator/add_sink (known: {known})",
-                    step_id=step,
-                )
-        if source_id == target_id:
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}): a step cannot feed itself",
-                step_id=source_id,
-            )
-        if self._nodes[source_id][0] is NodeKind.SINK:
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}): {source_id!r} is a sink and has no "
-                "output; connect from a source or an operator",
-                step_id=source_id,
-            )
-        if self._nodes[target_id][0] is NodeKind.SOURCE:
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}): {target_id!r} is a source and takes "
-                "no input; connect into an operator or a sink",
-                step_id=target_id,
-            )
-        outputs = self._nodes[source_id][3].side_outputs
-        if side_output is not None and side_output not in outputs:
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}, side_output={side_output!r}): "
-                f"{source_id!r} has no side output {side_output!r} "
-                f"(it has: {', '.join(outputs) or 'none'})",
-                step_id=source_id,
-            )
-        if any(e.source_id == source_id and e.target_id == target_id for e in self._edges):
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}) is given twice; remove the duplicate",
-                step_id=target_id,
-            )
-        part = Partitioning(partitioning) if isinstance(partitioning, str) else partitioning
-        if part is Partitioning.HASH and key_selector is None:
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}): HASH partitioning needs a "
-                "key_selector (or use Operators.key_by before the target)",
-                step_id=target_id,
-            )
-        if capacity is not None and capacity < 1:
-            raise GraphValidationError(
-                f"connect({source_id!r}, {target_id!r}): capacity must be >= 1, got {capacity}",
-                step_id=target_id,
-            )
-        self._edges.append(
-            StreamEdge(
-                source_id,
-                target_id,
-                part,
-                key_selector,
-                Overflow(overflow) if isinstance(overflow, str) else overflow,
-                capacity,
-                side_output,
-            )
-        )
-        return self
-
-    def build(self) -> StreamGraph:
-        """Validate and return the StreamGraph.
-
-        Raises:
-            GraphValidationError: no source or sink, an unconnected node, or a cycle.
-        """
-        if not any(kind is NodeKind.SOURCE for kind, _, _, _ in self._nodes.values()):
-            raise GraphValidationError(
-                f"graph {self._name!r} has no source; add one with add_source(id, source)"
-            )
-        if not any(kind is NodeKind.SINK for kind, _, _, _ in self._nodes.values()):
-            raise GraphValidationError(
-                f"graph {self._name!r} has no sink; add one with add_sink(id, sink) so the "
-                "results go somewhere"
-            )
-        incoming: dict[str, list[StreamEdge]] = {s: [] for s in self._nodes}
-        outgoing: dict[str, list[StreamEdge]] = {s: [] for s in self._nodes}
-        for edge in self._edges:
-            incoming[edge.target_id].append(edge)
-            outgoing[edge.source_id].append(edge)
-        for step_id, (kind, _, _, _) in self._nodes.items():
-            if kind is not NodeKind.SOURCE and not incoming[step_id]:
-                raise GraphValidationError(
-                    f"{kind.value} {step_id!r} has no input; connect(<upstream>, {step_id!r}) "
-                    "or remove it",
-                    step_id=step_id,
-                )
-            if kind is not NodeKind.SINK and not any(
-                e.side_output is None for e in outgoing[step_id]
-            ):
-                raise GraphValidationError(
-                    f"{kind.value} {step_id!r} has no output, so its records would be lost; "
-                    f"connect({step_id!r}, <downstream>) or remove it",
-                    step_id=step_id,
-                )
-        kept, edges = _collapse_exchanges(self._nodes, self._edges)
-        incoming = {s: [] for s in kept}
-        outgoing = {s: [] for s in kept}
-        for edge in edges:
-            incoming[edge.target_id].append(edge)
-            outgoing[edge.source_id].append(edge)
-        nodes = tuple(
-            StreamNode(
-                node_id=index + 1,
-                step_id=step_id,
-                kind=kind,
-                operator_type=traits.operator_type,
-                payload=payload,
-                parallelism=parallelism,
-                in_edges=tuple(incoming[step_id]),
-                out_edges=tuple(outgoing[step_id]),
-                config=traits.config,
-                traits=traits,
-            )
-            for index, (step_id, (kind, payload, parallelism, traits)) in enumerate(kept.items())
-        )
-        _topological(nodes, edges)  # raises on a cycle
-        graph = StreamGraph(nodes, tuple(edges), self._name, self._parallelism)
-        _check_timestamps(graph)
-        return graph
-
-
-_NodeEntry = tuple[NodeKind, Any, "int | None", NodeTraits]
-
-
-def _collapse_exchanges(
-    nodes: Mapping[str, _NodeEntry], edges: list[StreamEdge]
-) -> tuple[dict[str, _NodeEntry], list[StreamEdge]]:
-    """Replace every exchange-only node (``key_by``) by keyed edges from each of its
-    inputs to each of its outputs, as Flink's keyBy is a partitioning rather than an
-    operator: records then cross one channel, not two, and the key is computed once
-    on the way. An explicit partitioning given on the way out is kept."""
-    kept = dict(nodes)
-    edges = list(edges)
-    for step_id, (_, _, _, traits) in nodes.items():
-        if not traits.exchange_only:
-            continue
-        del kept[step_id]
-        ins = [e for e in edges if e.target_id == step_id]
-        rewired: list[StreamEdge] = []
-        for out in edges:
-            if out.target_id == step_id:
-                continue
-            if out.source_id != step_id:
-                rewired.append(out)
-                continue
-            for into in ins:
-                if any(
-                    e.source_id == into.source_id and e.target_id == out.target_id
-                    for e in (*edges, *rewired)
-                ):
-                    raise GraphValidationError(
-                        f"key_by {step_id!r} joins {into.source_id!r} to {out.target_id!r}, "
-                        "which are already connected; merge the two paths with a union "
-                        "before the key_by",
-                        step_id=step_id,
-                    )
-                rewired.append(
-                    StreamEdge(
-                        into.source_id,
-                        out.target_id,
-                        out.partitioning or Partitioning.HASH,
-                        out.key_selector or traits.key_selector,
-                        out.overflow if out.overflow is not Overflow.BUFFER else into.overflow,
-                        out.capacity if out.capacity is not None else into.capacity,
-                        into.side_output,
-                        step_id,
-                    )
-                )
-        edges = rewired
-    return kept, edges
-
-
-def _check_timestamps(graph: StreamGraph) -> None:
+def check_timestamps(graph: StreamGraph) -> None:
     """A step that insists on event time (``needs_timestamps``) has a timestamp
     assigner upstream; otherwise it could never fire."""
     for node in graph.nodes:
@@ -529,12 +281,3 @@ def _check_timestamps(graph: StreamGraph) -> None:
             continue
         if graph.timestamps_of(node.step_id) is None:
             raise GraphValidationError(f"step {node.step_id!r}: {message}", step_id=node.step_id)
-
-
-def _check_parallelism(parallelism: object, where: str) -> int:
-    if not isinstance(parallelism, int) or isinstance(parallelism, bool) or parallelism < 1:
-        raise GraphValidationError(
-            f"{where}: parallelism must be a whole number >= 1, got {parallelism!r}",
-            step_id=where,
-        )
-    return parallelism

@@ -18,6 +18,7 @@ from reflow.state.backend import MemoryBackend, StateBackend
 from reflow.state.keyed import KeyedStateStore
 
 __all__ = [
+    "KeyedBatch",
     "Operator",
     "OperatorContext",
     "OperatorLogic",
@@ -31,6 +32,21 @@ OUT = TypeVar("OUT")
 RejectFn = Callable[[Any, BaseException], None]
 """Called with a record a user function rejected and the exception; applies the
 error policy (raise, count and log, or dead-letter)."""
+
+
+class KeyedBatch(list[Any]):
+    """A batch that crossed a hash exchange, with each record's key beside it.
+
+    The sending router computes every key to pick the receiving subtask; it hands
+    the keys over in ``keys`` (same order as the records), so the keyed operator
+    at the other end does not call the key selector a second time.
+    """
+
+    __slots__ = ("keys",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.keys: list[Any] = []
 
 
 def _no_side_output(tag: str, records: list[Any]) -> None:
@@ -88,6 +104,15 @@ class OperatorLogic(abc.ABC):
     """For watermark generators: since when (clock ms) the subtask waits for input."""
     tick_interval_ms: int | None = None
     """Set when the logic needs ``on_tick`` calls (processing time, timers, idleness)."""
+    keys_from_input: bool = False
+    """Set by the runtime when every input is hash-partitioned by this logic's own
+    key: the keys of a ``KeyedBatch`` input may be used instead of recomputing them."""
+
+    def input_keys(self, batch: list[Any]) -> list[Any] | None:
+        """The keys the exchange computed for ``batch``, when usable, else None."""
+        if self.keys_from_input and type(batch) is KeyedBatch:
+            return batch.keys
+        return None
 
     def process(self, batch: list[Any]) -> list[Any]:
         raise NotImplementedError  # pragma: no cover - async logics override process_async

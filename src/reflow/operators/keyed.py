@@ -5,6 +5,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any, ClassVar, Literal
 
 from reflow.errors import GraphValidationError
@@ -113,9 +114,11 @@ class _KeyedAggregateLogic(OperatorLogic):
     def process(self, batch: list[Any]) -> list[Any]:
         table, agg, key_of = self.table, self.agg, self.key_of
         out = []
-        for record in batch:
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
             try:
-                key = key_of(record)
+                key = key_of(record) if keys is None else k
                 acc = table.get(key)
                 acc = agg.add(agg.create() if acc is None else acc, record)
             except Exception as exc:
@@ -176,9 +179,11 @@ class _DedupLogic(OperatorLogic):
         out = []
         seen, key_of, ttl = self.seen, self.key_of, self.ttl
         now = self.clock.now_ms()
-        for record in batch:
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
             try:
-                key = key_of(record)
+                key = key_of(record) if keys is None else k
                 when = now if self.ts_of is None else self.ts_of(record)
                 first = seen.get(key)
             except Exception as exc:
@@ -310,9 +315,11 @@ class _ProcessLogic(OperatorLogic):
             self.fn.open(self.pctx)
             self.opened = True
         out: list[Any] = []
-        for record in batch:
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
             try:
-                self.store.current_key = self.key_of(record)
+                self.store.current_key = self.key_of(record) if keys is None else k
                 self.pctx.timestamp = None if self.ts_of is None else self.ts_of(record)
                 produced = self.fn.process_element(record, self.pctx)
                 if produced is not None:

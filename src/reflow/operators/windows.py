@@ -21,6 +21,7 @@ import heapq
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, ClassVar, Literal
 
 from reflow.errors import GraphValidationError
@@ -201,12 +202,16 @@ class _WindowLogic(OperatorLogic):
         if fired and hasattr(self, "fired_until"):
             self.fired_until = min(fired)
 
-    def _timestamps(self, batch: list[Any]) -> tuple[list[Any], list[int]]:
-        """The batch (less records with a bad timestamp, sent to the error policy) and
-        its timestamps."""
+    def _timestamps(self, batch: list[Any]) -> tuple[list[Any], list[int], list[Any] | None]:
+        """The batch (less records with a bad timestamp, sent to the error policy), its
+        timestamps, and its keys when the exchange computed them (None: compute them)."""
+        keys = self.input_keys(batch)
         if self.ts_of is None:
-            return batch, [self.clock.now_ms()] * len(batch)
-        return checked_timestamps(self.ts_of, batch, self.ctx.reject)
+            return batch, [self.clock.now_ms()] * len(batch), keys
+        kept, stamps = checked_timestamps(self.ts_of, batch, self.ctx.reject)
+        if keys is not None and len(kept) != len(batch):
+            keys = None  # records were rejected: this batch's keys are computed again
+        return kept, stamps, keys
 
     def _fire(self, bound: int) -> list[Any]:
         raise NotImplementedError  # pragma: no cover
@@ -251,9 +256,9 @@ class PaneWindowLogic(_WindowLogic):
         )
 
     def process(self, batch: list[Any]) -> list[Any]:
-        batch, stamps = self._timestamps(batch)
+        batch, stamps, keys = self._timestamps(batch)
         if self.fast:
-            self._count_fast(batch, stamps)
+            self._count_fast(batch, stamps, keys)
             return []
         pane, slide, size = self.pane, self.slide, self.size
         horizon = self.bound - self.lateness
@@ -261,14 +266,15 @@ class PaneWindowLogic(_WindowLogic):
         key_of, table, agg = self.key_of, self.panes, self.agg
         late: list[Any] = []
         refire: set[tuple[Any, int]] = set()
-        for record, ts in zip(batch, stamps, strict=True):
+        given = repeat(None) if keys is None else keys
+        for record, ts, k in zip(batch, stamps, given, strict=False):
             reach = ts + size
             if reach - reach % slide <= horizon:  # its last window is past the lateness
                 late.append(record)
                 continue
             start = ts - ts % pane
             try:  # a record without its key or value goes to the error policy
-                key = key_of(record)
+                key = key_of(record) if keys is None else k
                 acc = table.get(start, key)
                 acc = agg.add(agg.create() if acc is None else acc, record)
             except Exception as exc:
@@ -284,7 +290,7 @@ class PaneWindowLogic(_WindowLogic):
             self.ctx.emit_side("late", late)
         return [self._result(key, end) for key, end in sorted(refire, key=lambda ke: ke[1])]
 
-    def _count_fast(self, batch: list[Any], stamps: list[int]) -> None:
+    def _count_fast(self, batch: list[Any], stamps: list[int], keys: list[Any] | None) -> None:
         # Memory backend, count, no lateness: dict arithmetic only. Entries are
         # accounted per batch (a handful of open panes), not per record.
         table = self.panes
@@ -295,29 +301,43 @@ class PaneWindowLogic(_WindowLogic):
         if stamps and min(stamps) < bound:  # some may be late: check each
             keep = []
             late = []
-            for record, ts in zip(batch, stamps, strict=True):
+            for i, ts in enumerate(stamps):
                 reach = ts + size
                 if reach - reach % slide <= bound:
-                    late.append(record)
+                    late.append(batch[i])
                 else:
-                    keep.append((record, ts))
+                    keep.append(i)
             if late:
                 self.ctx.emit_side("late", late)
-            batch = [r for r, _ in keep]
-            stamps = [t for _, t in keep]
+            batch = [batch[i] for i in keep]
+            stamps = [stamps[i] for i in keep]
+            if keys is not None:
+                keys = [keys[i] for i in keep]
         before = sum(map(len, by_time.values()))
         key_of = self.key_of
-        for record, ts in zip(batch, stamps, strict=True):
-            start = ts - ts % pane
-            bucket = by_time.get(start)
-            if bucket is None:
-                bucket = by_time[start] = {}
-                heapq.heappush(table.heap, start)
-            try:
-                key = key_of(record)
-                bucket[key] = bucket.get(key, 0) + 1
-            except Exception as exc:
-                self.ctx.reject(record, exc)
+        if keys is None:
+            for record, ts in zip(batch, stamps, strict=True):
+                start = ts - ts % pane
+                bucket = by_time.get(start)
+                if bucket is None:
+                    bucket = by_time[start] = {}
+                    heapq.heappush(table.heap, start)
+                try:
+                    key = key_of(record)
+                    bucket[key] = bucket.get(key, 0) + 1
+                except Exception as exc:
+                    self.ctx.reject(record, exc)
+        else:  # the keys the exchange computed
+            for record, ts, key in zip(batch, stamps, keys, strict=True):
+                start = ts - ts % pane
+                bucket = by_time.get(start)
+                if bucket is None:
+                    bucket = by_time[start] = {}
+                    heapq.heappush(table.heap, start)
+                try:
+                    bucket[key] = bucket.get(key, 0) + 1
+                except Exception as exc:
+                    self.ctx.reject(record, exc)
         table.budget.entries += sum(map(len, by_time.values())) - before
         if table.budget.entries > table.budget.limit:
             table.budget.entries -= 1
@@ -387,17 +407,18 @@ class SessionWindowLogic(_WindowLogic):
         )
 
     def process(self, batch: list[Any]) -> list[Any]:
-        batch, stamps = self._timestamps(batch)
+        batch, stamps, keys = self._timestamps(batch)
         late: list[Any] = []
         refire: list[Any] = []
         agg, gap = self.agg, self.gap
-        for record, ts in zip(batch, stamps, strict=True):
+        given = repeat(None) if keys is None else keys
+        for record, ts, k in zip(batch, stamps, given, strict=False):
             if ts + gap + self.lateness <= self.bound:
                 late.append(record)
                 continue
             start, end = ts, ts + gap
             try:
-                key = self.key_of(record)
+                key = self.key_of(record) if keys is None else k
                 sessions: list[list[Any]] = self.sessions.get(key) or []
                 touched = [s for s in sessions if s[0] < end and start < s[1]]
                 # The record joins the first session it touches in place (no copy of
@@ -470,9 +491,11 @@ class GlobalCountLogic(_WindowLogic):
     def process(self, batch: list[Any]) -> list[Any]:
         out = []
         agg = self.agg
-        for record in batch:
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
             try:
-                key = self.key_of(record)
+                key = self.key_of(record) if keys is None else k
                 entry = self.accs.get(key)
                 acc, n = (agg.create(), 0) if entry is None else entry
                 acc, n = agg.add(acc, record), n + 1

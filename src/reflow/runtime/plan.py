@@ -28,7 +28,7 @@ from reflow.errors import ExecutionError
 from reflow.eventtime.clock import Clock
 from reflow.graph.job import ErrorMode, ErrorPolicy, Job, JobConfig
 from reflow.graph.job_graph import JobEdge, JobGraph, JobVertex
-from reflow.graph.partitioning import Partitioning
+from reflow.graph.partitioning import Partitioning, same_key_selector
 from reflow.graph.stream_graph import NodeKind
 from reflow.operators.base import OperatorContext, OperatorSpec
 from reflow.runtime.base import (
@@ -149,8 +149,10 @@ def make_plan(
         ),
     )
     plan.gate.set()
+    steps = [n.step_id for n in graph.stream_graph.nodes]
+    steps += [e.exchange for e in graph.edges if e.exchange is not None]  # key_by policies
     if policy.dead_letter is not None and any(
-        policy.mode_for(n.step_id) is ErrorMode.DEAD_LETTER for n in graph.stream_graph.nodes
+        policy.mode_for(step) is ErrorMode.DEAD_LETTER for step in steps
     ):
         dl_writer = resolve_sink(policy.dead_letter).create_writer(
             ConnectorContext(
@@ -245,6 +247,12 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             bounded_input=plan.bounded,
         )
         logic = spec.build(op_ctx)
+        if node is vertex.head and vertex.inputs:
+            logic.keys_from_input = all(
+                edge.partitioning is Partitioning.HASH
+                and same_key_selector(edge.key_selector, node.traits.input_key_selector)
+                for edge in vertex.inputs
+            )
         stages.append(Stage(metrics, logic=logic))
         if previous:
             logic.restore_state([p.get("logic") for p in previous])

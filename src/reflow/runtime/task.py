@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import operator
 import time
 from collections.abc import Callable, Hashable
 from concurrent.futures import Executor
@@ -33,7 +34,7 @@ from reflow.eventtime.clock import Clock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
 from reflow.graph.partitioning import MAX_KEY_GROUPS, Partitioning, key_group_table, stable_hash
-from reflow.operators.base import OperatorLogic
+from reflow.operators.base import KeyedBatch, OperatorLogic
 from reflow.runtime.channel import END_OF_STREAM, Channel, Watermark
 from reflow.runtime.error_policy import DeadLetterOutput
 from reflow.runtime.metrics import StepMetrics
@@ -93,6 +94,9 @@ class Router:
         else:
             self.targets = list(channels)
         self.key_selector: Callable[[Any], Any] | None = edge.key_selector
+        self.hands_over_keys = not isinstance(
+            edge.key_selector, (operator.itemgetter, operator.attrgetter)
+        )
         self.reject = reject
         """The error policy of the step whose key selector this edge runs."""
         self.table = key_group_table(len(channels))
@@ -106,26 +110,7 @@ class Router:
             if len(self.targets) == 1:
                 await self.targets[0].send(batch, self.overflow, self.sender)
                 return
-            key = self.key_selector
-            assert key is not None
-            table = self.table
-            buckets: list[list[Any]] = [[] for _ in self.targets]
-            for record in batch:
-                try:  # a record without its key goes to the error policy
-                    k = key(record)
-                    # stable_hash, inlined for the common key types (same values).
-                    if type(k) is int:
-                        h = ((k * 2654435761) & 0xFFFFFFFF) >> 16
-                    elif type(k) is str:
-                        h = crc32(k.encode())
-                    else:
-                        h = stable_hash(k)
-                except Exception as exc:
-                    if self.reject is None:
-                        raise
-                    self.reject(record, exc)
-                    continue
-                buckets[table[h % MAX_KEY_GROUPS]].append(record)
+            buckets = self._by_key(batch)
             for channel, bucket in zip(self.targets, buckets, strict=True):
                 if bucket:
                     await channel.send(bucket, self.overflow, self.sender)
@@ -136,6 +121,39 @@ class Router:
         else:  # BROADCAST: one list per target, records shared
             for channel in self.targets:
                 await channel.send(list(batch), self.overflow, self.sender)
+
+    def _by_key(self, batch: list[Any]) -> list[list[Any]]:
+        """``batch`` split by key group into one bucket per target; a Python key
+        selector's keys travel with the records (``KeyedBatch``) so the keyed step
+        downstream does not run it again. A field getter (``itemgetter``) costs less
+        to run again than its keys cost to hand over."""
+        key = self.key_selector
+        assert key is not None
+        table = self.table
+        hand_over = self.hands_over_keys
+        buckets: list[list[Any]] = [KeyedBatch() if hand_over else [] for _ in self.targets]
+        places = [bucket.append for bucket in buckets]
+        keys = [bucket.keys.append for bucket in buckets] if hand_over else None  # type: ignore[attr-defined]
+        for record in batch:
+            try:  # a record without its key goes to the error policy
+                k = key(record)
+                # stable_hash, inlined for the common key types (same values).
+                if type(k) is int:
+                    h = ((k * 2654435761) & 0xFFFFFFFF) >> 16
+                elif type(k) is str:
+                    h = crc32(k.encode())
+                else:
+                    h = stable_hash(k)
+            except Exception as exc:
+                if self.reject is None:
+                    raise
+                self.reject(record, exc)
+                continue
+            target = table[h % MAX_KEY_GROUPS]
+            places[target](record)
+            if keys is not None:
+                keys[target](k)
+        return buckets
 
     def send_watermark(self, value: int | None) -> None:
         if self.forwards_watermarks:
