@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import tracemalloc
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from reflow import Connectors, Job, Operators, Overflow, StreamGraph
@@ -13,20 +14,27 @@ from reflow.runtime import ExecutorSettings, LocalExecutor
 
 
 class SlowSink(Sink):
-    """Takes 2 ms per batch: far slower than the generator."""
+    """Takes 2 ms per batch: far slower than the generator. Calls ``observe`` after
+    every batch and sets ``enough`` once ``wanted`` records arrived."""
 
     connector_type: ClassVar[str] = "slow"
 
-    def __init__(self) -> None:
+    def __init__(self, wanted: int) -> None:
         self.received = 0
+        self.wanted = wanted
+        self.enough = asyncio.Event()
+        self.observe: Callable[[], None] = lambda: None
 
     def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
         sink = self
 
         class Writer(SinkWriter):
             async def write(self, batch: list[Any]) -> None:
-                await asyncio.sleep(0.002)
+                await asyncio.sleep(0.002)  # slow work, not a timing assertion
                 sink.received += len(batch)
+                sink.observe()
+                if sink.received >= sink.wanted:
+                    sink.enough.set()
 
         return Writer()
 
@@ -45,19 +53,22 @@ def _job(sink: SlowSink, overflow: Overflow = Overflow.BUFFER) -> Job:
 
 
 def test_source_pauses_and_memory_stays_bounded() -> None:
-    sink = SlowSink()
+    sink = SlowSink(wanted=3_000)
     job = _job(sink)
     settings = ExecutorSettings(channel_capacity=4, batch_size=100)
 
     async def scenario() -> tuple[int, int, int, int]:
         with LocalExecutor(settings) as executor:
-            task = asyncio.create_task(executor.execute(job))
-            samples = []
-            tracemalloc.start()
-            for _ in range(10):
-                await asyncio.sleep(0.1)
+            samples: list[int] = []
+
+            def observe() -> None:  # records between source and sink, at every write
                 produced = executor.snapshot(job.job_id).metrics.step("gen").records_out
                 samples.append(produced - sink.received)
+
+            sink.observe = observe
+            tracemalloc.start()
+            task = asyncio.create_task(executor.execute(job))
+            await sink.enough.wait()
             _, peak = tracemalloc.get_traced_memory()
             tracemalloc.stop()
             await executor.stop(job.job_id)
@@ -69,19 +80,19 @@ def test_source_pauses_and_memory_stays_bounded() -> None:
     # Two sink subtasks with 4-batch inboxes, plus the batch each stage holds:
     # never more than ~13 batches of 100 records between source and sink.
     assert in_flight <= 13 * 100
-    assert received > 1_000  # the job did run for a second
+    assert received >= 3_000  # 30 batches: the source was held back over and over
     assert peak < 20 * 1024 * 1024
 
 
 def test_drop_strategy_keeps_the_source_running_and_counts_drops() -> None:
-    sink = SlowSink()
+    sink = SlowSink(wanted=2_000)
     job = _job(sink, Overflow.DROP)
     settings = ExecutorSettings(channel_capacity=2, batch_size=100)
 
     async def scenario() -> tuple[int, int, int]:
         with LocalExecutor(settings) as executor:
             task = asyncio.create_task(executor.execute(job))
-            await asyncio.sleep(0.5)
+            await sink.enough.wait()
             await executor.stop(job.job_id)
             result = await task
             produced = result.metrics.step("pad").records_out

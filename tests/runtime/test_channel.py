@@ -31,7 +31,8 @@ def test_full_channel_makes_the_sender_wait_until_the_receiver_takes() -> None:
             channel.close_sender()
 
         task = asyncio.create_task(producer())
-        await asyncio.sleep(0.01)
+        for _ in range(10):  # the producer runs until the channel is full
+            await asyncio.sleep(0)
         events.append("receiver starts")
         while (item := await channel.receive()) is not END_OF_STREAM:
             events.append(f"got {item[1][0]}")

@@ -22,6 +22,7 @@ from reflow import (
     Overflow,
     StreamGraph,
 )
+from reflow.eventtime.clock import ManualClock
 from reflow.graph.job import JobConfig
 from reflow.runtime import ExecutorSettings, LocalExecutor
 from reflow.testing import TestingSink, TestingSource, TestingSourceAbort, run_job
@@ -303,31 +304,44 @@ def test_union_and_broadcast() -> None:
 
 
 def test_stop_cancels_a_streaming_job_and_pause_holds_the_source() -> None:
+    """The generator is paced on a ManualClock: time passing while paused produces
+    nothing; after resume the same time produces records again."""
     sink = TestingSink()
     job = Job.builder().source(Connectors.datagen(rows_per_second=2_000)).sink(sink).build()
+    clock = ManualClock()
 
-    async def scenario() -> tuple[int, int, JobStatus]:
-        with LocalExecutor(ExecutorSettings()) as executor:
+    async def settle() -> int:
+        """Let records in flight arrive: the loop turns until the count stays put."""
+        count = -1
+        while count != len(sink.records):
+            count = len(sink.records)
+            for _ in range(50):
+                await asyncio.sleep(0)
+        return count
+
+    async def scenario() -> tuple[int, int, int, JobStatus]:
+        with LocalExecutor(ExecutorSettings(clock=clock)) as executor:
             task = asyncio.create_task(executor.execute(job))
             while len(sink.records) < 100:
-                await asyncio.sleep(0.01)
+                await clock.advance_and_settle(0.1)
             executor.pause(job.job_id)
-            # Records in flight drain; then nothing more arrives while paused.
-            paused_at = -1
-            while paused_at != len(sink.records):
-                paused_at = len(sink.records)
-                await asyncio.sleep(0.1)
-            await asyncio.sleep(0.2)
-            after_pause = len(sink.records)
+            # The source stops at its next batch boundary: the batch it is reading
+            # (waiting for its time on the clock) still arrives.
+            await clock.advance_and_settle(0.1)
+            paused_at = await settle()
+            await clock.advance_and_settle(10.0, step=0.1)  # 20,000 rows' worth of time
+            after_pause = await settle()
             executor.resume(job.job_id)
-            await asyncio.sleep(0.1)
+            await clock.advance_and_settle(1.0, step=0.1)
+            after_resume = await settle()
             await executor.stop(job.job_id)
             result = await task
-            return paused_at, after_pause, result.status
+            return paused_at, after_pause, after_resume, result.status
 
-    paused_at, after_pause, status = asyncio.run(scenario())
-    assert paused_at > 0
+    paused_at, after_pause, after_resume, status = asyncio.run(scenario())
+    assert paused_at >= 100
     assert after_pause == paused_at
+    assert after_resume > after_pause
     assert status is JobStatus.CANCELLED
     assert job.status is JobStatus.CANCELLED
     assert JobStatus.PAUSED in [s for s, _ in job.history]

@@ -103,14 +103,16 @@ class _DatagenReader(SourceReader):
         self.rng.setstate(state)
 
     async def open(self) -> None:
-        self.started = time.monotonic() - (self.emitted / self.rate if self.rate else 0)
+        now = self.ctx.clock.now_ms() / 1000
+        self.started = now - (self.emitted / self.rate if self.rate else 0)
 
     async def read_batch(self) -> list[Any] | None:
-        if self.rate is not None:
+        if self.rate is not None:  # paced on the job's clock (a ManualClock in tests)
+            clock = self.ctx.clock
             due = self.started + self.emitted / self.rate
-            delay = due - time.monotonic()
+            delay = due - clock.now_ms() / 1000
             if delay > 0:
-                await asyncio.sleep(delay)
+                await clock.sleep(delay)
         out = []
         generators = self.generators
         for _ in range(self.batch):
