@@ -12,7 +12,7 @@ from reflow.config import load_job_text, load_system_config_text
 
 ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-BLOCK = re.compile(r"```(python|yaml)\n(.*?)```", re.DOTALL)
+BLOCK = re.compile(r"```(python|yaml|sql)\n(.*?)```", re.DOTALL)
 
 
 def _blocks(kind: str) -> list[tuple[str, str]]:
@@ -35,6 +35,7 @@ def test_every_capability_has_a_page() -> None:
         "checkpoints.md",
         "distributed.md",
         "security.md",
+        "sql.md",
     } <= names
 
 
@@ -61,3 +62,13 @@ def test_yaml_examples_validate(name: str, text: str, monkeypatch: pytest.Monkey
         load_job_text(text, name)
     else:
         pytest.skip("a fragment, not a whole file")
+
+
+@pytest.mark.parametrize("name,text", _blocks("sql"), ids=lambda v: v if "#" in str(v) else "")
+def test_sql_examples_plan(name: str, text: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A SQL example parses and plans into a job whose connector options are valid."""
+    from reflow.table import sql_job
+
+    monkeypatch.chdir(ROOT)
+    job = sql_job(text, file=name)
+    assert job.job_graph.vertices

@@ -6,7 +6,8 @@ compiles it into a JobGraph with chained operators and runs it on asyncio with
 backpressure.
 """
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 from reflow.api.stream import Flow, KeyedStream, Stream
 from reflow.connectors import Connector, Connectors, Sink, SinkWriter, Source, SourceReader
@@ -80,7 +81,25 @@ __all__ = [
     "__version__",
     "run",
     "run_async",
+    "sql",
 ]
+
+
+def sql(
+    text: str,
+    *,
+    name: str = "sql",
+    parallelism: int | None = None,
+    functions: "Mapping[str, Callable[..., Any]] | None" = None,
+) -> Job:
+    """The Job a streaming SQL script describes: ``CREATE TABLE`` statements with
+    connector options, then ``INSERT INTO ... SELECT`` (docs/sql.md); ``functions``
+    are Python functions the SQL may call by name. A problem raises
+    ``reflow.table.SqlError`` naming its line:column."""
+    from reflow.table import sql_job
+
+    return sql_job(text, name=name, parallelism=parallelism, functions=functions)
+
 
 # The scheduler (and its database driver) loads on first use: `import reflow` stays light.
 _SCHEDULER = ("JobManager", "JobStore", "SchedulePolicy")

@@ -11,10 +11,14 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
+from typing import Any
 
-__all__ = ["FILE_MODULE_PREFIX", "import_module_or_file"]
+from reflow.errors import ConfigError
+
+__all__ = ["FILE_MODULE_PREFIX", "import_module_or_file", "resolve_callable"]
 
 FILE_MODULE_PREFIX = "reflow_job_"
 """Module names of Python files imported by path."""
@@ -56,3 +60,65 @@ def import_module_or_file(where: str) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def _in_modules(module: str, allowed: tuple[str, ...]) -> bool:
+    return any(module == m or module.startswith(m + ".") for m in allowed)
+
+
+def resolve_callable(
+    spec: str,
+    where: Callable[[str], ConfigError],
+    allowed_modules: tuple[str, ...] | None = None,
+) -> Callable[..., Any]:
+    """Import ``module:attr`` (``attr`` may be dotted) and check it is callable.
+
+    No segment of ``attr`` may start with ``_``. With ``allowed_modules`` (jobs
+    submitted through the API) the module must be one of them (or inside one),
+    checked before anything is imported, and the callable must be *defined*
+    there: a name the module merely imported (``os``, ``json.loads``) is refused.
+    """
+    if not isinstance(spec, str):
+        raise where(
+            f"function must be text like 'package.module:function', not {type(spec).__name__}"
+        )
+    module_name, sep, attr = spec.partition(":")
+    if not sep or not module_name or not attr:
+        raise where(f"function {spec!r} must look like 'package.module:function'")
+    parts = attr.split(".")
+    if any(not p.isidentifier() or p.startswith("_") for p in parts) or not all(
+        p.isidentifier() for p in module_name.split(".")
+    ):
+        raise where(
+            f"function {spec!r}: each name must be a public Python identifier "
+            "(none may start with '_')"
+        )
+    if allowed_modules is not None and not _in_modules(module_name, allowed_modules):
+        raise where(
+            f"function {spec!r} is not from an allowed module "
+            f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
+            "--allow-module, or use an expression"
+        )
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise where(
+            f"cannot import module {module_name!r} for {spec!r}: {exc}. Put it on PYTHONPATH or "
+            "next to the job file"
+        ) from None
+    for part in parts:
+        try:
+            target = getattr(target, part)
+        except AttributeError:
+            raise where(f"module {module_name!r} has no {attr!r}") from None
+        if allowed_modules is not None:
+            defined_in = getattr(target, "__module__", None)
+            if not isinstance(defined_in, str) or not _in_modules(defined_in, allowed_modules):
+                raise where(
+                    f"function {spec!r}: {part!r} is not defined in an allowed module "
+                    f"(it comes from {defined_in or 'a module object'!s}); name the function "
+                    "where it is defined"
+                )
+    if not callable(target):
+        raise where(f"{spec!r} is not callable")
+    return target  # type: ignore[no-any-return]

@@ -41,6 +41,8 @@ SUITES = [
     "tests/runtime/test_resources_any_executor.py",
     # Sources commit what they read only once every actor's subtask ended cleanly.
     "tests/connectors/test_kafka_any_executor.py",
+    # A streaming SQL job: its fused select steps and aggregates travel to the actors.
+    "tests/table/test_sql_any_executor.py",
 ]
 
 

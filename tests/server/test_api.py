@@ -186,3 +186,42 @@ def test_no_request_makes_the_server_fail(case: Any) -> None:
     unauthorized = case.call()
     if case.path.startswith("/api") and response.status_code != 405:  # 405: a method no route has
         assert unauthorized.status_code == 401
+
+
+SQL_JOB = """
+SET 'job.id' = 'api-sql';
+CREATE TABLE nums (n BIGINT) WITH ('connector' = 'memory', 'collection' = 'api-sql-in');
+CREATE SINK doubled (n BIGINT)
+WITH ('connector' = 'memory', 'collection' = 'api-sql-out', 'append' = 'false');
+INSERT INTO doubled SELECT n * 2 AS n FROM nums WHERE n > 1;
+"""
+
+
+def test_a_sql_script_is_validated_submitted_and_run(manager: JobManager) -> None:
+    memory_store["api-sql-in"] = [{"n": 1}, {"n": 2}, {"n": 3}]
+
+    async def scenario() -> tuple[dict[str, Any], dict[str, Any], str]:
+        loop_task = asyncio.create_task(manager.run_forever())
+        async with _client(manager) as client:
+            bad = await client.post(
+                "/api/validate", json={"sql": SQL_JOB.replace("n * 2", "m * 2")}, headers=AUTH
+            )
+            good = await client.post("/api/validate", json={"sql": SQL_JOB}, headers=AUTH)
+            created = await client.post("/api/jobs", json={"sql": SQL_JOB}, headers=AUTH)
+            assert created.status_code == 201, created.text
+            run_id = created.json()["run_id"]
+            status = ""
+            for _ in range(200):
+                status = (await client.get(f"/api/runs/{run_id}", headers=AUTH)).json()["status"]
+                if status in {"COMPLETED", "FAILED"}:
+                    break
+                await asyncio.sleep(0.05)
+        loop_task.cancel()
+        await asyncio.gather(loop_task, return_exceptions=True)
+        return bad.json(), good.json(), status
+
+    bad, good, status = asyncio.run(scenario())
+    assert not bad["valid"] and "no column m in table nums" in bad["problems"][0]["message"]
+    assert good["valid"] and good["job_id"] == "api-sql"
+    assert status == "COMPLETED"
+    assert memory_store["api-sql-out"] == [{"n": 4}, {"n": 6}]

@@ -23,7 +23,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
 
 from reflow.api.builders import StreamGraphBuilder
 from reflow.graph.durations import DurationLike, millis
-from reflow.graph.job import ErrorPolicy, Job, JobConfig, JobType, ResourceSettings
+from reflow.graph.job import (
+    CheckpointConfig,
+    ErrorPolicy,
+    Job,
+    JobConfig,
+    JobType,
+    ResourceSettings,
+)
 from reflow.graph.partitioning import Partitioning
 from reflow.graph.stream_graph import Overflow, StreamGraph
 from reflow.operators.aggregations import Count, Reduce, value_of
@@ -109,6 +116,15 @@ class Flow:
         from dataclasses import replace
 
         self._config = replace(self._config, **settings)
+        return self
+
+    def checkpointing(self, path: str, interval_ms: DurationLike = 60_000, **options: Any) -> Flow:
+        """Take a checkpoint every ``interval_ms`` (ms, a timedelta or "1m") into the
+        folder ``path`` (as ``Job.builder().checkpointing``)."""
+        from dataclasses import replace
+
+        interval = millis(interval_ms, "checkpoint interval")
+        self._config = replace(self._config, checkpoint=CheckpointConfig(path, interval, **options))
         return self
 
     def to_job(self, *, job_id: str | None = None, job_type: JobType | None = None) -> Job:

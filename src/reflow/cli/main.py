@@ -28,7 +28,10 @@ EXIT_INTERRUPTED = 130
 EXIT_TERMINATED = 143  # 128 + SIGTERM, as shells report it
 
 
-JOB_HELP = "a job file (YAML), or a job in Python: file.py, file.py:attr or module:attr"
+JOB_HELP = (
+    "a job file (YAML), a SQL script (file.sql), or a job in Python: file.py, file.py:attr "
+    "or module:attr"
+)
 
 
 def _positive(text: str) -> int:
@@ -105,6 +108,18 @@ def _parser() -> argparse.ArgumentParser:
     )
     explain.add_argument("--no-chaining", action="store_true", help="explain without chaining")
 
+    sql = sub.add_parser(
+        "sql", help="run a streaming SQL script (file.sql), or validate or explain it"
+    )
+    sql.add_argument("job", metavar="FILE", help="a SQL script: CREATE TABLE ...; INSERT INTO ...")
+    what = sql.add_mutually_exclusive_group()
+    what.add_argument("--validate", action="store_true", help="check it without running it")
+    what.add_argument(
+        "--explain", action="store_true", help="show its plan: the StreamGraph and JobGraph"
+    )
+    sql.add_argument("--parallelism", type=_positive, help="default parallelism of the steps")
+    sql.add_argument("--no-progress", action="store_true", help="no progress display")
+
     connectors = sub.add_parser("connectors", help="list connectors, or one connector's options")
     connectors.add_argument("name", nargs="?", help="a connector name")
 
@@ -131,7 +146,12 @@ def _load(
     default = None
     if config is not None:
         default = load_system_config(config).executor.parallelism
-    if is_python_job(path):
+    if path.endswith(".sql"):
+        from reflow.table import load_sql_file
+
+        job = load_sql_file(path, parallelism=parallelism or default)
+        rebuild = no_chaining
+    elif is_python_job(path):
         job = load_python_job(path)
         rebuild = parallelism is not None or default is not None or no_chaining
     else:
@@ -199,6 +219,36 @@ def _cmd_explain(args: argparse.Namespace, out: TextIO) -> int:
     if args.format in ("mermaid", "both"):
         out.write("```mermaid\n" + explain_mermaid(job.job_graph) + "\n```\n")
     return EXIT_OK
+
+
+def _cmd_sql(args: argparse.Namespace, out: TextIO) -> int:
+    """``reflow sql FILE``: run, ``--validate`` or ``--explain`` a SQL script."""
+    if not args.job.endswith(".sql"):
+        sys.stderr.write(f"reflow: {args.job} is not a .sql file\n")
+        return EXIT_INVALID
+    if args.validate:
+        return _cmd_validate(argparse.Namespace(job=args.job, config=None), out)
+    if args.explain:
+        return _cmd_explain(
+            argparse.Namespace(
+                job=args.job, format="both", parallelism=args.parallelism, no_chaining=False
+            ),
+            out,
+        )
+    return _cmd_run(
+        argparse.Namespace(
+            job=args.job,
+            config=None,
+            parallelism=args.parallelism,
+            no_chaining=False,
+            no_progress=args.no_progress,
+            resume=False,
+            from_savepoint=None,
+            executor=None,
+            address=None,
+        ),
+        out,
+    )
 
 
 def _cmd_connectors(args: argparse.Namespace, out: TextIO) -> int:
@@ -362,6 +412,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         "run": _cmd_run,
         "validate": _cmd_validate,
         "explain": _cmd_explain,
+        "sql": _cmd_sql,
         "connectors": _cmd_connectors,
     }
     try:

@@ -8,7 +8,6 @@ source), a sink reads the last operator. Operators name a Python callable
 
 from __future__ import annotations
 
-import importlib
 import operator
 import sys
 from collections.abc import Callable, Mapping
@@ -55,76 +54,22 @@ from reflow.graph.restart import (
     NoRestart,
     RestartStrategy,
 )
-from reflow.graph.stream_graph import NodeKind
+from reflow.graph.stream_graph import NodeKind, StreamGraph
+from reflow.loading import resolve_callable
 from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
 from reflow.operators.windows import Windows, WindowSpec
 from reflow.scheduler.store import PYTHON_JOB_PREFIX
 from reflow.state.functions import AggregateFunction
 
-__all__ = ["compile_expression", "job_loader", "load_job", "load_job_text", "resolve_callable"]
-
-
-def _in_modules(module: str, allowed: tuple[str, ...]) -> bool:
-    return any(module == m or module.startswith(m + ".") for m in allowed)
-
-
-def resolve_callable(
-    spec: str,
-    where: Callable[[str], ConfigError],
-    allowed_modules: tuple[str, ...] | None = None,
-) -> Callable[..., Any]:
-    """Import ``module:attr`` (``attr`` may be dotted) and check it is callable.
-
-    No segment of ``attr`` may start with ``_``. With ``allowed_modules`` (jobs
-    submitted through the API) the module must be one of them (or inside one),
-    checked before anything is imported, and the callable must be *defined*
-    there: a name the module merely imported (``os``, ``json.loads``) is refused.
-    """
-    if not isinstance(spec, str):
-        raise where(
-            f"function must be text like 'package.module:function', not {type(spec).__name__}"
-        )
-    module_name, sep, attr = spec.partition(":")
-    if not sep or not module_name or not attr:
-        raise where(f"function {spec!r} must look like 'package.module:function'")
-    parts = attr.split(".")
-    if any(not p.isidentifier() or p.startswith("_") for p in parts) or not all(
-        p.isidentifier() for p in module_name.split(".")
-    ):
-        raise where(
-            f"function {spec!r}: each name must be a public Python identifier "
-            "(none may start with '_')"
-        )
-    if allowed_modules is not None and not _in_modules(module_name, allowed_modules):
-        raise where(
-            f"function {spec!r} is not from an allowed module "
-            f"({', '.join(allowed_modules) or 'none allowed'}); start the server with "
-            "--allow-module, or use an expression"
-        )
-    try:
-        target: Any = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise where(
-            f"cannot import module {module_name!r} for {spec!r}: {exc}. Put it on PYTHONPATH or "
-            "next to the job file"
-        ) from None
-    for part in parts:
-        try:
-            target = getattr(target, part)
-        except AttributeError:
-            raise where(f"module {module_name!r} has no {attr!r}") from None
-        if allowed_modules is not None:
-            defined_in = getattr(target, "__module__", None)
-            if not isinstance(defined_in, str) or not _in_modules(defined_in, allowed_modules):
-                raise where(
-                    f"function {spec!r}: {part!r} is not defined in an allowed module "
-                    f"(it comes from {defined_in or 'a module object'!s}); name the function "
-                    "where it is defined"
-                )
-    if not callable(target):
-        raise where(f"{spec!r} is not callable")
-    return target  # type: ignore[no-any-return]
+__all__ = [
+    "compile_expression",
+    "job_loader",
+    "load_job",
+    "load_job_text",
+    "resolve_callable",
+    "sql_job_file",
+]
 
 
 def _ms(seconds: float) -> int:
@@ -407,8 +352,14 @@ def build_job(
     model = job_file.job
     named = job_file.connectors
     base = ("job",)
-    builder = StreamGraphBuilder(model.name)
     parallelism = model.parallelism or (model.resources.parallelism if model.resources else None)
+    if model.sql is not None:
+        sql = _sql_job(model.sql, model.name, parallelism, loaded, submission)
+        graph = sql.stream_graph
+        return _job_of(
+            loaded, model, graph, parallelism, default_parallelism, submission, named, sql
+        )
+    builder = StreamGraphBuilder(model.name)
     if parallelism:
         builder.parallelism(parallelism)
 
@@ -492,6 +443,58 @@ def build_job(
         where = next((p for t, _, p in wiring if t == failed), base)
         raise loaded.error(where, str(exc)) from None
 
+    return _job_of(loaded, model, graph, parallelism, default_parallelism, submission, named)
+
+
+def _sql_job(
+    text: str,
+    name: str,
+    parallelism: int | None,
+    loaded: LoadedYaml,
+    submission: SubmissionPolicy | None,
+) -> Job:
+    """The job of a ``sql:`` block; its tables' connectors are checked against the
+    submission policy as a YAML job's steps are."""
+    from reflow.table import SqlError, sql_job
+
+    check = None
+    if submission is not None:
+        policy = submission
+
+        def check(connector: str, options: dict[str, Any], role: str) -> None:
+            found = get_connector(connector)
+            policy.check_connector(
+                connector, _options(found, options, role), f"{role} {connector!r}"
+            )
+
+    try:
+        return sql_job(
+            text,
+            name=name,
+            parallelism=parallelism,
+            check_connector=check,
+            allowed_modules=submission.allowed_modules if submission is not None else None,
+        )
+    except SqlError as exc:
+        place = f"line {exc.line}:{exc.column} of the SQL: " if exc.line else ""
+        raise loaded.error(("job", "sql"), place + exc.reason) from None
+    except ReflowError as exc:
+        raise loaded.error(("job", "sql"), str(exc)) from None
+
+
+def _job_of(
+    loaded: LoadedYaml,
+    model: JobModel,
+    graph: StreamGraph,
+    parallelism: int | None,
+    default_parallelism: int | None,
+    submission: SubmissionPolicy | None,
+    named: Mapping[str, NamedConnectorModel],
+    sql: Job | None = None,
+) -> Job:
+    """The Job of ``graph`` with the job-level settings of ``model`` (those a ``sql:``
+    job's SET statements gave where the YAML gives none)."""
+    base = ("job",)
     policy_model = model.error_policy
     dead_letter = None
     if policy_model.dead_letter is not None:
@@ -516,12 +519,13 @@ def build_job(
         )
     except ReflowError as exc:
         raise loaded.error((*base, "error_policy"), str(exc)) from None
+    from_sql = sql.config if sql is not None else JobConfig()
     config = JobConfig(
-        parallelism=parallelism,
+        parallelism=parallelism or from_sql.parallelism,
         chaining=model.chaining,
         error_policy=error_policy,
-        batch_size=model.batch_size,
-        checkpoint=None
+        batch_size=model.batch_size or from_sql.batch_size,
+        checkpoint=from_sql.checkpoint
         if model.checkpoint is None
         else CheckpointConfig(
             path=model.checkpoint.path,
@@ -534,7 +538,8 @@ def build_job(
         **_resource_settings(model.resources),
     )
     job_graph = graph.to_job_graph(
-        chaining=model.chaining, default_parallelism=parallelism or default_parallelism
+        chaining=model.chaining,
+        default_parallelism=config.parallelism or default_parallelism,
     )
     for key, value, check in (("id", model.id, check_job_id), ("name", model.name, check_job_name)):
         if value is not None:
@@ -553,9 +558,12 @@ def build_job(
         metadata["memory"] = model.resources.memory_budget
     if model.resources is not None and model.resources.cpu:
         metadata["cpu"] = model.resources.cpu
+    job_id = model.id
+    if job_id is None and sql is not None and not sql.id_generated:
+        job_id = sql.job_id  # SET 'job.id'
     return Job(
         job_graph,
-        job_id=model.id,
+        job_id=job_id,
         name=model.name,
         job_type=JobType(model.type) if model.type else None,
         config=config,
@@ -578,6 +586,26 @@ def load_job(path: str | Path, default_parallelism: int | None = None) -> Job:
     """
     _importable_from(Path(path))
     return build_job(load_yaml(path), default_parallelism)
+
+
+def sql_job_file(sql: str, name: str = "sql") -> str:
+    """A SQL script as the text of a job file (``job: {name, sql}``), the form in
+    which the job store keeps a submitted SQL job."""
+    import yaml
+
+    class _Block(str):
+        pass
+
+    class _Dumper(yaml.SafeDumper):
+        pass
+
+    def block(dumper: yaml.SafeDumper, value: _Block) -> yaml.Node:
+        return dumper.represent_scalar("tag:yaml.org,2002:str", str(value), style="|")
+
+    _Dumper.add_representer(_Block, block)
+    dumper = _Dumper
+    text = "\n".join(line.rstrip() for line in sql.strip().splitlines()) + "\n"
+    return yaml.dump({"job": {"name": name, "sql": _Block(text)}}, Dumper=dumper, sort_keys=False)
 
 
 def job_loader(text: str, folder: str, policy: SubmissionPolicy | None = None) -> Job:

@@ -412,10 +412,25 @@ class JobModel(_Model):
     operators: list[OperatorModel] = Field(default_factory=list)
     sink: NodeModel | None = None
     sinks: list[NodeModel] | None = None
+    sql: str | None = Field(
+        None,
+        description="a streaming SQL script (docs/sql.md) in place of source, operators and sink",
+    )
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _ends(self) -> JobModel:
+        if self.sql is not None:
+            given = [
+                key
+                for key in ("source", "sources", "sink", "sinks")
+                if getattr(self, key) is not None
+            ] + (["operators"] if self.operators else [])
+            if given:
+                raise ValueError(
+                    f"a job with 'sql' has its tables in the SQL: remove {', '.join(given)}"
+                )
+            return self
         if (self.source is None) == (self.sources is None):
             raise ValueError("give exactly one of 'source' or 'sources'")
         if (self.sink is None) == (self.sinks is None):

@@ -21,9 +21,9 @@ from fastapi import Depends, FastAPI, HTTPException, Request, Response
 from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, RedirectResponse
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from reflow.config.job_file import job_loader
+from reflow.config.job_file import job_loader, sql_job_file
 from reflow.config.policy import SUBMITTED, SubmissionPolicy
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.explain import explain_mermaid, explain_text
@@ -52,8 +52,28 @@ class ScheduleIn(_Model):
     event: str | None = None
 
 
-class SubmitIn(_Model):
-    yaml: str = Field(description="the job file (YAML text, a `job:` block)")
+class _JobText(_Model):
+    yaml: str | None = Field(None, description="the job file (YAML text, a `job:` block)")
+    sql: str | None = Field(
+        None, description="or a streaming SQL script (docs/sql.md), stored as a `sql:` job"
+    )
+
+    @model_validator(mode="after")
+    def _one(self) -> _JobText:
+        if (self.yaml is None) == (self.sql is None):
+            raise ValueError("give the job as exactly one of 'yaml' or 'sql'")
+        return self
+
+    @property
+    def text(self) -> str:
+        """The job file text: the YAML, or a SQL script as a YAML `sql:` job."""
+        if self.yaml is not None:
+            return self.yaml
+        assert self.sql is not None
+        return sql_job_file(self.sql)
+
+
+class SubmitIn(_JobText):
     schedule: ScheduleIn | None = Field(None, description="overrides the job file's schedule")
     priority: int | None = Field(None, ge=-1_000_000, le=1_000_000)
 
@@ -146,8 +166,8 @@ class OverviewOut(_Model):
     health: dict[str, Any]
 
 
-class ValidateIn(_Model):
-    yaml: str
+class ValidateIn(_JobText):
+    pass
 
 
 class ProblemOut(_Model):
@@ -427,7 +447,7 @@ def create_app(
         schedule = None
         if body.schedule is not None:
             schedule = policy_from_dict(body.schedule.model_dump(exclude_none=True))
-        result = manager.schedule(body.yaml, schedule, priority=body.priority, source_dir=SUBMITTED)
+        result = manager.schedule(body.text, schedule, priority=body.priority, source_dir=SUBMITTED)
         return SubmitOut(job_id=result.job_id, run_id=result.run_id)
 
     @app.get("/api/jobs/{job_id}", dependencies=api, tags=["jobs"])
@@ -619,7 +639,7 @@ def create_app(
     async def validate(body: ValidateIn) -> ValidateOut:
         """Check a job file without submitting it: problems come with their line."""
         try:
-            job = job_loader(body.yaml, SUBMITTED, submission)
+            job = job_loader(body.text, SUBMITTED, submission)
         except ConfigError as exc:
             problem = ProblemOut(line=exc.line, message=_short(str(exc)))
             return ValidateOut(valid=False, job_id=None, vertices=None, problems=[problem])

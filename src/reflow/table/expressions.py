@@ -1,0 +1,450 @@
+"""SQL scalar expressions compiled into Python closures, with SQL's NULL semantics.
+
+An expression parsed by sqlglot becomes a tree of small closures, one per
+node, each taking a row (a dict) and returning a value; nothing is evaluated
+from text. NULL is ``None``: arithmetic, comparisons and most functions of a
+NULL are NULL, ``AND``/``OR``/``NOT`` follow three-valued logic, and a WHERE
+clause keeps a row only when its condition is TRUE (not NULL).
+
+Where SQL engines differ, reflow follows Flink SQL: integer ``/`` integer is an
+integer (truncated toward zero), ``%`` takes the sign of the dividend,
+``CAST(3.7 AS BIGINT)`` truncates, and a division by zero is an error that the
+job's error policy handles for that row.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Mapping
+from decimal import ROUND_HALF_UP, Decimal
+from typing import Any
+
+from sqlglot import exp
+
+from reflow.errors import ConfigError
+
+__all__ = ["Compiled", "SqlError", "compile_expression", "interval_ms", "is_true"]
+
+Compiled = Callable[[Mapping[str, Any]], Any]
+
+
+class SqlError(ConfigError):
+    """A SQL statement reflow cannot plan or run; ``line``/``column`` point at it."""
+
+    def __init__(
+        self, message: str, *, file: str | None = None, line: int | None = None, column: int = 0
+    ) -> None:
+        super().__init__(message, file=file, line=line)
+        self.column = column
+        if line is not None and column:
+            place = f"{file or 'line'}:{line}:{column}: " if file else f"line {line}:{column}: "
+            self.args = (place + message,)
+
+    def located(self, file: str) -> SqlError:
+        """The same error, naming the file it came from."""
+        return SqlError(self.reason, file=file, line=self.line, column=self.column)
+
+
+def position(node: exp.Expr | None) -> tuple[int | None, int]:
+    """The (line, column) sqlglot recorded for ``node`` or its first child with one."""
+    while node is not None:
+        meta = node.meta
+        if "line" in meta:  # sqlglot's column is the token's last character: give its first
+            width = meta["end"] - meta["start"] if "start" in meta and "end" in meta else 0
+            return meta["line"], meta.get("col", 0) - width
+        for child in node.iter_expressions():
+            line, col = position(child)
+            if line is not None:
+                return line, col
+        return None, 0
+    return None, 0
+
+
+def fail(node: exp.Expr | None, message: str) -> SqlError:
+    line, col = position(node)
+    return SqlError(message, line=line, column=col)
+
+
+def is_true(value: Any) -> bool:
+    """WHERE/HAVING/CASE keep a row only when the condition is TRUE (not NULL)."""
+    return value is True or (value is not None and value is not False and bool(value))
+
+
+_UNITS_MS = {
+    "MILLISECOND": 1,
+    "MILLISECONDS": 1,
+    "SECOND": 1_000,
+    "SECONDS": 1_000,
+    "MINUTE": 60_000,
+    "MINUTES": 60_000,
+    "HOUR": 3_600_000,
+    "HOURS": 3_600_000,
+    "DAY": 86_400_000,
+    "DAYS": 86_400_000,
+}
+
+
+def interval_ms(node: exp.Expr) -> int:
+    """``INTERVAL '10' SECOND`` (or ``INTERVAL '10 seconds'``) in milliseconds."""
+    if not isinstance(node, exp.Interval):
+        raise fail(node, f"expected an INTERVAL such as INTERVAL '10' SECOND, got {node.sql()}")
+    value = node.this
+    unit = node.args.get("unit")
+    text = value.name if isinstance(value, exp.Literal) else value.sql() if value else ""
+    unit_name = unit.name.upper() if unit is not None else ""
+    if not unit_name and " " in text.strip():
+        text, unit_name = text.strip().split(None, 1)
+        unit_name = unit_name.upper()
+    if unit_name not in _UNITS_MS:
+        raise fail(
+            node,
+            f"INTERVAL unit {unit_name or '(none)'!r} is not supported: use MILLISECOND, "
+            "SECOND, MINUTE, HOUR or DAY",
+        )
+    try:
+        amount = float(text)
+    except ValueError:
+        raise fail(node, f"INTERVAL {text!r} is not a number") from None
+    return int(amount * _UNITS_MS[unit_name])
+
+
+# -- NULL-aware operators -------------------------------------------------------------
+
+
+def _int_div(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        q = abs(a) // abs(b)  # ZeroDivisionError: the row goes to the error policy
+        return q if (a >= 0) == (b >= 0) else -q
+    return a / b
+
+
+def _mod(a: Any, b: Any) -> Any:
+    if type(a) is int and type(b) is int:
+        r = abs(a) % abs(b)
+        return -r if a < 0 else r
+    return math.fmod(a, b)
+
+
+_BINARY: dict[type[exp.Expr], Callable[[Any, Any], Any]] = {
+    exp.Add: lambda a, b: a + b,
+    exp.Sub: lambda a, b: a - b,
+    exp.Mul: lambda a, b: a * b,
+    exp.Div: _int_div,
+    exp.Mod: _mod,
+    exp.EQ: lambda a, b: a == b,
+    exp.NEQ: lambda a, b: a != b,
+    exp.GT: lambda a, b: a > b,
+    exp.GTE: lambda a, b: a >= b,
+    exp.LT: lambda a, b: a < b,
+    exp.LTE: lambda a, b: a <= b,
+    exp.DPipe: lambda a, b: _text(a) + _text(b),
+}
+
+
+def _text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    return str(value)
+
+
+def _like(pattern: str, escape: str | None = None) -> re.Pattern[str]:
+    out = []
+    chars = iter(pattern)
+    for ch in chars:
+        if escape is not None and ch == escape:
+            out.append(re.escape(next(chars, "")))
+        elif ch == "%":
+            out.append(".*")
+        elif ch == "_":
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.DOTALL)
+
+
+def _round(value: Any, digits: int = 0) -> Any:
+    if isinstance(value, int):
+        if digits >= 0:
+            return value
+        factor = 10**-digits
+        return int(Decimal(value / factor).quantize(Decimal(1), ROUND_HALF_UP)) * factor
+    quantum = Decimal(1).scaleb(-digits)
+    return float(Decimal(repr(value)).quantize(quantum, ROUND_HALF_UP))
+
+
+def _substring(s: str, start: int, length: int | None = None) -> str:
+    begin = max(start - 1, 0) if start > 0 else 0
+    if length is None:
+        return s[begin:]
+    end = start - 1 + length
+    return s[begin : max(end, begin)] if end > 0 else ""
+
+
+_FUNCTIONS: dict[str, Callable[..., Any]] = {
+    "UPPER": str.upper,
+    "LOWER": str.lower,
+    "LENGTH": len,
+    "CHAR_LENGTH": len,
+    "CHARACTER_LENGTH": len,
+    "TRIM": str.strip,
+    "LTRIM": str.lstrip,
+    "RTRIM": str.rstrip,
+    "ABS": abs,
+    "FLOOR": math.floor,
+    "CEIL": math.ceil,
+    "CEILING": math.ceil,
+    "SQRT": math.sqrt,
+    "POWER": lambda a, b: float(a) ** b,
+    "POW": lambda a, b: float(a) ** b,
+    "ROUND": _round,
+    "SUBSTRING": _substring,
+    "SUBSTR": _substring,
+    "MOD": _mod,
+    "CONCAT": lambda *parts: "".join(_text(p) for p in parts),
+}
+
+
+def _cast(target: str) -> Callable[[Any], Any]:
+    kind = target.upper()
+    if kind in {"BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT"}:
+        return lambda v: int(float(v)) if isinstance(v, str) else int(v)
+    if kind in {"DOUBLE", "FLOAT", "REAL", "DECIMAL"}:
+        return float
+    if kind in {"VARCHAR", "STRING", "TEXT", "CHAR"}:
+        return _text
+    if kind in {"BOOLEAN", "BOOL"}:
+        return lambda v: v.strip().lower() in {"true", "t", "1"} if isinstance(v, str) else bool(v)
+    raise ValueError(kind)
+
+
+def compile_expression(
+    node: exp.Expr,
+    columns: Callable[[exp.Column], str] | None = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+) -> Compiled:
+    """A closure computing ``node`` for a row. ``columns`` maps a column reference to
+    the row key it reads (default: its name); ``functions`` are user functions by
+    upper-case name (called with every argument, NULLs included, as Flink's Python
+    UDFs are). Raises SqlError for what v1 lacks."""
+    resolve = columns or (lambda column: column.name)
+    udfs = functions or {}
+
+    def build(node: exp.Expr) -> Compiled:
+        if isinstance(node, exp.Paren):
+            return build(node.this)
+        if isinstance(node, exp.Alias):
+            return build(node.this)
+        if isinstance(node, exp.Column):
+            name = resolve(node)
+            return lambda row: row.get(name)
+        if isinstance(node, exp.Literal):
+            value: Any = node.this
+            if not node.is_string:
+                value = float(value) if any(c in value for c in ".eE") else int(value)
+            return lambda row: value
+        if isinstance(node, exp.Boolean):
+            flag = bool(node.this)
+            return lambda row: flag
+        if isinstance(node, exp.Null):
+            return lambda row: None
+        if isinstance(node, exp.Neg):
+            inner = build(node.this)
+            return lambda row: None if (v := inner(row)) is None else -v
+        op = _BINARY.get(type(node))
+        if op is not None:
+            left, right = build(node.this), build(node.expression)
+
+            def binary(row: Mapping[str, Any]) -> Any:
+                a = left(row)
+                if a is None:
+                    return None
+                b = right(row)
+                return None if b is None else op(a, b)
+
+            return binary
+        if isinstance(node, exp.And):
+            return _and(build(node.left), build(node.right))
+        if isinstance(node, exp.Or):
+            return _or(build(node.left), build(node.right))
+        if isinstance(node, exp.Not):
+            inner = build(node.this)
+            return lambda row: None if (v := inner(row)) is None else not is_true(v)
+        if isinstance(node, exp.Is):
+            inner = build(node.this)
+            if not isinstance(node.expression, exp.Null):
+                raise fail(node, f"IS {node.expression.sql()} is not supported; use IS [NOT] NULL")
+            return lambda row: inner(row) is None
+        if isinstance(node, exp.In):
+            return _in(build(node.this), [build(e) for e in node.expressions], node)
+        if isinstance(node, exp.Between):
+            value, low, high = build(node.this), build(node.args["low"]), build(node.args["high"])
+            lower = _binary_of(exp.GTE, value, low)
+            upper = _binary_of(exp.LTE, value, high)
+            return _and(lower, upper)
+        if isinstance(node, (exp.Like, exp.ILike)):
+            return _like_of(node, build(node.this))
+        if isinstance(node, exp.Escape) and isinstance(node.this, (exp.Like, exp.ILike)):
+            return _like_of(node.this, build(node.this.this), node.expression.name)
+        if isinstance(node, exp.Case):
+            return _case(node, build)
+        if isinstance(node, exp.If):
+            return _case(exp.Case(ifs=[node], default=node.args.get("false")), build)
+        if isinstance(node, (exp.Cast, exp.TryCast)):
+            inner = build(node.this)
+            target = node.to.this.name if node.to is not None else ""
+            try:
+                convert = _cast(target)
+            except ValueError:
+                raise fail(node, f"CAST to {node.to.sql()} is not supported") from None
+            return lambda row: None if (v := inner(row)) is None else convert(v)
+        if isinstance(node, exp.Coalesce):
+            parts = [build(node.this), *(build(e) for e in node.expressions)]
+
+            def coalesce(row: Mapping[str, Any]) -> Any:
+                for part in parts:
+                    value = part(row)
+                    if value is not None:
+                        return value
+                return None
+
+            return coalesce
+        if isinstance(node, exp.Anonymous) and str(node.this).upper() in udfs:
+            return _udf(udfs[str(node.this).upper()], [build(a) for a in node.expressions])
+        return _function(node, build)
+
+    return build(node)
+
+
+def _udf(fn: Callable[..., Any], args: list[Compiled]) -> Compiled:
+    if len(args) == 1:
+        only = args[0]
+        return lambda row: fn(only(row))
+    return lambda row: fn(*(a(row) for a in args))
+
+
+def _binary_of(kind: type[exp.Expr], left: Compiled, right: Compiled) -> Compiled:
+    op = _BINARY[kind]
+
+    def binary(row: Mapping[str, Any]) -> Any:
+        a = left(row)
+        if a is None:
+            return None
+        b = right(row)
+        return None if b is None else op(a, b)
+
+    return binary
+
+
+def _and(left: Compiled, right: Compiled) -> Compiled:
+    def both(row: Mapping[str, Any]) -> Any:
+        a = left(row)
+        if a is not None and not is_true(a):
+            return False
+        b = right(row)
+        if b is not None and not is_true(b):
+            return False
+        return None if a is None or b is None else True
+
+    return both
+
+
+def _or(left: Compiled, right: Compiled) -> Compiled:
+    def either(row: Mapping[str, Any]) -> Any:
+        a = left(row)
+        if a is not None and is_true(a):
+            return True
+        b = right(row)
+        if b is not None and is_true(b):
+            return True
+        return None if a is None or b is None else False
+
+    return either
+
+
+def _in(value: Compiled, options: list[Compiled], node: exp.Expr) -> Compiled:
+    if not options:
+        raise fail(node, "IN needs a list of values; subqueries in IN are not supported yet")
+
+    def member(row: Mapping[str, Any]) -> Any:
+        v = value(row)
+        if v is None:
+            return None
+        unknown = False
+        for option in options:
+            o = option(row)
+            if o is None:
+                unknown = True
+            elif o == v:
+                return True
+        return None if unknown else False
+
+    return member
+
+
+def _like_of(node: exp.Expr, value: Compiled, escape: str | None = None) -> Compiled:
+    pattern_node = node.expression
+    if not isinstance(pattern_node, exp.Literal) or not pattern_node.is_string:
+        raise fail(node, "LIKE needs a string literal pattern")
+    pattern = _like(pattern_node.this, escape)
+    if isinstance(node, exp.ILike):
+        pattern = re.compile(pattern.pattern, re.DOTALL | re.IGNORECASE)
+    match = pattern.fullmatch
+    return lambda row: None if (v := value(row)) is None else match(str(v)) is not None
+
+
+def _case(node: exp.Case, build: Callable[[exp.Expr], Compiled]) -> Compiled:
+    subject = build(node.this) if node.this is not None else None
+    branches = [(build(when.this), build(when.args["true"])) for when in node.args["ifs"]]
+    default_node = node.args.get("default")
+    default = build(default_node) if default_node is not None else (lambda row: None)
+
+    def case(row: Mapping[str, Any]) -> Any:
+        if subject is None:
+            for condition, result in branches:
+                if is_true(condition(row)):
+                    return result(row)
+        else:
+            value = subject(row)
+            for candidate, result in branches:
+                if value is not None and value == candidate(row):
+                    return result(row)
+        return default(row)
+
+    return case
+
+
+def _function(node: exp.Expr, build: Callable[[exp.Expr], Compiled]) -> Compiled:
+    if isinstance(node, exp.Anonymous):
+        name = str(node.this).upper()
+        args = list(node.expressions)
+    elif isinstance(node, exp.Func):
+        name = node.sql_name().upper()
+        args = [a for a in node.args.values() if isinstance(a, exp.Expr)]
+        args += [e for v in node.args.values() if isinstance(v, list) for e in v]
+        if isinstance(node, exp.Substring):
+            args = [node.this, node.args.get("start"), node.args.get("length")]
+            args = [a for a in args if a is not None]
+        elif isinstance(node, exp.Round):
+            args = [a for a in (node.this, node.args.get("decimals")) if a is not None]
+        elif isinstance(node, exp.Concat):
+            args = list(node.expressions)
+        elif isinstance(node, (exp.Pow, exp.Mod)):
+            args = [node.this, node.expression]
+        elif isinstance(node, exp.Trim):
+            args = [node.this]
+    else:
+        raise fail(node, f"{node.sql()} is not supported in reflow SQL yet")
+    fn = _FUNCTIONS.get(name)
+    if fn is None:
+        known = ", ".join(sorted(_FUNCTIONS))
+        raise fail(node, f"function {name} is not supported; the scalar functions are: {known}")
+    compiled = [build(a) for a in args]
+
+    def call(row: Mapping[str, Any]) -> Any:
+        values = [c(row) for c in compiled]
+        if any(v is None for v in values):
+            return None
+        return fn(*values)
+
+    return call

@@ -1,0 +1,669 @@
+"""Queries planned onto reflow's own operators (so checkpoints, state, backpressure,
+metrics, the UI and Ray work unchanged), the way Arroyo plans streaming SQL:
+
+- a window table function in FROM (``TUMBLE``/``HOP``/``SESSION``) becomes the
+  window spec, the rest of GROUP BY the key of a keyed exchange, and the
+  aggregates one combined AggregateFunction: a window aggregate that emits when
+  the watermark closes the window (late rows go to the ``late`` output);
+- GROUP BY without a window becomes an updating keyed aggregate (final values at
+  the end of a bounded input, every update on an unbounded one);
+- WHERE and the projection before an aggregate, and HAVING and the projection
+  after it, are each fused into one step.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar
+
+from sqlglot import exp
+
+from reflow.api.stream import Flow, Stream
+from reflow.connectors.facade import Connectors
+from reflow.errors import ConfigError, ReflowError
+from reflow.graph.durations import millis
+from reflow.graph.job import Job
+from reflow.loading import resolve_callable
+from reflow.operators.aggregations import Count
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.operators.windows import Windows, WindowSpec
+from reflow.state.functions import AggregateFunction
+from reflow.table.expressions import (
+    Compiled,
+    SqlError,
+    compile_expression,
+    fail,
+    interval_ms,
+    is_true,
+)
+from reflow.table.parser import Script, TableDef, parse_script
+
+__all__ = ["SelectOp", "load_sql_file", "plan_script", "sql_job"]
+
+WINDOW_COLUMNS = ("window_start", "window_end")
+
+ConnectorCheck = Callable[[str, dict[str, Any], str], None]
+"""Checks a table's connector name, options and role (source/sink); raises ReflowError."""
+
+
+# -- the fused select step ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class SelectOp(OperatorSpec):
+    """WHERE and a projection as one step: rows whose condition is TRUE, projected."""
+
+    condition: Compiled | None
+    outputs: tuple[tuple[str, Compiled], ...] | None
+    """(name, expression) of each output column; None passes rows unchanged."""
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "sql-select"
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _SelectLogic(self, ctx)
+
+
+class _SelectLogic(OperatorLogic):
+    def __init__(self, spec: SelectOp, ctx: OperatorContext) -> None:
+        self.condition = spec.condition
+        self.outputs = spec.outputs
+        self.reject = ctx.reject
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        condition, outputs = self.condition, self.outputs
+        out = []
+        for row in batch:
+            try:  # a row the expressions fail on (a division by zero) goes to the policy
+                if condition is not None and not is_true(condition(row)):
+                    continue
+                out.append(row if outputs is None else {n: f(row) for n, f in outputs})
+            except Exception as exc:
+                self.reject(row, exc)
+        return out
+
+
+# -- aggregates ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Agg:
+    kind: str  # count_star, count, count_distinct, sum, min, max, avg
+    value: Compiled | None
+
+
+class SqlAggregates(AggregateFunction[Any, list[Any], list[Any]]):
+    """Every aggregate call of one query over one accumulator list, NULLs ignored as
+    SQL does (SUM/MIN/MAX/AVG of no values is NULL, COUNT of none is 0)."""
+
+    def __init__(self, aggs: list[_Agg]) -> None:
+        self.aggs = aggs
+
+    def create(self) -> list[Any]:
+        out: list[Any] = []
+        for agg in self.aggs:
+            if agg.kind in {"count_star", "count"}:
+                out.append(0)
+            elif agg.kind == "count_distinct":
+                out.append(set())
+            elif agg.kind == "avg":
+                out.append([0, 0])
+            else:
+                out.append(None)
+        return out
+
+    def add(self, acc: list[Any], row: Any) -> list[Any]:
+        for i, agg in enumerate(self.aggs):
+            kind = agg.kind
+            if kind == "count_star":
+                acc[i] += 1
+                continue
+            assert agg.value is not None
+            v = agg.value(row)
+            if v is None:
+                continue
+            if kind == "count":
+                acc[i] += 1
+            elif kind == "count_distinct":
+                acc[i].add(v)
+            elif kind == "sum":
+                acc[i] = v if acc[i] is None else acc[i] + v
+            elif kind == "min":
+                acc[i] = v if acc[i] is None or v < acc[i] else acc[i]
+            elif kind == "max":
+                acc[i] = v if acc[i] is None or v > acc[i] else acc[i]
+            else:  # avg
+                acc[i][0] += v
+                acc[i][1] += 1
+        return acc
+
+    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        out = []
+        for agg, x, y in zip(self.aggs, a, b, strict=True):
+            kind = agg.kind
+            if kind in {"count_star", "count"}:
+                out.append(x + y)
+            elif kind == "count_distinct":
+                out.append(x | y)
+            elif kind == "avg":
+                out.append([x[0] + y[0], x[1] + y[1]])
+            elif x is None or y is None:
+                out.append(y if x is None else x)
+            elif kind == "sum":
+                out.append(x + y)
+            else:
+                out.append(min(x, y) if kind == "min" else max(x, y))
+        return out
+
+    def result(self, acc: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for agg, value in zip(self.aggs, acc, strict=True):
+            if agg.kind == "count_distinct":
+                out.append(len(value))
+            elif agg.kind == "avg":
+                out.append(value[0] / value[1] if value[1] else None)
+            else:
+                out.append(value)
+        return out
+
+    def size(self, acc: list[Any]) -> int:
+        return sum(
+            len(v) for v, a in zip(acc, self.aggs, strict=True) if a.kind == "count_distinct"
+        )
+
+
+_AGGREGATES: dict[type[exp.Expr], str] = {
+    exp.Sum: "sum",
+    exp.Min: "min",
+    exp.Max: "max",
+    exp.Avg: "avg",
+}
+
+
+# -- planning ---------------------------------------------------------------------------
+
+
+def _timestamp_ms(value: Any) -> int:
+    """An event time given as epoch milliseconds or an ISO-8601 string."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return int(value)
+    if isinstance(value, str):
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        if parsed.tzinfo is None:
+            from datetime import UTC
+
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
+    raise ValueError(f"event time {value!r} is neither epoch milliseconds nor an ISO-8601 time")
+
+
+class _Planner:
+    def __init__(
+        self,
+        script: Script,
+        flow: Flow,
+        functions: Mapping[str, Callable[..., Any]],
+        check: ConnectorCheck | None = None,
+    ) -> None:
+        self.script = script
+        self.flow = flow
+        self.ids: dict[str, itertools.count[int]] = {}
+        self.functions = dict(functions)
+        self.check = check
+
+    def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
+        return compile_expression(node, columns, self.functions)
+
+    def step(self, base: str) -> str:
+        counter = self.ids.setdefault(base, itertools.count(1))
+        n = next(counter)
+        return base if n == 1 else f"{base}-{n}"
+
+    def table(self, node: exp.Expr, name: str, role: str) -> TableDef:
+        table = self.script.tables.get(name)
+        if table is None:
+            known = ", ".join(self.script.tables) or "none"
+            raise fail(node, f"no table {name}: define it with CREATE TABLE (defined: {known})")
+        if role == "source" and table.role == "sink":
+            raise fail(node, f"table {name} is a SINK and cannot be read")
+        if role == "sink" and table.role == "source":
+            raise fail(node, f"table {name} is a SOURCE and cannot be written")
+        return table
+
+    def connector(self, table: TableDef, role: str) -> Any:
+        """The connector spec of ``table`` in ``role``, its options checked for it (and,
+        for jobs submitted through the API, against the submission policy)."""
+        try:
+            spec = Connectors.get(table.connector, **table.options)
+            spec.validate(role)
+            if self.check is not None:
+                self.check(table.connector, dict(table.options), role)
+        except ReflowError as exc:
+            raise SqlError(
+                f"table {table.name}: connector {table.connector!r}: {exc}", line=table.line
+            ) from None
+        return spec
+
+    # -- one query --------------------------------------------------------------------
+
+    def query(self, query: exp.Query) -> Stream[Any]:
+        if not isinstance(query, exp.Select):
+            raise fail(query, f"{query.key.upper()} is not supported yet; write a SELECT")
+        for unsupported in ("joins", "with_", "distinct", "order", "limit", "windows"):
+            if query.args.get(unsupported):
+                word = unsupported.rstrip("_").upper()
+                raise fail(query, f"{word} is not supported in reflow SQL v1 (docs/sql.md)")
+        source = query.args.get("from_")
+        if source is None:
+            raise fail(query, "a query needs FROM <table>")
+        table_name, window, time_column = self.from_clause(source.this)
+        table = self.table(source, table_name, "source")
+        columns = {c.name for c in table.columns}
+
+        def column(node: exp.Column) -> str:
+            if node.name not in columns:
+                raise fail(
+                    node,
+                    f"no column {node.name} in table {table.name} "
+                    f"(columns: {', '.join(c.name for c in table.columns)})",
+                )
+            return node.name
+
+        stream = self.flow.source(self.connector(table, "source"), id=self.step(table.name))
+        if window is not None:
+            assert time_column is not None
+            if time_column not in columns:
+                raise fail(source, f"no column {time_column} in table {table.name}")
+            delay = 0
+            if table.watermark is not None and table.watermark[0] == time_column:
+                delay = table.watermark[1]
+            elif table.watermark is None:
+                raise fail(
+                    source,
+                    f"table {table.name} has no watermark for {time_column}: declare "
+                    f"WATERMARK FOR {time_column} AS {time_column} - INTERVAL '5' SECOND in "
+                    "its CREATE TABLE (the delay is how late rows may arrive)",
+                )
+            stream = stream.assign_timestamps(
+                _event_time(time_column),
+                max_out_of_orderness_ms=delay,
+                id=self.step(f"{table.name}-timestamps"),
+            )
+        where = query.args.get("where")
+        condition = self.compile(where.this, column) if where is not None else None
+        aggregates = [a for e in query.expressions for a in _aggregates_in(e)]
+        group = query.args.get("group")
+        if group is None and not aggregates:
+            if window is not None:
+                raise fail(source, "a window table function needs GROUP BY window_start, ...")
+            outputs = self.projection(query.expressions, column, table)
+            return stream.transform(
+                SelectOp(condition, outputs), id=self.step(f"{table.name}-select")
+            )
+        if condition is not None:
+            stream = stream.transform(
+                SelectOp(condition, None), id=self.step(f"{table.name}-where")
+            )
+        return self.aggregate(query, stream, column, window, group)
+
+    def from_clause(self, node: exp.Expr) -> tuple[str, WindowSpec | None, str | None]:
+        target = node.this if isinstance(node, exp.Table) else node
+        if isinstance(target, exp.Anonymous) and str(target.this).upper() == "TABLE":
+            target = target.expressions[0] if target.expressions else target
+        if isinstance(node, exp.Table) and isinstance(target, exp.Identifier):
+            return node.name, None, None
+        if isinstance(target, exp.Anonymous) and str(target.this).upper() in {
+            "TUMBLE",
+            "HOP",
+            "SESSION",
+        }:
+            kind = str(target.this).upper()
+            args = target.expressions
+            arity = {"TUMBLE": 3, "HOP": 4, "SESSION": 3}[kind]
+            if len(args) != arity or not all(isinstance(a, exp.Column) for a in args[:2]):
+                spelled = {
+                    "TUMBLE": "TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
+                    "HOP": "HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '1' MINUTE)",
+                    "SESSION": "SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '30' SECOND)",
+                }[kind]
+                raise fail(target, f"write {spelled} (slide before size for HOP, as Flink)")
+            table, column = args[0].name, args[1].name
+            if kind == "TUMBLE":
+                spec = Windows.tumbling(interval_ms(args[2]))
+            elif kind == "HOP":
+                slide, size = interval_ms(args[2]), interval_ms(args[3])
+                if size % slide:
+                    raise fail(target, "HOP: the size must be a multiple of the slide")
+                spec = Windows.sliding(size, slide)
+            else:
+                spec = Windows.session(interval_ms(args[2]))
+            return table, spec, column
+        raise fail(node, f"FROM {node.sql()}: subqueries and joins are not supported yet")
+
+    def projection(
+        self, items: list[exp.Expr], column: Callable[[exp.Column], str], table: TableDef
+    ) -> tuple[tuple[str, Compiled], ...]:
+        outputs: list[tuple[str, Compiled]] = []
+        for index, item in enumerate(items):
+            if isinstance(item, exp.Star):
+                outputs += [(c.name, _getter(c.name)) for c in table.columns]
+                continue
+            outputs.append((_output_name(item, index), self.compile(item, column)))
+        _check_unique(outputs, items)
+        return tuple(outputs)
+
+    def aggregate(
+        self,
+        query: exp.Select,
+        stream: Stream[Any],
+        column: Callable[[exp.Column], str],
+        window: WindowSpec | None,
+        group: exp.Group | None,
+    ) -> Stream[Any]:
+        keys: list[exp.Expr] = []
+        for expression in group.expressions if group is not None else []:
+            if isinstance(expression, exp.Column) and expression.name in WINDOW_COLUMNS:
+                if window is None:
+                    raise fail(expression, f"{expression.name} needs a window table function")
+                continue
+            keys.append(expression)
+        key_fns = [self.compile(k, column) for k in keys]
+        key_sql = {k.sql(): f"__key{i}" for i, k in enumerate(keys)}
+        calls: list[_Agg] = []
+        slots: dict[str, str] = {}
+
+        def to_context(node: exp.Expr) -> exp.Expr:
+            """Aggregate calls and group keys become columns of the aggregated row."""
+            if _is_aggregate(node):
+                sql = node.sql()
+                if sql not in slots:
+                    slots[sql] = f"__agg{len(calls)}"
+                    calls.append(_agg_of(node, lambda e: self.compile(e, column)))
+                return exp.column(slots[sql])
+            if node.sql() in key_sql:
+                return exp.column(key_sql[node.sql()])
+            return node
+
+        context = set(key_sql.values()) | (set(WINDOW_COLUMNS) if window is not None else set())
+
+        def context_column(node: exp.Column) -> str:
+            name = node.name
+            if name in context or name.startswith("__agg"):
+                return name
+            raise fail(
+                node,
+                f"column {name} must be in GROUP BY or inside an aggregate (COUNT, SUM, MIN, "
+                "MAX, AVG)",
+            )
+
+        outputs = []
+        plain_outputs: list[exp.Expr] = []
+        for index, item in enumerate(query.expressions):
+            if isinstance(item, exp.Star):
+                raise fail(item, "SELECT * cannot be aggregated; name the columns")
+            rewritten = item.copy().transform(to_context)
+            plain_outputs.append(rewritten.this if isinstance(rewritten, exp.Alias) else rewritten)
+            outputs.append((_output_name(item, index), self.compile(rewritten, context_column)))
+        _check_unique(outputs, query.expressions)
+        having = query.args.get("having")
+        condition = None
+        if having is not None:
+            condition = self.compile(having.this.copy().transform(to_context), context_column)
+        # COUNT(*) alone takes the window operator's counting fast path.
+        only_count = [c.kind for c in calls] == ["count_star"]
+        aggregate: AggregateFunction[Any, Any, Any] = (
+            Count() if only_count else SqlAggregates(calls)
+        )
+        if len(key_fns) == 1:
+            only = key_fns[0]
+            key: Callable[[Any], Any] = only
+        else:
+            key = _tuple_key(key_fns)
+        names = list(key_sql.values())
+        single = len(names) == 1
+        # Without HAVING, and when every output column is a name (no expression that
+        # could fail on a row), the output row is made where the aggregate emits.
+        direct = condition is None and all(isinstance(e, exp.Column) for e in plain_outputs)
+        project = _projector(tuple(outputs)) if direct else None
+
+        def row_of(k: Any, values: Any) -> dict[str, Any]:
+            row = {names[0]: k} if single else dict(zip(names, k, strict=True))
+            if only_count:
+                row["__agg0"] = values
+            else:
+                row.update((f"__agg{i}", v) for i, v in enumerate(values))
+            return row
+
+        keyed = stream.key_by(key, id=self.step("group-by"))
+        if window is not None:
+
+            def emit(k: Any, start: int, end: int, values: Any) -> dict[str, Any]:
+                row = row_of(k, values)
+                row["window_start"] = start
+                row["window_end"] = end
+                return row if project is None else project(row)
+
+            aggregated = keyed.window(window).aggregate(
+                aggregate, emit=emit, id=self.step("window-aggregate")
+            )
+        else:
+
+            def output(k: Any, values: Any) -> dict[str, Any]:
+                row = row_of(k, values)
+                return row if project is None else project(row)
+
+            aggregated = keyed.aggregate(aggregate, output=output, id=self.step("aggregate"))
+        if project is not None:
+            return aggregated
+        return aggregated.transform(
+            SelectOp(condition, tuple(outputs)), id=self.step("having-select")
+        )
+
+
+def _projector(outputs: tuple[tuple[str, Compiled], ...]) -> Callable[[Any], dict[str, Any]]:
+    def project(row: Any) -> dict[str, Any]:
+        return {name: f(row) for name, f in outputs}
+
+    return project
+
+
+def _event_time(column: str) -> Callable[[Any], int]:
+    def event_time(row: Any) -> int:
+        return _timestamp_ms(row[column])
+
+    return event_time
+
+
+def _tuple_key(fns: list[Compiled]) -> Callable[[Any], Any]:
+    def key(row: Any) -> tuple[Any, ...]:
+        return tuple(f(row) for f in fns)
+
+    return key
+
+
+def _getter(name: str) -> Compiled:
+    return lambda row: row.get(name)
+
+
+def _output_name(item: exp.Expr, index: int) -> str:
+    if isinstance(item, exp.Alias):
+        return item.alias
+    if isinstance(item, exp.Column):
+        return item.name
+    return f"EXPR${index}"
+
+
+def _check_unique(outputs: list[tuple[str, Compiled]], items: list[exp.Expr]) -> None:
+    seen: set[str] = set()
+    for (name, _), item in zip(
+        outputs, itertools.chain(items, itertools.repeat(None)), strict=False
+    ):
+        if name in seen:
+            raise fail(item, f"output column {name} is named twice; give one an alias (AS ...)")
+        seen.add(name)
+
+
+def _is_aggregate(node: exp.Expr) -> bool:
+    return isinstance(node, (exp.Count, *_AGGREGATES))
+
+
+def _aggregates_in(node: exp.Expr) -> list[exp.Expr]:
+    return [n for n in node.walk() if isinstance(n, exp.Expr) and _is_aggregate(n)]
+
+
+def _agg_of(node: exp.Expr, compile: Callable[[exp.Expr], Compiled]) -> _Agg:
+    inner = node.this
+    if isinstance(node, exp.Count):
+        if isinstance(inner, exp.Star) or inner is None:
+            return _Agg("count_star", None)
+        if isinstance(inner, exp.Distinct):
+            if len(inner.expressions) != 1:
+                raise fail(node, "COUNT(DISTINCT ...) takes one expression")
+            return _Agg("count_distinct", compile(inner.expressions[0]))
+        return _Agg("count", compile(inner))
+    if isinstance(inner, exp.Distinct):
+        raise fail(node, f"{node.key.upper()}(DISTINCT ...) is not supported; COUNT(DISTINCT) is")
+    if any(_is_aggregate(n) for n in inner.walk() if isinstance(n, exp.Expr)):
+        raise fail(node, "aggregates cannot be nested")
+    return _Agg(_AGGREGATES[type(node)], compile(inner))
+
+
+SETTINGS = {
+    "job.id": "the job's id (checkpoints are found by it: needed for --resume)",
+    "job.name": "the job's name",
+    "parallelism": "default parallelism of the steps",
+    "batch.size": "records per micro-batch",
+    "checkpoint.path": "folder of the checkpoints (turns checkpointing on)",
+    "checkpoint.interval": "time between checkpoints, e.g. '10s' (default 1 min)",
+}
+
+
+def _settings(script: Script) -> dict[str, Any]:
+    values: dict[str, Any] = {}
+    for key, (value, statement) in script.settings.items():
+        if key not in SETTINGS:
+            known = "; ".join(f"'{k}': {v}" for k, v in SETTINGS.items())
+            raise fail(statement, f"SET {key!r} is not a setting reflow knows; known: {known}")
+        if key in {"parallelism", "batch.size"}:
+            try:
+                number = int(value)
+                if number < 1:
+                    raise ValueError(value)
+            except ValueError:
+                raise fail(
+                    statement, f"SET {key!r} needs a whole number >= 1, not {value!r}"
+                ) from None
+            values[key] = number
+        elif key == "checkpoint.interval":
+            try:
+                values[key] = millis(value, "checkpoint.interval")
+            except ReflowError as exc:
+                raise fail(statement, f"SET 'checkpoint.interval': {exc}") from None
+        else:
+            values[key] = value
+    if "checkpoint.interval" in values and "checkpoint.path" not in values:
+        raise SqlError("SET 'checkpoint.interval' needs SET 'checkpoint.path' = '<folder>' too")
+    return values
+
+
+def _functions(
+    script: Script,
+    given: Mapping[str, Callable[..., Any]],
+    allowed_modules: tuple[str, ...] | None,
+) -> dict[str, Any]:
+    functions = {name.upper(): fn for name, fn in given.items()}
+    for name, (path, statement) in script.functions.items():
+
+        def where(message: str, statement: exp.Expr = statement, name: str = name) -> ConfigError:
+            return fail(statement, f"CREATE FUNCTION {name}: {message}")
+
+        functions[name] = resolve_callable(path, where, allowed_modules)
+    return functions
+
+
+def plan_script(
+    script: Script,
+    *,
+    name: str = "sql",
+    print_sink: Any = None,
+    parallelism: int | None = None,
+    job_id: str | None = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    check_connector: ConnectorCheck | None = None,
+    allowed_modules: tuple[str, ...] | None = None,
+) -> Job:
+    """One Job running every ``INSERT INTO`` of ``script`` (and its bare SELECTs into
+    ``print_sink``, stdout by default); ``SET`` statements configure it and
+    ``functions`` add user functions to those ``CREATE FUNCTION`` names.
+
+    Jobs submitted through the API pass ``check_connector`` (each table's connector
+    and options, checked against the submission policy) and ``allowed_modules``
+    (where ``CREATE FUNCTION`` may import from)."""
+    settings = _settings(script)
+    flow = Flow(
+        settings.get("job.name", name),
+        parallelism=parallelism or settings.get("parallelism"),
+        batch_size=settings.get("batch.size"),
+    )
+    if "checkpoint.path" in settings:
+        flow.checkpointing(settings["checkpoint.path"], settings.get("checkpoint.interval", 60_000))
+    planner = _Planner(
+        script, flow, _functions(script, functions or {}, allowed_modules), check_connector
+    )
+    if not script.inserts and not script.queries:
+        raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
+    for target, query in script.inserts:
+        table = planner.table(query, target, "sink")
+        stream = planner.query(query)
+        stream.sink(planner.connector(table, "sink"), id=planner.step(target))
+    for query in script.queries:
+        stream = planner.query(query)
+        sink = print_sink if print_sink is not None else Connectors.get("stdout")
+        stream.sink(sink, id=planner.step("print"))
+    return flow.to_job(job_id=job_id or settings.get("job.id"))
+
+
+def sql_job(
+    text: str,
+    *,
+    name: str = "sql",
+    file: str | None = None,
+    print_sink: Any = None,
+    parallelism: int | None = None,
+    job_id: str | None = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+    check_connector: ConnectorCheck | None = None,
+    allowed_modules: tuple[str, ...] | None = None,
+) -> Job:
+    """The Job a SQL script describes (``reflow.sql``); SqlError names line:column.
+    ``functions`` are Python functions callable from the SQL by name; the other
+    options as ``plan_script``."""
+    try:
+        return plan_script(
+            parse_script(text, file),
+            name=name,
+            print_sink=print_sink,
+            parallelism=parallelism,
+            job_id=job_id,
+            functions=functions,
+            check_connector=check_connector,
+            allowed_modules=allowed_modules,
+        )
+    except SqlError as exc:
+        raise exc.located(file) if file is not None and exc.file is None else exc from None
+
+
+def load_sql_file(path: str, *, parallelism: int | None = None) -> Job:
+    """The Job of the SQL script at ``path``, named after the file."""
+    from pathlib import Path
+
+    file = Path(path)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise SqlError(f"cannot read {path}: {exc.strerror or exc}") from None
+    return sql_job(text, name=file.stem, file=str(path), parallelism=parallelism)

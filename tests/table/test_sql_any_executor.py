@@ -1,0 +1,63 @@
+"""A SQL job on whichever executor the suite runs on (local, or Ray in the Ray
+suite): a windowed aggregate at parallelism 2 from a file into a file, against
+DuckDB's result on the same rows."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections import Counter
+from pathlib import Path
+
+import orjson
+import pytest
+
+from reflow import JobStatus
+from reflow.runtime import execute_with_recovery
+from reflow.table import sql_job
+from reflow.testing import executor_for_tests
+
+duckdb = pytest.importorskip("duckdb", reason="duckdb (the reference engine) is a dev dependency")
+
+
+def test_a_windowed_sql_aggregate_at_parallelism_2(tmp_path: Path) -> None:
+    rng = random.Random(21)
+    rows = [
+        {"k": rng.choice(["a", "b", "c", None]), "v": rng.randrange(100), "ts": i * 13}
+        for i in range(3_000)
+    ]
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    job = sql_job(
+        f"""
+        SET 'parallelism' = '2';
+        CREATE TABLE t (k VARCHAR, v BIGINT, ts BIGINT, WATERMARK FOR ts AS ts)
+        WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
+        CREATE SINK o (k VARCHAR) WITH ('connector' = 'file', 'path' = '{tmp_path}/out.jsonl');
+        INSERT INTO o
+        SELECT window_start, k, COUNT(*) AS n, SUM(v) AS total
+        FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '2' SECOND))
+        GROUP BY window_start, window_end, k;
+        """
+    )
+    executor = executor_for_tests()
+    try:
+        result = asyncio.run(execute_with_recovery(executor, job))
+    finally:
+        executor.close()
+    assert result.status is JobStatus.COMPLETED, result.error
+    ours = Counter(
+        tuple(orjson.loads(line).values())
+        for f in tmp_path.glob("out*.jsonl")
+        for line in f.read_bytes().splitlines()
+    )
+    con = duckdb.connect()
+    con.execute("CREATE TABLE t (k VARCHAR, v BIGINT, ts BIGINT)")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(r["k"], r["v"], r["ts"]) for r in rows])
+    reference = Counter(
+        tuple(row)
+        for row in con.execute(
+            "SELECT ts - ts % 2000 AS ws, k, COUNT(*), SUM(v) FROM t GROUP BY ws, k"
+        ).fetchall()
+    )
+    assert ours == reference

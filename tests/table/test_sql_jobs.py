@@ -1,0 +1,308 @@
+"""SQL scripts as jobs: the entry points (reflow.sql, reflow sql FILE, reflow run
+FILE.sql), user functions, SET, errors that name line:column, and a SQL job that is
+killed and resumes from its checkpoint with the same output as an uninterrupted run."""
+
+from __future__ import annotations
+
+import io
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+import reflow
+from reflow import JobStatus
+from reflow.cli import main
+from reflow.table import SqlError
+from reflow.testing import memory_store, run_job
+
+BIDS = [{"auction": i % 5, "price": 10 + i % 17, "ts": 1_000 * i} for i in range(100)]
+
+
+def _tables(collection: str, out: str) -> str:
+    return f"""
+        CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT,
+                           WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+        WITH ('connector' = 'memory', 'collection' = '{collection}');
+        CREATE SINK results (auction BIGINT, n BIGINT)
+        WITH ('connector' = 'memory', 'collection' = '{out}', 'append' = 'false');
+    """
+
+
+def test_reflow_sql_returns_a_job_and_user_functions_are_callable_by_name() -> None:
+    memory_store["sql-bids"] = list(BIDS)
+    job = reflow.sql(
+        _tables("sql-bids", "sql-out")
+        + "INSERT INTO results SELECT auction, discounted(price) AS p FROM bids WHERE auction = 2;",
+        functions={"discounted": lambda price: price * 9 // 10},
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    expected = [{"auction": 2, "p": b["price"] * 9 // 10} for b in BIDS if b["auction"] == 2]
+    assert memory_store["sql-out"] == expected
+
+
+def test_create_function_names_a_python_function(tmp_path: Path, monkeypatch: Any) -> None:
+    (tmp_path / "sqludfs.py").write_text("def bucket(price):\n    return price // 5 * 5\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    memory_store["udf-bids"] = list(BIDS)
+    job = reflow.sql(
+        _tables("udf-bids", "udf-out")
+        + "CREATE FUNCTION bucket AS 'sqludfs:bucket' LANGUAGE PYTHON;\n"
+        + "INSERT INTO results SELECT bucket(price) AS b, COUNT(*) AS n FROM bids "
+        + "GROUP BY bucket(price);"
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    counts: dict[int, int] = {}
+    for b in BIDS:
+        counts[b["price"] // 5 * 5] = counts.get(b["price"] // 5 * 5, 0) + 1
+    assert {r["b"]: r["n"] for r in memory_store["udf-out"]} == counts
+
+
+def test_set_configures_the_job() -> None:
+    job = reflow.sql(
+        "SET 'job.id' = 'sql-settings'; SET 'parallelism' = '3'; SET 'batch.size' = '7';\n"
+        "SET 'checkpoint.path' = '/tmp/ckpt'; SET 'checkpoint.interval' = '2s';\n"
+        + _tables("x", "y")
+        + "INSERT INTO results SELECT auction FROM bids;"
+    )
+    assert job.job_id == "sql-settings"
+    assert {v.parallelism for v in job.job_graph.vertices} == {3}
+    assert job.config.batch_size == 7
+    assert job.config.checkpoint is not None
+    assert (job.config.checkpoint.path, job.config.checkpoint.interval_ms) == ("/tmp/ckpt", 2_000)
+
+
+@pytest.mark.parametrize(
+    ("statement", "line", "column", "says"),
+    [
+        ("INSERT INTO results SELECT auction, bogus FROM bids;", 7, 41, "no column bogus"),
+        ("INSERT INTO results SELECT auction FROM nowhere;", 7, 45, "no table nowhere"),
+        (
+            "INSERT INTO results SELECT price, COUNT(*) AS n FROM bids GROUP BY auction;",
+            7,
+            32,
+            "must be in GROUP BY",
+        ),
+        (
+            "INSERT INTO results SELECT a.auction FROM bids a JOIN bids b ON a.auction = b.auction;",
+            7,
+            0,
+            "JOINS is not supported",
+        ),
+        (
+            "INSERT INTO results SELECT auction FROM bids WHERE upper_case(price) = 1;",
+            7,
+            0,
+            "function UPPER_CASE is not supported",
+        ),
+        ("SET 'speed' = 'fast';", 7, 0, "'speed' is not a setting"),
+        ("INSERT INTO results SELECT auction FROM bids WHERE;", 7, 0, "cannot parse the SQL"),
+    ],
+)
+def test_errors_name_the_line_and_column_and_the_fix(
+    statement: str, line: int, column: int, says: str
+) -> None:
+    with pytest.raises(SqlError) as caught:
+        reflow.sql(_tables("x", "y") + statement)
+    error = caught.value
+    assert says in str(error), str(error)
+    assert error.line == line, str(error)
+    if column:
+        assert error.column == column, str(error)
+        assert f"line {line}:{column}: " in str(error)
+
+
+def test_a_window_needs_a_declared_watermark() -> None:
+    with pytest.raises(SqlError, match="WATERMARK FOR ts AS ts - INTERVAL"):
+        reflow.sql(
+            "CREATE TABLE t (k BIGINT, ts BIGINT) WITH ('connector' = 'memory', 'collection' = 'a');\n"
+            "SELECT k, COUNT(*) AS n FROM TUMBLE(t, ts, INTERVAL '1' SECOND) GROUP BY window_end, k;"
+        )
+
+
+def _script(folder: Path, rows: list[dict[str, Any]], name: str) -> Path:
+    data = folder / "bids.jsonl"
+    if not data.exists():
+        data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    (folder / "slowudf.py").write_text(
+        "import time\n\ndef slow(x):\n    time.sleep(0.0005)\n    return x\n"
+    )
+    script = folder / f"{name}.sql"
+    script.write_text(
+        f"""
+SET 'job.id' = '{name}';
+SET 'batch.size' = '40';
+SET 'checkpoint.path' = '{folder / (name + "-ckpt")}';
+SET 'checkpoint.interval' = '150ms';
+CREATE FUNCTION slow AS 'slowudf:slow';
+CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT,
+                   WATERMARK FOR ts AS ts - INTERVAL '50' MILLISECOND)
+WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
+CREATE SINK totals (auction BIGINT, window_end BIGINT, n BIGINT, total BIGINT)
+WITH ('connector' = 'file', 'path' = '{folder / (name + "-out")}/totals.jsonl',
+      'format' = 'json', 'delivery' = 'exactly-once');
+INSERT INTO totals
+SELECT auction, window_end, COUNT(*) AS n, SUM(slow(price)) AS total
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY window_start, window_end, auction;
+"""
+    )
+    return script
+
+
+def _run(script: Path, kill_after: float | None) -> str | None:
+    """``reflow run --resume FILE.sql``; SIGKILL after a fresh checkpoint plus ``kill_after`` s."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reflow", "run", "--no-progress", "--resume", str(script)],
+        cwd=script.parent,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    if kill_after is not None:
+        folder, started = script.parent / f"{script.stem}-ckpt", time.time()
+        deadline = time.monotonic() + 60
+        while proc.poll() is None and time.monotonic() < deadline:
+            if folder.exists() and any(f.stat().st_mtime >= started for f in folder.rglob("*")):
+                break
+            time.sleep(0.02)
+    try:
+        proc.wait(timeout=kill_after if kill_after is not None else 120)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        proc.stderr.close()
+        return None
+    err = proc.stderr.read().decode()
+    proc.stderr.close()
+    assert proc.returncode == 0, err
+    return err
+
+
+def _lines(folder: Path) -> list[bytes]:
+    return sorted(
+        line for f in folder.glob("totals*.jsonl") for line in f.read_bytes().splitlines()
+    )
+
+
+@pytest.mark.timeout(300)
+def test_a_killed_sql_job_resumes_from_its_checkpoint_with_identical_output(tmp_path: Path) -> None:
+    rng = random.Random(7)
+    rows = [
+        {"auction": rng.randrange(9), "price": rng.randrange(100), "ts": i * 7 - rng.randrange(40)}
+        for i in range(6_000)
+    ]
+    _run(_script(tmp_path, rows, "reference"), kill_after=None)
+    expected = _lines(tmp_path / "reference-out")
+    assert len(expected) > 300
+
+    script = _script(tmp_path, rows, "killed")
+    rng = random.Random(3)
+    killed = 0
+    while killed < 3:
+        if _run(script, kill_after=rng.uniform(0.05, 0.4)) is None:
+            killed += 1
+        else:
+            break
+    err = _run(script, kill_after=None)
+    assert err is not None and "resuming job killed" in err
+    assert killed >= 3, "the job must have been killed at least 3 times"
+    assert _lines(tmp_path / "killed-out") == expected
+
+
+def test_the_cli_runs_validates_and_explains_a_sql_file(tmp_path: Path) -> None:
+    data = tmp_path / "bids.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in BIDS))
+    script = tmp_path / "top.sql"
+    script.write_text(
+        f"""CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT,
+                   WATERMARK FOR ts AS ts - INTERVAL '1' SECOND)
+WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
+CREATE TABLE out_t (auction BIGINT, n BIGINT)
+WITH ('connector' = 'file', 'path' = '{tmp_path / "out.jsonl"}', 'format' = 'json');
+INSERT INTO out_t
+SELECT auction, window_end, COUNT(*) AS n, MAX(price) AS top
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '10' SECOND))
+GROUP BY window_start, window_end, auction;
+"""
+    )
+    out = io.StringIO()
+    assert main(["sql", str(script), "--validate"], out=out) == 0, out.getvalue()
+    assert "valid" in out.getvalue()
+    out = io.StringIO()
+    assert main(["sql", str(script), "--explain"], out=out) == 0
+    assert "bids-timestamps -> window-aggregate: HASH by the key of 'group-by'" in out.getvalue()
+    out = io.StringIO()
+    assert main(["sql", str(script), "--no-progress"], out=out) == 0, out.getvalue()
+    rows = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]
+    assert len(rows) == 10 * 5  # ten 10 s windows, five auctions in each
+    assert sum(r["n"] for r in rows) == len(BIDS)
+    out = io.StringIO()
+    assert main(["run", "--no-progress", str(script)], out=out) == 0  # reflow run takes .sql too
+
+    bad = tmp_path / "bad.sql"
+    bad.write_text(script.read_text().replace("MAX(price)", "MAX(cost)"))
+    assert main(["sql", str(bad), "--validate"], out=io.StringIO()) == 2
+
+
+YAML_SQL = """
+job:
+  name: yaml-sql
+  checkpoint: {path: "CKPT", interval: 1s}
+  sql: |
+    CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT)
+    WITH ('connector' = 'memory', 'collection' = 'yaml-sql-in');
+    CREATE SINK out_t (auction BIGINT)
+    WITH ('connector' = 'memory', 'collection' = 'yaml-sql-out', 'append' = 'false');
+    INSERT INTO out_t SELECT auction, SUM(price) AS total FROM bids GROUP BY auction;
+"""
+
+
+def test_a_yaml_job_may_be_a_sql_script(tmp_path: Path) -> None:
+    from reflow.config import load_job_text
+
+    memory_store["yaml-sql-in"] = list(BIDS)
+    job = load_job_text(YAML_SQL.replace("CKPT", str(tmp_path / "ckpt")), "job.yaml")
+    assert job.job_name == "yaml-sql"
+    assert job.config.checkpoint is not None  # the YAML's job-level keys apply
+    assert run_job(job).status is JobStatus.COMPLETED
+    totals: dict[int, int] = {}
+    for b in BIDS:
+        totals[b["auction"]] = totals.get(b["auction"], 0) + b["price"]
+    assert {r["auction"]: r["total"] for r in memory_store["yaml-sql-out"]} == totals
+
+
+def test_a_sql_error_in_yaml_names_the_yaml_line_and_the_sql_line() -> None:
+    from reflow.config import load_job_text
+    from reflow.errors import ConfigError
+
+    with pytest.raises(ConfigError) as caught:
+        load_job_text(YAML_SQL.replace("SUM(price)", "SUM(cost)"), "job.yaml")
+    text = str(caught.value)
+    assert text.startswith("job.yaml:5: ")  # the sql: key
+    assert "line 5:39 of the SQL: no column cost in table bids" in text
+
+
+def test_submitted_sql_is_held_to_the_submission_policy(tmp_path: Path) -> None:
+    from reflow.config import load_job_text
+    from reflow.config.policy import SubmissionPolicy
+    from reflow.errors import ConfigError
+
+    outside = YAML_SQL.replace('  checkpoint: {path: "CKPT", interval: 1s}\n', "").replace(
+        "'connector' = 'memory', 'collection' = 'yaml-sql-in'",
+        "'connector' = 'file', 'path' = '/etc/passwd', 'format' = 'text'",
+    )
+    with pytest.raises(ConfigError, match="is outside the folders submitted jobs may use"):
+        load_job_text(outside, "<submitted>", policy=SubmissionPolicy(path_roots=(str(tmp_path),)))
+    udf = YAML_SQL.replace('  checkpoint: {path: "CKPT", interval: 1s}\n', "").replace(
+        "    INSERT INTO", "    CREATE FUNCTION run AS 'os:system';\n    INSERT INTO"
+    )
+    with pytest.raises(ConfigError, match="not from an allowed module"):
+        load_job_text(udf, "<submitted>", policy=SubmissionPolicy())
