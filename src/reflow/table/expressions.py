@@ -15,6 +15,7 @@ job's error policy handles for that row.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from collections.abc import Callable, Mapping
 from decimal import ROUND_HALF_UP, Decimal
@@ -24,7 +25,14 @@ from sqlglot import exp
 
 from reflow.errors import ConfigError
 
-__all__ = ["Compiled", "SqlError", "compile_expression", "interval_ms", "is_true"]
+__all__ = [
+    "Compiled",
+    "SqlError",
+    "compile_expression",
+    "condition_of",
+    "interval_ms",
+    "is_true",
+]
 
 Compiled = Callable[[Mapping[str, Any]], Any]
 
@@ -127,17 +135,17 @@ def _mod(a: Any, b: Any) -> Any:
 
 
 _BINARY: dict[type[exp.Expr], Callable[[Any, Any], Any]] = {
-    exp.Add: lambda a, b: a + b,
-    exp.Sub: lambda a, b: a - b,
-    exp.Mul: lambda a, b: a * b,
+    exp.Add: operator.add,
+    exp.Sub: operator.sub,
+    exp.Mul: operator.mul,
     exp.Div: _int_div,
     exp.Mod: _mod,
-    exp.EQ: lambda a, b: a == b,
-    exp.NEQ: lambda a, b: a != b,
-    exp.GT: lambda a, b: a > b,
-    exp.GTE: lambda a, b: a >= b,
-    exp.LT: lambda a, b: a < b,
-    exp.LTE: lambda a, b: a <= b,
+    exp.EQ: operator.eq,
+    exp.NEQ: operator.ne,
+    exp.GT: operator.gt,
+    exp.GTE: operator.ge,
+    exp.LT: operator.lt,
+    exp.LTE: operator.le,
     exp.DPipe: lambda a, b: _text(a) + _text(b),
 }
 
@@ -236,8 +244,9 @@ def compile_expression(
         if isinstance(node, exp.Alias):
             return build(node.this)
         if isinstance(node, exp.Column):
-            name = resolve(node)
-            return lambda row: row.get(name)
+            # row.get(name), called from C: a missing field is NULL.
+            getter: Compiled = operator.methodcaller("get", resolve(node))
+            return getter
         if isinstance(node, exp.Literal):
             value: Any = node.this
             if not node.is_string:
@@ -254,6 +263,26 @@ def compile_expression(
         op = _BINARY.get(type(node))
         if op is not None:
             left, right = build(node.this), build(node.expression)
+            constant = _constant(node.expression)
+            if constant is not None:  # `x op literal`: one call fewer per row
+                value_ = constant
+                if op is _mod and type(constant) is int and constant > 0:
+
+                    def mod_constant(row: Mapping[str, Any]) -> Any:
+                        a = left(row)
+                        if a is None:
+                            return None
+                        if type(a) is int and a >= 0:
+                            return a % value_
+                        return _mod(a, value_)
+
+                    return mod_constant
+
+                def with_constant(row: Mapping[str, Any]) -> Any:
+                    a = left(row)
+                    return None if a is None else op(a, value_)
+
+                return with_constant
 
             def binary(row: Mapping[str, Any]) -> Any:
                 a = left(row)
@@ -321,6 +350,21 @@ def _udf(fn: Callable[..., Any], args: list[Compiled]) -> Compiled:
         only = args[0]
         return lambda row: fn(only(row))
     return lambda row: fn(*(a(row) for a in args))
+
+
+def _constant(node: exp.Expr) -> Any:
+    """The value of a non-NULL literal (None for anything else)."""
+    if isinstance(node, exp.Paren):
+        return _constant(node.this)
+    if isinstance(node, exp.Literal):
+        text = node.this
+        if node.is_string:
+            return text
+        return float(text) if any(c in text for c in ".eE") else int(text)
+    if isinstance(node, exp.Neg) and isinstance(node.this, exp.Literal) and not node.this.is_string:
+        value = _constant(node.this)
+        return -value
+    return None
 
 
 def _binary_of(kind: type[exp.Expr], left: Compiled, right: Compiled) -> Compiled:
@@ -448,3 +492,33 @@ def _function(node: exp.Expr, build: Callable[[exp.Expr], Compiled]) -> Compiled
         return fn(*values)
 
     return call
+
+
+_PREDICATES = (
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.And,
+    exp.Or,
+    exp.Not,
+    exp.Is,
+    exp.In,
+    exp.Between,
+    exp.Like,
+    exp.ILike,
+)
+
+
+def condition_of(
+    node: exp.Expr,
+    columns: Callable[[exp.Column], str] | None = None,
+    functions: Mapping[str, Callable[..., Any]] | None = None,
+) -> tuple[Compiled, bool]:
+    """A WHERE/HAVING condition, and whether it gives exactly True, False or NULL
+    (comparisons and logic: a row is kept when it ``is True``; any other expression
+    is kept when ``is_true``)."""
+    inner = node.this if isinstance(node, exp.Paren) else node
+    return compile_expression(node, columns, functions), isinstance(inner, _PREDICATES)

@@ -14,6 +14,7 @@ metrics, the UI and Ray work unchanged), the way Arroyo plans streaming SQL:
 from __future__ import annotations
 
 import itertools
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -35,6 +36,7 @@ from reflow.table.expressions import (
     Compiled,
     SqlError,
     compile_expression,
+    condition_of,
     fail,
     interval_ms,
     is_true,
@@ -59,6 +61,8 @@ class SelectOp(OperatorSpec):
     condition: Compiled | None
     outputs: tuple[tuple[str, Compiled], ...] | None
     """(name, expression) of each output column; None passes rows unchanged."""
+    exact: bool = False
+    """The condition gives exactly True/False/None (a comparison or logic)."""
     name: str | None = None
     parallelism: int | None = None
 
@@ -72,15 +76,18 @@ class _SelectLogic(OperatorLogic):
     def __init__(self, spec: SelectOp, ctx: OperatorContext) -> None:
         self.condition = spec.condition
         self.outputs = spec.outputs
+        self.exact = spec.exact
         self.reject = ctx.reject
 
     def process(self, batch: list[Any]) -> list[Any]:
-        condition, outputs = self.condition, self.outputs
+        condition, outputs, exact = self.condition, self.outputs, self.exact
         out = []
         for row in batch:
             try:  # a row the expressions fail on (a division by zero) goes to the policy
-                if condition is not None and not is_true(condition(row)):
-                    continue
+                if condition is not None:
+                    kept = condition(row)
+                    if (kept is not True) if exact else not is_true(kept):
+                        continue
                 out.append(row if outputs is None else {n: f(row) for n, f in outputs})
             except Exception as exc:
                 self.reject(row, exc)
@@ -288,13 +295,18 @@ class _Planner:
                     f"WATERMARK FOR {time_column} AS {time_column} - INTERVAL '5' SECOND in "
                     "its CREATE TABLE (the delay is how late rows may arrive)",
                 )
+            kind = next(c.type for c in table.columns if c.name == time_column).upper()
+            numeric = kind in {"BIGINT", "INT", "INTEGER"}
             stream = stream.assign_timestamps(
-                _event_time(time_column),
+                # epoch ms read from C; other types may be ISO-8601 text
+                operator.methodcaller("get", time_column) if numeric else _event_time(time_column),
                 max_out_of_orderness_ms=delay,
                 id=self.step(f"{table.name}-timestamps"),
             )
         where = query.args.get("where")
-        condition = self.compile(where.this, column) if where is not None else None
+        condition, exact = (None, False)
+        if where is not None:
+            condition, exact = condition_of(where.this, column, self.functions)
         aggregates = [a for e in query.expressions for a in _aggregates_in(e)]
         group = query.args.get("group")
         if group is None and not aggregates:
@@ -302,11 +314,11 @@ class _Planner:
                 raise fail(source, "a window table function needs GROUP BY window_start, ...")
             outputs = self.projection(query.expressions, column, table)
             return stream.transform(
-                SelectOp(condition, outputs), id=self.step(f"{table.name}-select")
+                SelectOp(condition, outputs, exact), id=self.step(f"{table.name}-select")
             )
         if condition is not None:
             stream = stream.transform(
-                SelectOp(condition, None), id=self.step(f"{table.name}-where")
+                SelectOp(condition, None, exact), id=self.step(f"{table.name}-where")
             )
         return self.aggregate(query, stream, column, window, group)
 
@@ -410,9 +422,11 @@ class _Planner:
             outputs.append((_output_name(item, index), self.compile(rewritten, context_column)))
         _check_unique(outputs, query.expressions)
         having = query.args.get("having")
-        condition = None
+        condition, having_exact = None, False
         if having is not None:
-            condition = self.compile(having.this.copy().transform(to_context), context_column)
+            condition, having_exact = condition_of(
+                having.this.copy().transform(to_context), context_column, self.functions
+            )
         # COUNT(*) alone takes the window operator's counting fast path.
         only_count = [c.kind for c in calls] == ["count_star"]
         aggregate: AggregateFunction[Any, Any, Any] = (
@@ -460,7 +474,7 @@ class _Planner:
         if project is not None:
             return aggregated
         return aggregated.transform(
-            SelectOp(condition, tuple(outputs)), id=self.step("having-select")
+            SelectOp(condition, tuple(outputs), having_exact), id=self.step("having-select")
         )
 
 
