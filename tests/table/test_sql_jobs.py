@@ -238,7 +238,7 @@ GROUP BY window_start, window_end, auction;
     assert "valid" in out.getvalue()
     out = io.StringIO()
     assert main(["sql", str(script), "--explain"], out=out) == 0
-    assert "bids-timestamps -> window-aggregate: HASH by the key of 'group-by'" in out.getvalue()
+    assert "timestamps -> window-aggregate: HASH by the key of 'group-by'" in out.getvalue()
     out = io.StringIO()
     assert main(["sql", str(script), "--no-progress"], out=out) == 0, out.getvalue()
     rows = [orjson.loads(line) for line in (tmp_path / "out.jsonl").read_bytes().splitlines()]

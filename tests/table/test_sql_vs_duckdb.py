@@ -183,3 +183,35 @@ def test_expressions_of_group_keys_equal_duckdb() -> None:
     ours = "SELECT a % 5 AS bucket, COUNT(*) AS n FROM t WHERE a IS NOT NULL GROUP BY a % 5"
     rows = _rows(7, 1_000)
     _same(_reflow(ours, rows), _duckdb(ours, rows))
+
+
+COMPOSED = [
+    (
+        "SELECT x, y FROM (SELECT a + 1 AS x, b AS y FROM t WHERE a > 0) WHERE y IS NOT NULL",
+        None,
+    ),
+    (
+        "WITH pos AS (SELECT a, k FROM t WHERE a > 0) "
+        "SELECT k, COUNT(*) AS n, SUM(a) AS s FROM pos GROUP BY k",
+        None,
+    ),
+    ("SELECT a, s FROM t WHERE k = 1 UNION ALL SELECT a, s FROM t WHERE k = 2", None),
+    ("SELECT a AS v FROM t WHERE a > 30 UNION ALL SELECT k FROM t WHERE k = 5", None),
+    (
+        "WITH ones AS (SELECT a, ts FROM t WHERE k = 1), twos AS (SELECT a, ts FROM t WHERE k = 2) "
+        "SELECT * FROM ones UNION ALL SELECT * FROM twos UNION ALL SELECT a, ts FROM t WHERE k IS NULL",
+        None,
+    ),
+    (
+        "WITH recent AS (SELECT k, ts AS event_time FROM t WHERE a > 0) "
+        "SELECT window_start, k, COUNT(*) AS n "
+        "FROM TUMBLE(recent, event_time, INTERVAL '5' SECOND) GROUP BY window_start, window_end, k",
+        "SELECT ts - ts % 5000 AS ws, k, COUNT(*) AS n FROM t WHERE a > 0 GROUP BY ws, k",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ours", "reference"), COMPOSED)
+def test_subqueries_ctes_and_union_all_equal_duckdb(ours: str, reference: str | None) -> None:
+    rows = _rows(8, 1_500)
+    _same(_reflow(ours, rows), _duckdb(reference or ours, rows))

@@ -47,8 +47,24 @@ __all__ = ["SelectOp", "load_sql_file", "plan_script", "sql_job"]
 
 WINDOW_COLUMNS = ("window_start", "window_end")
 
+WINDOW_KINDS = {"TUMBLE", "HOP", "SESSION"}
+
 ConnectorCheck = Callable[[str, dict[str, Any], str], None]
 """Checks a table's connector name, options and role (source/sink); raises ReflowError."""
+
+
+@dataclass(frozen=True, slots=True)
+class Relation:
+    """What a FROM reads: a stream of rows (dicts) with known columns."""
+
+    stream: Stream[Any]
+    columns: tuple[str, ...]
+    name: str
+    """How errors name it: "table bids", "the subquery", ..."""
+    watermark: tuple[str, int] | None
+    """(time column, delay ms) declared for it, carried through projections."""
+    types: dict[str, str]
+    """Declared types of the columns that kept them (upper case)."""
 
 
 # -- the fused select step ---------------------------------------------------------------
@@ -221,6 +237,7 @@ class _Planner:
         self.ids: dict[str, itertools.count[int]] = {}
         self.functions = dict(functions)
         self.check = check
+        self.ctes: dict[str, Relation] = {}
 
     def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
         return compile_expression(node, columns, self.functions)
@@ -255,53 +272,109 @@ class _Planner:
             ) from None
         return spec
 
-    # -- one query --------------------------------------------------------------------
+    # -- relations --------------------------------------------------------------------
 
-    def query(self, query: exp.Query) -> Stream[Any]:
+    def named(self, node: exp.Expr, name: str) -> Relation:
+        """A table or common table expression by name, as a relation."""
+        if name in self.ctes:
+            return self.ctes[name]
+        table = self.table(node, name, "source")
+        stream = self.flow.source(self.connector(table, "source"), id=self.step(table.name))
+        return Relation(
+            stream,
+            tuple(c.name for c in table.columns),
+            f"table {table.name}",
+            table.watermark,
+            {c.name: c.type.upper() for c in table.columns},
+        )
+
+    def query(self, query: exp.Query) -> Relation:
+        """Plan ``query`` (a SELECT, a UNION ALL, with its WITH clause) into a relation."""
+        with_ = query.args.get("with_")
+        if with_ is not None:
+            for cte in with_.expressions:
+                if cte.alias in self.ctes or cte.alias in self.script.tables:
+                    raise fail(cte, f"WITH {cte.alias}: the name is already a table or CTE")
+                self.ctes[cte.alias] = self.query(cte.this)
+        if isinstance(query, exp.Union):
+            return self.union(query)
         if not isinstance(query, exp.Select):
             raise fail(query, f"{query.key.upper()} is not supported yet; write a SELECT")
-        for unsupported in ("joins", "with_", "distinct", "order", "limit", "windows"):
+        return self.select(query)
+
+    def union(self, query: exp.Union) -> Relation:
+        if query.args.get("distinct"):
+            raise fail(query, "UNION (distinct) is not supported; UNION ALL is")
+        left, right = self.query(query.this), self.query(query.expression)
+        if len(left.columns) != len(right.columns):
+            raise fail(
+                query,
+                f"UNION ALL of {len(left.columns)} and {len(right.columns)} columns: "
+                "both sides need the same number of columns",
+            )
+        stream = right.stream
+        if right.columns != left.columns:  # the left side names the columns, as in SQL
+            renamed = tuple(
+                (name, _getter(other))
+                for name, other in zip(left.columns, right.columns, strict=True)
+            )
+            stream = stream.transform(SelectOp(None, renamed), id=self.step("union-rename"))
+        watermark = left.watermark if left.watermark == right.watermark else None
+        merged = left.stream.union(stream, id=self.step("union-all"))
+        return Relation(merged, left.columns, "the UNION ALL", watermark, left.types)
+
+    def from_clause(self, node: exp.Expr) -> tuple[Relation, WindowSpec | None, str | None]:
+        """The relation FROM reads, and the window and time column of a window TVF."""
+        if isinstance(node, exp.Subquery):
+            return self.query(node.this), None, None
+        target = node.this if isinstance(node, exp.Table) else node
+        if isinstance(target, exp.Anonymous) and str(target.this).upper() == "TABLE":
+            target = target.expressions[0] if target.expressions else target
+        if isinstance(node, exp.Table) and isinstance(target, exp.Identifier):
+            return self.named(node, node.name), None, None
+        if isinstance(target, exp.Anonymous) and str(target.this).upper() in WINDOW_KINDS:
+            name, spec, column = self.window_function(target)
+            return self.named(target, name), spec, column
+        raise fail(node, f"FROM {node.sql()}: joins are not supported yet")
+
+    def select(self, query: exp.Select) -> Relation:
+        for unsupported in ("joins", "distinct", "order", "limit", "windows"):
             if query.args.get(unsupported):
                 word = unsupported.rstrip("_").upper()
                 raise fail(query, f"{word} is not supported in reflow SQL v1 (docs/sql.md)")
         source = query.args.get("from_")
         if source is None:
             raise fail(query, "a query needs FROM <table>")
-        table_name, window, time_column = self.from_clause(source.this)
-        table = self.table(source, table_name, "source")
-        columns = {c.name for c in table.columns}
+        relation, window, time_column = self.from_clause(source.this)
+        columns = set(relation.columns)
 
         def column(node: exp.Column) -> str:
             if node.name not in columns:
                 raise fail(
                     node,
-                    f"no column {node.name} in table {table.name} "
-                    f"(columns: {', '.join(c.name for c in table.columns)})",
+                    f"no column {node.name} in {relation.name} "
+                    f"(columns: {', '.join(relation.columns)})",
                 )
             return node.name
 
-        stream = self.flow.source(self.connector(table, "source"), id=self.step(table.name))
+        stream = relation.stream
         if window is not None:
             assert time_column is not None
             if time_column not in columns:
-                raise fail(source, f"no column {time_column} in table {table.name}")
-            delay = 0
-            if table.watermark is not None and table.watermark[0] == time_column:
-                delay = table.watermark[1]
-            elif table.watermark is None:
+                raise fail(source, f"no column {time_column} in {relation.name}")
+            if relation.watermark is None or relation.watermark[0] != time_column:
                 raise fail(
                     source,
-                    f"table {table.name} has no watermark for {time_column}: declare "
+                    f"{relation.name} has no watermark for {time_column}: declare "
                     f"WATERMARK FOR {time_column} AS {time_column} - INTERVAL '5' SECOND in "
                     "its CREATE TABLE (the delay is how late rows may arrive)",
                 )
-            kind = next(c.type for c in table.columns if c.name == time_column).upper()
-            numeric = kind in {"BIGINT", "INT", "INTEGER"}
+            numeric = relation.types.get(time_column) in {"BIGINT", "INT", "INTEGER"}
             stream = stream.assign_timestamps(
                 # epoch ms read from C; other types may be ISO-8601 text
                 operator.methodcaller("get", time_column) if numeric else _event_time(time_column),
-                max_out_of_orderness_ms=delay,
-                id=self.step(f"{table.name}-timestamps"),
+                max_out_of_orderness_ms=relation.watermark[1],
+                id=self.step("timestamps"),
             )
         where = query.args.get("where")
         condition, exact = (None, False)
@@ -312,57 +385,53 @@ class _Planner:
         if group is None and not aggregates:
             if window is not None:
                 raise fail(source, "a window table function needs GROUP BY window_start, ...")
-            outputs = self.projection(query.expressions, column, table)
-            return stream.transform(
-                SelectOp(condition, outputs, exact), id=self.step(f"{table.name}-select")
+            outputs = self.projection(query.expressions, column, relation)
+            projected = stream.transform(
+                SelectOp(condition, outputs, exact), id=self.step("select")
+            )
+            return Relation(
+                projected,
+                tuple(name for name, _ in outputs),
+                "the subquery",
+                _carried_watermark(query.expressions, relation),
+                _carried_types(query.expressions, relation),
             )
         if condition is not None:
-            stream = stream.transform(
-                SelectOp(condition, None, exact), id=self.step(f"{table.name}-where")
-            )
-        return self.aggregate(query, stream, column, window, group)
+            stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
+        aggregated, names = self.aggregate(query, stream, column, window, group)
+        return Relation(aggregated, names, "the aggregate", None, {})
 
-    def from_clause(self, node: exp.Expr) -> tuple[str, WindowSpec | None, str | None]:
-        target = node.this if isinstance(node, exp.Table) else node
-        if isinstance(target, exp.Anonymous) and str(target.this).upper() == "TABLE":
-            target = target.expressions[0] if target.expressions else target
-        if isinstance(node, exp.Table) and isinstance(target, exp.Identifier):
-            return node.name, None, None
-        if isinstance(target, exp.Anonymous) and str(target.this).upper() in {
-            "TUMBLE",
-            "HOP",
-            "SESSION",
-        }:
-            kind = str(target.this).upper()
-            args = target.expressions
-            arity = {"TUMBLE": 3, "HOP": 4, "SESSION": 3}[kind]
-            if len(args) != arity or not all(isinstance(a, exp.Column) for a in args[:2]):
-                spelled = {
-                    "TUMBLE": "TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
-                    "HOP": "HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '1' MINUTE)",
-                    "SESSION": "SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '30' SECOND)",
-                }[kind]
-                raise fail(target, f"write {spelled} (slide before size for HOP, as Flink)")
-            table, column = args[0].name, args[1].name
-            if kind == "TUMBLE":
-                spec = Windows.tumbling(interval_ms(args[2]))
-            elif kind == "HOP":
-                slide, size = interval_ms(args[2]), interval_ms(args[3])
-                if size % slide:
-                    raise fail(target, "HOP: the size must be a multiple of the slide")
-                spec = Windows.sliding(size, slide)
-            else:
-                spec = Windows.session(interval_ms(args[2]))
-            return table, spec, column
-        raise fail(node, f"FROM {node.sql()}: subqueries and joins are not supported yet")
+    def window_function(self, target: exp.Anonymous) -> tuple[str, WindowSpec, str]:
+        """``TUMBLE``/``HOP``/``SESSION`` (table, time column, intervals)."""
+        kind = str(target.this).upper()
+        args = target.expressions
+        arity = {"TUMBLE": 3, "HOP": 4, "SESSION": 3}[kind]
+        if len(args) != arity or not all(isinstance(a, exp.Column) for a in args[:2]):
+            spelled = {
+                "TUMBLE": "TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
+                "HOP": "HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '1' MINUTE)",
+                "SESSION": "SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '30' SECOND)",
+            }[kind]
+            raise fail(target, f"write {spelled} (slide before size for HOP, as Flink)")
+        table, column = args[0].name, args[1].name
+        if kind == "TUMBLE":
+            spec = Windows.tumbling(interval_ms(args[2]))
+        elif kind == "HOP":
+            slide, size = interval_ms(args[2]), interval_ms(args[3])
+            if size % slide:
+                raise fail(target, "HOP: the size must be a multiple of the slide")
+            spec = Windows.sliding(size, slide)
+        else:
+            spec = Windows.session(interval_ms(args[2]))
+        return table, spec, column
 
     def projection(
-        self, items: list[exp.Expr], column: Callable[[exp.Column], str], table: TableDef
+        self, items: list[exp.Expr], column: Callable[[exp.Column], str], relation: Relation
     ) -> tuple[tuple[str, Compiled], ...]:
         outputs: list[tuple[str, Compiled]] = []
         for index, item in enumerate(items):
             if isinstance(item, exp.Star):
-                outputs += [(c.name, _getter(c.name)) for c in table.columns]
+                outputs += [(name, _getter(name)) for name in relation.columns]
                 continue
             outputs.append((_output_name(item, index), self.compile(item, column)))
         _check_unique(outputs, items)
@@ -375,7 +444,8 @@ class _Planner:
         column: Callable[[exp.Column], str],
         window: WindowSpec | None,
         group: exp.Group | None,
-    ) -> Stream[Any]:
+    ) -> tuple[Stream[Any], tuple[str, ...]]:
+        """The aggregated stream and its output columns."""
         keys: list[exp.Expr] = []
         for expression in group.expressions if group is not None else []:
             if isinstance(expression, exp.Column) and expression.name in WINDOW_COLUMNS:
@@ -471,11 +541,47 @@ class _Planner:
                 return row if project is None else project(row)
 
             aggregated = keyed.aggregate(aggregate, output=output, id=self.step("aggregate"))
+        names_out = tuple(name for name, _ in outputs)
         if project is not None:
-            return aggregated
-        return aggregated.transform(
+            return aggregated, names_out
+        selected = aggregated.transform(
             SelectOp(condition, tuple(outputs), having_exact), id=self.step("having-select")
         )
+        return selected, names_out
+
+
+def _source_column(item: exp.Expr) -> tuple[str, str] | None:
+    """(output name, column read) of a SELECT item that is a bare column."""
+    inner = item.this if isinstance(item, exp.Alias) else item
+    if isinstance(inner, exp.Column):
+        return (item.alias if isinstance(item, exp.Alias) else inner.name), inner.name
+    return None
+
+
+def _carried_watermark(items: list[exp.Expr], relation: Relation) -> tuple[str, int] | None:
+    """The relation's watermark, renamed, when its time column is selected as it is."""
+    if relation.watermark is None:
+        return None
+    column, delay = relation.watermark
+    if any(isinstance(item, exp.Star) for item in items):
+        return relation.watermark
+    for item in items:
+        pair = _source_column(item)
+        if pair is not None and pair[1] == column:
+            return pair[0], delay
+    return None
+
+
+def _carried_types(items: list[exp.Expr], relation: Relation) -> dict[str, str]:
+    types: dict[str, str] = {}
+    for item in items:
+        if isinstance(item, exp.Star):
+            types.update(relation.types)
+            continue
+        pair = _source_column(item)
+        if pair is not None and pair[1] in relation.types:
+            types[pair[0]] = relation.types[pair[1]]
+    return types
 
 
 def _projector(outputs: tuple[tuple[str, Compiled], ...]) -> Callable[[Any], dict[str, Any]]:
@@ -632,12 +738,10 @@ def plan_script(
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
     for target, query in script.inserts:
         table = planner.table(query, target, "sink")
-        stream = planner.query(query)
-        stream.sink(planner.connector(table, "sink"), id=planner.step(target))
+        planner.query(query).stream.sink(planner.connector(table, "sink"), id=planner.step(target))
     for query in script.queries:
-        stream = planner.query(query)
         sink = print_sink if print_sink is not None else Connectors.get("stdout")
-        stream.sink(sink, id=planner.step("print"))
+        planner.query(query).stream.sink(sink, id=planner.step("print"))
     return flow.to_job(job_id=job_id or settings.get("job.id"))
 
 
