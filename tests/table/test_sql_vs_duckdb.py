@@ -215,3 +215,76 @@ COMPOSED = [
 def test_subqueries_ctes_and_union_all_equal_duckdb(ours: str, reference: str | None) -> None:
     rows = _rows(8, 1_500)
     _same(_reflow(ours, rows), _duckdb(reference or ours, rows))
+
+
+def _join_rows(seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    rng = random.Random(seed)
+    people = [
+        {
+            "id": rng.choice([None, *range(30)]),
+            "name": rng.choice(WORDS),
+            "ts": i * 50 + rng.randint(0, 40),
+        }
+        for i in range(400)
+    ]
+    bids = [
+        {
+            "bidder": rng.choice([None, *range(30)]),
+            "price": rng.randint(1, 500),
+            "ts": i * 40 + rng.randint(0, 30),
+        }
+        for i in range(500)
+    ]
+    return people, bids
+
+
+JOINS = [
+    (
+        "SELECT p.name, b.price FROM people p JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts - INTERVAL '1' SECOND AND p.ts + INTERVAL '2' SECOND",
+        "SELECT p.name, b.price FROM people p JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts - 1000 AND p.ts + 2000",
+    ),
+    (
+        "SELECT name, price, b.ts AS bid_ts FROM people p JOIN bids b ON b.bidder = p.id "
+        "AND p.ts >= b.ts - INTERVAL '500' MILLISECOND AND p.ts < b.ts WHERE price > 100",
+        "SELECT name, price, b.ts AS bid_ts FROM people p JOIN bids b ON b.bidder = p.id "
+        "AND p.ts >= b.ts - 500 AND p.ts < b.ts WHERE price > 100",
+    ),
+    (
+        "SELECT p.id AS id, COUNT(*) AS n, MAX(b.price) AS top FROM people p JOIN bids b "
+        "ON p.id = b.bidder AND b.ts BETWEEN p.ts AND p.ts + INTERVAL '3' SECOND "
+        "AND b.price % 2 = 0 GROUP BY p.id",
+        "SELECT p.id AS id, COUNT(*) AS n, MAX(b.price) AS top FROM people p JOIN bids b "
+        "ON p.id = b.bidder AND b.ts BETWEEN p.ts AND p.ts + 3000 AND b.price % 2 = 0 "
+        "GROUP BY p.id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ours", "reference"), JOINS)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_interval_joins_equal_duckdb(ours: str, reference: str, parallelism: int) -> None:
+    people, bids = _join_rows(9)
+    name = uuid.uuid4().hex[:8]
+    memory_store[f"people-{name}"], memory_store[f"bids-{name}"] = people, bids
+    memory_store[f"out-{name}"] = []
+    text = f"""
+        CREATE TABLE people (id BIGINT, name VARCHAR, ts BIGINT,
+                             WATERMARK FOR ts AS ts - INTERVAL '100' MILLISECOND)
+        WITH ('connector' = 'memory', 'collection' = 'people-{name}');
+        CREATE TABLE bids (bidder BIGINT, price BIGINT, ts BIGINT,
+                           WATERMARK FOR ts AS ts - INTERVAL '100' MILLISECOND)
+        WITH ('connector' = 'memory', 'collection' = 'bids-{name}');
+        CREATE TABLE out_t (x BIGINT) WITH ('connector' = 'memory', 'collection' = 'out-{name}');
+        INSERT INTO out_t {ours};
+    """
+    result = run_job(sql_job(text, parallelism=parallelism))
+    assert result.status is JobStatus.COMPLETED, result.error
+    ours_rows = [tuple(r.values()) for r in memory_store.pop(f"out-{name}")]
+    con = duckdb.connect()
+    con.execute("CREATE TABLE people (id BIGINT, name VARCHAR, ts BIGINT)")
+    con.execute("CREATE TABLE bids (bidder BIGINT, price BIGINT, ts BIGINT)")
+    con.executemany("INSERT INTO people VALUES (?, ?, ?)", [tuple(p.values()) for p in people])
+    con.executemany("INSERT INTO bids VALUES (?, ?, ?)", [tuple(b.values()) for b in bids])
+    _same(ours_rows, [tuple(r) for r in con.execute(reference).fetchall()])

@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import operator
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar
 
@@ -65,6 +65,8 @@ class Relation:
     """(time column, delay ms) declared for it, carried through projections."""
     types: dict[str, str]
     """Declared types of the columns that kept them (upper case)."""
+    alias: str | None = None
+    """The name FROM gives it (``bids b``: b; ``bids``: bids), for ``b.col``."""
 
 
 # -- the fused select step ---------------------------------------------------------------
@@ -326,19 +328,19 @@ class _Planner:
     def from_clause(self, node: exp.Expr) -> tuple[Relation, WindowSpec | None, str | None]:
         """The relation FROM reads, and the window and time column of a window TVF."""
         if isinstance(node, exp.Subquery):
-            return self.query(node.this), None, None
+            return replace(self.query(node.this), alias=node.alias or None), None, None
         target = node.this if isinstance(node, exp.Table) else node
         if isinstance(target, exp.Anonymous) and str(target.this).upper() == "TABLE":
             target = target.expressions[0] if target.expressions else target
         if isinstance(node, exp.Table) and isinstance(target, exp.Identifier):
-            return self.named(node, node.name), None, None
+            return replace(self.named(node, node.name), alias=node.alias or node.name), None, None
         if isinstance(target, exp.Anonymous) and str(target.this).upper() in WINDOW_KINDS:
             name, spec, column = self.window_function(target)
             return self.named(target, name), spec, column
         raise fail(node, f"FROM {node.sql()}: joins are not supported yet")
 
     def select(self, query: exp.Select) -> Relation:
-        for unsupported in ("joins", "distinct", "order", "limit", "windows"):
+        for unsupported in ("distinct", "order", "limit", "windows"):
             if query.args.get(unsupported):
                 word = unsupported.rstrip("_").upper()
                 raise fail(query, f"{word} is not supported in reflow SQL v1 (docs/sql.md)")
@@ -346,16 +348,24 @@ class _Planner:
         if source is None:
             raise fail(query, "a query needs FROM <table>")
         relation, window, time_column = self.from_clause(source.this)
+        joins = query.args.get("joins") or []
+        if joins:
+            if window is not None or len(joins) > 1:
+                raise fail(joins[0], "one JOIN of two tables or subqueries is supported, no TVF")
+            relation = self.interval_join(relation, joins[0])
         columns = set(relation.columns)
 
         def column(node: exp.Column) -> str:
-            if node.name not in columns:
+            name = node.name
+            if node.table and node.table != relation.alias:
+                name = f"{node.table}.{node.name}"
+            if name not in columns:
                 raise fail(
                     node,
-                    f"no column {node.name} in {relation.name} "
+                    f"no column {node.sql()} in {relation.name} "
                     f"(columns: {', '.join(relation.columns)})",
                 )
-            return node.name
+            return name
 
         stream = relation.stream
         if window is not None:
@@ -400,6 +410,141 @@ class _Planner:
             stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
         aggregated, names = self.aggregate(query, stream, column, window, group)
         return Relation(aggregated, names, "the aggregate", None, {})
+
+    def interval_join(self, left: Relation, join: exp.Join) -> Relation:
+        """``L JOIN R ON L.k = R.k AND R.t BETWEEN L.t - INTERVAL ... AND L.t + INTERVAL ...``
+        as an interval join on event time: equal keys (a NULL key matches nothing),
+        times within the bounds; other conditions in ON filter the joined rows."""
+        if join.side or join.kind not in ("", "INNER"):
+            raise fail(join, f"{join.side or join.kind} JOIN is not supported; an inner JOIN is")
+        right, window, _ = self.from_clause(join.this)
+        if window is not None:
+            raise fail(join, "a window table function cannot be joined")
+        la, ra = left.alias or "left", right.alias or "right"
+        if la == ra:
+            raise fail(join, f"both sides of the JOIN are called {la}: give one an alias")
+        on = join.args.get("on")
+        if on is None:
+            raise fail(join, "a JOIN needs ON with equal keys and a time bound")
+
+        def side(node: exp.Expr) -> tuple[int, str] | None:
+            """(0 left / 1 right, column) of a column reference."""
+            if not isinstance(node, exp.Column):
+                return None
+            if node.table:
+                if node.table == la and node.name in left.columns:
+                    return 0, node.name
+                if node.table == ra and node.name in right.columns:
+                    return 1, node.name
+                raise fail(node, f"no column {node.sql()} on either side of the JOIN")
+            found = [i for i, r in enumerate((left, right)) if node.name in r.columns]
+            if len(found) != 1:
+                problem = "ambiguous: name its table" if found else "not on either side"
+                raise fail(node, f"column {node.name} is {problem} of the JOIN")
+            return found[0], node.name
+
+        def moment(node: exp.Expr) -> tuple[int, str, int] | None:
+            """(side, time column, offset ms) of ``t``, ``t + INTERVAL``, ``t - INTERVAL``."""
+            offset = 0
+            if isinstance(node, (exp.Add, exp.Sub)) and isinstance(node.expression, exp.Interval):
+                offset = interval_ms(node.expression) * (1 if isinstance(node, exp.Add) else -1)
+                node = node.this
+            found = side(node)
+            return None if found is None else (*found, offset)
+
+        keys: list[tuple[str, str]] = []
+        low: int | None = None
+        high: int | None = None
+        times: list[tuple[int, str]] = []
+        residual: list[exp.Expr] = []
+        for part in _conjuncts(on):
+            if isinstance(part, exp.EQ):
+                a, b = side(part.this), side(part.expression)
+                if a is not None and b is not None and a[0] != b[0]:
+                    pair = (a[1], b[1]) if a[0] == 0 else (b[1], a[1])
+                    keys.append(pair)
+                    continue
+            bounds = _time_bounds(part, moment)
+            if bounds is not None:
+                (lt, rt), lo, hi = bounds
+                times += [(0, lt), (1, rt)]
+                if lo is not None:
+                    low = lo if low is None else max(low, lo)
+                if hi is not None:
+                    high = hi if high is None else min(high, hi)
+                continue
+            residual.append(part)
+        if not keys:
+            raise fail(on, "the JOIN needs an equality of a column of each side (its key)")
+        if low is None or high is None:
+            raise fail(
+                on,
+                "the JOIN needs a time bound on both sides' event times, e.g. "
+                f"{ra}.ts BETWEEN {la}.ts - INTERVAL '1' MINUTE AND {la}.ts + INTERVAL '1' MINUTE",
+            )
+        time_of = {s: c for s, c in times}
+        if len({c for s, c in times if s == 0}) > 1 or len({c for s, c in times if s == 1}) > 1:
+            raise fail(on, "the time bounds must use one time column on each side")
+        streams = []
+        for index, (relation, alias) in enumerate(((left, la), (right, ra))):
+            time = time_of[index]
+            if relation.watermark is None or relation.watermark[0] != time:
+                raise fail(
+                    on,
+                    f"{relation.name} has no watermark for {time}: declare WATERMARK FOR "
+                    f"{time} AS {time} - INTERVAL '5' SECOND in its CREATE TABLE",
+                )
+            numeric = relation.types.get(time) in {"BIGINT", "INT", "INTEGER"}
+            names = [k[index] for k in keys]
+            stream = relation.stream.transform(  # a NULL key never joins
+                SelectOp(_all_present(names), None, True), id=self.step(f"join-{alias}-keys")
+            )
+            streams.append(
+                stream.assign_timestamps(
+                    operator.methodcaller("get", time) if numeric else _event_time(time),
+                    max_out_of_orderness_ms=relation.watermark[1],
+                    id=self.step(f"join-{alias}-timestamps"),
+                )
+            )
+        left_names, right_names = [k[0] for k in keys], [k[1] for k in keys]
+        columns = [f"{la}.{c}" for c in left.columns] + [f"{ra}.{c}" for c in right.columns]
+        shared = set(left.columns) & set(right.columns)
+        plain = [c for c in (*left.columns, *right.columns) if c not in shared]
+        joined = streams[0].interval_join(
+            streams[1],
+            _key_of(left_names),
+            _key_of(right_names),
+            low,
+            high,
+            join=_combine(la, ra, shared),
+            left_timestamp=_time_reader(time_of[0], left.types),
+            right_timestamp=_time_reader(time_of[1], right.types),
+            id=self.step("interval-join"),
+        )
+        relation = Relation(
+            joined,
+            tuple(plain + columns),
+            "the JOIN",
+            None,
+            {f"{la}.{c}": t for c, t in left.types.items()}
+            | {f"{ra}.{c}": t for c, t in right.types.items()},
+        )
+        if residual:
+            resolve = {c: c for c in relation.columns}
+
+            def joined_column(node: exp.Column) -> str:
+                name = f"{node.table}.{node.name}" if node.table else node.name
+                if name not in resolve:
+                    raise fail(node, f"no column {node.sql()} in the JOIN")
+                return name
+
+            condition = exp.and_(*residual)
+            compiled, exact = condition_of(condition, joined_column, self.functions)
+            filtered = joined.transform(
+                SelectOp(compiled, None, exact), id=self.step("join-condition")
+            )
+            relation = replace(relation, stream=filtered)
+        return relation
 
     def window_function(self, target: exp.Anonymous) -> tuple[str, WindowSpec, str]:
         """``TUMBLE``/``HOP``/``SESSION`` (table, time column, intervals)."""
@@ -548,6 +693,90 @@ class _Planner:
             SelectOp(condition, tuple(outputs), having_exact), id=self.step("having-select")
         )
         return selected, names_out
+
+
+def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    if isinstance(node, exp.Paren):
+        return _conjuncts(node.this)
+    if isinstance(node, exp.And):
+        return _conjuncts(node.this) + _conjuncts(node.expression)
+    return [node]
+
+
+Moment = Callable[[exp.Expr], "tuple[int, str, int] | None"]
+
+
+def _time_bounds(
+    node: exp.Expr, moment: Moment
+) -> tuple[tuple[str, str], int | None, int | None] | None:
+    """A bound between the two sides' times as ((left time, right time), low, high):
+    right.t in [left.t + low, left.t + high]; None where a side is open; None if
+    ``node`` is not such a bound."""
+    if isinstance(node, exp.Between):
+        x, lo, hi = moment(node.this), moment(node.args["low"]), moment(node.args["high"])
+        if x is None or lo is None or hi is None or lo[0] != hi[0] or lo[1] != hi[1]:
+            return None
+        if x[0] == lo[0]:
+            return None
+        if x[0] == 1:  # right.t - xo BETWEEN left.t + a AND left.t + b
+            return (lo[1], x[1]), lo[2] - x[2], hi[2] - x[2]
+        return (x[1], lo[1]), x[2] - hi[2], x[2] - lo[2]  # left in [right+a, right+b]
+    mirrored = {"GTE": "LTE", "GT": "LT", "LTE": "GTE", "LT": "GT"}
+    op = type(node).__name__
+    if op not in mirrored:
+        return None
+    a, b = moment(node.this), moment(node.expression)
+    if a is None or b is None or a[0] == b[0]:
+        return None
+    if a[0] == 0:  # left.t op right.t  ->  right.t op' left.t
+        a, b, op = b, a, mirrored[op]
+    # right.t + a_off (op) left.t + b_off  ->  right.t (op) left.t + d
+    d = b[2] - a[2]
+    pair = (b[1], a[1])
+    if op == "GTE":
+        return pair, d, None
+    if op == "GT":
+        return pair, d + 1, None
+    if op == "LTE":
+        return pair, None, d
+    return pair, None, d - 1
+
+
+def _all_present(names: list[str]) -> Compiled:
+    getters = [operator.methodcaller("get", n) for n in names]
+
+    def present(row: Any) -> bool:
+        return all(g(row) is not None for g in getters)
+
+    return present
+
+
+def _key_of(names: list[str]) -> Callable[[Any], Any]:
+    if len(names) == 1:
+        getter: Callable[[Any], Any] = operator.itemgetter(names[0])
+        return getter
+    return operator.itemgetter(*names)
+
+
+def _time_reader(column: str, types: dict[str, str]) -> Callable[[Any], int]:
+    if types.get(column) in {"BIGINT", "INT", "INTEGER"}:
+        reader: Callable[[Any], int] = operator.itemgetter(column)
+        return reader
+    return _event_time(column)
+
+
+def _combine(left: str, right: str, shared: set[str]) -> Callable[[Any, Any], dict[str, Any]]:
+    """A joined row: every column as ``alias.column``, and by its own name where only
+    one side has it."""
+
+    def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+        row = {k: v for k, v in a.items() if k not in shared}
+        row.update((k, v) for k, v in b.items() if k not in shared)
+        row.update((f"{left}.{k}", v) for k, v in a.items())
+        row.update((f"{right}.{k}", v) for k, v in b.items())
+        return row
+
+    return combine
 
 
 def _source_column(item: exp.Expr) -> tuple[str, str] | None:
