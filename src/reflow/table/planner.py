@@ -409,7 +409,15 @@ class _Planner:
         if condition is not None:
             stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
         aggregated, names = self.aggregate(query, stream, column, window, group)
-        return Relation(aggregated, names, "the aggregate", None, {})
+        # A window's rows leave in the order of their end: window_end is their event
+        # time, ready for a window or join further on (as Flink's window_time).
+        ends = _carried_watermark(
+            query.expressions,
+            Relation(stream, ("window_end",), "", ("window_end", 0), {"window_end": "BIGINT"}),
+        )
+        if window is None or ends is None:
+            return Relation(aggregated, names, "the aggregate", None, {})
+        return Relation(aggregated, names, "the window aggregate", ends, {ends[0]: "BIGINT"})
 
     def interval_join(self, left: Relation, join: exp.Join) -> Relation:
         """``L JOIN R ON L.k = R.k AND R.t BETWEEN L.t - INTERVAL ... AND L.t + INTERVAL ...``
