@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 
 from tests.conftest import start_serve
@@ -232,3 +233,37 @@ def test_leaving_the_submit_page_while_it_validates_throws_nothing(page: Any) ->
     assert valid is True
     page.get_by_test_id("yaml").wait_for(state="detached")  # the overview is shown
     assert "valid: job" not in page.inner_text("body")
+
+
+SQL_JOB = """-- a streaming SQL script, told apart from a job file by its first word
+SET 'job.id' = 'ui-sql';
+CREATE TABLE gen (id BIGINT)
+WITH ('connector' = 'datagen', 'number_of_rows' = '300', 'fields.id.kind' = 'sequence');
+CREATE SINK evens (id BIGINT) WITH ('connector' = 'file', 'path' = 'FOLDER/ui-sql.jsonl');
+INSERT INTO evens SELECT id, id * 10 AS tenfold FROM gen WHERE id % 2 = 0;
+"""
+
+
+def test_submit_a_sql_script(page: Any, server: tuple[str, Path]) -> None:
+    _, folder = server
+    page.goto(page.url.split("#")[0] + "#/submit")
+    page.get_by_test_id("yaml").fill(
+        SQL_JOB.replace("FOLDER", str(folder)).replace("id % 2", "idd % 2")
+    )
+    page.get_by_test_id("validate").click()
+    page.get_by_text("no column idd in table gen").wait_for()
+    page.get_by_test_id("yaml").fill(SQL_JOB.replace("FOLDER", str(folder)))
+    page.get_by_test_id("validate").click()
+    page.get_by_text("valid: job ui-sql, 1 vertex").wait_for()
+    page.get_by_test_id("submit").click()
+    page.get_by_test_id("submitted-link").wait_for(timeout=60_000)
+    page.get_by_test_id("submitted-link").click()
+    page.locator("[data-testid=run-status] .COMPLETED").first.wait_for(timeout=30_000)
+    _shot(page, "sql-job")
+    rows = [
+        orjson.loads(line)
+        for f in folder.glob("ui-sql*.jsonl")
+        for line in f.read_bytes().splitlines()
+    ]
+    assert sorted(r["id"] for r in rows) == list(range(0, 300, 2))
+    assert all(r["tenfold"] == r["id"] * 10 for r in rows)

@@ -476,7 +476,8 @@ def _sql_job(
             allowed_modules=submission.allowed_modules if submission is not None else None,
         )
     except SqlError as exc:
-        place = f"line {exc.line}:{exc.column} of the SQL: " if exc.line else ""
+        column = f":{exc.column}" if exc.column else ""
+        place = f"line {exc.line}{column} of the SQL: " if exc.line else ""
         raise loaded.error(("job", "sql"), place + exc.reason) from None
     except ReflowError as exc:
         raise loaded.error(("job", "sql"), str(exc)) from None

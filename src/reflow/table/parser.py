@@ -173,6 +173,22 @@ def _option_value(node: exp.Expr) -> Any:
     return node.sql()
 
 
+def _nested(options: dict[str, Any]) -> dict[str, Any]:
+    """Dotted keys as nested options, as Flink spells them: 'fields.id.kind' =
+    'sequence' is {"fields": {"id": {"kind": "sequence"}}}."""
+    out: dict[str, Any] = {}
+    for key, value in options.items():
+        *parents, last = key.split(".")
+        target = out
+        for part in parents:
+            nested = target.setdefault(part, {})
+            if not isinstance(nested, dict):
+                raise SqlError(f"option {key!r}: {part!r} is given both as a value and as a group")
+            target = nested
+        target[last] = value
+    return out
+
+
 def _table(create: exp.Create, watermark: tuple[str, str] | None, role: str | None) -> TableDef:
     schema = create.this
     if not isinstance(schema, exp.Schema) or not isinstance(schema.this, exp.Table):
@@ -190,6 +206,7 @@ def _table(create: exp.Create, watermark: tuple[str, str] | None, role: str | No
         key = prop.this.name if isinstance(prop.this, exp.Expr) else str(prop.this)
         value = prop.args.get("value")
         options[key] = _option_value(value) if isinstance(value, exp.Expr) else value
+    options = _nested(options)
     connector = options.pop("connector", None)
     if not connector:
         raise fail(

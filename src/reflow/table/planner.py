@@ -269,9 +269,7 @@ class _Planner:
             if self.check is not None:
                 self.check(table.connector, dict(table.options), role)
         except ReflowError as exc:
-            raise SqlError(
-                f"table {table.name}: connector {table.connector!r}: {exc}", line=table.line
-            ) from None
+            raise SqlError(f"table {table.name}: {exc}", line=table.line) from None
         return spec
 
     # -- relations --------------------------------------------------------------------
