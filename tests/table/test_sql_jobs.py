@@ -94,7 +94,13 @@ def test_set_configures_the_job() -> None:
             "INSERT INTO results SELECT a.auction FROM bids a JOIN bids b ON a.auction = b.auction;",
             7,
             0,
-            "JOINS is not supported",
+            "the JOIN needs a time bound",
+        ),
+        (
+            "INSERT INTO results SELECT a.auction FROM bids a LEFT JOIN bids b ON a.auction = b.auction;",
+            7,
+            0,
+            "LEFT JOIN is not supported",
         ),
         (
             "INSERT INTO results SELECT auction FROM bids WHERE upper_case(price) = 1;",
