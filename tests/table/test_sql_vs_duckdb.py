@@ -288,3 +288,41 @@ def test_interval_joins_equal_duckdb(ours: str, reference: str, parallelism: int
     con.executemany("INSERT INTO people VALUES (?, ?, ?)", [tuple(p.values()) for p in people])
     con.executemany("INSERT INTO bids VALUES (?, ?, ?)", [tuple(b.values()) for b in bids])
     _same(ours_rows, [tuple(r) for r in con.execute(reference).fetchall()])
+
+
+LOOKUPS = [
+    (
+        "SELECT o.a, c.label, o.k FROM t AS o JOIN dim FOR SYSTEM_TIME AS OF o.ts AS c "
+        "ON o.k = c.id WHERE o.a > 0",
+        "SELECT o.a, c.label, o.k FROM t AS o JOIN dim AS c ON o.k = c.id WHERE o.a > 0",
+    ),
+    (
+        "SELECT a, label FROM t o LEFT JOIN dim FOR SYSTEM_TIME AS OF o.ts c ON c.id = o.k",
+        "SELECT a, label FROM t o LEFT JOIN dim c ON c.id = o.k",
+    ),
+]
+
+
+@pytest.mark.parametrize(("ours", "reference"), LOOKUPS)
+def test_lookup_joins_equal_duckdb(ours: str, reference: str) -> None:
+    rows = _rows(10, 500)
+    dim = [{"id": i, "label": f"label-{i}"} for i in (1, 2, 3, None)]  # no 4 or 5: unmatched
+    name = uuid.uuid4().hex[:8]
+    memory_store[f"in-{name}"], memory_store[f"dim-{name}"] = list(rows), dim
+    memory_store[f"out-{name}"] = []
+    text = f"""
+        CREATE TABLE t ({COLUMNS}) WITH ('connector' = 'memory', 'collection' = 'in-{name}');
+        CREATE TABLE dim (id BIGINT, label VARCHAR)
+        WITH ('connector' = 'memory', 'collection' = 'dim-{name}', 'lookup.cache.ttl' = '10 min');
+        CREATE TABLE out_t (x BIGINT) WITH ('connector' = 'memory', 'collection' = 'out-{name}');
+        INSERT INTO out_t {ours};
+    """
+    result = run_job(sql_job(text, parallelism=2))
+    assert result.status is JobStatus.COMPLETED, result.error
+    ours_rows = [tuple(r.values()) for r in memory_store.pop(f"out-{name}")]
+    con = duckdb.connect()
+    con.execute(f"CREATE TABLE t ({COLUMNS})")
+    con.executemany("INSERT INTO t VALUES (?, ?, ?, ?, ?)", [tuple(r.values()) for r in rows])
+    con.execute("CREATE TABLE dim (id BIGINT, label VARCHAR)")
+    con.executemany("INSERT INTO dim VALUES (?, ?)", [tuple(d.values()) for d in dim])
+    _same(ours_rows, [tuple(r) for r in con.execute(reference).fetchall()])

@@ -47,6 +47,8 @@ class TableDef:
     """(time column, allowed delay in ms) from ``WATERMARK FOR``."""
     role: Literal["table", "source", "sink"] = "table"
     line: int | None = None
+    lookup: dict[str, Any] = field(default_factory=dict)
+    """'lookup.*' options of a table read by lookup joins ('lookup.cache.ttl')."""
 
 
 @dataclass(slots=True)
@@ -207,6 +209,9 @@ def _table(create: exp.Create, watermark: tuple[str, str] | None, role: str | No
         value = prop.args.get("value")
         options[key] = _option_value(value) if isinstance(value, exp.Expr) else value
     options = _nested(options)
+    lookup = options.pop("lookup", {})
+    if not isinstance(lookup, dict):
+        raise fail(create, f"table {name}: 'lookup' takes 'lookup.cache.ttl' = '...'")
     connector = options.pop("connector", None)
     if not connector:
         raise fail(
@@ -243,6 +248,7 @@ def _table(create: exp.Create, watermark: tuple[str, str] | None, role: str | No
         mark,
         role if role in {"source", "sink"} else "table",  # type: ignore[arg-type]
         line,
+        lookup,
     )
 
 

@@ -30,6 +30,7 @@ from reflow.graph.job import Job
 from reflow.loading import resolve_callable
 from reflow.operators.aggregations import Count
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.operators.facade import Operators
 from reflow.operators.windows import Windows, WindowSpec
 from reflow.state.functions import AggregateFunction
 from reflow.table.expressions import (
@@ -350,7 +351,10 @@ class _Planner:
         if joins:
             if window is not None or len(joins) > 1:
                 raise fail(joins[0], "one JOIN of two tables or subqueries is supported, no TVF")
-            relation = self.interval_join(relation, joins[0])
+            if isinstance(joins[0].this, exp.Table) and joins[0].this.args.get("version"):
+                relation = self.lookup_join(relation, joins[0])
+            else:
+                relation = self.interval_join(relation, joins[0])
         columns = set(relation.columns)
 
         def column(node: exp.Column) -> str:
@@ -552,6 +556,69 @@ class _Planner:
             relation = replace(relation, stream=filtered)
         return relation
 
+    def lookup_join(self, left: Relation, join: exp.Join) -> Relation:
+        """``L JOIN dim FOR SYSTEM_TIME AS OF L.t AS d ON L.k = d.k``: each row of L
+        enriched from the table ``dim``, read whole into a cache refreshed every
+        'lookup.cache.ttl' (1 min by default). An inner join drops rows without a
+        match; a LEFT JOIN keeps them with NULLs."""
+        node = join.this
+        assert isinstance(node, exp.Table)
+        if join.side not in ("", "LEFT") or join.kind not in ("", "INNER", "OUTER"):
+            raise fail(join, f"{join.side or join.kind} lookup JOIN is not supported")
+        table = self.table(node, node.name, "source")
+        spec = self.connector(table, "source")
+        la, ra = left.alias or "left", node.alias or node.name
+        right_columns = tuple(c.name for c in table.columns)
+        on = join.args.get("on")
+        if on is None:
+            raise fail(join, "a lookup JOIN needs ON with the lookup key: ON o.k = d.id")
+        pairs: list[tuple[str, str]] = []
+        for part in _conjuncts(on):
+            cols = (part.this, part.expression) if isinstance(part, exp.EQ) else ()
+            if len(cols) == 2 and all(isinstance(c, exp.Column) for c in cols):
+                mine = [
+                    c
+                    for c in cols
+                    if c.table == ra
+                    or (not c.table and c.name in right_columns and c.name not in left.columns)
+                ]
+                other = [c for c in cols if c not in mine]
+                if len(mine) == 1 and other and other[0].name in left.columns:
+                    if mine[0].name not in right_columns:
+                        raise fail(mine[0], f"no column {mine[0].name} in table {table.name}")
+                    pairs.append((other[0].name, mine[0].name))
+                    continue
+            raise fail(part, "a lookup JOIN's ON compares columns of each side with '=' only")
+        cache = table.lookup.get("cache")
+        ttl = cache.get("ttl", 60_000) if isinstance(cache, dict) else 60_000
+        try:
+            ttl_ms = millis(ttl, "lookup.cache.ttl")
+        except ReflowError as exc:
+            raise fail(node, f"table {table.name}: {exc}") from None
+        shared = set(left.columns) & set(right_columns)
+        nulls = dict.fromkeys(right_columns)
+        combine = _combine(la, ra, shared)
+
+        def enrich(row: Any, match: Any) -> dict[str, Any]:
+            return combine(row, nulls if match is None else match)
+
+        op = Operators.lookup(
+            spec,
+            _lookup_key([p[0] for p in pairs], missing=_NO_MATCH),
+            _lookup_key([p[1] for p in pairs], missing=None),
+            join=enrich,
+            cache_ttl_ms=ttl_ms,
+            on_missing="keep" if join.side == "LEFT" else "drop",
+        )
+        joined = left.stream.transform(op, id=self.step("lookup-join"))
+        plain = [c for c in (*left.columns, *right_columns) if c not in shared]
+        columns = plain + [f"{la}.{c}" for c in left.columns] + [f"{ra}.{c}" for c in right_columns]
+        watermark = None
+        if left.watermark is not None:
+            column, delay = left.watermark
+            watermark = (column if column not in shared else f"{la}.{column}", delay)
+        return Relation(joined, tuple(columns), "the JOIN", watermark, dict(left.types))
+
     def window_function(self, target: exp.Anonymous) -> tuple[str, WindowSpec, str]:
         """``TUMBLE``/``HOP``/``SESSION`` (table, time column, intervals)."""
         kind = str(target.this).upper()
@@ -746,6 +813,23 @@ def _time_bounds(
     if op == "LTE":
         return pair, None, d
     return pair, None, d - 1
+
+
+_NO_MATCH: Any = object()
+"""The lookup key of a row whose key has a NULL: found in no cache."""
+
+
+def _lookup_key(names: list[str], missing: Any) -> Callable[[Any], Any]:
+    """The (composite) key of ``names``; ``missing`` when any of them is NULL."""
+    getters = [operator.methodcaller("get", n) for n in names]
+
+    def key(row: Any) -> Any:
+        values = tuple(g(row) for g in getters)
+        if any(v is None for v in values):
+            return missing
+        return values[0] if len(values) == 1 else values
+
+    return key
 
 
 def _all_present(names: list[str]) -> Compiled:
