@@ -326,3 +326,34 @@ def test_lookup_joins_equal_duckdb(ours: str, reference: str) -> None:
     con.execute("CREATE TABLE dim (id BIGINT, label VARCHAR)")
     con.executemany("INSERT INTO dim VALUES (?, ?)", [tuple(d.values()) for d in dim])
     _same(ours_rows, [tuple(r) for r in con.execute(reference).fetchall()])
+
+
+DEDUP = [
+    "SELECT a, k, ts FROM (SELECT a, k, ts, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn "
+    "FROM t WHERE a IS NOT NULL) WHERE rn = 1",
+    "SELECT * FROM (SELECT s, k, ts, b, ROW_NUMBER() OVER (PARTITION BY s, k ORDER BY ts ASC) AS rn "
+    "FROM t) WHERE rn <= 1 AND b IS NOT NULL",
+]
+
+
+@pytest.mark.parametrize("query", DEDUP)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_row_number_deduplication_equals_duckdb(query: str, parallelism: int) -> None:
+    seen: set[int] = set()
+    rows = []
+    for row in _rows(11, 1_500):  # distinct times: the earliest row of a key is unique
+        if row["ts"] not in seen:
+            seen.add(row["ts"])
+            rows.append(row)
+    _same(_reflow(query, rows, parallelism), _duckdb(query, rows))
+
+
+def test_row_number_needs_the_filter_that_keeps_the_first_row() -> None:
+    from reflow.table import SqlError
+
+    with pytest.raises(SqlError, match="read the subquery with WHERE rn = 1"):
+        _reflow(
+            "SELECT a FROM (SELECT a, ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn "
+            "FROM t) WHERE rn <= 3",
+            _rows(1, 10),
+        )

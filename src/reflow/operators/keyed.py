@@ -19,6 +19,7 @@ from reflow.state.keyed import KeyedStateStore
 
 __all__ = [
     "DeduplicateOp",
+    "EarliestOp",
     "KeyedAggregateOp",
     "KeyedProcessFunction",
     "KeyedProcessOp",
@@ -133,6 +134,102 @@ class _KeyedAggregateLogic(OperatorLogic):
         if self.updates:
             return []
         return [self.output(key, self.agg.result(acc)) for key, acc in self.table.items()]
+
+
+@dataclass(frozen=True, slots=True)
+class EarliestOp(OperatorSpec):
+    """The earliest record of each key by event time, once (SQL's
+    ``ROW_NUMBER() OVER (PARTITION BY key ORDER BY ts) = 1``).
+
+    A key's candidate is the record with the smallest timestamp seen so far (the
+    first to arrive among equal ones); it is emitted when the watermark reaches its
+    timestamp, when no earlier record of the key can still come, and every later
+    record of the key is dropped. A key's first record that arrives behind the
+    watermark is emitted at once. Emitted keys are remembered (as Flink's
+    deduplication without a state TTL).
+    """
+
+    key: str | Callable[[Any], Any]
+    timestamp: str | Callable[[Any], int] | None = None
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "earliest"
+    stateful: ClassVar[bool] = True
+    uses_event_time: ClassVar[bool] = True
+
+    @property
+    def input_key_selector(self) -> Callable[[Any], Any]:
+        return _selector(self.key)
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _EarliestLogic(self, ctx)
+
+
+_EMITTED = "emitted"
+
+
+class _EarliestLogic(OperatorLogic):
+    def __init__(self, spec: EarliestOp, ctx: OperatorContext) -> None:
+        backend = ctx.state if ctx.state is not None else MemoryBackend()
+        self.first: StateTable = backend.table(ctx.step_id, ctx.subtask_index, "first")
+        self.due: OrderedTable = backend.ordered_table(ctx.step_id, ctx.subtask_index, "due")
+        self.key_of = spec.input_key_selector
+        ts_of = value_of(spec.timestamp) or ctx.timestamp_of
+        if ts_of is None:
+            raise GraphValidationError(
+                f"step {ctx.step_id!r}: the earliest record per key needs event time: "
+                "a timestamp field, or assign_timestamps upstream"
+            )
+        self.ts_of = ts_of
+        self.watermark = MIN_WATERMARK
+        self.reject = ctx.reject
+
+    def snapshot_state(self) -> Any:
+        return {"watermark": self.watermark}
+
+    def restore_state(self, states: list[Any]) -> None:
+        present = [s["watermark"] for s in states if s is not None]
+        if present:
+            self.watermark = min(present)
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        out = []
+        first, due, watermark = self.first, self.due, self.watermark
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
+            try:
+                key = self.key_of(record) if keys is None else k
+                ts = self.ts_of(record)
+                held = first.get(key)
+            except Exception as exc:
+                self.reject(record, exc)
+                continue
+            if held == _EMITTED:
+                continue  # a later record of a key already emitted
+            if ts <= watermark:  # behind the watermark: no earlier record can come
+                if held is not None:
+                    due.delete(held[0], key)
+                first.put(key, _EMITTED)
+                out.append(record)  # a held candidate is later: it is not yet due
+                continue
+            if held is None or ts < held[0]:
+                if held is not None:
+                    due.delete(held[0], key)
+                first.put(key, (ts, record))
+                due.put(ts, key, None)
+        return out
+
+    def on_watermark(self, watermark: int) -> list[Any]:
+        self.watermark = max(self.watermark, watermark)
+        out = []
+        for _, key, _ in self.due.pop_until(watermark):
+            held = self.first.get(key)
+            if held is not None and held != _EMITTED:
+                out.append(held[1])
+                self.first.put(key, _EMITTED)
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from reflow.loading import resolve_callable
 from reflow.operators.aggregations import Count
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.operators.facade import Operators
+from reflow.operators.keyed import EarliestOp
 from reflow.operators.windows import Windows, WindowSpec
 from reflow.state.functions import AggregateFunction
 from reflow.table.expressions import (
@@ -68,6 +69,9 @@ class Relation:
     """Declared types of the columns that kept them (upper case)."""
     alias: str | None = None
     """The name FROM gives it (``bids b``: b; ``bids``: bids), for ``b.col``."""
+    top1: str | None = None
+    """The ROW_NUMBER() column of a deduplicating subquery: only its rows numbered 1
+    are planned, so the query reading it must keep just those."""
 
 
 # -- the fused select step ---------------------------------------------------------------
@@ -369,6 +373,12 @@ class _Planner:
                 )
             return name
 
+        if relation.top1 is not None and not _keeps_first(query.args.get("where"), relation.top1):
+            raise fail(
+                source,
+                f"ROW_NUMBER() is supported for deduplication: read the subquery with "
+                f"WHERE {relation.top1} = 1",
+            )
         stream = relation.stream
         if window is not None:
             assert time_column is not None
@@ -394,6 +404,11 @@ class _Planner:
             condition, exact = condition_of(where.this, column, self.functions)
         aggregates = [a for e in query.expressions for a in _aggregates_in(e)]
         group = query.args.get("group")
+        numbered = [e for e in query.expressions if e.find(exp.Window) is not None]
+        if numbered:
+            if window is not None or group is not None or aggregates:
+                raise fail(numbered[0], "ROW_NUMBER() cannot be combined with GROUP BY or windows")
+            return self.earliest(query, relation, stream, column, condition, exact, numbered)
         if group is None and not aggregates:
             if window is not None:
                 raise fail(source, "a window table function needs GROUP BY window_start, ...")
@@ -555,6 +570,70 @@ class _Planner:
             )
             relation = replace(relation, stream=filtered)
         return relation
+
+    def earliest(
+        self,
+        query: exp.Select,
+        relation: Relation,
+        stream: Stream[Any],
+        column: Callable[[exp.Column], str],
+        condition: Compiled | None,
+        exact: bool,
+        numbered: list[exp.Expr],
+    ) -> Relation:
+        """``SELECT ..., ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn FROM r``
+        read with ``WHERE rn = 1``: the earliest row of each key by event time."""
+        item = numbered[0]
+        over = item.this if isinstance(item, exp.Alias) else item
+        if (
+            len(numbered) > 1
+            or not isinstance(item, exp.Alias)
+            or not isinstance(over, exp.Window)
+            or not isinstance(over.this, exp.RowNumber)
+        ):
+            raise fail(item, "write ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn, once")
+        order = over.args.get("order")
+        ordered = order.expressions if order is not None else []
+        if (
+            len(ordered) != 1
+            or ordered[0].args.get("desc")
+            or not isinstance(ordered[0].this, exp.Column)
+        ):
+            raise fail(
+                over,
+                "ROW_NUMBER() keeps the earliest row: ORDER BY the event-time column, ascending "
+                "(the latest row would need retractions, which v1 does not emit)",
+            )
+        time = column(ordered[0].this)
+        if relation.watermark is None or relation.watermark[0] != time:
+            raise fail(
+                over,
+                f"ROW_NUMBER() orders by event time: {relation.name} needs WATERMARK FOR {time}",
+            )
+        partition = over.args.get("partition_by") or []
+        keys = [self.compile(p, column) for p in partition]
+        key: Callable[[Any], Any] = keys[0] if len(keys) == 1 else _tuple_key(keys)
+        if condition is not None:
+            stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
+        numeric = relation.types.get(time) in {"BIGINT", "INT", "INTEGER"}
+        reader = operator.methodcaller("get", time) if numeric else _event_time(time)
+        stream = stream.assign_timestamps(
+            reader, max_out_of_orderness_ms=relation.watermark[1], id=self.step("timestamps")
+        )
+        first = stream.key_by(key, id=self.step("partition-by")).transform(
+            EarliestOp(key, reader), id=self.step("row-number")
+        )
+        rest = [e for e in query.expressions if e is not item]
+        outputs = [*self.projection(rest, column, relation), (item.alias, lambda row: 1)]
+        projected = first.transform(SelectOp(None, tuple(outputs)), id=self.step("select"))
+        return Relation(
+            projected,
+            tuple(name for name, _ in outputs),
+            "the subquery",
+            _carried_watermark(rest, relation),
+            _carried_types(rest, relation),
+            top1=item.alias,
+        )
 
     def lookup_join(self, left: Relation, join: exp.Join) -> Relation:
         """``L JOIN dim FOR SYSTEM_TIME AS OF L.t AS d ON L.k = d.k``: each row of L
@@ -813,6 +892,28 @@ def _time_bounds(
     if op == "LTE":
         return pair, None, d
     return pair, None, d - 1
+
+
+def _keeps_first(where: exp.Where | None, column: str) -> bool:
+    """Whether WHERE keeps only the rows numbered 1 in ``column`` (rn = 1, rn <= 1, rn < 2)."""
+    if where is None:
+        return False
+    for part in _conjuncts(where.this):
+        left, right = part.args.get("this"), part.args.get("expression")
+        if not (isinstance(left, exp.Column) and left.name == column):
+            continue
+        value = _literal_int(right)
+        if (isinstance(part, (exp.EQ, exp.LTE)) and value == 1) or (
+            isinstance(part, exp.LT) and value == 2
+        ):
+            return True
+    return False
+
+
+def _literal_int(node: Any) -> int | None:
+    if isinstance(node, exp.Literal) and not node.is_string and node.this.isdigit():
+        return int(node.this)
+    return None
 
 
 _NO_MATCH: Any = object()
