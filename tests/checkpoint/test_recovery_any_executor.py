@@ -43,7 +43,12 @@ class FailAfterCheckpoint:
         self.seen += 1
         if self.seen % 25 == 0:  # ~2 s per attempt: checkpoints complete meanwhile
             await asyncio.sleep(0.01)
-        if x >= self.from_record and any(self.checkpoints.rglob("chk-*")):
+        if x >= self.from_record and not any(self.checkpoints.rglob("chk-*")):
+            # No checkpoint yet (a loaded machine): slow down, batch by batch, so one
+            # completes between two batches before the failure is injected.
+            await asyncio.sleep(0.02)
+            return {"x": x}
+        if x >= self.from_record:
             marks = list(self.marks.iterdir())
             failed = len(marks)
             recent = any(time.time() - m.stat().st_mtime < QUIET_S for m in marks)
