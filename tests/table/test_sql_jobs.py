@@ -312,3 +312,43 @@ def test_submitted_sql_is_held_to_the_submission_policy(tmp_path: Path) -> None:
     )
     with pytest.raises(ConfigError, match="not from an allowed module"):
         load_job_text(udf, "<submitted>", policy=SubmissionPolicy())
+
+
+def test_vectorised_functions_take_and_return_arrow_arrays() -> None:
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    from reflow.table import vectorized
+
+    calls: list[int] = []
+
+    @vectorized
+    def with_tax(prices: pa.Array) -> pa.Array:
+        calls.append(len(prices))
+        return pc.multiply(prices, 2)
+
+    @vectorized
+    def is_hot(auctions: pa.Array, prices: pa.Array) -> pa.Array:
+        return pc.and_(pc.equal(auctions, 2), pc.greater(prices, 15))
+
+    memory_store["vec-bids"] = list(BIDS)
+    job = reflow.sql(
+        _tables("vec-bids", "vec-out")
+        + "INSERT INTO results SELECT auction, with_tax(price) AS taxed FROM bids "
+        + "WHERE is_hot(auction, price);",
+        functions={"with_tax": with_tax, "is_hot": is_hot},
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    expected = [
+        {"auction": 2, "taxed": b["price"] * 2}
+        for b in BIDS
+        if b["auction"] == 2 and b["price"] > 15
+    ]
+    assert memory_store["vec-out"] == expected
+    assert calls and max(calls) > 1  # called per batch, not per row
+
+    with pytest.raises(SqlError, match="vectorised function with_tax can be called in the SELECT"):
+        reflow.sql(
+            _tables("x", "y") + "INSERT INTO results SELECT SUM(with_tax(price)) AS s FROM bids;",
+            functions={"with_tax": with_tax},
+        )

@@ -3,7 +3,7 @@
 
 from reflow.table.expressions import SqlError
 from reflow.table.parser import Script, TableDef, parse_script
-from reflow.table.planner import load_sql_file, plan_script, sql_job
+from reflow.table.planner import load_sql_file, plan_script, sql_job, vectorized
 
 __all__ = [
     "Script",
@@ -13,4 +13,5 @@ __all__ = [
     "parse_script",
     "plan_script",
     "sql_job",
+    "vectorized",
 ]

@@ -18,7 +18,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlglot import exp
 
@@ -45,11 +45,26 @@ from reflow.table.expressions import (
 )
 from reflow.table.parser import Script, TableDef, parse_script
 
-__all__ = ["SelectOp", "load_sql_file", "plan_script", "sql_job"]
+__all__ = ["SelectOp", "is_vectorized", "load_sql_file", "plan_script", "sql_job", "vectorized"]
 
 WINDOW_COLUMNS = ("window_start", "window_end")
 
 WINDOW_KINDS = {"TUMBLE", "HOP", "SESSION"}
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def vectorized(fn: F) -> F:
+    """Mark a SQL function as vectorised: it is called once per batch with a
+    ``pyarrow.Array`` per argument and returns an array (or list) of the results,
+    one per row (as Flink's pandas UDFs)."""
+    fn.__reflow_vectorized__ = True  # type: ignore[attr-defined]
+    return fn
+
+
+def is_vectorized(fn: Callable[..., Any]) -> bool:
+    return getattr(fn, "__reflow_vectorized__", False) is True
+
 
 ConnectorCheck = Callable[[str, dict[str, Any], str], None]
 """Checks a table's connector name, options and role (source/sink); raises ReflowError."""
@@ -86,6 +101,9 @@ class SelectOp(OperatorSpec):
     """(name, expression) of each output column; None passes rows unchanged."""
     exact: bool = False
     """The condition gives exactly True/False/None (a comparison or logic)."""
+    vectors: tuple[tuple[str, Callable[..., Any], tuple[Compiled, ...]], ...] = ()
+    """Vectorised function calls, computed per batch on Arrow arrays before the rows:
+    (the column the row expressions read the result from, function, arguments)."""
     name: str | None = None
     parallelism: int | None = None
 
@@ -100,21 +118,64 @@ class _SelectLogic(OperatorLogic):
         self.condition = spec.condition
         self.outputs = spec.outputs
         self.exact = spec.exact
+        self.vectors = spec.vectors
         self.reject = ctx.reject
 
     def process(self, batch: list[Any]) -> list[Any]:
         condition, outputs, exact = self.condition, self.outputs, self.exact
+        rows: list[Any] = batch
+        if self.vectors:
+            try:
+                rows = self._vectorised(batch)
+            except Exception as exc:  # the function failed on the batch: every row is rejected
+                for row in batch:
+                    self.reject(row, exc)
+                return []
         out = []
-        for row in batch:
+        for row, original in zip(rows, batch, strict=True):
             try:  # a row the expressions fail on (a division by zero) goes to the policy
                 if condition is not None:
                     kept = condition(row)
                     if (kept is not True) if exact else not is_true(kept):
                         continue
-                out.append(row if outputs is None else {n: f(row) for n, f in outputs})
+                out.append(original if outputs is None else {n: f(row) for n, f in outputs})
             except Exception as exc:
-                self.reject(row, exc)
+                self.reject(original, exc)
         return out
+
+    def _vectorised(self, batch: list[Any]) -> list[Any]:
+        """Each row with the results of the batch's vectorised calls beside it."""
+        import pyarrow as pa
+
+        results: dict[str, list[Any]] = {}
+        for name, fn, args in self.vectors:
+            arrays = [pa.array([arg(row) for row in batch]) for arg in args]
+            result = fn(*arrays)
+            values = result.to_pylist() if hasattr(result, "to_pylist") else list(result)
+            if len(values) != len(batch):
+                raise ValueError(
+                    f"a vectorised function returned {len(values)} values for {len(batch)} rows"
+                )
+            results[name] = values
+        return [
+            _Overlay(row, {name: values[i] for name, values in results.items()})
+            for i, row in enumerate(batch)
+        ]
+
+
+class _Overlay:
+    """A row read through ``get`` with extra columns (vectorised results) on top."""
+
+    __slots__ = ("extra", "row")
+
+    def __init__(self, row: Any, extra: dict[str, Any]) -> None:
+        self.row = row
+        self.extra = extra
+
+    def get(self, name: str, default: Any = None) -> Any:
+        if name in self.extra:
+            return self.extra[name]
+        return self.row.get(name, default)
 
 
 # -- aggregates ----------------------------------------------------------------------------
@@ -242,12 +303,39 @@ class _Planner:
         self.script = script
         self.flow = flow
         self.ids: dict[str, itertools.count[int]] = {}
-        self.functions = dict(functions)
+        self.functions = {n: f for n, f in functions.items() if not is_vectorized(f)}
+        self.vectorized = {n: f for n, f in functions.items() if is_vectorized(f)}
         self.check = check
         self.ctes: dict[str, Relation] = {}
 
     def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
+        for call in node.find_all(exp.Anonymous):
+            if str(call.this).upper() in self.vectorized:
+                raise fail(
+                    call,
+                    f"the vectorised function {call.this} can be called in the SELECT list "
+                    "and WHERE of a query without GROUP BY, not here",
+                )
         return compile_expression(node, columns, self.functions)
+
+    def vectorise(
+        self, nodes: list[exp.Expr], columns: Callable[[exp.Column], str]
+    ) -> tuple[list[exp.Expr], tuple[tuple[str, Callable[..., Any], tuple[Compiled, ...]], ...]]:
+        """``nodes`` with each vectorised call replaced by a column of its per-batch
+        result, and the calls to make."""
+        calls: list[tuple[str, Callable[..., Any], tuple[Compiled, ...]]] = []
+
+        def lift(node: exp.Expr) -> exp.Expr:
+            if isinstance(node, exp.Anonymous) and str(node.this).upper() in self.vectorized:
+                name = f"__vec{len(calls)}"
+                args = tuple(self.compile(a, columns) for a in node.expressions)
+                calls.append((name, self.vectorized[str(node.this).upper()], args))
+                return exp.column(name)
+            return node
+
+        if not self.vectorized:
+            return nodes, ()
+        return [n.copy().transform(lift) for n in nodes], tuple(calls)
 
     def step(self, base: str) -> str:
         counter = self.ids.setdefault(base, itertools.count(1))
@@ -399,11 +487,26 @@ class _Planner:
                 id=self.step("timestamps"),
             )
         where = query.args.get("where")
-        condition, exact = (None, False)
-        if where is not None:
-            condition, exact = condition_of(where.this, column, self.functions)
         aggregates = [a for e in query.expressions for a in _aggregates_in(e)]
         group = query.args.get("group")
+        vectors: tuple[tuple[str, Callable[..., Any], tuple[Compiled, ...]], ...] = ()
+        items = list(query.expressions)
+        where_node = where.this if where is not None else None
+        if group is None and not aggregates:
+            lifted, vectors = self.vectorise(
+                [*items, *([where_node] if where_node is not None else [])], column
+            )
+            items = lifted[: len(items)]
+            where_node = lifted[len(items)] if where_node is not None else None
+            if vectors:
+                plain_column = column
+
+                def column(node: exp.Column) -> str:
+                    return node.name if node.name.startswith("__vec") else plain_column(node)
+
+        condition, exact = (None, False)
+        if where_node is not None:
+            condition, exact = condition_of(where_node, column, self.functions)
         numbered = [e for e in query.expressions if e.find(exp.Window) is not None]
         if numbered:
             if window is not None or group is not None or aggregates:
@@ -412,9 +515,9 @@ class _Planner:
         if group is None and not aggregates:
             if window is not None:
                 raise fail(source, "a window table function needs GROUP BY window_start, ...")
-            outputs = self.projection(query.expressions, column, relation)
+            outputs = self.projection(items, column, relation)
             projected = stream.transform(
-                SelectOp(condition, outputs, exact), id=self.step("select")
+                SelectOp(condition, outputs, exact, vectors), id=self.step("select")
             )
             return Relation(
                 projected,
