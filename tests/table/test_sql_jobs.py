@@ -352,3 +352,39 @@ def test_vectorised_functions_take_and_return_arrow_arrays() -> None:
             _tables("x", "y") + "INSERT INTO results SELECT SUM(with_tax(price)) AS s FROM bids;",
             functions={"with_tax": with_tax},
         )
+
+
+def test_a_json_file_table_decodes_into_typed_rows_and_a_violation_is_rejected(
+    tmp_path: Path,
+) -> None:
+    from reflow.config import load_job_text
+
+    data = tmp_path / "bids.jsonl"
+    lines = [orjson.dumps(b) for b in BIDS]
+    lines[7] = b'{"auction": "seven", "price": 1, "ts": 7000}'  # not a BIGINT
+    data.write_bytes(b"\n".join(lines) + b"\n")
+    text = f"""
+job:
+  name: typed
+  error_policy: {{mode: skip}}
+  sql: |
+    CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT)
+    WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
+    CREATE SINK out_t (auction BIGINT)
+    WITH ('connector' = 'memory', 'collection' = 'typed-out', 'append' = 'false');
+    INSERT INTO out_t SELECT auction, price FROM bids;
+"""
+    job = load_job_text(text, "typed.yaml")
+    source = job.stream_graph.sources[0]
+    assert source.payload.options["schema"] == {
+        "auction": "BIGINT",
+        "price": "BIGINT",
+        "ts": "BIGINT",
+    }
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.metrics.step("bids").rejected == 1  # the row that breaks the schema
+    expected = [
+        {"auction": b["auction"], "price": b["price"]} for i, b in enumerate(BIDS) if i != 7
+    ]
+    assert memory_store["typed-out"] == expected

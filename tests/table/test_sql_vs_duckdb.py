@@ -7,10 +7,13 @@ from __future__ import annotations
 
 import math
 import random
+import tempfile
 import uuid
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from reflow import JobStatus
@@ -42,13 +45,22 @@ def _rows(seed: int, n: int = 400) -> list[dict[str, Any]]:
     return rows
 
 
-def _reflow(select: str, rows: list[dict[str, Any]], parallelism: int = 1) -> list[tuple[Any, ...]]:
+def _reflow(
+    select: str, rows: list[dict[str, Any]], parallelism: int = 1, typed: bool = False
+) -> list[tuple[Any, ...]]:
+    """The query's rows from reflow: the table read from memory (dict rows) or, with
+    ``typed``, from a JSON-lines file decoded into typed rows by the DDL's schema."""
     name = uuid.uuid4().hex[:8]
     memory_store[f"in-{name}"] = list(rows)
     memory_store[f"out-{name}"] = []
+    source = f"'connector' = 'memory', 'collection' = 'in-{name}'"
+    if typed:
+        path = Path(tempfile.mkdtemp()) / "t.jsonl"
+        path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+        source = f"'connector' = 'file', 'path' = '{path}', 'format' = 'json'"
     text = f"""
         CREATE TABLE t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '500' MILLISECOND)
-        WITH ('connector' = 'memory', 'collection' = 'in-{name}');
+        WITH ({source});
         CREATE TABLE out_t (x BIGINT) WITH ('connector' = 'memory', 'collection' = 'out-{name}');
         INSERT INTO out_t {select};
     """
@@ -105,11 +117,14 @@ PROJECTIONS = [
 ]
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 @pytest.mark.parametrize(("ours", "reference"), PROJECTIONS)
-def test_projections_and_filters_equal_duckdb(ours: str, reference: str | None) -> None:
+def test_projections_and_filters_equal_duckdb(
+    ours: str, reference: str | None, typed: bool
+) -> None:
     for seed in (1, 2):
         rows = _rows(seed)
-        _same(_reflow(ours, rows), _duckdb(reference or ours, rows))
+        _same(_reflow(ours, rows, typed=typed), _duckdb(reference or ours, rows))
 
 
 AGGREGATES = (
@@ -118,8 +133,9 @@ AGGREGATES = (
 )
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 @pytest.mark.parametrize("parallelism", [1, 3])
-def test_a_tumbling_window_equals_duckdb(parallelism: int) -> None:
+def test_a_tumbling_window_equals_duckdb(parallelism: int, typed: bool) -> None:
     ours = (
         f"SELECT window_start, window_end, k, {AGGREGATES} "
         "FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)) "
@@ -130,7 +146,7 @@ def test_a_tumbling_window_equals_duckdb(parallelism: int) -> None:
         f"{AGGREGATES} FROM t GROUP BY ws, we, k"
     )
     rows = _rows(3, 2_000)
-    _same(_reflow(ours, rows, parallelism), _duckdb(reference, rows))
+    _same(_reflow(ours, rows, parallelism, typed), _duckdb(reference, rows))
 
 
 def test_the_function_form_of_tumble_and_having_equal_duckdb() -> None:
@@ -211,10 +227,13 @@ COMPOSED = [
 ]
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 @pytest.mark.parametrize(("ours", "reference"), COMPOSED)
-def test_subqueries_ctes_and_union_all_equal_duckdb(ours: str, reference: str | None) -> None:
+def test_subqueries_ctes_and_union_all_equal_duckdb(
+    ours: str, reference: str | None, typed: bool
+) -> None:
     rows = _rows(8, 1_500)
-    _same(_reflow(ours, rows), _duckdb(reference or ours, rows))
+    _same(_reflow(ours, rows, typed=typed), _duckdb(reference or ours, rows))
 
 
 def _join_rows(seed: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -336,16 +355,17 @@ DEDUP = [
 ]
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 @pytest.mark.parametrize("query", DEDUP)
 @pytest.mark.parametrize("parallelism", [1, 2])
-def test_row_number_deduplication_equals_duckdb(query: str, parallelism: int) -> None:
+def test_row_number_deduplication_equals_duckdb(query: str, parallelism: int, typed: bool) -> None:
     seen: set[int] = set()
     rows = []
     for row in _rows(11, 1_500):  # distinct times: the earliest row of a key is unique
         if row["ts"] not in seen:
             seen.add(row["ts"])
             rows.append(row)
-    _same(_reflow(query, rows, parallelism), _duckdb(query, rows))
+    _same(_reflow(query, rows, parallelism, typed), _duckdb(query, rows))
 
 
 def test_row_number_needs_the_filter_that_keeps_the_first_row() -> None:

@@ -230,11 +230,14 @@ def compile_expression(
     node: exp.Expr,
     columns: Callable[[exp.Column], str] | None = None,
     functions: Mapping[str, Callable[..., Any]] | None = None,
+    *,
+    attributes: bool = False,
 ) -> Compiled:
     """A closure computing ``node`` for a row. ``columns`` maps a column reference to
     the row key it reads (default: its name); ``functions`` are user functions by
     upper-case name (called with every argument, NULLs included, as Flink's Python
-    UDFs are). Raises SqlError for what v1 lacks."""
+    UDFs are); ``attributes`` reads columns as attributes (typed rows), not keys.
+    Raises SqlError for what v1 lacks."""
     resolve = columns or (lambda column: column.name)
     udfs = functions or {}
 
@@ -244,7 +247,10 @@ def compile_expression(
         if isinstance(node, exp.Alias):
             return build(node.this)
         if isinstance(node, exp.Column):
-            # row.get(name), called from C: a missing field is NULL.
+            # row.get(name) or row.name, called from C: a missing field is NULL.
+            if attributes:
+                attribute: Compiled = operator.attrgetter(resolve(node))
+                return attribute
             getter: Compiled = operator.methodcaller("get", resolve(node))
             return getter
         if isinstance(node, exp.Literal):

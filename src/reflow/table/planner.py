@@ -24,6 +24,8 @@ from sqlglot import exp
 
 from reflow.api.stream import Flow, Stream
 from reflow.connectors.facade import Connectors
+from reflow.connectors.file.formats import infer_format
+from reflow.connectors.typed import SCHEMA_TYPES
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.durations import millis
 from reflow.graph.job import Job
@@ -87,6 +89,8 @@ class Relation:
     top1: str | None = None
     """The ROW_NUMBER() column of a deduplicating subquery: only its rows numbered 1
     are planned, so the query reading it must keep just those."""
+    typed: bool = False
+    """Rows are typed rows (attributes, decoded from a declared schema), not dicts."""
 
 
 # -- the fused select step ---------------------------------------------------------------
@@ -176,6 +180,11 @@ class _Overlay:
         if name in self.extra:
             return self.extra[name]
         return self.row.get(name, default)
+
+    def __getattr__(self, name: str) -> Any:  # typed rows are read by attribute
+        if name in self.extra:
+            return self.extra[name]
+        return getattr(self.row, name)
 
 
 # -- aggregates ----------------------------------------------------------------------------
@@ -309,6 +318,8 @@ class _Planner:
         self.ctes: dict[str, Relation] = {}
 
     def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
+        """``node`` for rows of the relation ``columns`` resolves names in (typed rows
+        are read by attribute)."""
         for call in node.find_all(exp.Anonymous):
             if str(call.this).upper() in self.vectorized:
                 raise fail(
@@ -316,7 +327,8 @@ class _Planner:
                     f"the vectorised function {call.this} can be called in the SELECT list "
                     "and WHERE of a query without GROUP BY, not here",
                 )
-        return compile_expression(node, columns, self.functions)
+        typed = isinstance(columns, _Resolver) and columns.typed
+        return compile_expression(node, columns, self.functions, attributes=typed)
 
     def vectorise(
         self, nodes: list[exp.Expr], columns: Callable[[exp.Column], str]
@@ -353,14 +365,15 @@ class _Planner:
             raise fail(node, f"table {name} is a SOURCE and cannot be written")
         return table
 
-    def connector(self, table: TableDef, role: str) -> Any:
+    def connector(self, table: TableDef, role: str, extra: dict[str, Any] | None = None) -> Any:
         """The connector spec of ``table`` in ``role``, its options checked for it (and,
         for jobs submitted through the API, against the submission policy)."""
+        options = {**table.options, **(extra or {})}
         try:
-            spec = Connectors.get(table.connector, **table.options)
+            spec = Connectors.get(table.connector, **options)
             spec.validate(role)
             if self.check is not None:
-                self.check(table.connector, dict(table.options), role)
+                self.check(table.connector, dict(options), role)
         except ReflowError as exc:
             raise SqlError(f"table {table.name}: {exc}", line=table.line) from None
         return spec
@@ -372,14 +385,25 @@ class _Planner:
         if name in self.ctes:
             return self.ctes[name]
         table = self.table(node, name, "source")
-        stream = self.flow.source(self.connector(table, "source"), id=self.step(table.name))
+        schema = _typed_schema(table)
+        extra = {"schema": schema} if schema is not None else None
+        stream = self.flow.source(self.connector(table, "source", extra), id=self.step(table.name))
         return Relation(
             stream,
             tuple(c.name for c in table.columns),
             f"table {table.name}",
             table.watermark,
             {c.name: c.type.upper() for c in table.columns},
+            typed=schema is not None,
         )
+
+    def untyped(self, relation: Relation) -> Relation:
+        """``relation`` with dict rows (joins and unions combine rows as dicts)."""
+        if not relation.typed:
+            return relation
+        outputs = tuple((c, operator.attrgetter(c)) for c in relation.columns)
+        stream = relation.stream.transform(SelectOp(None, outputs), id=self.step("as-dicts"))
+        return replace(relation, stream=stream, typed=False)
 
     def query(self, query: exp.Query) -> Relation:
         """Plan ``query`` (a SELECT, a UNION ALL, with its WITH clause) into a relation."""
@@ -398,7 +422,8 @@ class _Planner:
     def union(self, query: exp.Union) -> Relation:
         if query.args.get("distinct"):
             raise fail(query, "UNION (distinct) is not supported; UNION ALL is")
-        left, right = self.query(query.this), self.query(query.expression)
+        left = self.untyped(self.query(query.this))
+        right = self.untyped(self.query(query.expression))
         if len(left.columns) != len(right.columns):
             raise fail(
                 query,
@@ -449,7 +474,7 @@ class _Planner:
                 relation = self.interval_join(relation, joins[0])
         columns = set(relation.columns)
 
-        def column(node: exp.Column) -> str:
+        def resolve(node: exp.Column) -> str:
             name = node.name
             if node.table and node.table != relation.alias:
                 name = f"{node.table}.{node.name}"
@@ -460,6 +485,8 @@ class _Planner:
                     f"(columns: {', '.join(relation.columns)})",
                 )
             return name
+
+        column = _Resolver(resolve, relation.typed)
 
         if relation.top1 is not None and not _keeps_first(query.args.get("where"), relation.top1):
             raise fail(
@@ -482,7 +509,9 @@ class _Planner:
             numeric = relation.types.get(time_column) in {"BIGINT", "INT", "INTEGER"}
             stream = stream.assign_timestamps(
                 # epoch ms read from C; other types may be ISO-8601 text
-                operator.methodcaller("get", time_column) if numeric else _event_time(time_column),
+                _read(time_column, relation.typed)
+                if numeric
+                else _event_time(time_column, relation.typed),
                 max_out_of_orderness_ms=relation.watermark[1],
                 id=self.step("timestamps"),
             )
@@ -499,10 +528,11 @@ class _Planner:
             items = lifted[: len(items)]
             where_node = lifted[len(items)] if where_node is not None else None
             if vectors:
-                plain_column = column
 
-                def column(node: exp.Column) -> str:
-                    return node.name if node.name.startswith("__vec") else plain_column(node)
+                def with_vectors(node: exp.Column) -> str:
+                    return node.name if node.name.startswith("__vec") else resolve(node)
+
+                column = _Resolver(with_vectors, relation.typed)
 
         condition, exact = (None, False)
         if where_node is not None:
@@ -548,6 +578,7 @@ class _Planner:
         right, window, _ = self.from_clause(join.this)
         if window is not None:
             raise fail(join, "a window table function cannot be joined")
+        left, right = self.untyped(left), self.untyped(right)
         la, ra = left.alias or "left", right.alias or "right"
         if la == ra:
             raise fail(join, f"both sides of the JOIN are called {la}: give one an alias")
@@ -719,7 +750,7 @@ class _Planner:
         if condition is not None:
             stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
         numeric = relation.types.get(time) in {"BIGINT", "INT", "INTEGER"}
-        reader = operator.methodcaller("get", time) if numeric else _event_time(time)
+        reader = _read(time, relation.typed) if numeric else _event_time(time, relation.typed)
         stream = stream.assign_timestamps(
             reader, max_out_of_orderness_ms=relation.watermark[1], id=self.step("timestamps")
         )
@@ -745,6 +776,7 @@ class _Planner:
         match; a LEFT JOIN keeps them with NULLs."""
         node = join.this
         assert isinstance(node, exp.Table)
+        left = self.untyped(left)
         if join.side not in ("", "LEFT") or join.kind not in ("", "INNER", "OUTER"):
             raise fail(join, f"{join.side or join.kind} lookup JOIN is not supported")
         table = self.table(node, node.name, "source")
@@ -831,7 +863,7 @@ class _Planner:
         outputs: list[tuple[str, Compiled]] = []
         for index, item in enumerate(items):
             if isinstance(item, exp.Star):
-                outputs += [(name, _getter(name)) for name in relation.columns]
+                outputs += [(name, _read(name, relation.typed)) for name in relation.columns]
                 continue
             outputs.append((_output_name(item, index), self.compile(item, column)))
         _check_unique(outputs, items)
@@ -1114,11 +1146,51 @@ def _projector(outputs: tuple[tuple[str, Compiled], ...]) -> Callable[[Any], dic
     return project
 
 
-def _event_time(column: str) -> Callable[[Any], int]:
+def _event_time(column: str, typed: bool = False) -> Callable[[Any], int]:
+    read = _read(column, typed)
+
     def event_time(row: Any) -> int:
-        return _timestamp_ms(row[column])
+        return _timestamp_ms(read(row))
 
     return event_time
+
+
+def _read(column: str, typed: bool) -> Compiled:
+    """A column read, from C: by attribute from typed rows, ``row.get`` from dicts
+    (a missing field is NULL)."""
+    if typed:
+        attribute: Compiled = operator.attrgetter(column)
+        return attribute
+    getter: Compiled = operator.methodcaller("get", column)
+    return getter
+
+
+class _Resolver:
+    """Resolves a column reference to the name it reads, for rows typed or not."""
+
+    __slots__ = ("resolve", "typed")
+
+    def __init__(self, resolve: Callable[[exp.Column], str], typed: bool) -> None:
+        self.resolve = resolve
+        self.typed = typed
+
+    def __call__(self, node: exp.Column) -> str:
+        return self.resolve(node)
+
+
+def _typed_schema(table: TableDef) -> dict[str, str] | None:
+    """The schema to decode a JSON-lines file table into typed rows, when its columns
+    all have types typed rows know (and the table gives no schema of its own)."""
+    if table.connector != "file" or "schema" in table.options:
+        return None
+    path = str(table.options.get("path", ""))
+    fmt = table.options.get("format") or infer_format(path) or "json"
+    if fmt != "json":
+        return None
+    schema = {c.name: c.type.split("(")[0].strip().upper() for c in table.columns}
+    if not schema or any(kind not in SCHEMA_TYPES for kind in schema.values()):
+        return None
+    return schema
 
 
 def _tuple_key(fns: list[Compiled]) -> Callable[[Any], Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from reflow.connectors.base import ConnectorContext, Sink, SinkWriter, Source, SourceReader
 from reflow.connectors.file.formats import FORMATS, infer_format
@@ -13,6 +13,7 @@ from reflow.connectors.file.reader import list_files, make_reader, plan_splits
 from reflow.connectors.file.storage import Storage, storage_for
 from reflow.connectors.file.writer import FileWriter
 from reflow.connectors.options import ConnectorOptions, Duration, OptionsConnector
+from reflow.connectors.typed import row_type
 from reflow.errors import ConnectorConfigError
 
 __all__ = ["FileConnector", "FileSink", "FileSinkOptions", "FileSource", "FileSourceOptions"]
@@ -68,6 +69,20 @@ class FileSourceOptions(_FileOptions):
     split_files: bool = Field(
         True, description="let several readers share one JSON-lines or text file by byte ranges"
     )
+    schema_: dict[str, str] | None = Field(
+        None,
+        alias="schema",
+        description="JSON lines: {column: BIGINT|DOUBLE|VARCHAR|BOOLEAN|TIMESTAMP|ANY} decodes "
+        "each record straight into a typed row of these columns (others are skipped); a "
+        "value of another type goes to the error policy",
+    )
+
+    @field_validator("schema_")
+    @classmethod
+    def _known_types(cls, schema: dict[str, str] | None) -> dict[str, str] | None:
+        if schema is not None:
+            row_type(schema)  # raises ValueError naming the column and the types
+        return schema
 
 
 class FileSinkOptions(_FileOptions):

@@ -17,6 +17,7 @@ from typing import IO, Any
 from reflow.connectors.base import ConnectorContext, SourceReader
 from reflow.connectors.file.formats import decode_json_lines
 from reflow.connectors.file.storage import LocalStorage, Storage
+from reflow.connectors.typed import decode_typed_lines, row_type
 
 __all__ = ["FileSplit", "list_files", "make_reader", "plan_splits"]
 
@@ -126,10 +127,13 @@ class LineReader(SourceReader):
         encoding: str,
         ctx: ConnectorContext,
         storage: Storage | None = None,
+        row: type[Any] | None = None,
     ):
         self.storage = storage or LocalStorage()
         self.splits = list(splits)
         self.fmt = fmt
+        self.row = row
+        """JSON lines decode into this typed row class (a declared schema), not dicts."""
         self.encoding = encoding
         self.ctx = ctx
         self.batch = max(1, ctx.batch_size)
@@ -204,6 +208,9 @@ class LineReader(SourceReader):
         lines = self.lines[first : self.index]
         self.position += sum(map(len, lines))
         if self.fmt == "json":
+            if self.row is not None:
+                where = partial(self._where, first)
+                return decode_typed_lines(lines, self.row, self.ctx.reject, where)
             return decode_json_lines(lines, self.ctx.reject, partial(self._where, first))
         encoding = self.encoding
         try:
@@ -455,7 +462,9 @@ def make_reader(
 ) -> SourceReader:
     files = [s.path for s in splits]
     if fmt in ("json", "text"):
-        return LineReader(splits, fmt, options.encoding, ctx, storage)
+        schema = getattr(options, "schema_", None)
+        row = row_type(schema) if fmt == "json" and schema else None
+        return LineReader(splits, fmt, options.encoding, ctx, storage, row)
     if fmt == "csv":
         return CsvReader(
             files,
