@@ -251,14 +251,15 @@ def test_submit_a_sql_script(page: Any, server: tuple[str, Path]) -> None:
         SQL_JOB.replace("FOLDER", str(folder)).replace("id % 2", "idd % 2")
     )
     page.get_by_test_id("validate").click()
-    page.get_by_text("no column idd in table gen").wait_for()
+    # A loaded machine's server answers slowly (the job of the test before may still run).
+    page.get_by_text("no column idd in table gen").wait_for(timeout=60_000)
     page.get_by_test_id("yaml").fill(SQL_JOB.replace("FOLDER", str(folder)))
     page.get_by_test_id("validate").click()
-    page.get_by_text("valid: job ui-sql, 1 vertex").wait_for()
+    page.get_by_text("valid: job ui-sql, 1 vertex").wait_for(timeout=60_000)
     page.get_by_test_id("submit").click()
     page.get_by_test_id("submitted-link").wait_for(timeout=60_000)
     page.get_by_test_id("submitted-link").click()
-    page.locator("[data-testid=run-status] .COMPLETED").first.wait_for(timeout=30_000)
+    page.locator("[data-testid=run-status] .COMPLETED").first.wait_for(timeout=60_000)
     _shot(page, "sql-job")
     rows = [
         orjson.loads(line)
