@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["import_reflow", "main_for", "peak_rss_mb"]
+__all__ = ["import_reflow", "main_for", "peak_rss_mb", "run_sql"]
 
 
 def peak_rss_mb() -> float:
@@ -66,3 +66,14 @@ def main_for(
         sys.stdout,
     )
     print()
+
+
+def run_sql(script: str, sink: str) -> int:
+    """Run a SQL script with reflow; the records its ``sink`` table received."""
+    from reflow.table import sql_job
+    from reflow.testing import run_job
+
+    result = run_job(sql_job(script))
+    if result.error:
+        raise SystemExit(result.error)
+    return result.records_in(sink)

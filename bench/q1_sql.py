@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from bench import q1
-from bench.common import main_for
+from bench.common import main_for, run_sql
 
 SQL = """
 SET 'parallelism' = '{parallelism}';
@@ -28,13 +28,7 @@ def run_plain(inp: Path, out: Path) -> int:
 
 
 def run_reflow(inp: Path, out: Path, parallelism: int = 1) -> int:
-    from reflow.table import sql_job
-    from reflow.testing import run_job
-
-    result = run_job(sql_job(SQL.format(inp=inp, out=out, parallelism=parallelism)))
-    if result.error:
-        raise SystemExit(result.error)
-    return result.records_in("out_t")
+    return run_sql(SQL.format(inp=inp, out=out, parallelism=parallelism), "out_t")
 
 
 if __name__ == "__main__":

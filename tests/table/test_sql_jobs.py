@@ -5,12 +5,7 @@ killed and resumes from its checkpoint with the same output as an uninterrupted 
 from __future__ import annotations
 
 import io
-import os
 import random
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +17,7 @@ from reflow import JobStatus
 from reflow.cli import main
 from reflow.table import SqlError
 from reflow.testing import memory_store, run_job
+from tests.checkpoint.test_kill import _run  # reflow run --resume, SIGKILLed after a checkpoint
 
 BIDS = [{"auction": i % 5, "price": 10 + i % 17, "ts": 1_000 * i} for i in range(100)]
 
@@ -161,35 +157,6 @@ GROUP BY window_start, window_end, auction;
 """
     )
     return script
-
-
-def _run(script: Path, kill_after: float | None) -> str | None:
-    """``reflow run --resume FILE.sql``; SIGKILL after a fresh checkpoint plus ``kill_after`` s."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "reflow", "run", "--no-progress", "--resume", str(script)],
-        cwd=script.parent,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
-    assert proc.stderr is not None
-    if kill_after is not None:
-        folder, started = script.parent / f"{script.stem}-ckpt", time.time()
-        deadline = time.monotonic() + 60
-        while proc.poll() is None and time.monotonic() < deadline:
-            if folder.exists() and any(f.stat().st_mtime >= started for f in folder.rglob("*")):
-                break
-            time.sleep(0.02)
-    try:
-        proc.wait(timeout=kill_after if kill_after is not None else 120)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait()
-        proc.stderr.close()
-        return None
-    err = proc.stderr.read().decode()
-    proc.stderr.close()
-    assert proc.returncode == 0, err
-    return err
 
 
 def _lines(folder: Path) -> list[bytes]:

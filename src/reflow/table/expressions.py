@@ -289,15 +289,7 @@ def compile_expression(
                     return None if a is None else op(a, value_)
 
                 return with_constant
-
-            def binary(row: Mapping[str, Any]) -> Any:
-                a = left(row)
-                if a is None:
-                    return None
-                b = right(row)
-                return None if b is None else op(a, b)
-
-            return binary
+            return _binary_of(type(node), left, right)
         if isinstance(node, exp.And):
             return _and(build(node.left), build(node.right))
         if isinstance(node, exp.Or):
