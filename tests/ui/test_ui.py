@@ -244,6 +244,15 @@ INSERT INTO evens SELECT id, id * 10 AS tenfold FROM gen WHERE id % 2 = 0;
 """
 
 
+def _shows(page: Any, text: str) -> None:
+    """Wait (60 s) for ``text`` on the page; else fail with what the page shows."""
+    try:
+        page.get_by_text(text).wait_for(timeout=60_000)
+    except Exception as exc:
+        shown = page.locator("#problems").inner_text(), page.locator("#result").inner_text()
+        raise AssertionError(f"waited for {text!r}; the page shows {shown!r}") from exc
+
+
 def test_submit_a_sql_script(page: Any, server: tuple[str, Path]) -> None:
     _, folder = server
     page.goto(page.url.split("#")[0] + "#/submit")
@@ -252,10 +261,10 @@ def test_submit_a_sql_script(page: Any, server: tuple[str, Path]) -> None:
     )
     page.get_by_test_id("validate").click()
     # A loaded machine's server answers slowly (the job of the test before may still run).
-    page.get_by_text("no column idd in table gen").wait_for(timeout=60_000)
+    _shows(page, "no column idd in table gen")
     page.get_by_test_id("yaml").fill(SQL_JOB.replace("FOLDER", str(folder)))
     page.get_by_test_id("validate").click()
-    page.get_by_text("valid: job ui-sql, 1 vertex").wait_for(timeout=60_000)
+    _shows(page, "valid: job ui-sql, 1 vertex")
     page.get_by_test_id("submit").click()
     page.get_by_test_id("submitted-link").wait_for(timeout=60_000)
     page.get_by_test_id("submitted-link").click()
@@ -268,3 +277,26 @@ def test_submit_a_sql_script(page: Any, server: tuple[str, Path]) -> None:
     ]
     assert sorted(r["id"] for r in rows) == list(range(0, 300, 2))
     assert all(r["tenfold"] == r["id"] * 10 for r in rows)
+
+
+def test_a_slow_page_left_behind_does_not_repaint_over_the_next(
+    page: Any, server: tuple[str, Path]
+) -> None:
+    """The overview's first answer comes after the user went on to the submit page:
+    the overview must neither paint nor start refreshing over it."""
+    released: list[Any] = []
+    page.route("**/api/overview", lambda route: released.append(route))
+    page.reload()  # on #/overview: its first render waits for the held-back answer
+    for _ in range(600):
+        if released:
+            break
+        page.wait_for_timeout(50)
+    assert released, "the overview asked for nothing"
+    page.goto(page.url.split("#")[0] + "#/submit")
+    page.get_by_test_id("yaml").wait_for()
+    with page.expect_response("**/api/overview"):
+        released[0].continue_()
+    page.unroute("**/api/overview")
+    page.wait_for_timeout(2_500)  # two refresh intervals of the overview, had it kept one
+    assert page.get_by_test_id("yaml").is_visible()
+    assert page.locator("h1").inner_text() == "Submit a job"
