@@ -254,9 +254,7 @@ def compile_expression(
             getter: Compiled = operator.methodcaller("get", resolve(node))
             return getter
         if isinstance(node, exp.Literal):
-            value: Any = node.this
-            if not node.is_string:
-                value = float(value) if any(c in value for c in ".eE") else int(value)
+            value = _constant(node)
             return lambda row: value
         if isinstance(node, exp.Boolean):
             flag = bool(node.this)

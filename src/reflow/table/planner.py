@@ -499,22 +499,7 @@ class _Planner:
             assert time_column is not None
             if time_column not in columns:
                 raise fail(source, f"no column {time_column} in {relation.name}")
-            if relation.watermark is None or relation.watermark[0] != time_column:
-                raise fail(
-                    source,
-                    f"{relation.name} has no watermark for {time_column}: declare "
-                    f"WATERMARK FOR {time_column} AS {time_column} - INTERVAL '5' SECOND in "
-                    "its CREATE TABLE (the delay is how late rows may arrive)",
-                )
-            numeric = relation.types.get(time_column) in {"BIGINT", "INT", "INTEGER"}
-            stream = stream.assign_timestamps(
-                # epoch ms read from C; other types may be ISO-8601 text
-                _read(time_column, relation.typed)
-                if numeric
-                else _event_time(time_column, relation.typed),
-                max_out_of_orderness_ms=relation.watermark[1],
-                id=self.step("timestamps"),
-            )
+            stream, _ = self.timestamped(relation, stream, time_column, source, "timestamps")
         where = query.args.get("where")
         aggregates = [a for e in query.expressions for a in _aggregates_in(e)]
         group = query.args.get("group")
@@ -644,27 +629,18 @@ class _Planner:
         time_of = {s: c for s, c in times}
         if len({c for s, c in times if s == 0}) > 1 or len({c for s, c in times if s == 1}) > 1:
             raise fail(on, "the time bounds must use one time column on each side")
-        streams = []
+        streams: list[Stream[Any]] = []
+        readers: list[Callable[[Any], int]] = []
         for index, (relation, alias) in enumerate(((left, la), (right, ra))):
-            time = time_of[index]
-            if relation.watermark is None or relation.watermark[0] != time:
-                raise fail(
-                    on,
-                    f"{relation.name} has no watermark for {time}: declare WATERMARK FOR "
-                    f"{time} AS {time} - INTERVAL '5' SECOND in its CREATE TABLE",
-                )
-            numeric = relation.types.get(time) in {"BIGINT", "INT", "INTEGER"}
             names = [k[index] for k in keys]
             stream = relation.stream.transform(  # a NULL key never joins
                 SelectOp(_all_present(names), None, True), id=self.step(f"join-{alias}-keys")
             )
-            streams.append(
-                stream.assign_timestamps(
-                    operator.methodcaller("get", time) if numeric else _event_time(time),
-                    max_out_of_orderness_ms=relation.watermark[1],
-                    id=self.step(f"join-{alias}-timestamps"),
-                )
+            stream, reader = self.timestamped(
+                relation, stream, time_of[index], on, f"join-{alias}-timestamps"
             )
+            streams.append(stream)
+            readers.append(reader)
         left_names, right_names = [k[0] for k in keys], [k[1] for k in keys]
         columns = [f"{la}.{c}" for c in left.columns] + [f"{ra}.{c}" for c in right.columns]
         shared = set(left.columns) & set(right.columns)
@@ -676,8 +652,8 @@ class _Planner:
             low,
             high,
             join=_combine(la, ra, shared),
-            left_timestamp=_time_reader(time_of[0], left.types),
-            right_timestamp=_time_reader(time_of[1], right.types),
+            left_timestamp=readers[0],
+            right_timestamp=readers[1],
             id=self.step("interval-join"),
         )
         relation = Relation(
@@ -739,21 +715,12 @@ class _Planner:
                 "(the latest row would need retractions, which v1 does not emit)",
             )
         time = column(ordered[0].this)
-        if relation.watermark is None or relation.watermark[0] != time:
-            raise fail(
-                over,
-                f"ROW_NUMBER() orders by event time: {relation.name} needs WATERMARK FOR {time}",
-            )
         partition = over.args.get("partition_by") or []
         keys = [self.compile(p, column) for p in partition]
         key: Callable[[Any], Any] = keys[0] if len(keys) == 1 else _tuple_key(keys)
         if condition is not None:
             stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
-        numeric = relation.types.get(time) in {"BIGINT", "INT", "INTEGER"}
-        reader = _read(time, relation.typed) if numeric else _event_time(time, relation.typed)
-        stream = stream.assign_timestamps(
-            reader, max_out_of_orderness_ms=relation.watermark[1], id=self.step("timestamps")
-        )
+        stream, reader = self.timestamped(relation, stream, time, over, "timestamps")
         first = stream.key_by(key, id=self.step("partition-by")).transform(
             EarliestOp(key, reader), id=self.step("row-number")
         )
@@ -768,6 +735,26 @@ class _Planner:
             _carried_types(rest, relation),
             top1=item.alias,
         )
+
+    def timestamped(
+        self, relation: Relation, stream: Stream[Any], time: str, node: exp.Expr, step: str
+    ) -> tuple[Stream[Any], Callable[[Any], int]]:
+        """``stream`` (of ``relation``'s rows) with event time from column ``time`` and
+        watermarks behind it by the relation's declared delay, and the time reader."""
+        if relation.watermark is None or relation.watermark[0] != time:
+            raise fail(
+                node,
+                f"{relation.name} has no watermark for {time}: declare WATERMARK FOR {time} AS "
+                f"{time} - INTERVAL '5' SECOND in its CREATE TABLE (the delay is how late rows "
+                "may arrive)",
+            )
+        # Epoch ms read from C; other types may be ISO-8601 text.
+        numeric = relation.types.get(time) in {"BIGINT", "INT", "INTEGER"}
+        reader = _read(time, relation.typed) if numeric else _event_time(time, relation.typed)
+        stamped = stream.assign_timestamps(
+            reader, max_out_of_orderness_ms=relation.watermark[1], id=self.step(step)
+        )
+        return stamped, reader
 
     def lookup_join(self, left: Relation, join: exp.Join) -> Relation:
         """``L JOIN dim FOR SYSTEM_TIME AS OF L.t AS d ON L.k = d.k``: each row of L
@@ -1082,13 +1069,6 @@ def _key_of(names: list[str]) -> Callable[[Any], Any]:
         getter: Callable[[Any], Any] = operator.itemgetter(names[0])
         return getter
     return operator.itemgetter(*names)
-
-
-def _time_reader(column: str, types: dict[str, str]) -> Callable[[Any], int]:
-    if types.get(column) in {"BIGINT", "INT", "INTEGER"}:
-        reader: Callable[[Any], int] = operator.itemgetter(column)
-        return reader
-    return _event_time(column)
 
 
 def _combine(left: str, right: str, shared: set[str]) -> Callable[[Any, Any], dict[str, Any]]:
