@@ -236,3 +236,22 @@ def test_100k_records_round_trip(tmp_path: Path, fmt: str) -> None:
     result = run_job(Job.builder().source(source).sink(out).build())
     assert result.status is JobStatus.COMPLETED, result.error
     assert sorted(out.records, key=lambda r: r["id"]) == records
+
+
+def test_typed_rows_are_encoded_with_their_odd_values_and_bad_ones_rejected() -> None:
+    from decimal import Decimal
+
+    from reflow.connectors.file.formats import encode_json_lines
+    from reflow.connectors.typed import row_type
+
+    kind = row_type({"a": "ANY", "b": "ANY"})
+    rejected: list[Any] = []
+    good = encode_json_lines(
+        [kind(1, Decimal("1.5")), kind(None, {2}), {"a": 3, "b": None}],
+        lambda r, e: rejected.append(r),
+    )
+    assert good.splitlines() == [b'{"a":1,"b":1.5}', b'{"a":null,"b":[2]}', b'{"a":3,"b":null}']
+    bad = kind(2, object())
+    out = encode_json_lines([kind(1, 2), bad], lambda r, e: rejected.append(r))
+    assert out == b'{"a":1,"b":2}\n'
+    assert rejected == [bad]

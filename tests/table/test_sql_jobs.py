@@ -355,3 +355,44 @@ job:
         {"auction": b["auction"], "price": b["price"]} for i, b in enumerate(BIDS) if i != 7
     ]
     assert memory_store["typed-out"] == expected
+
+
+def test_typed_rows_are_written_to_a_json_file_without_dicts(tmp_path: Path) -> None:
+    """A JSON file table to a JSON file sink: typed rows all the way, the file holds
+    what the same query over dict rows writes (NULLs included), and rows the
+    expressions fail on are counted, not written."""
+    data = tmp_path / "bids.jsonl"
+    rows = [{**b, "price": None} if i % 5 == 0 else b for i, b in enumerate(BIDS)]
+    rows[3] = {**rows[3], "auction": -1, "price": None}  # 10 / (auction + 1) fails
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    out = tmp_path / "out.jsonl"
+    from reflow.config import load_job_text
+
+    text = f"""
+job:
+  name: typed-to-file
+  error_policy: {{mode: skip}}
+  sql: |
+    CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT)
+    WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
+    CREATE SINK out_t (auction BIGINT) WITH ('connector' = 'file', 'path' = '{out}');
+    INSERT INTO out_t SELECT auction, price * 2 AS doubled, 10 / (auction + 1) AS tenth
+    FROM bids WHERE auction % 2 = 0 OR price IS NULL;
+"""
+    job = load_job_text(text, "typed.yaml")
+    select = job.stream_graph.node("select")
+    assert select.payload.kernel is not None
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    expected = [
+        {
+            "auction": r["auction"],
+            "doubled": None if r["price"] is None else r["price"] * 2,
+            "tenth": 10 // (r["auction"] + 1),
+        }
+        for r in rows
+        if (r["auction"] % 2 == 0 or r["price"] is None) and r["auction"] != -1
+    ]
+    written = [orjson.loads(line) for line in out.read_bytes().splitlines()]
+    assert written == expected
+    assert result.metrics.step("select").rejected == 1

@@ -25,7 +25,7 @@ from sqlglot import exp
 from reflow.api.stream import Flow, Stream
 from reflow.connectors.facade import Connectors
 from reflow.connectors.file.formats import infer_format
-from reflow.connectors.typed import SCHEMA_TYPES
+from reflow.connectors.typed import SCHEMA_TYPES, row_type
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.durations import millis
 from reflow.graph.job import Job
@@ -45,6 +45,7 @@ from reflow.table.expressions import (
     interval_ms,
     is_true,
 )
+from reflow.table.kernels import Kernel, is_plain_identifier, select_kernel
 from reflow.table.parser import Script, TableDef, parse_script
 
 __all__ = ["SelectOp", "is_vectorized", "load_sql_file", "plan_script", "sql_job", "vectorized"]
@@ -108,6 +109,9 @@ class SelectOp(OperatorSpec):
     vectors: tuple[tuple[str, Callable[..., Any], tuple[Compiled, ...]], ...] = ()
     """Vectorised function calls, computed per batch on Arrow arrays before the rows:
     (the column the row expressions read the result from, function, arguments)."""
+    kernel: Kernel | None = None
+    """The same step as one generated loop over the batch (used when given and
+    there are no vectorised calls); ``condition``/``outputs`` describe it."""
     name: str | None = None
     parallelism: int | None = None
 
@@ -124,6 +128,8 @@ class _SelectLogic(OperatorLogic):
         self.exact = spec.exact
         self.vectors = spec.vectors
         self.reject = ctx.reject
+        if spec.kernel is not None and not spec.vectors:
+            self.process = spec.kernel.build(ctx.reject)  # type: ignore[method-assign,assignment]
 
     def process(self, batch: list[Any]) -> list[Any]:
         condition, outputs, exact = self.condition, self.outputs, self.exact
@@ -531,18 +537,29 @@ class _Planner:
             if window is not None:
                 raise fail(source, "a window table function needs GROUP BY window_start, ...")
             outputs = self.projection(items, column, relation)
+            names = tuple(name for name, _ in outputs)
+            typed = relation.typed and all(is_plain_identifier(n) for n in names)
+            kernel = None
+            if not vectors:
+                kernel = self.kernel(
+                    where_node, self.projected(items, relation), column, names if typed else ()
+                )
             projected = stream.transform(
-                SelectOp(condition, outputs, exact, vectors), id=self.step("select")
+                SelectOp(condition, outputs, exact, vectors, kernel), id=self.step("select")
             )
             return Relation(
                 projected,
-                tuple(name for name, _ in outputs),
+                names,
                 "the subquery",
                 _carried_watermark(query.expressions, relation),
                 _carried_types(query.expressions, relation),
+                typed=typed,
             )
         if condition is not None:
-            stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
+            kernel = self.kernel(where_node, None, column, ())
+            stream = stream.transform(
+                SelectOp(condition, None, exact, kernel=kernel), id=self.step("where")
+            )
         aggregated, names = self.aggregate(query, stream, column, window, group)
         # A window's rows leave in the order of their end: window_end is their event
         # time, ready for a window or join further on (as Flink's window_time).
@@ -843,6 +860,35 @@ class _Planner:
         else:
             spec = Windows.session(interval_ms(args[2]))
         return table, spec, column
+
+    def kernel(
+        self,
+        condition: exp.Expr | None,
+        outputs: list[tuple[str, exp.Expr]] | None,
+        column: _Resolver,
+        typed_outputs: tuple[str, ...],
+    ) -> Kernel:
+        """The generated loop of a WHERE and projection over ``column``'s rows; its
+        output rows are typed rows of ``typed_outputs`` (column names) when given."""
+        output_type = row_type({n: "ANY" for n in typed_outputs}) if typed_outputs else None
+        return select_kernel(
+            condition,
+            outputs,
+            resolve=column.resolve,
+            typed=column.typed,
+            fallback=lambda node: self.compile(node, column),
+            output_type=output_type,
+        )
+
+    def projected(self, items: list[exp.Expr], relation: Relation) -> list[tuple[str, exp.Expr]]:
+        """The SELECT list as (output name, expression), ``*`` expanded."""
+        out: list[tuple[str, exp.Expr]] = []
+        for index, item in enumerate(items):
+            if isinstance(item, exp.Star):
+                out += [(name, exp.column(name)) for name in relation.columns]
+            else:
+                out.append((_output_name(item, index), item))
+        return out
 
     def projection(
         self, items: list[exp.Expr], column: Callable[[exp.Column], str], relation: Relation
@@ -1173,6 +1219,15 @@ def _typed_schema(table: TableDef) -> dict[str, str] | None:
     return schema
 
 
+def _writes_typed_rows(table: TableDef) -> bool:
+    """Whether ``table``'s sink encodes typed rows itself (JSON lines files do, in one
+    C-level call per batch); other sinks are given dicts."""
+    if table.connector != "file":
+        return False
+    fmt = table.options.get("format") or infer_format(str(table.options.get("path", "")))
+    return fmt in (None, "json")
+
+
 def _tuple_key(fns: list[Compiled]) -> Callable[[Any], Any]:
     def key(row: Any) -> tuple[Any, ...]:
         return tuple(f(row) for f in fns)
@@ -1313,10 +1368,13 @@ def plan_script(
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
     for target, query in script.inserts:
         table = planner.table(query, target, "sink")
-        planner.query(query).stream.sink(planner.connector(table, "sink"), id=planner.step(target))
+        relation = planner.query(query)
+        if not _writes_typed_rows(table):
+            relation = planner.untyped(relation)
+        relation.stream.sink(planner.connector(table, "sink"), id=planner.step(target))
     for query in script.queries:
         sink = print_sink if print_sink is not None else Connectors.get("stdout")
-        planner.query(query).stream.sink(sink, id=planner.step("print"))
+        planner.untyped(planner.query(query)).stream.sink(sink, id=planner.step("print"))
     return flow.to_job(job_id=job_id or settings.get("job.id"))
 
 

@@ -13,6 +13,7 @@ import io
 from collections.abc import Callable, Sequence
 from typing import Any, Literal
 
+import msgspec
 import orjson
 
 __all__ = [
@@ -79,6 +80,8 @@ def decode_json_lines(
 
 
 def _default(value: Any) -> Any:
+    if isinstance(value, msgspec.Struct):  # a typed row
+        return msgspec.structs.asdict(value)
     if isinstance(value, decimal.Decimal):
         return float(value)
     if isinstance(value, set | frozenset | tuple):
@@ -92,6 +95,9 @@ def _default(value: Any) -> Any:
 ENCODE_SLICE = 512
 
 
+_TYPED_ROWS = msgspec.json.Encoder(decimal_format="number")
+
+
 def encode_json_lines(batch: list[Any], reject: Reject) -> bytes:
     """One JSON document per line.
 
@@ -99,7 +105,12 @@ def encode_json_lines(batch: list[Any], reject: Reject) -> bytes:
     does not know (Decimal, sets) take the slow path, and records that still
     cannot be encoded go to ``reject``.
     """
-    if len(batch) > ENCODE_SLICE:
+    if batch and isinstance(batch[0], msgspec.Struct):  # typed rows: one C-level call
+        try:
+            return _TYPED_ROWS.encode_lines(batch)
+        except TypeError:
+            pass  # a value msgspec cannot write, or not all typed rows: one by one
+    elif len(batch) > ENCODE_SLICE:
         return b"".join(
             encode_json_lines(batch[i : i + ENCODE_SLICE], reject)
             for i in range(0, len(batch), ENCODE_SLICE)
