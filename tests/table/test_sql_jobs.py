@@ -362,7 +362,9 @@ def test_typed_rows_are_written_to_a_json_file_without_dicts(tmp_path: Path) -> 
     what the same query over dict rows writes (NULLs included), and rows the
     expressions fail on are counted, not written."""
     data = tmp_path / "bids.jsonl"
-    rows = [{**b, "price": None} if i % 5 == 0 else b for i, b in enumerate(BIDS)]
+    rows: list[dict[str, Any]] = [
+        {**b, "price": None} if i % 5 == 0 else b for i, b in enumerate(BIDS)
+    ]
     rows[3] = {**rows[3], "auction": -1, "price": None}  # 10 / (auction + 1) fails
     data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     out = tmp_path / "out.jsonl"
