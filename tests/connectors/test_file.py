@@ -255,3 +255,83 @@ def test_typed_rows_are_encoded_with_their_odd_values_and_bad_ones_rejected() ->
     out = encode_json_lines([kind(1, 2), bad], lambda r, e: rejected.append(r))
     assert out == b'{"a":1,"b":2}\n'
     assert rejected == [bad]
+
+
+def _typed_rows_read(
+    path: Path,
+    splits: list[Any],
+    batch: int,
+    stop_after: int | None = None,
+    position: Any = None,
+    rejected: list[tuple[Any, BaseException]] | None = None,
+) -> tuple[list[Any], Any]:
+    """What a TypedLineReader returns (and its position), stopped after some batches."""
+    import asyncio
+
+    from reflow.connectors.base import ConnectorContext
+    from reflow.connectors.file.reader import TypedLineReader
+    from reflow.connectors.typed import row_type
+
+    kind = row_type({"id": "BIGINT", "name": "VARCHAR"})
+    sink = rejected if rejected is not None else []
+    ctx = ConnectorContext("src", batch_size=batch, reject=lambda r, e: sink.append((r, e)))
+    reader = TypedLineReader(splits, ctx, kind)
+
+    async def read() -> tuple[list[Any], Any]:
+        if position is not None:
+            reader.restore(position)
+        rows: list[Any] = []
+        batches = 0
+        while stop_after is None or batches < stop_after:
+            got = await reader.read_batch()
+            if got is None:
+                break
+            rows += [(r.id, r.name) for r in got]
+            batches += 1
+        snapshot = reader.snapshot()
+        await reader.close()
+        return rows, snapshot
+
+    return asyncio.run(read())
+
+
+def test_typed_reader_decodes_whole_chunks_splits_and_resumes_exactly(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reflow.connectors.file import reader as file_reader
+
+    monkeypatch.setattr(file_reader, "READ_CHUNK_BYTES", 1000)  # many chunks, cut mid-line
+    path = tmp_path / "rows.jsonl"
+    rows = [(i, "n" * (i % 13)) for i in range(2_000)]
+    body = b"".join(orjson.dumps({"id": i, "name": n}) + b"\n" for i, n in rows)
+    path.write_bytes(body[:-1])  # the last line has no line end
+    whole = [file_reader.FileSplit(str(path))]
+    for batch in (1, 7, 100, 5_000):
+        assert _typed_rows_read(path, whole, batch)[0] == rows
+    # Three readers of byte ranges: every row once.
+    splits = file_reader.plan_splits([str(path)], 3, True)
+    parts = [_typed_rows_read(path, [s], 50)[0] for s in splits]
+    assert sorted(sum(parts, [])) == rows
+    # Stopped after 9 batches, resumed from the position: the rest, nothing twice.
+    head, position = _typed_rows_read(path, whole, 37, stop_after=9)
+    rest, _ = _typed_rows_read(path, whole, 37, position=position)
+    assert head + rest == rows
+
+
+def test_typed_reader_rejects_a_bad_line_with_its_line_number(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from reflow.connectors.file import reader as file_reader
+
+    monkeypatch.setattr(file_reader, "READ_CHUNK_BYTES", 1000)
+    path = tmp_path / "rows.jsonl"
+    lines = [orjson.dumps({"id": i, "name": "x"}) for i in range(500)]
+    lines[333] = b'{"id": "three", "name": "x"}'
+    lines[401] = b"{not json"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    rejected: list[tuple[Any, BaseException]] = []
+    got, _ = _typed_rows_read(path, [file_reader.FileSplit(str(path))], 20, rejected=rejected)
+    assert [i for i, _ in got] == [i for i in range(500) if i not in (333, 401)]
+    assert [r for r, _ in rejected] == [lines[333] + b"\n", lines[401] + b"\n"]
+    assert f"{path}:334: does not fit the schema" in str(rejected[0][1])
+    assert f"{path}:402: invalid JSON" in str(rejected[1][1])

@@ -18,7 +18,7 @@ from typing import Any, Optional
 
 import msgspec
 
-__all__ = ["SCHEMA_TYPES", "decode_typed_lines", "row_type"]
+__all__ = ["SCHEMA_TYPES", "decode_typed_lines", "row_type", "typed_decoder"]
 
 SCHEMA_TYPES: dict[str, Any] = {
     "BIGINT": int,
@@ -113,11 +113,16 @@ def decode_typed_lines(
     return out
 
 
-_DECODERS: dict[type[msgspec.Struct], Callable[[bytes], Any]] = {}
+_DECODERS: dict[type[msgspec.Struct], msgspec.json.Decoder[Any]] = {}
+
+
+def typed_decoder(kind: type[msgspec.Struct]) -> msgspec.json.Decoder[Any]:
+    """The JSON decoder of ``kind`` rows (one per row class in a process)."""
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        decoder = _DECODERS[kind] = msgspec.json.Decoder(kind)
+    return decoder
 
 
 def _decoder(kind: type[msgspec.Struct]) -> Callable[[bytes], Any]:
-    decode = _DECODERS.get(kind)
-    if decode is None:
-        decode = _DECODERS[kind] = msgspec.json.Decoder(kind).decode
-    return decode
+    return typed_decoder(kind).decode
