@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import orjson
+import pytest
 
 from reflow import Connectors, Flow, JobStatus
 from reflow.eventtime import ManualClock
+from reflow.eventtime.watermarks import MAX_WATERMARK
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.operators import Aggregations, Windows
 from reflow.runtime import ExecutorSettings, LocalExecutor
 from reflow.testing import TestingSink, TestingSource, run_job
@@ -154,3 +158,63 @@ def test_processing_time_windows_follow_the_clock() -> None:
     assert asyncio.run(scenario()) == [
         {"key": "x", "window_start": 10_000, "window_end": 11_000, "value": 5}
     ]
+
+
+@dataclass(frozen=True, slots=True)
+class _WatermarkProbe(OperatorSpec):
+    """Passes records on and notes every watermark it is given."""
+
+    seen: list[int]
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "watermark-probe"
+    uses_event_time: ClassVar[bool] = True
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        seen = self.seen
+
+        class Probe(OperatorLogic):
+            def process(self, batch: list[Any]) -> list[Any]:
+                return batch
+
+            def on_watermark(self, watermark: int) -> list[Any]:
+                seen.append(watermark)
+                return []
+
+        return Probe()
+
+
+def _probe_watermarks(source: Any, batch_size: int) -> tuple[list[int], list[Any]]:
+    seen: list[int] = []
+    out = TestingSink()
+    flow = Flow("probe", batch_size=batch_size)
+    (
+        flow.source(source)
+        .assign_timestamps("ts", max_out_of_orderness_ms=0)
+        .transform(_WatermarkProbe(seen), id="probe")
+        .sink(out)
+    )
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.COMPLETED, result.error
+    return seen, out.records
+
+
+@pytest.mark.local_only  # the probe notes watermarks in this process's list
+def test_a_backlogged_file_advances_event_time_per_thousand_records(tmp_path: Path) -> None:
+    """Reading a file (records ready at once), the watermark advances once per
+    WATERMARK_EVERY_RECORDS records instead of after each of the 50 batches; a
+    source without ready records (the testing source) advances it per batch."""
+    from reflow.runtime.task import WATERMARK_EVERY_RECORDS
+
+    events = [{"ts": t} for t in range(5_000)]
+    path = tmp_path / "events.jsonl"
+    path.write_bytes(b"".join(orjson.dumps(e) + b"\n" for e in events))
+    seen, records = _probe_watermarks(Connectors.file(path=str(path)), batch_size=100)
+    assert len(records) == 5_000
+    assert WATERMARK_EVERY_RECORDS == 1_000
+    # after records 1,000, 2,000, ... and at the end of the file's only chunk
+    assert seen[:-1] == [998, 1_998, 2_998, 3_998, 4_998]  # largest timestamp - 1
+    assert seen[-1] == MAX_WATERMARK
+    live, _ = _probe_watermarks(TestingSource(events), batch_size=100)
+    assert live[:-1] == [t * 100 + 98 for t in range(50)]

@@ -17,6 +17,7 @@ injected clock.
 
 from __future__ import annotations
 
+import collections
 import heapq
 import math
 from collections.abc import Callable
@@ -32,6 +33,19 @@ from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.operators.timestamps import checked_timestamps
 from reflow.state.backend import MemoryBackend, MemoryOrderedTable, OrderedTable, StateTable
 from reflow.state.functions import AggregateFunction
+
+
+def _count_each(mapping: dict[Any, int], iterable: Any) -> None:
+    get = mapping.get
+    for element in iterable:
+        mapping[element] = get(element, 0) + 1
+
+
+# Counter.update's C loop, applied to a plain dict (what checkpoints hold).
+count_elements: Callable[[dict[Any, int], Any], None] = getattr(
+    collections, "_count_elements", _count_each
+)
+
 
 __all__ = ["WindowAggregateOp", "WindowSpec", "Windows", "default_emit"]
 
@@ -315,6 +329,25 @@ class PaneWindowLogic(_WindowLogic):
                 keys = [keys[i] for i in keep]
         before = sum(map(len, by_time.values()))
         key_of = self.key_of
+        if keys is None and batch:
+            try:
+                keys = list(map(key_of, batch))
+            except Exception:  # a record without its key: one by one, to the policy
+                keys = None
+        if keys is not None and stamps:
+            low, high = min(stamps), max(stamps)
+            start = low - low % pane
+            if high - high % pane == start:  # the whole batch in one pane (usual)
+                bucket = by_time.get(start)
+                if bucket is None:
+                    bucket = by_time[start] = {}
+                    heapq.heappush(table.heap, start)
+                done = _count_keys(bucket, keys)
+                while done < len(keys):  # an unhashable key stopped the count there
+                    self.ctx.reject(batch[done], TypeError(f"unhashable key {keys[done]!r}"))
+                    done += 1
+                    done += _count_keys(bucket, keys[done:])
+                batch, stamps, keys = [], [], []
         if keys is None:
             for record, ts in zip(batch, stamps, strict=True):
                 start = ts - ts % pane
@@ -383,6 +416,21 @@ class PaneWindowLogic(_WindowLogic):
                 unneeded = min(unneeded, bound - lateness - size - pane + 1)
             table.pop_until(unneeded - 1)
         return out
+
+
+def _count_keys(bucket: dict[Any, int], keys: list[Any]) -> int:
+    """Add one to ``bucket[key]`` for each key, in one C-level loop; the number of
+    keys counted, which stops short at the first key that cannot be hashed."""
+    try:
+        count_elements(bucket, keys)
+        return len(keys)
+    except TypeError:
+        for index, key in enumerate(keys):
+            try:
+                hash(key)
+            except TypeError:
+                return index
+        raise
 
 
 class SessionWindowLogic(_WindowLogic):

@@ -508,6 +508,21 @@ _PREDICATES = (
 )
 
 
+def is_predicate(node: exp.Expr) -> bool:
+    """A comparison or logic: it gives exactly True, False or NULL."""
+    inner = node.this if isinstance(node, exp.Paren) else node
+    return isinstance(inner, _PREDICATES)
+
+
+def conjuncts(node: exp.Expr) -> list[exp.Expr]:
+    """``a AND b AND c`` as its parts (a row passes only if each part is TRUE)."""
+    if isinstance(node, exp.Paren):
+        return conjuncts(node.this)
+    if isinstance(node, exp.And):
+        return conjuncts(node.this) + conjuncts(node.expression)
+    return [node]
+
+
 def condition_of(
     node: exp.Expr,
     columns: Callable[[exp.Column], str] | None = None,
@@ -516,5 +531,4 @@ def condition_of(
     """A WHERE/HAVING condition, and whether it gives exactly True, False or NULL
     (comparisons and logic: a row is kept when it ``is True``; any other expression
     is kept when ``is_true``)."""
-    inner = node.this if isinstance(node, exp.Paren) else node
-    return compile_expression(node, columns, functions), isinstance(inner, _PREDICATES)
+    return compile_expression(node, columns, functions), is_predicate(node)

@@ -26,7 +26,17 @@ from typing import Any
 
 from sqlglot import exp
 
-from reflow.table.expressions import Compiled, _constant, _int_div, _mod, _text, is_true
+from reflow.connectors.typed import row_type
+from reflow.table.expressions import (
+    Compiled,
+    _constant,
+    _int_div,
+    _mod,
+    _text,
+    conjuncts,
+    is_predicate,
+    is_true,
+)
 
 __all__ = ["Kernel", "is_plain_identifier", "select_kernel"]
 
@@ -69,6 +79,9 @@ class Kernel:
 
     source: str
     values: Mapping[str, Any] = field(default_factory=dict)
+    row: tuple[str, ...] = ()
+    """Columns of the typed output rows (``_Row``); the class is made where the
+    kernel is built, so a kernel pickles to a Ray actor without it."""
 
     def build(
         self, reject: Callable[[Any, BaseException], None]
@@ -76,6 +89,8 @@ class Kernel:
         code = _code(self.source)
         namespace: dict[str, Any] = {"__builtins__": {"Exception": Exception}, **self.values}
         namespace["_reject"] = reject
+        if self.row:
+            namespace["_Row"] = row_type({name: "ANY" for name in self.row})
         # reflow's own template source: no text of the query is in it (module docstring)
         exec(code, namespace)
         kernel: Callable[[list[Any]], list[Any]] = namespace["_kernel"]
@@ -219,11 +234,11 @@ def select_kernel(
     resolve: Callable[[exp.Column], str],
     typed: bool,
     fallback: Fallback,
-    output_type: type | None = None,
+    typed_outputs: bool = False,
 ) -> Kernel:
     """The kernel of ``WHERE condition`` and the projection ``outputs`` (None: rows
     pass unchanged). Rows are typed (attributes) or dicts (``row.get``); the output
-    rows are ``output_type(*values)`` when given, dicts otherwise.
+    rows are typed rows of the output names with ``typed_outputs``, dicts otherwise.
 
     Raises:
         SqlError: an expression reflow SQL does not support (from ``fallback``).
@@ -259,21 +274,19 @@ def select_kernel(
                 reads.append(f"            {local} = {column(name)}")
                 locals_[name] = local
         lines += reads
-        parts = _conjuncts(condition)
+        parts = conjuncts(condition)
         for part in parts:
             text = writer.expr(part)
-            inner = part.this if isinstance(part, exp.Paren) else part
             # a comparison or logic gives exactly True/False/None: keep it if True
-            exact = isinstance(inner, _PREDICATES)
-            test = f"({text}) is not True" if exact else f"not {writer.truth(text)}"
+            test = f"({text}) is not True" if is_predicate(part) else f"not {writer.truth(text)}"
             lines.append(f"            if {test}:")
             lines.append("                continue")
     if outputs is None:
         lines.append("            append(row)")
     else:
         values = [writer.expr(node) for _, node in outputs]
-        if output_type is not None:
-            made = f"{writer.bind(output_type)}({', '.join(values)})"
+        if typed_outputs:
+            made = f"_Row({', '.join(values)})"
         else:
             pairs = [
                 f"{writer.bind(name)}: {value}"
@@ -286,7 +299,8 @@ def select_kernel(
         "            _reject(row, exc)",
         "    return out",
     ]
-    return Kernel("\n".join(lines) + "\n", dict(writer.values))
+    row = tuple(name for name, _ in outputs) if typed_outputs and outputs else ()
+    return Kernel("\n".join(lines) + "\n", dict(writer.values), row)
 
 
 def _attribute(name: str) -> Compiled:
@@ -294,29 +308,3 @@ def _attribute(name: str) -> Compiled:
 
     getter: Compiled = operator.attrgetter(name)
     return getter
-
-
-def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
-    """``a AND b AND c`` as its parts (a WHERE keeps a row only if each is TRUE)."""
-    inner = node.this if isinstance(node, exp.Paren) else node
-    if isinstance(inner, exp.And):
-        return _conjuncts(inner.left) + _conjuncts(inner.right)
-    return [node]
-
-
-_PREDICATES = (
-    exp.EQ,
-    exp.NEQ,
-    exp.GT,
-    exp.GTE,
-    exp.LT,
-    exp.LTE,
-    exp.And,
-    exp.Or,
-    exp.Not,
-    exp.Is,
-    exp.In,
-    exp.Between,
-    exp.Like,
-    exp.ILike,
-)

@@ -41,6 +41,7 @@ from reflow.table.expressions import (
     SqlError,
     compile_expression,
     condition_of,
+    conjuncts,
     fail,
     interval_ms,
     is_true,
@@ -560,7 +561,7 @@ class _Planner:
             stream = stream.transform(
                 SelectOp(condition, None, exact, kernel=kernel), id=self.step("where")
             )
-        aggregated, names = self.aggregate(query, stream, column, window, group)
+        aggregated, names, typed = self.aggregate(query, stream, column, window, group)
         # A window's rows leave in the order of their end: window_end is their event
         # time, ready for a window or join further on (as Flink's window_time).
         ends = _carried_watermark(
@@ -568,8 +569,10 @@ class _Planner:
             Relation(stream, ("window_end",), "", ("window_end", 0), {"window_end": "BIGINT"}),
         )
         if window is None or ends is None:
-            return Relation(aggregated, names, "the aggregate", None, {})
-        return Relation(aggregated, names, "the window aggregate", ends, {ends[0]: "BIGINT"})
+            return Relation(aggregated, names, "the aggregate", None, {}, typed=typed)
+        return Relation(
+            aggregated, names, "the window aggregate", ends, {ends[0]: "BIGINT"}, typed=typed
+        )
 
     def interval_join(self, left: Relation, join: exp.Join) -> Relation:
         """``L JOIN R ON L.k = R.k AND R.t BETWEEN L.t - INTERVAL ... AND L.t + INTERVAL ...``
@@ -618,7 +621,7 @@ class _Planner:
         high: int | None = None
         times: list[tuple[int, str]] = []
         residual: list[exp.Expr] = []
-        for part in _conjuncts(on):
+        for part in conjuncts(on):
             if isinstance(part, exp.EQ):
                 a, b = side(part.this), side(part.expression)
                 if a is not None and b is not None and a[0] != b[0]:
@@ -791,7 +794,7 @@ class _Planner:
         if on is None:
             raise fail(join, "a lookup JOIN needs ON with the lookup key: ON o.k = d.id")
         pairs: list[tuple[str, str]] = []
-        for part in _conjuncts(on):
+        for part in conjuncts(on):
             cols = (part.this, part.expression) if isinstance(part, exp.EQ) else ()
             if len(cols) == 2 and all(isinstance(c, exp.Column) for c in cols):
                 mine = [
@@ -870,14 +873,13 @@ class _Planner:
     ) -> Kernel:
         """The generated loop of a WHERE and projection over ``column``'s rows; its
         output rows are typed rows of ``typed_outputs`` (column names) when given."""
-        output_type = row_type({n: "ANY" for n in typed_outputs}) if typed_outputs else None
         return select_kernel(
             condition,
             outputs,
             resolve=column.resolve,
             typed=column.typed,
             fallback=lambda node: self.compile(node, column),
-            output_type=output_type,
+            typed_outputs=bool(typed_outputs),
         )
 
     def projected(self, items: list[exp.Expr], relation: Relation) -> list[tuple[str, exp.Expr]]:
@@ -909,8 +911,8 @@ class _Planner:
         column: Callable[[exp.Column], str],
         window: WindowSpec | None,
         group: exp.Group | None,
-    ) -> tuple[Stream[Any], tuple[str, ...]]:
-        """The aggregated stream and its output columns."""
+    ) -> tuple[Stream[Any], tuple[str, ...], bool]:
+        """The aggregated stream, its output columns and whether its rows are typed."""
         keys: list[exp.Expr] = []
         for expression in group.expressions if group is not None else []:
             if isinstance(expression, exp.Column) and expression.name in WINDOW_COLUMNS:
@@ -977,50 +979,41 @@ class _Planner:
         # Without HAVING, and when every output column is a name (no expression that
         # could fail on a row), the output row is made where the aggregate emits.
         direct = condition is None and all(isinstance(e, exp.Column) for e in plain_outputs)
-        project = _projector(tuple(outputs)) if direct else None
-
-        def row_of(k: Any, values: Any) -> dict[str, Any]:
-            row = {names[0]: k} if single else dict(zip(names, k, strict=True))
-            if only_count:
-                row["__agg0"] = values
-            else:
-                row.update((f"__agg{i}", v) for i, v in enumerate(values))
-            return row
+        names_out = tuple(name for name, _ in outputs)
+        # The values an aggregate's result row is made of, in this order.
+        layout = [*names, *(WINDOW_COLUMNS if window is not None else ())]
+        layout += [f"__agg{i}" for i in range(len(calls))]
+        picks = (
+            [layout.index(e.name) for e in plain_outputs] if direct else list(range(len(layout)))
+        )
+        typed = direct and all(is_plain_identifier(n) for n in names_out)
+        make = _RowMaker(tuple(picks), names_out if direct else tuple(layout), typed)
 
         keyed = stream.key_by(key, id=self.step("group-by"))
         if window is not None:
 
-            def emit(k: Any, start: int, end: int, values: Any) -> dict[str, Any]:
-                row = row_of(k, values)
-                row["window_start"] = start
-                row["window_end"] = end
-                return row if project is None else project(row)
+            def emit(k: Any, start: int, end: int, values: Any) -> Any:
+                keys = (k,) if single else k
+                return make(
+                    (*keys, start, end, values) if only_count else (*keys, start, end, *values)
+                )
 
             aggregated = keyed.window(window).aggregate(
                 aggregate, emit=emit, id=self.step("window-aggregate")
             )
         else:
 
-            def output(k: Any, values: Any) -> dict[str, Any]:
-                row = row_of(k, values)
-                return row if project is None else project(row)
+            def output(k: Any, values: Any) -> Any:
+                keys = (k,) if single else k
+                return make((*keys, values) if only_count else (*keys, *values))
 
             aggregated = keyed.aggregate(aggregate, output=output, id=self.step("aggregate"))
-        names_out = tuple(name for name, _ in outputs)
-        if project is not None:
-            return aggregated, names_out
+        if direct:
+            return aggregated, names_out, typed
         selected = aggregated.transform(
             SelectOp(condition, tuple(outputs), having_exact), id=self.step("having-select")
         )
-        return selected, names_out
-
-
-def _conjuncts(node: exp.Expr) -> list[exp.Expr]:
-    if isinstance(node, exp.Paren):
-        return _conjuncts(node.this)
-    if isinstance(node, exp.And):
-        return _conjuncts(node.this) + _conjuncts(node.expression)
-    return [node]
+        return selected, names_out, False
 
 
 Moment = Callable[[exp.Expr], "tuple[int, str, int] | None"]
@@ -1066,7 +1059,7 @@ def _keeps_first(where: exp.Where | None, column: str) -> bool:
     """Whether WHERE keeps only the rows numbered 1 in ``column`` (rn = 1, rn <= 1, rn < 2)."""
     if where is None:
         return False
-    for part in _conjuncts(where.this):
+    for part in conjuncts(where.this):
         left, right = part.args.get("this"), part.args.get("expression")
         if not (isinstance(left, exp.Column) and left.name == column):
             continue
@@ -1165,11 +1158,29 @@ def _carried_types(items: list[exp.Expr], relation: Relation) -> dict[str, str]:
     return types
 
 
-def _projector(outputs: tuple[tuple[str, Compiled], ...]) -> Callable[[Any], dict[str, Any]]:
-    def project(row: Any) -> dict[str, Any]:
-        return {name: f(row) for name, f in outputs}
+class _RowMaker:
+    """Makes an aggregate's output row of the values at ``picks`` of a tuple: a typed
+    row of ``names`` (``typed``), or a dict. Pickles by its fields (Ray actors make
+    the row class again from the names)."""
 
-    return project
+    def __init__(self, picks: tuple[int, ...], names: tuple[str, ...], typed: bool) -> None:
+        self.picks, self.names, self.typed = picks, names, typed
+        pick = operator.itemgetter(*picks)
+        kind = row_type({n: "ANY" for n in names}) if typed else None
+        self.make: Callable[[tuple[Any, ...]], Any]
+        if kind is not None:
+            self.make = (lambda v: kind(pick(v))) if len(picks) == 1 else (lambda v: kind(*pick(v)))
+        elif len(picks) == 1:
+            only = names[0]
+            self.make = lambda v: {only: pick(v)}
+        else:
+            self.make = lambda v: dict(zip(names, pick(v), strict=True))
+
+    def __call__(self, values: tuple[Any, ...]) -> Any:
+        return self.make(values)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _RowMaker, (self.picks, self.names, self.typed)
 
 
 def _event_time(column: str, typed: bool = False) -> Callable[[Any], int]:

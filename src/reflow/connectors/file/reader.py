@@ -209,6 +209,9 @@ class LineReader(SourceReader):
         self.lines = lines
         return bool(lines)
 
+    def backlogged(self) -> bool:
+        return self.index < len(self.lines)
+
     async def read_batch(self) -> list[Any] | None:
         if self.index >= len(self.lines) and not await self._refill():
             return None
@@ -494,6 +497,9 @@ class TypedLineReader(LineReader):
         if self.body and not self.piece:
             self.piece = max(1, len(self.body) * self.batch // (self.body.count(b"\n") or 1))
         return bool(self.body)
+
+    def backlogged(self) -> bool:
+        return self.cursor < len(self.body)
 
     async def read_batch(self) -> list[Any] | None:
         if self.cursor >= len(self.body) and not await self._refill():
