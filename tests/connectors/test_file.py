@@ -311,7 +311,7 @@ def test_typed_reader_decodes_whole_chunks_splits_and_resumes_exactly(
     # Three readers of byte ranges: every row once.
     splits = file_reader.plan_splits([str(path)], 3, True)
     parts = [_typed_rows_read(path, [s], 50)[0] for s in splits]
-    assert sorted(sum(parts, [])) == rows
+    assert sorted(row for part in parts for row in part) == rows
     # Stopped after 9 batches, resumed from the position: the rest, nothing twice.
     head, position = _typed_rows_read(path, whole, 37, stop_after=9)
     rest, _ = _typed_rows_read(path, whole, 37, position=position)
