@@ -10,8 +10,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import IO, Any
 
 import msgspec
@@ -116,10 +116,13 @@ class _RawChunks:
 
 
 class LineReader(SourceReader):
-    """JSON lines or text lines from a list of splits, ``batch_size`` lines per batch.
+    """JSON lines or text lines from a list of splits, about ``batch_size`` lines per
+    batch.
 
-    While the records of one chunk are parsed and processed, the next chunk is
-    already being read in the I/O pool.
+    Chunks are read in the I/O pool (the next one while the current one is parsed).
+    A batch is a piece of the chunk's bytes cut at the line end nearest
+    ``batch_size`` lines' worth of bytes, so the position after it is exact and
+    costs nothing to keep; only the piece is cut into lines.
     """
 
     def __init__(
@@ -129,23 +132,21 @@ class LineReader(SourceReader):
         encoding: str,
         ctx: ConnectorContext,
         storage: Storage | None = None,
-        row: type[Any] | None = None,
     ):
         self.storage = storage or LocalStorage()
         self.splits = list(splits)
         self.fmt = fmt
-        self.row = row
-        """JSON lines decode into this typed row class (a declared schema), not dicts."""
         self.encoding = encoding
         self.ctx = ctx
         self.batch = max(1, ctx.batch_size)
         self.current: _RawChunks | None = None
         self.pending: asyncio.Future[bytes | None] | None = None
-        self.lines: list[bytes] = []
-        self.index = 0
+        self.body = b""  # the whole lines of the chunk being read
+        self.cursor = 0  # offset in body of the next batch
+        self.body_base = 0  # file offset of body
         self.carry = b""
-        self.line_base: int | None = None  # line number of lines[0], when known
-        self.byte_base = 0  # file offset of lines[0]
+        self.piece = 0  # bytes of about `batch` lines, from the first chunk
+        self.line_base: int | None = None  # number of the line at cursor, when known
         self.split_cursor = -1  # index of the split being read
         self.position = 0  # file offset after the last line returned
 
@@ -165,8 +166,11 @@ class LineReader(SourceReader):
         self.splits = remaining
         self.split_cursor = cursor - 1
 
+    def backlogged(self) -> bool:
+        return self.cursor < len(self.body)
+
     async def _refill(self) -> bool:
-        """Load the next chunk's lines; False at the end of every split."""
+        """Load the next chunk's whole lines; False at the end of every split."""
         while True:
             if self.current is None:
                 if not self.splits:
@@ -175,13 +179,8 @@ class LineReader(SourceReader):
                 self.split_cursor += 1
                 self.current = await self.ctx.run_blocking(_RawChunks, split, self.storage)
                 self.line_base = 1 if split.start == 0 else None
-                self.byte_base = self.current.position
                 self.position = self.current.position
                 self.carry = b""
-            if self.line_base is not None:
-                self.line_base += len(self.lines)
-            self.byte_base += sum(map(len, self.lines))
-            self.lines, self.index = [], 0
             if self.pending is not None:
                 data, self.pending = await self.pending, None
             else:
@@ -201,51 +200,60 @@ class LineReader(SourceReader):
                 return True
 
     def _take(self, data: bytes, final: bool) -> bool:
-        """Hold the whole lines of ``data`` (all of it when ``final``), keep the rest
-        as carry; False when there is no whole line."""
-        lines = data.splitlines(keepends=True)
-        if not final:
-            self.carry = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
-        self.lines = lines
-        return bool(lines)
-
-    def backlogged(self) -> bool:
-        return self.index < len(self.lines)
+        """Hold the whole lines of ``data`` (all of it when ``final``) as the body to
+        read, keep the rest as carry; False when there is no whole line."""
+        cut = len(data) if final else data.rfind(b"\n") + 1
+        # Every earlier body was read whole: this one starts where the last batch ended.
+        self.body_base = self.position
+        self.body, self.carry = data[:cut], data[cut:]
+        self.cursor = 0
+        if self.body and not self.piece:
+            self.piece = max(1, len(self.body) * self.batch // (self.body.count(b"\n") or 1))
+        return bool(self.body)
 
     async def read_batch(self) -> list[Any] | None:
-        if self.index >= len(self.lines) and not await self._refill():
+        if self.cursor >= len(self.body) and not await self._refill():
             return None
-        first = self.index
-        self.index = first + self.batch
-        lines = self.lines[first : self.index]
-        self.position += sum(map(len, lines))
+        body, start = self.body, self.cursor
+        end = body.find(b"\n", start + self.piece - 1)
+        end = len(body) if end < 0 else end + 1
+        self.cursor = end
+        self.position = self.body_base + end
+        return await self._decode(body[start:end], self.body_base + start)
+
+    async def _decode(self, piece: bytes, offset: int) -> list[Any]:
+        """The records of ``piece``, whole lines starting at file ``offset``."""
+        lines = piece.splitlines(keepends=True)
+        first = self.line_base
+        if first is not None:
+            self.line_base = first + len(lines)
+        where = self._locator(lines, offset, first)
         if self.fmt == "json":
-            if self.row is not None:
-                where = partial(self._where, first)
-                return decode_typed_lines(lines, self.row, self.ctx.reject, where)
-            return decode_json_lines(lines, self.ctx.reject, partial(self._where, first))
+            return decode_json_lines(lines, self.ctx.reject, where)
         encoding = self.encoding
         try:
             return [line.decode(encoding).rstrip("\r\n") for line in lines]
         except UnicodeDecodeError:
-            return self._decode_each(lines, first)
-
-    def _decode_each(self, lines: list[bytes], first: int) -> list[Any]:
-        """Lines one by one: a line that is not valid text goes to the error policy."""
+            pass
         out = []
         for index, line in enumerate(lines):
             try:
-                out.append(line.decode(self.encoding).rstrip("\r\n"))
+                out.append(line.decode(encoding).rstrip("\r\n"))
             except UnicodeDecodeError as exc:
-                where = self._where(first, index)
-                self.ctx.reject(line, ValueError(f"{where}: not valid {self.encoding}: {exc}"))
+                self.ctx.reject(line, ValueError(f"{where(index)}: not valid {encoding}: {exc}"))
         return out
 
-    def _where(self, first: int, index: int) -> str:
+    def _locator(self, lines: list[bytes], offset: int, first: int | None) -> Callable[[int], str]:
+        """Names the place of ``lines[index]`` for an error: file and line number, or
+        byte offset when the split starts inside the file."""
         path = self.current.split.path if self.current is not None else "file"
-        if self.line_base is not None:
-            return f"{path}:{self.line_base + first + index}"
-        return f"{path} at byte {self.byte_base + sum(map(len, self.lines[: first + index]))}"
+
+        def where(index: int) -> str:
+            if first is not None:
+                return f"{path}:{first + index}"
+            return f"{path} at byte {offset + sum(map(len, lines[:index]))}"
+
+        return where
 
     async def close(self) -> None:
         if self.pending is not None:
@@ -466,12 +474,10 @@ class ParquetReader(_WholeFiles):
 
 
 class TypedLineReader(LineReader):
-    """JSON lines decoded into typed rows of a declared schema, a batch's lines at a
-    time in one C-level call (msgspec's ``decode_lines``) straight from the chunk's
-    bytes: no bytes object per line. A batch is about ``batch_size`` lines (cut at
-    the line end nearest that many lines' bytes), and ends on a line end, so the
-    position after it is exact. Only a batch holding a bad line is cut into lines,
-    and the line is rejected with its file and line number."""
+    """JSON lines decoded into typed rows of a declared schema, a batch's piece at a
+    time in one C-level call (msgspec's ``decode_lines``) straight from the bytes:
+    no bytes object per line. Only a piece holding a bad line is cut into lines; the
+    line is rejected with its file and line number, counted only then."""
 
     def __init__(
         self,
@@ -480,59 +486,24 @@ class TypedLineReader(LineReader):
         row: type[Any],
         storage: Storage | None = None,
     ) -> None:
-        super().__init__(splits, "json", "utf-8", ctx, storage, row)
+        super().__init__(splits, "json", "utf-8", ctx, storage)
+        self.row = row
         self.decode_lines = typed_decoder(row).decode_lines
-        self.body = b""
-        self.cursor = 0  # offset in body of the next batch
-        self.body_base = 0  # file offset of body
-        self.piece = 0  # bytes of about `batch` lines, from the first chunk
         self.counted = ("", 0, 1)  # (path, offset, number of the line starting there)
 
-    def _take(self, data: bytes, final: bool) -> bool:
-        cut = len(data) if final else data.rfind(b"\n") + 1
-        # Every earlier body was read whole: this one starts where the last batch ended.
-        self.body_base = self.position
-        self.body, self.carry = data[:cut], data[cut:]
-        self.cursor = 0
-        if self.body and not self.piece:
-            self.piece = max(1, len(self.body) * self.batch // (self.body.count(b"\n") or 1))
-        return bool(self.body)
-
-    def backlogged(self) -> bool:
-        return self.cursor < len(self.body)
-
-    async def read_batch(self) -> list[Any] | None:
-        if self.cursor >= len(self.body) and not await self._refill():
-            return None
-        body, start = self.body, self.cursor
-        end = body.find(b"\n", start + self.piece - 1)
-        end = len(body) if end < 0 else end + 1
-        piece = body[start:end]
-        self.cursor = end
-        self.position = self.body_base + end
+    async def _decode(self, piece: bytes, offset: int) -> list[Any]:
         try:
             rows: list[Any] = self.decode_lines(piece)
             return rows
         except msgspec.DecodeError:
             pass
-        return await self._decode_lines_of(piece, self.body_base + start)
-
-    async def _decode_lines_of(self, piece: bytes, offset: int) -> list[Any]:
-        """A piece with a bad line, line by line; the bad line is named by its number
-        when the split starts the file (lines are counted only now, on this path)."""
         lines = piece.splitlines(keepends=True)
-        assert self.current is not None and self.row is not None
-        path = self.current.split.path
         first = None
-        if self.line_base is not None:
-            first = await self.ctx.run_blocking(self._line_at, path, offset)
-
-        def where(index: int) -> str:
-            if first is not None:
-                return f"{path}:{first + index}"
-            return f"{path} at byte {offset + sum(map(len, lines[:index]))}"
-
-        return decode_typed_lines(lines, self.row, self.ctx.reject, where)
+        if self.line_base is not None and self.current is not None:
+            first = await self.ctx.run_blocking(self._line_at, self.current.split.path, offset)
+        return decode_typed_lines(
+            lines, self.row, self.ctx.reject, self._locator(lines, offset, first)
+        )
 
     def _line_at(self, path: str, offset: int) -> int:
         """The number of the line starting at ``offset`` of ``path``, counted on from
