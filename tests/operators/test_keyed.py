@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -244,6 +244,56 @@ def test_interval_join() -> None:
     left.interval_join(right, "k", "k", 0, 1_500, join=lambda a, b: (a["ts"], b["ts"])).sink(sink)
     run_job(flow.to_job())
     assert sink.records == [(1_000, 1_400)]
+
+
+@pytest.mark.parametrize(
+    ("outer", "extra"),
+    [
+        ("left", [(5_000, None), (7_000, None)]),
+        ("right", [(None, 2_600), (None, 1_000), (None, 9_000)]),
+        ("full", [(5_000, None), (7_000, None), (None, 2_600), (None, 1_000), (None, 9_000)]),
+    ],
+)
+def test_outer_interval_join_pads_what_joined_nothing(
+    outer: Literal["left", "right", "full"], extra: list[Any]
+) -> None:
+    """Unmatched records of the outer side come out once the watermark passes their
+    interval (end of input for the last ones); a None key joins nothing; a pair the
+    condition refuses is no match."""
+    flow = Flow("ijoin-outer", batch_size=1)
+    left = flow.source(
+        TestingSource([{"k": 1, "ts": 1_000}, {"k": 1, "ts": 5_000}, {"k": None, "ts": 7_000}]),
+        id="l",
+    ).assign_timestamps("ts")
+    right = flow.source(
+        TestingSource(
+            [
+                {"k": 1, "ts": 1_400},
+                {"k": 1, "ts": 2_600},
+                {"k": 2, "ts": 1_000},
+                {"k": None, "ts": 9_000},
+                {"k": 1, "ts": 5_100, "no": True},
+            ]
+        ),
+        id="r",
+    ).assign_timestamps("ts")
+    sink = TestingSink()
+    left.interval_join(
+        right,
+        "k",
+        "k",
+        0,
+        1_500,
+        join=lambda a, b: (a and a["ts"], b and b["ts"]),
+        outer=outer,
+        condition=lambda pair: pair[1] != 5_100,
+    ).sink(sink)
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    expected = [(1_000, 1_400), *extra]
+    if outer in ("right", "full"):
+        expected.append((None, 5_100))  # refused by the condition: unmatched
+    key = repr
+    assert sorted(sink.records, key=key) == sorted(expected, key=key)
 
 
 def test_lookup_enrichment_from_a_sql_table_with_cache(sqlite_url: str) -> None:

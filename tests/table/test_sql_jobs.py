@@ -93,10 +93,10 @@ def test_set_configures_the_job() -> None:
             "the JOIN needs a time bound",
         ),
         (
-            "INSERT INTO results SELECT a.auction FROM bids a LEFT JOIN bids b ON a.auction = b.auction;",
+            "INSERT INTO results SELECT a.auction FROM bids a CROSS JOIN bids b;",
             7,
             0,
-            "LEFT JOIN is not supported",
+            "CROSS JOIN is not supported; JOIN, LEFT, RIGHT and FULL [OUTER] JOIN are",
         ),
         (
             "INSERT INTO results SELECT auction FROM bids WHERE upper_case(price) = 1;",

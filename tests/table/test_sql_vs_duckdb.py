@@ -278,6 +278,34 @@ JOINS = [
         "ON p.id = b.bidder AND b.ts BETWEEN p.ts AND p.ts + 3000 AND b.price % 2 = 0 "
         "GROUP BY p.id",
     ),
+    # Outer joins: unmatched rows (NULL keys included) padded with NULLs; the other ON
+    # conditions decide what matches.
+    (
+        "SELECT p.name, p.id, b.price FROM people p LEFT JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts - INTERVAL '1' SECOND AND p.ts + INTERVAL '1' SECOND "
+        "AND b.price > 250",
+        "SELECT p.name, p.id, b.price FROM people p LEFT JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts - 1000 AND p.ts + 1000 AND b.price > 250",
+    ),
+    (
+        "SELECT p.name, b.bidder, b.price FROM people p RIGHT OUTER JOIN bids b "
+        "ON p.id = b.bidder AND p.ts BETWEEN b.ts - INTERVAL '500' MILLISECOND AND b.ts",
+        "SELECT p.name, b.bidder, b.price FROM people p RIGHT OUTER JOIN bids b "
+        "ON p.id = b.bidder AND p.ts BETWEEN b.ts - 500 AND b.ts",
+    ),
+    (
+        "SELECT p.id, b.bidder, b.price FROM people p FULL JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts AND p.ts + INTERVAL '2' SECOND WHERE b.price IS NULL "
+        "OR b.price < 400",
+        "SELECT p.id, b.bidder, b.price FROM people p FULL JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts AND p.ts + 2000 WHERE b.price IS NULL OR b.price < 400",
+    ),
+    (
+        "SELECT p.id, COUNT(b.price) AS n FROM people p LEFT JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts AND p.ts + INTERVAL '2' SECOND GROUP BY p.id",
+        "SELECT p.id, COUNT(b.price) AS n FROM people p LEFT JOIN bids b ON p.id = b.bidder "
+        "AND b.ts BETWEEN p.ts AND p.ts + 2000 GROUP BY p.id",
+    ),
 ]
 
 

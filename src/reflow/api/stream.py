@@ -19,7 +19,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar, Unpack, overload
 
 from reflow.api.builders import StreamGraphBuilder
 from reflow.graph.durations import DurationLike, millis
@@ -310,9 +310,14 @@ class Stream(Generic[T]):
         join: Callable[[Any, Any], Any] | None = None,
         left_timestamp: str | Callable[[Any], int] | None = None,
         right_timestamp: str | Callable[[Any], int] | None = None,
+        outer: Literal["inner", "left", "right", "full"] = "inner",
+        condition: Callable[[Any], bool] | None = None,
         id: str | None = None,
     ) -> Stream[Any]:
-        """Pairs where other.ts is in [ts + lower_ms, ts + upper_ms], equal keys."""
+        """Pairs where other.ts is in [ts + lower_ms, ts + upper_ms], equal keys (and
+        ``condition(joined)`` holds). ``outer="left"|"right"|"full"`` also emits the
+        records of that side that joined nothing, as ``join(record, None)`` /
+        ``join(None, record)``, once the watermark passes their interval."""
         lt, rt = self._timestamps(other, left_timestamp, right_timestamp)
         op = IntervalJoinOp(
             left_key,
@@ -322,6 +327,8 @@ class Stream(Generic[T]):
             join=join or default_join,
             lower_ms=millis(lower_ms, "interval join lower bound"),
             upper_ms=millis(upper_ms, "interval join upper bound"),
+            outer=outer,
+            condition=condition,
         )
         return self._two_input(other, op, id, "interval-join")
 

@@ -136,10 +136,20 @@ class _WindowJoinLogic(OperatorLogic):
 
 @dataclass(frozen=True, slots=True)
 class IntervalJoinOp(_TwoInputJoin):
-    """Pairs where right.ts lies in [left.ts + lower_ms, left.ts + upper_ms], equal keys."""
+    """Pairs where right.ts lies in [left.ts + lower_ms, left.ts + upper_ms], equal keys.
+
+    ``outer`` ``"left"``/``"right"``/``"full"`` also emits each record of that side
+    that joined nothing, as ``join(record, None)`` / ``join(None, record)``, once the
+    watermark passes the last time a partner could have (Flink's outer interval
+    join); in an outer join a key that is None (or a tuple holding None) joins
+    nothing, as SQL's NULL. ``condition(joined)`` must also hold for a pair to join
+    (SQL's other ON conditions: they decide what counts as a match).
+    """
 
     lower_ms: int = 0
     upper_ms: int = 0
+    outer: Literal["inner", "left", "right", "full"] = "inner"
+    condition: Callable[[Any], bool] | None = None
 
     operator_type: ClassVar[str] = "interval_join"
     uses_event_time: ClassVar[bool] = True
@@ -149,12 +159,23 @@ class IntervalJoinOp(_TwoInputJoin):
         object.__setattr__(self, "upper_ms", millis(self.upper_ms, "interval join upper bound"))
         if self.lower_ms > self.upper_ms:
             raise GraphValidationError("interval join: lower bound must be <= upper bound")
+        if self.outer not in ("inner", "left", "right", "full"):
+            raise GraphValidationError(
+                f"interval join: outer must be inner, left, right or full, not {self.outer!r}"
+            )
 
     def build(self, ctx: OperatorContext) -> OperatorLogic:
         return _IntervalJoinLogic(self, ctx)
 
 
+def _null_key(key: Any) -> bool:
+    return key is None or (type(key) is tuple and None in key)
+
+
 class _IntervalJoinLogic(OperatorLogic):
+    """Each side's records per key as ``(ts, record)``, or ``(ts, record, joined)`` in
+    an outer join, until the watermark passes the last time a partner could come."""
+
     def __init__(self, spec: IntervalJoinOp, ctx: OperatorContext) -> None:
         backend = ctx.state if ctx.state is not None else MemoryBackend()
         self.sides: StateTable = backend.table(ctx.step_id, ctx.subtask_index, "ij")
@@ -163,48 +184,77 @@ class _IntervalJoinLogic(OperatorLogic):
         self.ts_of = spec.timestamp_of
         self.lower, self.upper = spec.lower_ms, spec.upper_ms
         self.join = spec.join
+        self.condition = spec.condition
+        self.ctx = ctx
+        self.tracking = spec.outer != "inner"
+        self.padded = (spec.outer in ("left", "full"), spec.outer in ("right", "full"))
+
+    def _pad(self, side: int, record: Any) -> Any:
+        return self.join(record, None) if side == LEFT else self.join(None, record)
 
     def process(self, batch: list[Any]) -> list[Any]:
         out: list[Any] = []
-        lower, upper = self.lower, self.upper
+        lower, upper, join, condition = self.lower, self.upper, self.join, self.condition
+        tracking = self.tracking
         for item in batch:
             side, record = item
             ts = self.ts_of(item)
             key = self.key_of(item)
+            if tracking and _null_key(key):  # NULL joins nothing
+                if self.padded[side]:
+                    out.append(self._pad(side, record))
+                continue
             other = self.sides.get((key, 1 - side)) or []
-            if side == LEFT:
-                out.extend(
-                    self.join(record, r) for rts, r in other if ts + lower <= rts <= ts + upper
-                )
-                expires = ts + upper
-            else:
-                out.extend(
-                    self.join(left, record)
-                    for lts, left in other
-                    if lts + lower <= ts <= lts + upper
-                )
-                expires = ts - lower
+            joined = False
+            marked = False
+            for index, entry in enumerate(other):
+                if side == LEFT:
+                    if not ts + lower <= entry[0] <= ts + upper:
+                        continue
+                    row = join(record, entry[1])
+                else:
+                    if not entry[0] + lower <= ts <= entry[0] + upper:
+                        continue
+                    row = join(entry[1], record)
+                if condition is not None:
+                    try:
+                        if not condition(row):
+                            continue
+                    except Exception as exc:  # the pair goes to the error policy
+                        self.ctx.reject(row, exc)
+                        continue
+                out.append(row)
+                joined = True
+                if tracking and not entry[2]:
+                    other[index] = (entry[0], entry[1], True)
+                    marked = True
+            if marked:
+                self.sides.put((key, 1 - side), other)
             mine = self.sides.get((key, side)) or []
-            mine.append((ts, record))
+            mine.append((ts, record, joined) if tracking else (ts, record))
             self.sides.put((key, side), mine)
-            self.expiry.put(expires, (key, side), None)
+            self.expiry.put(ts + upper if side == LEFT else ts - lower, (key, side), None)
         return out
 
     def partition_key(self, table: str, key: Any) -> Any:
         return key[0]  # entries are keyed (record key, side)
 
     def on_watermark(self, watermark: int) -> list[Any]:
+        out: list[Any] = []
         for _, (key, side), _ in self.expiry.pop_until(watermark):
             entries = self.sides.get((key, side)) or []
             if side == LEFT:
-                alive = [(ts, r) for ts, r in entries if ts + self.upper > watermark]
+                alive = [e for e in entries if e[0] + self.upper > watermark]
             else:
-                alive = [(ts, r) for ts, r in entries if ts - self.lower > watermark]
+                alive = [e for e in entries if e[0] - self.lower > watermark]
+            if self.tracking and self.padded[side] and len(alive) < len(entries):
+                kept = {id(e) for e in alive}
+                out.extend(self._pad(side, e[1]) for e in entries if id(e) not in kept and not e[2])
             if alive:
                 self.sides.put((key, side), alive)
             else:
                 self.sides.delete((key, side))
-        return []
+        return out
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, Literal, TypeVar
 
 from sqlglot import exp
 
@@ -578,8 +578,25 @@ class _Planner:
         """``L JOIN R ON L.k = R.k AND R.t BETWEEN L.t - INTERVAL ... AND L.t + INTERVAL ...``
         as an interval join on event time: equal keys (a NULL key matches nothing),
         times within the bounds; other conditions in ON filter the joined rows."""
-        if join.side or join.kind not in ("", "INNER"):
-            raise fail(join, f"{join.side or join.kind} JOIN is not supported; an inner JOIN is")
+        side_word = (join.side or "").upper()
+        if join.kind not in ("", "INNER", "OUTER") or side_word not in (
+            "",
+            "LEFT",
+            "RIGHT",
+            "FULL",
+        ):
+            raise fail(
+                join,
+                f"{side_word or join.kind} JOIN is not supported; JOIN, LEFT, RIGHT and FULL "
+                "[OUTER] JOIN are",
+            )
+        outers: dict[str, Literal["inner", "left", "right", "full"]] = {
+            "": "inner",
+            "LEFT": "left",
+            "RIGHT": "right",
+            "FULL": "full",
+        }
+        outer = outers[side_word]
         right, window, _ = self.from_clause(join.this)
         if window is not None:
             raise fail(join, "a window table function cannot be joined")
@@ -653,9 +670,11 @@ class _Planner:
         readers: list[Callable[[Any], int]] = []
         for index, (relation, alias) in enumerate(((left, la), (right, ra))):
             names = [k[index] for k in keys]
-            stream = relation.stream.transform(  # a NULL key never joins
-                SelectOp(_all_present(names), None, True), id=self.step(f"join-{alias}-keys")
-            )
+            stream = relation.stream
+            if outer == "inner":  # a NULL key never joins (an outer join pads its rows)
+                stream = stream.transform(
+                    SelectOp(_all_present(names), None, True), id=self.step(f"join-{alias}-keys")
+                )
             stream, reader = self.timestamped(
                 relation, stream, time_of[index], on, f"join-{alias}-timestamps"
             )
@@ -665,27 +684,10 @@ class _Planner:
         columns = [f"{la}.{c}" for c in left.columns] + [f"{ra}.{c}" for c in right.columns]
         shared = set(left.columns) & set(right.columns)
         plain = [c for c in (*left.columns, *right.columns) if c not in shared]
-        joined = streams[0].interval_join(
-            streams[1],
-            _key_of(left_names),
-            _key_of(right_names),
-            low,
-            high,
-            join=_combine(la, ra, shared),
-            left_timestamp=readers[0],
-            right_timestamp=readers[1],
-            id=self.step("interval-join"),
-        )
-        relation = Relation(
-            joined,
-            tuple(plain + columns),
-            "the JOIN",
-            None,
-            {f"{la}.{c}": t for c, t in left.types.items()}
-            | {f"{ra}.{c}": t for c, t in right.types.items()},
-        )
-        if residual:
-            resolve = {c: c for c in relation.columns}
+        names_out = tuple(plain + columns)
+        condition: Callable[[Any], bool] | None = None
+        if residual:  # other ON conditions decide which pairs join (and which rows pad)
+            resolve = set(names_out)
 
             def joined_column(node: exp.Column) -> str:
                 name = f"{node.table}.{node.name}" if node.table else node.name
@@ -693,13 +695,30 @@ class _Planner:
                     raise fail(node, f"no column {node.sql()} in the JOIN")
                 return name
 
-            condition = exp.and_(*residual)
-            compiled, exact = condition_of(condition, joined_column, self.functions)
-            filtered = joined.transform(
-                SelectOp(compiled, None, exact), id=self.step("join-condition")
-            )
-            relation = replace(relation, stream=filtered)
-        return relation
+            compiled, _ = condition_of(exp.and_(*residual), joined_column, self.functions)
+            condition = _holds(compiled)
+        key_fn = _key_of if outer == "inner" else _nullable_key_of
+        joined = streams[0].interval_join(
+            streams[1],
+            key_fn(left_names),
+            key_fn(right_names),
+            low,
+            high,
+            join=_combine(la, ra, shared, left.columns, right.columns),
+            left_timestamp=readers[0],
+            right_timestamp=readers[1],
+            outer=outer,
+            condition=condition,
+            id=self.step("interval-join"),
+        )
+        return Relation(
+            joined,
+            names_out,
+            "the JOIN",
+            None,
+            {f"{la}.{c}": t for c, t in left.types.items()}
+            | {f"{ra}.{c}": t for c, t in right.types.items()},
+        )
 
     def earliest(
         self,
@@ -1110,11 +1129,40 @@ def _key_of(names: list[str]) -> Callable[[Any], Any]:
     return operator.itemgetter(*names)
 
 
-def _combine(left: str, right: str, shared: set[str]) -> Callable[[Any, Any], dict[str, Any]]:
-    """A joined row: every column as ``alias.column``, and by its own name where only
-    one side has it."""
+def _holds(condition: Compiled) -> Callable[[Any], bool]:
+    def holds(row: Any) -> bool:
+        return is_true(condition(row))
 
-    def combine(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return holds
+
+
+def _nullable_key_of(names: list[str]) -> Callable[[Any], Any]:
+    """The key of an outer join's row: a missing column is NULL (and joins nothing)."""
+    getters = [operator.methodcaller("get", n) for n in names]
+    if len(getters) == 1:
+        return getters[0]
+
+    def key(row: Any) -> tuple[Any, ...]:
+        return tuple(g(row) for g in getters)
+
+    return key
+
+
+def _combine(
+    left: str,
+    right: str,
+    shared: set[str],
+    left_columns: tuple[str, ...] = (),
+    right_columns: tuple[str, ...] = (),
+) -> Callable[[Any, Any], dict[str, Any]]:
+    """A joined row: every column as ``alias.column``, and by its own name where only
+    one side has it; the missing side of an outer join's row is all NULL."""
+
+    def combine(a: dict[str, Any] | None, b: dict[str, Any] | None) -> dict[str, Any]:
+        if a is None:
+            a = dict.fromkeys(left_columns)
+        if b is None:
+            b = dict.fromkeys(right_columns)
         row = {k: v for k, v in a.items() if k not in shared}
         row.update((k, v) for k, v in b.items() if k not in shared)
         row.update((f"{left}.{k}", v) for k, v in a.items())
