@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -398,3 +399,48 @@ job:
     written = [orjson.loads(line) for line in out.read_bytes().splitlines()]
     assert written == expected
     assert result.metrics.step("select").rejected == 1
+
+
+@pytest.mark.parametrize(
+    ("sets", "query", "message"),
+    [
+        (
+            "SET 'changelog.mode' = 'append';",
+            "SELECT auction FROM bids",
+            "is 'retract' or 'upsert'",
+        ),
+        (
+            "SET 'changelog.column' = 'kind';",
+            "SELECT auction FROM bids",
+            "needs SET 'changelog.mode'",
+        ),
+        (
+            "SET 'changelog.mode' = 'upsert';",
+            "SELECT auction, COUNT(*) AS n FROM bids GROUP BY auction HAVING COUNT(*) > 1",
+            "HAVING with SET 'changelog.mode' is not supported yet",
+        ),
+        (
+            "SET 'changelog.mode' = 'upsert';",
+            "SELECT auction, COUNT(*) AS op FROM bids GROUP BY auction",
+            "output column op is named twice",
+        ),
+    ],
+)
+def test_changelog_settings_are_checked(sets: str, query: str, message: str) -> None:
+    text = f"""{sets}
+        CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT)
+        WITH ('connector' = 'memory', 'collection' = 'unused');
+        INSERT INTO bids {query};
+    """
+    with pytest.raises(SqlError, match=re.escape(message)):
+        reflow.sql(text)
+
+
+def test_a_script_may_end_with_a_comment() -> None:
+    job = reflow.sql(
+        """CREATE TABLE bids (auction BIGINT) WITH ('connector' = 'memory', 'collection' = 'x');
+        INSERT INTO bids SELECT auction FROM bids WHERE auction > 1;
+        -- a closing comment, as SQL files often have
+        """
+    )
+    assert [n.step_id for n in job.stream_graph.sinks] == ["bids-2"]  # after the source "bids"

@@ -46,7 +46,11 @@ def _rows(seed: int, n: int = 400) -> list[dict[str, Any]]:
 
 
 def _reflow(
-    select: str, rows: list[dict[str, Any]], parallelism: int = 1, typed: bool = False
+    select: str,
+    rows: list[dict[str, Any]],
+    parallelism: int = 1,
+    typed: bool = False,
+    settings: dict[str, str] | None = None,
 ) -> list[tuple[Any, ...]]:
     """The query's rows from reflow: the table read from memory (dict rows) or, with
     ``typed``, from a JSON-lines file decoded into typed rows by the DDL's schema."""
@@ -58,7 +62,8 @@ def _reflow(
         path = Path(tempfile.mkdtemp()) / "t.jsonl"
         path.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
         source = f"'connector' = 'file', 'path' = '{path}', 'format' = 'json'"
-    text = f"""
+    sets = "".join(f"SET '{k}' = '{v}';\n" for k, v in (settings or {}).items())
+    text = f"""{sets}
         CREATE TABLE t ({COLUMNS}, WATERMARK FOR ts AS ts - INTERVAL '500' MILLISECOND)
         WITH ({source});
         CREATE TABLE out_t (x BIGINT) WITH ('connector' = 'memory', 'collection' = 'out-{name}');
@@ -405,3 +410,38 @@ def test_row_number_needs_the_filter_that_keeps_the_first_row() -> None:
             "FROM t) WHERE rn <= 3",
             _rows(1, 10),
         )
+
+
+CHANGELOG_QUERIES = [
+    "SELECT k, COUNT(*) AS n, SUM(a) AS total, MAX(s) AS top FROM t GROUP BY k",
+    "SELECT s, k, COUNT(DISTINCT a) AS d, SUM(a) * 2 AS twice FROM t GROUP BY s, k",
+]
+
+
+@pytest.mark.parametrize("mode", ["retract", "upsert"])
+@pytest.mark.parametrize("query", CHANGELOG_QUERIES)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_changelog_replays_to_duckdbs_aggregate(query: str, mode: str, parallelism: int) -> None:
+    """Every change of an updating GROUP BY as a row with its kind: replayed in order
+    per key (+I inserts, -U removes exactly the row last sent, +U sends the new
+    one), the table it leaves is DuckDB's result; upsert mode sends no -U."""
+    rows = _rows(21, 800)
+    keys = 1 if query.count("GROUP BY k") else 2
+    got = _reflow(f"{query}", rows, parallelism, settings={"changelog.mode": mode})
+    table: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+    kinds = Counter(row[-1] for row in got)
+    for *values, kind in got:
+        key, row = tuple(values[:keys]), tuple(values)
+        if kind == "-U":
+            assert table.pop(key) == row  # retracts what was sent last for the key
+            continue
+        if kind == "+I":
+            assert key not in table
+        else:
+            assert kind == "+U"
+            assert (key in table) == (mode == "upsert")  # retract: after its -U
+        table[key] = row
+    _same(list(table.values()), _duckdb(query, rows))
+    assert kinds["+I"] == len(table)
+    assert kinds["+U"] > 0
+    assert kinds["-U"] == (kinds["+U"] if mode == "retract" else 0)

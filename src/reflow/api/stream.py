@@ -417,10 +417,12 @@ class KeyedStream(Stream[V], Generic[K, V]):
         output: Callable[[Any, Any], Any] | None = None,
         key_name: str | None = None,
         value_name: str | None = None,
+        changelog_column: str = "op",
+        retract: bool = True,
         id: str | None = None,
     ) -> Stream[Any]:
         """Rolling aggregate per key (seed §9.2): ``{key_name: key, value_name: result}``
-        dicts (see ``Operators.aggregate``)."""
+        dicts (see ``Operators.aggregate``; ``emit="changelog"`` sends +I/-U/+U rows)."""
         op = Operators.aggregate(
             self.key_selector,
             aggregate=aggregate,
@@ -428,6 +430,8 @@ class KeyedStream(Stream[V], Generic[K, V]):
             output=output,
             key_name=key_name or self.key_name,
             value_name=value_name,
+            changelog_column=changelog_column,
+            retract=retract,
         )
         return self._next(self._then(op, id, "aggregate"))
 

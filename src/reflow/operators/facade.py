@@ -172,9 +172,13 @@ class Operators:
         parallelism: int | None = None,
         key_name: str | None = None,
         value_name: str | None = None,
+        changelog_column: str = "op",
+        retract: bool = True,
     ) -> KeyedAggregateOp:
         """Rolling aggregate per key (seed §9.2), emitting ``{key_name: key,
-        value_name: result}`` dicts (names from the fields or functions given).
+        value_name: result}`` dicts (names from the fields or functions given);
+        ``emit="changelog"`` adds the change's kind (``+I``/``-U``/``+U``) in
+        ``changelog_column`` (see ``KeyedAggregateOp``).
 
         ``Operators.aggregate(Orders::getRegion, Orders::getAmount, Double::sum)`` in
         the seed is ``Operators.aggregate("region", "amount", operator.add)`` here,
@@ -193,6 +197,8 @@ class Operators:
             parallelism,
             key_name,
             value_name,
+            changelog_column,
+            retract,
         )
 
     @staticmethod

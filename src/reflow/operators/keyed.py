@@ -46,17 +46,23 @@ class KeyedAggregateOp(OperatorSpec):
 
     ``emit="updates"`` sends a result after every record; ``"final"`` sends each
     key's result once, at the end of (bounded) input; ``"auto"`` picks final for
-    bounded input and updates otherwise.
+    bounded input and updates otherwise. ``"changelog"`` sends every change as
+    Flink's changelog does: ``+I`` for a key's first result, then ``-U`` (the
+    previous result, left out with ``retract=False`` for upsert sinks) and ``+U``
+    (the new one) when a record changes it; a dict result gets the kind in its
+    ``changelog_column``, any other result is sent as ``(kind, result)``.
     """
 
     key: str | Callable[[Any], Any]
     aggregate: AggregateFunction[Any, Any, Any]
-    emit: Literal["auto", "updates", "final"] = "auto"
+    emit: Literal["auto", "updates", "final", "changelog"] = "auto"
     output: Callable[[Any, Any], Any] | None = None
     name: str | None = None
     parallelism: int | None = None
     key_name: str | None = None
     value_name: str | None = None
+    changelog_column: str = "op"
+    retract: bool = True
 
     operator_type: ClassVar[str] = "aggregate"
     stateful: ClassVar[bool] = True
@@ -110,9 +116,18 @@ class _KeyedAggregateLogic(OperatorLogic):
         if mode == "auto":
             mode = "final" if ctx.bounded_input else "updates"
         self.updates = mode == "updates"
+        self.changelog = mode == "changelog"
+        self.column = spec.changelog_column
+        self.retract = spec.retract
         self.reject = ctx.reject
 
+    def _change(self, kind: str, key: Any, result: Any) -> Any:
+        row = self.output(key, result)
+        return {**row, self.column: kind} if isinstance(row, dict) else (kind, row)
+
     def process(self, batch: list[Any]) -> list[Any]:
+        if self.changelog:
+            return self._changes(batch)
         table, agg, key_of = self.table, self.agg, self.key_of
         out = []
         keys = self.input_keys(batch)
@@ -130,8 +145,32 @@ class _KeyedAggregateLogic(OperatorLogic):
                 out.append(self.output(key, agg.result(acc)))
         return out
 
+    def _changes(self, batch: list[Any]) -> list[Any]:
+        table, agg, key_of = self.table, self.agg, self.key_of
+        out = []
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
+            try:
+                key = key_of(record) if keys is None else k
+                acc = table.get(key)
+                before = None if acc is None else agg.result(acc)
+                acc = agg.add(agg.create() if acc is None else acc, record)
+                after = agg.result(acc)
+            except Exception as exc:
+                self.reject(record, exc)
+                continue
+            table.put(key, acc)
+            if before is None:
+                out.append(self._change("+I", key, after))
+            elif after != before:  # an unchanged result sends nothing, as in Flink
+                if self.retract:
+                    out.append(self._change("-U", key, before))
+                out.append(self._change("+U", key, after))
+        return out
+
     def finish(self) -> list[Any]:
-        if self.updates:
+        if self.updates or self.changelog:
             return []
         return [self.output(key, self.agg.result(acc)) for key, acc in self.table.items()]
 

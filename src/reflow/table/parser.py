@@ -268,8 +268,8 @@ def parse_script(text: str, file: str | None = None) -> Script:
             ) from None
         script = Script()
         for index, statement in enumerate(statements):
-            if statement is None:
-                continue
+            if statement is None or isinstance(statement, exp.Semicolon):
+                continue  # nothing, or only a comment, after the last statement
             if isinstance(statement, exp.Create) and statement.kind == "TABLE":
                 table = _table(statement, watermarks.get(index), roles.get(index))
                 if table.name in script.tables:

@@ -323,6 +323,8 @@ class _Planner:
         self.vectorized = {n: f for n, f in functions.items() if is_vectorized(f)}
         self.check = check
         self.ctes: dict[str, Relation] = {}
+        self.changelog: tuple[str, bool] | None = None
+        """(column, retract) when updating aggregates emit a changelog."""
 
     def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
         """``node`` for rows of the relation ``columns`` resolves names in (typed rows
@@ -997,6 +999,12 @@ class _Planner:
         single = len(names) == 1
         # Without HAVING, and when every output column is a name (no expression that
         # could fail on a row), the output row is made where the aggregate emits.
+        changelog = self.changelog if window is None else None
+        if changelog is not None:
+            if having is not None:
+                raise fail(having, "HAVING with SET 'changelog.mode' is not supported yet")
+            outputs.append((changelog[0], operator.methodcaller("get", changelog[0])))
+            _check_unique(outputs, [*query.expressions, exp.column(changelog[0])])
         direct = condition is None and all(isinstance(e, exp.Column) for e in plain_outputs)
         names_out = tuple(name for name, _ in outputs)
         # The values an aggregate's result row is made of, in this order.
@@ -1005,8 +1013,9 @@ class _Planner:
         picks = (
             [layout.index(e.name) for e in plain_outputs] if direct else list(range(len(layout)))
         )
-        typed = direct and all(is_plain_identifier(n) for n in names_out)
-        make = _RowMaker(tuple(picks), names_out if direct else tuple(layout), typed)
+        typed = direct and changelog is None and all(is_plain_identifier(n) for n in names_out)
+        made = names_out[: len(picks)] if direct else tuple(layout)  # the kind is added after
+        make = _RowMaker(tuple(picks), made, typed)
 
         keyed = stream.key_by(key, id=self.step("group-by"))
         if window is not None:
@@ -1026,7 +1035,17 @@ class _Planner:
                 keys = (k,) if single else k
                 return make((*keys, values) if only_count else (*keys, *values))
 
-            aggregated = keyed.aggregate(aggregate, output=output, id=self.step("aggregate"))
+            if changelog is not None:
+                aggregated = keyed.aggregate(
+                    aggregate,
+                    output=output,
+                    emit="changelog",
+                    changelog_column=changelog[0],
+                    retract=changelog[1],
+                    id=self.step("aggregate"),
+                )
+            else:
+                aggregated = keyed.aggregate(aggregate, output=output, id=self.step("aggregate"))
         if direct:
             return aggregated, names_out, typed
         selected = aggregated.transform(
@@ -1348,6 +1367,9 @@ SETTINGS = {
     "batch.size": "records per micro-batch",
     "checkpoint.path": "folder of the checkpoints (turns checkpointing on)",
     "checkpoint.interval": "time between checkpoints, e.g. '10s' (default 1 min)",
+    "changelog.mode": "how a GROUP BY without a window emits: 'retract' (+I, -U, +U rows) "
+    "or 'upsert' (+I, +U); unset: the updated row (or final rows on a bounded input)",
+    "changelog.column": "the column that carries a changelog row's kind (default 'op')",
 }
 
 
@@ -1367,6 +1389,12 @@ def _settings(script: Script) -> dict[str, Any]:
                     statement, f"SET {key!r} needs a whole number >= 1, not {value!r}"
                 ) from None
             values[key] = number
+        elif key == "changelog.mode":
+            if value not in ("retract", "upsert"):
+                raise fail(
+                    statement, f"SET 'changelog.mode' is 'retract' or 'upsert', not {value!r}"
+                )
+            values[key] = value
         elif key == "checkpoint.interval":
             try:
                 values[key] = millis(value, "checkpoint.interval")
@@ -1374,6 +1402,8 @@ def _settings(script: Script) -> dict[str, Any]:
                 raise fail(statement, f"SET 'checkpoint.interval': {exc}") from None
         else:
             values[key] = value
+    if "changelog.column" in values and "changelog.mode" not in values:
+        raise SqlError("SET 'changelog.column' needs SET 'changelog.mode' = 'retract' or 'upsert'")
     if "checkpoint.interval" in values and "checkpoint.path" not in values:
         raise SqlError("SET 'checkpoint.interval' needs SET 'checkpoint.path' = '<folder>' too")
     return values
@@ -1423,6 +1453,9 @@ def plan_script(
     planner = _Planner(
         script, flow, _functions(script, functions or {}, allowed_modules), check_connector
     )
+    if "changelog.mode" in settings:
+        column = settings.get("changelog.column", "op")
+        planner.changelog = (column, settings["changelog.mode"] == "retract")
     if not script.inserts and not script.queries:
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
     for target, query in script.inserts:
