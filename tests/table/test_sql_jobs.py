@@ -444,3 +444,52 @@ def test_a_script_may_end_with_a_comment() -> None:
         """
     )
     assert [n.step_id for n in job.stream_graph.sinks] == ["bids-2"]  # after the source "bids"
+
+
+def test_late_rows_of_window_aggregates_go_to_the_late_table() -> None:
+    """SET 'late.table': rows behind the watermark are written there, as read (two
+    window aggregates' late rows into one table), and counted on their steps."""
+    events = [
+        {"auction": 1, "ts": 1_000},
+        {"auction": 2, "ts": 5_000},
+        {"auction": 1, "ts": 2_100},  # both its windows ended before the watermark (4,499)
+        {"auction": 3, "ts": 5_200},
+        {"auction": 2, "ts": 900},  # late for both windows too
+    ]
+    memory_store["late-in"] = events
+    text = """
+        SET 'batch.size' = '1';
+        SET 'late.table' = 'late_rows';
+        CREATE TABLE bids (auction BIGINT, ts BIGINT,
+                           WATERMARK FOR ts AS ts - INTERVAL '500' MILLISECOND)
+        WITH ('connector' = 'memory', 'collection' = 'late-in');
+        CREATE SINK counts (auction BIGINT)
+        WITH ('connector' = 'memory', 'collection' = 'late-counts', 'append' = 'false');
+        CREATE SINK late_rows (auction BIGINT)
+        WITH ('connector' = 'memory', 'collection' = 'late-out', 'append' = 'false');
+        INSERT INTO counts
+        SELECT auction, window_end, COUNT(*) AS n
+        FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+        GROUP BY window_start, window_end, auction;
+        INSERT INTO counts
+        SELECT auction, window_end, COUNT(*) AS n
+        FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '2' SECOND))
+        GROUP BY window_start, window_end, auction;
+    """
+    result = run_job(reflow.sql(text))
+    assert result.status is JobStatus.COMPLETED, result.error
+    late = sorted(memory_store["late-out"], key=repr)
+    assert late == sorted([events[2], events[2], events[4], events[4]], key=repr)
+    windows = [s for s in result.metrics.steps if s.step_id.startswith("window-aggregate")]
+    assert [s.late for s in windows] == [2, 2]
+    assert len(memory_store["late-counts"]) == 2 * 3  # every other row counted
+
+
+def test_a_late_table_needs_a_window_and_a_sink() -> None:
+    base = """
+        CREATE TABLE bids (auction BIGINT, ts BIGINT)
+        WITH ('connector' = 'memory', 'collection' = 'x');
+        INSERT INTO bids SELECT auction, ts FROM bids;
+    """
+    with pytest.raises(SqlError, match="no window aggregate has late rows"):
+        reflow.sql("SET 'late.table' = 'bids';" + base)

@@ -20,6 +20,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
+import msgspec
 from sqlglot import exp
 
 from reflow.api.stream import Flow, Stream
@@ -325,6 +326,9 @@ class _Planner:
         self.ctes: dict[str, Relation] = {}
         self.changelog: tuple[str, bool] | None = None
         """(column, retract) when updating aggregates emit a changelog."""
+        self.late_table: str | None = None
+        """The table window aggregates' late rows are written to (``SET 'late.table'``)."""
+        self.late_streams: list[Stream[Any]] = []
 
     def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
         """``node`` for rows of the relation ``columns`` resolves names in (typed rows
@@ -1029,6 +1033,9 @@ class _Planner:
             aggregated = keyed.window(window).aggregate(
                 aggregate, emit=emit, id=self.step("window-aggregate")
             )
+            if self.late_table is not None:  # SET 'late.table': late rows are written there
+                late = aggregated.late(id=self.step("late"))
+                self.late_streams.append(late.map(_as_dict, id=self.step("late-rows")))
         else:
 
             def output(k: Any, values: Any) -> Any:
@@ -1225,6 +1232,11 @@ def _carried_types(items: list[exp.Expr], relation: Relation) -> dict[str, str]:
     return types
 
 
+def _as_dict(row: Any) -> Any:
+    """A typed row as a dict (other rows as they are), for sinks that write dicts."""
+    return msgspec.structs.asdict(row) if isinstance(row, msgspec.Struct) else row
+
+
 class _RowMaker:
     """Makes an aggregate's output row of the values at ``picks`` of a tuple: a typed
     row of ``names`` (``typed``), or a dict. Pickles by its fields (Ray actors make
@@ -1370,6 +1382,8 @@ SETTINGS = {
     "changelog.mode": "how a GROUP BY without a window emits: 'retract' (+I, -U, +U rows) "
     "or 'upsert' (+I, +U); unset: the updated row (or final rows on a bounded input)",
     "changelog.column": "the column that carries a changelog row's kind (default 'op')",
+    "late.table": "a table every window aggregate writes its late rows to (rows behind the "
+    "watermark, as read); unset: they are counted on the step",
 }
 
 
@@ -1456,6 +1470,7 @@ def plan_script(
     if "changelog.mode" in settings:
         column = settings.get("changelog.column", "op")
         planner.changelog = (column, settings["changelog.mode"] == "retract")
+    planner.late_table = settings.get("late.table")
     if not script.inserts and not script.queries:
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
     for target, query in script.inserts:
@@ -1467,6 +1482,14 @@ def plan_script(
     for query in script.queries:
         sink = print_sink if print_sink is not None else Connectors.get("stdout")
         planner.untyped(planner.query(query)).stream.sink(sink, id=planner.step("print"))
+    if planner.late_table is not None:
+        statement = script.settings["late.table"][1]
+        if not planner.late_streams:
+            raise fail(statement, "SET 'late.table': no window aggregate has late rows to write")
+        table = planner.table(statement, planner.late_table, "sink")
+        first, *others = planner.late_streams
+        late = first.union(*others, id=planner.step("late-union")) if others else first
+        late.sink(planner.connector(table, "sink"), id=planner.step(f"{table.name}-late"))
     return flow.to_job(job_id=job_id or settings.get("job.id"))
 
 
