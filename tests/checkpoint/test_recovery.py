@@ -142,9 +142,14 @@ def _rescale_job(parallelism: int, tmp: Path, sink: TestingSink) -> Any:
     return job
 
 
-def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("before", "after"), [(2, 4), (1, 3)])
+def test_savepoint_and_resume_with_more_parallelism(
+    tmp_path: Path, before: int, after: int
+) -> None:
+    """Keyed state moves by key group to the new subtasks; at parallelism 1 the keyed
+    step was chained with its source (one vertex), at 3 it is a vertex of its own."""
     first = TestingSink()
-    job = _rescale_job(2, tmp_path, first)
+    job = _rescale_job(before, tmp_path, first)
 
     async def take_savepoint() -> Any:
         with LocalExecutor(ExecutorSettings()) as executor:
@@ -160,9 +165,9 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
     assert Path(savepoint.path).parent.name == "savepoints"
     totals_at_savepoint = {r["k"]: r["v"] for r in first.records}
 
-    # Resume with parallelism 4 and feed one more record per key.
+    # Resume with more parallelism and feed one more record per key.
     second = TestingSink()
-    resumed = _rescale_job(4, tmp_path, second)
+    resumed = _rescale_job(after, tmp_path, second)
     restored = FileCheckpointStorage(tmp_path).read(savepoint.path)
 
     async def resume() -> Any:
@@ -179,10 +184,11 @@ def test_savepoint_and_resume_with_more_parallelism(tmp_path: Path) -> None:
     source.items.extend([{"k": k, "v": 1_000_000, "ts": N + k} for k in range(50)])
     result = asyncio.run(resume())
     assert result.status is JobStatus.CANCELLED
-    after = {r["k"]: r["v"] for r in second.records}
-    assert after == {k: totals_at_savepoint[k] + 1_000_000 for k in range(50)}
+    totals_after = {r["k"]: r["v"] for r in second.records}
+    assert totals_after == {k: totals_at_savepoint[k] + 1_000_000 for k in range(50)}
     assert len(resumed.job_graph.vertex_of("totals").chained_nodes) >= 1
-    assert resumed.job_graph.vertex_of("totals").parallelism == 4
+    assert resumed.job_graph.vertex_of("totals").parallelism == after
+    assert (job.job_graph.vertex_of("totals") is job.job_graph.vertices[0]) == (before == 1)
 
 
 def test_restarts_wait_on_the_injected_clock_with_exponential_backoff(tmp_path: Path) -> None:

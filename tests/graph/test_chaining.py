@@ -48,10 +48,11 @@ def test_same_parallelism_chains_the_sink_too() -> None:
     assert [v.vertex_name for v in graph.to_job_graph().vertices] == ["source -> map -> sink"]
 
 
-def _seed_93_graph() -> StreamGraph:
+def _seed_93_graph(parallelism: int = 2) -> StreamGraph:
     """§9.3: parse fans out to two branches, each filter -> aggregate -> sink."""
     return (
         StreamGraph.builder("seed-9.3")
+        .parallelism(parallelism)
         .add_source("kafka-source", TestingSource([]))
         .add_operator("parse", Operators.map(lambda m: m))
         .add_operator("filter-user", Operators.filter(lambda e: True))
@@ -93,6 +94,18 @@ def test_seed_93_branches_break_the_chain_at_the_fan_out_and_the_key_by() -> Non
     assert hash_edge.key_selector is not None
     assert hash_edge.exchange == "user-key"
     assert "filter-user -> user-aggregate: HASH by the key of 'user-key'" in explain_text(job)
+
+
+def test_a_keyed_edge_between_single_subtasks_is_chained() -> None:
+    """At parallelism 1 every record of the one sender goes to the one receiver
+    whatever the partitioning: the keyed edge chains as a forward one would (no
+    channel, no second subtask, no exchange)."""
+    job = _seed_93_graph(parallelism=1).to_job_graph()
+    names = {v.vertex_name for v in job.vertices}
+    assert "filter-user -> user-aggregate -> user-sink" in names
+    decision = next(d for d in job.decisions if d.target_step == "user-aggregate")
+    assert decision.broken_rules == ()
+    assert not any(e.target_step == "user-aggregate" for e in job.edges)
 
 
 def test_fan_in_breaks_the_chain_by_single_input() -> None:

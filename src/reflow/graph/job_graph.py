@@ -153,7 +153,7 @@ CHAIN_RULES: tuple[tuple[str, str], ...] = (
     ("same-parallelism", "upstream and downstream have the same parallelism"),
     ("single-input", "the downstream node has exactly one input"),
     ("single-output", "the upstream node has exactly one output"),
-    ("forward-partitioning", "the edge's partitioning is FORWARD"),
+    ("forward-partitioning", "the edge's partitioning is FORWARD (or one subtask feeds one)"),
 )
 # Reasons beyond the seed's four rules.
 EXTRA_RULES: tuple[tuple[str, str], ...] = (
@@ -213,7 +213,9 @@ def _broken_rules(
         broken.append("single-input")
     if len(upstream.out_edges) != 1:
         broken.append("single-output")
-    if partitioning is not Partitioning.FORWARD:
+    single = parallelism[upstream.step_id] == parallelism[downstream.step_id] == 1
+    if partitioning is not Partitioning.FORWARD and not single:
+        # One subtask sending to one: every partitioning sends it all there, as FORWARD.
         broken.append("forward-partitioning")
     if not downstream.traits.chainable:
         broken.append("operator-not-chainable")
