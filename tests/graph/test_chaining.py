@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from reflow import Operators, Partitioning, StreamGraph
+from reflow import Flow, Operators, Partitioning, StreamGraph
 from reflow.cli import main
 from reflow.graph import explain_mermaid, explain_text
 from reflow.testing import TestingSink, TestingSource
@@ -97,15 +97,19 @@ def test_seed_93_branches_break_the_chain_at_the_fan_out_and_the_key_by() -> Non
 
 
 def test_a_keyed_edge_between_single_subtasks_is_chained() -> None:
-    """At parallelism 1 every record of the one sender goes to the one receiver
-    whatever the partitioning: the keyed edge chains as a forward one would (no
-    channel, no second subtask, no exchange)."""
+    """At parallelism 1 every record of the one sender goes to the one receiver: the
+    keyed edge chains as a forward one would (no channel, no second subtask, no
+    exchange). An explicit rebalance keeps its channel."""
     job = _seed_93_graph(parallelism=1).to_job_graph()
     names = {v.vertex_name for v in job.vertices}
     assert "filter-user -> user-aggregate -> user-sink" in names
     decision = next(d for d in job.decisions if d.target_step == "user-aggregate")
     assert decision.broken_rules == ()
     assert not any(e.target_step == "user-aggregate" for e in job.edges)
+    flow = Flow("rebalanced", parallelism=1)
+    flow.source(TestingSource([1]), id="s").rebalance().map(str, id="m").sink(TestingSink())
+    decision = next(d for d in flow.to_job().job_graph.decisions if d.target_step == "m")
+    assert decision.broken_rules == ("forward-partitioning",)
 
 
 def test_fan_in_breaks_the_chain_by_single_input() -> None:

@@ -153,7 +153,10 @@ CHAIN_RULES: tuple[tuple[str, str], ...] = (
     ("same-parallelism", "upstream and downstream have the same parallelism"),
     ("single-input", "the downstream node has exactly one input"),
     ("single-output", "the upstream node has exactly one output"),
-    ("forward-partitioning", "the edge's partitioning is FORWARD (or one subtask feeds one)"),
+    (
+        "forward-partitioning",
+        "the edge's partitioning is FORWARD (or HASH from one subtask to one)",
+    ),
 )
 # Reasons beyond the seed's four rules.
 EXTRA_RULES: tuple[tuple[str, str], ...] = (
@@ -213,9 +216,12 @@ def _broken_rules(
         broken.append("single-input")
     if len(upstream.out_edges) != 1:
         broken.append("single-output")
+    # A keyed exchange from one subtask to one sends everything there, as FORWARD
+    # would; other partitionings (rebalance, ...) ask for a channel on purpose.
     single = parallelism[upstream.step_id] == parallelism[downstream.step_id] == 1
-    if partitioning is not Partitioning.FORWARD and not single:
-        # One subtask sending to one: every partitioning sends it all there, as FORWARD.
+    if partitioning is not Partitioning.FORWARD and not (
+        single and partitioning is Partitioning.HASH
+    ):
         broken.append("forward-partitioning")
     if not downstream.traits.chainable:
         broken.append("operator-not-chainable")
