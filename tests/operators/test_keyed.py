@@ -341,3 +341,28 @@ def test_seed_92_rolling_aggregate_goes_to_a_csv_file_as_it_is(tmp_path: Path) -
     lines = path.read_text().splitlines()
     assert lines[0] == "region,amount"
     assert sorted(lines[1:]) == ["e,1.0", "n,12.5", "s,9.0"]
+
+
+@pytest.mark.parametrize("retract", [True, False])
+def test_changelog_aggregate_sends_inserts_and_updates(retract: bool) -> None:
+    """+I for a key's first result (even a falsy one), -U/+U for each change, nothing
+    for a record that leaves the result as it was."""
+    flow = Flow("changelog")
+    sink = TestingSink()
+    values = [("a", 0), ("a", 1), ("b", 5), ("a", 1), ("a", 2)]
+    flow.source(TestingSource([{"k": k, "v": v} for k, v in values])).key_by("k").aggregate(
+        Aggregations.reduce(lambda acc, v: v, "v"),
+        emit="changelog",
+        retract=retract,
+        changelog_column="kind",
+    ).sink(sink)
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    expected = [
+        {"k": "a", "v": 0, "kind": "+I"},
+        *([{"k": "a", "v": 0, "kind": "-U"}] if retract else []),
+        {"k": "a", "v": 1, "kind": "+U"},
+        {"k": "b", "v": 5, "kind": "+I"},
+        *([{"k": "a", "v": 1, "kind": "-U"}] if retract else []),
+        {"k": "a", "v": 2, "kind": "+U"},
+    ]
+    assert sink.records == expected

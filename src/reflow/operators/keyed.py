@@ -126,9 +126,8 @@ class _KeyedAggregateLogic(OperatorLogic):
         return {**row, self.column: kind} if isinstance(row, dict) else (kind, row)
 
     def process(self, batch: list[Any]) -> list[Any]:
-        if self.changelog:
-            return self._changes(batch)
         table, agg, key_of = self.table, self.agg, self.key_of
+        changelog, updates = self.changelog, self.updates
         out = []
         keys = self.input_keys(batch)
         given = repeat(None) if keys is None else keys
@@ -136,37 +135,23 @@ class _KeyedAggregateLogic(OperatorLogic):
             try:
                 key = key_of(record) if keys is None else k
                 acc = table.get(key)
+                existed = acc is not None
+                before = agg.result(acc) if changelog and existed else None
                 acc = agg.add(agg.create() if acc is None else acc, record)
             except Exception as exc:
                 self.reject(record, exc)
                 continue
             table.put(key, acc)
-            if self.updates:
+            if updates:
                 out.append(self.output(key, agg.result(acc)))
-        return out
-
-    def _changes(self, batch: list[Any]) -> list[Any]:
-        table, agg, key_of = self.table, self.agg, self.key_of
-        out = []
-        keys = self.input_keys(batch)
-        given = repeat(None) if keys is None else keys
-        for record, k in zip(batch, given, strict=False):
-            try:
-                key = key_of(record) if keys is None else k
-                acc = table.get(key)
-                before = None if acc is None else agg.result(acc)
-                acc = agg.add(agg.create() if acc is None else acc, record)
+            elif changelog:
                 after = agg.result(acc)
-            except Exception as exc:
-                self.reject(record, exc)
-                continue
-            table.put(key, acc)
-            if before is None:
-                out.append(self._change("+I", key, after))
-            elif after != before:  # an unchanged result sends nothing, as in Flink
-                if self.retract:
-                    out.append(self._change("-U", key, before))
-                out.append(self._change("+U", key, after))
+                if not existed:
+                    out.append(self._change("+I", key, after))
+                elif after != before:  # an unchanged result sends nothing, as in Flink
+                    if self.retract:
+                        out.append(self._change("-U", key, before))
+                    out.append(self._change("+U", key, after))
         return out
 
     def finish(self) -> list[Any]:
