@@ -373,3 +373,51 @@ def test_a_testing_sink_writes_into_the_list_the_test_owns() -> None:
     result = run_job(flow.to_job())
     assert result.status is JobStatus.COMPLETED, result.error
     assert out[0] == -1 and sorted(out[1:]) == list(range(1, 101))
+
+
+@pytest.mark.local_only  # counts turns of this process's event loop
+def test_a_source_with_ready_records_and_a_chain_that_never_waits_yields_the_loop(
+    tmp_path: Any,
+) -> None:
+    """A file read whole into memory, chained into a step that blocks briefly on each
+    batch and a window that emits nothing until the end: nothing in the chain
+    awaits, so the source must give the loop a turn now and then (checkpoints,
+    timers and the API share it)."""
+    from reflow.operators import Windows
+
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(f'{{"k": {i % 7}, "ts": {i}}}\n' for i in range(8_000)))
+
+    def slow(record: Any) -> Any:
+        time.sleep(0.0001)  # 10 ms per batch of 100: 0.8 s in all
+        return record
+
+    flow = Flow("hog", batch_size=100)
+    (
+        flow.source(Connectors.file(path=str(path)))
+        .map(slow)
+        .assign_timestamps("ts")
+        .key_by("k")
+        .window(Windows.tumbling(1_000_000))
+        .count()
+        .sink(TestingSink())
+    )
+    job = flow.to_job()
+    assert len(job.job_graph.vertices) == 1  # one chain, no channel to wait on
+
+    async def scenario() -> tuple[float, Any]:
+        longest = 0.0
+        with LocalExecutor(ExecutorSettings()) as executor:
+            task = asyncio.create_task(executor.execute(job))
+            last = time.perf_counter()
+            while not task.done():
+                await asyncio.sleep(0)
+                now = time.perf_counter()
+                longest, last = max(longest, now - last), now
+            return longest, await task
+
+    longest, result = asyncio.run(scenario())
+    assert result.status is JobStatus.COMPLETED, result.error
+    # A turn about every 10 ms (the source's turn) plus a batch; without the turns the
+    # loop waited for the whole 0.8 s of processing.
+    assert longest < 0.4

@@ -212,6 +212,12 @@ GROUP BY window_start, window_end, auction;
     assert "valid" in out.getvalue()
     out = io.StringIO()
     assert main(["sql", str(script), "--explain"], out=out) == 0
+    # one subtask to one: the keyed exchange is chained
+    assert "bids -> timestamps -> window-aggregate -> out_t" in out.getvalue()
+    parallel = tmp_path / "top2.sql"
+    parallel.write_text("SET 'parallelism' = '2';\n" + script.read_text())
+    out = io.StringIO()
+    assert main(["sql", str(parallel), "--explain"], out=out) == 0
     assert "timestamps -> window-aggregate: HASH by the key of 'group-by'" in out.getvalue()
     out = io.StringIO()
     assert main(["sql", str(script), "--no-progress"], out=out) == 0, out.getvalue()

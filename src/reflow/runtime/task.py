@@ -54,6 +54,9 @@ SYNC, ASYNC, BLOCKING, SINK = range(4)
 # Flink's periodic emission, but counted in records so a run repeats exactly.
 WATERMARK_EVERY_RECORDS = 1_000
 
+# A source subtask gives the event loop a turn at least this often (seconds).
+SOURCE_TURN_S = 0.01
+
 
 class Stage:
     """One operator (or the sink) of a chain, with its counters."""
@@ -547,9 +550,16 @@ class Subtask:
         lock = self.lock
         generator = None if self.generator is None else self.stages[self.generator].logic
         clock = self.clock
+        perf_counter = time.perf_counter
+        turned = perf_counter()
         while True:
             if not gate.is_set():
                 await gate.wait()
+            if perf_counter() - turned > SOURCE_TURN_S:
+                # A reader with records ready and a chain that waits on nothing never
+                # suspend: let checkpoints, timers and the API have the loop.
+                await asyncio.sleep(0)
+                turned = perf_counter()
             self.current_step = metrics.step_id
             if generator is not None:
                 generator.input_waiting_since = clock.now_ms()
