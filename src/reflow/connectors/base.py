@@ -191,13 +191,6 @@ class SinkWriter(abc.ABC):
     async def close(self) -> None:
         """Release connections and files; called once, also after a failure."""
 
-    def backlogged(self) -> bool:
-        """True when the next ``read_batch`` returns records without waiting (they are
-        already read: a backlog, a file's chunk). The subtask then advances event time
-        once per ``WATERMARK_EVERY_RECORDS`` records instead of after every batch;
-        False (the default) advances it after every batch."""
-        return False
-
     async def health(self) -> tuple[bool, str] | None:
         """(connected, detail) for the health check, or None if there is nothing to check."""
         return None
