@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import itertools
 import keyword
+import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -253,7 +254,7 @@ def select_kernel(
         if typed and is_plain_identifier(name):
             return f"row.{name}"
         if typed:
-            return f"{writer.bind(_attribute(name))}(row)"
+            return f"{writer.bind(operator.attrgetter(name))}(row)"
         return f"row.get({writer.bind(name)})"
 
     writer = _Writer(column, resolve)
@@ -301,10 +302,3 @@ def select_kernel(
     ]
     row = tuple(name for name, _ in outputs) if typed_outputs and outputs else ()
     return Kernel("\n".join(lines) + "\n", dict(writer.values), row)
-
-
-def _attribute(name: str) -> Compiled:
-    import operator
-
-    getter: Compiled = operator.attrgetter(name)
-    return getter
