@@ -12,6 +12,8 @@ from typing import Any
 
 import pytest
 
+from tests.servers import OwnedServer
+
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 # Checkpoints are signed with a key made on first use: the tests (and the
@@ -415,3 +417,79 @@ async def source_blocked(executor: Any, job_id: str) -> None:
         s.blocked_since_ns for s in executor.execution(job_id).subtasks
     ):
         await asyncio.sleep(0.01)
+
+
+def _unavailable(message: str) -> None:
+    """Skip the test, or fail it in CI (where every server must be there)."""
+    if IN_CI:
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def _mongodb_answers(port: int) -> bool:
+    import pymongo
+
+    client: Any = pymongo.MongoClient(
+        f"mongodb://127.0.0.1:{port}/?directConnection=true", serverSelectionTimeoutMS=200
+    )
+    try:
+        client.admin.command("ping")
+        return True
+    except pymongo.errors.PyMongoError:
+        return False
+    finally:
+        client.close()
+
+
+@pytest.fixture(scope="session")
+def mongodb_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnedServer]:
+    """A MongoDB wire-protocol server owned by this test run: SecantusDB (from the dev
+    install; a single-node replica set with change streams and transactions), its data
+    on disk so that ``stop()``/``start()`` is an outage that keeps it."""
+    import shutil
+    import sys
+    from pathlib import Path
+
+    from tests.servers import ServerDidNotStart
+
+    binary = shutil.which("secantusd-py") or str(Path(sys.executable).parent / "secantusd-py")
+    if not Path(binary).exists():
+        _unavailable(
+            "the MongoDB wire-protocol server SecantusDB is not installed (pip install -e '.[dev]')"
+        )
+    port = _free_low_port()
+    folder = tmp_path_factory.mktemp("mongodb")
+    server = OwnedServer(
+        "MongoDB (SecantusDB)",
+        [binary, "--host", "127.0.0.1", "--port", str(port), "--storage-path", str(folder / "db")],
+        port,
+        folder,
+        ready=lambda: _reachable(("127.0.0.1", port)) and _mongodb_answers(port),
+        url=f"mongodb://127.0.0.1:{port}/?directConnection=true",
+    )
+    try:
+        server.start()
+    except ServerDidNotStart as exc:
+        _unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def mongodb_url(mongodb_server: OwnedServer) -> str:
+    return mongodb_server.url
+
+
+@pytest.fixture
+def mongodb_database(mongodb_url: str) -> Iterator[str]:
+    """A fresh database name on the test run's MongoDB server, dropped afterwards."""
+    import pymongo
+
+    name = f"reflow_{uuid.uuid4().hex[:10]}"
+    yield name
+    client: Any = pymongo.MongoClient(mongodb_url, serverSelectionTimeoutMS=5000)
+    with contextlib.suppress(pymongo.errors.PyMongoError):
+        client.drop_database(name)
+    client.close()

@@ -97,3 +97,8 @@ class Connectors:
     def mqtt(**options: Any) -> Any:
         """MQTT topics: a source acknowledging after read or checkpoint, a QoS 0/1/2 sink."""
         return Connectors.get("mqtt", **options)
+
+    @staticmethod
+    def mongodb(**options: Any) -> Any:
+        """A MongoDB collection: scan or change stream in, bulk writes out."""
+        return Connectors.get("mongodb", **options)

@@ -1,0 +1,286 @@
+"""Bulk writes of inserts, upserts or replaces; retries; exactly-once at checkpoints."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from reflow.connectors.base import END_OF_INPUT, BufferedSinkWriter, ConnectorContext
+from reflow.connectors.mongodb.client import connect, health, is_transient, masked, reason
+from reflow.connectors.retry import retry
+from reflow.errors import ConnectorError
+
+__all__ = ["MARKER_COLLECTION", "MongoWriter"]
+
+logger = logging.getLogger(__name__)
+
+# Commit markers of exactly-once sinks: _id "job/step/subtask" -> last checkpoint written.
+MARKER_COLLECTION = "reflow_sink_commits"
+DUPLICATE_KEY = 11000
+
+
+class MongoWriter(BufferedSinkWriter):
+    """Bulk writes of ``batch_size`` operations.
+
+    A document the server refuses (a duplicate key, a failed validation) goes to the
+    step's error policy with the server's message; the rest of the batch is written
+    (an ordered write continues after the refused document). Connection errors are
+    retried with backoff: an insert whose first attempt may have written part of the
+    batch treats "duplicate key" on its own generated ``_id`` as already written.
+
+    Exactly-once: records wait until the next checkpoint barrier (they are stored in
+    the checkpoint) and are written when the checkpoint completes, in a transaction
+    with a marker (``reflow_sink_commits``: job/step/subtask -> checkpoint id); a
+    restart writes the restored checkpoint's records again unless the marker shows
+    they are in. Without transactions the writes are upserts or replaces, which
+    give the same result when repeated.
+    """
+
+    def __init__(self, options: Any, ctx: ConnectorContext) -> None:
+        self.exactly_once = options.delivery == "exactly-once"
+        super().__init__(options.batch_size, None if self.exactly_once else options.flush_interval)
+        self.options = options
+        self.ctx = ctx
+        self.client: Any = None
+        self.collection: Any = None
+        self.transactions = False
+        self.current: list[Any] = []
+        self.staged: dict[int, list[Any]] = {}
+
+    # -- connecting --------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.client = await self.ctx.run_blocking(connect, self.options, "sink")
+        self.collection = self.client[self.options.database][self.options.collection]
+        if self.exactly_once:
+            self.transactions = await self.ctx.run_blocking(self._use_transactions)
+        await super().open()
+
+    def _use_transactions(self) -> bool:
+        hello = self.client.admin.command("hello")
+        available = bool(hello.get("setName")) or hello.get("msg") == "isdbgrid"
+        wanted = self.options.transactions
+        if wanted == "on" and not available:
+            raise ConnectorError(
+                f"mongodb sink: transactions: on, but {masked(self.options.url)} is a standalone "
+                "server without transactions; use a replica set, or transactions: auto"
+            )
+        use = bool(available and wanted != "off")
+        if not use and self.options.mode == "insert":
+            raise ConnectorError(
+                "mongodb sink: exactly-once with mode 'insert' needs transactions (a replica set "
+                f"or sharded cluster; {masked(self.options.url)} has none or they are off): "
+                "use mode 'upsert' or 'replace', whose writes can be repeated"
+            )
+        return use
+
+    async def health(self) -> tuple[bool, str] | None:
+        return await health(self.client, self.ctx, self.options.url)
+
+    # -- turning records into operations -------------------------------------------
+
+    def _operations(self, records: list[Any]) -> list[tuple[Any, Any]]:
+        """(operation, record) per record; records that cannot be written are rejected."""
+        from pymongo import InsertOne, ReplaceOne, UpdateOne
+
+        mode, key = self.options.mode, self.options.key
+        ops: list[tuple[Any, Any]] = []
+        for record in records:
+            if not isinstance(record, Mapping):
+                self.ctx.reject(
+                    record,
+                    TypeError(f"the mongodb sink takes dict records, got {type(record).__name__}"),
+                )
+                continue
+            doc = dict(record)  # the driver adds _id to inserted documents: not to the record
+            if mode == "insert":
+                ops.append((InsertOne(doc), record))
+                continue
+            missing = [k for k in key if k not in doc]
+            if missing:
+                self.ctx.reject(
+                    record, ValueError(f"the record has no key field(s) {missing} (key: {key})")
+                )
+                continue
+            where = {k: doc[k] for k in key}
+            if mode == "upsert":
+                ops.append((UpdateOne(where, {"$set": doc}, upsert=True), record))
+            else:
+                ops.append((ReplaceOne(where, doc, upsert=True), record))
+        return ops
+
+    # -- writing -----------------------------------------------------------------
+
+    def _bulk(self, ops: list[tuple[Any, Any]], retried: bool, session: Any = None) -> int:
+        """Write ``ops``; refused documents go to the error policy. Returns how many were
+        refused. In a transaction an error aborts it: the refused document is rejected
+        and the caller runs the transaction again without it (``TransactionRetry``)."""
+        from pymongo import InsertOne
+        from pymongo.errors import BulkWriteError
+
+        refused = 0
+        pending = ops
+        while pending:
+            try:
+                self.collection.bulk_write(
+                    [op for op, _ in pending], ordered=self.options.ordered, session=session
+                )
+                self.ctx.count("bulk_writes")
+                return refused
+            except BulkWriteError as exc:
+                errors = exc.details.get("writeErrors") or []
+                if not errors:
+                    raise
+                ordered_tail = self.options.ordered and errors[-1]["index"] + 1 < len(pending)
+                for error in errors:
+                    index = error["index"]
+                    if (
+                        retried
+                        and error.get("code") == DUPLICATE_KEY
+                        and isinstance(pending[index][0], InsertOne)
+                    ):
+                        # Written, with its generated _id, by the attempt that lost its
+                        # connection.
+                        self.ctx.count("duplicates_skipped")
+                        continue
+                    refused += 1
+                    self.ctx.reject(
+                        pending[index][1],
+                        ValueError(f"refused by MongoDB: {error.get('errmsg')}"),
+                    )
+                if session is not None:
+                    raise TransactionRetry([pending[e["index"]] for e in errors]) from exc
+                pending = pending[errors[-1]["index"] + 1 :] if ordered_tail else []
+        return refused
+
+    async def _write_with_retry(self, what: str, attempt: Any) -> None:
+        tries: list[int] = []
+
+        def once() -> Any:
+            tries.append(1)
+            return attempt(len(tries) > 1)
+
+        def give_up(exc: BaseException, retries: int) -> BaseException:
+            after = f" after {retries} retries" if retries else ""
+            return ConnectorError(
+                f"mongodb sink: {what} in {self.options.database}.{self.options.collection} "
+                f"on {masked(self.options.url)} failed{after}: {reason(exc)}"
+            )
+
+        await retry(
+            self.ctx,
+            lambda: self.ctx.run_blocking(once),
+            what=what,
+            retries=self.options.max_retries,
+            first_delay=self.options.retry_backoff,
+            retry_on=is_transient,
+            give_up=give_up,
+        )
+
+    async def write_records(self, records: list[Any]) -> None:
+        ops = self._operations(records)
+        if ops:
+            await self._write_with_retry(
+                f"writing {len(ops)} documents", lambda retried: self._bulk(ops, retried)
+            )
+
+    async def write(self, batch: list[Any]) -> None:
+        if self.exactly_once:
+            self.current.extend(batch)
+        else:
+            await super().write(batch)
+
+    # -- exactly-once --------------------------------------------------------------
+
+    def _marker_id(self, subtask: int) -> str:
+        return f"{self.ctx.job_id}/{self.ctx.step_id}/{subtask}"
+
+    def _committed(self, subtask: int, session: Any = None) -> int | None:
+        markers = self.client[self.options.database][MARKER_COLLECTION]
+        found = markers.find_one({"_id": self._marker_id(subtask)}, session=session)
+        return None if found is None else int(found["checkpoint_id"])
+
+    def _mark(self, subtask: int, checkpoint_id: int, session: Any = None) -> None:
+        markers = self.client[self.options.database][MARKER_COLLECTION]
+        markers.update_one(
+            {"_id": self._marker_id(subtask)},
+            {"$set": {"checkpoint_id": checkpoint_id, "collection": self.options.collection}},
+            upsert=True,
+            session=session,
+        )
+
+    def _commit_blocking(
+        self, subtask: int, checkpoint_id: int, records: list[Any], retried: bool
+    ) -> None:
+        """Write ``records`` and the marker, unless the marker shows they are in."""
+        done = self._committed(subtask)
+        if done is not None and done >= checkpoint_id:
+            return  # committed before a failure: do not write twice
+        ops = self._operations(records)
+        if not self.transactions:
+            self._bulk(ops, retried)  # upserts/replaces: a repeat changes nothing
+            self._mark(subtask, checkpoint_id)
+            return
+        while True:
+            try:
+                with self.client.start_session() as session, session.start_transaction():
+                    done = self._committed(subtask, session)
+                    if done is not None and done >= checkpoint_id:
+                        return
+                    if ops:
+                        self._bulk(ops, retried=False, session=session)
+                    self._mark(subtask, checkpoint_id, session)
+                return
+            except TransactionRetry as refused:
+                gone = {id(op) for op in refused.ops}
+                ops = [op for op in ops if id(op) not in gone]
+
+    async def _commit(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
+        await self._write_with_retry(
+            f"committing checkpoint {checkpoint_id} ({len(records)} records)",
+            lambda retried: self._commit_blocking(subtask, checkpoint_id, records, retried),
+        )
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        if not self.exactly_once:
+            await self.flush()
+            return None
+        records, self.current = self.current, []
+        self.staged[checkpoint_id] = records
+        return (self.ctx.subtask_index, checkpoint_id, records)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            await self._commit(self.ctx.subtask_index, staged, self.staged[staged])
+            del self.staged[staged]  # only once written: a cancelled commit is redone
+
+    async def restore(self, states: list[Any]) -> None:
+        if self.exactly_once:
+            for subtask, checkpoint_id, records in states:
+                await self._commit(subtask, checkpoint_id, records)
+
+    async def flush(self) -> None:
+        if not self.exactly_once:
+            await super().flush()
+            return
+        # End of input: everything not yet committed, as the final commit.
+        await self.commit(END_OF_INPUT)
+        records, self.current = self.current, []
+        await self._commit(self.ctx.subtask_index, END_OF_INPUT, records)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.client is not None:
+                await self.ctx.run_blocking(self.client.close)
+                self.client = None
+
+
+class TransactionRetry(Exception):
+    """Documents refused inside a transaction: it is aborted and run again without them."""
+
+    def __init__(self, ops: list[tuple[Any, Any]]) -> None:
+        super().__init__(f"{len(ops)} documents refused")
+        self.ops = ops
