@@ -222,7 +222,14 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
         if node.kind is NodeKind.SINK:
             writer: SinkWriter = plan.sinks[node.step_id].create_writer(ctx)
             stages.append(Stage(metrics, writer=writer))
-            pending = [p.get("sink") for p in previous if p.get("sink") is not None]
+            # Each subtask's uncommitted earlier states, then its latest, in checkpoint
+            # order (writers' restore is idempotent: committed ones are skipped).
+            pending = [
+                state
+                for p in previous
+                for state in (*p.get("sink_uncommitted", ()), p.get("sink"))
+                if state is not None
+            ]
             if pending and (len(previous) == 1 or index == 0):
                 sink_restores[len(stages) - 1] = pending
             continue

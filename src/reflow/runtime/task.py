@@ -243,6 +243,11 @@ class Subtask:
         self.source_step: str | None = None
         self.position: Any = None
         self.sink_restores: dict[int, list[Any]] = {}
+        self.uncommitted: dict[int, dict[int, Any]] = {}
+        """Per sink stage, the pre-committed states whose checkpoint has completed for
+        all the sink knows: a completion notice can still be on its way when the next
+        checkpoint is taken (or be lost with a failure), so each checkpoint stores the
+        states before it that were not committed yet, and a restore commits them all."""
         self.aligner = BarrierAligner(senders or ())
         self.finished = False
         self.reader_closed_by_executor = False
@@ -342,7 +347,7 @@ class Subtask:
             states[(self.source_step, self.index)] = {"source": self.position}
             if self.reader is not None and send_barriers:
                 self.reader.on_checkpoint(checkpoint_id)
-        for stage in self.stages:
+        for position, stage in enumerate(self.stages):
             step = stage.metrics.step_id
             entry: dict[str, Any] = {}
             if stage.logic is not None:
@@ -351,6 +356,11 @@ class Subtask:
                     entry["keyed"] = self.state.snapshot_scope(step, self.index)
             if stage.writer is not None:
                 entry["sink"] = await stage.writer.pre_commit(checkpoint_id)
+                pending = self.uncommitted.setdefault(position, {})
+                if pending:
+                    entry["sink_uncommitted"] = [pending[c] for c in sorted(pending)]
+                if entry["sink"] is not None:
+                    pending[checkpoint_id] = entry["sink"]
             states[(step, self.index)] = entry
         assert self.acks is not None
         self.acks.acknowledge(checkpoint_id, self.name, states, alignment_s)
@@ -367,10 +377,13 @@ class Subtask:
         async with self.lock:
             if self.reader is not None:
                 await self.reader.notify_checkpoint_complete(checkpoint_id)
-            for stage in self.stages:
+            for position, stage in enumerate(self.stages):
                 if stage.writer is not None:
                     self.current_step = stage.metrics.step_id
                     await stage.writer.commit(checkpoint_id)
+                    pending = self.uncommitted.get(position, {})
+                    for committed in [c for c in pending if c <= checkpoint_id]:
+                        del pending[committed]
 
     async def _aligned(self, aligned: tuple[int, float] | None) -> None:
         """Every awaited barrier of a checkpoint arrived: snapshot, then replay what
