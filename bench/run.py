@@ -3,6 +3,7 @@
     python -m bench.run [--events 1000000] [--repeat 3] [--query q1|q5|q5_sliding|all]
     python -m bench.run --query redis_sink     # connector sinks: need their server
     python -m bench.run --query kafka_sink     # starts its own broker (noida-db)
+    python -m bench.run --query mongo_sink     # starts its own server (SecantusDB)
 
 Each implementation runs in a fresh process (so peak RSS is its own); the
 best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
@@ -32,6 +33,7 @@ CONNECTORS = [
     "http_sink",
     "s3_sink",
     "sql_sink",
+    "mongo_sink",
 ]
 
 

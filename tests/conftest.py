@@ -493,3 +493,107 @@ def mongodb_database(mongodb_url: str) -> Iterator[str]:
     with contextlib.suppress(pymongo.errors.PyMongoError):
         client.drop_database(name)
     client.close()
+
+
+CLICKHOUSE_DIR = os.path.join(os.path.dirname(os.path.dirname(__file__)), ".venv", "clickhouse")
+
+
+def _clickhouse_answers(port: int) -> bool:
+    from clickhouse_driver import Client
+
+    client = Client(host="127.0.0.1", port=port, connect_timeout=0.5)
+    try:
+        client.execute("SELECT 1")
+        return True
+    except Exception:
+        return False
+    finally:
+        client.disconnect()
+
+
+@pytest.fixture(scope="session")
+def clickhouse_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OwnedServer]:
+    """Debian's ClickHouse server (18.16, unpacked by scripts/clickhouse-server) owned
+    by this test run, on its own ports; ``stop()``/``start()`` keep its data."""
+    import re
+    from pathlib import Path
+
+    from tests.servers import ServerDidNotStart
+
+    root = Path(CLICKHOUSE_DIR)
+    binary = root / "usr/sbin/clickhouse-server"
+    if not binary.exists():
+        _unavailable(
+            "the ClickHouse server is not unpacked (run scripts/clickhouse-server; it needs "
+            "root and apt-get)"
+        )
+    port, http, interserver = _free_low_port(), _free_low_port(), _free_low_port()
+    folder = tmp_path_factory.mktemp("clickhouse")
+    config = (root / "etc/clickhouse-server/config.xml").read_text()
+    config = config.replace("/var/log/clickhouse-server", str(folder / "log"))
+    config = config.replace("/var/lib/clickhouse", str(folder / "data"))
+    config = re.sub(r"<tcp_port>\d+</tcp_port>", f"<tcp_port>{port}</tcp_port>", config)
+    config = re.sub(r"<http_port>\d+</http_port>", f"<http_port>{http}</http_port>", config)
+    config = re.sub(
+        r"<interserver_http_port>\d+</interserver_http_port>",
+        f"<interserver_http_port>{interserver}</interserver_http_port>",
+        config,
+    )
+    config = config.replace("<listen_host>::1</listen_host>", "")
+    (folder / "config.xml").write_text(config)
+    (folder / "users.xml").write_text((root / "etc/clickhouse-server/users.xml").read_text())
+    libs = str(root / "usr/lib/x86_64-linux-gnu")
+    server = OwnedServer(
+        "ClickHouse 18.16",
+        [str(binary), f"--config-file={folder / 'config.xml'}"],
+        port,
+        folder,
+        ready=lambda: _reachable(("127.0.0.1", port)) and _clickhouse_answers(port),
+        env={**os.environ, "LD_LIBRARY_PATH": libs},
+        url=f"clickhouse://default@127.0.0.1:{port}",
+        stop_timeout=2.0,  # it waits ~15 s for running queries on SIGTERM; then SIGKILL
+    )
+    try:
+        server.start()
+    except ServerDidNotStart as exc:
+        _unavailable(str(exc))
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def clickhouse_database(clickhouse_server: OwnedServer) -> Iterator[str]:
+    """A fresh database on the test run's ClickHouse server, dropped afterwards."""
+    from clickhouse_driver import Client
+
+    name = f"reflow_{uuid.uuid4().hex[:10]}"
+    client = Client(host="127.0.0.1", port=clickhouse_server.port)
+    client.execute(f"CREATE DATABASE {name}")
+    yield name
+    client.execute(f"DROP DATABASE IF EXISTS {name}")
+    client.disconnect()
+
+
+@pytest.fixture(scope="session")
+def chdb_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The in-process ClickHouse engine's folder for this test run (chdb hosts one
+    folder per process: every test shares it, each in a database of its own)."""
+    try:
+        import chdb  # noqa: F401
+    except ImportError:
+        _unavailable("chdb (the in-process ClickHouse engine) is not installed (.[dev])")
+    return f"chdb://{tmp_path_factory.mktemp('chdb')}"
+
+
+@pytest.fixture
+def chdb_database(chdb_url: str) -> Iterator[str]:
+    import chdb
+
+    conn = chdb.connect(chdb_url.removeprefix("chdb://"))  # type: ignore[no-untyped-call]
+    name = f"reflow_{uuid.uuid4().hex[:10]}"
+    conn.query(f"CREATE DATABASE {name}")
+    yield name
+    conn.query(f"DROP DATABASE IF EXISTS {name}")
+    conn.close()

@@ -26,9 +26,11 @@ class OwnedServer:
         ready: Callable[[], bool],
         env: dict[str, str] | None = None,
         url: str = "",
+        stop_timeout: float = 10.0,
     ) -> None:
         self.name = name
         self.url = url
+        self.stop_timeout = stop_timeout
         self.command = command
         self.port = port
         self.folder = folder
@@ -52,11 +54,11 @@ class OwnedServer:
             time.sleep(0.05)
 
     def stop(self) -> None:
-        """Stop the server (SIGTERM, then SIGKILL after 10 s) and wait for it."""
+        """Stop the server (SIGTERM, then SIGKILL after ``stop_timeout``) and wait for it."""
         if self.proc is not None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(self.stop_timeout)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()

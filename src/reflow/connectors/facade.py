@@ -102,3 +102,8 @@ class Connectors:
     def mongodb(**options: Any) -> Any:
         """A MongoDB collection: scan or change stream in, bulk writes out."""
         return Connectors.get("mongodb", **options)
+
+    @staticmethod
+    def clickhouse(**options: Any) -> Any:
+        """A ClickHouse table or query: columnar batch inserts, chunked parallel reads."""
+        return Connectors.get("clickhouse", **options)

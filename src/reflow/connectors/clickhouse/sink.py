@@ -1,0 +1,275 @@
+"""Columnar batch inserts: retries, rows the server refuses to the error policy, and
+exactly-once by deduplication tokens or a ReplacingMergeTree table."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Mapping
+from typing import Any
+
+from reflow.connectors.base import END_OF_INPUT, BufferedSinkWriter, ConnectorContext
+from reflow.connectors.clickhouse.client import (
+    ClickHouseClient,
+    connect,
+    is_data_error,
+    is_transient,
+    quote,
+    reason,
+)
+from reflow.connectors.retry import retry
+from reflow.errors import ConnectorError
+from reflow.masking import mask_credentials
+
+__all__ = ["ClickHouseWriter", "probe"]
+
+logger = logging.getLogger(__name__)
+
+# A health probe that takes longer than this counts as "not connected".
+HEALTH_TIMEOUT_SECONDS = 3.0
+# The first release with insert_deduplication_token.
+TOKENS_SINCE = (22, 2)
+# Engines where a block inserted twice collapses to one row set on merge (read with FINAL).
+COLLAPSING = ("ReplacingMergeTree", "CollapsingMergeTree", "VersionedCollapsingMergeTree")
+
+
+async def probe(client: ClickHouseClient | None, ctx: ConnectorContext) -> tuple[bool, str] | None:
+    """Connected if the server answers ``SELECT 1`` within ``HEALTH_TIMEOUT_SECONDS``."""
+    if client is None:
+        return None
+    where = mask_credentials(client.url)
+    try:
+        await asyncio.wait_for(ctx.run_blocking(client.ping), HEALTH_TIMEOUT_SECONDS)
+    except Exception as exc:
+        return False, f"cannot reach {where}: {reason(exc)}"
+    return True, f"connected to {where}"
+
+
+class _Column:
+    __slots__ = ("name", "nullable", "optional", "type")
+
+    def __init__(self, name: str, type_name: str, default_kind: str) -> None:
+        self.name = name
+        self.type = type_name
+        self.nullable = type_name.startswith("Nullable(")
+        self.optional = self.nullable or default_kind in ("DEFAULT", "MATERIALIZED", "ALIAS")
+
+
+class ClickHouseWriter(BufferedSinkWriter):
+    """Inserts blocks of ``batch_size`` rows, column by column.
+
+    A record that is not a dict, names a column the table lacks, or misses a
+    column without a default goes to the error policy before the insert. An
+    insert the server or driver refuses for its data is split in halves until the
+    refused rows are found (they go to the error policy; the rest is inserted).
+    Connection errors are retried with backoff. Where the table deduplicates
+    (tokens), every block carries a token, so a retried block is not stored twice.
+    """
+
+    def __init__(self, options: Any, ctx: ConnectorContext) -> None:
+        self.exactly_once = options.delivery == "exactly-once"
+        super().__init__(options.batch_size, None if self.exactly_once else options.flush_interval)
+        self.options = options
+        self.ctx = ctx
+        self.client: ClickHouseClient | None = None
+        self.columns: dict[str, _Column] = {}
+        self.tokens = False
+        self.current: list[Any] = []
+        self.staged: dict[int, list[Any]] = {}
+
+    # -- opening -------------------------------------------------------------------
+
+    async def open(self) -> None:
+        self.client = await self.ctx.run_blocking(connect, self.options, "sink")
+        await self.ctx.run_blocking(self._inspect)
+        await super().open()
+
+    def _inspect(self) -> None:
+        assert self.client is not None
+        table = self.options.table
+        database, _, name = table.rpartition(".")
+        where = "database = currentDatabase()" if not database else "database = {db:String}"
+        found = self.client.query(
+            f"SELECT engine, engine_full FROM system.tables WHERE {where} AND name = {{t:String}}",
+            {"db": database, "t": name},
+        )
+        if not found:
+            raise ConnectorError(
+                f"clickhouse sink: table {table!r} does not exist in "
+                f"{mask_credentials(self.options.url)}; create it first (a ClickHouse table "
+                "needs an engine and an ORDER BY, which the sink cannot choose for you)"
+            )
+        engine, engine_full = (str(v) for v in found[0])
+        described = self.client.query(f"DESCRIBE TABLE {quote(table)}")
+        self.columns = {
+            str(row[0]): _Column(str(row[0]), str(row[1]), str(row[2])) for row in described
+        }
+        self.tokens = self._deduplicates(engine, engine_full)
+        if self.exactly_once and not self.tokens and not engine.endswith(COLLAPSING):
+            version = ".".join(str(v) for v in self.client.version())
+            raise ConnectorError(
+                f"clickhouse sink: exactly-once needs a table that drops repeated inserts, and "
+                f"{table!r} ({engine}, ClickHouse {version}) does not: on ClickHouse 22.2+ set "
+                f"ALTER TABLE {table} MODIFY SETTING non_replicated_deduplication_window = 1000 "
+                "(or use a Replicated table); on older servers use a ReplacingMergeTree table "
+                "and read it with FINAL"
+            )
+
+    def _deduplicates(self, engine: str, engine_full: str) -> bool:
+        """True when inserts with the same ``insert_deduplication_token`` are dropped."""
+        assert self.client is not None
+        if self.client.version() < TOKENS_SINCE or "MergeTree" not in engine:
+            return False
+        if engine.startswith("Replicated"):
+            return True
+        window = engine_full.split("non_replicated_deduplication_window", 1)
+        if len(window) < 2:
+            return False
+        digits = "".join(c for c in window[1].lstrip(" =").split(",")[0] if c.isdigit())
+        return bool(digits) and int(digits) > 0
+
+    async def health(self) -> tuple[bool, str] | None:
+        return await probe(self.client, self.ctx)
+
+    # -- rows into columns -----------------------------------------------------------
+
+    def _valid(self, records: list[Any]) -> list[Mapping[str, Any]]:
+        columns = self.columns
+        required = [c.name for c in columns.values() if not c.optional]
+        rows: list[Mapping[str, Any]] = []
+        for record in records:
+            if not isinstance(record, Mapping):
+                self.ctx.reject(
+                    record,
+                    TypeError(
+                        f"the clickhouse sink takes dict records, got {type(record).__name__}"
+                    ),
+                )
+                continue
+            unknown = [k for k in record if k not in columns]
+            missing = [c for c in required if c not in record]
+            if unknown or missing:
+                problems = []
+                if unknown:
+                    problems.append(f"columns {unknown} are not in table {self.options.table!r}")
+                if missing:
+                    problems.append(f"no value for {missing} (no default in the table)")
+                self.ctx.reject(record, ValueError("; ".join(problems)))
+                continue
+            rows.append(record)
+        return rows
+
+    def _block(self, rows: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
+        """The columns named by any row, in table order; absent values are None."""
+        present: set[str] = set()
+        for row in rows:
+            present.update(row)
+        names = [name for name in self.columns if name in present]
+        return names, [[row.get(name) for row in rows] for name in names]
+
+    def _types(self, names: list[str]) -> list[str]:
+        return [self.columns[name].type for name in names]
+
+    # -- inserting -------------------------------------------------------------------
+
+    def _insert(self, rows: list[Mapping[str, Any]], token: str | None) -> None:
+        """Insert ``rows``; on a data error, each half on its own, down to the refused
+        rows (rejected). A half's token is its parent's plus its path, so a repeat of
+        the same rows splits the same way and deduplicates block for block."""
+        assert self.client is not None
+        if not rows:
+            return
+        settings = {"insert_deduplication_token": token} if token and self.tokens else {}
+        names, columns = self._block(rows)
+        try:
+            self.client.insert(self.options.table, names, self._types(names), columns, settings)
+            self.ctx.count("inserts")
+            return
+        except Exception as exc:
+            if is_transient(exc) or not is_data_error(exc):
+                raise
+            if len(rows) == 1:
+                self.ctx.reject(rows[0], ValueError(f"refused by ClickHouse: {reason(exc)}"))
+                return
+        half = len(rows) // 2
+        self._insert(rows[:half], None if token is None else f"{token}.0")
+        self._insert(rows[half:], None if token is None else f"{token}.1")
+
+    async def _insert_with_retry(
+        self, what: str, rows: list[Mapping[str, Any]], token: str
+    ) -> None:
+        def give_up(exc: BaseException, retries: int) -> BaseException:
+            after = f" after {retries} retries" if retries else ""
+            return ConnectorError(
+                f"clickhouse sink: {what} into {self.options.table!r} in "
+                f"{mask_credentials(self.options.url)} failed{after}: {reason(exc)}"
+            )
+
+        await retry(
+            self.ctx,
+            lambda: self.ctx.run_blocking(self._insert, rows, token),
+            what=what,
+            retries=self.options.max_retries,
+            first_delay=self.options.retry_backoff,
+            retry_on=is_transient,
+            give_up=give_up,
+        )
+
+    async def write_records(self, records: list[Any]) -> None:
+        rows = self._valid(records)
+        if rows:
+            # One token per block, kept across retries: a block the server stored
+            # before the connection broke is not stored again.
+            await self._insert_with_retry(f"inserting {len(rows)} rows", rows, uuid.uuid4().hex)
+
+    async def write(self, batch: list[Any]) -> None:
+        if self.exactly_once:
+            self.current.extend(batch)
+        else:
+            await super().write(batch)
+
+    # -- exactly-once ------------------------------------------------------------------
+
+    async def _commit(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
+        rows = self._valid(records)
+        size = self.options.batch_size
+        for block, start in enumerate(range(0, len(rows), size)):
+            token = f"{self.ctx.job_id}/{self.ctx.step_id}/{subtask}/{checkpoint_id}/{block}"
+            await self._insert_with_retry(
+                f"committing checkpoint {checkpoint_id}", rows[start : start + size], token
+            )
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        if not self.exactly_once:
+            await self.flush()
+            return None
+        records, self.current = self.current, []
+        self.staged[checkpoint_id] = records
+        return (self.ctx.subtask_index, checkpoint_id, records)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            await self._commit(self.ctx.subtask_index, staged, self.staged[staged])
+            del self.staged[staged]  # only once written: a cancelled commit is redone
+
+    async def restore(self, states: list[Any]) -> None:
+        if self.exactly_once:
+            for subtask, checkpoint_id, records in states:
+                await self._commit(subtask, checkpoint_id, records)
+
+    async def flush(self) -> None:
+        if not self.exactly_once:
+            await super().flush()
+            return
+        await self.commit(END_OF_INPUT)
+        records, self.current = self.current, []
+        await self._commit(self.ctx.subtask_index, END_OF_INPUT, records)
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        finally:
+            if self.client is not None:
+                await self.ctx.run_blocking(self.client.close)
+                self.client = None
