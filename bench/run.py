@@ -4,6 +4,7 @@
     python -m bench.run --query redis_sink     # connector sinks: need their server
     python -m bench.run --query kafka_sink     # starts its own broker (noida-db)
     python -m bench.run --query mongo_sink     # starts its own server (SecantusDB)
+    python -m bench.run --query clickhouse_sink  # starts Debian's ClickHouse server
 
 Each implementation runs in a fresh process (so peak RSS is its own); the
 best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
@@ -34,6 +35,7 @@ CONNECTORS = [
     "s3_sink",
     "sql_sink",
     "mongo_sink",
+    "clickhouse_sink",
 ]
 
 

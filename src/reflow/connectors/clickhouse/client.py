@@ -72,7 +72,9 @@ def is_transient(exc: BaseException) -> bool:
 def is_data_error(exc: BaseException) -> bool:
     """An insert failed for what some rows hold (a wrong type, NULL in a non-Nullable
     column, a value out of range)."""
-    if isinstance(exc, TypeError | ValueError | OverflowError | struct.error):
+    # The driver serialises a block column by column: a value of the wrong type fails
+    # there (None in a String column as an AttributeError).
+    if isinstance(exc, TypeError | ValueError | OverflowError | AttributeError | struct.error):
         return True
     try:
         import pyarrow as pa
@@ -88,6 +90,9 @@ class ClickHouseClient(abc.ABC):
     """What the source and sink need; blocking calls (run them in the I/O pool)."""
 
     url: str
+    null_as_default = False
+    """True when the engine stores a NULL sent for a non-Nullable column as the
+    column's default instead of refusing it."""
 
     @abc.abstractmethod
     def query(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
@@ -190,7 +195,6 @@ class NativeClient(ClickHouseClient):
             f"INSERT INTO {quote(table)} ({listed}) VALUES",
             columns,
             columnar=True,
-            types_check=True,
             settings=settings,
         )
 
@@ -200,6 +204,8 @@ class NativeClient(ClickHouseClient):
 
 class EmbeddedClient(ClickHouseClient):
     """The ClickHouse engine in this process (chdb): one data folder per process."""
+
+    null_as_default = True
 
     def __init__(self, options: Any) -> None:
         import chdb

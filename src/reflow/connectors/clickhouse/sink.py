@@ -7,6 +7,7 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
+from operator import itemgetter
 from typing import Any
 
 from reflow.connectors.base import END_OF_INPUT, BufferedSinkWriter, ConnectorContext
@@ -25,6 +26,15 @@ from reflow.masking import mask_credentials
 __all__ = ["ClickHouseWriter", "probe"]
 
 logger = logging.getLogger(__name__)
+
+
+def _columns(rows: list[Mapping[str, Any]], names: list[str]) -> list[list[Any]]:
+    """Column by column; a row without one of ``names`` gives None there."""
+    try:
+        return [list(map(itemgetter(name), rows)) for name in names]  # C speed
+    except KeyError:
+        return [[row.get(name) for row in rows] for name in names]
+
 
 # A health probe that takes longer than this counts as "not connected".
 HEALTH_TIMEOUT_SECONDS = 3.0
@@ -74,6 +84,7 @@ class ClickHouseWriter(BufferedSinkWriter):
         self.ctx = ctx
         self.client: ClickHouseClient | None = None
         self.columns: dict[str, _Column] = {}
+        self.required: set[str] = set()
         self.tokens = False
         self.current: list[Any] = []
         self.staged: dict[int, list[Any]] = {}
@@ -105,6 +116,7 @@ class ClickHouseWriter(BufferedSinkWriter):
         self.columns = {
             str(row[0]): _Column(str(row[0]), str(row[1]), str(row[2])) for row in described
         }
+        self.required = {c.name for c in self.columns.values() if not c.optional}
         self.tokens = self._deduplicates(engine, engine_full)
         if self.exactly_once and not self.tokens and not engine.endswith(COLLAPSING):
             version = ".".join(str(v) for v in self.client.version())
@@ -135,38 +147,58 @@ class ClickHouseWriter(BufferedSinkWriter):
     # -- rows into columns -----------------------------------------------------------
 
     def _valid(self, records: list[Any]) -> list[Mapping[str, Any]]:
-        columns = self.columns
-        required = [c.name for c in columns.values() if not c.optional]
-        rows: list[Mapping[str, Any]] = []
-        for record in records:
-            if not isinstance(record, Mapping):
+        """The records the table can take, checked per batch (per record only when the
+        batch has a problem): dicts, of the table's columns, with a value for every
+        column that has no default."""
+        rows: list[Mapping[str, Any]] = records
+        if set(map(type, records)) != {dict}:
+            rows = []
+            for record in records:
+                if isinstance(record, Mapping):
+                    rows.append(record)
+                    continue
                 self.ctx.reject(
                     record,
                     TypeError(
                         f"the clickhouse sink takes dict records, got {type(record).__name__}"
                     ),
                 )
-                continue
-            unknown = [k for k in record if k not in columns]
-            missing = [c for c in required if c not in record]
-            if unknown or missing:
-                problems = []
-                if unknown:
-                    problems.append(f"columns {unknown} are not in table {self.options.table!r}")
-                if missing:
-                    problems.append(f"no value for {missing} (no default in the table)")
-                self.ctx.reject(record, ValueError("; ".join(problems)))
-                continue
-            rows.append(record)
-        return rows
+        if not rows:
+            return rows
+        present: set[str] = set().union(*rows)
+        if not present <= self.columns.keys() or not self.required <= present:
+            return [row for row in rows if self._row_fits(row)]
+        return rows  # NULLs in columns without a default are found in the block
 
-    def _block(self, rows: list[Mapping[str, Any]]) -> tuple[list[str], list[list[Any]]]:
-        """The columns named by any row, in table order; absent values are None."""
-        present: set[str] = set()
-        for row in rows:
-            present.update(row)
+    def _row_fits(self, row: Mapping[str, Any]) -> bool:
+        unknown = [k for k in row if k not in self.columns]
+        missing = sorted(name for name in self.required if row.get(name) is None)
+        if not unknown and not missing:
+            return True
+        problems = []
+        if unknown:
+            problems.append(f"columns {unknown} are not in table {self.options.table!r}")
+        if missing:
+            problems.append(f"no value for {missing} (no default in the table)")
+        self.ctx.reject(row, ValueError("; ".join(problems)))
+        return False
+
+    def _block(
+        self, rows: list[Mapping[str, Any]]
+    ) -> tuple[list[Mapping[str, Any]], list[str], list[list[Any]]]:
+        """The columns named by any row, in table order (absent values are None). Where
+        the engine would store NULL as the column's default (chdb), rows with NULL in a
+        column without a default are rejected first; the native driver refuses them."""
+        present: set[str] = set().union(*rows)
         names = [name for name in self.columns if name in present]
-        return names, [[row.get(name) for row in rows] for name in names]
+        columns = _columns(rows, names)
+        if self.client is not None and self.client.null_as_default:
+            required = self.required
+            if any(None in values for name, values in zip(names, columns, strict=True)
+                   if name in required):  # fmt: skip
+                rows = [row for row in rows if self._row_fits(row)]
+                columns = _columns(rows, names)
+        return rows, names, columns
 
     def _types(self, names: list[str]) -> list[str]:
         return [self.columns[name].type for name in names]
@@ -181,7 +213,9 @@ class ClickHouseWriter(BufferedSinkWriter):
         if not rows:
             return
         settings = {"insert_deduplication_token": token} if token and self.tokens else {}
-        names, columns = self._block(rows)
+        rows, names, columns = self._block(rows)
+        if not rows:
+            return
         try:
             self.client.insert(self.options.table, names, self._types(names), columns, settings)
             self.ctx.count("inserts")
@@ -190,7 +224,8 @@ class ClickHouseWriter(BufferedSinkWriter):
             if is_transient(exc) or not is_data_error(exc):
                 raise
             if len(rows) == 1:
-                self.ctx.reject(rows[0], ValueError(f"refused by ClickHouse: {reason(exc)}"))
+                if self._row_fits(rows[0]):  # else rejected, saying which value is missing
+                    self.ctx.reject(rows[0], ValueError(f"refused by ClickHouse: {reason(exc)}"))
                 return
         half = len(rows) // 2
         self._insert(rows[:half], None if token is None else f"{token}.0")
