@@ -384,3 +384,30 @@ def _stop_and_start(server: OwnedServer, down: float) -> None:
     server.stop()
     time.sleep(down)
     server.start()
+
+
+def test_health_reports_the_address_and_a_stopped_server(
+    clickhouse_server: OwnedServer, clickhouse_database: str
+) -> None:
+    from reflow.connectors.clickhouse import ClickHouseConnector
+
+    engine = Engine(clickhouse_server.url, clickhouse_database)
+    engine.sql(ITEMS + "ENGINE = MergeTree ORDER BY id")
+    spec = ClickHouseConnector().create_sink(engine.options(table="items"))
+
+    async def scenario() -> tuple[Any, Any]:
+        writer: Any = spec.create_writer(ConnectorContext("out"))
+        await writer.open()
+        up = await writer.health()
+        clickhouse_server.stop()
+        try:
+            down = await writer.health()
+        finally:
+            clickhouse_server.start()
+            await writer.close()
+        return up, down
+
+    up, down = asyncio.run(scenario())
+    where = f"clickhouse://***@127.0.0.1:{clickhouse_server.port}"  # user and password hidden
+    assert up == (True, f"connected to {where}")
+    assert down[0] is False and down[1].startswith(f"cannot reach {where}: ")

@@ -362,6 +362,8 @@ def test_change_stream_delivers_inserts_updates_and_deletes_in_order(
     assert [(r["operation"], r["_id"]) for r in out.records] == expected
     first_update = next(r for r in out.records if r["operation"] == "update")
     assert first_update["updated_fields"] == {"v": -1}
+    kept = [r for r in out.records if r["operation"] == "update" and r["_id"] % 5]
+    assert kept and all(r["document"] == {"_id": r["_id"], "v": -1 - r["_id"]} for r in kept)
     inserts = [r for r in out.records if r["operation"] == "insert"]
     assert [r["document"] for r in inserts] == [{"_id": i, "v": i} for i in range(300)]
     assert all(r["namespace"] == f"{mongodb_database}.items" for r in out.records)
@@ -586,3 +588,32 @@ def test_sigkilled_change_stream_job_resumes_from_its_token_exactly_once(
     numbers = Counter(d["n"] for d in copy.find())
     assert sorted(numbers) == list(range(3_000))
     assert set(numbers.values()) == {1}  # every event once, through every kill
+
+
+def test_health_reports_the_masked_address_and_a_stopped_server(
+    mongodb_server: OwnedServer, mongodb_database: str
+) -> None:
+    from reflow.connectors.mongodb import MongoConnector
+
+    url = mongodb_server.url.replace("mongodb://", "mongodb://app:s3cret@")
+    spec = MongoConnector().create_sink(
+        {"url": mongodb_server.url, "database": mongodb_database, "collection": "items"}
+    )
+
+    async def scenario() -> tuple[Any, Any]:
+        writer: Any = spec.create_writer(ConnectorContext("out"))
+        await writer.open()
+        writer.options = writer.options.model_copy(update={"url": url})  # as configured
+        up = await writer.health()
+        mongodb_server.stop()
+        try:
+            down = await writer.health()
+        finally:
+            mongodb_server.start()
+            await writer.close()
+        return up, down
+
+    up, down = asyncio.run(scenario())
+    assert up[0] is True and up[1].startswith("connected to mongodb://app:***@127.0.0.1")
+    assert down[0] is False and "cannot reach mongodb://app:***@" in down[1]
+    assert "s3cret" not in up[1] + down[1]
