@@ -8,7 +8,7 @@ from typing import Any
 
 from reflow import Job, JobStatus, Operators
 from reflow.graph.job import ErrorMode, ErrorPolicy
-from reflow.testing import TestingSink, run_job
+from reflow.testing import TestingSink, TestingSource, run_job
 
 CRASH_AT = 3_000
 
@@ -50,3 +50,15 @@ def run_until_crash(source: Any, checkpoints: Path) -> list[int]:
     committed = [r["n"] for r in first.records]
     assert 0 < len(committed) < CRASH_AT
     return committed
+
+
+def failed_start(spec: Any, role: str) -> str:
+    """Run ``spec`` as the source (``role='source'``) or the sink of a one-step job
+    that must fail; its error message."""
+    if role == "source":
+        job = Job.builder().source(spec).sink(TestingSink()).build()
+    else:
+        job = Job.builder().source(TestingSource([{"a": 1}])).sink(spec).build()
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    return str(result.error)

@@ -17,7 +17,7 @@ from reflow.connectors.base import ConnectorContext
 from reflow.errors import ConnectorConfigError
 from reflow.graph.restart import FixedDelayRestart
 from reflow.testing import TestingSink, TestingSource, check_connector, run_job
-from tests.connectors.scenarios import dead_lettered_job
+from tests.connectors.scenarios import dead_lettered_job, failed_start
 from tests.servers import OwnedServer
 
 
@@ -105,13 +105,7 @@ def test_a_server_down_at_start_is_a_clear_error_with_the_password_masked(role: 
 
     url = f"clickhouse://app:s3cret@127.0.0.1:{_free_low_port()}/db"
     spec = Connectors.clickhouse(url=url, table="t", connect_timeout=0.5)
-    if role == "source":
-        job = Job.builder().source(spec).sink(TestingSink()).build()
-    else:
-        job = Job.builder().source(TestingSource([{"a": 1}])).sink(spec).build()
-    result = run_job(job)
-    assert result.status is JobStatus.FAILED
-    error = str(result.error)
+    error = failed_start(spec, role)
     assert f"clickhouse {role}: cannot connect to clickhouse://app:***@127.0.0.1" in error, error
     assert "s3cret" not in error
     assert "is running and reachable" in error

@@ -20,7 +20,7 @@ from reflow.connectors.base import ConnectorContext
 from reflow.errors import ConnectorConfigError
 from reflow.graph.restart import FixedDelayRestart
 from reflow.testing import TestingSink, TestingSource, check_connector, run_job
-from tests.connectors.scenarios import dead_lettered_job
+from tests.connectors.scenarios import dead_lettered_job, failed_start
 from tests.servers import OwnedServer
 
 _CLIENTS: dict[str, Any] = {}
@@ -94,13 +94,7 @@ def test_a_server_down_at_start_is_a_clear_error_with_the_password_masked(role: 
 
     url = f"mongodb://app:s3cret@127.0.0.1:{_free_low_port()}/?directConnection=true"
     spec = Connectors.mongodb(url=url, database="d", collection="c", connect_timeout=0.3)
-    if role == "source":
-        job = Job.builder().source(spec).sink(TestingSink()).build()
-    else:
-        job = Job.builder().source(TestingSource([{"a": 1}])).sink(spec).build()
-    result = run_job(job)
-    assert result.status is JobStatus.FAILED
-    error = str(result.error)
+    error = failed_start(spec, role)
     assert f"mongodb {role}: cannot connect to mongodb://app:***@127.0.0.1" in error, error
     assert "s3cret" not in error
     assert "Check the 'url' option" in error

@@ -37,6 +37,7 @@ __all__ = [
     "SinkWriter",
     "Source",
     "SourceReader",
+    "StagedSinkWriter",
     "read_all",
 ]
 
@@ -300,6 +301,59 @@ class BufferedSinkWriter(SinkWriter):
                     f"{len(chunk)} records buffered in the sink could not be written when it "
                     f"closed: {exc!r}"
                 ) from exc
+
+
+class StagedSinkWriter(BufferedSinkWriter):
+    """A BufferedSinkWriter that, with ``exactly_once``, keeps each checkpoint's records
+    (they are stored in the checkpoint) and writes them with ``commit_records`` when
+    the checkpoint completes; a restart writes the restored checkpoints' records
+    again, so ``commit_records`` must not write a checkpoint twice (a marker, a
+    deduplication token, or writes that can be repeated). At-least-once, it is a
+    plain BufferedSinkWriter."""
+
+    def __init__(self, batch_size: int, flush_interval: float | None, exactly_once: bool) -> None:
+        super().__init__(batch_size, None if exactly_once else flush_interval)
+        self.exactly_once = exactly_once
+        self.current: list[Any] = []
+        self.staged: dict[int, list[Any]] = {}
+        self.subtask = 0
+
+    @abc.abstractmethod
+    async def commit_records(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
+        """Write the records of ``checkpoint_id`` from ``subtask``, unless already written."""
+
+    async def write(self, batch: list[Any]) -> None:
+        if self.exactly_once:
+            self.current.extend(batch)
+        else:
+            await super().write(batch)
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        if not self.exactly_once:
+            await self.flush()
+            return None
+        records, self.current = self.current, []
+        self.staged[checkpoint_id] = records
+        return (self.subtask, checkpoint_id, records)
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            await self.commit_records(self.subtask, staged, self.staged[staged])
+            del self.staged[staged]  # only once written: a cancelled commit is redone
+
+    async def restore(self, states: list[Any]) -> None:
+        if self.exactly_once:
+            for subtask, checkpoint_id, records in states:
+                await self.commit_records(subtask, checkpoint_id, records)
+
+    async def flush(self) -> None:
+        if not self.exactly_once:
+            await super().flush()
+            return
+        # End of input: everything not yet committed, as the final commit.
+        await self.commit(END_OF_INPUT)
+        records, self.current = self.current, []
+        await self.commit_records(self.subtask, END_OF_INPUT, records)
 
 
 async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
-from reflow.connectors.base import END_OF_INPUT, BufferedSinkWriter, ConnectorContext
+from reflow.connectors.base import ConnectorContext, StagedSinkWriter
 from reflow.connectors.clickhouse.client import (
     ClickHouseClient,
     connect,
@@ -66,7 +66,7 @@ class _Column:
         self.optional = self.nullable or default_kind in ("DEFAULT", "MATERIALIZED", "ALIAS")
 
 
-class ClickHouseWriter(BufferedSinkWriter):
+class ClickHouseWriter(StagedSinkWriter):
     """Inserts blocks of ``batch_size`` rows, column by column.
 
     A record that is not a dict, names a column the table lacks, or misses a
@@ -78,16 +78,16 @@ class ClickHouseWriter(BufferedSinkWriter):
     """
 
     def __init__(self, options: Any, ctx: ConnectorContext) -> None:
-        self.exactly_once = options.delivery == "exactly-once"
-        super().__init__(options.batch_size, None if self.exactly_once else options.flush_interval)
+        super().__init__(
+            options.batch_size, options.flush_interval, options.delivery == "exactly-once"
+        )
+        self.subtask = ctx.subtask_index
         self.options = options
         self.ctx = ctx
         self.client: ClickHouseClient | None = None
         self.columns: dict[str, _Column] = {}
         self.required: set[str] = set()
         self.tokens = False
-        self.current: list[Any] = []
-        self.staged: dict[int, list[Any]] = {}
 
     # -- opening -------------------------------------------------------------------
 
@@ -258,15 +258,7 @@ class ClickHouseWriter(BufferedSinkWriter):
             # before the connection broke is not stored again.
             await self._insert_with_retry(f"inserting {len(rows)} rows", rows, uuid.uuid4().hex)
 
-    async def write(self, batch: list[Any]) -> None:
-        if self.exactly_once:
-            self.current.extend(batch)
-        else:
-            await super().write(batch)
-
-    # -- exactly-once ------------------------------------------------------------------
-
-    async def _commit(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
+    async def commit_records(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
         rows = self._valid(records)
         size = self.options.batch_size
         for block, start in enumerate(range(0, len(rows), size)):
@@ -274,32 +266,6 @@ class ClickHouseWriter(BufferedSinkWriter):
             await self._insert_with_retry(
                 f"committing checkpoint {checkpoint_id}", rows[start : start + size], token
             )
-
-    async def pre_commit(self, checkpoint_id: int) -> Any:
-        if not self.exactly_once:
-            await self.flush()
-            return None
-        records, self.current = self.current, []
-        self.staged[checkpoint_id] = records
-        return (self.ctx.subtask_index, checkpoint_id, records)
-
-    async def commit(self, checkpoint_id: int) -> None:
-        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            await self._commit(self.ctx.subtask_index, staged, self.staged[staged])
-            del self.staged[staged]  # only once written: a cancelled commit is redone
-
-    async def restore(self, states: list[Any]) -> None:
-        if self.exactly_once:
-            for subtask, checkpoint_id, records in states:
-                await self._commit(subtask, checkpoint_id, records)
-
-    async def flush(self) -> None:
-        if not self.exactly_once:
-            await super().flush()
-            return
-        await self.commit(END_OF_INPUT)
-        records, self.current = self.current, []
-        await self._commit(self.ctx.subtask_index, END_OF_INPUT, records)
 
     async def close(self) -> None:
         try:

@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from reflow.connectors.base import END_OF_INPUT, BufferedSinkWriter, ConnectorContext
+from reflow.connectors.base import ConnectorContext, StagedSinkWriter
 from reflow.connectors.mongodb.client import connect, health, is_transient, masked, reason
 from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
@@ -20,7 +20,7 @@ MARKER_COLLECTION = "reflow_sink_commits"
 DUPLICATE_KEY = 11000
 
 
-class MongoWriter(BufferedSinkWriter):
+class MongoWriter(StagedSinkWriter):
     """Bulk writes of ``batch_size`` operations.
 
     A document the server refuses (a duplicate key, a failed validation) goes to the
@@ -38,15 +38,15 @@ class MongoWriter(BufferedSinkWriter):
     """
 
     def __init__(self, options: Any, ctx: ConnectorContext) -> None:
-        self.exactly_once = options.delivery == "exactly-once"
-        super().__init__(options.batch_size, None if self.exactly_once else options.flush_interval)
+        super().__init__(
+            options.batch_size, options.flush_interval, options.delivery == "exactly-once"
+        )
+        self.subtask = ctx.subtask_index
         self.options = options
         self.ctx = ctx
         self.client: Any = None
         self.collection: Any = None
         self.transactions = False
-        self.current: list[Any] = []
-        self.staged: dict[int, list[Any]] = {}
 
     # -- connecting --------------------------------------------------------------
 
@@ -185,14 +185,6 @@ class MongoWriter(BufferedSinkWriter):
                 f"writing {len(ops)} documents", lambda retried: self._bulk(ops, retried)
             )
 
-    async def write(self, batch: list[Any]) -> None:
-        if self.exactly_once:
-            self.current.extend(batch)
-        else:
-            await super().write(batch)
-
-    # -- exactly-once --------------------------------------------------------------
-
     def _marker_id(self, subtask: int) -> str:
         return f"{self.ctx.job_id}/{self.ctx.step_id}/{subtask}"
 
@@ -236,38 +228,11 @@ class MongoWriter(BufferedSinkWriter):
                 gone = {id(op) for op in refused.ops}
                 ops = [op for op in ops if id(op) not in gone]
 
-    async def _commit(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
+    async def commit_records(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
         await self._write_with_retry(
             f"committing checkpoint {checkpoint_id} ({len(records)} records)",
             lambda retried: self._commit_blocking(subtask, checkpoint_id, records, retried),
         )
-
-    async def pre_commit(self, checkpoint_id: int) -> Any:
-        if not self.exactly_once:
-            await self.flush()
-            return None
-        records, self.current = self.current, []
-        self.staged[checkpoint_id] = records
-        return (self.ctx.subtask_index, checkpoint_id, records)
-
-    async def commit(self, checkpoint_id: int) -> None:
-        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            await self._commit(self.ctx.subtask_index, staged, self.staged[staged])
-            del self.staged[staged]  # only once written: a cancelled commit is redone
-
-    async def restore(self, states: list[Any]) -> None:
-        if self.exactly_once:
-            for subtask, checkpoint_id, records in states:
-                await self._commit(subtask, checkpoint_id, records)
-
-    async def flush(self) -> None:
-        if not self.exactly_once:
-            await super().flush()
-            return
-        # End of input: everything not yet committed, as the final commit.
-        await self.commit(END_OF_INPUT)
-        records, self.current = self.current, []
-        await self._commit(self.ctx.subtask_index, END_OF_INPUT, records)
 
     async def close(self) -> None:
         try:
