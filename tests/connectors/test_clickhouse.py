@@ -53,7 +53,9 @@ class Engine:
         return {"url": self.url, "database": self.database, **more}
 
 
-@pytest.fixture(params=["server-18.16", "chdb-26.9"])
+# chdb's engine lives in one process: on Ray, the subtasks' processes cannot open the
+# folder this test process holds (test_a_chdb_folder_open_in_another_process...).
+@pytest.fixture(params=["server-18.16", pytest.param("chdb-26.9", marks=pytest.mark.local_only)])
 def engine(request: pytest.FixtureRequest) -> Engine:
     if request.param == "server-18.16":
         server: OwnedServer = request.getfixturevalue("clickhouse_server")
@@ -223,6 +225,7 @@ def _restore_twice(options: dict[str, Any]) -> None:
     asyncio.run(scenario())
 
 
+@pytest.mark.local_only  # chdb: the engine is in this process
 def test_exactly_once_by_deduplication_tokens(chdb_url: str, chdb_database: str) -> None:
     engine = Engine(chdb_url, chdb_database)
     engine.sql(
@@ -255,6 +258,7 @@ def test_exactly_once_into_a_table_that_keeps_repeats_is_refused_with_the_fix(
     assert "ReplacingMergeTree" in str(result.error)
 
 
+@pytest.mark.local_only  # its functions share state with the test (counters, lists)
 def test_exactly_once_sink_through_failures_and_restarts(engine: Engine, tmp_path: Path) -> None:
     tokens = engine.url.startswith("chdb://")
     settings = " SETTINGS non_replicated_deduplication_window = 1000" if tokens else ""
@@ -293,6 +297,7 @@ def test_exactly_once_sink_through_failures_and_restarts(engine: Engine, tmp_pat
 # -- outages -----------------------------------------------------------------------------
 
 
+@pytest.mark.local_only  # its functions share state with the test (counters, lists)
 def test_server_stopped_mid_run_is_retried_by_the_sink_and_recovered_by_the_source(
     clickhouse_server: OwnedServer, clickhouse_database: str, tmp_path: Path
 ) -> None:
@@ -405,3 +410,23 @@ def test_health_reports_the_address_and_a_stopped_server(
     where = f"clickhouse://***@127.0.0.1:{clickhouse_server.port}"  # user and password hidden
     assert up == (True, f"connected to {where}")
     assert down[0] is False and down[1].startswith(f"cannot reach {where}: ")
+
+
+def test_a_chdb_folder_open_in_another_process_is_a_clear_error(
+    chdb_url: str, chdb_database: str
+) -> None:
+    """This test process holds the folder; a job in another process cannot open it."""
+    import subprocess
+    import sys
+
+    script = (
+        "from reflow import Connectors, Job\n"
+        "from reflow.testing import TestingSource, run_job\n"
+        f"sink = Connectors.clickhouse(url={chdb_url!r}, database={chdb_database!r}, table='t')\n"
+        "print(run_job(Job.builder().source(TestingSource([{'a': 1}])).sink(sink).build()).error)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, check=True
+    )
+    assert "clickhouse sink: cannot open the in-process engine at chdb://" in done.stdout
+    assert "one folder per process" in done.stdout

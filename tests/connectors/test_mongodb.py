@@ -365,6 +365,7 @@ def test_change_stream_delivers_inserts_updates_and_deletes_in_order(
     assert times == sorted(times) and times[0].tzinfo is not None
 
 
+@pytest.mark.local_only  # its functions share state with the test (counters, lists)
 def test_change_stream_from_a_start_time_kill_and_resume_loses_and_doubles_nothing(
     mongodb_url: str, mongodb_database: str, tmp_path: Path
 ) -> None:
@@ -427,6 +428,7 @@ def test_change_stream_from_a_start_time_kill_and_resume_loses_and_doubles_nothi
 # -- outages ------------------------------------------------------------------------
 
 
+@pytest.mark.local_only  # its functions share state with the test (counters, lists)
 def test_server_stopped_mid_run_is_retried_by_the_sink_and_the_scan(
     mongodb_server: OwnedServer, mongodb_database: str
 ) -> None:

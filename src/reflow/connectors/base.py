@@ -317,6 +317,7 @@ class StagedSinkWriter(BufferedSinkWriter):
         self.current: list[Any] = []
         self.staged: dict[int, list[Any]] = {}
         self.subtask = 0
+        self.closed = False
 
     @abc.abstractmethod
     async def commit_records(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
@@ -337,6 +338,11 @@ class StagedSinkWriter(BufferedSinkWriter):
         return (self.subtask, checkpoint_id, records)
 
     async def commit(self, checkpoint_id: int) -> None:
+        if self.closed:
+            # A notice that reached a writer of a failed attempt after it closed: the
+            # records are in the checkpoint, and the restore of the next attempt
+            # commits them.
+            return
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
             await self.commit_records(self.subtask, staged, self.staged[staged])
             del self.staged[staged]  # only once written: a cancelled commit is redone
@@ -345,6 +351,10 @@ class StagedSinkWriter(BufferedSinkWriter):
         if self.exactly_once:
             for subtask, checkpoint_id, records in states:
                 await self.commit_records(subtask, checkpoint_id, records)
+
+    async def close(self) -> None:
+        self.closed = True
+        await super().close()
 
     async def flush(self) -> None:
         if not self.exactly_once:

@@ -673,7 +673,9 @@ class Subtask:
                         "subtask %s: closing %s failed", self.name, stage.metrics.step_id
                     )
             if stage.writer is not None and not self.writers_closed_by_executor:
-                await _quietly(stage.writer.close(), self.name)
+                # Not while a completion notice is committing through the writer.
+                async with self.lock:
+                    await _quietly(stage.writer.close(), self.name)
 
 
 async def _quietly(awaitable: Any, name: str) -> None:

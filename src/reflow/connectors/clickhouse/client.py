@@ -333,6 +333,13 @@ def connect(options: Any, role: str) -> ClickHouseClient:
         raise ConnectorError(
             f"clickhouse {role}: {exc.name} is not installed; pip install 'reflow[{extra}]'"
         ) from exc
+    except Exception as exc:  # chdb: the folder is open in another process
+        raise ConnectorError(
+            f"clickhouse {role}: cannot open the in-process engine at {where}: {reason(exc)}. "
+            "chdb opens one folder per process, and a folder in one process at a time: give "
+            "each process its own folder (on the Ray executor, subtasks run in their own "
+            "processes) or use a ClickHouse server"
+        ) from exc
     try:
         client.ping()
     except Exception as exc:
