@@ -344,6 +344,33 @@ def test_seed_92_rolling_aggregate_goes_to_a_csv_file_as_it_is(tmp_path: Path) -
 
 
 @pytest.mark.parametrize("retract", [True, False])
+def test_changelog_with_visible_deletes_keys_that_leave_and_inserts_those_that_enter(
+    retract: bool,
+) -> None:
+    """``visible`` (SQL's HAVING): a key shows only while its result meets it."""
+    flow = Flow("having")
+    sink = TestingSink()
+    amounts = [5, -10, 10, 10, -100, 1]  # totals 5, -5, 5, 15, -85, -84
+    flow.source(TestingSource([{"k": "a", "v": v} for v in amounts])).key_by("k").aggregate(
+        Aggregations.sum("v"),
+        emit="changelog",
+        retract=retract,
+        visible=lambda key, total: total > 0,
+    ).sink(sink)
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    kinds = [(r["op"], r["v"]) for r in sink.records]
+    assert kinds == [
+        ("+I", 5),
+        ("-D", 5),  # the total left: the row sent before is deleted
+        ("+I", 5),  # back in
+        *([("-U", 5)] if retract else []),
+        ("+U", 15),
+        ("-D", 15),
+        # -84 stays out: nothing
+    ]
+
+
+@pytest.mark.parametrize("retract", [True, False])
 def test_changelog_aggregate_sends_inserts_and_updates(retract: bool) -> None:
     """+I for a key's first result (even a falsy one), -U/+U for each change, nothing
     for a record that leaves the result as it was."""

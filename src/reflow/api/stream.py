@@ -419,10 +419,12 @@ class KeyedStream(Stream[V], Generic[K, V]):
         value_name: str | None = None,
         changelog_column: str = "op",
         retract: bool = True,
+        visible: Callable[[Any, Any], bool] | None = None,
         id: str | None = None,
     ) -> Stream[Any]:
         """Rolling aggregate per key (seed §9.2): ``{key_name: key, value_name: result}``
-        dicts (see ``Operators.aggregate``; ``emit="changelog"`` sends +I/-U/+U rows)."""
+        dicts (see ``Operators.aggregate``; ``emit="changelog"`` sends +I/-U/+U rows,
+        and -D when ``visible`` turns False for a key)."""
         op = Operators.aggregate(
             self.key_selector,
             aggregate=aggregate,
@@ -432,6 +434,7 @@ class KeyedStream(Stream[V], Generic[K, V]):
             value_name=value_name,
             changelog_column=changelog_column,
             retract=retract,
+            visible=visible,
         )
         return self._next(self._then(op, id, "aggregate"))
 

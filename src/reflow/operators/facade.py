@@ -174,11 +174,13 @@ class Operators:
         value_name: str | None = None,
         changelog_column: str = "op",
         retract: bool = True,
+        visible: Callable[[Any, Any], bool] | None = None,
     ) -> KeyedAggregateOp:
         """Rolling aggregate per key (seed §9.2), emitting ``{key_name: key,
         value_name: result}`` dicts (names from the fields or functions given);
         ``emit="changelog"`` adds the change's kind (``+I``/``-U``/``+U``) in
-        ``changelog_column`` (see ``KeyedAggregateOp``).
+        ``changelog_column``; with it, ``visible(key, result)`` keeps results out as
+        SQL's HAVING does (``-D`` when a key leaves; see ``KeyedAggregateOp``).
 
         ``Operators.aggregate(Orders::getRegion, Orders::getAmount, Double::sum)`` in
         the seed is ``Operators.aggregate("region", "amount", operator.add)`` here,
@@ -199,6 +201,7 @@ class Operators:
             value_name,
             changelog_column,
             retract,
+            visible,
         )
 
     @staticmethod

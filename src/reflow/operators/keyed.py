@@ -51,6 +51,11 @@ class KeyedAggregateOp(OperatorSpec):
     previous result, left out with ``retract=False`` for upsert sinks) and ``+U``
     (the new one) when a record changes it; a dict result gets the kind in its
     ``changelog_column``, any other result is sent as ``(kind, result)``.
+
+    ``visible(key, result)`` (changelog only) keeps out of the output the results it
+    is False for, as SQL's HAVING: a key whose new result leaves the output is
+    deleted (``-D`` with the result sent before), one whose result enters it is
+    inserted (``+I``); the state keeps every key.
     """
 
     key: str | Callable[[Any], Any]
@@ -63,6 +68,7 @@ class KeyedAggregateOp(OperatorSpec):
     value_name: str | None = None
     changelog_column: str = "op"
     retract: bool = True
+    visible: Callable[[Any, Any], bool] | None = None
 
     operator_type: ClassVar[str] = "aggregate"
     stateful: ClassVar[bool] = True
@@ -119,6 +125,7 @@ class _KeyedAggregateLogic(OperatorLogic):
         self.changelog = mode == "changelog"
         self.column = spec.changelog_column
         self.retract = spec.retract
+        self.visible = spec.visible
         self.reject = ctx.reject
 
     def _change(self, kind: str, key: Any, result: Any) -> Any:
@@ -131,6 +138,7 @@ class _KeyedAggregateLogic(OperatorLogic):
         out = []
         keys = self.input_keys(batch)
         given = repeat(None) if keys is None else keys
+        visible = self.visible
         for record, k in zip(batch, given, strict=False):
             try:
                 key = key_of(record) if keys is None else k
@@ -138,12 +146,27 @@ class _KeyedAggregateLogic(OperatorLogic):
                 existed = acc is not None
                 before = agg.result(acc) if changelog and existed else None
                 acc = agg.add(agg.create() if acc is None else acc, record)
+                if visible is not None:
+                    after = agg.result(acc)
+                    shown = existed and visible(key, before)
+                    showing = visible(key, after)
             except Exception as exc:
                 self.reject(record, exc)
                 continue
             table.put(key, acc)
             if updates:
                 out.append(self.output(key, agg.result(acc)))
+            elif visible is not None:
+                if existed and after == before:
+                    continue  # an unchanged result sends nothing, as in Flink
+                if shown and showing:
+                    if self.retract:
+                        out.append(self._change("-U", key, before))
+                    out.append(self._change("+U", key, after))
+                elif shown:
+                    out.append(self._change("-D", key, before))
+                elif showing:
+                    out.append(self._change("+I", key, after))
             elif changelog:
                 after = agg.result(acc)
                 if not existed:

@@ -1005,8 +1005,6 @@ class _Planner:
         # could fail on a row), the output row is made where the aggregate emits.
         changelog = self.changelog if window is None else None
         if changelog is not None:
-            if having is not None:
-                raise fail(having, "HAVING with SET 'changelog.mode' is not supported yet")
             outputs.append((changelog[0], operator.methodcaller("get", changelog[0])))
             _check_unique(outputs, [*query.expressions, exp.column(changelog[0])])
         direct = condition is None and all(isinstance(e, exp.Column) for e in plain_outputs)
@@ -1043,14 +1041,19 @@ class _Planner:
                 return make((*keys, values) if only_count else (*keys, *values))
 
             if changelog is not None:
+                # HAVING decides which keys are in the changelog: a key whose result
+                # stops meeting it is deleted (-D), one that starts is inserted (+I).
+                visible = None if condition is None else _visible(condition, output)
                 aggregated = keyed.aggregate(
                     aggregate,
                     output=output,
                     emit="changelog",
                     changelog_column=changelog[0],
                     retract=changelog[1],
+                    visible=visible,
                     id=self.step("aggregate"),
                 )
+                condition = None  # applied by the aggregate
             else:
                 aggregated = keyed.aggregate(aggregate, output=output, id=self.step("aggregate"))
         if direct:
@@ -1153,6 +1156,15 @@ def _key_of(names: list[str]) -> Callable[[Any], Any]:
         getter: Callable[[Any], Any] = operator.itemgetter(names[0])
         return getter
     return operator.itemgetter(*names)
+
+
+def _visible(condition: Compiled, output: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
+    """HAVING as a predicate on a key's aggregate result (the row ``output`` makes)."""
+
+    def visible(key: Any, values: Any) -> bool:
+        return is_true(condition(output(key, values)))
+
+    return visible
 
 
 def _holds(condition: Compiled) -> Callable[[Any], bool]:
