@@ -64,7 +64,12 @@ def run_plain(inp: Path, out: Path, size: int = SIZE_MS, slide: int = SLIDE_MS) 
 
 
 def run_reflow(
-    inp: Path, out: Path, parallelism: int = 1, size: int = SIZE_MS, slide: int = SLIDE_MS
+    inp: Path,
+    out: Path,
+    parallelism: int = 1,
+    size: int = SIZE_MS,
+    slide: int = SLIDE_MS,
+    schema: dict[str, str] | None = None,
 ) -> int:
     from reflow import Connectors, Flow
     from reflow.operators import Windows
@@ -72,8 +77,9 @@ def run_reflow(
 
     window = Windows.tumbling(size) if size == slide else Windows.sliding(size, slide)
     flow = Flow("nexmark-q5", parallelism=parallelism)
+    typed = {} if schema is None else {"schema": schema}
     (
-        flow.source(Connectors.file(path=str(inp), format="json"), id="bids")
+        flow.source(Connectors.file(path=str(inp), format="json", **typed), id="bids")
         .assign_timestamps("dateTime", max_out_of_orderness_ms=OUT_OF_ORDERNESS_MS)
         .key_by("auction")
         .window(window)

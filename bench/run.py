@@ -23,7 +23,7 @@ from pathlib import Path
 from bench.nexmark import ensure_bids
 
 DATA_DIR = Path(__file__).parent / "data"
-QUERIES = ["q1", "q5", "q5_sliding", "q5_checkpointed", "q1_sql", "q5_sql"]
+QUERIES = ["q1", "q5", "q5_typed", "q5_sliding", "q5_checkpointed", "q1_sql", "q5_sql"]
 # Sink throughput against a real server on this machine: not part of "all".
 CONNECTORS = [
     "redis_sink",

@@ -335,3 +335,47 @@ def test_typed_reader_rejects_a_bad_line_with_its_line_number(
     assert [r for r, _ in rejected] == [lines[333] + b"\n", lines[401] + b"\n"]
     assert f"{path}:334: does not fit the schema" in str(rejected[0][1])
     assert f"{path}:402: invalid JSON" in str(rejected[1][1])
+
+
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_typed_rows_from_a_declared_schema_work_with_field_names_in_the_python_api(
+    tmp_path: Path, parallelism: int
+) -> None:
+    """A Python-API job reads the rows a ``schema`` decodes by field name (key_by,
+    assign_timestamps, map): same windows as the same job on dict records."""
+    from reflow import Flow
+    from reflow.operators import Windows
+
+    path = tmp_path / "bids.jsonl"
+    bids = [
+        {"auction": i % 7, "price": i, "dateTime": 1_000 + i * 37, "x": "y"} for i in range(3_000)
+    ]
+    path.write_bytes(b"".join(orjson.dumps(b) + b"\n" for b in bids))
+
+    def windows(schema: dict[str, str] | None) -> list[Any]:
+        flow = Flow("typed", parallelism=parallelism)
+        sink = TestingSink()
+        typed = {} if schema is None else {"schema": schema}
+        (
+            flow.source(Connectors.file(path=str(path), format="json", **typed))
+            .assign_timestamps("dateTime", max_out_of_orderness_ms=0)
+            .key_by("auction")
+            .window(Windows.tumbling(10_000))
+            .count()
+            .sink(sink)
+        )
+        assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+        return sorted(sink.records, key=lambda r: (r["window_start"], r["key"]))
+
+    typed_rows = windows({"auction": "BIGINT", "dateTime": "BIGINT"})
+    assert typed_rows == windows(None)
+    assert sum(r["value"] for r in typed_rows) == 3_000
+
+
+def test_a_typed_row_answers_by_name_and_refuses_other_names() -> None:
+    from reflow.connectors.typed import row_type
+
+    row: Any = row_type({"a": "BIGINT", "b": "VARCHAR"})(1, "x")
+    assert (row["a"], row["b"], row.get("c", 0)) == (1, "x", 0)
+    with pytest.raises(KeyError, match="'c'"):
+        row["c"]

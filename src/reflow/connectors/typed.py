@@ -7,8 +7,9 @@ A schema maps column names to SQL-style types (``BIGINT``, ``DOUBLE``,
 that reads two of seven columns decodes two. A value of the wrong type is a
 schema violation: the record goes to the error policy with the column named.
 
-Rows answer ``row.get(column)`` like a dict and pickle by schema, so they cross to
-Ray actors that never built the class.
+Rows answer ``row[column]`` and ``row.get(column)`` like a dict (so field names
+work as keys and timestamps in the Python API and YAML), and pickle by schema, so
+they cross to Ray actors that never built the class.
 """
 
 from __future__ import annotations
@@ -73,11 +74,20 @@ def row_type(schema: Mapping[str, str] | Schema) -> type[msgspec.Struct]:
     def get(self: Any, name: str, default: Any = None) -> Any:
         return getattr(self, name, default)
 
+    def item(self: Any, name: str) -> Any:
+        try:
+            return getattr(self, name)
+        except (AttributeError, TypeError):
+            raise KeyError(name) from None
+
     def reduce(self: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return _rebuild, (pairs, tuple(getattr(self, f) for f in self.__struct_fields__))
 
     made = msgspec.defstruct(
-        "Row", fields, namespace={"get": get, "__reduce__": reduce}, module=__name__
+        "Row",
+        fields,
+        namespace={"get": get, "__getitem__": item, "__reduce__": reduce},
+        module=__name__,
     )
     _TYPES[pairs] = made
     return made
