@@ -430,3 +430,32 @@ def test_a_chdb_folder_open_in_another_process_is_a_clear_error(
     )
     assert "clickhouse sink: cannot open the in-process engine at chdb://" in done.stdout
     assert "one folder per process" in done.stdout
+
+
+def test_refused_rows_reach_the_error_policy_on_the_event_loop_thread(engine: Engine) -> None:
+    """The insert (and its halving) runs in the I/O pool; the error policy is called on
+    the loop, once per refused row."""
+    from reflow.connectors.clickhouse import ClickHouseConnector
+
+    engine.sql(ITEMS + "ENGINE = MergeTree ORDER BY id")
+    spec = ClickHouseConnector().create_sink(engine.options(table="items"))
+    calls: list[tuple[Any, str]] = []
+
+    def reject(record: Any, error: BaseException) -> None:
+        calls.append((record, threading.current_thread().name))
+
+    rows: list[Any] = _records(40)
+    rows[17] = {"id": "seventeen", "user": "x"}
+
+    async def scenario() -> str:
+        writer: Any = spec.create_writer(ConnectorContext("out", reject=reject))
+        await writer.open()
+        await writer.write(rows)
+        await writer.flush()
+        await writer.close()
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(scenario())
+    assert [r for r, _ in calls] == [rows[17]]
+    assert {thread for _, thread in calls} == {loop_thread}
+    assert engine.sql("SELECT count() FROM items") == [(39,)]

@@ -613,3 +613,31 @@ def test_health_reports_the_masked_address_and_a_stopped_server(
     assert up[0] is True and up[1].startswith("connected to mongodb://app:***@127.0.0.1")
     assert down[0] is False and "cannot reach mongodb://app:***@" in down[1]
     assert "s3cret" not in up[1] + down[1]
+
+
+def test_refused_documents_reach_the_error_policy_on_the_event_loop_thread(
+    mongodb_url: str, mongodb_database: str
+) -> None:
+    """The bulk write runs in the I/O pool; the error policy is called on the loop."""
+    from reflow.connectors.mongodb import MongoConnector
+
+    _collection(mongodb_url, mongodb_database).insert_one({"_id": 3})
+    spec = MongoConnector().create_sink(
+        {"url": mongodb_url, "database": mongodb_database, "collection": "items"}
+    )
+    calls: list[tuple[Any, str]] = []
+
+    def reject(record: Any, error: BaseException) -> None:
+        calls.append((record, threading.current_thread().name))
+
+    async def scenario() -> str:
+        writer: Any = spec.create_writer(ConnectorContext("out", reject=reject))
+        await writer.open()
+        await writer.write([{"_id": i} for i in range(6)] + ["text"])
+        await writer.flush()
+        await writer.close()
+        return threading.current_thread().name
+
+    loop_thread = asyncio.run(scenario())
+    assert sorted(str(r) for r, _ in calls) == ["text", str({"_id": 3})]
+    assert {thread for _, thread in calls} == {loop_thread}

@@ -33,6 +33,7 @@ __all__ = [
     "BufferedSinkWriter",
     "Connector",
     "ConnectorContext",
+    "Refusals",
     "Sink",
     "SinkWriter",
     "Source",
@@ -95,6 +96,32 @@ class ConnectorContext:
         """Run ``fn(*args)`` in the I/O thread pool and await its result."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self.io_pool, fn, *args)
+
+
+class Refusals:
+    """Records a write refused (a duplicate key, a wrong type), kept while the write
+    runs in the I/O pool and handed to the error policy on the event loop once it is
+    done: the policy is never called from another thread, and a retried attempt's
+    refusals replace those of the attempt that failed."""
+
+    def __init__(self) -> None:
+        self.items: list[tuple[Any, BaseException]] = []
+
+    def add(self, record: Any, error: BaseException) -> None:
+        self.items.append((record, error))
+
+    def mark(self) -> int:
+        """Where an attempt starts; ``forget(mark)`` drops what it refused."""
+        return len(self.items)
+
+    def forget(self, mark: int) -> None:
+        del self.items[mark:]
+
+    def hand_over(self, ctx: ConnectorContext) -> None:
+        """Apply ``ctx.reject`` to each refused record (on the event loop)."""
+        items, self.items = self.items, []
+        for record, error in items:
+            ctx.reject(record, error)
 
 
 class SourceReader(abc.ABC):

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from operator import itemgetter
 from typing import Any
 
-from reflow.connectors.base import ConnectorContext, StagedSinkWriter
+from reflow.connectors.base import ConnectorContext, Refusals, StagedSinkWriter
 from reflow.connectors.clickhouse.client import (
     ClickHouseClient,
     connect,
@@ -88,6 +88,7 @@ class ClickHouseWriter(StagedSinkWriter):
         self.columns: dict[str, _Column] = {}
         self.required: set[str] = set()
         self.tokens = False
+        self.refused = Refusals()
 
     # -- opening -------------------------------------------------------------------
 
@@ -157,7 +158,7 @@ class ClickHouseWriter(StagedSinkWriter):
                 if isinstance(record, Mapping):
                     rows.append(record)
                     continue
-                self.ctx.reject(
+                self.refused.add(
                     record,
                     TypeError(
                         f"the clickhouse sink takes dict records, got {type(record).__name__}"
@@ -180,7 +181,7 @@ class ClickHouseWriter(StagedSinkWriter):
             problems.append(f"columns {unknown} are not in table {self.options.table!r}")
         if missing:
             problems.append(f"no value for {missing} (no default in the table)")
-        self.ctx.reject(row, ValueError("; ".join(problems)))
+        self.refused.add(row, ValueError("; ".join(problems)))
         return False
 
     def _block(
@@ -224,8 +225,8 @@ class ClickHouseWriter(StagedSinkWriter):
             if is_transient(exc) or not is_data_error(exc):
                 raise
             if len(rows) == 1:
-                if self._row_fits(rows[0]):  # else rejected, saying which value is missing
-                    self.ctx.reject(rows[0], ValueError(f"refused by ClickHouse: {reason(exc)}"))
+                if self._row_fits(rows[0]):  # else refused, saying which value is missing
+                    self.refused.add(rows[0], ValueError(f"refused by ClickHouse: {reason(exc)}"))
                 return
         half = len(rows) // 2
         self._insert(rows[:half], None if token is None else f"{token}.0")
@@ -234,6 +235,14 @@ class ClickHouseWriter(StagedSinkWriter):
     async def _insert_with_retry(
         self, what: str, rows: list[Mapping[str, Any]], token: str
     ) -> None:
+        """``_insert`` in the I/O pool, retried on connection errors; then the rows it
+        refused go to the error policy."""
+        mark = self.refused.mark()
+
+        def once() -> None:
+            self.refused.forget(mark)  # what a failed attempt refused is refused again
+            self._insert(rows, token)
+
         def give_up(exc: BaseException, retries: int) -> BaseException:
             after = f" after {retries} retries" if retries else ""
             return ConnectorError(
@@ -243,13 +252,14 @@ class ClickHouseWriter(StagedSinkWriter):
 
         await retry(
             self.ctx,
-            lambda: self.ctx.run_blocking(self._insert, rows, token),
+            lambda: self.ctx.run_blocking(once),
             what=what,
             retries=self.options.max_retries,
             first_delay=self.options.retry_backoff,
             retry_on=is_transient,
             give_up=give_up,
         )
+        self.refused.hand_over(self.ctx)
 
     async def write_records(self, records: list[Any]) -> None:
         rows = self._valid(records)
@@ -257,6 +267,7 @@ class ClickHouseWriter(StagedSinkWriter):
             # One token per block, kept across retries: a block the server stored
             # before the connection broke is not stored again.
             await self._insert_with_retry(f"inserting {len(rows)} rows", rows, uuid.uuid4().hex)
+        self.refused.hand_over(self.ctx)
 
     async def commit_records(self, subtask: int, checkpoint_id: int, records: list[Any]) -> None:
         rows = self._valid(records)
@@ -266,6 +277,7 @@ class ClickHouseWriter(StagedSinkWriter):
             await self._insert_with_retry(
                 f"committing checkpoint {checkpoint_id}", rows[start : start + size], token
             )
+        self.refused.hand_over(self.ctx)
 
     async def close(self) -> None:
         try:

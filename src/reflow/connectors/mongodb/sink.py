@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from reflow.connectors.base import ConnectorContext, StagedSinkWriter
+from reflow.connectors.base import ConnectorContext, Refusals, StagedSinkWriter
 from reflow.connectors.mongodb.client import connect, health, is_transient, masked, reason
 from reflow.connectors.retry import retry
 from reflow.errors import ConnectorError
@@ -47,6 +47,7 @@ class MongoWriter(StagedSinkWriter):
         self.client: Any = None
         self.collection: Any = None
         self.transactions = False
+        self.refused = Refusals()
 
     # -- connecting --------------------------------------------------------------
 
@@ -81,14 +82,14 @@ class MongoWriter(StagedSinkWriter):
     # -- turning records into operations -------------------------------------------
 
     def _operations(self, records: list[Any]) -> list[tuple[Any, Any]]:
-        """(operation, record) per record; records that cannot be written are rejected."""
+        """(operation, record) per record; records that cannot be written are refused."""
         from pymongo import InsertOne, ReplaceOne, UpdateOne
 
         mode, key = self.options.mode, self.options.key
         ops: list[tuple[Any, Any]] = []
         for record in records:
             if not isinstance(record, Mapping):
-                self.ctx.reject(
+                self.refused.add(
                     record,
                     TypeError(f"the mongodb sink takes dict records, got {type(record).__name__}"),
                 )
@@ -99,7 +100,7 @@ class MongoWriter(StagedSinkWriter):
                 continue
             missing = [k for k in key if k not in doc]
             if missing:
-                self.ctx.reject(
+                self.refused.add(
                     record, ValueError(f"the record has no key field(s) {missing} (key: {key})")
                 )
                 continue
@@ -145,7 +146,7 @@ class MongoWriter(StagedSinkWriter):
                         self.ctx.count("duplicates_skipped")
                         continue
                     refused += 1
-                    self.ctx.reject(
+                    self.refused.add(
                         pending[index][1],
                         ValueError(f"refused by MongoDB: {error.get('errmsg')}"),
                     )
@@ -155,10 +156,14 @@ class MongoWriter(StagedSinkWriter):
         return refused
 
     async def _write_with_retry(self, what: str, attempt: Any) -> None:
+        """``attempt(retried)`` in the I/O pool, retried on connection errors; then the
+        records it refused go to the error policy."""
         tries: list[int] = []
+        mark = self.refused.mark()
 
         def once() -> Any:
             tries.append(1)
+            self.refused.forget(mark)  # what a failed attempt refused is refused again
             return attempt(len(tries) > 1)
 
         def give_up(exc: BaseException, retries: int) -> BaseException:
@@ -177,6 +182,7 @@ class MongoWriter(StagedSinkWriter):
             retry_on=is_transient,
             give_up=give_up,
         )
+        self.refused.hand_over(self.ctx)
 
     async def write_records(self, records: list[Any]) -> None:
         ops = self._operations(records)
@@ -184,6 +190,7 @@ class MongoWriter(StagedSinkWriter):
             await self._write_with_retry(
                 f"writing {len(ops)} documents", lambda retried: self._bulk(ops, retried)
             )
+        self.refused.hand_over(self.ctx)
 
     def _marker_id(self, subtask: int) -> str:
         return f"{self.ctx.job_id}/{self.ctx.step_id}/{subtask}"
