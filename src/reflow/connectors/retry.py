@@ -15,9 +15,10 @@ from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
-from reflow.connectors.base import ConnectorContext
+from reflow.connectors.base import ConnectorContext, Refusals
+from reflow.errors import ConnectorError
 
-__all__ = ["retry"]
+__all__ = ["retry", "write_in_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +101,48 @@ async def retry(
             raise
         raise give_up(error, max(len(failed) - 1, 0)) from error
     return outcome[0]
+
+
+async def write_in_pool(
+    ctx: ConnectorContext,
+    attempt: Callable[[bool], T],
+    refused: Refusals,
+    *,
+    what: str,
+    where: str,
+    retries: int,
+    first_delay: float,
+    retry_on: Callable[[BaseException], bool],
+    reason: Callable[[BaseException], str],
+) -> T:
+    """A blocking write, ``attempt(retried)``, in the I/O pool, retried on the errors
+    ``retry_on`` accepts (``retried`` is True after the first attempt). What a failed
+    attempt refused is forgotten (the next attempt refuses it again); what the last
+    refused goes to the error policy, on the event loop. Once retries are spent:
+    ConnectorError ``"{what} {where} failed after N retries: {reason}"``."""
+    tries: list[int] = []
+    mark = refused.mark()
+
+    def once() -> T:
+        tries.append(1)
+        refused.forget(mark)
+        return attempt(len(tries) > 1)
+
+    def give_up(exc: BaseException, retried: int) -> BaseException:
+        after = f" after {retried} retries" if retried else ""
+        return ConnectorError(f"{what} {where} failed{after}: {reason(exc)}")
+
+    result = await retry(
+        ctx,
+        lambda: ctx.run_blocking(once),
+        what=what.split(": ", 1)[-1],
+        retries=retries,
+        first_delay=first_delay,
+        retry_on=retry_on,
+        give_up=give_up,
+    )
+    refused.hand_over(ctx)
+    return result
 
 
 def _reason(error: BaseException) -> str:

@@ -19,7 +19,7 @@ from reflow.connectors.clickhouse.client import (
     quote,
     reason,
 )
-from reflow.connectors.retry import retry
+from reflow.connectors.retry import write_in_pool
 from reflow.errors import ConnectorError
 from reflow.masking import mask_credentials
 
@@ -235,31 +235,18 @@ class ClickHouseWriter(StagedSinkWriter):
     async def _insert_with_retry(
         self, what: str, rows: list[Mapping[str, Any]], token: str
     ) -> None:
-        """``_insert`` in the I/O pool, retried on connection errors; then the rows it
-        refused go to the error policy."""
-        mark = self.refused.mark()
-
-        def once() -> None:
-            self.refused.forget(mark)  # what a failed attempt refused is refused again
-            self._insert(rows, token)
-
-        def give_up(exc: BaseException, retries: int) -> BaseException:
-            after = f" after {retries} retries" if retries else ""
-            return ConnectorError(
-                f"clickhouse sink: {what} into {self.options.table!r} in "
-                f"{mask_credentials(self.options.url)} failed{after}: {reason(exc)}"
-            )
-
-        await retry(
+        opts = self.options
+        await write_in_pool(
             self.ctx,
-            lambda: self.ctx.run_blocking(once),
-            what=what,
-            retries=self.options.max_retries,
-            first_delay=self.options.retry_backoff,
+            lambda retried: self._insert(rows, token),
+            self.refused,
+            what=f"clickhouse sink: {what}",
+            where=f"into {opts.table!r} in {mask_credentials(opts.url)}",
+            retries=opts.max_retries,
+            first_delay=opts.retry_backoff,
             retry_on=is_transient,
-            give_up=give_up,
+            reason=reason,
         )
-        self.refused.hand_over(self.ctx)
 
     async def write_records(self, records: list[Any]) -> None:
         rows = self._valid(records)

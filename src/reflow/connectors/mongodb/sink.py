@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from reflow.connectors.base import ConnectorContext, Refusals, StagedSinkWriter
 from reflow.connectors.mongodb.client import connect, health, is_transient, masked, reason
-from reflow.connectors.retry import retry
+from reflow.connectors.retry import write_in_pool
 from reflow.errors import ConnectorError
 
 __all__ = ["MARKER_COLLECTION", "MongoWriter"]
@@ -155,34 +155,19 @@ class MongoWriter(StagedSinkWriter):
                 pending = pending[errors[-1]["index"] + 1 :] if ordered_tail else []
         return refused
 
-    async def _write_with_retry(self, what: str, attempt: Any) -> None:
-        """``attempt(retried)`` in the I/O pool, retried on connection errors; then the
-        records it refused go to the error policy."""
-        tries: list[int] = []
-        mark = self.refused.mark()
-
-        def once() -> Any:
-            tries.append(1)
-            self.refused.forget(mark)  # what a failed attempt refused is refused again
-            return attempt(len(tries) > 1)
-
-        def give_up(exc: BaseException, retries: int) -> BaseException:
-            after = f" after {retries} retries" if retries else ""
-            return ConnectorError(
-                f"mongodb sink: {what} in {self.options.database}.{self.options.collection} "
-                f"on {masked(self.options.url)} failed{after}: {reason(exc)}"
-            )
-
-        await retry(
+    async def _write_with_retry(self, what: str, attempt: Callable[[bool], Any]) -> None:
+        opts = self.options
+        await write_in_pool(
             self.ctx,
-            lambda: self.ctx.run_blocking(once),
-            what=what,
-            retries=self.options.max_retries,
-            first_delay=self.options.retry_backoff,
+            attempt,
+            self.refused,
+            what=f"mongodb sink: {what}",
+            where=f"in {opts.database}.{opts.collection} on {masked(opts.url)}",
+            retries=opts.max_retries,
+            first_delay=opts.retry_backoff,
             retry_on=is_transient,
-            give_up=give_up,
+            reason=reason,
         )
-        self.refused.hand_over(self.ctx)
 
     async def write_records(self, records: list[Any]) -> None:
         ops = self._operations(records)
