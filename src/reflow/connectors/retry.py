@@ -108,6 +108,7 @@ async def write_in_pool(
     attempt: Callable[[bool], T],
     refused: Refusals,
     *,
+    writer: str,
     what: str,
     where: str,
     retries: int,
@@ -119,7 +120,7 @@ async def write_in_pool(
     ``retry_on`` accepts (``retried`` is True after the first attempt). What a failed
     attempt refused is forgotten (the next attempt refuses it again); what the last
     refused goes to the error policy, on the event loop. Once retries are spent:
-    ConnectorError ``"{what} {where} failed after N retries: {reason}"``."""
+    ConnectorError ``"{writer}: {what} {where} failed after N retries: {reason}"``."""
     tries: list[int] = []
     mark = refused.mark()
 
@@ -130,12 +131,12 @@ async def write_in_pool(
 
     def give_up(exc: BaseException, retried: int) -> BaseException:
         after = f" after {retried} retries" if retried else ""
-        return ConnectorError(f"{what} {where} failed{after}: {reason(exc)}")
+        return ConnectorError(f"{writer}: {what} {where} failed{after}: {reason(exc)}")
 
     result = await retry(
         ctx,
         lambda: ctx.run_blocking(once),
-        what=what.split(": ", 1)[-1],
+        what=what,
         retries=retries,
         first_delay=first_delay,
         retry_on=retry_on,

@@ -1161,8 +1161,10 @@ def _key_of(names: list[str]) -> Callable[[Any], Any]:
 def _visible(condition: Compiled, output: Callable[[Any, Any], Any]) -> Callable[[Any, Any], bool]:
     """HAVING as a predicate on a key's aggregate result (the row ``output`` makes)."""
 
+    holds = _holds(condition)
+
     def visible(key: Any, values: Any) -> bool:
-        return is_true(condition(output(key, values)))
+        return holds(output(key, values))
 
     return visible
 
