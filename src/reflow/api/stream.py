@@ -38,6 +38,7 @@ from reflow.operators.base import OperatorSpec
 from reflow.operators.facade import Operators
 from reflow.operators.joins import IntervalJoinOp, WindowJoinOp, default_join
 from reflow.operators.keyed import KeyedProcessFunction
+from reflow.operators.quality import Expectation, QualityOp
 from reflow.operators.windows import WindowSpec, default_emit
 from reflow.state.functions import AggregateFunction
 
@@ -223,6 +224,19 @@ class Stream(Generic[T]):
         for other in others:
             other._connect(step)
         return self._next(step)
+
+    def expect(
+        self,
+        *expectations: Expectation,
+        id: str | None = None,
+        parallelism: int | None = None,
+    ) -> Stream[T]:
+        """Check the records against data-quality ``expectations``
+        (``reflow.operators.quality``: not_null, in_range, in_set, matches, schema,
+        unique, fresh, volume, drift); each counts, drops to the dead-letter output or
+        fails the job, by its action."""
+        op = QualityOp(tuple(expectations), parallelism=parallelism)
+        return self._next(self._then(op, id, "quality"))
 
     def transform(self, operator: OperatorSpec, *, id: str | None = None) -> Stream[Any]:
         """Add any operator spec, built-in or user-defined (``reflow.Operator``)."""

@@ -20,6 +20,7 @@ from reflow.api.builders import StreamGraphBuilder
 from reflow.config.expressions import compile_expression
 from reflow.config.models import (
     AggregateModel,
+    ExpectationModel,
     JobFile,
     JobModel,
     NamedConnectorModel,
@@ -58,6 +59,7 @@ from reflow.graph.stream_graph import NodeKind, StreamGraph
 from reflow.loading import resolve_callable
 from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
+from reflow.operators.quality import QualityOp, expectation_of
 from reflow.operators.windows import Windows, WindowSpec
 from reflow.scheduler.store import PYTHON_JOB_PREFIX
 from reflow.state.functions import AggregateFunction
@@ -334,6 +336,33 @@ def _operator(
     )
 
 
+def _quality(
+    builder: StreamGraphBuilder,
+    step: str,
+    entries: list[ExpectationModel] | None,
+    path: tuple[str | int, ...],
+    loaded: LoadedYaml,
+    parallelism: int | None,
+) -> str:
+    """Add the quality step that checks ``step``'s output (``quality:`` on it), wired
+    after it; returns the step downstream steps read from."""
+    if not entries:
+        return step
+    expectations = []
+    for index, entry in enumerate(entries):
+        try:
+            expectations.append(expectation_of(entry.check, entry.options()))
+        except ReflowError as exc:
+            raise loaded.error((*path, "quality", index), str(exc)) from None
+    checked = f"{step}-quality"
+    try:
+        builder.add_operator(checked, QualityOp(tuple(expectations), parallelism=parallelism))
+        builder.connect(step, checked)
+    except ReflowError as exc:
+        raise loaded.error((*path, "quality"), str(exc)) from None
+    return checked
+
+
 def build_job(
     loaded: LoadedYaml,
     default_parallelism: int | None = None,
@@ -366,6 +395,8 @@ def build_job(
     sources = [model.source] if model.source is not None else list(model.sources or [])
     src_key = "source" if model.source is not None else "sources"
     source_ids: list[str] = []
+    checked: dict[str, str] = {}
+    """step -> the quality step after it (``quality:`` on the step)."""
     problems: list[ConfigError] = []
     """Every step's problems, reported together (one pass of ``reflow validate``)."""
     path: tuple[str | int, ...]
@@ -374,31 +405,42 @@ def build_job(
         step = node.name or ("source" if len(sources) == 1 else f"source-{index + 1}")
         try:
             builder.add_source(step, _spec(node, path, loaded, "source", submission, named))
+            checked[step] = _quality(builder, step, node.quality, path, loaded, node.parallelism)
         except ConfigError as exc:
             problems.append(exc)
         except ReflowError as exc:
             problems.append(loaded.error(path, str(exc)))
         source_ids.append(step)
 
-    previous = list(source_ids)
+    previous = [checked.get(step, step) for step in source_ids]
     wiring: list[tuple[str, list[str], tuple[str | int, ...]]] = []
     for index, op in enumerate(model.operators):
         path = (*base, "operators", index)
         try:
             builder.add_operator(op.name, _operator(op, path, loaded, modules))
+            checked[op.name] = _quality(
+                builder, op.name, op.quality, path, loaded, op.parallelism
+            )
         except ConfigError as exc:
             problems.append(exc)
         except ReflowError as exc:
             problems.append(loaded.error(path, str(exc)))
         inputs = op.inputs if op.inputs is not None else previous
         wiring.append((op.name, inputs, (*path, "inputs")))
-        previous = [op.name]
+        previous = [checked.get(op.name, op.name)]
 
     sinks = [model.sink] if model.sink is not None else list(model.sinks or [])
     sink_key = "sink" if model.sink is not None else "sinks"
     for index, node in enumerate(sinks):
         path = (*base, sink_key) if model.sink is not None else (*base, sink_key, index)
         step = node.name or ("sink" if len(sinks) == 1 else f"sink-{index + 1}")
+        if node.quality:
+            problems.append(
+                loaded.error(
+                    (*path, "quality"),
+                    "quality: belongs on the step before the sink (its output is checked)",
+                )
+            )
         try:
             builder.add_sink(step, _spec(node, path, loaded, "sink", submission, named))
         except ConfigError as exc:
@@ -429,7 +471,7 @@ def build_job(
             # "step.late" names the side output "late" of step.
             step, dot, side = upstream.rpartition(".")
             if not dot or step not in {*source_ids, *(o.name for o in model.operators)}:
-                step, side = upstream, ""
+                step, side = checked.get(upstream, upstream), ""
             try:
                 builder.connect(step, target, side_output=side or None)
             except ReflowError as exc:

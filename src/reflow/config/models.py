@@ -157,6 +157,53 @@ class SystemFile(_Model):
 # -- job files (§6.2) -----------------------------------------------------------------------
 
 
+class ExpectationModel(_Model):
+    """One entry of a step's ``quality:`` list (docs/quality.md)."""
+
+    check: Literal[
+        "schema",
+        "not_null",
+        "range",
+        "in_set",
+        "regex",
+        "unique",
+        "freshness",
+        "volume",
+        "drift",
+    ]
+    name: str | None = None
+    action: Literal["warn", "drop", "fail"] = "warn"
+    critical: bool = False
+    hold: Duration | None = None
+    field: str | None = None
+    fields: list[str] | None = None
+    min: float | None = None
+    max: float | None = None
+    values: list[Any] | None = None
+    pattern: str | None = Field(None, max_length=1000)
+    types: dict[str, str] | None = None
+    required: list[str] | None = None
+    window: Duration | None = None
+    max_lag: Duration | None = None
+    baseline: int | None = Field(None, ge=1)
+    tolerance: float | None = Field(None, gt=0)
+    threshold: float | None = Field(None, gt=0)
+    bins: int | None = Field(None, ge=2, le=1000)
+    reference_windows: int | None = Field(None, ge=1)
+    min_records: int | None = Field(None, ge=1)
+
+    def options(self) -> dict[str, Any]:
+        """The options given, durations in milliseconds, for ``expectation_of``."""
+        given = self.model_dump(exclude_none=True, exclude={"check"})
+        for key in ("hold", "window", "max_lag"):
+            if key in given:
+                given[key] = round(given[key] * 1000)
+        for key in ("min", "max"):
+            if key in given and float(given[key]).is_integer() and self.check == "volume":
+                given[key] = int(given[key])
+        return given
+
+
 class NodeModel(_Model):
     """A source or a sink: a registered connector and its options."""
 
@@ -166,6 +213,7 @@ class NodeModel(_Model):
     config: dict[str, Any] = Field(default_factory=dict)
     parallelism: int | None = Field(None, gt=0)
     inputs: list[str] | None = None
+    quality: list[ExpectationModel] | None = None
 
     @model_validator(mode="after")
     def _connector(self) -> NodeModel:
@@ -253,6 +301,7 @@ class OperatorModel(_Model):
     allowed_lateness: Duration = 0.0
     emit: Literal["auto", "updates", "final"] = "auto"
     ttl: Duration | None = None
+    quality: list[ExpectationModel] | None = None
 
     @field_validator("type")
     @classmethod

@@ -53,6 +53,10 @@ def _no_side_output(tag: str, records: list[Any]) -> None:
     raise RuntimeError(f"side output {tag!r} is not available here")
 
 
+def _count_only(record: Any, error: BaseException) -> None:
+    raise error
+
+
 def _no_source(payload: Any) -> Awaitable[list[Any]]:
     raise RuntimeError("reading a source from an operator is not available here")
 
@@ -77,6 +81,11 @@ class OperatorContext:
     """Read a whole bounded source (a Source or connector spec), for lookups."""
     bounded_input: bool = True
     """True when every source upstream is bounded (the job ends by itself)."""
+    dead_letter: RejectFn = _count_only
+    """Set a record aside whatever the step's error policy: to the job's dead-letter
+    output, or counted and logged when it has none (quality rules' ``drop``)."""
+    quality: dict[str, Any] = field(default_factory=dict)
+    """Where a quality step keeps each rule's results (read by the metrics)."""
 
     def keyed_state(self) -> KeyedStateStore:
         """This step's keyed state in this subtask (memory backend if none is set)."""

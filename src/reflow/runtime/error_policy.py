@@ -92,17 +92,19 @@ class RecordErrorHandler:
             )
         if self.mode is ErrorMode.DEAD_LETTER and self.dead_letters is not None:
             metrics.dead_lettered += 1
-            self.dead_letters.pending.append(
-                {
-                    "job_id": self.job_id,
-                    "step_id": self.step_id,
-                    "subtask": metrics.subtask,
-                    "error_type": type(error).__name__,
-                    "error": str(error),
-                    "record": _jsonable(record),
-                    "time": time.time(),
-                }
-            )
+            entry = {
+                "job_id": self.job_id,
+                "step_id": self.step_id,
+                "subtask": metrics.subtask,
+                "error_type": type(error).__name__,
+                "error": str(error),
+                "record": _jsonable(record),
+                "time": time.time(),
+            }
+            rule = getattr(error, "rule", None)
+            if isinstance(rule, str):
+                entry["rule"] = rule
+            self.dead_letters.pending.append(entry)
 
 
 def _jsonable(record: Any) -> Any:

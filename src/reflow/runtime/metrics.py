@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, fields
 
+from reflow.operators.quality import RuleStats
+
 __all__ = ["ExecutionMetrics", "StepCounters", "StepMetrics", "StepSummary"]
 
 
@@ -22,6 +24,7 @@ class StepMetrics:
         "kind",
         "late",
         "processing_ns",
+        "quality",
         "records_in",
         "records_out",
         "rejected",
@@ -41,6 +44,7 @@ class StepMetrics:
         self.processing_ns = 0
         self.batches = 0
         self.connector_events: dict[str, int] = {}
+        self.quality: dict[str, RuleStats] = {}
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,12 +62,14 @@ class StepCounters:
     processing_ns: int
     batches: int
     connector_events: Mapping[str, int]
+    quality: Mapping[str, RuleStats] = field(default_factory=dict)
 
     @staticmethod
     def of(live: StepMetrics) -> StepCounters:
         """The live counters' values now (every field of this class, by name)."""
         values = {f.name: getattr(live, f.name) for f in fields(StepCounters)}
         values["connector_events"] = dict(live.connector_events)
+        values["quality"] = {rule: stats.copy() for rule, stats in live.quality.items()}
         return StepCounters(**values)
 
 
@@ -83,6 +89,8 @@ class StepSummary:
     """Records that came after their window closed (sent to the "late" side output)."""
     connector_events: dict[str, int] = field(default_factory=dict)
     """A source's or sink's own counters (requests, retries, reconnects, ...)."""
+    quality: dict[str, RuleStats] = field(default_factory=dict)
+    """A quality step's rules: checks passed and failed, last failure, measure."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +140,7 @@ class ExecutionMetrics:
                 processing_seconds=sum(m.processing_ns for m in grouped[step]) / 1e9,
                 late=sum(m.late for m in grouped[step]),
                 connector_events=_sum_events(grouped[step]),
+                quality=_combine_quality(grouped[step]),
             )
             for step in order
         )
@@ -144,3 +153,11 @@ def _sum_events(metrics: list[StepCounters]) -> dict[str, int]:
         for event, count in m.connector_events.items():
             total[event] = total.get(event, 0) + count
     return total
+
+
+def _combine_quality(metrics: list[StepCounters]) -> dict[str, RuleStats]:
+    rules: dict[str, list[RuleStats]] = {}
+    for m in metrics:
+        for rule, stats in m.quality.items():
+            rules.setdefault(rule, []).append(stats)
+    return {rule: RuleStats.combine(parts) for rule, parts in rules.items()}

@@ -151,8 +151,9 @@ def make_plan(
     plan.gate.set()
     steps = [n.step_id for n in graph.stream_graph.nodes]
     steps += [e.exchange for e in graph.edges if e.exchange is not None]  # key_by policies
-    if policy.dead_letter is not None and any(
-        policy.mode_for(step) is ErrorMode.DEAD_LETTER for step in steps
+    quality_steps = any(n.traits.operator_type == "quality" for n in graph.stream_graph.nodes)
+    if policy.dead_letter is not None and (
+        quality_steps or any(policy.mode_for(step) is ErrorMode.DEAD_LETTER for step in steps)
     ):
         dl_writer = resolve_sink(policy.dead_letter).create_writer(
             ConnectorContext(
@@ -252,6 +253,14 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
             emit_side=_side_emitter(holder, metrics),
             load_source=_source_loader(job.job_id, plan.batch_size, plan.io_pool, clock),
             bounded_input=plan.bounded,
+            dead_letter=RecordErrorHandler(
+                job.job_id,
+                node.step_id,
+                ErrorMode.SKIP if plan.dead_letters is None else ErrorMode.DEAD_LETTER,
+                metrics,
+                plan.dead_letters,
+            ),
+            quality=metrics.quality,
         )
         logic = spec.build(op_ctx)
         if node is vertex.head and vertex.inputs:

@@ -136,6 +136,20 @@ class StepOut(_Model):
     backpressure_seconds: float
 
 
+class QualityRuleOut(_Model):
+    step_id: str
+    rule: str
+    check: str
+    critical: bool
+    passed: int
+    failed: int
+    breached: bool
+    """The last violation is younger than the rule's hold time."""
+    last_failed_ms: int | None
+    value: float | None
+    """Freshness lag (ms), records in the last window (volume), PSI (drift)."""
+
+
 class CheckpointsOut(_Model):
     completed: int
     failed: int
@@ -148,6 +162,7 @@ class CheckpointsOut(_Model):
 
 class RunDetailOut(RunOut):
     steps: list[StepOut]
+    quality: list[QualityRuleOut] = []
     checkpoints_completed: int | None
     last_checkpoint: str | None
     checkpoints: CheckpointsOut | None
@@ -554,6 +569,7 @@ def create_app(
         if record is None:
             raise HTTPException(404, f"no run {run_id!r}")
         steps: list[StepOut] = []
+        quality: list[QualityRuleOut] = []
         completed = None
         last = None
         checkpoints = None
@@ -576,6 +592,22 @@ def create_app(
                 )
                 for s in snapshot.steps
             ]
+            now_ms = manager.executor.settings.clock.now_ms()
+            quality = [
+                QualityRuleOut(
+                    step_id=s.step_id,
+                    rule=rule,
+                    check=q.check,
+                    critical=q.critical,
+                    passed=q.passed,
+                    failed=q.failed,
+                    breached=q.breached(now_ms),
+                    last_failed_ms=q.last_failed_ms,
+                    value=q.value,
+                )
+                for s in snapshot.steps
+                for rule, q in s.quality.items()
+            ]
             cs = snap.checkpoints
             if cs is not None:
                 completed = cs.completed
@@ -597,6 +629,7 @@ def create_app(
             priority=record.priority,
             error=_public_error(record.error),
             steps=steps,
+            quality=quality,
             checkpoints_completed=completed,
             last_checkpoint=last,
             checkpoints=checkpoints,

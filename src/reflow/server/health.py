@@ -7,6 +7,8 @@
   of the time since the previous check blocked on full channels; else UP.
 - connectors: DOWN if a running job's source or sink reports it cannot reach its
   system; else UP.
+- quality (when a running job has quality rules): DEGRADED while a rule marked
+  critical is breached (its last violation is younger than its ``hold``); else UP.
 
 The overall status is the worst component's.
 """
@@ -113,6 +115,27 @@ class HealthChecker:
             )
         return ComponentHealth("executor", UP, f"{len(running)} jobs running")
 
+    def _quality(self) -> ComponentHealth | None:
+        now_ms = self.executor.settings.clock.now_ms()
+        rules = 0
+        breached = []
+        for snap in self.executor.snapshots(running_only=True):
+            for step in snap.metrics.steps:
+                for rule, stats in step.quality.items():
+                    rules += 1
+                    if stats.critical and stats.breached(now_ms):
+                        breached.append(
+                            f"job {snap.job_id} step {step.step_id}: critical rule {rule!r} "
+                            f"({stats.check}) failed {stats.failed} of "
+                            f"{stats.passed + stats.failed} checks, the last "
+                            f"{(now_ms - (stats.last_failed_ms or now_ms)) / 1000:.0f} s ago"
+                        )
+        if not rules:
+            return None
+        if breached:
+            return ComponentHealth("quality", DEGRADED, "; ".join(breached))
+        return ComponentHealth("quality", UP, f"{rules} rules, no critical rule breached")
+
     async def _connectors(self) -> ComponentHealth:
         results: list[tuple[str, Any]] = []
         for snap in self.executor.snapshots(running_only=True):
@@ -134,7 +157,9 @@ class HealthChecker:
         return ComponentHealth("connectors", UP, f"{checked} connections checked")
 
     async def check(self) -> HealthReport:
-        components = [c for c in (self._scheduler(), self._executor()) if c is not None]
+        components = [
+            c for c in (self._scheduler(), self._executor(), self._quality()) if c is not None
+        ]
         components.append(await self._connectors())
         worst = max(components, key=lambda c: _RANK[c.status]).status
         return HealthReport(worst, components)

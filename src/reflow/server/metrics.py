@@ -31,6 +31,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from reflow.operators.quality import RuleStats
 from reflow.runtime.base import Executor
 
 __all__ = ["ReflowCollector", "log_report", "report_periodically"]
@@ -161,8 +162,10 @@ class ReflowCollector(Collector):
         checkpoints_failed = CounterMetricFamily(
             "reflow_checkpoint_failures", "Checkpoints aborted", labels=["job_id"]
         )
+        quality = _QualityFamilies()
         wall_ms = executor.settings.clock.now_ms()
         for snap in snapshots:
+            quality.add(snap, wall_ms)
             job_id = snap.job_id
             for m in snap.steps:
                 labels = [job_id, snap.job_name, m.step_id, str(m.subtask)]
@@ -213,6 +216,7 @@ class ReflowCollector(Collector):
             checkpoint_alignment,
             checkpoints_done,
             checkpoints_failed,
+            *quality.families(),
         )
 
         process = psutil.Process()
@@ -271,3 +275,58 @@ async def report_periodically(executor: Executor, interval_seconds: float) -> No
     while True:
         await executor.settings.clock.sleep(interval_seconds)
         logger.info("metrics", extra={"event": "METRICS", **log_report(executor)})
+
+
+class _QualityFamilies:
+    """Quality rules' results: ``reflow_quality_checks_total{rule,result}`` and the
+    rules' measures (freshness lag, records per window, drift PSI, breached)."""
+
+    def __init__(self) -> None:
+        labels = ["job_id", "job_name", "step_id", "rule", "check"]
+        self.checks = CounterMetricFamily(
+            "reflow_quality_checks",
+            "Records (or windows) a quality rule judged, by result (passed, failed)",
+            labels=[*labels, "result"],
+        )
+        self.lag = GaugeMetricFamily(
+            "reflow_quality_freshness_lag_seconds",
+            "Largest event-time lag behind the clock in the last batch",
+            labels=labels,
+        )
+        self.volume = GaugeMetricFamily(
+            "reflow_quality_window_records",
+            "Records in the last window a volume rule judged",
+            labels=labels,
+        )
+        self.drift = GaugeMetricFamily(
+            "reflow_quality_drift_psi",
+            "Population stability index of the last window a drift rule judged",
+            labels=labels,
+        )
+        self.breached = GaugeMetricFamily(
+            "reflow_quality_breached",
+            "1 while a rule's last violation is younger than its hold time",
+            labels=[*labels, "critical"],
+        )
+
+    def add(self, snap: Any, now_ms: int) -> None:
+        rules: dict[tuple[str, str], list[RuleStats]] = {}
+        for m in snap.steps:
+            for rule, stats in m.quality.items():
+                rules.setdefault((m.step_id, rule), []).append(stats)
+        for (step_id, rule), parts in rules.items():
+            stats = RuleStats.combine(parts)
+            labels = [snap.job_id, snap.job_name, step_id, rule, stats.check]
+            self.checks.add_metric([*labels, "passed"], stats.passed)
+            self.checks.add_metric([*labels, "failed"], stats.failed)
+            breached = 1.0 if stats.breached(now_ms) else 0.0
+            self.breached.add_metric([*labels, str(stats.critical).lower()], breached)
+            family = {"freshness": self.lag, "volume": self.volume, "drift": self.drift}.get(
+                stats.check
+            )
+            if family is not None and stats.value is not None:
+                scale = 1000.0 if stats.check == "freshness" else 1.0
+                family.add_metric(labels, stats.value / scale)
+
+    def families(self) -> tuple[Any, ...]:
+        return (self.checks, self.lag, self.volume, self.drift, self.breached)

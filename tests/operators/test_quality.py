@@ -1,0 +1,320 @@
+"""Data-quality expectations: for each check, a stream with known violations gives
+exact counts, dead-letters exactly the violating records (with the rule's name),
+and flips /health to DEGRADED while the job runs; a clean stream does not."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from reflow import ErrorMode, ErrorPolicy, Flow, JobStatus
+from reflow.errors import ConfigError, ExecutionError
+from reflow.operators import quality as q
+from reflow.runtime import ExecutorSettings, LocalExecutor
+from reflow.server.health import HealthChecker
+from reflow.testing import TestingSink, TestingSource, run_job
+
+N = 1000
+STEP = 10  # ms of event time between records: 100 records per 1 s window
+
+
+def _base(i: int) -> dict[str, Any]:
+    return {
+        "id": i,
+        "price": float(i % 100),
+        "cur": ("EUR", "USD", "GBP")[i % 3],
+        "email": f"u{i}@x.org",
+        "ts": i * STEP,
+    }
+
+
+@dataclass
+class Case:
+    records: list[dict[str, Any]]
+    rule: q.Expectation
+    failed: int
+    passed: int
+    dead: set[int] = field(default_factory=set)
+    """ids of the records that must reach the dead-letter output."""
+    timestamps: bool = False
+
+
+def _spoil(every: int, change: Callable[[dict[str, Any]], None]) -> tuple[list[Any], set[int]]:
+    records, bad = [], set()
+    for i in range(N):
+        r = _base(i)
+        if i % every == 0:
+            change(r)
+            bad.add(i)
+        records.append(r)
+    return records, bad
+
+
+def _not_null() -> Case:
+    records, bad = _spoil(7, lambda r: r.update(price=None))
+    for r in records[3::70]:  # a missing field counts as null too
+        if r["id"] not in bad:
+            del r["price"]
+            bad.add(r["id"])
+    rule = q.not_null("price", action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad)
+
+
+def _range() -> Case:
+    records, bad = _spoil(13, lambda r: r.update(price=-5.0))
+    records[1]["price"] = None  # nulls pass a range check
+    records[2]["price"] = float("nan")
+    bad.add(2)
+    rule = q.in_range("price", min=0, max=99, action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad)
+
+
+def _in_set() -> Case:
+    records, bad = _spoil(17, lambda r: r.update(cur="XXX"))
+    rule = q.in_set("cur", ["EUR", "USD", "GBP"], action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad)
+
+
+def _regex() -> Case:
+    records, bad = _spoil(19, lambda r: r.update(email="not-an-email"))
+    records[5]["email"] = 5  # not a string
+    bad.add(5)
+    rule = q.matches("email", r"u\d+@x\.org", action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad)
+
+
+def _schema() -> Case:
+    records, bad = _spoil(23, lambda r: r.update(price=str(r["price"])))
+    del records[1]["ts"]
+    bad.add(1)
+    rule = q.schema({"price": "number", "id": "int"}, required=["ts"], action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad)
+
+
+def _unique() -> Case:
+    records = [_base(i) for i in range(N)]
+    bad = set()
+    for r in records[49::50]:  # same id as the record before, same 1 s window
+        r["id"] = r["id"] - 1
+        bad.add(r["ts"])
+    rule = q.unique("id", window="1s", action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad, timestamps=True)
+
+
+def _freshness() -> Case:
+    now = int(time.time() * 1000)
+    records, bad = _spoil(29, lambda r: r.update(seen=now - 3_600_000))
+    for r in records:
+        r.setdefault("seen", now + 3_600_000)
+    rule = q.fresh(max_lag="10m", field="seen", action="drop", critical=True)
+    return Case(records, rule, len(bad), N - len(bad), bad)
+
+
+def _volume() -> Case:
+    # 1 s windows 0..9 of 100 records; window 4 keeps 10, window 7 none; one record
+    # in window 10 moves the watermark past window 9.
+    records = [_base(i) for i in range(N) if not (410 <= i < 500 or 700 <= i < 800)]
+    records.append({**_base(N), "ts": N * STEP + 50})
+    rule = q.volume(window="1s", min=50, critical=True)
+    return Case(records, rule, failed=2, passed=8, timestamps=True)
+
+
+def _drift(shift: float) -> Case:
+    rng = random.Random(7)
+    records = []
+    for i in range(4000):  # 1 s windows of 400 values; windows 6..9 shifted
+        window = i // 400
+        x = rng.uniform(0, 100) + (shift if window >= 6 else 0.0)
+        records.append({"id": i, "x": x, "ts": window * 1000 + (i % 400)})
+    records.append({"id": -1, "x": 0.0, "ts": 10_050})
+    rule = q.drift("x", window="1s", threshold=0.2, critical=True)
+    failed = 4 if shift else 0
+    return Case(records, rule, failed=failed, passed=9 - failed, timestamps=True)
+
+
+CASES: dict[str, Callable[[], Case]] = {
+    "not_null": _not_null,
+    "range": _range,
+    "in_set": _in_set,
+    "regex": _regex,
+    "schema": _schema,
+    "unique": _unique,
+    "freshness": _freshness,
+    "volume": _volume,
+    "drift": lambda: _drift(30.0),
+}
+
+
+def _flow(case: Case, dead: TestingSink, out: TestingSink, *, bounded: bool) -> Flow:
+    flow = Flow("quality", error_policy=ErrorPolicy(dead_letter=dead))
+    stream = flow.source(TestingSource(case.records, bounded=bounded))
+    if case.timestamps:
+        stream = stream.assign_timestamps(lambda r: r["ts"])
+    stream.expect(case.rule).sink(out)
+    return flow
+
+
+async def _run_live(case: Case) -> tuple[Any, Any, TestingSink, TestingSink]:
+    """Run the case's job until its rule judged everything; health and the rule's
+    results then, while it runs."""
+    dead, out = TestingSink(), TestingSink()
+    job = _flow(case, dead, out, bounded=False).to_job()
+    with LocalExecutor(ExecutorSettings()) as executor:
+        checker = HealthChecker(executor)
+        task = asyncio.create_task(executor.execute(job))
+        stats = None
+        for _ in range(2000):
+            if task.done():
+                break
+            try:
+                rules = executor.snapshot(job.job_id).metrics.step("quality").quality
+            except (ExecutionError, KeyError):  # not started yet
+                rules = {}
+            stats = rules.get(case.rule.name)
+            if stats is not None and stats.passed + stats.failed >= case.passed + case.failed:
+                if len(dead.records) >= len(case.dead):
+                    break
+            await asyncio.sleep(0.01)
+        report = await checker.check()
+        await executor.stop(job.job_id)
+        await task
+    return report, stats, dead, out
+
+
+@pytest.mark.parametrize("check", list(CASES))
+def test_each_check_counts_dead_letters_and_degrades_health(check: str) -> None:
+    case = CASES[check]()
+    report, stats, dead, out = asyncio.run(_run_live(case))
+    assert stats is not None and stats.check == case.rule.check
+    assert (stats.passed, stats.failed) == (case.passed, case.failed)
+    quality = next(c for c in report.components if c.name == "quality")
+    assert quality.status == "DEGRADED", quality
+    assert case.rule.name in quality.reason and report.status == "DEGRADED"
+    key = "ts" if check == "unique" else "id"
+    assert {e["record"][key] for e in dead.records} == case.dead
+    assert len(dead.records) == len(case.dead)
+    assert all(e["rule"] == case.rule.name for e in dead.records)
+    assert all(e["error_type"] == "QualityViolation" for e in dead.records)
+    kept = [r[key] for r in out.records]
+    assert sorted(kept) == sorted(r[key] for r in case.records if r[key] not in case.dead)
+
+
+def test_a_clean_stream_keeps_health_up() -> None:
+    case = _drift(0.0)
+    report, stats, dead, out = asyncio.run(_run_live(case))
+    assert (stats.passed, stats.failed) == (9, 0)
+    quality = next(c for c in report.components if c.name == "quality")
+    assert quality.status == "UP" and report.status == "UP", report
+    assert dead.records == [] and len(out.records) == len(case.records)
+
+
+def test_drift_triggers_on_a_shifted_distribution_only() -> None:
+    for shift, failed in ((0.0, 0), (30.0, 4), (-25.0, 4)):
+        case = _drift(shift)
+        result = run_job(_flow(case, TestingSink(), TestingSink(), bounded=True).to_job())
+        stats = result.metrics.step("quality").quality[case.rule.name]
+        # Bounded: the last window (one record, under min_records) is not judged.
+        assert (stats.failed, stats.passed) == (failed, 9 - failed), shift
+        assert stats.value is not None and (stats.value > 0.2) == bool(failed)
+
+
+def test_volume_against_a_rolling_baseline() -> None:
+    counts = [100, 100, 100, 100, 300, 100, 100]
+    records = [{"ts": w * 1000 + i} for w, n in enumerate(counts) for i in range(n)]
+    flow = Flow("volume")
+    (
+        flow.source(TestingSource(records))
+        .assign_timestamps(lambda r: r["ts"])
+        .expect(q.volume(window="1s", baseline=3, tolerance=0.5))
+        .sink(TestingSink())
+    )
+    stats = run_job(flow.to_job()).metrics.step("quality").quality["volume"]
+    # Windows 0-2 fill the baseline; 3, 5, 6 are near the mean, 4 is 3x it.
+    assert (stats.passed, stats.failed) == (3, 1)
+
+
+def test_processing_time_windows_when_the_stream_has_no_timestamps() -> None:
+    records = [{"id": i % 600} for i in range(1000)]  # ids 0..399 twice
+    flow, out = Flow("unique-pt"), TestingSink()
+    flow.source(TestingSource(records)).expect(q.unique("id", window="1h")).sink(out)
+    stats = run_job(flow.to_job()).metrics.step("quality").quality["unique:id"]
+    # All within one hour of processing time (unless the run crosses an hour mark).
+    assert stats.failed in (400, *range(0, 400)) and stats.passed + stats.failed == 1000
+    assert len(out.records) == 1000  # warn keeps them
+
+
+def test_action_fail_fails_the_job_with_the_rule_and_the_record() -> None:
+    flow = Flow("strict")
+    records = [{"p": 1}, {"p": 2}, {"p": 500}, {"p": 3}]
+    flow.source(TestingSource(records)).expect(
+        q.in_range("p", max=100, action="fail", name="p-cap")
+    ).sink(TestingSink())
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.FAILED
+    assert "p-cap" in (result.error or "") and "500" in (result.error or "")
+
+
+def test_drop_without_a_dead_letter_output_counts_and_logs(caplog: Any) -> None:
+    flow, out = Flow("no-dlq", error_policy=ErrorPolicy(ErrorMode.FAIL)), TestingSink()
+    flow.source(TestingSource([{"p": i} for i in range(-3, 7)])).expect(
+        q.in_range("p", min=0, action="drop")
+    ).sink(out)
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert [r["p"] for r in out.records] == list(range(7))
+    summary = result.metrics.step("quality")
+    assert summary.rejected == 3 and summary.quality["range:p"].failed == 3
+    assert caplog.text.count("QualityViolation") == 3
+
+
+def test_five_rules_on_one_step_each_count_their_own() -> None:
+    case_records, _ = _spoil(7, lambda r: r.update(price=None))
+    rules = (
+        q.not_null("price"),
+        q.in_range("price", min=0, max=99),
+        q.in_set("cur", ["EUR", "USD"]),
+        q.matches("email", r"u\d+@x\.org"),
+        q.schema({"price": "number"}, required=["id"]),
+    )
+    flow, out = Flow("five"), TestingSink()
+    flow.source(TestingSource(case_records)).expect(*rules).sink(out)
+    rules_out = run_job(flow.to_job()).metrics.step("quality").quality
+    nulls = sum(1 for r in case_records if r["price"] is None)
+    gbp = sum(1 for r in case_records if r["cur"] == "GBP")
+    assert rules_out["not_null:price"].failed == nulls
+    assert rules_out["range:price"].failed == 0
+    assert rules_out["in_set:cur"].failed == gbp
+    assert rules_out["regex:email"].failed == 0 and rules_out["schema"].failed == 0
+    assert len(out.records) == N
+
+
+@pytest.mark.parametrize(
+    ("build", "message"),
+    [
+        (lambda: q.in_range("p"), "needs 'min', 'max'"),
+        (lambda: q.in_range("p", min=5, max=1), "above max"),
+        (lambda: q.volume(window="1s", min=1, action="drop"), "does not apply"),
+        (lambda: q.matches("s", "(a)\\1"), "not a valid RE2"),
+        (lambda: q.not_null("p", action="explode"), "unknown action"),
+        (lambda: q.schema({"p": "decimal128"}), "unknown type"),
+        (lambda: q.unique("id", window="soon"), "not a duration"),
+    ],
+)
+def test_bad_rules_are_refused_with_the_fix(build: Callable[[], Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        build()
+
+
+def test_regex_takes_linear_time_on_a_pathological_pattern() -> None:
+    """(a+)+$ backtracks exponentially in Python's re; RE2 answers at once."""
+    flow, out = Flow("redos"), TestingSink()
+    records = [{"s": "a" * 40 + "!"} for _ in range(50)]
+    flow.source(TestingSource(records)).expect(q.matches("s", "(a+)+")).sink(out)
+    stats = run_job(flow.to_job()).metrics.step("quality").quality["regex:s"]
+    assert stats.failed == 50
