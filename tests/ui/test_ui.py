@@ -299,3 +299,36 @@ def test_a_slow_page_left_behind_does_not_repaint_over_the_next(
     page.wait_for_timeout(2_500)  # two refresh intervals of the overview, had it kept one
     assert page.get_by_test_id("yaml").is_visible()
     assert page.locator("h1").inner_text() == "Submit a job"
+
+
+QUALITY_JOB = """job:
+  id: ui-quality
+  name: ui-quality
+  parallelism: 1
+  source:
+    connector: datagen
+    config: {number_of_rows: 1000}
+    quality:
+      - {check: range, name: small-ids, field: id, max: 899, critical: true}
+      - {check: not_null, field: id}
+  sink: {connector: file, config: {path: "FOLDER/ui-quality.jsonl"}}
+"""
+
+
+def test_the_quality_panel_shows_each_rules_counts(page: Any, server: tuple[str, Path]) -> None:
+    url, folder = server
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    yaml = QUALITY_JOB.replace("FOLDER", str(folder))
+    created = httpx.post(f"{url}/api/jobs", json={"yaml": yaml}, headers=headers)
+    assert created.status_code == 201, created.text
+    page.goto(url + "/ui#/jobs/ui-quality")
+    page.locator("[data-testid=run-status] .COMPLETED").first.wait_for(timeout=30_000)
+    page.reload()
+    table = page.get_by_test_id("quality")
+    table.wait_for()
+    rows = [r.inner_text().split("\t") for r in table.locator("[data-testid=quality-rule]").all()]
+    by_rule = {r[1].strip(): r for r in rows}
+    small = by_rule["small-ids (critical)"]
+    assert small[2:5] == ["range", "900", "100"]  # ids 900..999 are over the maximum
+    assert by_rule["not_null:id"][2:5] == ["not_null", "1000", "0"]
+    _shot(page, "quality")
