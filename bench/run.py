@@ -5,6 +5,7 @@
     python -m bench.run --query kafka_sink     # starts its own broker (noida-db)
     python -m bench.run --query mongo_sink     # starts its own server (SecantusDB)
     python -m bench.run --query clickhouse_sink  # starts Debian's ClickHouse server
+    python -m bench.run --query q1_quality  # Q1 with 5 quality expectations vs without
 
 Each implementation runs in a fresh process (so peak RSS is its own); the
 best of ``--repeat`` runs counts. The ratio is reflow's records/s over the
@@ -23,7 +24,16 @@ from pathlib import Path
 from bench.nexmark import ensure_bids
 
 DATA_DIR = Path(__file__).parent / "data"
-QUERIES = ["q1", "q5", "q5_typed", "q5_sliding", "q5_checkpointed", "q1_sql", "q5_sql"]
+QUERIES = [
+    "q1",
+    "q5",
+    "q5_typed",
+    "q5_sliding",
+    "q5_checkpointed",
+    "q1_sql",
+    "q5_sql",
+    "q1_quality",
+]
 # Sink throughput against a real server on this machine: not part of "all".
 CONNECTORS = [
     "redis_sink",
@@ -102,6 +112,12 @@ def main() -> None:
     if "q5" in results and "q5_checkpointed" in results:
         kept = results["q5"]["reflow"]["seconds"] / results["q5_checkpointed"]["reflow"]["seconds"]
         print(f"reflow Q5 with 1 s checkpoints keeps {kept:.2f}x its throughput without")
+    if "q1_quality" in results:
+        unchecked = bench_query(
+            "bench.q1_quality", inp, args.events, args.repeat, [*extra, "--checks=0"]
+        )
+        kept = unchecked["reflow"]["seconds"] / results["q1_quality"]["reflow"]["seconds"]
+        print(f"reflow Q1 with 5 quality expectations keeps {kept:.2f}x its throughput without")
 
 
 if __name__ == "__main__":

@@ -124,11 +124,11 @@ class RuleLogic:
     measures: ClassVar[bool] = False
     """True when ``measure()`` gives a value after each batch (freshness lag)."""
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         """Record rules: index -> message of each violating record of ``batch``."""
         return {}
 
-    def observe(self, batch: list[Any], columns: dict[str, list[Any]]) -> None:
+    def observe(self, batch: list[Any], columns: Columns) -> None:
         """Window rules: take the batch's records into their windows."""
 
     def close_until(self, time_ms: int) -> list[tuple[bool, float, str]]:
@@ -161,17 +161,36 @@ def _get(record: Any, name: str) -> Any:
         return MISSING
 
 
-def column(batch: list[Any], name: str, columns: dict[str, list[Any]]) -> list[Any]:
-    """The values of field ``name`` in ``batch`` (``MISSING`` where absent), computed
-    once per batch for all rules."""
-    values = columns.get(name)
-    if values is None:
-        try:
-            values = [r[name] for r in batch]
-        except (KeyError, TypeError, IndexError):
-            values = [_get(r, name) for r in batch]
-        columns[name] = values
-    return values
+class Columns:
+    """One batch's field values and value types, computed once for all the rules of
+    a step (``MISSING`` where a record has no such field)."""
+
+    __slots__ = ("_kinds", "_values", "batch")
+
+    def __init__(self, batch: list[Any]) -> None:
+        self.batch = batch
+        self._values: dict[str, list[Any]] = {}
+        self._kinds: dict[str, set[type]] = {}
+
+    def of(self, name: str) -> list[Any]:
+        values = self._values.get(name)
+        if values is None:
+            try:
+                values = [r[name] for r in self.batch]
+            except (KeyError, TypeError, IndexError):
+                values = [_get(r, name) for r in self.batch]
+            self._values[name] = values
+        return values
+
+    def kinds(self, name: str) -> set[type]:
+        """The types of the field's values (``NULL_TYPES`` members for nulls)."""
+        kinds = self._kinds.get(name)
+        if kinds is None:
+            kinds = self._kinds[name] = set(map(type, self.of(name)))
+        return kinds
+
+
+NULL_TYPES = frozenset({type(None), type(MISSING)})
 
 
 def is_null(value: Any) -> bool:

@@ -4,7 +4,6 @@ in_set, regex, freshness)."""
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -14,16 +13,17 @@ from reflow.graph.durations import DurationLike
 from reflow.operators.base import OperatorContext
 from reflow.operators.quality.base import (
     MISSING,
+    NULL_TYPES,
+    Columns,
     Expectation,
     RuleLogic,
-    column,
     duration,
     fields_of,
     is_null,
 )
+from reflow.operators.quality.patterns import Pattern
 
-# Distinct values whose regex result is remembered per rule (re2 calls are slow).
-REGEX_CACHE = 65_536
+_NUMBERS = frozenset({int, float})
 
 # schema ------------------------------------------------------------
 
@@ -68,24 +68,20 @@ class SchemaRule(Expectation):
 class _SchemaLogic(RuleLogic):
     def __init__(self, rule: SchemaRule) -> None:
         self.required = rule.required
-        self.types = [(f, _TYPES[t], t) for f, t in rule.types.items()]
+        self.types = [(f, NULL_TYPES.union(_TYPES[t]), t) for f, t in rule.types.items()]
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         bad: dict[int, str] = {}
         for name in self.required:
-            values = column(batch, name, columns)
-            if None in values or MISSING in values:
-                for i, v in enumerate(values):
-                    if is_null(v):
-                        bad.setdefault(i, f"required field {name!r} is {v!r}")
-        for name, allowed, type_name in self.types:
-            values = column(batch, name, columns)
-            kinds = set(map(type, values))
-            kinds.discard(type(None))
-            kinds.discard(type(MISSING))
-            if kinds.issubset(allowed):
+            if NULL_TYPES.isdisjoint(columns.kinds(name)):
                 continue
-            for i, v in enumerate(values):
+            for i, v in enumerate(columns.of(name)):
+                if is_null(v):
+                    bad.setdefault(i, f"required field {name!r} is {v!r}")
+        for name, allowed, type_name in self.types:
+            if columns.kinds(name).issubset(allowed):
+                continue
+            for i, v in enumerate(columns.of(name)):
                 if not is_null(v) and type(v) not in allowed:
                     bad.setdefault(
                         i, f"field {name!r} is {type(v).__name__} {v!r:.60}, not {type_name}"
@@ -126,14 +122,14 @@ class _NotNullLogic(RuleLogic):
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.fields = fields
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         bad: dict[int, str] = {}
         for name in self.fields:
-            values = column(batch, name, columns)
-            if None in values or MISSING in values:
-                for i, v in enumerate(values):
-                    if is_null(v):
-                        bad.setdefault(i, f"{name!r} is {'missing' if v is MISSING else 'null'}")
+            if NULL_TYPES.isdisjoint(columns.kinds(name)):
+                continue
+            for i, v in enumerate(columns.of(name)):
+                if is_null(v):
+                    bad.setdefault(i, f"{name!r} is {'missing' if v is MISSING else 'null'}")
         return bad
 
 
@@ -175,16 +171,16 @@ class _RangeLogic(RuleLogic):
         self.low = -math.inf if rule.min is None else rule.min
         self.high = math.inf if rule.max is None else rule.max
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
-        values = column(batch, self.name, columns)
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
+        values = columns.of(self.name)
         low, high = self.low, self.high
-        try:
-            if min(values) >= low and max(values) <= high:
-                total = sum(values)
-                if total == total:  # no NaN (nor inf - inf): every value is in range
-                    return {}
-        except TypeError:
-            pass  # nulls or non-numbers: look one by one
+        kinds = columns.kinds(self.name)
+        if kinds.issubset(_NUMBERS) and low <= min(values) and max(values) <= high:
+            if float not in kinds:
+                return {}
+            total = sum(values)
+            if total == total:  # no NaN (nor inf - inf): every value is in range
+                return {}
         bad: dict[int, str] = {}
         for i, v in enumerate(values):
             if is_null(v):
@@ -235,8 +231,8 @@ class _InSetLogic(RuleLogic):
         self.name = name
         self.allowed = allowed | {None, MISSING}
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
-        values = column(batch, self.name, columns)
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
+        values = columns.of(self.name)
         allowed = self.allowed
         try:
             if allowed.issuperset(values):
@@ -274,53 +270,28 @@ class RegexRule(Expectation):
 
     def __post_init__(self) -> None:
         Expectation.__post_init__(self)
-        _compile(self.pattern, self.name)
+        Pattern(self.pattern, self.name)  # refuse a bad pattern when the job is built
 
     def build(self, ctx: OperatorContext) -> RuleLogic:
-        return _RegexLogic(self.field, _compile(self.pattern, self.name))
-
-
-def _compile(pattern: str, rule: str) -> Callable[[str], Any]:
-    """``pattern`` compiled by RE2: matching takes linear time whatever the pattern,
-    so a pattern from a job file or the API cannot hang the job (no backtracking;
-    look-arounds and back-references are refused)."""
-    import re2  # type: ignore[import-untyped]
-
-    if not isinstance(pattern, str) or not pattern:
-        raise ConfigError(f"rule {rule!r}: regex needs a non-empty 'pattern'")
-    try:
-        compiled = re2.compile(pattern)
-    except (re2.error, re.error, TypeError, ValueError) as exc:
-        raise ConfigError(
-            f"rule {rule!r}: pattern {pattern!r} is not a valid RE2 expression ({exc}); "
-            "RE2 has no look-arounds or back-references"
-        ) from None
-    return compiled.fullmatch  # type: ignore[no-any-return]
+        return _RegexLogic(self.field, Pattern(self.pattern, self.name))
 
 
 class _RegexLogic(RuleLogic):
-    def __init__(self, name: str, fullmatch: Callable[[str], Any]) -> None:
+    def __init__(self, name: str, pattern: Pattern) -> None:
         self.name = name
-        self.fullmatch = fullmatch
-        self.known: dict[str, bool] = {}
+        self.pattern = pattern
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
-        values = column(batch, self.name, columns)
-        known = self.known
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
+        values = columns.of(self.name)
+        if self.pattern.all_match(values):
+            return {}
+        matches = self.pattern.matches
         bad: dict[int, str] = {}
         for i, v in enumerate(values):
-            ok = known.get(v) if type(v) is str else None
-            if ok is None:
-                if is_null(v):
-                    continue
-                if not isinstance(v, str):
+            if type(v) is not str:
+                if not is_null(v):
                     bad[i] = f"{self.name!r} is {type(v).__name__} {v!r:.60}, not a string"
-                    continue
-                ok = self.fullmatch(v) is not None
-                if len(known) >= REGEX_CACHE:
-                    known.clear()
-                known[v] = ok
-            if not ok:
+            elif not matches(v):
                 bad[i] = f"{self.name!r} = {v!r:.60} does not match the pattern"
         return bad
 
@@ -368,7 +339,7 @@ class _FreshnessLogic(RuleLogic):
         self.clock = ctx.clock
         self.lag_ms: float | None = None
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         now = self.clock.now_ms()
         stamp = self.stamp
         try:

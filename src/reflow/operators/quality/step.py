@@ -13,6 +13,7 @@ from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.operators.quality.base import (
     DROP,
     FAIL,
+    Columns,
     Expectation,
     QualityError,
     QualityViolation,
@@ -30,9 +31,6 @@ from reflow.operators.quality.records import (
     schema,
 )
 from reflow.operators.quality.windows import (
-    DriftRule,
-    UniqueRule,
-    VolumeRule,
     drift,
     unique,
     volume,
@@ -100,7 +98,7 @@ class QualityLogic(OperatorLogic):
     def process(self, batch: list[Any]) -> list[Any]:
         if not batch:
             return batch
-        columns: dict[str, list[Any]] = {}
+        columns = Columns(batch)
         dropped: set[int] = set()
         size = len(batch)
         for rule in self.record_rules:

@@ -16,9 +16,9 @@ from reflow.eventtime.watermarks import MAX_WATERMARK
 from reflow.graph.durations import DurationLike
 from reflow.operators.base import OperatorContext
 from reflow.operators.quality.base import (
+    Columns,
     Expectation,
     RuleLogic,
-    column,
     duration,
     fields_of,
 )
@@ -70,11 +70,11 @@ class _UniqueLogic(RuleLogic):
         self.seen: dict[int, set[Any]] = {}
         self.tick_ms = None if windows.event_time else windows.size
 
-    def failures(self, batch: list[Any], columns: dict[str, list[Any]]) -> dict[int, str]:
+    def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         if len(self.fields) == 1:
-            keys = column(batch, self.fields[0], columns)
+            keys = columns.of(self.fields[0])
         else:
-            keys = list(zip(*(column(batch, f, columns) for f in self.fields), strict=True))
+            keys = list(zip(*(columns.of(f) for f in self.fields), strict=True))
         bad: dict[int, str] = {}
         seen = self.seen
         size = self.windows.size
@@ -136,14 +136,14 @@ class _WindowRule(RuleLogic):
         self.next_start: int | None = None
         self.tick_ms = None if windows.event_time else windows.size
 
-    def observe(self, batch: list[Any], columns: dict[str, list[Any]]) -> None:
+    def observe(self, batch: list[Any], columns: Columns) -> None:
         starts = self.windows.starts(batch)
         if self.next_start is None and starts:
             self.next_start = min(starts)
         self.add(batch, starts, columns)
 
     @abc.abstractmethod
-    def add(self, batch: list[Any], starts: list[int], columns: dict[str, list[Any]]) -> None: ...
+    def add(self, batch: list[Any], starts: list[int], columns: Columns) -> None: ...
 
     @abc.abstractmethod
     def judge(self, start: int, data: Any) -> tuple[bool, float, str] | None: ...
@@ -219,7 +219,7 @@ class _VolumeLogic(_WindowRule):
         self.rule = rule
         self.history: deque[int] = deque(maxlen=rule.baseline or 1)
 
-    def add(self, batch: list[Any], starts: list[int], columns: dict[str, list[Any]]) -> None:
+    def add(self, batch: list[Any], starts: list[int], columns: Columns) -> None:
         counts = self.open
         if starts[0] == starts[-1] and not self.windows.event_time:
             counts[starts[0]] = counts.get(starts[0], 0) + len(starts)
@@ -338,8 +338,8 @@ class _DriftLogic(_WindowRule):
         self.reference_windows = 0
         self.edges: list[float] | None = None
 
-    def add(self, batch: list[Any], starts: list[int], columns: dict[str, list[Any]]) -> None:
-        values = column(batch, self.rule.field, columns)
+    def add(self, batch: list[Any], starts: list[int], columns: Columns) -> None:
+        values = columns.of(self.rule.field)
         for start, v in zip(starts, values, strict=True):
             if isinstance(v, int | float) and not isinstance(v, bool) and v == v:
                 window = self.open.get(start)

@@ -1,0 +1,154 @@
+"""Regular expressions from job files, matched in linear time by RE2, a batch at a time.
+
+A pattern from a job file or the API is untrusted: Python's ``re`` backtracks,
+so ``(a+)+$`` on a long string would hold the event loop for minutes. RE2
+matches in time linear in the text whatever the pattern (it refuses
+look-arounds and back-references, which need backtracking).
+
+RE2's Python binding costs microseconds per call, so a batch is first matched
+in one call: its values joined by newlines against ``(?:(?:PATTERN)\\n)*``.
+When no value holds a newline and the pattern cannot match one (read off its
+parse), each repetition matches exactly one value, so a match means every value
+matches; otherwise (or when the batch fails) values are matched one by one.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from reflow.errors import ConfigError
+
+__all__ = ["Pattern"]
+
+# Distinct values whose result is remembered for the one-by-one path.
+CACHE_SIZE = 65_536
+# Pattern syntax Python's parser reads differently from RE2 (classes like
+# [[:space:]], Unicode classes, quoting): such patterns skip the batch path.
+_RE2_ONLY = ("[[:", "\\p", "\\P", "\\Q", "\\C")
+
+
+class Pattern:
+    """A compiled pattern: ``all_match(values)`` for a batch of strings, ``matches(v)``
+    for one value."""
+
+    def __init__(self, pattern: str, rule: str) -> None:
+        import re2  # type: ignore[import-untyped]
+
+        if not isinstance(pattern, str) or not pattern:
+            raise ConfigError(f"rule {rule!r}: regex needs a non-empty 'pattern'")
+        try:
+            compiled = re2.compile(pattern)
+        except (re2.error, re.error, TypeError, ValueError) as exc:
+            raise ConfigError(
+                f"rule {rule!r}: pattern {pattern!r} is not a valid RE2 expression ({exc}); "
+                "RE2 has no look-arounds or back-references"
+            ) from None
+        self._fullmatch: Callable[[str], Any] = compiled.fullmatch
+        self._known: dict[str, bool] = {}
+        self._batch = _batch_matcher(re2, pattern) if _newline_free(pattern) else None
+
+    def matches(self, value: str) -> bool:
+        known = self._known.get(value)
+        if known is None:
+            known = self._fullmatch(value) is not None
+            if len(self._known) >= CACHE_SIZE:
+                self._known.clear()
+            self._known[value] = known
+        return known
+
+    def all_match(self, values: list[Any]) -> bool:
+        """True only if every value is a string the pattern matches whole (False
+        means: look one by one)."""
+        if self._batch is None:
+            return False
+        try:
+            joined = "\n".join(values)
+        except TypeError:  # nulls or non-strings
+            return False
+        if joined.count("\n") != len(values) - 1:
+            return False
+        return self._batch((joined + "\n").encode())
+
+
+def _batch_matcher(re2: Any, pattern: str) -> Callable[[bytes], bool] | None:
+    options = re2.Options()
+    options.never_capture = True
+    try:
+        compiled = re2.compile(f"(?:(?:{pattern})\n)*", options)
+        regexp = compiled._regexp  # the binding's RE2 object: one call, no offsets
+        anchor = re2._re2.RE2.Anchor.ANCHOR_BOTH
+    except (AttributeError, re2.error):
+        return None
+
+    def match(text: bytes) -> bool:
+        return bool(regexp.Match(anchor, text, 0, len(text))[0][0] != -1)
+
+    return match
+
+
+def _newline_free(pattern: str) -> bool:
+    """True when the pattern cannot match a newline (False when unsure)."""
+    if any(marker in pattern for marker in _RE2_ONLY):
+        return False
+    try:
+        from re import _constants as c  # type: ignore[attr-defined]
+        from re import _parser as parser  # type: ignore[attr-defined]
+
+        tree = parser.parse(pattern)
+        return _free(tree, bool(tree.state.flags & c.SRE_FLAG_DOTALL), c)
+    except Exception:
+        return False
+
+
+_NEWLINE = ord("\n")
+
+
+def _free(items: Any, dotall: bool, c: Any) -> bool:
+    for op, av in items:
+        if op is c.LITERAL:
+            if av == _NEWLINE:
+                return False
+        elif op is c.NOT_LITERAL:
+            if av != _NEWLINE:
+                return False
+        elif op is c.ANY:
+            if dotall:
+                return False
+        elif op is c.IN:
+            if not _class_free(av, c):
+                return False
+        elif op is c.BRANCH:
+            if not all(_free(branch, dotall, c) for branch in av[1]):
+                return False
+        elif op is c.SUBPATTERN:
+            _, add, remove, body = av
+            inner = (dotall or bool(add & c.SRE_FLAG_DOTALL)) and not remove & c.SRE_FLAG_DOTALL
+            if not _free(body, inner, c):
+                return False
+        elif op in (c.MAX_REPEAT, c.MIN_REPEAT, c.POSSESSIVE_REPEAT):
+            if not _free(av[2], dotall, c):
+                return False
+        elif op is c.ATOMIC_GROUP:
+            if not _free(av, dotall, c):
+                return False
+        elif op is not c.AT:  # anchors match no character; anything else: unsure
+            return False
+    return True
+
+
+def _class_free(members: Any, c: Any) -> bool:
+    safe = {c.CATEGORY_DIGIT, c.CATEGORY_WORD, c.CATEGORY_NOT_SPACE}
+    for op, av in members:
+        if op is c.NEGATE:
+            return False
+        if op is c.LITERAL and av == _NEWLINE:
+            return False
+        if op is c.RANGE and av[0] <= _NEWLINE <= av[1]:
+            return False
+        if op is c.CATEGORY and av not in safe:
+            return False
+        if op not in (c.LITERAL, c.RANGE, c.CATEGORY):
+            return False
+    return True
