@@ -4,6 +4,7 @@ job's dead-letter output, and a broken rule is reported at its line."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -13,9 +14,8 @@ from reflow import JobStatus
 from reflow.config import load_job_text
 from reflow.connectors.memory import memory_store
 from reflow.errors import ConfigError
-from reflow.runtime import ExecutorSettings, LocalExecutor
+from reflow.runtime import ExecutorSettings, JobResult, LocalExecutor
 from reflow.server.metrics import ReflowCollector
-from reflow.testing import run_job
 
 JOB = """
 job:
@@ -39,10 +39,10 @@ job:
 """
 
 
-def _orders() -> list[dict[str, object]]:
+def _orders() -> list[dict[str, Any]]:
     orders = []
     for i in range(300):
-        order: dict[str, object] = {
+        order: dict[str, Any] = {
             "id": i,
             "amount": float(i * 4),
             "sku": f"ABC-{i:04d}",
@@ -63,7 +63,7 @@ def test_quality_on_a_source_and_an_operator() -> None:
     steps = [n.step_id for n in job.stream_graph.nodes]
     assert steps == ["source", "source-quality", "taxed", "taxed-quality", "sink"]
 
-    async def run() -> tuple[object, dict[str, float]]:
+    async def run() -> tuple[JobResult, dict[tuple[str, str], float]]:
         with LocalExecutor(ExecutorSettings()) as executor:
             result = await executor.execute(job)
             registry = CollectorRegistry()
@@ -79,7 +79,7 @@ def test_quality_on_a_source_and_an_operator() -> None:
         return result, samples
 
     result, samples = asyncio.run(run())
-    assert result.status is JobStatus.COMPLETED, result.error  # type: ignore[attr-defined]
+    assert result.status is JobStatus.COMPLETED, result.error
     nulls = {o["id"] for o in orders if o["amount"] is None}
     bad_sku = {o["id"] for o in orders if o["sku"] == "abc"}
     dead = memory_store["orders-dead"]
@@ -88,7 +88,7 @@ def test_quality_on_a_source_and_an_operator() -> None:
     } | {("sku-format", i) for i in bad_sku - nulls}
     kept = [o for o in orders if o["id"] not in nulls | bad_sku]
     assert [r["id"] for r in memory_store["orders-out"]] == [o["id"] for o in kept]
-    over = sum(1 for o in kept if o["amount"] * 1.2 > 1200)  # type: ignore[operator]
+    over = sum(1 for o in kept if o["amount"] * 1.2 > 1200)
     belgian = sum(1 for o in kept if o["country"] == "BE")
     assert samples[("not_null:id,amount", "failed")] == len(nulls)
     assert samples[("sku-format", "failed")] == len(bad_sku - nulls)

@@ -418,9 +418,7 @@ def build_job(
         path = (*base, "operators", index)
         try:
             builder.add_operator(op.name, _operator(op, path, loaded, modules))
-            checked[op.name] = _quality(
-                builder, op.name, op.quality, path, loaded, op.parallelism
-            )
+            checked[op.name] = _quality(builder, op.name, op.quality, path, loaded, op.parallelism)
         except ConfigError as exc:
             problems.append(exc)
         except ReflowError as exc:
