@@ -40,6 +40,11 @@ class RestorePlan:
             return [own] if own is not None else []
         return [data.states[(step_id, i)] for i in range(old) if (step_id, i) in data.states]
 
+    def rescaled(self, step_id: str, parallelism: int) -> bool:
+        """True when ``step_id`` ran with another parallelism in the checkpoint."""
+        data = self.data
+        return data is not None and data.parallelism.get(step_id, parallelism) != parallelism
+
     def source_position(self, step_id: str, index: int, parallelism: int) -> Any:
         """Where subtask ``index`` of source ``step_id`` resumes reading (None: the start).
 

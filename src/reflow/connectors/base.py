@@ -241,6 +241,11 @@ class SinkWriter(abc.ABC):
         Must be idempotent: the data may already be committed.
         """
 
+    async def adopt(self, states: list[Any]) -> None:
+        """After a rescale: the states of the old subtasks, whose commits subtask 0
+        finishes (``restore``). Take from them what this writer must not reuse (file
+        part numbers, ...); never commit them. Default: nothing."""
+
 
 class Sink(abc.ABC):
     """A data sink spec (seed §3.8.3)."""

@@ -192,6 +192,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
     stages: list[Stage] = []
     holder: list[Subtask] = []
     sink_restores: dict[int, list[Any]] = {}
+    sink_adopts: dict[int, list[Any]] = {}
     reader = None
     source_metrics = None
     handlers: dict[str, RecordErrorHandler] = {}
@@ -231,8 +232,14 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
                 for state in (*p.get("sink_uncommitted", ()), p.get("sink"))
                 if state is not None
             ]
-            if pending and (len(previous) == 1 or index == 0):
+            # After a rescale subtask 0 finishes every old subtask's commits; the
+            # others only learn from the states what not to reuse.
+            if pending and (
+                index == 0 or not plan.restore.rescaled(node.step_id, vertex.parallelism)
+            ):
                 sink_restores[len(stages) - 1] = pending
+            elif pending:
+                sink_adopts[len(stages) - 1] = pending
             continue
         spec = node.payload
         if not isinstance(spec, OperatorSpec):
@@ -303,6 +310,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
     )
     holder.append(subtask)
     subtask.sink_restores = sink_restores
+    subtask.sink_adopts = sink_adopts
     subtask.source_step = vertex.head.step_id if vertex.head.kind is NodeKind.SOURCE else None
     subtask.state = plan.state
     return subtask

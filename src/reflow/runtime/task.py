@@ -243,6 +243,7 @@ class Subtask:
         self.source_step: str | None = None
         self.position: Any = None
         self.sink_restores: dict[int, list[Any]] = {}
+        self.sink_adopts: dict[int, list[Any]] = {}
         self.uncommitted: dict[int, dict[int, Any]] = {}
         """Per sink stage, the pre-committed states whose checkpoint has completed for
         all the sink knows: a completion notice can still be on its way when the next
@@ -534,6 +535,8 @@ class Subtask:
                     await stage.writer.open()
                     if position in self.sink_restores:
                         await stage.writer.restore(self.sink_restores.pop(position))
+                    if position in self.sink_adopts:
+                        await stage.writer.adopt(self.sink_adopts.pop(position))
             if self.tick_ms:
                 ticker = asyncio.create_task(self._ticker(self.tick_ms))
             if self.reader is not None:

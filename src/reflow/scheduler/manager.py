@@ -14,17 +14,26 @@ import asyncio
 import logging
 import re
 import sys
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from reflow.checkpoint.storage import CheckpointData
 from reflow.errors import ReflowError
 from reflow.graph.job import Job, JobStatus, check_job_id
 from reflow.graph.job_graph import parse_memory_mb
+from reflow.graph.rescale import rescaled
 from reflow.loading import FILE_MODULE_PREFIX
-from reflow.runtime import Executor, ExecutorSettings, create_executor, execute_with_recovery
+from reflow.runtime import (
+    Executor,
+    ExecutorSettings,
+    JobResult,
+    create_executor,
+    execute_with_recovery,
+)
 from reflow.runtime.loops import run_in_own_loop
 from reflow.scheduler.cron import ScheduleError
 from reflow.scheduler.policies import (
@@ -38,6 +47,14 @@ from reflow.scheduler.policies import (
     policy_from_dict,
 )
 from reflow.scheduler.queue import JobQueue, QueuedRun
+from reflow.scheduler.rescale import (
+    PendingRescale,
+    RescaleResult,
+    check_rescalable,
+    result_of,
+    take_and_stop,
+    wait_running,
+)
 from reflow.scheduler.store import PYTHON_JOB_PREFIX, JobRecord, JobStore
 
 __all__ = ["JobManager", "ScheduleResult", "ScheduleStatus"]
@@ -87,6 +104,7 @@ class _Running:
     task: asyncio.Task[Any]
     slots: int
     memory: int
+    rescale: PendingRescale | None = None
 
 
 class JobManager:
@@ -502,14 +520,19 @@ class JobManager:
         self.started.append(run.run_id)
 
     async def _execute(self, run_id: str, job_id: str, job: Job) -> None:
+        restore: CheckpointData | None = None
         try:
-            if self.isolate_runs:
-                result = await run_in_own_loop(
-                    lambda: execute_with_recovery(self.executor, job),
-                    name=f"reflow-run-{run_id}",
-                )
-            else:
-                result = await execute_with_recovery(self.executor, job)
+            while True:
+                result = await self._run_once(job, restore)
+                running = self.running.get(run_id)
+                pending = running.rescale if running is not None else None
+                data = None if pending is None else await pending.savepoint
+                if running is None or pending is None or data is None:
+                    break
+                running.rescale = None
+                job, restore = pending.job, data
+                running.job = job
+                pending.restarted.set()
             status, error = result.status.value, result.error
         except Exception as exc:  # a bug must not kill the manager
             logger.exception("run %s of job %s crashed", run_id, job_id)
@@ -527,6 +550,58 @@ class JobManager:
         if status == "COMPLETED":
             self._after_success(job_id)
         self._dispatch()
+
+    async def _run_once(self, job: Job, restore: CheckpointData | None) -> JobResult:
+        if self.isolate_runs:
+            return await run_in_own_loop(
+                lambda: execute_with_recovery(self.executor, job, restore),
+                name=f"reflow-run-{job.job_id}",
+            )
+        return await execute_with_recovery(self.executor, job, restore)
+
+    async def rescale(
+        self,
+        job_id: str,
+        parallelism: int | None = None,
+        steps: Mapping[str, int] | None = None,
+    ) -> list[RescaleResult]:
+        """Rescale the running runs of ``job_id`` (or the run ``job_id``): each takes
+        a savepoint, stops, and runs again at the new parallelism from it."""
+        runs = [r for r in self.running.values() if job_id in (r.run_id, r.job_id)]
+        if not runs:
+            raise ScheduleError(f"job {job_id!r} has no running run to rescale")
+        results = []
+        for running in runs:
+            if running.rescale is not None:
+                raise ScheduleError(f"run {running.run_id} is already being rescaled")
+            check_rescalable(running.job)
+            target = rescaled(running.job, parallelism, steps)
+            needs = target.job_graph.max_parallelism
+            free = self._free()[0] + running.slots
+            if needs > free:
+                raise ScheduleError(
+                    f"run {running.run_id} at the new parallelism needs {needs} slots; "
+                    f"{free} are free for it (reflow serve --slots sets how many there are)"
+                )
+            running.slots = needs
+            before = running.job
+            pending = running.rescale = PendingRescale(target)
+            data = await take_and_stop(self.executor, running.run_id, pending)
+            stopped = time.monotonic() - pending.requested
+            down = await wait_running(self.executor, running.run_id, pending)
+            result = result_of(running.run_id, running.job_id, before, target, data, stopped, down)
+            self.store.add_event(running.job_id, running.run_id, "RESCALED", result.describe())
+            logger.info(
+                "%s",
+                result.describe(),
+                extra={
+                    "job_id": running.job_id,
+                    "event": "JOB_RESCALED",
+                    "downtime_seconds": round(down, 3),
+                },
+            )
+            results.append(result)
+        return results
 
     def _after_success(self, upstream: str) -> None:
         for record in self.store.jobs():

@@ -285,6 +285,12 @@ class JobStore:
             )
         )
 
+    def add_event(self, job_id: str, run_id: str | None, event: str, detail: str) -> None:
+        """A line in the job's history that is not a status change (a rescale, an
+        autoscaler decision)."""
+        with self.engine.begin() as conn:
+            self._history(conn, job_id, run_id, event, detail)
+
     def timed_history(self, job_id: str) -> list[tuple[str | None, str, str | None, float]]:
         """``history`` with the time of each transition (epoch seconds)."""
         with self.engine.connect() as conn:

@@ -296,6 +296,10 @@ class FileWriter(SinkWriter):
             self.part = max(self.part, state["next_part"])
         await self.ctx.run_blocking(self._remove_strays)
 
+    async def adopt(self, states: list[Any]) -> None:
+        if self.exactly_once:  # after a rescale: never reuse an old subtask's part names
+            self.part = max([self.part, *(state["next_part"] for state in states)])
+
     async def flush(self) -> None:
         if self.exactly_once:  # end of input: the final commit
             if self.path is not None:
