@@ -136,9 +136,7 @@ def test_rescale_needs_checkpointing_and_a_running_run(tmp_path: Path) -> None:
         store = JobStore(f"sqlite:///{tmp_path}/jobs.db")
         manager = JobManager(store, loader=job_loader, slots=4)
         errors = []
-        for call in (
-            manager.rescale("absent", parallelism=2),
-        ):
+        for call in (manager.rescale("absent", parallelism=2),):
             try:
                 await call
             except ReflowError as exc:

@@ -332,3 +332,35 @@ def test_the_quality_panel_shows_each_rules_counts(page: Any, server: tuple[str,
     assert small[2:5] == ["range", "900", "100"]  # ids 900..999 are over the maximum
     assert by_rule["not_null:id"][2:5] == ["not_null", "1000", "0"]
     _shot(page, "quality")
+
+
+SCALED_JOB = """job:
+  id: ui-scaled
+  name: ui-scaled
+  checkpoint: {path: "FOLDER/ui-scaled-checkpoints", interval: 500ms}
+  source: {connector: datagen, parallelism: 1, config: {rows_per_second: 100}}
+  operators:
+    - {name: by-id, type: key_by, key: id}
+    - {name: tagged, type: map, expression: "{'id': r['id'], 'tag': 'x'}"}
+  sink: {connector: file, config: {path: "FOLDER/ui-scaled.jsonl"}}
+"""
+
+
+def test_rescale_a_running_job_from_its_page(page: Any, server: tuple[str, Path]) -> None:
+    url, folder = server
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    yaml = SCALED_JOB.replace("FOLDER", str(folder))
+    created = httpx.post(f"{url}/api/jobs", json={"yaml": yaml}, headers=headers)
+    assert created.status_code == 201, created.text
+    page.goto(url + "/ui#/jobs/ui-scaled")
+    page.locator("[data-testid=run-status] .RUNNING").first.wait_for(timeout=30_000)
+    page.get_by_test_id("rescale-parallelism").fill("2")
+    with page.expect_response("**/api/jobs/ui-scaled/rescale", timeout=60_000) as answer:
+        page.get_by_test_id("rescale").click()
+    assert answer.value.status == 200, answer.value.text()
+    assert "tagged 1->2" in answer.value.json()[0]["detail"]
+    page.reload()
+    page.locator("[data-testid=history] .RESCALED").first.wait_for(timeout=20_000)
+    page.get_by_text("\u00d72").first.wait_for()  # "vertex N x2"
+    _shot(page, "rescaled")
+    httpx.post(f"{url}/api/jobs/ui-scaled/cancel", headers={**headers, "X-Requested-With": "t"})

@@ -3,8 +3,8 @@
 ``serve`` runs the job manager (scheduler + executor) until interrupted; it
 loads the job files of ``--jobs-dir`` and picks up what ``submit`` puts into
 the store. ``cancel``/``pause``/``resume``/``events post`` leave a command in
-the store that the manager carries out within a poll interval; ``trigger``
-queues a run directly.
+the store that the manager carries out within a poll interval (``rescale`` when
+the run runs again); ``trigger`` queues a run directly.
 """
 
 from __future__ import annotations
@@ -79,6 +79,23 @@ def add_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> Non
     ]:
         parser = with_store(sub.add_parser(name, help=text))
         parser.add_argument("job_id")
+    rescale = with_store(
+        sub.add_parser(
+            "rescale",
+            help="restart a running job at a new parallelism from a savepoint (needs checkpoints)",
+        )
+    )
+    rescale.add_argument("job_id", help="the job (its running runs) or one run id")
+    rescale.add_argument(
+        "--parallelism", type=int, help="for every step that sets none (sources keep theirs)"
+    )
+    rescale.add_argument(
+        "--step",
+        action="append",
+        default=[],
+        metavar="STEP=N",
+        help="one step's parallelism (repeatable)",
+    )
     events = sub.add_parser("events", help="post events for event-triggered jobs")
     events_sub = events.add_subparsers(dest="events_command", metavar="ACTION")
     events_sub.required = True
@@ -165,12 +182,35 @@ def _via_api(args: argparse.Namespace, out: TextIO) -> int | None:
             elif command == "events":
                 queued = _answer(client.post(f"/api/events/{args.name}"), out)
                 out.write(f"ok: {len(queued)} runs queued\n")
+            elif command == "rescale":
+                body = {"parallelism": args.parallelism, "steps": _steps(args.step)}
+                answer = _answer(client.post(f"/api/jobs/{args.job_id}/rescale", json=body), out)
+                for result in answer:
+                    out.write(f"ok: {result['detail']}\n")
             else:  # cancel, pause, resume, trigger
                 result = _answer(client.post(f"/api/jobs/{args.job_id}/{command}"), out)
                 out.write(f"ok: {result['detail']}\n")
     except _ApiError as exc:
         return exc.code
     return 0
+
+
+def _steps(given: list[str]) -> dict[str, int]:
+    steps = {}
+    for item in given:
+        step, _, value = item.partition("=")
+        if not step or not value.strip().isdigit():
+            raise SystemExit(f"reflow: --step takes STEP=N (a step id and a number), not {item!r}")
+        steps[step] = int(value)
+    return steps
+
+
+def _rescale_target(args: argparse.Namespace) -> str:
+    import json
+
+    return json.dumps(
+        {"job_id": args.job_id, "parallelism": args.parallelism, "steps": _steps(args.step)}
+    )
 
 
 def _policy(args: argparse.Namespace) -> object:
@@ -433,4 +473,5 @@ def commands() -> dict[str, object]:
         "pause": _api_or(lambda a, o: _command(a, "pause", a.job_id, o)),
         "resume": _api_or(lambda a, o: _command(a, "resume", a.job_id, o)),
         "events": _api_or(lambda a, o: _command(a, "event", a.name, o)),
+        "rescale": _api_or(lambda a, o: _command(a, "rescale", _rescale_target(a), o)),
     }

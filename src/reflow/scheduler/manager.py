@@ -11,11 +11,12 @@ depend on it; a posted event triggers the jobs waiting for it.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -147,6 +148,8 @@ class JobManager:
         self._custom: dict[str, asyncio.Task[None]] = {}
         """The trigger loop of each active job under a custom policy."""
         self._custom_broken: set[str] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
+        """Work started by commands (a rescale), kept until done."""
         self.alive = False
         """True while ``run_forever`` loops (the health check's scheduler status)."""
 
@@ -363,6 +366,9 @@ class JobManager:
                     self.resume(target)
                 elif kind == "event":
                     target = f"{len(self.post_event(target))} runs queued"
+                elif kind == "rescale":  # answered when the run runs again
+                    self._background(self._rescale_command(command_id, target))
+                    continue
                 result = f"ok: {target}"
             except ReflowError as exc:
                 result = f"error: {exc}"
@@ -558,6 +564,24 @@ class JobManager:
                 name=f"reflow-run-{job.job_id}",
             )
         return await execute_with_recovery(self.executor, job, restore)
+
+    async def _rescale_command(self, command_id: int, target: str) -> None:
+        try:
+            request = json.loads(target)
+            results = await self.rescale(
+                str(request["job_id"]), request.get("parallelism"), request.get("steps") or {}
+            )
+            answer = "ok: " + "; ".join(r.describe() for r in results)
+        except ReflowError as exc:
+            answer = f"error: {exc}"
+        except (ValueError, KeyError, TypeError) as exc:
+            answer = f"error: a rescale command needs job_id, parallelism, steps ({exc})"
+        self.store.finish_command(command_id, answer)
+
+    def _background(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def rescale(
         self,

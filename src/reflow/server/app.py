@@ -32,6 +32,7 @@ from reflow.scheduler.manager import JobManager
 from reflow.scheduler.policies import policy_from_dict
 from reflow.server.health import HealthChecker
 from reflow.server.metrics import ReflowCollector
+from reflow.server.scaling import add_scaling_routes
 
 __all__ = ["create_app"]
 
@@ -449,6 +450,8 @@ def create_app(
             last_run_status=status.last_run_status,
         )
 
+    add_scaling_routes(app, manager, api)
+
     def known(job_id: str) -> None:
         if manager.store.job(job_id) is None:
             raise HTTPException(404, f"no job {job_id!r}")
@@ -501,7 +504,9 @@ def create_app(
         known(job_id)
         record = manager.store.job(job_id)
         assert record is not None
-        job = loader(record.spec, record.source_dir)
+        running = [r.job for r in manager.running.values() if r.job_id == job_id]
+        # A running run's graph: after a rescale it runs at another parallelism.
+        job = running[-1] if running else loader(record.spec, record.source_dir)
         graph = job.job_graph
         stream = graph.stream_graph
         return GraphOut(
