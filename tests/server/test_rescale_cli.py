@@ -32,7 +32,7 @@ job:
 
 def _parallelism(api: str, step: str) -> int:
     graph = httpx.get(f"{api}/api/jobs/scaled/graph", headers={"X-Reflow-Token": "tok"}).json()
-    return next(v["parallelism"] for v in graph["vertices"] if step in v["steps"])
+    return int(next(v["parallelism"] for v in graph["vertices"] if step in v["steps"]))
 
 
 @pytest.mark.timeout(120)
