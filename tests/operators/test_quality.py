@@ -261,6 +261,7 @@ def test_action_fail_fails_the_job_with_the_rule_and_the_record() -> None:
     assert "p-cap" in (result.error or "") and "500" in (result.error or "")
 
 
+@pytest.mark.local_only  # reads the log of this process
 def test_drop_without_a_dead_letter_output_counts_and_logs(caplog: Any) -> None:
     flow, out = Flow("no-dlq", error_policy=ErrorPolicy(ErrorMode.FAIL)), TestingSink()
     flow.source(TestingSource([{"p": i} for i in range(-3, 7)])).expect(

@@ -61,6 +61,7 @@ from reflow.operators.aggregations import Aggregations
 from reflow.operators.facade import Operators
 from reflow.operators.quality import QualityOp, expectation_of
 from reflow.operators.windows import Windows, WindowSpec
+from reflow.scheduler.autoscaler import AutoscalerConfig
 from reflow.scheduler.store import PYTHON_JOB_PREFIX
 from reflow.state.functions import AggregateFunction
 
@@ -595,6 +596,12 @@ def _job_of(
     if model.schedule is not None:
         metadata["schedule"] = model.schedule
     metadata["priority"] = model.priority
+    if model.autoscaler is not None:
+        try:
+            AutoscalerConfig(**model.autoscaler.settings())
+        except ConfigError as exc:
+            raise loaded.error((*base, "autoscaler"), str(exc)) from None
+        metadata["autoscaler"] = model.autoscaler.settings()
     if model.resources is not None and model.resources.memory_budget:
         metadata["memory"] = model.resources.memory_budget
     if model.resources is not None and model.resources.cpu:

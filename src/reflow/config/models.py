@@ -442,6 +442,30 @@ class ResourcesModel(_Model):
         return self.jvm.heap if self.jvm is not None else None
 
 
+class AutoscalerModel(_Model):
+    """``autoscaler:`` of a job (docs/operations.md, "Rescaling and autoscaling")."""
+
+    enabled: bool = True
+    dry_run: bool = False
+    target_utilization: float = Field(0.7, gt=0, le=1)
+    utilization_boundary: float = Field(0.2, ge=0, lt=1)
+    window: Duration = Field(60.0, description="stabilisation window over which load is averaged")
+    cooldown: Duration = Field(120.0, description="no decision this long after a rescale")
+    interval: Duration = Field(10.0, description="how often the load is sampled")
+    min_parallelism: int = Field(1, ge=1, le=128)
+    max_parallelism: int = Field(128, ge=1, le=128)
+
+    def settings(self) -> dict[str, Any]:
+        """As ``AutoscalerConfig`` takes them (durations in milliseconds)."""
+        given = self.model_dump(exclude={"window", "cooldown", "interval"})
+        given.update(
+            window_ms=round(self.window * 1000),
+            cooldown_ms=round(self.cooldown * 1000),
+            interval_ms=round(self.interval * 1000),
+        )
+        return given
+
+
 class JobModel(_Model):
     id: str | None = None
     name: str
@@ -456,6 +480,7 @@ class JobModel(_Model):
     error_policy: ErrorPolicyModel = ErrorPolicyModel()
     checkpoint: JobCheckpointModel | None = None
     restart: RestartModel = RestartModel()
+    autoscaler: AutoscalerModel | None = None
     source: NodeModel | None = None
     sources: list[NodeModel] | None = None
     operators: list[OperatorModel] = Field(default_factory=list)

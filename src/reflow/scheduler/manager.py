@@ -11,12 +11,10 @@ depend on it; a posted event triggers the jobs waiting for it.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import sys
-import time
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,7 +24,6 @@ from reflow.checkpoint.storage import CheckpointData
 from reflow.errors import ReflowError
 from reflow.graph.job import Job, JobStatus, check_job_id
 from reflow.graph.job_graph import parse_memory_mb
-from reflow.graph.rescale import rescaled
 from reflow.loading import FILE_MODULE_PREFIX
 from reflow.runtime import (
     Executor,
@@ -36,6 +33,7 @@ from reflow.runtime import (
     execute_with_recovery,
 )
 from reflow.runtime.loops import run_in_own_loop
+from reflow.scheduler.autoscaler import Autoscaler
 from reflow.scheduler.cron import ScheduleError
 from reflow.scheduler.policies import (
     CronPolicy,
@@ -48,14 +46,8 @@ from reflow.scheduler.policies import (
     policy_from_dict,
 )
 from reflow.scheduler.queue import JobQueue, QueuedRun
-from reflow.scheduler.rescale import (
-    PendingRescale,
-    RescaleResult,
-    check_rescalable,
-    result_of,
-    take_and_stop,
-    wait_running,
-)
+from reflow.scheduler.rescale import PendingRescale, RescaleResult
+from reflow.scheduler.scaling import Scaling
 from reflow.scheduler.store import PYTHON_JOB_PREFIX, JobRecord, JobStore
 
 __all__ = ["JobManager", "ScheduleResult", "ScheduleStatus"]
@@ -148,8 +140,7 @@ class JobManager:
         self._custom: dict[str, asyncio.Task[None]] = {}
         """The trigger loop of each active job under a custom policy."""
         self._custom_broken: set[str] = set()
-        self._tasks: set[asyncio.Future[None]] = set()
-        """Work started by commands (a rescale), kept until done."""
+        self.scaling = Scaling(self)
         self.alive = False
         """True while ``run_forever`` loops (the health check's scheduler status)."""
 
@@ -326,6 +317,7 @@ class JobManager:
         self._follow_custom()
         self._load_queued()
         self._dispatch()
+        self.scaling.autoscale()
         await asyncio.sleep(0)
 
     async def run_forever(self) -> None:
@@ -367,7 +359,7 @@ class JobManager:
                 elif kind == "event":
                     target = f"{len(self.post_event(target))} runs queued"
                 elif kind == "rescale":  # answered when the run runs again
-                    self._background(self._rescale_command(command_id, target))
+                    self.scaling.command(command_id, target)
                     continue
                 result = f"ok: {target}"
             except ReflowError as exc:
@@ -545,6 +537,7 @@ class JobManager:
             status, error = "FAILED", str(exc)
         finally:
             self.running.pop(run_id, None)
+            self.scaling.autoscalers.pop(run_id, None)
         self.store.set_run_status(run_id, status, error)
         logger.info(
             "run %s of job %s: %s",
@@ -565,24 +558,6 @@ class JobManager:
             )
         return await execute_with_recovery(self.executor, job, restore)
 
-    async def _rescale_command(self, command_id: int, target: str) -> None:
-        try:
-            request = json.loads(target)
-            results = await self.rescale(
-                str(request["job_id"]), request.get("parallelism"), request.get("steps") or {}
-            )
-            answer = "ok: " + "; ".join(r.describe() for r in results)
-        except ReflowError as exc:
-            answer = f"error: {exc}"
-        except (ValueError, KeyError, TypeError) as exc:
-            answer = f"error: a rescale command needs job_id, parallelism, steps ({exc})"
-        self.store.finish_command(command_id, answer)
-
-    def _background(self, work: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.ensure_future(work)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
     async def rescale(
         self,
         job_id: str,
@@ -591,41 +566,12 @@ class JobManager:
     ) -> list[RescaleResult]:
         """Rescale the running runs of ``job_id`` (or the run ``job_id``): each takes
         a savepoint, stops, and runs again at the new parallelism from it."""
-        runs = [r for r in self.running.values() if job_id in (r.run_id, r.job_id)]
-        if not runs:
-            raise ScheduleError(f"job {job_id!r} has no running run to rescale")
-        results = []
-        for running in runs:
-            if running.rescale is not None:
-                raise ScheduleError(f"run {running.run_id} is already being rescaled")
-            check_rescalable(running.job)
-            target = rescaled(running.job, parallelism, steps)
-            needs = target.job_graph.max_parallelism
-            free = self._free()[0] + running.slots
-            if needs > free:
-                raise ScheduleError(
-                    f"run {running.run_id} at the new parallelism needs {needs} slots; "
-                    f"{free} are free for it (reflow serve --slots sets how many there are)"
-                )
-            running.slots = needs
-            before = running.job
-            pending = running.rescale = PendingRescale(target)
-            data = await take_and_stop(self.executor, running.run_id, pending)
-            stopped = time.monotonic() - pending.requested
-            down = await wait_running(self.executor, running.run_id, pending)
-            result = result_of(running.run_id, running.job_id, before, target, data, stopped, down)
-            self.store.add_event(running.job_id, running.run_id, "RESCALED", result.describe())
-            logger.info(
-                "%s",
-                result.describe(),
-                extra={
-                    "job_id": running.job_id,
-                    "event": "JOB_RESCALED",
-                    "downtime_seconds": round(down, 3),
-                },
-            )
-            results.append(result)
-        return results
+        return await self.scaling.rescale(job_id, parallelism, steps)
+
+    @property
+    def autoscalers(self) -> dict[str, Autoscaler]:
+        """The autoscaler of each running run whose job has one."""
+        return self.scaling.autoscalers
 
     def _after_success(self, upstream: str) -> None:
         for record in self.store.jobs():

@@ -251,6 +251,42 @@ class ReflowCollector(Collector):
                 "Runs waiting in the job queue",
                 value=len(self.manager.queue),
             )
+            yield from _autoscaler_families(getattr(self.manager, "autoscalers", {}))
+
+
+def _autoscaler_families(autoscalers: dict[str, Any]) -> Iterator[Metric]:
+    """Each autoscaled run's vertices (utilisation, backpressure, recommended
+    parallelism) and its decisions by action."""
+    labels = ["job_id", "step_id"]
+    utilization = GaugeMetricFamily(
+        "reflow_autoscaler_utilization",
+        "Busy time per second per subtask over the autoscaler's window (0..1)",
+        labels=labels,
+    )
+    backpressure = GaugeMetricFamily(
+        "reflow_autoscaler_backpressure",
+        "Time blocked on full channels per second per subtask over the window",
+        labels=labels,
+    )
+    recommended = GaugeMetricFamily(
+        "reflow_autoscaler_recommended_parallelism",
+        "The parallelism the autoscaler computes for the vertex (its first step)",
+        labels=labels,
+    )
+    decisions = CounterMetricFamily(
+        "reflow_autoscaler_decisions",
+        "Autoscaler decisions by action (scale_up, scale_down, fixed)",
+        labels=["job_id", "action"],
+    )
+    for run_id, scaler in autoscalers.items():
+        for load in scaler.loads:
+            at = [run_id, load.steps[0]]
+            utilization.add_metric(at, load.utilization)
+            backpressure.add_metric(at, load.backpressure)
+            recommended.add_metric(at, load.recommended)
+        for action, count in scaler.counts.items():
+            decisions.add_metric([run_id, action], count)
+    yield from (utilization, backpressure, recommended, decisions)
 
 
 def log_report(executor: Executor) -> dict[str, Any]:
