@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reflow.config import job_loader, load_job_text
+from reflow.config import job_loader, load_job, load_job_text
 from reflow.errors import ConfigError
 from reflow.graph.job import JobStatus
 from reflow.graph.rescale import current_parallelism
@@ -178,7 +178,9 @@ def _snapshot(busy_ns: int, records: int, blocked: float = 0.0) -> ExecutionSnap
 def test_the_decision_rule(
     busy: float, blocked: float, expected: int | None, tmp_path: Path
 ) -> None:
-    job = load_job_text(_job(tmp_path, "rule"))
+    (tmp_path / "costly_live.py").write_text(COSTLY)
+    (tmp_path / "job.yaml").write_text(_job(tmp_path, "rule"))
+    job = load_job(tmp_path / "job.yaml")
     config = AutoscalerConfig(
         target_utilization=0.5, window_ms=10_000, interval_ms=1_000, cooldown_ms=0
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -364,3 +365,55 @@ def test_rescale_a_running_job_from_its_page(page: Any, server: tuple[str, Path]
     page.get_by_text("\u00d72").first.wait_for()  # "vertex N x2"
     _shot(page, "rescaled")
     httpx.post(f"{url}/api/jobs/ui-scaled/cancel", headers={**headers, "X-Requested-With": "t"})
+
+
+AUTOSCALED_JOB = """job:
+  id: ui-autoscaled
+  name: ui-autoscaled
+  parallelism: 2
+  checkpoint: {path: "FOLDER/ui-autoscaled-checkpoints", interval: 1s}
+  autoscaler: {dry_run: true, window: 1s, interval: 250ms, cooldown: 0s}
+  source: {connector: datagen, parallelism: 1, config: {rows_per_second: 50}}
+  operators:
+    - {name: by-id, type: key_by, key: id}
+    - {name: idle, type: map, expression: "r"}
+  sink: {connector: file, config: {path: "FOLDER/ui-autoscaled.jsonl"}}
+"""
+
+
+def test_autoscaler_decisions_in_the_api_metrics_and_ui(
+    page: Any, server: tuple[str, Path]
+) -> None:
+    """An idle step at parallelism 2: a dry-run autoscaler recommends 1 and changes
+    nothing."""
+    url, folder = server
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    yaml = AUTOSCALED_JOB.replace("FOLDER", str(folder))
+    created = httpx.post(f"{url}/api/jobs", json={"yaml": yaml}, headers=headers)
+    assert created.status_code == 201, created.text
+    deadline = time.monotonic() + 60
+    while True:
+        state = httpx.get(f"{url}/api/jobs/ui-autoscaled/autoscaler", headers=headers).json()
+        actions = [d["action"] for d in state["decisions"]]
+        if "scale_down" in actions:
+            break
+        assert time.monotonic() < deadline, state
+        time.sleep(0.2)
+    down = next(d for d in state["decisions"] if d["action"] == "scale_down")
+    assert down["steps"] == ["idle", "sink"] and (down["parallelism"], down["recommended"]) == (
+        2,
+        1,
+    )
+    assert not down["applied"] and down["reason"].startswith("dry run")
+    assert "fixed" in actions  # the source's vertex
+    assert state["config"]["dry_run"] is True
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "reflow_autoscaler_recommended_parallelism{" in metrics
+    assert 'action="scale_down"' in metrics
+    page.goto(url + "/ui#/jobs/ui-autoscaled")
+    page.get_by_test_id("autoscaler-decision").first.wait_for(timeout=20_000)
+    assert "scale_down 2 → 1" in page.get_by_test_id("autoscaler-decisions").inner_text()
+    graph = httpx.get(f"{url}/api/jobs/ui-autoscaled/graph", headers=headers).json()
+    assert max(v["parallelism"] for v in graph["vertices"]) == 2  # dry run: unchanged
+    _shot(page, "autoscaler")
+    httpx.post(f"{url}/api/jobs/ui-autoscaled/cancel", headers={**headers, "X-Requested-With": "t"})

@@ -135,6 +135,9 @@ class Autoscaler:
     """Decisions by action."""
     last_sample_ms: int = -(2**62)
     told_fixed: bool = False
+    standing: dict[tuple[str, ...], int] = field(default_factory=dict)
+    """In dry-run mode: the recommendation in force per vertex (told once, again
+    only when it changes)."""
 
     def due(self, now_ms: int) -> bool:
         return now_ms - self.last_sample_ms >= self.config.interval_ms
@@ -218,6 +221,10 @@ class Autoscaler:
             recommended = min(max(recommended, config.min_parallelism), config.max_parallelism)
             steps = tuple(n.step_id for n in vertex.chained_nodes)
             loads.append(VertexLoad(steps, p, utilization, backpressure, rate, recommended))
+            if config.dry_run:
+                if self.standing.get(steps, p) == recommended:
+                    continue
+                self.standing[steps] = recommended
             if recommended == p:
                 continue
             action = "scale_up" if recommended > p else "scale_down"
