@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reflow.config import job_loader, load_job, load_job_text
+from reflow.config import job_loader, load_job_text
 from reflow.errors import ConfigError
 from reflow.graph.job import JobStatus
 from reflow.graph.rescale import current_parallelism
@@ -21,23 +21,11 @@ from reflow.runtime.metrics import StepCounters
 from reflow.scheduler import JobManager, JobStore
 from reflow.scheduler.autoscaler import Autoscaler, AutoscalerConfig
 from reflow.testing import executor_for_tests
-
-COSTLY = """
-import os
-import time
-
-FLAG = os.path.join(os.path.dirname(os.path.abspath(__file__)), "slow")
-
-
-def work(record):
-    if os.path.exists(FLAG):
-        time.sleep(0.005)
-    return record
-"""
+from tests.scheduler import costly as costly_module
 
 
 def _job(folder: Path, name: str, *, dry_run: bool = False) -> str:
-    module = f"costly_{'dry' if dry_run else 'live'}"  # one module per job: imports are cached
+    mode = "dry" if dry_run else "live"
     return f"""
 job:
   id: {name}
@@ -57,7 +45,7 @@ job:
     connector: datagen
     config: {{rows_per_second: 200, seed: 1}}
   operators:
-    - {{name: costly, type: map, function: '{module}:work', blocking: true}}
+    - {{name: costly, type: map, function: 'tests.scheduler.costly:work_{mode}', blocking: true}}
   sink: {{connector: file, config: {{path: '{folder / "out.jsonl"}'}}}}
 """
 
@@ -72,9 +60,9 @@ async def _until(check: Any, what: str, seconds: float = 90.0) -> float:
 
 
 def _scenario(tmp_path: Path, *, dry_run: bool) -> tuple[list[Any], list[str], dict[str, float]]:
-    (tmp_path / f"costly_{'dry' if dry_run else 'live'}.py").write_text(COSTLY)
     (tmp_path / "job.yaml").write_text(_job(tmp_path, "scaled", dry_run=dry_run))
-    flag = tmp_path / "slow"
+    flag = Path(costly_module.flag("dry" if dry_run else "live"))
+    flag.unlink(missing_ok=True)
 
     async def run() -> tuple[list[Any], list[str], dict[str, float]]:
         store = JobStore(f"sqlite:///{tmp_path}/jobs.db")
@@ -178,9 +166,7 @@ def _snapshot(busy_ns: int, records: int, blocked: float = 0.0) -> ExecutionSnap
 def test_the_decision_rule(
     busy: float, blocked: float, expected: int | None, tmp_path: Path
 ) -> None:
-    (tmp_path / "costly_live.py").write_text(COSTLY)
-    (tmp_path / "job.yaml").write_text(_job(tmp_path, "rule"))
-    job = load_job(tmp_path / "job.yaml")
+    job = load_job_text(_job(tmp_path, "rule"))
     config = AutoscalerConfig(
         target_utilization=0.5, window_ms=10_000, interval_ms=1_000, cooldown_ms=0
     )
