@@ -346,23 +346,22 @@ class _QualityFamilies:
         )
 
     def add(self, snap: Any, now_ms: int) -> None:
-        rules: dict[tuple[str, str], list[RuleStats]] = {}
-        for m in snap.steps:
-            for rule, stats in m.quality.items():
-                rules.setdefault((m.step_id, rule), []).append(stats)
-        for (step_id, rule), parts in rules.items():
-            stats = RuleStats.combine(parts)
-            labels = [snap.job_id, snap.job_name, step_id, rule, stats.check]
-            self.checks.add_metric([*labels, "passed"], stats.passed)
-            self.checks.add_metric([*labels, "failed"], stats.failed)
-            breached = 1.0 if stats.breached(now_ms) else 0.0
-            self.breached.add_metric([*labels, str(stats.critical).lower()], breached)
-            family = {"freshness": self.lag, "volume": self.volume, "drift": self.drift}.get(
-                stats.check
-            )
-            if family is not None and stats.value is not None:
-                scale = 1000.0 if stats.check == "freshness" else 1.0
-                family.add_metric(labels, stats.value / scale)
+        for step in snap.metrics.steps:  # each rule summed over the step's subtasks
+            for rule, stats in step.quality.items():
+                self._add(snap, step.step_id, rule, stats, now_ms)
+
+    def _add(self, snap: Any, step_id: str, rule: str, stats: RuleStats, now_ms: int) -> None:
+        labels = [snap.job_id, snap.job_name, step_id, rule, stats.check]
+        self.checks.add_metric([*labels, "passed"], stats.passed)
+        self.checks.add_metric([*labels, "failed"], stats.failed)
+        breached = 1.0 if stats.breached(now_ms) else 0.0
+        self.breached.add_metric([*labels, str(stats.critical).lower()], breached)
+        family = {"freshness": self.lag, "volume": self.volume, "drift": self.drift}.get(
+            stats.check
+        )
+        if family is not None and stats.value is not None:
+            scale = 1000.0 if stats.check == "freshness" else 1.0
+            family.add_metric(labels, stats.value / scale)
 
     def families(self) -> tuple[Any, ...]:
         return (self.checks, self.lag, self.volume, self.drift, self.breached)
