@@ -14,6 +14,7 @@ matches; otherwise (or when the batch fails) values are matched one by one.
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Callable
 from typing import Any
@@ -93,8 +94,9 @@ def _newline_free(pattern: str) -> bool:
     if any(marker in pattern for marker in _RE2_ONLY):
         return False
     try:
-        from re import _constants as c  # type: ignore[attr-defined]
-        from re import _parser as parser  # type: ignore[attr-defined]
+        # CPython's own regex parser (typeshed lists it in some versions only).
+        c: Any = importlib.import_module("re._constants")
+        parser: Any = importlib.import_module("re._parser")
 
         tree = parser.parse(pattern)
         return _free(tree, bool(tree.state.flags & c.SRE_FLAG_DOTALL), c)
