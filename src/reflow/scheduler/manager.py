@@ -329,6 +329,7 @@ class JobManager:
                 await self.clock.sleep(POLL_SECONDS)
         finally:
             self.alive = False
+            await self.scaling.close()  # no rescale may restart a run after this
             for job_id in list(self._custom):
                 self._stop_custom(job_id)
             for running in list(self.running.values()):

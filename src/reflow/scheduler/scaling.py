@@ -49,6 +49,12 @@ class Scaling:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
+    async def close(self) -> None:
+        """Cancel the rescales under way (the manager is stopping)."""
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
     # -- rescaling ---------------------------------------------------------------------
 
     async def rescale(
