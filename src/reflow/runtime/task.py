@@ -631,31 +631,35 @@ class Subtask:
                     await self._aligned(aligner.on_barrier(item))
 
     async def _finish(self) -> None:
-        self.finished = True
-        if self.reader is not None:
-            self.reader.on_checkpoint(END_OF_INPUT)  # what it read belongs to the final commit
-        # End of input: event time jumps to the end, so every window fires.
-        if self.watermark < MAX_WATERMARK:
-            self.watermark = MAX_WATERMARK
-            await self._emit_watermark(MAX_WATERMARK, 0, force=True)
-        for position, stage in enumerate(self.stages):
-            if stage.logic is not None:
-                self.current_step = stage.metrics.step_id
-                tail = stage.logic.finish()
-                if tail:
-                    stage.metrics.records_out += len(tail)
-                    await self._push(tail, position + 1)
-            elif stage.writer is not None and not self.writers_closed_by_executor:
-                self.current_step = stage.metrics.step_id
-                await stage.writer.flush()
-        await self._flush_side()
-        await self._drain_dead_letters()
-        for router in self.routers:
-            router.close()
-        for routers in self.side_routers.values():
-            for router in routers:
-                router.close()
+        # Under the lock, as a batch is: a checkpoint that began before the end
+        # (inject_barrier, awaiting its sinks' pre-commit) must not see the final
+        # window firings reach a sink mid-snapshot (they would go into a part file
+        # already being closed and be lost).
         async with self.lock:
+            self.finished = True
+            if self.reader is not None:
+                self.reader.on_checkpoint(END_OF_INPUT)  # what it read belongs to the final commit
+            # End of input: event time jumps to the end, so every window fires.
+            if self.watermark < MAX_WATERMARK:
+                self.watermark = MAX_WATERMARK
+                await self._emit_watermark(MAX_WATERMARK, 0, force=True)
+            for position, stage in enumerate(self.stages):
+                if stage.logic is not None:
+                    self.current_step = stage.metrics.step_id
+                    tail = stage.logic.finish()
+                    if tail:
+                        stage.metrics.records_out += len(tail)
+                        await self._push(tail, position + 1)
+                elif stage.writer is not None and not self.writers_closed_by_executor:
+                    self.current_step = stage.metrics.step_id
+                    await stage.writer.flush()
+            await self._flush_side()
+            await self._drain_dead_letters()
+            for router in self.routers:
+                router.close()
+            for routers in self.side_routers.values():
+                for router in routers:
+                    router.close()
             self.done = True
             # Checkpoints in progress whose barriers it will never see now: it
             # acknowledges them with its final state.
