@@ -97,15 +97,12 @@ class _Writer(SinkWriter):
 
 class _Sink(Sink):
     connector_type = "race-sink"
+    supports_transaction = True
 
     def __init__(self, handshake: _Handshake) -> None:
         self.handshake = handshake
         self.committed: list[Any] = []
         self.mid_pre_commit: list[Any] = []
-
-    @property
-    def supports_transaction(self) -> bool:
-        return True
 
     def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
         return _Writer(self)
