@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from reflow.config import job_loader, load_job_text
+from reflow.config import job_loader, load_job_text, load_system_config_text
 from reflow.errors import ConfigError
 from reflow.graph.job import JobStatus
 from reflow.graph.rescale import current_parallelism
@@ -185,3 +185,64 @@ def test_bad_autoscaler_settings_are_refused_at_their_line(tmp_path: Path) -> No
     with pytest.raises(ConfigError, match="min_parallelism <= max_parallelism") as caught:
         load_job_text(text, "job.yaml")
     assert "job.yaml:" in str(caught.value)
+
+
+def _without_block(text: str) -> str:
+    start = text.index("  autoscaler:")
+    end = text.index("  source:")
+    return text[:start] + text[end:]
+
+
+def test_the_system_configs_autoscaler_is_under_every_jobs_block(tmp_path: Path) -> None:
+    system = load_system_config_text(
+        "system:\n  autoscaler: {enabled: true, dry_run: true, window: 5s, max_parallelism: 4}\n"
+    )
+    assert system.autoscaler is not None
+    defaults = system.autoscaler.settings()
+    with_block = load_job_text(_job(tmp_path, "own").replace("    window: 2s\n", ""))
+    without = load_job_text(_without_block(_job(tmp_path, "none")))
+    opted_out = load_job_text(_job(tmp_path, "out").replace("dry_run: false", "enabled: false"))
+
+    own = AutoscalerConfig.of(with_block, defaults)
+    assert own is not None
+    # The job's keys win; the ones it leaves out come from the system.
+    assert (own.dry_run, own.max_parallelism, own.target_utilization) == (False, 3, 0.5)
+    assert own.window_ms == 5_000
+    given = AutoscalerConfig.of(without, defaults)
+    assert given is not None and given.dry_run and given.max_parallelism == 4
+    assert AutoscalerConfig.of(opted_out, defaults) is None
+    # Defaults that do not enable: only jobs with a block get one.
+    quiet = {**defaults, "enabled": False}
+    assert AutoscalerConfig.of(without, quiet) is None
+    assert AutoscalerConfig.of(with_block, quiet) is not None
+    assert AutoscalerConfig.of(without) is None
+
+
+def test_a_job_without_a_block_is_autoscaled_by_the_system_config(tmp_path: Path) -> None:
+    (tmp_path / "job.yaml").write_text(_without_block(_job(tmp_path, "plain")))
+    system = load_system_config_text(
+        "system:\n  autoscaler: {enabled: true, dry_run: true, interval: 100ms, window: 1s}\n"
+    )
+    assert system.autoscaler is not None
+
+    async def run() -> list[str]:
+        manager = JobManager(
+            JobStore(f"sqlite:///{tmp_path}/jobs.db"),
+            loader=job_loader,
+            executor=executor_for_tests(),
+            autoscaler_defaults=system.autoscaler.settings() if system.autoscaler else None,
+        )
+        loop = asyncio.create_task(manager.run_forever())
+        try:
+            run_id = manager.schedule(tmp_path / "job.yaml").run_id
+            assert run_id is not None
+            await _until(lambda: run_id in manager.autoscalers, "an autoscaler for the run")
+            scaler = manager.autoscalers[run_id]
+            await _until(lambda: bool(scaler.decisions), "its first decision")
+            assert scaler.config.dry_run and scaler.config.window_ms == 1_000
+            return [d.action for d in scaler.decisions]
+        finally:
+            loop.cancel()
+            await asyncio.gather(loop, return_exceptions=True)
+
+    assert asyncio.run(run())[0] == "fixed"  # the datagen source keeps its parallelism

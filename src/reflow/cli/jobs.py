@@ -333,6 +333,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
     settings = ExecutorSettings()
     queue_size = 1000
     max_runs: int | None = None
+    autoscaler_defaults = None
     executor = None
     submission = SubmissionPolicy(tuple(args.allow_module))
     if args.config:
@@ -348,6 +349,8 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         settings = executor_settings(system)
         queue_size = system.scheduler.job_queue_size
         max_runs = system.scheduler.thread_pool_size
+        if system.autoscaler is not None:
+            autoscaler_defaults = system.autoscaler.settings()
         if system.executor.type == "distributed":
             from reflow.runtime import create_executor
 
@@ -363,6 +366,7 @@ def cmd_serve(args: argparse.Namespace, out: TextIO) -> int:
         executor=executor,
         isolate_runs=True,  # a job's blocking function must not stall the API or other runs
         max_runs=max_runs,
+        autoscaler_defaults=autoscaler_defaults,
     )
     assert isinstance(manager, JobManager)
     if args.jobs_dir:

@@ -601,7 +601,8 @@ def _job_of(
             AutoscalerConfig(**model.autoscaler.settings())
         except ConfigError as exc:
             raise loaded.error((*base, "autoscaler"), str(exc)) from None
-        metadata["autoscaler"] = model.autoscaler.settings()
+        # Only what the block sets: the system's autoscaler defaults fill the rest.
+        metadata["autoscaler"] = model.autoscaler.settings(only_given=True)
     if model.resources is not None and model.resources.memory_budget:
         metadata["memory"] = model.resources.memory_budget
     if model.resources is not None and model.resources.cpu:

@@ -148,6 +148,7 @@ class SystemConfig(_Model):
     state: StateModel = StateModel()
     metrics: MetricsModel = MetricsModel()
     security: SecurityModel = SecurityModel()
+    autoscaler: SystemAutoscalerModel | None = None
 
 
 class SystemFile(_Model):
@@ -455,15 +456,30 @@ class AutoscalerModel(_Model):
     min_parallelism: int = Field(1, ge=1, le=128)
     max_parallelism: int = Field(128, ge=1, le=128)
 
-    def settings(self) -> dict[str, Any]:
-        """As ``AutoscalerConfig`` takes them (durations in milliseconds)."""
+    def settings(self, only_given: bool = False) -> dict[str, Any]:
+        """As ``AutoscalerConfig`` takes them (durations in milliseconds); with
+        ``only_given``, just the keys the block sets (the system's fill the rest)."""
         given = self.model_dump(exclude={"window", "cooldown", "interval"})
         given.update(
             window_ms=round(self.window * 1000),
             cooldown_ms=round(self.cooldown * 1000),
             interval_ms=round(self.interval * 1000),
         )
+        if only_given:
+            named = {_MS_KEYS.get(k, k) for k in self.model_fields_set}
+            given = {k: v for k, v in given.items() if k in named}
         return given
+
+
+_MS_KEYS = {"window": "window_ms", "cooldown": "cooldown_ms", "interval": "interval_ms"}
+
+
+class SystemAutoscalerModel(AutoscalerModel):
+    """``system.autoscaler:`` — every job's autoscaler defaults; a job's own
+    ``autoscaler:`` block overrides the keys it sets. ``enabled: true`` here also
+    gives one to the jobs without a block (a job opts out with ``enabled: false``)."""
+
+    enabled: bool = False
 
 
 class JobModel(_Model):

@@ -69,12 +69,18 @@ class AutoscalerConfig:
             raise ConfigError("autoscaler: window and interval must be > 0, cooldown >= 0")
 
     @staticmethod
-    def of(job: Job) -> AutoscalerConfig | None:
-        """The job's autoscaler, if it has one enabled (``metadata["autoscaler"]``)."""
+    def of(job: Job, defaults: Mapping[str, Any] | None = None) -> AutoscalerConfig | None:
+        """The job's autoscaler, if it has one enabled: its ``metadata["autoscaler"]``
+        over the system's ``defaults`` (``system.autoscaler``), which also give one
+        to a job without a block when they say ``enabled``."""
         given = job.metadata.get("autoscaler")
-        if not isinstance(given, Mapping):
+        base = dict(defaults or {})
+        if isinstance(given, Mapping):
+            config = AutoscalerConfig(**{**base, "enabled": True, **given})
+        elif base.get("enabled"):
+            config = AutoscalerConfig(**base)
+        else:
             return None
-        config = AutoscalerConfig(**given)
         return config if config.enabled else None
 
 

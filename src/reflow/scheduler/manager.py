@@ -114,6 +114,7 @@ class JobManager:
         executor: Executor | None = None,
         isolate_runs: bool = False,
         max_runs: int | None = None,
+        autoscaler_defaults: Mapping[str, Any] | None = None,
     ) -> None:
         """``loader(yaml_text, folder)`` builds a Job from a stored job file
         (``reflow.config.job_loader`` for YAML files). ``executor``: where runs go
@@ -122,13 +123,16 @@ class JobManager:
         so that a user function that blocks stalls neither the manager, the API on
         its loop, nor the other runs (``reflow serve`` does; Ray runs are elsewhere
         already). ``max_runs``: how many runs may execute at once (the system config's
-        ``scheduler.threadPoolSize``, as Quartz's thread count), whatever slots are free."""
+        ``scheduler.threadPoolSize``, as Quartz's thread count), whatever slots are free.
+        ``autoscaler_defaults``: the system config's ``autoscaler:`` (as
+        ``AutoscalerConfig`` takes it), under every job's own block."""
         self.store = store
         self.loader = loader
         self.settings = settings or ExecutorSettings()
         self.clock = self.settings.clock
         self.slots = slots
         self.max_runs = max_runs
+        self.autoscaler_defaults = dict(autoscaler_defaults or {})
         self.memory_mb = memory_mb
         self.queue = JobQueue(queue_size, aging_seconds)
         self.executor = executor or create_executor(self.settings)

@@ -12,7 +12,7 @@ from collections.abc import Coroutine, Mapping
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from reflow.errors import ReflowError
+from reflow.errors import ConfigError, ReflowError
 from reflow.graph.job import JobStatus
 from reflow.graph.rescale import rescaled
 from reflow.scheduler.autoscaler import Autoscaler, AutoscalerConfig, Decision
@@ -43,6 +43,8 @@ class Scaling:
         """The autoscaler of each running run whose job has one."""
         self._tasks: set[asyncio.Future[None]] = set()
         """Rescales under way in the background (commands, autoscalers)."""
+        self.refused: set[str] = set()
+        """Runs whose autoscaler settings are invalid (said once)."""
 
     def _background(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(work)
@@ -129,7 +131,19 @@ class Scaling:
         manager = self.manager
         now = manager.clock.now_ms()
         for running in list(manager.running.values()):
-            config = AutoscalerConfig.of(running.job)
+            try:
+                config = AutoscalerConfig.of(running.job, manager.autoscaler_defaults)
+            except ConfigError as exc:  # the job's block and the system's disagree
+                if running.run_id not in self.refused:
+                    self.refused.add(running.run_id)
+                    logger.error(
+                        "run %s: no autoscaler: %s; fix the job's autoscaler: block or "
+                        "the system config's",
+                        running.run_id,
+                        exc,
+                        extra={"job_id": running.job_id, "event": "AUTOSCALER_REFUSED"},
+                    )
+                continue
             if config is None or running.rescale is not None:
                 continue
             scaler = self.autoscalers.get(running.run_id)
