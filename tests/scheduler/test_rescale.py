@@ -111,10 +111,20 @@ def test_rescale_a_running_window_job_1_3_2_gives_the_uninterrupted_output(
     assert (one.before["counts"], one.after["counts"]) == (1, 3)
     assert (two.before["counts"], two.after["counts"]) == (3, 2)
     assert one.after["source"] == two.after["source"] == 1  # sources keep theirs
-    assert 0 < one.stop_seconds <= one.downtime_seconds
-    print(f"downtime: 1->3 {one.downtime_seconds:.3f} s, 3->2 {two.downtime_seconds:.3f} s")
+    for done in (one, two):
+        assert 0 < done.stop_seconds <= done.downtime_seconds
+        # The source has rows left: the restarted run moved records soon after.
+        assert done.processing_seconds is not None
+        assert done.downtime_seconds <= done.processing_seconds
+    print(
+        f"after: {one.after} {two.after}; stopped in {one.stop_seconds:.3f} / {two.stop_seconds:.3f} s"
+    )
+    for done in (one, two):
+        print(done.describe())
     assert sum(1 for line in log if line.startswith("RESCALED")) == 2
     assert _output(live) == expected
+    # No hidden in-progress file is left behind, not even by the subtask removed.
+    assert sorted(p.name for p in live.glob(".*")) == []
 
 
 def test_rescale_refuses_what_cannot_be_done(tmp_path: Path) -> None:

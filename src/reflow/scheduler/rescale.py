@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 
 from reflow.checkpoint.storage import CheckpointData
-from reflow.errors import ConfigError, ExecutionError
+from reflow.errors import ConfigError, ExecutionError, ReflowError
 from reflow.graph.job import Job, JobStatus
 from reflow.graph.rescale import current_parallelism
 from reflow.runtime.base import Executor
@@ -24,6 +24,8 @@ __all__ = ["PendingRescale", "RescaleResult"]
 
 # How long a rescale waits for the restarted execution to run.
 RESTART_TIMEOUT_SECONDS = 120.0
+# How long it then watches for the first records the restarted execution moves.
+PROCESSING_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +40,9 @@ class RescaleResult:
     """From the request until the savepoint was taken and the job stopped."""
     downtime_seconds: float
     """From the request until the restarted execution ran."""
+    processing_seconds: float | None = None
+    """From the request until the restarted execution moved its first records (None:
+    no input came within PROCESSING_WAIT_SECONDS of the restart, an idle source)."""
 
     def describe(self) -> str:
         changed = {s: (self.before[s], p) for s, p in self.after.items() if self.before.get(s) != p}
@@ -45,6 +50,11 @@ class RescaleResult:
         return (
             f"run {self.run_id} rescaled ({steps}): stopped in {self.stop_seconds:.2f} s, "
             f"running again after {self.downtime_seconds:.2f} s"
+            + (
+                ""
+                if self.processing_seconds is None
+                else f", processing after {self.processing_seconds:.2f} s"
+            )
         )
 
 
@@ -100,6 +110,26 @@ async def wait_running(executor: Executor, run_id: str, pending: PendingRescale)
     raise ExecutionError(f"run {run_id} did not run again within {RESTART_TIMEOUT_SECONDS:g} s")
 
 
+async def wait_processing(executor: Executor, run_id: str, pending: PendingRescale) -> float | None:
+    """Seconds from the request until the restarted execution of ``run_id`` moved
+    records (its steps' counters grew); None if none did within the wait."""
+
+    def moved() -> int:
+        try:
+            steps = executor.snapshot(run_id).metrics.steps
+        except (ReflowError, KeyError):
+            return -1
+        return sum(step.records_in + step.records_out for step in steps)
+
+    at_start = moved()
+    deadline = time.monotonic() + PROCESSING_WAIT_SECONDS
+    while time.monotonic() < deadline:
+        if moved() > at_start >= 0:
+            return time.monotonic() - pending.requested
+        await asyncio.sleep(0.002)
+    return None
+
+
 def result_of(
     run_id: str,
     job_id: str,
@@ -108,6 +138,7 @@ def result_of(
     data: CheckpointData,
     stop: float,
     down: float,
+    processing: float | None = None,
 ) -> RescaleResult:
     return RescaleResult(
         run_id,
@@ -117,4 +148,5 @@ def result_of(
         data.path,
         stop,
         down,
+        processing,
     )

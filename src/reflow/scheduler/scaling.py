@@ -23,6 +23,7 @@ from reflow.scheduler.rescale import (
     check_rescalable,
     result_of,
     take_and_stop,
+    wait_processing,
     wait_running,
 )
 
@@ -92,7 +93,10 @@ class Scaling:
             running.slots = needs
             stopped = time.monotonic() - pending.requested
             down = await wait_running(manager.executor, running.run_id, pending)
-            result = result_of(running.run_id, running.job_id, before, target, data, stopped, down)
+            processing = await wait_processing(manager.executor, running.run_id, pending)
+            result = result_of(
+                running.run_id, running.job_id, before, target, data, stopped, down, processing
+            )
             manager.store.add_event(running.job_id, running.run_id, "RESCALED", result.describe())
             logger.info(
                 "%s",
@@ -101,6 +105,7 @@ class Scaling:
                     "job_id": running.job_id,
                     "event": "JOB_RESCALED",
                     "downtime_seconds": round(down, 3),
+                    "processing_seconds": None if processing is None else round(processing, 3),
                 },
             )
             results.append(result)

@@ -31,6 +31,7 @@ class RescaleOut(BaseModel):
     savepoint: str
     stop_seconds: float
     downtime_seconds: float
+    processing_seconds: float | None
     detail: str
 
 
@@ -103,6 +104,7 @@ def add_scaling_routes(app: FastAPI, manager: JobManager, api: list[Any]) -> Non
                 savepoint=r.savepoint,
                 stop_seconds=r.stop_seconds,
                 downtime_seconds=r.downtime_seconds,
+                processing_seconds=r.processing_seconds,
                 detail=r.describe(),
             )
             for r in results
