@@ -4,7 +4,8 @@ in_set, regex, schema): what checking costs.
 ``python -m bench.q1_quality --impl reflow|plain INPUT OUTPUT`` runs one
 implementation; ``--checks=0`` runs reflow's Q1 without the expectations, the
 reference the quality bench compares with (``python -m bench.run --query
-quality``).
+q1_quality``); ``--rules=single`` checks five rules of one field each instead
+(``python -m bench.run --query q1_quality --quality-rules single``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,14 @@ from bench.q1 import convert, keep, run_plain
 def expectations() -> tuple[object, ...]:
     from reflow.operators import quality as q
 
+    if RULES == "single":  # five rules of one field each
+        return (
+            q.not_null("auction"),
+            q.in_range("price", min=0, max=10_000_000),
+            q.in_set("channel", CHANNELS),
+            q.matches("url", r"https://www\.nexmark\.com/item\.htm\?query=\d+"),
+            q.schema({"bidder": "int"}),
+        )
     return (
         q.not_null("auction", "bidder", "price"),
         q.in_range("price", min=0, max=10_000_000),
@@ -52,9 +61,13 @@ def run_reflow(inp: Path, out: Path, parallelism: int = 1) -> int:
 
 
 CHECKS = True
+RULES = "five"
 
 if __name__ == "__main__":
     if "--checks=0" in sys.argv:
         sys.argv.remove("--checks=0")
         CHECKS = False
+    if "--rules=single" in sys.argv:
+        sys.argv.remove("--rules=single")
+        RULES = "single"
     main_for(run_plain, run_reflow)

@@ -101,11 +101,27 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--query", choices=[*QUERIES, *CONNECTORS, "all"], default="all")
     parser.add_argument("--parallelism", type=int, default=1)
+    parser.add_argument(
+        "--quality-rules",
+        choices=["five", "single"],
+        default="five",
+        help="q1_quality: the five rules over ten field checks, or five of one field each",
+    )
     args = parser.parse_args()
     inp = ensure_bids(DATA_DIR, args.events)
     extra = ["--parallelism", str(args.parallelism)]
     queries = QUERIES if args.query == "all" else [args.query]
-    results = {q: bench_query(f"bench.{q}", inp, args.events, args.repeat, extra) for q in queries}
+    rules = ["--rules=single"] if args.quality_rules == "single" else []
+    results = {
+        q: bench_query(
+            f"bench.{q}",
+            inp,
+            args.events,
+            args.repeat,
+            extra + (rules if q == "q1_quality" else []),
+        )
+        for q in queries
+    }
     if "q5" in results and "q5_sliding" in results:
         cost = results["q5_sliding"]["reflow"]["seconds"] / results["q5"]["reflow"]["seconds"]
         print(f"reflow sliding (60 s / 5 s) costs {cost:.2f}x its tumbling Q5")
@@ -114,7 +130,7 @@ def main() -> None:
         print(f"reflow Q5 with 1 s checkpoints keeps {kept:.2f}x its throughput without")
     if "q1_quality" in results:
         unchecked = bench_query(
-            "bench.q1_quality", inp, args.events, args.repeat, [*extra, "--checks=0"]
+            "bench.q1_quality", inp, args.events, args.repeat, [*extra, *rules, "--checks=0"]
         )
         kept = unchecked["reflow"]["seconds"] / results["q1_quality"]["reflow"]["seconds"]
         print(f"reflow Q1 with 5 quality expectations keeps {kept:.2f}x its throughput without")

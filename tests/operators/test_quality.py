@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from reflow import ErrorMode, ErrorPolicy, Flow, JobStatus
 from reflow.errors import ConfigError, ExecutionError
@@ -320,3 +322,78 @@ def test_regex_takes_linear_time_on_a_pathological_pattern() -> None:
     flow.source(TestingSource(records)).expect(q.matches("s", "(a+)+")).sink(out)
     stats = run_job(flow.to_job()).metrics.step("quality").quality["regex:s"]
     assert stats.failed == 50
+
+
+# -- the batch pre-check ----------------------------------------------------------------
+
+_VALUES = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 105),
+    st.floats(allow_nan=True, allow_infinity=True),
+    st.sampled_from(["EUR", "USD", "", "x"]),
+    st.lists(st.integers(), max_size=2),
+)
+_RECORDS = st.lists(
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _VALUES, min_size=3), min_size=1, max_size=8
+)
+
+
+def _inline_rules() -> tuple[q.Expectation, ...]:
+    return (
+        q.not_null("a", "b"),
+        q.in_range("b", min=0, max=100),
+        q.in_set("c", ["EUR", "USD"]),
+        q.schema({"a": "int", "d": "number"}, required=["c"]),
+        q.in_range("d", max=10.5),
+    )
+
+
+def _logic(rules: tuple[q.Expectation, ...], **context: Any) -> Any:
+    from reflow.operators.base import OperatorContext
+    from reflow.operators.quality.step import QualityOp
+
+    ctx = OperatorContext("quality", 0, 1, lambda record, error: None, **context)
+    return QualityOp(rules).build(ctx)
+
+
+@settings(max_examples=400, deadline=None)
+@given(_RECORDS)
+def test_the_pre_check_passes_a_batch_exactly_when_no_rule_fails(batch: list[Any]) -> None:
+    """Against the rules' exact, column-at-a-time checks on the same batch."""
+    from reflow.operators.quality.base import Columns
+
+    logic = _logic(_inline_rules())
+    assert logic.not_inlined == [] and logic.precheck is not None
+    columns = Columns(batch)
+    failing = {r.expectation.name for r in logic.rules if r.logic.failures(batch, columns)}
+    assert logic.precheck(batch) is (not failing), failing
+
+
+@settings(max_examples=200, deadline=None)
+@given(_RECORDS)
+def test_counts_with_and_without_the_pre_check_are_the_same(batch: list[Any]) -> None:
+    rules = (*_inline_rules(), q.matches("c", "[A-Z]{3}"))
+    fast, slow = _logic(rules), _logic(rules)
+    slow.precheck = None
+    assert fast.process(list(batch)) == slow.process(list(batch))
+    assert {n: (s.passed, s.failed) for n, s in fast.ctx.quality.items()} == {
+        n: (s.passed, s.failed) for n, s in slow.ctx.quality.items()
+    }
+
+
+def test_the_pre_check_reads_hostile_field_names_as_values() -> None:
+    """Field names and values from a job file never become source text."""
+    names = ["a'] or True or _r['", "__import__('os').system('false')", "x\n    return True"]
+    rules = (
+        q.not_null(names[0]),
+        q.in_set(names[1], ["'); raise SystemExit('"]),
+        q.in_range(names[2], min=0, max=1),
+    )
+    logic = _logic(rules)
+    good = {names[0]: 1, names[1]: "'); raise SystemExit('", names[2]: 0.5}
+    assert logic.precheck([good]) is True
+    for bad in ({**good, names[0]: None}, {**good, names[1]: "x"}, {**good, names[2]: 2}):
+        assert logic.precheck([good, bad]) is False
+        logic.process([bad])
+    assert {n: s.failed for n, s in logic.ctx.quality.items()} == {rule.name: 1 for rule in rules}

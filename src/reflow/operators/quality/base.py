@@ -6,11 +6,14 @@ from __future__ import annotations
 import abc
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from reflow.errors import ConfigError, ExecutionError, ReflowError
 from reflow.graph.durations import DurationLike, millis
 from reflow.operators.base import OperatorContext
+
+if TYPE_CHECKING:
+    from reflow.operators.quality.kernel import Inliner
 
 WARN, DROP, FAIL = "warn", "drop", "fail"
 ACTIONS = (WARN, DROP, FAIL)
@@ -127,6 +130,12 @@ class RuleLogic:
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         """Record rules: index -> message of each violating record of ``batch``."""
         return {}
+
+    def inline(self, inliner: Inliner) -> list[str] | None:
+        """Record rules: conditions on one record's fields (reflow's templates over
+        ``inliner``'s names) that all hold exactly when the record passes, for the
+        batch pre-check (``quality/kernel.py``); None when the rule has none."""
+        return None
 
     def observe(self, batch: list[Any], columns: Columns) -> None:
         """Window rules: take the batch's records into their windows."""

@@ -21,6 +21,7 @@ from reflow.operators.quality.base import (
     fields_of,
     is_null,
 )
+from reflow.operators.quality.kernel import Inliner
 from reflow.operators.quality.patterns import Pattern
 
 _NUMBERS = frozenset({int, float})
@@ -69,6 +70,12 @@ class _SchemaLogic(RuleLogic):
     def __init__(self, rule: SchemaRule) -> None:
         self.required = rule.required
         self.types = [(f, NULL_TYPES.union(_TYPES[t]), t) for f, t in rule.types.items()]
+
+    def inline(self, inliner: Inliner) -> list[str]:
+        conditions = [f"{inliner.field(name)} is not None" for name in self.required]
+        for name, allowed, _ in self.types:
+            conditions.append(inliner.typed(name, allowed - NULL_TYPES))
+        return conditions
 
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         bad: dict[int, str] = {}
@@ -122,6 +129,9 @@ class _NotNullLogic(RuleLogic):
     def __init__(self, fields: tuple[str, ...]) -> None:
         self.fields = fields
 
+    def inline(self, inliner: Inliner) -> list[str]:
+        return [f"{inliner.field(name)} is not None" for name in self.fields]
+
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         bad: dict[int, str] = {}
         for name in self.fields:
@@ -170,6 +180,16 @@ class _RangeLogic(RuleLogic):
         self.name = rule.field
         self.low = -math.inf if rule.min is None else rule.min
         self.high = math.inf if rule.max is None else rule.max
+
+    def inline(self, inliner: Inliner) -> list[str]:
+        value = inliner.field(self.name)
+        low, high = inliner.bind(self.low), inliner.bind(self.high)
+        # An int or a float (not bool, which the exact check calls not a number),
+        # within the bounds; NaN fails both comparisons.
+        return [
+            inliner.typed(self.name, _NUMBERS),
+            f"{value} is None or {low} <= {value} <= {high}",
+        ]
 
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         values = columns.of(self.name)
@@ -230,6 +250,9 @@ class _InSetLogic(RuleLogic):
     def __init__(self, name: str, allowed: frozenset[Any]) -> None:
         self.name = name
         self.allowed = allowed | {None, MISSING}
+
+    def inline(self, inliner: Inliner) -> list[str]:
+        return [f"{inliner.field(self.name)} in {inliner.bind(self.allowed)}"]
 
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         values = columns.of(self.name)

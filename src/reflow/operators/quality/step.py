@@ -22,6 +22,7 @@ from reflow.operators.quality.base import (
     duration,
     fields_of,
 )
+from reflow.operators.quality.kernel import Inliner, precheck
 from reflow.operators.quality.records import (
     fresh,
     in_range,
@@ -92,16 +93,27 @@ class QualityLogic(OperatorLogic):
         self.record_rules = [r for r in self.rules if not r.expectation.windowed]
         self.window_rules = [r for r in self.rules if r.expectation.windowed]
         self.measured = [r for r in self.record_rules if r.logic.measures]
+        # The rules the batch pre-check covers, and the ones it does not.
+        self.inlined = [r for r in self.record_rules if r.logic.inline(Inliner()) is not None]
+        self.not_inlined = [r for r in self.record_rules if r not in self.inlined]
+        # Type conditions first (schema): later ones need not test a type again.
+        first = sorted(self.inlined, key=lambda r: r.expectation.check != "schema")
+        self.precheck = precheck([r.logic.inline for r in first])
         ticks = [r.logic.tick_ms for r in self.rules if r.logic.tick_ms]
         self.tick_interval_ms = max(min(ticks) // 4, 10) if ticks else None
 
     def process(self, batch: list[Any]) -> list[Any]:
         if not batch:
             return batch
+        size = len(batch)
+        rules = self.record_rules
+        if self.precheck is not None and self.precheck(batch):
+            for rule in self.inlined:
+                rule.stats.passed += size
+            rules = self.not_inlined
         columns = Columns(batch)
         dropped: set[int] = set()
-        size = len(batch)
-        for rule in self.record_rules:
+        for rule in rules:
             bad = rule.logic.failures(batch, columns)
             stats = rule.stats
             if not bad:
