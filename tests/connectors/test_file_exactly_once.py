@@ -88,3 +88,41 @@ def test_a_missing_file_at_commit_is_an_error(tmp_path: Path) -> None:
             await a.commit(1)
 
     asyncio.run(scenario())
+
+
+def test_a_rescale_to_fewer_subtasks_leaves_no_in_progress_file(tmp_path: Path) -> None:
+    """3 subtasks write after their last checkpoint (their stop came later), then
+    the job runs again at 2: subtask 0 publishes every old subtask's checkpointed
+    files and removes the leftovers of subtask 2, which no longer exists; subtask
+    1 removes its own, keeping the checkpointed ones subtask 0 publishes."""
+
+    def writer(index: int, parallelism: int) -> Any:
+        sink = FileConnector().create_sink(
+            {"path": str(tmp_path / "out.jsonl"), "delivery": "exactly-once"}
+        )
+        ctx = ConnectorContext("out", index, parallelism, job_id="job-a")
+        return sink.create_writer(ctx)
+
+    async def scenario() -> None:
+        old = [writer(i, 3) for i in range(3)]
+        states = []
+        for i, w in enumerate(old):
+            await w.open()
+            await w.write([{"n": i * 100 + k} for k in range(10)])
+            states.append(await w.pre_commit(7))  # the savepoint, not yet committed
+            await w.write([{"n": -1}] * 5)  # after it: must never be published
+            await w.close()
+        assert len(list(tmp_path.glob(".*inprogress"))) == 6
+        second = writer(1, 2)
+        await second.open()
+        await second.adopt(states)  # before subtask 0 published the savepoint's files
+        first = writer(0, 2)
+        await first.open()
+        await first.restore(states)
+        for w in (first, second):
+            await w.flush()
+            await w.close()
+
+    asyncio.run(scenario())
+    assert sorted(_rows(tmp_path, "out")) == [i * 100 + k for i in range(3) for k in range(10)]
+    assert sorted(p.name for p in tmp_path.glob(".*")) == []

@@ -335,7 +335,9 @@ _VALUES = st.one_of(
     st.lists(st.integers(), max_size=2),
 )
 _RECORDS = st.lists(
-    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _VALUES, min_size=3), min_size=1, max_size=8
+    st.dictionaries(st.sampled_from(["a", "b", "c", "d"]), _VALUES, min_size=3),
+    min_size=1,
+    max_size=8,
 )
 
 

@@ -24,8 +24,9 @@ __all__ = ["PendingRescale", "RescaleResult"]
 
 # How long a rescale waits for the restarted execution to run.
 RESTART_TIMEOUT_SECONDS = 120.0
-# How long it then watches for the first records the restarted execution moves.
-PROCESSING_WAIT_SECONDS = 2.0
+# How long it then watches for the first records the restarted execution moves
+# (on Ray, new actors take seconds to start, and report their counters each second).
+PROCESSING_WAIT_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,19 +113,21 @@ async def wait_running(executor: Executor, run_id: str, pending: PendingRescale)
 
 async def wait_processing(executor: Executor, run_id: str, pending: PendingRescale) -> float | None:
     """Seconds from the request until the restarted execution of ``run_id`` moved
-    records (its steps' counters grew); None if none did within the wait."""
+    records (its steps' counters grew); None if none did within the wait. On Ray
+    the counters arrive each second (``REPORT_SECONDS``), so it may be later than
+    the records were."""
 
     def moved() -> int:
         try:
             steps = executor.snapshot(run_id).metrics.steps
         except (ReflowError, KeyError):
-            return -1
+            return 0  # no counters yet
         return sum(step.records_in + step.records_out for step in steps)
 
     at_start = moved()
     deadline = time.monotonic() + PROCESSING_WAIT_SECONDS
     while time.monotonic() < deadline:
-        if moved() > at_start >= 0:
+        if moved() > at_start:
             return time.monotonic() - pending.requested
         await asyncio.sleep(0.002)
     return None

@@ -11,6 +11,7 @@ reached ``rolling_max_records`` / ``rolling_max_bytes``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import uuid
 from datetime import datetime
@@ -276,17 +277,33 @@ class FileWriter(SinkWriter):
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
             await self.ctx.run_blocking(self._publish, self.staged.pop(staged))
 
-    def _remove_strays(self) -> None:
+    def _remove_strays(self, keep: frozenset[str] = frozenset(), beyond: int | None = None) -> None:
+        """Remove this subtask's in-progress files of earlier runs (written after the
+        checkpoint restored from), except ``keep`` (a restoring subtask publishes
+        those); with ``beyond``, also those of this sink's subtasks ``beyond`` and up,
+        which a rescale to fewer subtasks left without an owner."""
         storage = self.storage
         folder = storage.split(self.template)[0]
+        stem = self.owner.rpartition("~")[0]  # ~<job>~<step>
         for name in storage.listdir(folder):
             if not name.endswith(IN_PROGRESS):
                 continue
+            path = storage.join(folder, name)
+            if path in keep:
+                continue
             # .<file name>.~<job>~<step>~<subtask>.<token>.inprogress
             prefix, _, token = name[: -len(IN_PROGRESS)].rpartition(".")
-            if prefix.endswith("." + self.owner) and token != self.token:
-                # This subtask's own file, written after the restored checkpoint.
-                storage.remove(storage.join(folder, name))
+            owner_stem, _, index = prefix.rpartition("~")
+            own = prefix.endswith("." + self.owner) and token != self.token
+            gone = (
+                beyond is not None
+                and owner_stem.endswith("." + stem)
+                and index.isdigit()
+                and int(index) >= beyond
+            )
+            if own or gone:
+                with contextlib.suppress(FileNotFoundError):
+                    storage.remove(path)
 
     async def restore(self, states: list[Any]) -> None:
         if not self.exactly_once:
@@ -294,11 +311,17 @@ class FileWriter(SinkWriter):
         for state in states:
             await self.ctx.run_blocking(self._publish, [tuple(f) for f in state["files"]])
             self.part = max(self.part, state["next_part"])
-        await self.ctx.run_blocking(self._remove_strays)
+        # Subtask 0 also clears what subtasks a rescale removed left behind.
+        beyond = self.ctx.parallelism if self.ctx.subtask_index == 0 else None
+        await self.ctx.run_blocking(self._remove_strays, frozenset(), beyond)
 
     async def adopt(self, states: list[Any]) -> None:
         if self.exactly_once:  # after a rescale: never reuse an old subtask's part names
             self.part = max([self.part, *(state["next_part"] for state in states)])
+            # Its own leftovers of before the rescale, but not the files of the
+            # checkpoint that subtask 0 is publishing meanwhile.
+            pending = frozenset(f[0] for state in states for f in state["files"])
+            await self.ctx.run_blocking(self._remove_strays, pending)
 
     async def flush(self) -> None:
         if self.exactly_once:  # end of input: the final commit
