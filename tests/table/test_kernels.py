@@ -172,3 +172,65 @@ def test_the_kernel_source_holds_no_text_of_the_query() -> None:
     assert "os" not in kernel.source.split()
     assert "a b" not in kernel.source
     assert hostile in kernel.values.values()
+
+
+@pytest.mark.parametrize(
+    "projection",
+    [
+        "a, b * 2 AS b, x, s, flag",  # one column computed anew
+        "b AS a, a AS b, x + a AS x, s, NOT flag AS flag",  # each reads the row as it came
+        "a / b AS a, b, x, s, flag",  # a zero divisor rejects the row, unchanged
+    ],
+)
+def test_a_projection_in_place_gives_what_new_rows_give(projection: str) -> None:
+    """A table source's typed rows with the same columns out are updated, not copied."""
+    kind = row_type(SCHEMA)
+    condition = parse("a IS NULL OR a > -8")
+    items = sqlglot.parse_one(f"SELECT {projection}").expressions
+    outputs = [(item.alias_or_name, item) for item in items]
+    assert [name for name, _ in outputs] == list(COLUMNS)
+
+    def run(in_place: bool) -> tuple[list[Any], list[Any]]:
+        rows = [kind(**r) for r in random_rows(400, 11)]
+        kernel = select_kernel(
+            condition,
+            outputs,
+            resolve=lambda column: column.name,
+            typed=True,
+            fallback=lambda node: compile_expression(node, attributes=True),
+            typed_outputs=True,
+            in_place=in_place,
+        )
+        assert ("_Row(" in kernel.source) is not in_place
+        rejected: list[Any] = []
+        kept = kernel.build(lambda row, exc: rejected.append(row))(rows)
+        as_tuples = [tuple(getattr(r, c) for c in COLUMNS) for r in kept]
+        return as_tuples, [tuple(getattr(r, c) for c in COLUMNS) for r in rejected]
+
+    copied, in_place = run(False), run(True)
+    assert in_place == copied
+    assert copied[0] and (copied[1] or "/" not in projection)
+
+
+def test_only_a_table_sources_own_rows_are_updated_in_place(tmp_path: Any) -> None:
+    from reflow.table.planner import SelectOp, sql_job
+
+    text = f"""
+CREATE TABLE t (a BIGINT, b BIGINT) WITH ('connector' = 'file', 'path' = '{tmp_path}/t.jsonl');
+CREATE SINK o1 (a BIGINT) WITH ('connector' = 'file', 'path' = '{tmp_path}/o1.jsonl');
+CREATE SINK o2 (a BIGINT) WITH ('connector' = 'file', 'path' = '{tmp_path}/o2.jsonl');
+INSERT INTO o1 SELECT a, b * 2 AS b FROM t WHERE a > 0;
+INSERT INTO o2
+WITH c AS (SELECT a + 1 AS a, b FROM t)
+SELECT a, b * 3 AS b FROM c UNION ALL SELECT a, b * 4 AS b FROM c;
+"""
+    job = sql_job(text)
+    sources = [
+        n.payload.kernel.source
+        for n in job.stream_graph.nodes
+        if isinstance(n.payload, SelectOp) and n.payload.kernel is not None
+    ]
+    in_place = [s for s in sources if "row.b = " in s or "row.a = " in s]
+    # o1's select and the CTE's select read their own source's rows; the two
+    # selects of c share the CTE's rows, so they make new ones.
+    assert len(in_place) == 2 and len(sources) == 4

@@ -236,10 +236,16 @@ def select_kernel(
     typed: bool,
     fallback: Fallback,
     typed_outputs: bool = False,
+    in_place: bool = False,
 ) -> Kernel:
     """The kernel of ``WHERE condition`` and the projection ``outputs`` (None: rows
     pass unchanged). Rows are typed (attributes) or dicts (``row.get``); the output
     rows are typed rows of the output names with ``typed_outputs``, dicts otherwise.
+    ``in_place``: the outputs are the input's typed columns, in their order, some
+    of them computed anew, and no one else holds the input rows (a table source's
+    own): each kept row is updated and passed on instead of copied into a new one
+    (every new value is computed before the first is set, so each expression reads
+    the row as it came).
 
     Raises:
         SqlError: an expression reflow SQL does not support (from ``fallback``).
@@ -284,6 +290,18 @@ def select_kernel(
             lines.append("                continue")
     if outputs is None:
         lines.append("            append(row)")
+    elif in_place and typed and typed_outputs:
+        changed = [
+            (name, value)
+            for name, value in outputs
+            if not (isinstance(value, exp.Column) and resolve(value) == name)
+        ]
+        temps = [writer.temp() for _ in changed]
+        for temp, (_, value) in zip(temps, changed, strict=True):
+            lines.append(f"            {temp} = {writer.expr(value)}")
+        for temp, (name, _) in zip(temps, changed, strict=True):
+            lines.append(f"            row.{name} = {temp}")  # a plain identifier
+        lines.append("            append(row)")
     else:
         values = [writer.expr(node) for _, node in outputs]
         if typed_outputs:
@@ -300,5 +318,6 @@ def select_kernel(
         "            _reject(row, exc)",
         "    return out",
     ]
-    row = tuple(name for name, _ in outputs) if typed_outputs and outputs else ()
+    made_rows = typed_outputs and outputs and not (in_place and typed)
+    row = tuple(name for name, _ in outputs) if made_rows and outputs else ()
     return Kernel("\n".join(lines) + "\n", dict(writer.values), row)

@@ -548,8 +548,16 @@ class _Planner:
             typed = relation.typed and all(is_plain_identifier(n) for n in names)
             kernel = None
             if not vectors:
+                # A table source's own rows with the same columns out: updated, not copied.
+                in_place = (
+                    typed and names == relation.columns and relation.name.startswith("table ")
+                )
                 kernel = self.kernel(
-                    where_node, self.projected(items, relation), column, names if typed else ()
+                    where_node,
+                    self.projected(items, relation),
+                    column,
+                    names if typed else (),
+                    in_place,
                 )
             projected = stream.transform(
                 SelectOp(condition, outputs, exact, vectors, kernel), id=self.step("select")
@@ -895,9 +903,11 @@ class _Planner:
         outputs: list[tuple[str, exp.Expr]] | None,
         column: _Resolver,
         typed_outputs: tuple[str, ...],
+        in_place: bool = False,
     ) -> Kernel:
         """The generated loop of a WHERE and projection over ``column``'s rows; its
-        output rows are typed rows of ``typed_outputs`` (column names) when given."""
+        output rows are typed rows of ``typed_outputs`` (column names) when given,
+        the input rows updated with ``in_place`` (``select_kernel``)."""
         return select_kernel(
             condition,
             outputs,
@@ -905,6 +915,7 @@ class _Planner:
             typed=column.typed,
             fallback=lambda node: self.compile(node, column),
             typed_outputs=bool(typed_outputs),
+            in_place=in_place,
         )
 
     def projected(self, items: list[exp.Expr], relation: Relation) -> list[tuple[str, exp.Expr]]:
