@@ -359,7 +359,7 @@ def _logic(rules: tuple[q.Expectation, ...], **context: Any) -> Any:
     return QualityOp(rules).build(ctx)
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(_RECORDS)
 def test_the_pre_check_passes_a_batch_exactly_when_no_rule_fails(batch: list[Any]) -> None:
     """Against the rules' exact, column-at-a-time checks on the same batch."""
@@ -372,7 +372,7 @@ def test_the_pre_check_passes_a_batch_exactly_when_no_rule_fails(batch: list[Any
     assert logic.precheck(batch) is (not failing), failing
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(_RECORDS)
 def test_counts_with_and_without_the_pre_check_are_the_same(batch: list[Any]) -> None:
     rules = (*_inline_rules(), q.matches("c", "[A-Z]{3}"))
