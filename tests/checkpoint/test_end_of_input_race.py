@@ -133,3 +133,76 @@ def test_final_window_firings_wait_for_a_checkpoint_in_progress(tmp_path: Path) 
     # Every event counted once: 3 windows of 100 events, each split over 3 keys.
     assert sum(r["value"] for r in sink.committed) == len(EVENTS)
     assert len(sink.committed) == 9
+
+
+class _SlowOpening(SinkWriter):
+    """Exactly-once; takes a while to open (a connection being made) and notes any
+    checkpoint call that came before it was open."""
+
+    def __init__(self, sink: _SlowSink) -> None:
+        self.sink = sink
+        self.open_done = False
+        self.current: list[Any] = []
+        self.staged: dict[int, list[Any]] = {}
+
+    async def open(self) -> None:
+        for _ in range(30):  # checkpoints every 5 ms meanwhile
+            await asyncio.sleep(0.005)
+        self.open_done = True
+
+    def _seen(self, call: str) -> None:
+        if not self.open_done:
+            self.sink.too_early.append(call)
+
+    async def write(self, batch: list[Any]) -> None:
+        self._seen("write")
+        self.current.extend(batch)
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        self._seen(f"pre_commit {checkpoint_id}")
+        self.staged[checkpoint_id], self.current = self.current, []
+        return checkpoint_id
+
+    async def commit(self, checkpoint_id: int) -> None:
+        self._seen(f"commit {checkpoint_id}")
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            self.sink.committed.extend(self.staged.pop(staged))
+
+    async def flush(self) -> None:
+        await self.commit(max(self.staged, default=0))
+        self.sink.committed.extend(self.current)
+        self.current = []
+
+
+class _SlowSink(Sink):
+    connector_type = "slow-sink"
+    supports_transaction = True
+
+    def __init__(self) -> None:
+        self.committed: list[Any] = []
+        self.too_early: list[str] = []
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        return _SlowOpening(self)
+
+
+def test_no_checkpoint_reaches_a_sink_before_it_is_open(tmp_path: Path) -> None:
+    """A sink chained to its source opens (connects) while the coordinator already
+    triggers checkpoints: they wait for the subtask to be open, so no pre-commit or
+    commit reaches a writer without its connection."""
+    from reflow.testing import TestingSource
+
+    sink = _SlowSink()
+    flow = Flow("slow-open", batch_size=10)
+    flow.source(TestingSource(range(2_000)), id="numbers").sink(sink, id="out")
+    job = flow.to_job(job_id="slow-open")
+    job.config = replace(
+        job.config,
+        checkpoint=CheckpointConfig(str(tmp_path / "ckpt"), interval_ms=5, timeout_ms=60_000),
+    )
+
+    result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sink.too_early == []
+    assert sorted(sink.committed) == list(range(2_000))

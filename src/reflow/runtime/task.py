@@ -529,14 +529,19 @@ class Subtask:
         """Open, process until end of input, flush, and close (also on failure)."""
         ticker: asyncio.Task[None] | None = None
         try:
-            for position, stage in enumerate(self.stages):
-                if stage.writer is not None:
-                    self.current_step = stage.metrics.step_id
-                    await stage.writer.open()
-                    if position in self.sink_restores:
-                        await stage.writer.restore(self.sink_restores.pop(position))
-                    if position in self.sink_adopts:
-                        await stage.writer.adopt(self.sink_adopts.pop(position))
+            # Under the lock: a checkpoint the coordinator triggers meanwhile (a
+            # barrier at a source, a completion notice) waits until the sinks are
+            # open and restored, rather than pre-committing or committing through a
+            # writer whose connection is still being made.
+            async with self.lock:
+                for position, stage in enumerate(self.stages):
+                    if stage.writer is not None:
+                        self.current_step = stage.metrics.step_id
+                        await stage.writer.open()
+                        if position in self.sink_restores:
+                            await stage.writer.restore(self.sink_restores.pop(position))
+                        if position in self.sink_adopts:
+                            await stage.writer.adopt(self.sink_adopts.pop(position))
             if self.tick_ms:
                 ticker = asyncio.create_task(self._ticker(self.tick_ms))
             if self.reader is not None:
@@ -558,10 +563,11 @@ class Subtask:
         metrics = self.source_metrics
         assert metrics is not None
         self.current_step = metrics.step_id
-        await reader.open()
         checkpointing = self.acks is not None
-        if checkpointing:
-            self.position = reader.snapshot()
+        async with self.lock:  # no barrier before the reader is open (as for sinks)
+            await reader.open()
+            if checkpointing:
+                self.position = reader.snapshot()
         gate = self.gate
         lock = self.lock
         generator = None if self.generator is None else self.stages[self.generator].logic
