@@ -637,3 +637,38 @@ def test_topic_or_topics_is_required_and_a_single_topic_checkpoint_still_restore
     assert reader.restored == {("events", 0): 17, ("events", 1): 4}
     reader.restore({"events/0": 20})
     assert reader.restored == {("events", 0): 20}
+
+
+def test_a_sql_job_writes_its_typed_rows_to_kafka_without_dicts(
+    kafka_bootstrap: str, tmp_path: Path
+) -> None:
+    """SQL's typed rows reach a Kafka JSON sink as they are (no step turning them
+    into dicts), and the messages are the JSON of the projected rows."""
+    from reflow.table.planner import SelectOp, sql_job
+
+    topic = _topic(kafka_bootstrap, 1)
+    rows = [{"id": i, "user": f"u{i % 7}", "amount": i * 0.5, "note": None} for i in range(500)]
+    data = tmp_path / "in.jsonl"
+    data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
+    job = sql_job(
+        f"""
+CREATE TABLE t (id BIGINT, user VARCHAR, amount DOUBLE, note VARCHAR)
+WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
+CREATE SINK k (id BIGINT) WITH ('connector' = 'kafka', 'bootstrap_servers' = '{kafka_bootstrap}',
+                                'topic' = '{topic}', 'key_field' = 'user');
+INSERT INTO k SELECT id, user, amount * 2 AS doubled, note FROM t WHERE id % 5 = 0;
+"""
+    )
+    selects = [n for n in job.stream_graph.nodes if isinstance(n.payload, SelectOp)]
+    assert len(selects) == 1  # the projection only: no conversion to dicts after it
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+
+    messages = _read_all(kafka_bootstrap, topic)
+    expected = [
+        {"id": r["id"], "user": r["user"], "doubled": r["amount"] * 2, "note": None}
+        for r in rows
+        if r["id"] % 5 == 0
+    ]
+    assert [orjson.loads(m.value) for m in messages] == expected
+    assert [m.key for m in messages] == [r["user"].encode() for r in expected]

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
+import msgspec
 import orjson
 from pydantic import Field, field_validator, model_validator
 
@@ -183,7 +184,15 @@ class PayloadCodec:
         return record
 
 
+# Typed rows (msgspec Structs of a declared schema, from SQL) are encoded as they
+# are, in one C-level call, never turned into dicts first; types JSON lacks become
+# their text, as orjson's default=str does for dicts.
+_ROW_JSON = msgspec.json.Encoder(enc_hook=str)
+
+
 def _encode_json(value: Any) -> bytes:
+    if isinstance(value, msgspec.Struct):
+        return _ROW_JSON.encode(value)
     return orjson.dumps(value, default=str)
 
 

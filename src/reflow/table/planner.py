@@ -1335,8 +1335,11 @@ def _typed_schema(table: TableDef) -> dict[str, str] | None:
 
 
 def _writes_typed_rows(table: TableDef) -> bool:
-    """Whether ``table``'s sink encodes typed rows itself (JSON lines files do, in one
-    C-level call per batch); other sinks are given dicts."""
+    """Whether ``table``'s sink encodes typed rows itself: JSON-lines files do, a
+    batch in one C-level call, and Kafka's JSON messages a row in one; other sinks
+    are given dicts."""
+    if table.connector == "kafka":
+        return bool(table.options.get("format", "json") == "json")
     if table.connector != "file":
         return False
     fmt = table.options.get("format") or infer_format(str(table.options.get("path", "")))
