@@ -1336,9 +1336,9 @@ def _typed_schema(table: TableDef) -> dict[str, str] | None:
 
 def _writes_typed_rows(table: TableDef) -> bool:
     """Whether ``table``'s sink encodes typed rows itself: JSON-lines files do, a
-    batch in one C-level call, and Kafka's JSON messages a row in one; other sinks
-    are given dicts."""
-    if table.connector == "kafka":
+    batch in one C-level call, and the JSON messages of Kafka, RabbitMQ and NATS a
+    row in one; other sinks are given dicts."""
+    if table.connector in ("kafka", "rabbitmq", "nats"):
         return bool(table.options.get("format", "json") == "json")
     if table.connector != "file":
         return False
