@@ -647,7 +647,9 @@ def test_a_sql_job_writes_its_typed_rows_to_kafka_without_dicts(
     from reflow.table.planner import SelectOp, sql_job
 
     topic = _topic(kafka_bootstrap, 1)
-    rows = [{"id": i, "user": f"u{i % 7}", "amount": i * 0.5, "note": None} for i in range(500)]
+    rows: list[dict[str, Any]] = [
+        {"id": i, "user": f"u{i % 7}", "amount": i * 0.5, "note": None} for i in range(500)
+    ]
     data = tmp_path / "in.jsonl"
     data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
     job = sql_job(

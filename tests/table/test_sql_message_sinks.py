@@ -17,7 +17,9 @@ from tests.conftest import RABBITMQ_URL
 
 NATS_SERVERS = "nats://127.0.0.1:4222"
 
-ROWS = [{"id": i, "user": f"u{i % 7}", "amount": i * 0.5, "note": None} for i in range(300)]
+ROWS: list[dict[str, Any]] = [
+    {"id": i, "user": f"u{i % 7}", "amount": i * 0.5, "note": None} for i in range(300)
+]
 EXPECTED = [
     {"id": r["id"], "user": r["user"], "doubled": r["amount"] * 2, "note": None}
     for r in ROWS
