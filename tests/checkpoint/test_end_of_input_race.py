@@ -60,19 +60,43 @@ class _Source(Source):
         return _Reader(self.handshake, ctx.batch_size)
 
 
-class _Writer(SinkWriter):
-    """Exactly-once into ``committed``; notes every write that came mid-pre-commit."""
+class _Staging(SinkWriter):
+    """Exactly-once into ``committed``: a checkpoint's records appear when it completes."""
 
-    def __init__(self, sink: _Sink) -> None:
-        self.sink = sink
+    def __init__(self, committed: list[Any]) -> None:
+        self.committed = committed
         self.current: list[Any] = []
         self.staged: dict[int, list[Any]] = {}
+
+    async def write(self, batch: list[Any]) -> None:
+        self.current.extend(batch)
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        self.staged[checkpoint_id], self.current = self.current, []
+        return checkpoint_id
+
+    async def commit(self, checkpoint_id: int) -> None:
+        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
+            self.committed.extend(self.staged.pop(staged))
+
+    async def flush(self) -> None:
+        await self.commit(max(self.staged, default=0))
+        self.committed.extend(self.current)
+        self.current = []
+
+
+class _Writer(_Staging):
+    """Notes every write that came mid-pre-commit."""
+
+    def __init__(self, sink: _Sink) -> None:
+        super().__init__(sink.committed)
+        self.sink = sink
         self.in_pre_commit = False
 
     async def write(self, batch: list[Any]) -> None:
         if self.in_pre_commit:
             self.sink.mid_pre_commit.extend(batch)
-        self.current.extend(batch)
+        await super().write(batch)
 
     async def pre_commit(self, checkpoint_id: int) -> Any:
         handshake = self.sink.handshake
@@ -81,18 +105,9 @@ class _Writer(SinkWriter):
         await handshake.input_ended.wait()
         for _ in range(20):  # the loop is free to run the source's end meanwhile
             await asyncio.sleep(0)
-        self.staged[checkpoint_id], self.current = self.current, []
+        staged = await super().pre_commit(checkpoint_id)
         self.in_pre_commit = False
-        return checkpoint_id
-
-    async def commit(self, checkpoint_id: int) -> None:
-        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            self.sink.committed.extend(self.staged.pop(staged))
-
-    async def flush(self) -> None:
-        await self.commit(max(self.staged, default=0))
-        self.sink.committed.extend(self.current)
-        self.current = []
+        return staged
 
 
 class _Sink(Sink):
@@ -135,15 +150,14 @@ def test_final_window_firings_wait_for_a_checkpoint_in_progress(tmp_path: Path) 
     assert len(sink.committed) == 9
 
 
-class _SlowOpening(SinkWriter):
-    """Exactly-once; takes a while to open (a connection being made) and notes any
-    checkpoint call that came before it was open."""
+class _SlowOpening(_Staging):
+    """Takes a while to open (a connection being made) and notes any checkpoint call
+    that came before it was open."""
 
     def __init__(self, sink: _SlowSink) -> None:
+        super().__init__(sink.committed)
         self.sink = sink
         self.open_done = False
-        self.current: list[Any] = []
-        self.staged: dict[int, list[Any]] = {}
 
     async def open(self) -> None:
         for _ in range(30):  # checkpoints every 5 ms meanwhile
@@ -156,22 +170,15 @@ class _SlowOpening(SinkWriter):
 
     async def write(self, batch: list[Any]) -> None:
         self._seen("write")
-        self.current.extend(batch)
+        await super().write(batch)
 
     async def pre_commit(self, checkpoint_id: int) -> Any:
         self._seen(f"pre_commit {checkpoint_id}")
-        self.staged[checkpoint_id], self.current = self.current, []
-        return checkpoint_id
+        return await super().pre_commit(checkpoint_id)
 
     async def commit(self, checkpoint_id: int) -> None:
         self._seen(f"commit {checkpoint_id}")
-        for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            self.sink.committed.extend(self.staged.pop(staged))
-
-    async def flush(self) -> None:
-        await self.commit(max(self.staged, default=0))
-        self.sink.committed.extend(self.current)
-        self.current = []
+        await super().commit(checkpoint_id)
 
 
 class _SlowSink(Sink):

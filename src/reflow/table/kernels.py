@@ -318,6 +318,7 @@ def select_kernel(
         "            _reject(row, exc)",
         "    return out",
     ]
-    made_rows = typed_outputs and outputs and not (in_place and typed)
-    row = tuple(name for name, _ in outputs) if made_rows and outputs else ()
+    # Typed output rows are made (their class named) unless the input's are updated.
+    new_rows = typed_outputs and not (in_place and typed)
+    row = tuple(name for name, _ in outputs) if outputs and new_rows else ()
     return Kernel("\n".join(lines) + "\n", dict(writer.values), row)
