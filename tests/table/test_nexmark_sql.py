@@ -8,7 +8,10 @@ Adaptations (docs/sql.md lists them too):
   auctions within a day of registering (Q3), bids within an auction's first 10 s,
   its fixed duration here (Q4).
 - Q5 counts bids per auction per hopping window (without the MAX-count subquery).
-- Q6 needs OVER windows (ROWS 10 PRECEDING): not supported, not run.
+- Q6 averages a seller's closing prices with an OVER window: an auction's closing price is
+  its MAX bid per 10 s tumbling window (auctions close on window ends here), joined to
+  its seller by a lookup join; RANGE 30 s instead of ROWS 10 PRECEDING, as several of
+  a seller's auctions close at one window end and a ROWS frame would depend on their order.
 - Q7 joins bids with the windowed MAX by window_end, as written, plus a bound.
 - Q8 joins the windowed new persons and sellers on window_end with a bound.
 """
@@ -120,6 +123,21 @@ QUERIES: dict[str, tuple[str, str | None]] = {
         "  (SELECT MAX(dateTime) + 2000 FROM bid), 2000))"
         " SELECT auction, ws, COUNT(*) FROM bid JOIN w ON dateTime >= ws AND dateTime < ws + 10000"
         " GROUP BY auction, ws",
+    ),
+    "q6": (
+        "SELECT Q.seller, Q.ends, AVG(Q.final) OVER (PARTITION BY Q.seller ORDER BY Q.ends"
+        "  RANGE BETWEEN INTERVAL '30' SECOND PRECEDING AND CURRENT ROW) AS avg_final FROM ("
+        "  SELECT A.seller, W.final, W.ends FROM ("
+        "    SELECT auction, MAX(price) AS final, window_end AS ends"
+        "    FROM TABLE(TUMBLE(TABLE bid, DESCRIPTOR(dateTime), INTERVAL '10' SECOND))"
+        "    GROUP BY auction, window_start, window_end"
+        "  ) W JOIN auction FOR SYSTEM_TIME AS OF W.ends AS A ON W.auction = A.id"
+        ") Q",
+        "SELECT A.seller, W.ends, AVG(W.final) OVER (PARTITION BY A.seller ORDER BY W.ends"
+        "  RANGE BETWEEN 30000 PRECEDING AND CURRENT ROW) FROM ("
+        "  SELECT auction, MAX(price) AS final, dateTime - dateTime % 10000 + 10000 AS ends"
+        "  FROM bid GROUP BY auction, ends"
+        ") W JOIN auction A ON W.auction = A.id",
     ),
     "q7": (
         "SELECT B.auction, B.price, B.bidder, B.dateTime FROM bid B JOIN ("

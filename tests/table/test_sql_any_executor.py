@@ -1,6 +1,6 @@
 """A SQL job on whichever executor the suite runs on (local, or Ray in the Ray
-suite): a windowed aggregate at parallelism 2 from a file into a file, against
-DuckDB's result on the same rows."""
+suite): a windowed aggregate and an OVER aggregate at parallelism 2 from a file into
+files, against DuckDB's results on the same rows."""
 
 from __future__ import annotations
 
@@ -20,7 +20,15 @@ from reflow.testing import executor_for_tests
 duckdb = pytest.importorskip("duckdb", reason="duckdb (the reference engine) is a dev dependency")
 
 
-def test_a_windowed_sql_aggregate_at_parallelism_2(tmp_path: Path) -> None:
+def _written(folder: Path, name: str) -> Counter[tuple[object, ...]]:
+    return Counter(
+        tuple(orjson.loads(line).values())
+        for f in folder.glob(f"{name}*.jsonl")
+        for line in f.read_bytes().splitlines()
+    )
+
+
+def test_windowed_and_over_sql_aggregates_at_parallelism_2(tmp_path: Path) -> None:
     rng = random.Random(21)
     rows = [
         {"k": rng.choice(["a", "b", "c", None]), "v": rng.randrange(100), "ts": i * 13}
@@ -38,6 +46,12 @@ def test_a_windowed_sql_aggregate_at_parallelism_2(tmp_path: Path) -> None:
         SELECT window_start, k, COUNT(*) AS n, SUM(v) AS total
         FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '2' SECOND))
         GROUP BY window_start, window_end, k;
+        CREATE SINK running (k VARCHAR)
+        WITH ('connector' = 'file', 'path' = '{tmp_path}/running.jsonl');
+        INSERT INTO running
+        SELECT k, ts, SUM(v) OVER (PARTITION BY k ORDER BY ts
+                                   ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) AS last5
+        FROM t;
         """
     )
     executor = executor_for_tests()
@@ -46,11 +60,7 @@ def test_a_windowed_sql_aggregate_at_parallelism_2(tmp_path: Path) -> None:
     finally:
         executor.close()
     assert result.status is JobStatus.COMPLETED, result.error
-    ours = Counter(
-        tuple(orjson.loads(line).values())
-        for f in tmp_path.glob("out*.jsonl")
-        for line in f.read_bytes().splitlines()
-    )
+    ours = _written(tmp_path, "out")
     con = duckdb.connect()
     con.execute("CREATE TABLE t (k VARCHAR, v BIGINT, ts BIGINT)")
     con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(r["k"], r["v"], r["ts"]) for r in rows])
@@ -61,3 +71,8 @@ def test_a_windowed_sql_aggregate_at_parallelism_2(tmp_path: Path) -> None:
         ).fetchall()
     )
     assert ours == reference
+    over = con.execute(
+        "SELECT k, ts, SUM(v) OVER (PARTITION BY k ORDER BY ts "
+        "ROWS BETWEEN 4 PRECEDING AND CURRENT ROW) FROM t"
+    ).fetchall()
+    assert _written(tmp_path, "running") == Counter(tuple(row) for row in over)

@@ -130,7 +130,22 @@ def test_a_window_needs_a_declared_watermark() -> None:
         )
 
 
-def _script(folder: Path, rows: list[dict[str, Any]], name: str) -> Path:
+WINDOWED = """
+INSERT INTO totals
+SELECT auction, window_end, COUNT(*) AS n, SUM(slow(price)) AS total
+FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
+GROUP BY window_start, window_end, auction;
+"""
+
+# every row with its auction's last 20 prices: the frames live in keyed state
+OVER = """
+INSERT INTO totals
+SELECT auction, ts AS window_end, COUNT(*) OVER w AS n, SUM(slow(price)) OVER w AS total
+FROM bids WINDOW w AS (PARTITION BY auction ORDER BY ts ROWS BETWEEN 19 PRECEDING AND CURRENT ROW);
+"""
+
+
+def _script(folder: Path, rows: list[dict[str, Any]], name: str, query: str = WINDOWED) -> Path:
     data = folder / "bids.jsonl"
     if not data.exists():
         data.write_bytes(b"".join(orjson.dumps(r) + b"\n" for r in rows))
@@ -151,11 +166,7 @@ WITH ('connector' = 'file', 'path' = '{data}', 'format' = 'json');
 CREATE SINK totals (auction BIGINT, window_end BIGINT, n BIGINT, total BIGINT)
 WITH ('connector' = 'file', 'path' = '{folder / (name + "-out")}/totals.jsonl',
       'format' = 'json', 'delivery' = 'exactly-once');
-INSERT INTO totals
-SELECT auction, window_end, COUNT(*) AS n, SUM(slow(price)) AS total
-FROM TABLE(TUMBLE(TABLE bids, DESCRIPTOR(ts), INTERVAL '1' SECOND))
-GROUP BY window_start, window_end, auction;
-"""
+{query}"""
     )
     return script
 
@@ -167,21 +178,31 @@ def _lines(folder: Path) -> list[bytes]:
 
 
 @pytest.mark.timeout(300)
-def test_a_killed_sql_job_resumes_from_its_checkpoint_with_identical_output(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("query", "kill_between"),
+    # An OVER's frames fill once the watermark passes rows, every 1,000 records read
+    # in a backlog: its runs are killed later, so the checkpoints they resume from
+    # hold frames.
+    [(WINDOWED, (0.05, 0.4)), (OVER, (0.8, 1.6))],
+    ids=["window", "over"],
+)
+def test_a_killed_sql_job_resumes_from_its_checkpoint_with_identical_output(
+    tmp_path: Path, query: str, kill_between: tuple[float, float]
+) -> None:
     rng = random.Random(7)
     rows = [
         {"auction": rng.randrange(9), "price": rng.randrange(100), "ts": i * 7 - rng.randrange(40)}
         for i in range(6_000)
     ]
-    _run(_script(tmp_path, rows, "reference"), kill_after=None)
+    _run(_script(tmp_path, rows, "reference", query), kill_after=None)
     expected = _lines(tmp_path / "reference-out")
     assert len(expected) > 300
 
-    script = _script(tmp_path, rows, "killed")
+    script = _script(tmp_path, rows, "killed", query)
     rng = random.Random(3)
     killed = 0
     while killed < 3:
-        if _run(script, kill_after=rng.uniform(0.05, 0.4)) is None:
+        if _run(script, kill_after=rng.uniform(*kill_between)) is None:
             killed += 1
         else:
             break
@@ -486,11 +507,87 @@ def test_late_rows_of_window_aggregates_go_to_the_late_table() -> None:
     assert len(memory_store["late-counts"]) == 2 * 3  # every other row counted
 
 
+def test_late_rows_of_an_over_aggregate_go_to_the_late_table() -> None:
+    """A row behind the watermark cannot take its place in the frames: it is written
+    to the late table and counted, and the other rows' frames leave it out."""
+    events = [
+        {"auction": 1, "price": 1, "ts": 1_000},
+        {"auction": 1, "price": 2, "ts": 3_000},
+        {"auction": 1, "price": 4, "ts": 2_000},  # the watermark is 2,500: late
+        {"auction": 1, "price": 8, "ts": 3_500},
+    ]
+    memory_store["over-late-in"] = events
+    text = """
+        SET 'batch.size' = '1';
+        SET 'late.table' = 'late_rows';
+        CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT,
+                           WATERMARK FOR ts AS ts - INTERVAL '500' MILLISECOND)
+        WITH ('connector' = 'memory', 'collection' = 'over-late-in');
+        CREATE SINK sums (auction BIGINT)
+        WITH ('connector' = 'memory', 'collection' = 'over-late-sums', 'append' = 'false');
+        CREATE SINK late_rows (auction BIGINT)
+        WITH ('connector' = 'memory', 'collection' = 'over-late-out', 'append' = 'false');
+        INSERT INTO sums
+        SELECT price, SUM(price) OVER (PARTITION BY auction ORDER BY ts
+                                       ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS total
+        FROM bids;
+    """
+    result = run_job(reflow.sql(text))
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert memory_store["over-late-out"] == [events[2]]
+    assert memory_store["over-late-sums"] == [
+        {"price": 1, "total": 1},
+        {"price": 2, "total": 3},
+        {"price": 8, "total": 11},
+    ]
+    assert [s.late for s in result.metrics.steps if s.step_id.startswith("over")] == [1]
+
+
+@pytest.mark.parametrize(
+    ("select", "says"),
+    [
+        (
+            "SELECT SUM(price) OVER (PARTITION BY auction ORDER BY ts ROWS BETWEEN 1 PRECEDING "
+            "AND 1 FOLLOWING) AS x FROM bids",
+            "frames end at the current row",
+        ),
+        (
+            "SELECT SUM(price) OVER (PARTITION BY auction ORDER BY ts DESC) AS x FROM bids",
+            "ORDER BY the event-time column, ascending",
+        ),
+        (
+            "SELECT SUM(price) OVER (PARTITION BY auction ORDER BY ts) AS x, "
+            "COUNT(*) OVER (ORDER BY ts) AS n FROM bids",
+            "every OVER of a query must use the same window",
+        ),
+        (
+            "SELECT SUM(price) OVER (ORDER BY ts RANGE BETWEEN 10 PRECEDING AND CURRENT ROW) "
+            "AS x FROM bids",
+            "RANGE BETWEEN INTERVAL '10' SECOND PRECEDING",
+        ),
+        ("SELECT SUM(price) OVER v AS x FROM bids WINDOW w AS (ORDER BY ts)", "no window v"),
+        ("SELECT LAG(price) OVER (ORDER BY ts) AS x FROM bids", "LAG(price) OVER is not supported"),
+        (
+            "SELECT auction, SUM(price) OVER (ORDER BY ts) AS x FROM bids GROUP BY auction",
+            "cannot be combined with GROUP BY",
+        ),
+        ("SELECT price, SUM(price) AS x, COUNT(*) OVER (ORDER BY ts) AS n FROM bids", "needs OVER"),
+        ("SELECT price FROM bids WINDOW w AS (ORDER BY ts)", "names a window no OVER uses"),
+        ("SELECT SUM(price) OVER (ORDER BY price) AS x FROM bids", "no watermark for price"),
+    ],
+)
+def test_over_errors_say_what_is_supported(select: str, says: str) -> None:
+    with pytest.raises(SqlError) as caught:
+        reflow.sql(_tables("x", "y") + f"INSERT INTO results {select};")
+    assert says in str(caught.value), str(caught.value)
+    assert caught.value.line == 7, str(caught.value)
+
+
 def test_a_late_table_needs_a_window_and_a_sink() -> None:
     base = """
         CREATE TABLE bids (auction BIGINT, ts BIGINT)
         WITH ('connector' = 'memory', 'collection' = 'x');
         INSERT INTO bids SELECT auction, ts FROM bids;
     """
-    with pytest.raises(SqlError, match="no window aggregate has late rows"):
+    with pytest.raises(SqlError, match="no window or OVER aggregate has late rows"):
         reflow.sql("SET 'late.table' = 'bids';" + base)

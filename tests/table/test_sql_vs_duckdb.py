@@ -412,6 +412,90 @@ def test_row_number_needs_the_filter_that_keeps_the_first_row() -> None:
         )
 
 
+def _distinct_times(seed: int, n: int) -> list[dict[str, Any]]:
+    """Random rows, no two at the same time: a ROWS frame's rows are then the same
+    in any engine (rows of equal time come in arrival order, which DuckDB does not know)."""
+    seen: set[int] = set()
+    rows = []
+    for row in _rows(seed, n):
+        if row["ts"] not in seen:
+            seen.add(row["ts"])
+            rows.append(row)
+    return rows
+
+
+# (reflow SQL, DuckDB SQL): DuckDB's RANGE frames count in the ORDER BY column's units.
+OVERS = [
+    (
+        "SELECT k, a, ts, SUM(a) OVER (PARTITION BY k ORDER BY ts "
+        "ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS s3 FROM t",
+        None,
+    ),
+    (
+        "SELECT k, ts, COUNT(*) OVER w AS n, COUNT(a) OVER w AS na, MIN(b) OVER w AS lo, "
+        "MAX(b) OVER w AS hi, AVG(a) OVER w AS mean FROM t "
+        "WINDOW w AS (PARTITION BY k ORDER BY ts ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)",
+        None,
+    ),
+    (
+        "SELECT s, k, ts, SUM(b) OVER (PARTITION BY s, k ORDER BY ts "
+        "RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW) AS recent FROM t",
+        "SELECT s, k, ts, SUM(b) OVER (PARTITION BY s, k ORDER BY ts "
+        "RANGE BETWEEN 2000 PRECEDING AND CURRENT ROW) AS recent FROM t",
+    ),
+    # the default frame: every row up to the current one
+    ("SELECT a, ts, MAX(a) OVER (PARTITION BY s ORDER BY ts) AS top FROM t", None),
+    # one partition, a WHERE before the window, expressions of aggregates
+    (
+        "SELECT a, ts, a - AVG(a) OVER (ORDER BY ts ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) "
+        "AS off, COUNT(*) OVER (ORDER BY ts ROWS BETWEEN 5 PRECEDING AND CURRENT ROW) + 1 AS n1 "
+        "FROM t WHERE a IS NOT NULL AND a % 3 <> 0",
+        None,
+    ),
+    # an OVER on a subquery's rows, ROWS 0 PRECEDING: the row alone
+    (
+        "SELECT x, ts, SUM(x) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 0 PRECEDING AND "
+        "CURRENT ROW) AS same FROM (SELECT a * 2 AS x, k, ts FROM t WHERE b > 0)",
+        None,
+    ),
+]
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
+@pytest.mark.parametrize(("ours", "reference"), OVERS)
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_over_aggregates_equal_duckdb(
+    ours: str, reference: str | None, parallelism: int, typed: bool
+) -> None:
+    rows = _distinct_times(23, 1_200)
+    _same(_reflow(ours, rows, parallelism, typed), _duckdb(reference or ours, rows))
+
+
+def test_range_frames_give_rows_of_equal_time_the_same_values() -> None:
+    """Peers (rows of one time) are all in each other's RANGE frame, so the result
+    does not depend on their order; many rows here share a time."""
+    rows = [{**row, "ts": row["ts"] - row["ts"] % 1_000} for row in _rows(5, 800)]
+    query = (
+        "SELECT k, a, ts, SUM(a) OVER (PARTITION BY k ORDER BY ts RANGE BETWEEN "
+        "INTERVAL '3' SECOND PRECEDING AND CURRENT ROW) AS s, COUNT(*) OVER (PARTITION BY k "
+        "ORDER BY ts RANGE BETWEEN INTERVAL '3' SECOND PRECEDING AND CURRENT ROW) AS n FROM t"
+    )
+    reference = query.replace("INTERVAL '3' SECOND", "3000")
+    assert len({r["ts"] for r in rows}) < len(rows) / 2
+    _same(_reflow(query, rows, 2), _duckdb(reference, rows))
+
+
+def test_rows_frames_over_rows_of_equal_time_count_each_row_once() -> None:
+    """Rows of one time take consecutive places in a ROWS frame (in arrival order):
+    a partition's counts at each time are the same whatever that order."""
+    rows = [{**row, "ts": row["ts"] - row["ts"] % 1_000} for row in _rows(8, 800)]
+    query = (
+        "SELECT k, ts, COUNT(*) OVER (PARTITION BY k ORDER BY ts ROWS BETWEEN 2 PRECEDING "
+        "AND CURRENT ROW) AS n FROM t"
+    )
+    _same(_reflow(query, rows, 2), _duckdb(query, rows))
+
+
 CHANGELOG_QUERIES = [
     "SELECT k, COUNT(*) AS n, SUM(a) AS total, MAX(s) AS top FROM t GROUP BY k",
     "SELECT s, k, COUNT(DISTINCT a) AS d, SUM(a) * 2 AS twice FROM t GROUP BY s, k",

@@ -35,6 +35,7 @@ from reflow.operators.aggregations import Count
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
 from reflow.operators.facade import Operators
 from reflow.operators.keyed import EarliestOp
+from reflow.operators.over import OverAggregateOp
 from reflow.operators.windows import Windows, WindowSpec
 from reflow.state.functions import AggregateFunction
 from reflow.table.expressions import (
@@ -469,7 +470,7 @@ class _Planner:
         raise fail(node, f"FROM {node.sql()}: joins are not supported yet")
 
     def select(self, query: exp.Select) -> Relation:
-        for unsupported in ("distinct", "order", "limit", "windows"):
+        for unsupported in ("distinct", "order", "limit"):
             if query.args.get(unsupported):
                 word = unsupported.rstrip("_").upper()
                 raise fail(query, f"{word} is not supported in reflow SQL v1 (docs/sql.md)")
@@ -519,7 +520,10 @@ class _Planner:
         vectors: tuple[tuple[str, Callable[..., Any], tuple[Compiled, ...]], ...] = ()
         items = list(query.expressions)
         where_node = where.this if where is not None else None
-        if group is None and not aggregates:
+        overs = [w for e in query.expressions for w in e.find_all(exp.Window)]
+        if query.args.get("windows") and not overs:
+            raise fail(query, "the WINDOW clause names a window no OVER uses")
+        if group is None and not aggregates and not overs:
             lifted, vectors = self.vectorise(
                 [*items, *([where_node] if where_node is not None else [])], column
             )
@@ -535,6 +539,14 @@ class _Planner:
         condition, exact = (None, False)
         if where_node is not None:
             condition, exact = condition_of(where_node, column, self.functions)
+        if overs and not any(isinstance(w.this, exp.RowNumber) for w in overs):
+            if window is not None or group is not None:
+                raise fail(
+                    overs[0],
+                    "an OVER aggregate cannot be combined with GROUP BY or a window table "
+                    "function: aggregate in a subquery, then read it with OVER",
+                )
+            return self.over(query, relation, stream, column, condition, exact)
         numbered = [e for e in query.expressions if e.find(exp.Window) is not None]
         if numbered:
             if window is not None or group is not None or aggregates:
@@ -787,6 +799,119 @@ class _Planner:
             _carried_watermark(rest, relation),
             _carried_types(rest, relation),
             top1=item.alias,
+        )
+
+    def over(
+        self,
+        query: exp.Select,
+        relation: Relation,
+        stream: Stream[Any],
+        column: _Resolver,
+        condition: Compiled | None,
+        exact: bool,
+    ) -> Relation:
+        """``SELECT ..., AGG(x) OVER (PARTITION BY k ORDER BY ts <frame>) FROM r``: each
+        row with the aggregates of its partition's frame ending at it, in event-time
+        order (``OverAggregateOp``). Every OVER of the query uses one window, as in
+        Flink; WHERE applies before it, as SQL orders them."""
+        named: dict[str, exp.Window] = {}
+        for definition in query.args.get("windows") or []:
+            named[definition.alias_or_name] = definition
+        calls: list[_Agg] = []
+        slots: dict[str, str] = {}
+        chosen: list[tuple[exp.Expr, exp.Window]] = []  # (first OVER, its window)
+
+        def to_slot(node: exp.Expr) -> exp.Expr:
+            if isinstance(node, exp.Window):
+                window = _over_window(node, named)
+                if not chosen:
+                    chosen.append((node, window))
+                elif _window_text(window) != _window_text(chosen[0][1]):
+                    raise fail(
+                        node,
+                        "every OVER of a query must use the same window (PARTITION BY, "
+                        f"ORDER BY and frame), as in Flink: {_window_text(chosen[0][1])} "
+                        f"and {_window_text(window)} differ; plan the other in a second query",
+                    )
+                call = node.this
+                if not _is_aggregate(call):
+                    raise fail(
+                        node,
+                        f"{call.sql()} OVER is not supported: COUNT, SUM, MIN, MAX and AVG are "
+                        "(and ROW_NUMBER() for deduplication)",
+                    )
+                sql = call.sql()
+                if sql not in slots:
+                    slots[sql] = f"__over{len(calls)}"
+                    calls.append(_agg_of(call, lambda e: self.compile(e, column)))
+                return exp.column(slots[sql])
+            if _is_aggregate(node):
+                raise fail(node, f"{node.sql()} needs OVER (...) here, or GROUP BY")
+            return node
+
+        rewritten = [item.copy().transform(to_slot) for item in query.expressions]
+        first, window = chosen[0]
+        order = window.args.get("order")
+        ordered = order.expressions if order is not None else []
+        if (
+            len(ordered) != 1
+            or ordered[0].args.get("desc")
+            or not isinstance(ordered[0].this, exp.Column)
+        ):
+            raise fail(
+                first,
+                "OVER needs ORDER BY the event-time column, ascending (rows are aggregated "
+                "in event-time order, as in Flink)",
+            )
+        time = column(ordered[0].this)
+        kind, preceding = _over_frame(window, first)
+        partition = window.args.get("partition_by") or []
+        keys = [self.compile(p, column) for p in partition]
+        key: Callable[[Any], Any] = (
+            _no_partition if not keys else keys[0] if len(keys) == 1 else _tuple_key(keys)
+        )
+        if condition is not None:
+            stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
+        stream, _ = self.timestamped(relation, stream, time, ordered[0], "timestamps")
+        # Each row's aggregate arguments are computed once, as it arrives; the frames
+        # keep them (not the rows) and the aggregates read them by place.
+        given = [c.value for c in calls if c.value is not None]
+        places = iter(range(len(given)))
+        on_values = [
+            _Agg(c.kind, None if c.value is None else operator.itemgetter(next(places)))
+            for c in calls
+        ]
+        over = stream.key_by(key, id=self.step("partition-by")).transform(
+            OverAggregateOp(
+                key,
+                SqlAggregates(on_values),
+                _OverRow(relation.columns, tuple(slots.values()), relation.typed),
+                arguments=_tuple_key(given),
+                frame=kind,
+                preceding=preceding,
+            ),
+            id=self.step("over"),
+        )
+        if self.late_table is not None:  # SET 'late.table': late rows are written there
+            late = over.late(id=self.step("late"))
+            self.late_streams.append(late.map(_as_dict, id=self.step("late-rows")))
+        names = set(relation.columns) | set(slots.values())
+
+        def over_column(node: exp.Column) -> str:
+            name = node.name if node.name.startswith("__over") else column(node)
+            assert name in names
+            return name
+
+        outputs = self.projection(
+            rewritten, _Resolver(over_column, False), replace(relation, typed=False)
+        )
+        projected = over.transform(SelectOp(None, outputs), id=self.step("select"))
+        return Relation(
+            projected,
+            tuple(name for name, _ in outputs),
+            "the subquery",
+            _carried_watermark(list(query.expressions), relation),
+            _carried_types(list(query.expressions), relation),
         )
 
     def timestamped(
@@ -1375,6 +1500,82 @@ def _check_unique(outputs: list[tuple[str, Compiled]], items: list[exp.Expr]) ->
         seen.add(name)
 
 
+def _over_window(node: exp.Window, named: dict[str, exp.Window]) -> exp.Window:
+    """The window an OVER names or spells out."""
+    reference = node.args.get("alias")
+    if reference is None:
+        return node
+    name = reference.name if isinstance(reference, exp.Identifier) else str(reference)
+    if name not in named:
+        known = ", ".join(named) or "none"
+        raise fail(node, f"OVER {name}: no window {name} in the WINDOW clause (named: {known})")
+    return named[name]
+
+
+def _window_text(window: exp.Window) -> str:
+    parts = []
+    partition = window.args.get("partition_by")
+    if partition:
+        parts.append("PARTITION BY " + ", ".join(p.sql() for p in partition))
+    for key in ("order", "spec"):
+        if window.args.get(key) is not None:
+            parts.append(window.args[key].sql())
+    return "(" + " ".join(parts) + ")"
+
+
+def _over_frame(window: exp.Window, node: exp.Expr) -> tuple[Literal["rows", "range"], int | None]:
+    """(frame kind, records or ms preceding; None: unbounded) of an OVER window."""
+    spec = window.args.get("spec")
+    if spec is None:  # SQL's default with ORDER BY: every row up to the current one's peers
+        return "range", None
+    kind = str(spec.args.get("kind", "")).upper()
+    start, side = spec.args.get("start"), str(spec.args.get("start_side") or "").upper()
+    end = spec.args.get("end")
+    end_text = str(end).upper() if isinstance(end, str) else end.sql().upper() if end else ""
+    spelled = (
+        "ROWS BETWEEN 10 PRECEDING AND CURRENT ROW, RANGE BETWEEN INTERVAL '1' MINUTE "
+        "PRECEDING AND CURRENT ROW, or UNBOUNDED PRECEDING"
+    )
+    if end_text not in ("", "CURRENT ROW") or side != "PRECEDING" or kind not in ("ROWS", "RANGE"):
+        raise fail(
+            node,
+            f"the frame {spec.sql()} is not supported: frames end at the current row "
+            f"(a row is emitted when the watermark passes it, so FOLLOWING rows would be "
+            f"unknown): {spelled}",
+        )
+    if isinstance(start, str) and start.upper() == "UNBOUNDED":
+        return ("rows" if kind == "ROWS" else "range"), None
+    if kind == "ROWS":
+        if not isinstance(start, exp.Literal) or start.is_string or not start.name.isdigit():
+            raise fail(node, f"ROWS frames count rows: ROWS BETWEEN 10 PRECEDING, not {spec.sql()}")
+        return "rows", int(start.name)
+    if not isinstance(start, exp.Interval):
+        raise fail(
+            node,
+            "RANGE frames are a time interval before the current row: RANGE BETWEEN "
+            f"INTERVAL '10' SECOND PRECEDING AND CURRENT ROW, not {spec.sql()}",
+        )
+    return "range", interval_ms(start)
+
+
+def _no_partition(row: Any) -> None:
+    """The key of an OVER without PARTITION BY: one partition of every row."""
+    return None
+
+
+class _OverRow:
+    """An over aggregate's output row: the input row's columns as a dict, and its
+    aggregates as ``__over0``, ``__over1``, ... (pickles by its fields, for Ray)."""
+
+    def __init__(self, columns: tuple[str, ...], slots: tuple[str, ...], typed: bool) -> None:
+        self.columns, self.slots, self.typed = columns, slots, typed
+
+    def __call__(self, row: Any, values: list[Any]) -> dict[str, Any]:
+        out = {c: getattr(row, c) for c in self.columns} if self.typed else dict(row)
+        out.update(zip(self.slots, values, strict=True))
+        return out
+
+
 def _is_aggregate(node: exp.Expr) -> bool:
     return isinstance(node, (exp.Count, *_AGGREGATES))
 
@@ -1513,7 +1714,9 @@ def plan_script(
     if planner.late_table is not None:
         statement = script.settings["late.table"][1]
         if not planner.late_streams:
-            raise fail(statement, "SET 'late.table': no window aggregate has late rows to write")
+            raise fail(
+                statement, "SET 'late.table': no window or OVER aggregate has late rows to write"
+            )
         table = planner.table(statement, planner.late_table, "sink")
         first, *others = planner.late_streams
         late = first.union(*others, id=planner.step("late-union")) if others else first

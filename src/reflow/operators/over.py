@@ -1,0 +1,204 @@
+"""Over aggregates (SQL's ``AGG(...) OVER (PARTITION BY k ORDER BY ts <frame>)``):
+every record comes out once, with the aggregates of its key's records in a frame
+that ends at it, in event-time order.
+
+As in Flink, a record is held until the watermark passes its timestamp, when no
+earlier record of its key can still arrive; then the key's records are taken in
+time order (records of equal time in arrival order). A record that arrives behind
+the watermark is late: it goes to the ``late`` side output (counted on the step),
+as a window's late records do.
+
+Frames:
+
+- ``rows``: the ``preceding`` records before it and itself (all records before
+  it with ``preceding=None``, ``UNBOUNDED PRECEDING``);
+- ``range``: the records whose time is within ``preceding`` ms before its own,
+  itself and every record of the same time (its peers, which get the same
+  values); all records up to its time with ``preceding=None``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from itertools import repeat
+from typing import Any, ClassVar, Literal
+
+from reflow.errors import GraphValidationError
+from reflow.eventtime.watermarks import MIN_WATERMARK
+from reflow.operators.aggregations import value_of
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.state.backend import MemoryBackend, OrderedTable, StateTable
+from reflow.state.functions import AggregateFunction
+
+__all__ = ["OverAggregateOp"]
+
+
+@dataclass(frozen=True, slots=True)
+class OverAggregateOp(OperatorSpec):
+    """Each record with the aggregates of its key's frame (see the module text).
+
+    ``arguments(record)`` is what ``aggregate`` adds of a record (the record itself
+    by default); it is taken once per record, when the record arrives (a record it
+    fails on goes to the error policy), and frames keep it instead of the record.
+    ``emit(record, result)`` makes the output record from a record and
+    ``aggregate``'s result over its frame.
+    """
+
+    key: str | Callable[[Any], Any]
+    aggregate: AggregateFunction[Any, Any, Any]
+    emit: Callable[[Any, Any], Any]
+    arguments: Callable[[Any], Any] | None = None
+    frame: Literal["rows", "range"] = "range"
+    preceding: int | None = None
+    """Records (``rows``) or milliseconds (``range``) before the current one; None
+    for all of them (UNBOUNDED PRECEDING)."""
+    timestamp: str | Callable[[Any], int] | None = None
+    name: str | None = None
+    parallelism: int | None = None
+
+    operator_type: ClassVar[str] = "over-aggregate"
+    stateful: ClassVar[bool] = True
+    uses_event_time: ClassVar[bool] = True
+    side_outputs: ClassVar[tuple[str, ...]] = ("late",)
+
+    def __post_init__(self) -> None:
+        if self.frame not in ("rows", "range"):
+            raise GraphValidationError(f"an over frame is 'rows' or 'range', not {self.frame!r}")
+        if self.preceding is not None and (
+            isinstance(self.preceding, bool)
+            or not isinstance(self.preceding, int)
+            or self.preceding < 0
+        ):
+            raise GraphValidationError(
+                f"an over frame's preceding is a whole number >= 0 or None (unbounded), "
+                f"not {self.preceding!r}"
+            )
+
+    @property
+    def input_key_selector(self) -> Callable[[Any], Any]:
+        selector = value_of(self.key)
+        assert selector is not None
+        return selector
+
+    def build(self, ctx: OperatorContext) -> OperatorLogic:
+        return _OverLogic(self, ctx)
+
+
+class _OverLogic(OperatorLogic):
+    def __init__(self, spec: OverAggregateOp, ctx: OperatorContext) -> None:
+        backend = ctx.state if ctx.state is not None else MemoryBackend()
+        # (time, key) -> the key's (record, arguments) of that time, in arrival order
+        self.pending: OrderedTable = backend.ordered_table(ctx.step_id, ctx.subtask_index, "due")
+        # key -> its frame: [(time, arguments), ...] for bounded frames, (the
+        # accumulator of every record so far,) for unbounded ones
+        self.frames: StateTable = backend.table(
+            ctx.step_id, ctx.subtask_index, "frame", weigh=_frame_size
+        )
+        self.key_of = spec.input_key_selector
+        ts_of = value_of(spec.timestamp) or ctx.timestamp_of
+        if ts_of is None:
+            raise GraphValidationError(
+                f"step {ctx.step_id!r}: an over aggregate needs event time: a timestamp "
+                "field, or assign_timestamps upstream"
+            )
+        self.ts_of = ts_of
+        self.agg = spec.aggregate
+        self.arguments = spec.arguments
+        self.emit = spec.emit
+        self.rows = spec.frame == "rows"
+        self.preceding = spec.preceding
+        self.watermark = MIN_WATERMARK
+        self.ctx = ctx
+
+    def snapshot_state(self) -> Any:
+        return {"watermark": self.watermark}
+
+    def restore_state(self, states: list[Any]) -> None:
+        present = [s["watermark"] for s in states if s is not None]
+        if present:
+            self.watermark = min(present)
+
+    def process(self, batch: list[Any]) -> list[Any]:
+        pending, watermark, arguments = self.pending, self.watermark, self.arguments
+        late: list[Any] = []
+        keys = self.input_keys(batch)
+        given = repeat(None) if keys is None else keys
+        for record, k in zip(batch, given, strict=False):
+            try:
+                key = self.key_of(record) if keys is None else k
+                ts = self.ts_of(record)
+                if ts <= watermark:  # a record of its time may already have left
+                    late.append(record)
+                    continue
+                entry = (record, record if arguments is None else arguments(record))
+                held = pending.get(ts, key)
+            except Exception as exc:
+                self.ctx.reject(record, exc)
+                continue
+            pending.put(ts, key, [entry] if held is None else [*held, entry])
+        if late:
+            self.ctx.emit_side("late", late)
+        return []
+
+    def on_watermark(self, watermark: int) -> list[Any]:
+        self.watermark = max(self.watermark, watermark)
+        out: list[Any] = []
+        for ts, key, entries in self.pending.pop_until(watermark):
+            try:
+                out += self._advance(ts, key, entries)
+            except Exception as exc:  # a value the aggregate cannot add (text to a SUM):
+                for record, _ in entries:  # the key's records of this time are rejected
+                    self.ctx.reject(record, exc)
+        return out
+
+    def _advance(self, ts: int, key: Any, entries: list[tuple[Any, Any]]) -> list[Any]:
+        """The output of ``entries`` (the key's records and arguments at ``ts``), its
+        frame moved on past them."""
+        agg, emit, preceding = self.agg, self.emit, self.preceding
+        out: list[Any] = []
+        frame = self.frames.get(key)
+        if preceding is None:  # unbounded: one accumulator of everything so far
+            acc = agg.create() if frame is None else frame[0]
+            if self.rows:
+                for record, value in entries:
+                    acc = agg.add(acc, value)
+                    out.append(emit(record, agg.result(acc)))
+            else:
+                for _, value in entries:
+                    acc = agg.add(acc, value)
+                result = agg.result(acc)
+                out += [emit(record, result) for record, _ in entries]
+            self.frames.put(key, (acc,))
+            return out
+        held: list[tuple[int, Any]] = [] if frame is None else list(frame)
+        if self.rows:
+            for record, value in entries:
+                held.append((ts, value))
+                if len(held) > preceding + 1:
+                    del held[: len(held) - preceding - 1]
+                out.append(emit(record, self._over(held)))
+            if len(held) > preceding:  # the next record's frame keeps this many
+                del held[: len(held) - preceding]
+        else:
+            held += [(ts, value) for _, value in entries]
+            low = ts - preceding
+            first = 0
+            while held[first][0] < low:
+                first += 1
+            del held[:first]
+            result = self._over(held)
+            out += [emit(record, result) for record, _ in entries]
+        self.frames.put(key, held)
+        return out
+
+    def _over(self, frame: list[tuple[int, Any]]) -> Any:
+        agg = self.agg
+        acc = agg.create()
+        for _, value in frame:
+            acc = agg.add(acc, value)
+        return agg.result(acc)
+
+
+def _frame_size(frame: Any) -> int:
+    return len(frame) if isinstance(frame, list) else 1
