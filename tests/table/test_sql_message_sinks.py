@@ -1,6 +1,6 @@
 """SQL into message queues: the typed rows of a query are encoded as JSON messages
-as they are (no step turning each into a dict first), against the real RabbitMQ
-and NATS servers; what a consumer reads back is the projected rows."""
+as they are (no step turning each into a dict first), against the real RabbitMQ,
+NATS and Mosquitto servers; what a consumer reads back is the projected rows."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ from reflow import Connectors, Job, JobStatus
 from reflow.table.planner import SelectOp, sql_job
 from reflow.testing import TestingSink, run_job
 from tests.conftest import RABBITMQ_URL
+from tests.connectors.test_mqtt import _open_session
 
 NATS_SERVERS = "nats://127.0.0.1:4222"
 
@@ -65,6 +66,20 @@ def test_sql_into_nats(nats_stream: str, tmp_path: Path) -> None:
     )
     source = Connectors.nats(servers=NATS_SERVERS, stream=nats_stream, stop_when_idle="1s")
     assert _run_and_read(script, source) == EXPECTED
+
+
+def test_sql_into_mqtt_topics_named_by_a_column(mqtt_topic: str, tmp_path: Path) -> None:
+    client_id = f"reader-{mqtt_topic.rsplit('/', 1)[-1]}"
+    _open_session(1883, client_id, mqtt_topic + "/#")
+    script = _script(
+        tmp_path, f"'connector' = 'mqtt', 'topic' = '{mqtt_topic}/{{user}}', 'qos' = '1'"
+    )
+    source = Connectors.mqtt(
+        topic=mqtt_topic + "/#", client_id=client_id, metadata=True, stop_when_idle=1.0
+    )
+    read = _run_and_read(script, source)
+    assert sorted((r["payload"] for r in read), key=lambda r: r["id"]) == EXPECTED
+    assert all(r["topic"] == f"{mqtt_topic}/{r['payload']['user']}" for r in read)
 
 
 @pytest.mark.parametrize("connector", ["rabbitmq", "nats"])

@@ -30,9 +30,9 @@ import asyncio
 import logging
 import uuid
 from collections.abc import Mapping
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from reflow.connectors.base import (
     ConnectorContext,
@@ -58,6 +58,11 @@ __all__ = ["MqttConnector", "MqttSinkOptions", "MqttSourceOptions"]
 logger = logging.getLogger(__name__)
 
 
+def _qos_number(value: Any) -> Any:
+    """A QoS given as text (SQL's WITH options are text): '1' is 1."""
+    return int(value) if isinstance(value, str) and value.strip() in ("0", "1", "2") else value
+
+
 class _MqttOptions(PayloadOptions):
     secret_fields: ClassVar[frozenset[str]] = frozenset({"password"})
 
@@ -66,7 +71,9 @@ class _MqttOptions(PayloadOptions):
     username: str | None = Field(None, description="user name")
     password: str | None = Field(None, description="password (use ${ENV})")
     topic: str = Field(description="topic to subscribe to (wildcards + and #) or publish to")
-    qos: Literal[0, 1, 2] = Field(1, description="quality of service")
+    qos: Annotated[Literal[0, 1, 2], BeforeValidator(_qos_number)] = Field(
+        1, description="quality of service"
+    )
     client_id: str | None = Field(
         None, description="client identifier; with it, a persistent session (clean_session off)"
     )

@@ -1461,9 +1461,10 @@ def _typed_schema(table: TableDef) -> dict[str, str] | None:
 
 def _writes_typed_rows(table: TableDef) -> bool:
     """Whether ``table``'s sink encodes typed rows itself: JSON-lines files do, a
-    batch in one C-level call, and the JSON messages of Kafka, RabbitMQ and NATS a
-    row in one; other sinks are given dicts."""
-    if table.connector in ("kafka", "rabbitmq", "nats"):
+    batch in one C-level call, and the JSON messages of Kafka, RabbitMQ, NATS and
+    MQTT a row in one (an MQTT topic's ``{field}`` placeholders read the row's
+    columns); other sinks are given dicts."""
+    if table.connector in ("kafka", "rabbitmq", "nats", "mqtt"):
         return bool(table.options.get("format", "json") == "json")
     if table.connector != "file":
         return False
