@@ -154,6 +154,26 @@ def test_a_tumbling_window_equals_duckdb(parallelism: int, typed: bool) -> None:
     _same(_reflow(ours, rows, parallelism, typed), _duckdb(reference, rows))
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
+@pytest.mark.parametrize(
+    "columns",
+    # the key, the window's bounds and COUNT(*) in this order is the shape whose rows
+    # a window makes in one loop; the others go through the general row maker
+    ["k, window_start, window_end, COUNT(*) AS n", "window_end, COUNT(*) AS n, k"],
+)
+def test_counts_per_tumbling_window_equal_duckdb(columns: str, typed: bool) -> None:
+    ours = (
+        f"SELECT {columns} FROM TABLE(TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '3' SECOND)) "
+        "GROUP BY window_start, window_end, k"
+    )
+    reference = (
+        f"SELECT {columns.replace('window_start', 'ws').replace('window_end', 'ws + 3000')} "
+        "FROM (SELECT *, ts - ts % 3000 AS ws FROM t) GROUP BY ws, k"
+    )
+    rows = _rows(6, 2_000)
+    _same(_reflow(ours, rows, 2, typed), _duckdb(reference, rows))
+
+
 def test_the_function_form_of_tumble_and_having_equal_duckdb() -> None:
     ours = (
         "SELECT window_end, s, COUNT(*) AS n, SUM(b) AS total "

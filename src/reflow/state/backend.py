@@ -87,6 +87,10 @@ class OrderedTable(abc.ABC):
     def items_until(self, bound: int) -> list[tuple[int, Any, Any]]:
         """Every entry with time <= bound, in time order, without removing."""
 
+    def drop_until(self, bound: int) -> None:
+        """Remove every entry with time <= bound (``pop_until`` without the list)."""
+        self.pop_until(bound)
+
     @abc.abstractmethod
     def min_time(self) -> int | None: ...
 
@@ -278,8 +282,8 @@ class MemoryOrderedTable(OrderedTable):
     def _times_until(self, bound: int) -> list[int]:
         return sorted(t for t in self.by_time if t <= bound)
 
-    def pop_until(self, bound: int) -> list[tuple[int, Any, Any]]:
-        out: list[tuple[int, Any, Any]] = []
+    def _pop_buckets(self, bound: int) -> Iterator[tuple[int, dict[Any, Any]]]:
+        """Remove the buckets of times <= bound, in time order, yielding each."""
         heap = self.heap
         while heap and heap[0] <= bound:
             time = heapq.heappop(heap)
@@ -290,8 +294,18 @@ class MemoryOrderedTable(OrderedTable):
                     weights = self.weights
                     for key in bucket:
                         self.budget.entries -= weights.pop((time, key), 1) - 1
-                out.extend((time, key, value) for key, value in bucket.items())
-        return out
+                yield time, bucket
+
+    def pop_until(self, bound: int) -> list[tuple[int, Any, Any]]:
+        return [
+            (time, key, value)
+            for time, bucket in self._pop_buckets(bound)
+            for key, value in bucket.items()
+        ]
+
+    def drop_until(self, bound: int) -> None:
+        for _ in self._pop_buckets(bound):
+            pass
 
     def items_until(self, bound: int) -> list[tuple[int, Any, Any]]:
         return [

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
@@ -1157,15 +1157,10 @@ class _Planner:
 
         keyed = stream.key_by(key, id=self.step("group-by"))
         if window is not None:
-
-            def emit(k: Any, start: int, end: int, values: Any) -> Any:
-                keys = (k,) if single else k
-                return make(
-                    (*keys, start, end, values) if only_count else (*keys, start, end, *values)
-                )
-
             aggregated = keyed.window(window).aggregate(
-                aggregate, emit=emit, id=self.step("window-aggregate")
+                aggregate,
+                emit=_WindowRow(make, single, only_count),
+                id=self.step("window-aggregate"),
             )
             if self.late_table is not None:  # SET 'late.table': late rows are written there
                 late = aggregated.late(id=self.step("late"))
@@ -1396,6 +1391,8 @@ class _RowMaker:
         self.picks, self.names, self.typed = picks, names, typed
         pick = operator.itemgetter(*picks)
         kind = row_type({n: "ANY" for n in names}) if typed else None
+        self.kind = kind
+        """The typed row class (None: dicts)."""
         self.make: Callable[[tuple[Any, ...]], Any]
         if kind is not None:
             self.make = (lambda v: kind(pick(v))) if len(picks) == 1 else (lambda v: kind(*pick(v)))
@@ -1410,6 +1407,31 @@ class _RowMaker:
 
     def __reduce__(self) -> tuple[Any, ...]:
         return _RowMaker, (self.picks, self.names, self.typed)
+
+
+class _WindowRow:
+    """A window aggregate's output row of (key, window start, end, result), made by
+    ``make``; ``many`` makes a whole window's rows in one loop."""
+
+    def __init__(self, make: _RowMaker, single: bool, only_count: bool) -> None:
+        self.make, self.single, self.only_count = make, single, only_count
+        # COUNT(*) by one key into typed rows of (key, start, end, count) as they are
+        self.direct = make.kind if single and only_count and make.picks == (0, 1, 2, 3) else None
+
+    def __call__(self, k: Any, start: int, end: int, values: Any) -> Any:
+        keys = (k,) if self.single else k
+        return self.make(
+            (*keys, start, end, values) if self.only_count else (*keys, start, end, *values)
+        )
+
+    def many(self, start: int, end: int, pairs: Iterable[tuple[Any, Any]]) -> list[Any]:
+        kind = self.direct
+        if kind is not None:
+            return [kind(k, start, end, n) for k, n in pairs]
+        return [self(k, start, end, values) for k, values in pairs]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _WindowRow, (self.make, self.single, self.only_count)
 
 
 def _event_time(column: str, typed: bool = False) -> Callable[[Any], int]:
