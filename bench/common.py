@@ -26,17 +26,25 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def import_reflow() -> None:
-    """Import what a reflow run needs, so that startup is timed on its own."""
+def import_reflow(*modules: str) -> None:
+    """Import what a reflow run needs (and ``modules``), so that startup is timed on
+    its own."""
+    import importlib
+
     import reflow.connectors.file
     import reflow.testing  # noqa: F401
+
+    for module in modules:
+        importlib.import_module(module)
 
 
 def main_for(
     run_plain: Callable[[Path, Path], int],
     run_reflow: Callable[[Path, Path, int], int],
+    imports: tuple[str, ...] = (),
 ) -> None:
-    """``python -m bench.QUERY --impl plain|reflow INPUT OUTPUT``: run once, print a JSON line."""
+    """``python -m bench.QUERY --impl plain|reflow INPUT OUTPUT``: run once, print a JSON line.
+    ``imports``: modules the reflow run imports besides the usual (timed as startup)."""
     parser = argparse.ArgumentParser()
     parser.add_argument("--impl", choices=["plain", "reflow"], required=True)
     parser.add_argument("--parallelism", type=int, default=1)
@@ -45,7 +53,7 @@ def main_for(
     args = parser.parse_args()
     began = time.perf_counter()
     if args.impl == "reflow":
-        import_reflow()
+        import_reflow(*imports)
     started = time.perf_counter()
     cpu0 = time.process_time()
     if args.impl == "plain":

@@ -32,4 +32,4 @@ def run_reflow(inp: Path, out: Path, parallelism: int = 1) -> int:
 
 
 if __name__ == "__main__":
-    main_for(run_plain, run_reflow)
+    main_for(run_plain, run_reflow, imports=("reflow.table",))  # SQL: sqlglot, the planner
