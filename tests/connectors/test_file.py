@@ -318,6 +318,20 @@ def test_typed_reader_decodes_whole_chunks_splits_and_resumes_exactly(
     assert head + rest == rows
 
 
+def test_lines_longer_than_a_chunk_are_read_whole(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A line that spans several chunks is carried from chunk to chunk until its end."""
+    from reflow.connectors.file import reader as file_reader
+
+    monkeypatch.setattr(file_reader, "READ_CHUNK_BYTES", 1000)
+    path = tmp_path / "rows.jsonl"
+    rows = [(i, "n" * (3_500 if i % 5 == 2 else i)) for i in range(40)]
+    path.write_bytes(b"".join(orjson.dumps({"id": i, "name": n}) + b"\n" for i, n in rows))
+    for batch in (1, 3, 100):
+        assert _typed_rows_read(path, [file_reader.FileSplit(str(path))], batch)[0] == rows
+
+
 def test_typed_reader_rejects_a_bad_line_with_its_line_number(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -89,16 +89,19 @@ class _RawChunks:
         self.position = start
         self.done = False
 
-    def read(self) -> bytes | None:
+    def read(self, prefix: bytes = b"") -> bytes | bytearray | None:
+        """The next chunk after ``prefix`` (the previous chunk's unfinished line): read
+        into one buffer behind it, so neither is copied again on the event loop;
+        None at the end of the split."""
         if self.done:
             return None
         end = self.split.end
         size = READ_CHUNK_BYTES if end is None else min(READ_CHUNK_BYTES, end - self.position)
-        data = self.file.read(size) if size > 0 else b""
-        if not data:
+        data = self._read_after(prefix, size) if size > 0 else None
+        if data is None:
             self.done = True
             return None
-        self.position += len(data)
+        self.position += len(data) - len(prefix)
         if end is not None and self.position >= end:
             self.done = True
             while not data.endswith(b"\n"):
@@ -110,6 +113,25 @@ class _RawChunks:
                 if cut >= 0:
                     break
         return data
+
+    def _read_after(self, prefix: bytes, size: int) -> bytes | bytearray | None:
+        readinto = getattr(self.file, "readinto", None)
+        if readinto is None:  # a file object of a remote store without readinto
+            data = self.file.read(size)
+            return prefix + data if data else None
+        buffer = bytearray(len(prefix) + size)
+        buffer[: len(prefix)] = prefix
+        got = 0
+        with memoryview(buffer) as view:
+            while got < size:  # a raw read may return less than asked before the end
+                n = readinto(view[len(prefix) + got :])
+                if not n:
+                    break
+                got += n
+        if not got:
+            return None
+        del buffer[len(prefix) + got :]
+        return buffer
 
     def close(self) -> None:
         self.file.close()
@@ -140,8 +162,9 @@ class LineReader(SourceReader):
         self.ctx = ctx
         self.batch = max(1, ctx.batch_size)
         self.current: _RawChunks | None = None
-        self.pending: asyncio.Future[bytes | None] | None = None
-        self.body = b""  # the whole lines of the chunk being read
+        self.pending: asyncio.Future[bytes | bytearray | None] | None = None
+        self.body: bytes | bytearray = b""  # the chunk being read: its lines end at limit
+        self.limit = 0
         self.cursor = 0  # offset in body of the next batch
         self.body_base = 0  # file offset of body
         self.carry = b""
@@ -167,7 +190,7 @@ class LineReader(SourceReader):
         self.split_cursor = cursor - 1
 
     def backlogged(self) -> bool:
-        return self.cursor < len(self.body)
+        return self.cursor < self.limit
 
     async def _refill(self) -> bool:
         """Load the next chunk's whole lines; False at the end of every split."""
@@ -181,10 +204,11 @@ class LineReader(SourceReader):
                 self.line_base = 1 if split.start == 0 else None
                 self.position = self.current.position
                 self.carry = b""
+            # The chunk comes after the carry (the last chunk's unfinished line).
             if self.pending is not None:
                 data, self.pending = await self.pending, None
             else:
-                data = await self.ctx.run_blocking(self.current.read)
+                data = await self.ctx.run_blocking(self.current.read, self.carry)
             if data is None:
                 self.current.close()
                 self.current = None
@@ -193,33 +217,35 @@ class LineReader(SourceReader):
                     if self._take(last, final=True):
                         return True
                 continue
-            self.pending = asyncio.ensure_future(self.ctx.run_blocking(self.current.read))
-            if self.carry:
-                data = self.carry + data
-            if self._take(data, final=False):
+            taken = self._take(data, final=False)
+            self.pending = asyncio.ensure_future(
+                self.ctx.run_blocking(self.current.read, self.carry)
+            )
+            if taken:
                 return True
 
-    def _take(self, data: bytes, final: bool) -> bool:
+    def _take(self, data: bytes | bytearray, final: bool) -> bool:
         """Hold the whole lines of ``data`` (all of it when ``final``) as the body to
         read, keep the rest as carry; False when there is no whole line."""
         cut = len(data) if final else data.rfind(b"\n") + 1
         # Every earlier body was read whole: this one starts where the last batch ended.
         self.body_base = self.position
-        self.body, self.carry = data[:cut], data[cut:]
+        self.body, self.limit, self.carry = data, cut, bytes(data[cut:])
         self.cursor = 0
-        if self.body and not self.piece:
-            self.piece = max(1, len(self.body) * self.batch // (self.body.count(b"\n") or 1))
-        return bool(self.body)
+        if cut and not self.piece:
+            self.piece = max(1, cut * self.batch // (data.count(b"\n", 0, cut) or 1))
+        return cut > 0
 
     async def read_batch(self) -> list[Any] | None:
-        if self.cursor >= len(self.body) and not await self._refill():
+        if self.cursor >= self.limit and not await self._refill():
             return None
-        body, start = self.body, self.cursor
-        end = body.find(b"\n", start + self.piece - 1)
-        end = len(body) if end < 0 else end + 1
+        body, start, limit = self.body, self.cursor, self.limit
+        end = body.find(b"\n", start + self.piece - 1, limit)
+        end = limit if end < 0 else end + 1
         self.cursor = end
         self.position = self.body_base + end
-        return await self._decode(body[start:end], self.body_base + start)
+        piece = body[start:end] if type(body) is bytes else bytes(memoryview(body)[start:end])
+        return await self._decode(piece, self.body_base + start)
 
     async def _decode(self, piece: bytes, offset: int) -> list[Any]:
         """The records of ``piece``, whole lines starting at file ``offset``."""
