@@ -244,10 +244,15 @@ class LineReader(SourceReader):
         end = limit if end < 0 else end + 1
         self.cursor = end
         self.position = self.body_base + end
-        piece = body[start:end] if type(body) is bytes else bytes(memoryview(body)[start:end])
+        piece: bytes | memoryview = memoryview(body)[start:end]
+        if not self.decodes_views:
+            piece = bytes(piece)
         return await self._decode(piece, self.body_base + start)
 
-    async def _decode(self, piece: bytes, offset: int) -> list[Any]:
+    decodes_views = False
+    """``_decode`` takes a view of the chunk (no copy of the piece) instead of bytes."""
+
+    async def _decode(self, piece: Any, offset: int) -> list[Any]:
         """The records of ``piece``, whole lines starting at file ``offset``."""
         lines = piece.splitlines(keepends=True)
         first = self.line_base
@@ -517,13 +522,15 @@ class TypedLineReader(LineReader):
         self.decode_lines = typed_decoder(row).decode_lines
         self.counted = ("", 0, 1)  # (path, offset, number of the line starting there)
 
-    async def _decode(self, piece: bytes, offset: int) -> list[Any]:
+    decodes_views = True  # msgspec decodes from the chunk's buffer as it is
+
+    async def _decode(self, piece: Any, offset: int) -> list[Any]:
         try:
             rows: list[Any] = self.decode_lines(piece)
             return rows
         except msgspec.DecodeError:
             pass
-        lines = piece.splitlines(keepends=True)
+        lines = bytes(piece).splitlines(keepends=True)
         first = None
         if self.line_base is not None and self.current is not None:
             first = await self.ctx.run_blocking(self._line_at, self.current.split.path, offset)
