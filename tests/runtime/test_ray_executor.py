@@ -43,6 +43,9 @@ SUITES = [
     "tests/connectors/test_kafka_any_executor.py",
     # A streaming SQL job: its fused select steps and aggregates travel to the actors.
     "tests/table/test_sql_any_executor.py",
+    # A running window job rescaled 1 -> 3 -> 2 through savepoints: new actors take
+    # over redistributed keyed state; the exactly-once output equals an uninterrupted run.
+    "tests/scheduler/test_rescale.py",
 ]
 
 
