@@ -30,6 +30,7 @@ import pytest
 from reflow import JobStatus
 from reflow.table import sql_job
 from reflow.testing import memory_store, run_job
+from tests.table.duck import load
 
 duckdb = pytest.importorskip("duckdb", reason="duckdb (the reference engine) is a dev dependency")
 
@@ -201,9 +202,7 @@ def test_nexmark_query_equals_duckdb(query: str) -> None:
             f"{name} {'VARCHAR' if isinstance(value, str) else 'BIGINT'}"
             for name, value in rows[0].items()
         )
-        con.execute(f"CREATE TABLE {table} ({columns})")
-        marks = ", ".join("?" for _ in rows[0])
-        con.executemany(f"INSERT INTO {table} VALUES ({marks})", [tuple(r.values()) for r in rows])
+        load(con, table, columns, rows)
     reference = Counter(
         _canonical(tuple(r)) for r in con.execute(reference_sql or ours_sql).fetchall()
     )

@@ -16,6 +16,7 @@ from reflow import JobStatus
 from reflow.runtime import execute_with_recovery
 from reflow.table import sql_job
 from reflow.testing import executor_for_tests
+from tests.table.duck import load
 
 duckdb = pytest.importorskip("duckdb", reason="duckdb (the reference engine) is a dev dependency")
 
@@ -62,8 +63,7 @@ def test_windowed_and_over_sql_aggregates_at_parallelism_2(tmp_path: Path) -> No
     assert result.status is JobStatus.COMPLETED, result.error
     ours = _written(tmp_path, "out")
     con = duckdb.connect()
-    con.execute("CREATE TABLE t (k VARCHAR, v BIGINT, ts BIGINT)")
-    con.executemany("INSERT INTO t VALUES (?, ?, ?)", [(r["k"], r["v"], r["ts"]) for r in rows])
+    load(con, "t", "k VARCHAR, v BIGINT, ts BIGINT", rows)
     reference = Counter(
         tuple(row)
         for row in con.execute(
