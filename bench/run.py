@@ -32,6 +32,7 @@ QUERIES = [
     "q5_checkpointed",
     "q1_sql",
     "q5_sql",
+    "over_sql",
     "q1_quality",
 ]
 # Sink throughput against a real server on this machine: not part of "all".

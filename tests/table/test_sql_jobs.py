@@ -544,6 +544,53 @@ def test_late_rows_of_an_over_aggregate_go_to_the_late_table() -> None:
 
 
 @pytest.mark.parametrize(
+    ("frame", "at_4s"),
+    [
+        ("ROWS BETWEEN 1 PRECEDING", 2 + 4),  # the row before it is 2's: "three" never came
+        ("RANGE BETWEEN INTERVAL '1' SECOND PRECEDING", 4),  # 3 s to 4 s: itself alone
+    ],
+)
+def test_a_value_an_over_aggregate_cannot_add_is_rejected_and_the_frame_kept(
+    frame: str, at_4s: int
+) -> None:
+    """A price that is text cannot be summed: its row goes to the error policy (here
+    skip: counted and logged) and the frames go on as if it had not come."""
+    from reflow.config import load_job_text
+
+    prices: list[Any] = [1, 2, "three", 4, 5, 6]
+    memory_store["over-bad-in"] = [
+        {"auction": 1, "price": p, "ts": 1_000 * (i + 1)} for i, p in enumerate(prices)
+    ]
+    text = f"""
+job:
+  name: over-bad
+  error_policy: {{mode: skip}}
+  sql: |
+    SET 'batch.size' = '2';
+    CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT,
+                       WATERMARK FOR ts AS ts - INTERVAL '1' MILLISECOND)
+    WITH ('connector' = 'memory', 'collection' = 'over-bad-in');
+    CREATE SINK sums (auction BIGINT)
+    WITH ('connector' = 'memory', 'collection' = 'over-bad-out', 'append' = 'false');
+    INSERT INTO sums
+    SELECT ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts
+                                {frame} AND CURRENT ROW) AS total
+    FROM bids;
+"""
+    result = run_job(load_job_text(text, "over-bad.yaml"))
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert memory_store["over-bad-out"] == [
+        {"ts": 1_000, "total": 1},
+        {"ts": 2_000, "total": 3},
+        {"ts": 4_000, "total": at_4s},
+        {"ts": 5_000, "total": 9},
+        {"ts": 6_000, "total": 11},
+    ]
+    over = next(s for s in result.metrics.steps if s.step_id.startswith("over"))
+    assert over.rejected == 1
+
+
+@pytest.mark.parametrize(
     ("select", "says"),
     [
         (

@@ -472,8 +472,9 @@ def _distinct_times(seed: int, n: int) -> list[dict[str, Any]]:
 # (reflow SQL, DuckDB SQL): DuckDB's RANGE frames count in the ORDER BY column's units.
 OVERS = [
     (
-        "SELECT k, a, ts, SUM(a) OVER (PARTITION BY k ORDER BY ts "
-        "ROWS BETWEEN 3 PRECEDING AND CURRENT ROW) AS s3 FROM t",
+        "SELECT k, a, ts, SUM(a) OVER w AS s3, MIN(a) OVER w AS lo, MAX(b) OVER w AS hi, "
+        "AVG(b) OVER w AS mean, COUNT(s) OVER w AS ns, COUNT(DISTINCT s) OVER w AS ds FROM t "
+        "WINDOW w AS (PARTITION BY k ORDER BY ts ROWS BETWEEN 3 PRECEDING AND CURRENT ROW)",
         None,
     ),
     (
@@ -483,10 +484,12 @@ OVERS = [
         None,
     ),
     (
-        "SELECT s, k, ts, SUM(b) OVER (PARTITION BY s, k ORDER BY ts "
-        "RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW) AS recent FROM t",
-        "SELECT s, k, ts, SUM(b) OVER (PARTITION BY s, k ORDER BY ts "
-        "RANGE BETWEEN 2000 PRECEDING AND CURRENT ROW) AS recent FROM t",
+        "SELECT s, k, ts, SUM(b) OVER w AS recent, MAX(a) OVER w AS top, MIN(b) OVER w AS lo, "
+        "COUNT(*) OVER w AS n FROM t WINDOW w AS (PARTITION BY s, k ORDER BY ts "
+        "RANGE BETWEEN INTERVAL '2' SECOND PRECEDING AND CURRENT ROW)",
+        "SELECT s, k, ts, SUM(b) OVER w AS recent, MAX(a) OVER w AS top, MIN(b) OVER w AS lo, "
+        "COUNT(*) OVER w AS n FROM t WINDOW w AS (PARTITION BY s, k ORDER BY ts "
+        "RANGE BETWEEN 2000 PRECEDING AND CURRENT ROW)",
     ),
     # the default frame: every row up to the current one
     ("SELECT a, ts, MAX(a) OVER (PARTITION BY s ORDER BY ts) AS top FROM t", None),

@@ -19,7 +19,8 @@ Frames:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from itertools import repeat
 from typing import Any, ClassVar, Literal
@@ -43,6 +44,13 @@ class OverAggregateOp(OperatorSpec):
     fails on goes to the error policy), and frames keep it instead of the record.
     ``emit(record, result)`` makes the output record from a record and
     ``aggregate``'s result over its frame.
+
+    A bounded frame is aggregated again for each record unless ``aggregate`` can
+    also take values out: ``retract(acc, value, size, values)`` removes ``value``
+    from ``acc``, given the frame's size and its values after the removal
+    (``values()``, for what cannot be taken out, such as the frame's MIN); then each
+    frame keeps a running accumulator, and a record costs the values entering and
+    leaving it.
     """
 
     key: str | Callable[[Any], Any]
@@ -104,6 +112,7 @@ class _OverLogic(OperatorLogic):
             )
         self.ts_of = ts_of
         self.agg = spec.aggregate
+        self.retract: Callable[..., Any] | None = getattr(spec.aggregate, "retract", None)
         self.arguments = spec.arguments
         self.emit = spec.emit
         self.rows = spec.frame == "rows"
@@ -171,6 +180,8 @@ class _OverLogic(OperatorLogic):
                 out += [emit(record, result) for record, _ in entries]
             self.frames.put(key, (acc,))
             return out
+        if self.retract is not None:
+            return self._slide(ts, key, entries, frame)
         held: list[tuple[int, Any]] = [] if frame is None else list(frame)
         if self.rows:
             for record, value in entries:
@@ -192,6 +203,57 @@ class _OverLogic(OperatorLogic):
         self.frames.put(key, held)
         return out
 
+    def _slide(self, ts: int, key: Any, entries: list[tuple[Any, Any]], frame: Any) -> list[Any]:
+        """``_advance`` with a running accumulator: the frame is (its values, their
+        accumulator), the values (time, arguments) oldest first."""
+        agg, emit, preceding, retract = self.agg, self.emit, self.preceding, self.retract
+        assert preceding is not None and retract is not None
+        out: list[Any] = []
+        held: deque[tuple[int, Any]]
+        if frame is None:
+            held, acc = deque(), agg.create()
+        else:
+            held, acc = frame
+        size = len(held)
+        left: list[tuple[int, Any]] = []
+
+        def values() -> Iterator[Any]:
+            return (value for _, value in held)
+
+        try:
+            if self.rows:
+                for record, value in entries:
+                    held.append((ts, value))
+                    acc = agg.add(acc, value)
+                    if len(held) > preceding + 1:
+                        left.append(held.popleft())
+                        acc = retract(acc, left[-1][1], len(held), values)
+                    out.append(emit(record, agg.result(acc)))
+            else:
+                for _, value in entries:
+                    held.append((ts, value))
+                    acc = agg.add(acc, value)
+                low = ts - preceding
+                while held[0][0] < low:
+                    left.append(held.popleft())
+                    acc = retract(acc, left[-1][1], len(held), values)
+                result = agg.result(acc)
+                out += [emit(record, result) for record, _ in entries]
+        except Exception:
+            # What failed leaves the frame as it was. Everything ever held, in order,
+            # is what left and what is held now: the frame was its first ``size``,
+            # and its accumulator is made again from them.
+            was = [*left, *held][:size]
+            held.clear()
+            held.extend(was)
+            acc = agg.create()
+            for value in values():
+                acc = agg.add(acc, value)
+            self.frames.put(key, (held, acc))
+            raise
+        self.frames.put(key, (held, acc))
+        return out
+
     def _over(self, frame: list[tuple[int, Any]]) -> Any:
         agg = self.agg
         acc = agg.create()
@@ -201,4 +263,10 @@ class _OverLogic(OperatorLogic):
 
 
 def _frame_size(frame: Any) -> int:
-    return len(frame) if isinstance(frame, list) else 1
+    """State entries a frame counts for: its values."""
+    kind = type(frame)
+    if kind is list:  # [(time, value), ...]
+        return len(frame)
+    if kind is tuple and type(frame[0]) is deque:  # (values, accumulator)
+        return len(frame[0])
+    return 1  # (accumulator,) of an unbounded frame

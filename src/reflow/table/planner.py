@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import itertools
 import operator
+from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -283,6 +284,105 @@ class SqlAggregates(AggregateFunction[Any, list[Any], list[Any]]):
         return sum(
             len(v) for v, a in zip(acc, self.aggs, strict=True) if a.kind == "count_distinct"
         )
+
+
+class SqlFrameAggregates(AggregateFunction[Any, list[Any], list[Any]]):
+    """The aggregates of an OVER frame over each row's tuple of arguments, kept as rows
+    enter and leave the frame (``retract``), with SQL's NULL semantics as
+    ``SqlAggregates``. A leaving MIN/MAX is found again among the frame's values;
+    and once as many rows left as the frame holds, the accumulator is made again
+    from the frame, so floating-point sums never drift by more than a frame's worth
+    of additions and subtractions."""
+
+    def __init__(self, kinds: list[tuple[str, int | None]]) -> None:
+        self.kinds = kinds
+        """(kind, place of its argument in a row's tuple; None for COUNT(*))."""
+
+    def create(self) -> list[Any]:
+        out: list[Any] = []
+        for kind, _ in self.kinds:
+            if kind in ("count_star", "count"):
+                out.append(0)
+            elif kind == "count_distinct":
+                out.append(Counter())
+            else:  # sum, avg, min, max: [value, number of non-NULL values]
+                out.append([None, 0])
+        out.append(0)  # rows that left since the accumulator was made from the frame
+        return out
+
+    def add(self, acc: list[Any], row: Any) -> list[Any]:
+        for i, (kind, place) in enumerate(self.kinds):
+            if place is None:
+                acc[i] += 1
+                continue
+            v = row[place]
+            if v is None:
+                continue
+            if kind == "count":
+                acc[i] += 1
+            elif kind == "count_distinct":
+                acc[i][v] += 1
+            else:
+                held = acc[i]
+                if held[1] == 0:
+                    held[0] = v
+                elif kind in ("sum", "avg"):
+                    held[0] += v
+                elif (v < held[0]) if kind == "min" else (v > held[0]):
+                    held[0] = v
+                held[1] += 1
+        return acc
+
+    def retract(
+        self, acc: list[Any], row: Any, size: int, values: Callable[[], Iterable[Any]]
+    ) -> list[Any]:
+        if acc[-1] + 1 >= size:  # as many left as the frame holds: made again from it
+            fresh = self.create()
+            for value in values():
+                fresh = self.add(fresh, value)
+            return fresh
+        acc[-1] += 1
+        for i, (kind, place) in enumerate(self.kinds):
+            if place is None:
+                acc[i] -= 1
+                continue
+            v = row[place]
+            if v is None:
+                continue
+            if kind == "count":
+                acc[i] -= 1
+            elif kind == "count_distinct":
+                counts = acc[i]
+                counts[v] -= 1
+                if not counts[v]:
+                    del counts[v]
+            else:
+                held = acc[i]
+                held[1] -= 1
+                if held[1] == 0:
+                    held[0] = None
+                elif kind in ("sum", "avg"):
+                    held[0] -= v
+                elif v == held[0]:  # the MIN/MAX left: the next among those still held
+                    rest = (r[place] for r in values() if r[place] is not None)
+                    held[0] = min(rest) if kind == "min" else max(rest)
+        return acc
+
+    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
+        raise NotImplementedError("an OVER frame is never merged")
+
+    def result(self, acc: list[Any]) -> list[Any]:
+        out: list[Any] = []
+        for (kind, _), value in zip(self.kinds, acc, strict=False):
+            if kind == "count_distinct":
+                out.append(len(value))
+            elif kind == "avg":
+                out.append(value[0] / value[1] if value[1] else None)
+            elif kind in ("count_star", "count"):
+                out.append(value)
+            else:
+                out.append(value[0])
+        return out
 
 
 _AGGREGATES: dict[type[exp.Expr], str] = {
@@ -877,24 +977,7 @@ class _Planner:
         # keep them (not the rows) and the aggregates read them by place.
         given = [c.value for c in calls if c.value is not None]
         places = iter(range(len(given)))
-        on_values = [
-            _Agg(c.kind, None if c.value is None else operator.itemgetter(next(places)))
-            for c in calls
-        ]
-        over = stream.key_by(key, id=self.step("partition-by")).transform(
-            OverAggregateOp(
-                key,
-                SqlAggregates(on_values),
-                _OverRow(relation.columns, tuple(slots.values()), relation.typed),
-                arguments=_tuple_key(given),
-                frame=kind,
-                preceding=preceding,
-            ),
-            id=self.step("over"),
-        )
-        if self.late_table is not None:  # SET 'late.table': late rows are written there
-            late = over.late(id=self.step("late"))
-            self.late_streams.append(late.map(_as_dict, id=self.step("late-rows")))
+        kinds = [(c.kind, None if c.value is None else next(places)) for c in calls]
         names = set(relation.columns) | set(slots.values())
 
         def over_column(node: exp.Column) -> str:
@@ -905,7 +988,42 @@ class _Planner:
         outputs = self.projection(
             rewritten, _Resolver(over_column, False), replace(relation, typed=False)
         )
-        projected = over.transform(SelectOp(None, outputs), id=self.step("select"))
+        # When the SELECT list is columns and aggregates only, the over step makes the
+        # output rows itself; other expressions are computed by a select step after it.
+        slot_of = {slot: i for i, slot in enumerate(slots.values())}
+        made: list[tuple[str, str | int]] = []
+        for index, item in enumerate(rewritten):
+            node = item.this if isinstance(item, exp.Alias) else item
+            if isinstance(item, exp.Star):
+                made += [(c, c) for c in relation.columns]
+            elif isinstance(node, exp.Column):
+                source = over_column(node)
+                made.append((_output_name(item, index), slot_of.get(source, source)))
+            else:
+                break
+        picks = made if len(made) == len(outputs) else None
+        over = stream.key_by(key, id=self.step("partition-by")).transform(
+            OverAggregateOp(
+                key,
+                SqlFrameAggregates(kinds),
+                _OverRow(
+                    relation.columns,
+                    tuple(slots.values()),
+                    relation.typed,
+                    None if picks is None else tuple(picks),
+                ),
+                arguments=_tuple_key(given),
+                frame=kind,
+                preceding=preceding,
+            ),
+            id=self.step("over"),
+        )
+        if self.late_table is not None:  # SET 'late.table': late rows are written there
+            late = over.late(id=self.step("late"))
+            self.late_streams.append(late.map(_as_dict, id=self.step("late-rows")))
+        projected = over
+        if picks is None:
+            projected = over.transform(SelectOp(None, outputs), id=self.step("select"))
         return Relation(
             projected,
             tuple(name for name, _ in outputs),
@@ -1495,6 +1613,18 @@ def _writes_typed_rows(table: TableDef) -> bool:
 
 
 def _tuple_key(fns: list[Compiled]) -> Callable[[Any], Any]:
+    """The tuple of ``fns``' values of a row (written out for up to three: a generator
+    per row costs more than the values)."""
+    if len(fns) == 1:
+        (f,) = fns
+        return lambda row: (f(row),)
+    if len(fns) == 2:
+        f, g = fns
+        return lambda row: (f(row), g(row))
+    if len(fns) == 3:
+        f, g, h = fns
+        return lambda row: (f(row), g(row), h(row))
+
     def key(row: Any) -> tuple[Any, ...]:
         return tuple(f(row) for f in fns)
 
@@ -1588,15 +1718,37 @@ def _no_partition(row: Any) -> None:
 
 class _OverRow:
     """An over aggregate's output row: the input row's columns as a dict, and its
-    aggregates as ``__over0``, ``__over1``, ... (pickles by its fields, for Ray)."""
+    aggregates as ``__over0``, ``__over1``, ...; or, with ``picks``, the query's
+    output row itself: (output name, the input column it is or the place of the
+    aggregate), in order. Pickles by its fields, for Ray."""
 
-    def __init__(self, columns: tuple[str, ...], slots: tuple[str, ...], typed: bool) -> None:
-        self.columns, self.slots, self.typed = columns, slots, typed
+    def __init__(
+        self,
+        columns: tuple[str, ...],
+        slots: tuple[str, ...],
+        typed: bool,
+        picks: tuple[tuple[str, str | int], ...] | None = None,
+    ) -> None:
+        self.columns, self.slots, self.typed, self.picks = columns, slots, typed, picks
+        self.reads: tuple[tuple[str, int, Callable[[Any], Any] | None], ...] | None = None
+        if picks is not None:
+            self.reads = tuple(
+                (name, source, None)
+                if isinstance(source, int)
+                else (name, -1, _read(source, typed))
+                for name, source in picks
+            )
 
     def __call__(self, row: Any, values: list[Any]) -> dict[str, Any]:
+        reads = self.reads
+        if reads is not None:
+            return {name: values[i] if get is None else get(row) for name, i, get in reads}
         out = {c: getattr(row, c) for c in self.columns} if self.typed else dict(row)
         out.update(zip(self.slots, values, strict=True))
         return out
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return _OverRow, (self.columns, self.slots, self.typed, self.picks)
 
 
 def _is_aggregate(node: exp.Expr) -> bool:
