@@ -544,23 +544,31 @@ def test_late_rows_of_an_over_aggregate_go_to_the_late_table() -> None:
 
 
 @pytest.mark.parametrize(
-    ("frame", "at_4s"),
+    ("frame", "totals"),
     [
-        ("ROWS BETWEEN 1 PRECEDING", 2 + 4),  # the row before it is 2's: "three" never came
-        ("RANGE BETWEEN INTERVAL '1' SECOND PRECEDING", 4),  # 3 s to 4 s: itself alone
+        ("ROWS BETWEEN 1 PRECEDING", [1, 1 + 2, 2 + 30, 30 + 4, 4 + 5, 5 + 6]),
+        ("RANGE BETWEEN INTERVAL '1' SECOND PRECEDING", [1, 1 + 2, 2 + 30, 30 + 4, 4 + 5, 5 + 6]),
+        ("ROWS BETWEEN UNBOUNDED PRECEDING", [1, 3, 33, 37, 42, 48]),
     ],
 )
 def test_a_value_an_over_aggregate_cannot_add_is_rejected_and_the_frame_kept(
-    frame: str, at_4s: int
+    frame: str, totals: list[int]
 ) -> None:
-    """A price that is text cannot be summed: its row goes to the error policy (here
-    skip: counted and logged) and the frames go on as if it had not come."""
+    """A price that is text cannot be summed: its row alone goes to the error policy
+    (here skip: counted and logged), not the row of the same time with a number, and
+    the frames go on as if it had not come."""
     from reflow.config import load_job_text
 
-    prices: list[Any] = [1, 2, "three", 4, 5, 6]
-    memory_store["over-bad-in"] = [
-        {"auction": 1, "price": p, "ts": 1_000 * (i + 1)} for i, p in enumerate(prices)
+    prices: list[tuple[int, Any]] = [
+        (1_000, 1),
+        (2_000, 2),
+        (3_000, "three"),
+        (3_000, 30),
+        (4_000, 4),
+        (5_000, 5),
+        (6_000, 6),
     ]
+    memory_store["over-bad-in"] = [{"auction": 1, "price": p, "ts": t} for t, p in prices]
     text = f"""
 job:
   name: over-bad
@@ -573,18 +581,16 @@ job:
     CREATE SINK sums (auction BIGINT)
     WITH ('connector' = 'memory', 'collection' = 'over-bad-out', 'append' = 'false');
     INSERT INTO sums
-    SELECT ts, SUM(price) OVER (PARTITION BY auction ORDER BY ts
-                                {frame} AND CURRENT ROW) AS total
-    FROM bids;
+    SELECT ts, COUNT(price) OVER w AS n, SUM(price) OVER w AS total FROM bids
+    WINDOW w AS (PARTITION BY auction ORDER BY ts {frame} AND CURRENT ROW);
 """
     result = run_job(load_job_text(text, "over-bad.yaml"))
     assert result.status is JobStatus.COMPLETED, result.error
+    times = [1_000, 2_000, 3_000, 4_000, 5_000, 6_000]
+    # COUNT comes before SUM: "three" is counted in neither
+    counts = [i + 1 if "UNBOUNDED" in frame else min(i + 1, 2) for i in range(6)]
     assert memory_store["over-bad-out"] == [
-        {"ts": 1_000, "total": 1},
-        {"ts": 2_000, "total": 3},
-        {"ts": 4_000, "total": at_4s},
-        {"ts": 5_000, "total": 9},
-        {"ts": 6_000, "total": 11},
+        {"ts": t, "n": n, "total": total} for t, n, total in zip(times, counts, totals, strict=True)
     ]
     over = next(s for s in result.metrics.steps if s.step_id.startswith("over"))
     assert over.rejected == 1

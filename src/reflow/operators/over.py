@@ -45,12 +45,13 @@ class OverAggregateOp(OperatorSpec):
     ``emit(record, result)`` makes the output record from a record and
     ``aggregate``'s result over its frame.
 
-    A bounded frame is aggregated again for each record unless ``aggregate`` can
-    also take values out: ``retract(acc, value, size, values)`` removes ``value``
-    from ``acc``, given the frame's size and its values after the removal
-    (``values()``, for what cannot be taken out, such as the frame's MIN); then each
-    frame keeps a running accumulator, and a record costs the values entering and
-    leaving it.
+    A record whose value ``aggregate.add`` raises on goes to the error policy alone
+    (``add`` must raise before it changes the accumulator). A bounded frame is
+    aggregated again for each record unless ``aggregate`` can also take values out:
+    ``retract(acc, value, size, values)`` removes ``value`` from ``acc``, given the
+    frame's size and its values after the removal (``values()``, for what cannot be
+    taken out, such as the frame's MIN); then each frame keeps a running accumulator,
+    and a record costs the values entering and leaving it.
     """
 
     key: str | Callable[[Any], Any]
@@ -169,20 +170,27 @@ class _OverLogic(OperatorLogic):
         frame = self.frames.get(key)
         if preceding is None:  # unbounded: one accumulator of everything so far
             acc = agg.create() if frame is None else frame[0]
-            if self.rows:
-                for record, value in entries:
-                    acc = agg.add(acc, value)
+            kept = []
+            for record, value in entries:
+                if (added := self._add(acc, record, value)) is None:
+                    continue
+                acc = added
+                if self.rows:
                     out.append(emit(record, agg.result(acc)))
-            else:
-                for _, value in entries:
-                    acc = agg.add(acc, value)
+                else:
+                    kept.append(record)
+            if kept:
                 result = agg.result(acc)
-                out += [emit(record, result) for record, _ in entries]
+                out += [emit(record, result) for record in kept]
             self.frames.put(key, (acc,))
             return out
         if self.retract is not None:
             return self._slide(ts, key, entries, frame)
         held: list[tuple[int, Any]] = [] if frame is None else list(frame)
+        # A value the aggregate cannot add is found (and its record rejected) on its own.
+        entries = [(r, v) for r, v in entries if self._add(agg.create(), r, v) is not None]
+        if not entries:
+            return out
         if self.rows:
             for record, value in entries:
                 held.append((ts, value))
@@ -223,16 +231,26 @@ class _OverLogic(OperatorLogic):
         try:
             if self.rows:
                 for record, value in entries:
+                    if (added := self._add(acc, record, value)) is None:
+                        continue
+                    acc = added
                     held.append((ts, value))
-                    acc = agg.add(acc, value)
                     if len(held) > preceding + 1:
                         left.append(held.popleft())
                         acc = retract(acc, left[-1][1], len(held), values)
                     out.append(emit(record, agg.result(acc)))
             else:
-                for _, value in entries:
+                kept = []
+                for record, value in entries:
+                    if (added := self._add(acc, record, value)) is None:
+                        continue
+                    acc = added
                     held.append((ts, value))
-                    acc = agg.add(acc, value)
+                    kept.append(record)
+                if not kept:
+                    self.frames.put(key, (held, acc))
+                    return out
+                entries = [(record, None) for record in kept]
                 low = ts - preceding
                 while held[0][0] < low:
                     left.append(held.popleft())
@@ -253,6 +271,16 @@ class _OverLogic(OperatorLogic):
             raise
         self.frames.put(key, (held, acc))
         return out
+
+    def _add(self, acc: Any, record: Any, value: Any) -> Any:
+        """``acc`` with ``value`` added, or None when it cannot take it (text into a
+        SUM): the record goes to the error policy and ``acc`` is as it was (the
+        aggregate's ``add`` fails before it changes anything)."""
+        try:
+            return self.agg.add(acc, value)
+        except Exception as exc:
+            self.ctx.reject(record, exc)
+            return None
 
     def _over(self, frame: list[tuple[int, Any]]) -> Any:
         agg = self.agg

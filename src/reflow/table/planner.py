@@ -311,25 +311,35 @@ class SqlFrameAggregates(AggregateFunction[Any, list[Any], list[Any]]):
         return out
 
     def add(self, acc: list[Any], row: Any) -> list[Any]:
+        """``acc`` with ``row`` added; a value that cannot be (text into a SUM, a list
+        to count distinct) raises before anything changed."""
+        new: list[Any] = []  # what may fail is computed first: SUM/AVG/MIN/MAX's values
+        for i, (kind, place) in enumerate(self.kinds):
+            if place is None or (v := row[place]) is None or kind == "count":
+                continue
+            if kind == "count_distinct":
+                hash(v)
+                continue
+            held = acc[i]
+            if held[1] == 0:
+                new.append(v)
+            elif kind in ("sum", "avg"):
+                new.append(held[0] + v)
+            else:
+                new.append(v if ((v < held[0]) if kind == "min" else (v > held[0])) else held[0])
+        values = iter(new)
         for i, (kind, place) in enumerate(self.kinds):
             if place is None:
                 acc[i] += 1
+            elif (v := row[place]) is None:
                 continue
-            v = row[place]
-            if v is None:
-                continue
-            if kind == "count":
+            elif kind == "count":
                 acc[i] += 1
             elif kind == "count_distinct":
                 acc[i][v] += 1
             else:
                 held = acc[i]
-                if held[1] == 0:
-                    held[0] = v
-                elif kind in ("sum", "avg"):
-                    held[0] += v
-                elif (v < held[0]) if kind == "min" else (v > held[0]):
-                    held[0] = v
+                held[0] = next(values)
                 held[1] += 1
         return acc
 
