@@ -46,12 +46,11 @@ class OverAggregateOp(OperatorSpec):
     ``aggregate``'s result over its frame.
 
     A record whose value ``aggregate.add`` raises on goes to the error policy alone
-    (``add`` must raise before it changes the accumulator). A bounded frame is
-    aggregated again for each record unless ``aggregate`` can also take values out:
-    ``retract(acc, value, size, values)`` removes ``value`` from ``acc``, given the
-    frame's size and its values after the removal (``values()``, for what cannot be
-    taken out, such as the frame's MIN); then each frame keeps a running accumulator,
-    and a record costs the values entering and leaving it.
+    (``add`` must raise before it changes the accumulator). ``aggregate`` also takes
+    values out: ``retract(acc, value, size, values)`` removes ``value`` from ``acc``,
+    given the frame's size and its values after the removal (``values()``, for what
+    cannot be taken out, such as the frame's MIN); so each frame keeps a running
+    accumulator, and a record costs the values entering and leaving it.
     """
 
     key: str | Callable[[Any], Any]
@@ -72,6 +71,11 @@ class OverAggregateOp(OperatorSpec):
     side_outputs: ClassVar[tuple[str, ...]] = ("late",)
 
     def __post_init__(self) -> None:
+        if not callable(getattr(self.aggregate, "retract", None)):
+            raise GraphValidationError(
+                "an over aggregate's function must take values out of a frame too: "
+                "retract(acc, value, size, values)"
+            )
         if self.frame not in ("rows", "range"):
             raise GraphValidationError(f"an over frame is 'rows' or 'range', not {self.frame!r}")
         if self.preceding is not None and (
@@ -99,8 +103,8 @@ class _OverLogic(OperatorLogic):
         backend = ctx.state if ctx.state is not None else MemoryBackend()
         # (time, key) -> the key's (record, arguments) of that time, in arrival order
         self.pending: OrderedTable = backend.ordered_table(ctx.step_id, ctx.subtask_index, "due")
-        # key -> its frame: [(time, arguments), ...] for bounded frames, (the
-        # accumulator of every record so far,) for unbounded ones
+        # key -> its frame: ([(time, arguments), ...], their accumulator) for bounded
+        # frames, (the accumulator of every record so far,) for unbounded ones
         self.frames: StateTable = backend.table(
             ctx.step_id, ctx.subtask_index, "frame", weigh=_frame_size
         )
@@ -113,7 +117,7 @@ class _OverLogic(OperatorLogic):
             )
         self.ts_of = ts_of
         self.agg = spec.aggregate
-        self.retract: Callable[..., Any] | None = getattr(spec.aggregate, "retract", None)
+        self.retract: Callable[..., Any] = spec.aggregate.retract  # type: ignore[attr-defined]
         self.arguments = spec.arguments
         self.emit = spec.emit
         self.rows = spec.frame == "rows"
@@ -184,38 +188,13 @@ class _OverLogic(OperatorLogic):
                 out += [emit(record, result) for record in kept]
             self.frames.put(key, (acc,))
             return out
-        if self.retract is not None:
-            return self._slide(ts, key, entries, frame)
-        held: list[tuple[int, Any]] = [] if frame is None else list(frame)
-        # A value the aggregate cannot add is found (and its record rejected) on its own.
-        entries = [(r, v) for r, v in entries if self._add(agg.create(), r, v) is not None]
-        if not entries:
-            return out
-        if self.rows:
-            for record, value in entries:
-                held.append((ts, value))
-                if len(held) > preceding + 1:
-                    del held[: len(held) - preceding - 1]
-                out.append(emit(record, self._over(held)))
-            if len(held) > preceding:  # the next record's frame keeps this many
-                del held[: len(held) - preceding]
-        else:
-            held += [(ts, value) for _, value in entries]
-            low = ts - preceding
-            first = 0
-            while held[first][0] < low:
-                first += 1
-            del held[:first]
-            result = self._over(held)
-            out += [emit(record, result) for record, _ in entries]
-        self.frames.put(key, held)
-        return out
+        return self._slide(ts, key, entries, frame)
 
     def _slide(self, ts: int, key: Any, entries: list[tuple[Any, Any]], frame: Any) -> list[Any]:
-        """``_advance`` with a running accumulator: the frame is (its values, their
-        accumulator), the values (time, arguments) oldest first."""
+        """``_advance`` for a bounded frame: (its values, their running accumulator),
+        the values (time, arguments) oldest first."""
         agg, emit, preceding, retract = self.agg, self.emit, self.preceding, self.retract
-        assert preceding is not None and retract is not None
+        assert preceding is not None
         out: list[Any] = []
         held: deque[tuple[int, Any]]
         if frame is None:
@@ -282,19 +261,9 @@ class _OverLogic(OperatorLogic):
             self.ctx.reject(record, exc)
             return None
 
-    def _over(self, frame: list[tuple[int, Any]]) -> Any:
-        agg = self.agg
-        acc = agg.create()
-        for _, value in frame:
-            acc = agg.add(acc, value)
-        return agg.result(acc)
-
 
 def _frame_size(frame: Any) -> int:
     """State entries a frame counts for: its values."""
-    kind = type(frame)
-    if kind is list:  # [(time, value), ...]
-        return len(frame)
-    if kind is tuple and type(frame[0]) is deque:  # (values, accumulator)
+    if type(frame[0]) is deque:  # (values, accumulator) of a bounded frame
         return len(frame[0])
     return 1  # (accumulator,) of an unbounded frame

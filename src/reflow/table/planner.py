@@ -877,25 +877,17 @@ class _Planner:
             or not isinstance(over.this, exp.RowNumber)
         ):
             raise fail(item, "write ROW_NUMBER() OVER (PARTITION BY k ORDER BY ts) AS rn, once")
-        order = over.args.get("order")
-        ordered = order.expressions if order is not None else []
-        if (
-            len(ordered) != 1
-            or ordered[0].args.get("desc")
-            or not isinstance(ordered[0].this, exp.Column)
-        ):
+        ordered = _time_order(over)
+        if ordered is None:
             raise fail(
                 over,
                 "ROW_NUMBER() keeps the earliest row: ORDER BY the event-time column, ascending "
                 "(the latest row would need retractions, which v1 does not emit)",
             )
-        time = column(ordered[0].this)
-        partition = over.args.get("partition_by") or []
-        keys = [self.compile(p, column) for p in partition]
-        key: Callable[[Any], Any] = keys[0] if len(keys) == 1 else _tuple_key(keys)
+        key = self.partition_key(over, column)
         if condition is not None:
             stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
-        stream, reader = self.timestamped(relation, stream, time, over, "timestamps")
+        stream, reader = self.timestamped(relation, stream, column(ordered), over, "timestamps")
         first = stream.key_by(key, id=self.step("partition-by")).transform(
             EarliestOp(key, reader), id=self.step("row-number")
         )
@@ -961,28 +953,18 @@ class _Planner:
 
         rewritten = [item.copy().transform(to_slot) for item in query.expressions]
         first, window = chosen[0]
-        order = window.args.get("order")
-        ordered = order.expressions if order is not None else []
-        if (
-            len(ordered) != 1
-            or ordered[0].args.get("desc")
-            or not isinstance(ordered[0].this, exp.Column)
-        ):
+        ordered = _time_order(window)
+        if ordered is None:
             raise fail(
                 first,
                 "OVER needs ORDER BY the event-time column, ascending (rows are aggregated "
                 "in event-time order, as in Flink)",
             )
-        time = column(ordered[0].this)
         kind, preceding = _over_frame(window, first)
-        partition = window.args.get("partition_by") or []
-        keys = [self.compile(p, column) for p in partition]
-        key: Callable[[Any], Any] = (
-            _no_partition if not keys else keys[0] if len(keys) == 1 else _tuple_key(keys)
-        )
+        key = self.partition_key(window, column)
         if condition is not None:
             stream = stream.transform(SelectOp(condition, None, exact), id=self.step("where"))
-        stream, _ = self.timestamped(relation, stream, time, ordered[0], "timestamps")
+        stream, _ = self.timestamped(relation, stream, column(ordered), ordered, "timestamps")
         # Each row's aggregate arguments are computed once, as it arrives; the frames
         # keep them (not the rows) and the aggregates read them by place.
         given = [c.value for c in calls if c.value is not None]
@@ -1041,6 +1023,15 @@ class _Planner:
             _carried_watermark(list(query.expressions), relation),
             _carried_types(list(query.expressions), relation),
         )
+
+    def partition_key(
+        self, window: exp.Window, column: Callable[[exp.Column], str]
+    ) -> Callable[[Any], Any]:
+        """The key of a window's PARTITION BY (one partition of every row without it)."""
+        keys = [self.compile(p, column) for p in window.args.get("partition_by") or []]
+        if not keys:
+            return _no_partition
+        return keys[0] if len(keys) == 1 else _tuple_key(keys)
 
     def timestamped(
         self, relation: Relation, stream: Stream[Any], time: str, node: exp.Expr, step: str
@@ -1661,6 +1652,16 @@ def _check_unique(outputs: list[tuple[str, Compiled]], items: list[exp.Expr]) ->
         if name in seen:
             raise fail(item, f"output column {name} is named twice; give one an alias (AS ...)")
         seen.add(name)
+
+
+def _time_order(window: exp.Window) -> exp.Column | None:
+    """The column a window is ordered by, when that is one column, ascending."""
+    order = window.args.get("order")
+    ordered = order.expressions if order is not None else []
+    if len(ordered) != 1 or ordered[0].args.get("desc"):
+        return None
+    column = ordered[0].this
+    return column if isinstance(column, exp.Column) else None
 
 
 def _over_window(node: exp.Window, named: dict[str, exp.Window]) -> exp.Window:
