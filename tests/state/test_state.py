@@ -98,6 +98,22 @@ def test_ordered_table_pops_in_time_order(backend: StateBackend) -> None:
     assert ordered.min_time() == 30
 
 
+def test_ordered_table_appends_to_the_list_at_a_time_and_key(backend: StateBackend) -> None:
+    ordered = backend.ordered_table("s", 2, "o")
+    for t, k, item in [(5, "a", 1), (5, "a", 2), (5, "b", 3), (1, "a", 4), (5, "a", 5)]:
+        ordered.append(t, k, item)
+    snapshot = backend.snapshot_scope("s", 2)
+    ordered.append(5, "a", 6)  # after the snapshot: not in it
+    assert ordered.pop_until(5) == [(1, "a", [4]), (5, "a", [1, 2, 5, 6]), (5, "b", [3])]
+    assert ordered.min_time() is None
+    backend.restore_scope("s", 2, snapshot)
+    assert backend.ordered_table("s", 2, "o").items_until(5) == [
+        (1, "a", [4]),
+        (5, "a", [1, 2, 5]),
+        (5, "b", [3]),
+    ]
+
+
 def _keyed_sum(keys: int, settings: ExecutorSettings) -> tuple[JobStatus, str | None, int]:
     flow = Flow("many-keys", parallelism=2)
     sink = TestingSink()

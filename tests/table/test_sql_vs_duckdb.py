@@ -506,6 +506,12 @@ OVERS = [
         "CURRENT ROW) AS same FROM (SELECT a * 2 AS x, k, ts FROM t WHERE b > 0)",
         None,
     ),
+    # an OVER's rows read by a query around it (typed rows when its input is typed)
+    (
+        "SELECT k, ts, top - a AS gap, top FROM (SELECT k, a, ts, MAX(a) OVER (PARTITION BY k "
+        "ORDER BY ts ROWS BETWEEN 2 PRECEDING AND CURRENT ROW) AS top FROM t) WHERE top > 3",
+        None,
+    ),
 ]
 
 

@@ -134,23 +134,23 @@ class _OverLogic(OperatorLogic):
             self.watermark = min(present)
 
     def process(self, batch: list[Any]) -> list[Any]:
-        pending, watermark, arguments = self.pending, self.watermark, self.arguments
+        append, watermark, arguments = self.pending.append, self.watermark, self.arguments
+        key_of, ts_of = self.key_of, self.ts_of
         late: list[Any] = []
         keys = self.input_keys(batch)
         given = repeat(None) if keys is None else keys
         for record, k in zip(batch, given, strict=False):
             try:
-                key = self.key_of(record) if keys is None else k
-                ts = self.ts_of(record)
+                key = key_of(record) if keys is None else k
+                ts = ts_of(record)
                 if ts <= watermark:  # a record of its time may already have left
                     late.append(record)
                     continue
                 entry = (record, record if arguments is None else arguments(record))
-                held = pending.get(ts, key)
             except Exception as exc:
                 self.ctx.reject(record, exc)
                 continue
-            pending.put(ts, key, [entry] if held is None else [*held, entry])
+            append(ts, key, entry)
         if late:
             self.ctx.emit_side("late", late)
         return []
@@ -158,45 +158,46 @@ class _OverLogic(OperatorLogic):
     def on_watermark(self, watermark: int) -> list[Any]:
         self.watermark = max(self.watermark, watermark)
         out: list[Any] = []
+        advance = self._advance if self.preceding is None else self._slide
         for ts, key, entries in self.pending.pop_until(watermark):
+            made = len(out)
             try:
-                out += self._advance(ts, key, entries)
-            except Exception as exc:  # a value the aggregate cannot add (text to a SUM):
-                for record, _ in entries:  # the key's records of this time are rejected
+                advance(ts, key, entries, out)
+            except Exception as exc:  # the key's records of this time are rejected
+                del out[made:]
+                for record, _ in entries:
                     self.ctx.reject(record, exc)
         return out
 
-    def _advance(self, ts: int, key: Any, entries: list[tuple[Any, Any]]) -> list[Any]:
-        """The output of ``entries`` (the key's records and arguments at ``ts``), its
-        frame moved on past them."""
-        agg, emit, preceding = self.agg, self.emit, self.preceding
-        out: list[Any] = []
+    def _advance(self, ts: int, key: Any, entries: list[tuple[Any, Any]], out: list[Any]) -> None:
+        """The output of ``entries`` (the key's records and arguments at ``ts``) onto
+        ``out``, its unbounded frame (one accumulator of everything so far) moved on
+        past them."""
+        agg, emit = self.agg, self.emit
         frame = self.frames.get(key)
-        if preceding is None:  # unbounded: one accumulator of everything so far
-            acc = agg.create() if frame is None else frame[0]
-            kept = []
-            for record, value in entries:
-                if (added := self._add(acc, record, value)) is None:
-                    continue
-                acc = added
-                if self.rows:
-                    out.append(emit(record, agg.result(acc)))
-                else:
-                    kept.append(record)
-            if kept:
-                result = agg.result(acc)
-                out += [emit(record, result) for record in kept]
-            self.frames.put(key, (acc,))
-            return out
-        return self._slide(ts, key, entries, frame)
+        acc = agg.create() if frame is None else frame[0]
+        kept = []
+        for record, value in entries:
+            if (added := self._add(acc, record, value)) is None:
+                continue
+            acc = added
+            if self.rows:
+                out.append(emit(record, agg.result(acc)))
+            else:
+                kept.append(record)
+        if kept:
+            result = agg.result(acc)
+            out += [emit(record, result) for record in kept]
+        self.frames.put(key, (acc,))
 
-    def _slide(self, ts: int, key: Any, entries: list[tuple[Any, Any]], frame: Any) -> list[Any]:
+    def _slide(self, ts: int, key: Any, entries: list[tuple[Any, Any]], out: list[Any]) -> None:
         """``_advance`` for a bounded frame: (its values, their running accumulator),
         the values (time, arguments) oldest first."""
         agg, emit, preceding, retract = self.agg, self.emit, self.preceding, self.retract
         assert preceding is not None
-        out: list[Any] = []
+        add, result, reject = agg.add, agg.result, self.ctx.reject
         held: deque[tuple[int, Any]]
+        frame = self.frames.get(key)
         if frame is None:
             held, acc = deque(), agg.create()
         else:
@@ -209,33 +210,37 @@ class _OverLogic(OperatorLogic):
 
         try:
             if self.rows:
+                bound = preceding + 1
                 for record, value in entries:
-                    if (added := self._add(acc, record, value)) is None:
+                    try:
+                        acc = add(acc, value)
+                    except Exception as exc:  # the aggregate changed nothing
+                        reject(record, exc)
                         continue
-                    acc = added
                     held.append((ts, value))
-                    if len(held) > preceding + 1:
-                        left.append(held.popleft())
-                        acc = retract(acc, left[-1][1], len(held), values)
-                    out.append(emit(record, agg.result(acc)))
+                    if len(held) > bound:
+                        gone = held.popleft()
+                        left.append(gone)
+                        acc = retract(acc, gone[1], len(held), values)
+                    out.append(emit(record, result(acc)))
             else:
                 kept = []
                 for record, value in entries:
-                    if (added := self._add(acc, record, value)) is None:
+                    try:
+                        acc = add(acc, value)
+                    except Exception as exc:
+                        reject(record, exc)
                         continue
-                    acc = added
                     held.append((ts, value))
                     kept.append(record)
-                if not kept:
-                    self.frames.put(key, (held, acc))
-                    return out
-                entries = [(record, None) for record in kept]
-                low = ts - preceding
-                while held[0][0] < low:
-                    left.append(held.popleft())
-                    acc = retract(acc, left[-1][1], len(held), values)
-                result = agg.result(acc)
-                out += [emit(record, result) for record, _ in entries]
+                if kept:
+                    low = ts - preceding
+                    while held[0][0] < low:
+                        gone = held.popleft()
+                        left.append(gone)
+                        acc = retract(acc, gone[1], len(held), values)
+                    now = result(acc)
+                    out += [emit(record, now) for record in kept]
         except Exception:
             # What failed leaves the frame as it was. Everything ever held, in order,
             # is what left and what is held now: the frame was its first ``size``,
@@ -249,7 +254,6 @@ class _OverLogic(OperatorLogic):
             self.frames.put(key, (held, acc))
             raise
         self.frames.put(key, (held, acc))
-        return out
 
     def _add(self, acc: Any, record: Any, value: Any) -> Any:
         """``acc`` with ``value`` added, or None when it cannot take it (text into a

@@ -79,6 +79,11 @@ class OrderedTable(abc.ABC):
     @abc.abstractmethod
     def delete(self, time: int, key: Hashable) -> None: ...
 
+    def append(self, time: int, key: Hashable, item: Any) -> None:
+        """Add ``item`` to the end of the list held at (time, key) (a new list if none)."""
+        held = self.get(time, key)
+        self.put(time, key, [item] if held is None else [*held, item])
+
     @abc.abstractmethod
     def pop_until(self, bound: int) -> list[tuple[int, Any, Any]]:
         """Remove and return every entry with time <= bound, in time order."""
@@ -271,6 +276,21 @@ class MemoryOrderedTable(OrderedTable):
         bucket[key] = value
         if self.weigh is not None:
             self._reweigh(time, key, value)
+
+    def append(self, time: int, key: Hashable, item: Any) -> None:
+        # the list grows in place: snapshots copy entries when they are taken
+        bucket = self.by_time.get(time)
+        if bucket is None:
+            bucket = self.by_time[time] = {}
+            heapq.heappush(self.heap, time)
+        held = bucket.get(key)
+        if held is None:
+            self.budget.grow(self.where)
+            bucket[key] = [item]
+        else:
+            held.append(item)
+        if self.weigh is not None:
+            self._reweigh(time, key, bucket[key])
 
     def delete(self, time: int, key: Hashable) -> None:
         bucket = self.by_time.get(time)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import itertools
 import operator
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -49,6 +48,7 @@ from reflow.table.expressions import (
     interval_ms,
     is_true,
 )
+from reflow.table.frames import SqlFrameAggregates
 from reflow.table.kernels import Kernel, is_plain_identifier, select_kernel
 from reflow.table.parser import Script, TableDef, parse_script
 
@@ -284,115 +284,6 @@ class SqlAggregates(AggregateFunction[Any, list[Any], list[Any]]):
         return sum(
             len(v) for v, a in zip(acc, self.aggs, strict=True) if a.kind == "count_distinct"
         )
-
-
-class SqlFrameAggregates(AggregateFunction[Any, list[Any], list[Any]]):
-    """The aggregates of an OVER frame over each row's tuple of arguments, kept as rows
-    enter and leave the frame (``retract``), with SQL's NULL semantics as
-    ``SqlAggregates``. A leaving MIN/MAX is found again among the frame's values;
-    and once as many rows left as the frame holds, the accumulator is made again
-    from the frame, so floating-point sums never drift by more than a frame's worth
-    of additions and subtractions."""
-
-    def __init__(self, kinds: list[tuple[str, int | None]]) -> None:
-        self.kinds = kinds
-        """(kind, place of its argument in a row's tuple; None for COUNT(*))."""
-
-    def create(self) -> list[Any]:
-        out: list[Any] = []
-        for kind, _ in self.kinds:
-            if kind in ("count_star", "count"):
-                out.append(0)
-            elif kind == "count_distinct":
-                out.append(Counter())
-            else:  # sum, avg, min, max: [value, number of non-NULL values]
-                out.append([None, 0])
-        out.append(0)  # rows that left since the accumulator was made from the frame
-        return out
-
-    def add(self, acc: list[Any], row: Any) -> list[Any]:
-        """``acc`` with ``row`` added; a value that cannot be (text into a SUM, a list
-        to count distinct) raises before anything changed."""
-        new: list[Any] = []  # what may fail is computed first: SUM/AVG/MIN/MAX's values
-        for i, (kind, place) in enumerate(self.kinds):
-            if place is None or (v := row[place]) is None or kind == "count":
-                continue
-            if kind == "count_distinct":
-                hash(v)
-                continue
-            held = acc[i]
-            if held[1] == 0:
-                new.append(v)
-            elif kind in ("sum", "avg"):
-                new.append(held[0] + v)
-            else:
-                new.append(v if ((v < held[0]) if kind == "min" else (v > held[0])) else held[0])
-        values = iter(new)
-        for i, (kind, place) in enumerate(self.kinds):
-            if place is None:
-                acc[i] += 1
-            elif (v := row[place]) is None:
-                continue
-            elif kind == "count":
-                acc[i] += 1
-            elif kind == "count_distinct":
-                acc[i][v] += 1
-            else:
-                held = acc[i]
-                held[0] = next(values)
-                held[1] += 1
-        return acc
-
-    def retract(
-        self, acc: list[Any], row: Any, size: int, values: Callable[[], Iterable[Any]]
-    ) -> list[Any]:
-        if acc[-1] + 1 >= size:  # as many left as the frame holds: made again from it
-            fresh = self.create()
-            for value in values():
-                fresh = self.add(fresh, value)
-            return fresh
-        acc[-1] += 1
-        for i, (kind, place) in enumerate(self.kinds):
-            if place is None:
-                acc[i] -= 1
-                continue
-            v = row[place]
-            if v is None:
-                continue
-            if kind == "count":
-                acc[i] -= 1
-            elif kind == "count_distinct":
-                counts = acc[i]
-                counts[v] -= 1
-                if not counts[v]:
-                    del counts[v]
-            else:
-                held = acc[i]
-                held[1] -= 1
-                if held[1] == 0:
-                    held[0] = None
-                elif kind in ("sum", "avg"):
-                    held[0] -= v
-                elif v == held[0]:  # the MIN/MAX left: the next among those still held
-                    rest = (r[place] for r in values() if r[place] is not None)
-                    held[0] = min(rest) if kind == "min" else max(rest)
-        return acc
-
-    def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
-        raise NotImplementedError("an OVER frame is never merged")
-
-    def result(self, acc: list[Any]) -> list[Any]:
-        out: list[Any] = []
-        for (kind, _), value in zip(self.kinds, acc, strict=False):
-            if kind == "count_distinct":
-                out.append(len(value))
-            elif kind == "avg":
-                out.append(value[0] / value[1] if value[1] else None)
-            elif kind in ("count_star", "count"):
-                out.append(value)
-            else:
-                out.append(value[0])
-        return out
 
 
 _AGGREGATES: dict[type[exp.Expr], str] = {
@@ -994,16 +885,17 @@ class _Planner:
             else:
                 break
         picks = made if len(made) == len(outputs) else None
+        make = _OverRow(
+            relation.columns,
+            tuple(slots.values()),
+            relation.typed,
+            None if picks is None else tuple(picks),
+        )
         over = stream.key_by(key, id=self.step("partition-by")).transform(
             OverAggregateOp(
                 key,
                 SqlFrameAggregates(kinds),
-                _OverRow(
-                    relation.columns,
-                    tuple(slots.values()),
-                    relation.typed,
-                    None if picks is None else tuple(picks),
-                ),
+                make,
                 arguments=_tuple_key(given),
                 frame=kind,
                 preceding=preceding,
@@ -1022,6 +914,7 @@ class _Planner:
             "the subquery",
             _carried_watermark(list(query.expressions), relation),
             _carried_types(list(query.expressions), relation),
+            typed=picks is not None and make.kind is not None,
         )
 
     def partition_key(
@@ -1731,7 +1624,9 @@ class _OverRow:
     """An over aggregate's output row: the input row's columns as a dict, and its
     aggregates as ``__over0``, ``__over1``, ...; or, with ``picks``, the query's
     output row itself: (output name, the input column it is or the place of the
-    aggregate), in order. Pickles by its fields, for Ray."""
+    aggregate), in order — a typed row when the input rows are typed and the output
+    names plain identifiers, all different (``kind``), a dict otherwise. Pickles by
+    its fields, for Ray (actors make the row class again from the names)."""
 
     def __init__(
         self,
@@ -1742,15 +1637,36 @@ class _OverRow:
     ) -> None:
         self.columns, self.slots, self.typed, self.picks = columns, slots, typed, picks
         self.reads: tuple[tuple[str, int, Callable[[Any], Any] | None], ...] | None = None
-        if picks is not None:
-            self.reads = tuple(
-                (name, source, None)
-                if isinstance(source, int)
-                else (name, -1, _read(source, typed))
-                for name, source in picks
+        self.kind: type | None = None
+        """The typed output row class (None: dicts)."""
+        self._typed: Callable[[Any, list[Any]], Any] | None = None
+        if picks is None:
+            return
+        self.reads = tuple(
+            (name, source, None) if isinstance(source, int) else (name, -1, _read(source, typed))
+            for name, source in picks
+        )
+        names = [name for name, _ in picks]
+        if typed and len(set(names)) == len(names) and all(map(is_plain_identifier, names)):
+            kind = self.kind = row_type({n: "ANY" for n in names})
+            # the row's columns, then the aggregates, in output order
+            read = [s for _, s in picks if not isinstance(s, int)]
+            width = len(read)
+            order = operator.itemgetter(
+                *(width + s if isinstance(s, int) else read.index(s) for _, s in picks)
             )
+            get = operator.attrgetter(*read) if read else None
+            if get is None:
+                self._typed = lambda row, values: kind(*order((*values,)))
+            elif width == 1:
+                self._typed = lambda row, values: kind(*order((get(row), *values)))
+            else:
+                self._typed = lambda row, values: kind(*order((*get(row), *values)))
 
-    def __call__(self, row: Any, values: list[Any]) -> dict[str, Any]:
+    def __call__(self, row: Any, values: list[Any]) -> Any:
+        typed = self._typed
+        if typed is not None:
+            return typed(row, values)
         reads = self.reads
         if reads is not None:
             return {name: values[i] if get is None else get(row) for name, i, get in reads}
