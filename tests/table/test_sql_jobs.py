@@ -179,20 +179,21 @@ def _lines(folder: Path) -> list[bytes]:
 
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    ("query", "kill_between"),
+    ("query", "kill_between", "count"),
     # An OVER's frames fill once the watermark passes rows, every 1,000 records read
     # in a backlog: its runs are killed later, so the checkpoints they resume from
-    # hold frames.
-    [(WINDOWED, (0.05, 0.4)), (OVER, (0.8, 1.6))],
+    # hold frames. The slow UDF bounds a run's pace (at most ~2,000 rows a second),
+    # so three runs killed that late cannot reach the end of its 10,000 rows.
+    [(WINDOWED, (0.05, 0.4), 6_000), (OVER, (0.7, 1.2), 10_000)],
     ids=["window", "over"],
 )
 def test_a_killed_sql_job_resumes_from_its_checkpoint_with_identical_output(
-    tmp_path: Path, query: str, kill_between: tuple[float, float]
+    tmp_path: Path, query: str, kill_between: tuple[float, float], count: int
 ) -> None:
     rng = random.Random(7)
     rows = [
         {"auction": rng.randrange(9), "price": rng.randrange(100), "ts": i * 7 - rng.randrange(40)}
-        for i in range(6_000)
+        for i in range(count)
     ]
     _run(_script(tmp_path, rows, "reference", query), kill_after=None)
     expected = _lines(tmp_path / "reference-out")

@@ -49,9 +49,11 @@ class SqlFrameAggregates(AggregateFunction[Any, list[Any], list[Any]]):
             if place is not None and (type(place) is not int or place < 0):
                 raise ValueError(f"an argument's place is a whole number, not {place!r}")
         made = _functions(self.kinds)
-        self._add: Callable[[list[Any], Any], list[Any]] = made["add"]
-        self._retract: Callable[..., list[Any]] = made["retract"]
-        self._result: Callable[[list[Any]], list[Any]] = made["result"]
+        # The generated functions themselves, called without a method in between
+        # (they are what the methods below would call).
+        self.add = made["add"]  # type: ignore[method-assign]
+        self.retract = made["retract"]  # type: ignore[method-assign]
+        self.result = made["result"]  # type: ignore[method-assign]
 
     def __reduce__(self) -> tuple[Any, ...]:
         return SqlFrameAggregates, (self.kinds,)
@@ -62,20 +64,20 @@ class SqlFrameAggregates(AggregateFunction[Any, list[Any], list[Any]]):
     def add(self, acc: list[Any], row: Any) -> list[Any]:
         """``acc`` with ``row`` added; a value that cannot be (text into a SUM, a list
         to count distinct) raises before anything changed."""
-        return self._add(acc, row)
+        raise NotImplementedError  # replaced by the generated function in __init__
 
     def retract(
         self, acc: list[Any], row: Any, size: int, values: Callable[[], Iterable[Any]]
     ) -> list[Any]:
         """``acc`` without ``row``, given the frame's ``size`` and ``values`` after it
         left."""
-        return self._retract(acc, row, size, values)
+        raise NotImplementedError  # replaced by the generated function in __init__
 
     def merge(self, a: list[Any], b: list[Any]) -> list[Any]:
         raise NotImplementedError("an OVER frame is never merged")
 
     def result(self, acc: list[Any]) -> list[Any]:
-        return self._result(acc)
+        raise NotImplementedError  # replaced by the generated function in __init__
 
 
 def _create(kinds: Kinds) -> list[Any]:

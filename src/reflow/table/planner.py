@@ -1639,7 +1639,9 @@ class _OverRow:
         self.reads: tuple[tuple[str, int, Callable[[Any], Any] | None], ...] | None = None
         self.kind: type | None = None
         """The typed output row class (None: dicts)."""
-        self._typed: Callable[[Any, list[Any]], Any] | None = None
+        self.order: Callable[[tuple[Any, ...]], Any] | None = None
+        self.single = False
+        self.get: Callable[[Any], tuple[Any, ...]] = lambda row: ()
         if picks is None:
             return
         self.reads = tuple(
@@ -1648,25 +1650,23 @@ class _OverRow:
         )
         names = [name for name, _ in picks]
         if typed and len(set(names)) == len(names) and all(map(is_plain_identifier, names)):
-            kind = self.kind = row_type({n: "ANY" for n in names})
-            # the row's columns, then the aggregates, in output order
+            self.kind = row_type({n: "ANY" for n in names})
+            # The row's columns read in one call (twice the one column: a tuple all
+            # the same), then the aggregates: picked into output order.
             read = [s for _, s in picks if not isinstance(s, int)]
-            width = len(read)
-            order = operator.itemgetter(
+            if read:
+                self.get = operator.attrgetter(*(read * 2 if len(read) == 1 else read))
+            width = 2 if len(read) == 1 else len(read)
+            self.single = len(picks) == 1  # itemgetter gives the value, not a tuple
+            self.order = operator.itemgetter(
                 *(width + s if isinstance(s, int) else read.index(s) for _, s in picks)
             )
-            get = operator.attrgetter(*read) if read else None
-            if get is None:
-                self._typed = lambda row, values: kind(*order((*values,)))
-            elif width == 1:
-                self._typed = lambda row, values: kind(*order((get(row), *values)))
-            else:
-                self._typed = lambda row, values: kind(*order((*get(row), *values)))
 
     def __call__(self, row: Any, values: list[Any]) -> Any:
-        typed = self._typed
-        if typed is not None:
-            return typed(row, values)
+        kind = self.kind
+        if kind is not None:
+            picked = self.order((*self.get(row), *values))  # type: ignore[misc]
+            return kind(picked) if self.single else kind(*picked)
         reads = self.reads
         if reads is not None:
             return {name: values[i] if get is None else get(row) for name, i, get in reads}
