@@ -13,6 +13,7 @@ from pydantic.alias_generators import to_camel
 from reflow.config.yaml_loader import LoadedYaml
 from reflow.connectors.options import Duration
 from reflow.errors import ConfigError
+from reflow.runtime.collector import DEFAULT_GC_THRESHOLD
 
 __all__ = [
     "ErrorPolicyModel",
@@ -70,6 +71,9 @@ class ExecutorModel(_Model):
     thread_pool: ThreadPoolModel = ThreadPoolModel()
     batch_size: int = Field(100, gt=0)
     channel_capacity: int = Field(8, gt=0)
+    gc_threshold: int | None = Field(DEFAULT_GC_THRESHOLD, gt=0)
+    """Python's cyclic collector runs after this many container allocations while
+    jobs run (its first threshold; null keeps Python's 700)."""
 
 
 class SchedulerModel(_Model):

@@ -47,4 +47,5 @@ def executor_settings(config: SystemConfig) -> ExecutorSettings:
         state_backend=config.state.backend,
         state_path=config.state.rocksdb.path if config.state.backend == "rocksdb" else None,
         state_max_entries=config.state.max_entries,
+        gc_threshold=ex.gc_threshold,
     )

@@ -27,6 +27,7 @@ from reflow.eventtime.clock import Clock, SystemClock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job import Job, JobStatus
 from reflow.runtime.channel import ChannelStatistics
+from reflow.runtime.collector import DEFAULT_GC_THRESHOLD
 from reflow.runtime.metrics import ExecutionMetrics, StepCounters
 from reflow.state.backend import DEFAULT_MAX_ENTRIES
 
@@ -75,6 +76,9 @@ class ExecutorSettings:
     """RocksDB's block cache (seed §6.1 ``state.rocksdb.blockCacheSize``)."""
     io_threads_started: int = 0
     """I/O threads started with the pool rather than on first use (``threadPool.coreSize``)."""
+    gc_threshold: int | None = DEFAULT_GC_THRESHOLD
+    """The cyclic collector's first threshold while jobs run (``reflow.runtime.collector``);
+    None leaves Python's."""
 
 
 @dataclass(slots=True)

@@ -21,6 +21,7 @@ from reflow.connectors.base import END_OF_INPUT, SinkWriter
 from reflow.errors import ExecutionError, ReflowError
 from reflow.graph.job import Job, JobStatus
 from reflow.runtime.base import ExecutionTable, ExecutorSettings, JobResult
+from reflow.runtime.collector import collector_tuned
 from reflow.runtime.loops import await_in_loop, call_in_loop
 from reflow.runtime.plan import Execution, build_subtask, make_plan
 from reflow.runtime.task import Subtask
@@ -289,6 +290,12 @@ async def run_execution(
         subtask.writers_closed_by_executor = subtask.acks is not None and any(
             stage.writer is not None for stage in subtask.stages
         )
+    plan = execution.plan
+    with collector_tuned(None if plan is None else plan.settings.gc_threshold):
+        return await _run_subtasks(execution, defer_final_commit)
+
+
+async def _run_subtasks(execution: Execution, defer_final_commit: bool) -> BaseException | None:
     execution.tasks = [
         asyncio.create_task(subtask.run(), name=f"reflow:{subtask.name}")
         for subtask in execution.subtasks
