@@ -597,6 +597,39 @@ job:
     assert over.rejected == 1
 
 
+def test_a_row_whose_partition_key_cannot_be_hashed_is_rejected_alone() -> None:
+    """A JSON array in the PARTITION BY column cannot key a frame: that row goes to the
+    dead-letter output, every other row comes out."""
+    from reflow.config import load_job_text
+
+    memory_store["over-key-in"] = [
+        {"tags": "a", "price": 1, "ts": 1_000},
+        {"tags": ["a", "b"], "price": 2, "ts": 2_000},
+        {"tags": "a", "price": 3, "ts": 3_000},
+    ]
+    text = """
+job:
+  name: over-key
+  error_policy:
+    mode: dead-letter
+    dead_letter: {connector: memory, config: {collection: over-key-dead, append: false}}
+  sql: |
+    CREATE TABLE bids (tags VARCHAR, price BIGINT, ts BIGINT,
+                       WATERMARK FOR ts AS ts - INTERVAL '1' MILLISECOND)
+    WITH ('connector' = 'memory', 'collection' = 'over-key-in');
+    CREATE SINK sums (ts BIGINT)
+    WITH ('connector' = 'memory', 'collection' = 'over-key-out', 'append' = 'false');
+    INSERT INTO sums
+    SELECT ts, SUM(price) OVER (PARTITION BY tags ORDER BY ts) AS total FROM bids;
+"""
+    result = run_job(load_job_text(text, "over-key.yaml"))
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert memory_store["over-key-out"] == [{"ts": 1_000, "total": 1}, {"ts": 3_000, "total": 4}]
+    dead = memory_store["over-key-dead"]
+    assert [d["record"]["price"] for d in dead] == [2]
+    assert "unhashable" in dead[0]["error"]
+
+
 @pytest.mark.parametrize(
     ("select", "says"),
     [

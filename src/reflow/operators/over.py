@@ -150,7 +150,10 @@ class _OverLogic(OperatorLogic):
             except Exception as exc:
                 self.ctx.reject(record, exc)
                 continue
-            append(ts, key, entry)
+            try:
+                append(ts, key, entry)
+            except TypeError as exc:  # an unhashable key (state errors end the job)
+                self.ctx.reject(record, exc)
         if late:
             self.ctx.emit_side("late", late)
         return []

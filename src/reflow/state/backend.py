@@ -80,7 +80,8 @@ class OrderedTable(abc.ABC):
     def delete(self, time: int, key: Hashable) -> None: ...
 
     def append(self, time: int, key: Hashable, item: Any) -> None:
-        """Add ``item`` to the end of the list held at (time, key) (a new list if none)."""
+        """Add ``item`` to the end of the list held at (time, key) (a new list if none);
+        an unhashable key raises TypeError before anything changed."""
         held = self.get(time, key)
         self.put(time, key, [item] if held is None else [*held, item])
 
@@ -278,17 +279,20 @@ class MemoryOrderedTable(OrderedTable):
             self._reweigh(time, key, value)
 
     def append(self, time: int, key: Hashable, item: Any) -> None:
-        # the list grows in place: snapshots copy entries when they are taken
+        # The list grows in place: snapshots copy entries when they are taken. An
+        # unhashable key raises TypeError before anything changed.
         bucket = self.by_time.get(time)
         if bucket is None:
-            bucket = self.by_time[time] = {}
+            self.by_time[time] = bucket = {key: [item]}
             heapq.heappush(self.heap, time)
-        held = bucket.get(key)
-        if held is None:
             self.budget.grow(self.where)
-            bucket[key] = [item]
         else:
-            held.append(item)
+            held = bucket.get(key)
+            if held is None:
+                bucket[key] = [item]
+                self.budget.grow(self.where)
+            else:
+                held.append(item)
         if self.weigh is not None:
             self._reweigh(time, key, bucket[key])
 
