@@ -88,6 +88,8 @@ def _regex() -> Case:
     records, bad = _spoil(19, lambda r: r.update(email="not-an-email"))
     records[5]["email"] = 5  # not a string
     bad.add(5)
+    records[7]["email"] = "u7\ud800@x.org"  # a lone surrogate: not text RE2 can read
+    bad.add(7)
     rule = q.matches("email", r"u\d+@x\.org", action="drop", critical=True)
     return Case(records, rule, len(bad), N - len(bad), bad)
 

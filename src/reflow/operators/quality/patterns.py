@@ -51,9 +51,14 @@ class Pattern:
         self._batch = _batch_matcher(re2, pattern) if _newline_free(pattern) else None
 
     def matches(self, value: str) -> bool:
+        """Whether the pattern matches ``value`` whole (False for a string that is not
+        text RE2 can read: a lone surrogate has no UTF-8 form)."""
         known = self._known.get(value)
         if known is None:
-            known = self._fullmatch(value) is not None
+            try:
+                known = self._fullmatch(value) is not None
+            except UnicodeEncodeError:
+                known = False
             if len(self._known) >= CACHE_SIZE:
                 self._known.clear()
             self._known[value] = known
@@ -68,9 +73,14 @@ class Pattern:
             joined = "\n".join(values)
         except TypeError:  # nulls or non-strings
             return False
-        if joined.count("\n") != len(values) - 1:
+        try:
+            text = (joined + "\n").encode()
+        except UnicodeEncodeError:  # a lone surrogate: look one by one
             return False
-        return self._batch((joined + "\n").encode())
+        # (in UTF-8 the byte of a newline is one: no other character holds it)
+        if text.count(b"\n") != len(values):
+            return False
+        return self._batch(text)
 
 
 def _batch_matcher(re2: Any, pattern: str) -> Callable[[bytes], bool] | None:
