@@ -174,6 +174,42 @@ def test_records_that_cannot_be_written_are_rejected(tmp_path: Path) -> None:
     assert len(dead.records) == 1
 
 
+@pytest.mark.parametrize(
+    ("fmt", "encoding", "records", "written"),
+    [
+        # a lone surrogate has no UTF-8 form; latin-1 has no euro sign
+        ("text", "utf-8", ["one", "tw\ud800o", "three"], "one\nthree\n"),
+        ("text", "latin-1", ["caf\xe9", "5 \u20ac", "ok"], "caf\xe9\nok\n"),
+        (
+            "csv",
+            "utf-8",
+            [{"a": 1, "s": "ok"}, {"a": 2, "s": "x\ud800"}, {"a": 3, "s": "fine"}],
+            "a,s\n1,ok\n3,fine\n",
+        ),
+        (
+            "csv",
+            "latin-1",
+            [{"a": 1, "s": "\u20ac"}, {"a": 2, "s": "\xe9"}, 7, {"a": 4, "s": "x"}],
+            "a,s\n2,\xe9\n4,x\n",
+        ),
+    ],
+)
+def test_text_and_csv_records_that_cannot_be_encoded_are_rejected_alone(
+    tmp_path: Path, fmt: str, encoding: str, records: list[Any], written: str
+) -> None:
+    dead = TestingSink()
+    path = tmp_path / f"out.{fmt}"
+    result = _copy(
+        TestingSource(records),
+        Connectors.file(path=str(path), format=fmt, encoding=encoding),
+        policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead),
+    )
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert path.read_bytes().decode(encoding) == written
+    kept = written.count("\n") - (1 if fmt == "csv" else 0)
+    assert len(dead.records) == len(records) - kept  # every record written or dead-lettered
+
+
 def test_append_mode(tmp_path: Path) -> None:
     path = tmp_path / "log.txt"
     for word in ("one", "two"):

@@ -128,21 +128,59 @@ def encode_json_lines(batch: list[Any], reject: Reject) -> bytes:
     return b"\n".join(out) + b"\n" if out else b""
 
 
-def encode_text(batch: list[Any], encoding: str) -> bytes:
-    """``str(record)`` per line."""
-    return "".join([f"{r}\n" for r in batch]).encode(encoding)
+def encode_text(batch: list[Any], encoding: str, reject: Reject) -> bytes:
+    """``str(record)`` per line; records that cannot be written in ``encoding`` (a
+    lone surrogate, a character latin-1 has not) go to ``reject``."""
+    try:
+        return "".join([f"{r}\n" for r in batch]).encode(encoding)
+    except (UnicodeError, TypeError, ValueError):
+        pass  # one by one
+    out: list[bytes] = []
+    for record in batch:
+        try:
+            out.append(f"{record}\n".encode(encoding))
+        except (UnicodeError, TypeError, ValueError) as exc:
+            reject(record, exc)
+    return b"".join(out)
 
 
 def encode_csv(
-    batch: list[Any], columns: list[str], delimiter: str, header: bool, encoding: str
+    batch: list[Any],
+    columns: list[str],
+    delimiter: str,
+    header: bool,
+    encoding: str,
+    reject: Reject,
 ) -> bytes:
-    """CSV rows of ``columns`` (dict records) or of the values (sequence records)."""
+    """CSV rows of ``columns`` (dict records) or of the values (sequence records);
+    records that cannot be written (not a row, not encodable in ``encoding``) go to
+    ``reject``."""
+    head = _csv_text([columns], delimiter).encode(encoding) if header else b""
+    dicts = bool(batch) and isinstance(batch[0], dict)  # then every record must be
+    try:
+        return head + _csv_text(_csv_rows(batch, columns, dicts), delimiter).encode(encoding)
+    except _UNWRITABLE:
+        pass  # one by one
+    out = [head]
+    for record in batch:
+        try:
+            row = _csv_rows([record], columns, dicts)
+            out.append(_csv_text(row, delimiter).encode(encoding))
+        except _UNWRITABLE as exc:
+            reject(record, exc)
+    return b"".join(out)
+
+
+_UNWRITABLE = (UnicodeError, csv.Error, AttributeError, TypeError, ValueError)
+
+
+def _csv_rows(batch: list[Any], columns: list[str], dicts: bool) -> list[Any]:
+    if dicts:
+        return [[r.get(c) for c in columns] for r in batch]
+    return batch
+
+
+def _csv_text(rows: list[Any], delimiter: str) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer, delimiter=delimiter, lineterminator="\n")
-    if header:
-        writer.writerow(columns)
-    if batch and isinstance(batch[0], dict):
-        writer.writerows([[r.get(c) for c in columns] for r in batch])
-    else:
-        writer.writerows(batch)
-    return buffer.getvalue().encode(encoding)
+    csv.writer(buffer, delimiter=delimiter, lineterminator="\n").writerows(rows)
+    return buffer.getvalue()

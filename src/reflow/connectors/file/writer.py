@@ -182,7 +182,7 @@ class FileWriter(SinkWriter):
         if self.fmt == "json":
             data = encode_json_lines(chunk, self.ctx.reject)
         elif self.fmt == "text":
-            data = encode_text(chunk, opts.encoding)
+            data = encode_text(chunk, opts.encoding, self.ctx.reject)
         else:
             if self.columns is None:
                 first = chunk[0]
@@ -192,7 +192,9 @@ class FileWriter(SinkWriter):
                     )
                 self.columns = list(first)
             header = opts.csv_header and self.file_bytes == 0 and not self.buffer
-            data = encode_csv(chunk, self.columns, opts.csv_delimiter, header, opts.encoding)
+            data = encode_csv(
+                chunk, self.columns, opts.csv_delimiter, header, opts.encoding, self.ctx.reject
+            )
         size = len(data)
         self.buffer.append(data)
         self.buffered_bytes += size
