@@ -139,6 +139,26 @@ def test_csv_type_errors_are_rejected_with_the_line(tmp_path: Path) -> None:
     assert "in.csv:5: expected 2 fields, got 1" in dead.records[1]["error"]
 
 
+def test_csv_lines_not_valid_in_the_encoding_are_rejected_with_the_line(tmp_path: Path) -> None:
+    path = tmp_path / "in.csv"
+    path.write_bytes(b"id,name\n1,caf\xc3\xa9\n2,caf\xe9\n3,ok\n" + b"4,x\n" * 3000)
+    sink, dead = TestingSink(), TestingSink()
+    _copy(
+        Connectors.file(path=str(path), types={"id": "int"}),
+        sink,
+        policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead),
+    )
+    assert sink.records[:2] == [{"id": 1, "name": "caf\xe9"}, {"id": 3, "name": "ok"}]
+    assert len(sink.records) == 2 + 3000  # every other line read
+    assert len(dead.records) == 1
+    assert "in.csv:3: byte 0xe9 is not utf-8 text" in dead.records[0]["error"]
+    assert dead.records[0]["record"] == ["2", "caf\\xe9"]  # the byte shown, escaped
+    # read as latin-1 instead, every line is text
+    sink = TestingSink()
+    _copy(Connectors.file(path=str(path), encoding="latin-1", types={"id": "int"}), sink)
+    assert sink.records[1] == {"id": 2, "name": "caf\xe9"}
+
+
 def test_missing_file_fails_before_reading(tmp_path: Path) -> None:
     job = (
         Job.builder()

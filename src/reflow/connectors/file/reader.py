@@ -10,8 +10,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import csv
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import chain
 from typing import IO, Any
 
 import msgspec
@@ -399,9 +401,14 @@ class CsvReader(_WholeFiles):
     def _convert(self, rows: list[tuple[int, list[str]]]) -> list[Any]:
         names = self.fieldnames
         types = self.types
+        # Bytes not valid in the encoding were read as lone surrogates: one search
+        # of the batch, and row by row only when it finds one.
+        undecoded = _UNDECODED.search("".join(chain.from_iterable(row for _, row in rows)))
         out: list[Any] = []
         for line_num, row in rows:
             if not row:
+                continue
+            if undecoded is not None and self._undecoded(line_num, row):
                 continue
             try:
                 if names is None:
@@ -425,10 +432,36 @@ class CsvReader(_WholeFiles):
                 self.ctx.reject(row, exc)
         return out
 
+    def _undecoded(self, line_num: int, row: list[str]) -> bool:
+        """Whether ``row`` holds bytes not valid in the encoding; if so it is rejected,
+        its values shown with those bytes escaped (``\\xff``)."""
+        for value in row:
+            if (bad := _UNDECODED.search(value)) is not None:
+                byte = ord(bad.group()) - 0xDC00
+                shown = [
+                    v.encode(self.encoding, "surrogateescape").decode(
+                        self.encoding, "backslashreplace"
+                    )
+                    for v in row
+                ]
+                self.ctx.reject(
+                    shown,
+                    ValueError(
+                        f"{self.path}:{line_num}: byte 0x{byte:02x} is not {self.encoding} "
+                        "text; fix the file or set the source's 'encoding'"
+                    ),
+                )
+                return True
+        return False
+
     async def close(self) -> None:
         if self.file is not None:
             self.file.close()
             self.file = None
+
+
+# Lone surrogates: what ``surrogateescape`` reads bytes not valid in an encoding as.
+_UNDECODED = re.compile("[\udc80-\udcff]")
 
 
 class ParquetReader(_WholeFiles):

@@ -33,7 +33,11 @@ class Storage(Protocol):
     def list_files(self, pattern: str, role: str) -> list[str]: ...
     def size(self, path: str) -> int: ...
     def open_read(self, path: str) -> Any: ...
-    def open_text(self, path: str, encoding: str) -> IO[str]: ...
+    def open_text(self, path: str, encoding: str) -> IO[str]:
+        """The file as text; bytes not valid in ``encoding`` are read as lone
+        surrogates (``surrogateescape``), for the reader to reject their line."""
+        ...
+
     def open_write(self, path: str, append: bool) -> Any: ...
     def exists(self, path: str) -> bool: ...
     def makedirs(self, folder: str) -> None: ...
@@ -78,7 +82,7 @@ class LocalStorage:
         return open(path, "rb", buffering=0)
 
     def open_text(self, path: str, encoding: str) -> IO[str]:
-        return open(path, encoding=encoding, newline="")
+        return open(path, encoding=encoding, errors="surrogateescape", newline="")
 
     def open_write(self, path: str, append: bool) -> Any:
         return open(path, "ab" if append else "wb", buffering=FILE_BUFFER_BYTES)
@@ -195,7 +199,7 @@ class S3Storage:
             stream = self.fs.open_input_stream(self._key(path))
         except OSError as exc:
             raise self._error("reading", path, exc) from exc
-        return io.TextIOWrapper(stream, encoding=encoding, newline="")
+        return io.TextIOWrapper(stream, encoding=encoding, errors="surrogateescape", newline="")
 
     def open_write(self, path: str, append: bool) -> Any:
         if append:
