@@ -230,6 +230,36 @@ def test_text_and_csv_records_that_cannot_be_encoded_are_rejected_alone(
     assert len(dead.records) == len(records) - kept  # every record written or dead-lettered
 
 
+def test_parquet_records_that_cannot_be_written_are_rejected_alone(tmp_path: Path) -> None:
+    """The first row group's schema is inferred from the rows that convert (a column
+    null so far takes the type it gets next, ints widen to floats); a later row group
+    keeps the file's schema. Every record is written or dead-lettered."""
+    import pyarrow.parquet as pq
+
+    first = [
+        {"a": 1, "b": None, "c": 1},
+        {"a": "x", "b": "s", "c": 2},  # a: text where the rows before hold ints
+        {"a": 3, "b": "t", "c": 2.5},
+        {"a": 4, "b": "x\ud800", "c": 3},  # a lone surrogate
+        {"a": object(), "b": "u", "c": 4},  # nothing Arrow holds
+    ]
+    later = [{"a": 6, "b": "v", "c": 5.0}, {"a": 7, "b": 8, "c": 6.0}, {"a": 9, "b": "w", "c": 7.0}]
+    dead = TestingSink()
+    path = tmp_path / "out.parquet"
+    _copy(
+        TestingSource(first + later),
+        Connectors.file(path=str(path), parquet_row_group_size=5),
+        policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead),
+    )
+    assert pq.read_table(path).to_pylist() == [
+        {"a": 1, "b": None, "c": 1.0},
+        {"a": 3, "b": "t", "c": 2.5},
+        {"a": 6, "b": "v", "c": 5.0},
+        {"a": 9, "b": "w", "c": 7.0},
+    ]
+    assert sorted(str(r["record"]["c"]) for r in dead.records) == ["2", "3", "4", "6.0"]
+
+
 def test_append_mode(tmp_path: Path) -> None:
     path = tmp_path / "log.txt"
     for word in ("one", "two"):

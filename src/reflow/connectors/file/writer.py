@@ -213,23 +213,26 @@ class FileWriter(SinkWriter):
     async def _write_parquet(self) -> None:
         rows, self.parquet_rows = self.parquet_rows, []
         if rows:
-            await self.ctx.run_blocking(self._parquet_blocking, rows)
+            rejected = await self.ctx.run_blocking(self._parquet_blocking, rows)
+            for record, exc in rejected:
+                self.ctx.reject(record, exc)
 
-    def _parquet_blocking(self, rows: list[Any]) -> None:
-        import pyarrow as pa
+    def _parquet_blocking(self, rows: list[Any]) -> list[tuple[Any, Exception]]:
+        """Write ``rows`` as a row group; the rows that cannot be (and why) are returned."""
         import pyarrow.parquet as pq
 
+        table, rejected = _arrow_table(rows, None if self.parquet is None else self.parquet.schema)
+        if table is None:
+            return rejected
         if self.parquet is None:
-            table = pa.Table.from_pylist(rows)
             assert self.path is not None and self.write_path is not None
             target: Any = self.write_path
             if self.storage.remote:
                 self.parquet_stream = target = self.storage.open_write(self.write_path, False)
             self.parquet = pq.ParquetWriter(target, table.schema)
-        else:
-            table = pa.Table.from_pylist(rows, schema=self.parquet.schema)
         self.parquet.write_table(table)
         self.file_bytes += table.nbytes
+        return rejected
 
     async def _close_file(self) -> None:
         if self.fmt == "parquet":
@@ -351,3 +354,43 @@ class FileWriter(SinkWriter):
         self._timer = None
         if self.path is not None:
             await self._close_file()
+
+
+def _arrow_table(rows: list[Any], schema: Any) -> tuple[Any, list[tuple[Any, Exception]]]:
+    """``rows`` as an Arrow table of ``schema`` (None: inferred), and the rows that
+    cannot be in it with the reason: a value of another type than its column's, one
+    Arrow cannot hold, text with a lone surrogate. The batch converts in one call;
+    only when that fails are rows taken one by one. A new file's schema is then
+    inferred from the rows that convert alone, in order (a column null so far takes
+    the type it gets next, an int column widens to float; a row whose types
+    conflict with the rows before it is rejected)."""
+    import pyarrow as pa
+
+    problems = (pa.ArrowException, UnicodeError, TypeError, ValueError)
+    try:
+        return pa.Table.from_pylist(rows, schema=schema), []
+    except problems:
+        pass  # one by one
+    if schema is None:
+        for row in rows:
+            try:
+                alone = pa.Table.from_pylist([row]).schema
+                schema = (
+                    alone
+                    if schema is None
+                    else pa.unify_schemas([schema, alone], promote_options="permissive")
+                )
+            except problems:
+                continue  # rejected below, with its reason
+    good: list[Any] = []
+    rejected: list[tuple[Any, Exception]] = []
+    for row in rows:
+        try:
+            pa.Table.from_pylist([row], schema=schema)
+        except problems as exc:
+            rejected.append((row, exc))
+            continue
+        good.append(row)
+    if not good:
+        return None, rejected
+    return pa.Table.from_pylist(good, schema=schema), rejected
