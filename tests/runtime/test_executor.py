@@ -237,6 +237,48 @@ def test_dead_letter_policy_keeps_the_record_step_and_error() -> None:
     assert result.metrics.step("keep").dead_lettered == 3
 
 
+def test_a_dead_letter_file_takes_records_json_cannot_hold(tmp_path: Any) -> None:
+    """A record that failed may hold what the dead-letter sink cannot encode (an
+    object, a lone surrogate, a huge int): its entry keeps the record's repr, with
+    what UTF-8 cannot hold escaped, and the job goes on."""
+    import orjson
+
+    from reflow import Connectors
+
+    def fail_odd(record: dict[str, Any]) -> dict[str, Any]:
+        if record["n"] % 2:
+            raise ValueError(f"odd {record['s']}")
+        return record
+
+    records = [
+        {"n": 0, "s": "a"},
+        {"n": 1, "s": "x\ud800", "o": object()},
+        {"n": 3, "s": "y", "big": 2**70},
+        {"n": 5, "s": "plain"},
+        {"n": 6, "s": "b"},
+    ]
+    path = tmp_path / "dead.jsonl"
+    sink = TestingSink()
+    job = (
+        Job.builder()
+        .error_policy(
+            ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=Connectors.file(path=str(path)))
+        )
+        .source(TestingSource(records))
+        .transform(Operators.map(fail_odd), id="odd")
+        .sink(sink)
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert [r["n"] for r in sink.records] == [0, 6]
+    dead = [orjson.loads(line) for line in path.read_bytes().splitlines()]
+    assert [d["error"] for d in dead] == ["odd x\\ud800", "odd y", "odd plain"]
+    assert "'x\\ud800'" in dead[0]["record"] and "object object" in dead[0]["record"]
+    assert "1180591620717411303424" in dead[1]["record"]
+    assert dead[2]["record"] == {"n": 5, "s": "plain"}  # JSON holds it: kept as it is
+
+
 def test_per_step_policy_overrides_the_job_policy() -> None:
     sink = TestingSink()
     job = (

@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+import orjson
+
 from reflow.connectors.base import SinkWriter
 from reflow.errors import RecordRejectedError
 from reflow.graph.job import ErrorMode
@@ -97,7 +99,7 @@ class RecordErrorHandler:
                 "step_id": self.step_id,
                 "subtask": metrics.subtask,
                 "error_type": type(error).__name__,
-                "error": str(error),
+                "error": _text(str(error)),
                 "record": _jsonable(record),
                 "time": time.time(),
             }
@@ -108,8 +110,22 @@ class RecordErrorHandler:
 
 
 def _jsonable(record: Any) -> Any:
+    """The record as a dead-letter entry holds it: as it is when JSON can hold it,
+    else its repr (a dead-letter sink must be able to write every entry, whatever
+    made the record fail: an object, a lone surrogate, an int beyond 64 bits)."""
     if isinstance(record, bytes):
         return record.decode("utf-8", "replace")
-    if record is None or isinstance(record, str | int | float | bool | list | dict):
+    if record is None or isinstance(record, int | float | bool):
+        return record if not isinstance(record, int) or -(2**63) <= record < 2**64 else repr(record)
+    if isinstance(record, str | list | dict):
+        try:
+            orjson.dumps(record)
+        except TypeError:  # (orjson's JSONEncodeError)
+            return _text(repr(record))
         return record
-    return repr(record)
+    return _text(repr(record))
+
+
+def _text(text: str) -> str:
+    """``text`` with what UTF-8 cannot hold (lone surrogates) escaped."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
