@@ -110,20 +110,39 @@ class RecordErrorHandler:
 
 
 def _jsonable(record: Any) -> Any:
-    """The record as a dead-letter entry holds it: as it is when JSON can hold it,
-    else its repr (a dead-letter sink must be able to write every entry, whatever
-    made the record fail: an object, a lone surrogate, an int beyond 64 bits)."""
+    """The record as a dead-letter entry holds it: as it is when JSON can hold it;
+    else with what it cannot replaced (an object by its repr, a lone surrogate
+    escaped, an int beyond 64 bits as text), keeping the record's shape, so that a
+    dead-letter sink can write every entry whatever made the record fail."""
     if isinstance(record, bytes):
         return record.decode("utf-8", "replace")
-    if record is None or isinstance(record, int | float | bool):
-        return record if not isinstance(record, int) or -(2**63) <= record < 2**64 else repr(record)
-    if isinstance(record, str | list | dict):
+    if isinstance(record, str | int | float | bool | list | dict) or record is None:
         try:
             orjson.dumps(record)
         except TypeError:  # (orjson's JSONEncodeError)
-            return _text(repr(record))
+            return _held(record, 0)
         return record
     return _text(repr(record))
+
+
+def _held(value: Any, depth: int) -> Any:
+    if isinstance(value, str):
+        return _text(value)
+    if value is None or isinstance(value, bool | float):
+        return value
+    if isinstance(value, int):
+        return value if -(2**63) <= value < 2**64 else str(value)
+    if depth < _DEPTH and isinstance(value, dict):
+        return {
+            _text(k) if isinstance(k, str) else _text(repr(k)): _held(v, depth + 1)
+            for k, v in value.items()
+        }
+    if depth < _DEPTH and isinstance(value, list | tuple):
+        return [_held(v, depth + 1) for v in value]
+    return _text(repr(value))  # (repr shows a cycle as [...])
+
+
+_DEPTH = 32
 
 
 def _text(text: str) -> str:
