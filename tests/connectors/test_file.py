@@ -153,6 +153,15 @@ def test_csv_lines_not_valid_in_the_encoding_are_rejected_with_the_line(tmp_path
     assert len(dead.records) == 1
     assert "in.csv:3: byte 0xe9 is not utf-8 text" in dead.records[0]["error"]
     assert dead.records[0]["record"] == ["2", "caf\\xe9"]  # the byte shown, escaped
+    # a header that is not text: the job fails, saying which file and how to fix it
+    bad_header = tmp_path / "head.csv"
+    bad_header.write_bytes(b"id,caf\xe9\n1,2\n")
+    job = Job.builder().source(Connectors.file(path=str(bad_header))).sink(TestingSink()).build()
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert "the header of" in (result.error or "") and "set the source's 'encoding'" in (
+        result.error or ""
+    )
     # read as latin-1 instead, every line is text
     sink = TestingSink()
     _copy(Connectors.file(path=str(path), encoding="latin-1", types={"id": "int"}), sink)

@@ -22,6 +22,7 @@ from reflow.connectors.base import ConnectorContext, SourceReader
 from reflow.connectors.file.formats import decode_json_lines
 from reflow.connectors.file.storage import LocalStorage, Storage
 from reflow.connectors.typed import decode_typed_lines, row_type, typed_decoder
+from reflow.errors import ConnectorError
 
 __all__ = ["FileSplit", "list_files", "make_reader", "plan_splits"]
 
@@ -370,6 +371,11 @@ class CsvReader(_WholeFiles):
         self.rows_returned = 0
         if self.header:
             first = next(self.reader, None)
+            if first is not None and any(_UNDECODED.search(name) for name in first):
+                raise ConnectorError(
+                    f"file source: the header of {path} has bytes that are not "
+                    f"{self.encoding} text; fix the file or set the source's 'encoding'"
+                )
             if self.fieldnames is None and first is not None:
                 self.fieldnames = first
         while self.skip_rows > 0 and next(self.reader, None) is not None:
