@@ -544,6 +544,28 @@ def test_late_rows_of_an_over_aggregate_go_to_the_late_table() -> None:
     assert [s.late for s in result.metrics.steps if s.step_id.startswith("over")] == [1]
 
 
+def _memory_sql_job(
+    name: str, policy: str, key: str, select: str, batch_size: int | None = None
+) -> str:
+    """A YAML job of one SQL query from memory collection NAME-in (columns ``key``,
+    price, ts; 1 ms of disorder) into NAME-out, under the error policy ``policy``."""
+    setting = f"SET 'batch.size' = '{batch_size}';" if batch_size else ""
+    return f"""
+job:
+  name: {name}
+  error_policy: {policy}
+  sql: |
+    {setting}
+    CREATE TABLE bids ({key}, price BIGINT, ts BIGINT,
+                       WATERMARK FOR ts AS ts - INTERVAL '1' MILLISECOND)
+    WITH ('connector' = 'memory', 'collection' = '{name}-in');
+    CREATE SINK sums (ts BIGINT)
+    WITH ('connector' = 'memory', 'collection' = '{name}-out', 'append' = 'false');
+    INSERT INTO sums
+    {select}
+"""
+
+
 @pytest.mark.parametrize(
     ("frame", "totals"),
     [
@@ -570,21 +592,14 @@ def test_a_value_an_over_aggregate_cannot_add_is_rejected_and_the_frame_kept(
         (6_000, 6),
     ]
     memory_store["over-bad-in"] = [{"auction": 1, "price": p, "ts": t} for t, p in prices]
-    text = f"""
-job:
-  name: over-bad
-  error_policy: {{mode: skip}}
-  sql: |
-    SET 'batch.size' = '2';
-    CREATE TABLE bids (auction BIGINT, price BIGINT, ts BIGINT,
-                       WATERMARK FOR ts AS ts - INTERVAL '1' MILLISECOND)
-    WITH ('connector' = 'memory', 'collection' = 'over-bad-in');
-    CREATE SINK sums (auction BIGINT)
-    WITH ('connector' = 'memory', 'collection' = 'over-bad-out', 'append' = 'false');
-    INSERT INTO sums
-    SELECT ts, COUNT(price) OVER w AS n, SUM(price) OVER w AS total FROM bids
-    WINDOW w AS (PARTITION BY auction ORDER BY ts {frame} AND CURRENT ROW);
-"""
+    text = _memory_sql_job(
+        "over-bad",
+        "{mode: skip}",
+        "auction BIGINT",
+        "SELECT ts, COUNT(price) OVER w AS n, SUM(price) OVER w AS total FROM bids\n"
+        f"    WINDOW w AS (PARTITION BY auction ORDER BY ts {frame} AND CURRENT ROW);",
+        batch_size=2,
+    )
     result = run_job(load_job_text(text, "over-bad.yaml"))
     assert result.status is JobStatus.COMPLETED, result.error
     times = [1_000, 2_000, 3_000, 4_000, 5_000, 6_000]
@@ -607,21 +622,13 @@ def test_a_row_whose_partition_key_cannot_be_hashed_is_rejected_alone() -> None:
         {"tags": ["a", "b"], "price": 2, "ts": 2_000},
         {"tags": "a", "price": 3, "ts": 3_000},
     ]
-    text = """
-job:
-  name: over-key
-  error_policy:
-    mode: dead-letter
-    dead_letter: {connector: memory, config: {collection: over-key-dead, append: false}}
-  sql: |
-    CREATE TABLE bids (tags VARCHAR, price BIGINT, ts BIGINT,
-                       WATERMARK FOR ts AS ts - INTERVAL '1' MILLISECOND)
-    WITH ('connector' = 'memory', 'collection' = 'over-key-in');
-    CREATE SINK sums (ts BIGINT)
-    WITH ('connector' = 'memory', 'collection' = 'over-key-out', 'append' = 'false');
-    INSERT INTO sums
-    SELECT ts, SUM(price) OVER (PARTITION BY tags ORDER BY ts) AS total FROM bids;
-"""
+    text = _memory_sql_job(
+        "over-key",
+        "{mode: dead-letter, dead_letter: "
+        "{connector: memory, config: {collection: over-key-dead, append: false}}}",
+        "tags VARCHAR",
+        "SELECT ts, SUM(price) OVER (PARTITION BY tags ORDER BY ts) AS total FROM bids;",
+    )
     result = run_job(load_job_text(text, "over-key.yaml"))
     assert result.status is JobStatus.COMPLETED, result.error
     assert memory_store["over-key-out"] == [{"ts": 1_000, "total": 1}, {"ts": 3_000, "total": 4}]
