@@ -49,8 +49,8 @@ class SqlFrameAggregates(AggregateFunction[Any, list[Any], list[Any]]):
             if place is not None and (type(place) is not int or place < 0):
                 raise ValueError(f"an argument's place is a whole number, not {place!r}")
         made = _functions(self.kinds)
-        # The generated functions themselves, called without a method in between
-        # (they are what the methods below would call).
+        # The generated functions themselves, as instance attributes in front of the
+        # methods below (which say what they do): called without a method in between.
         self.add = made["add"]  # type: ignore[method-assign]
         self.retract = made["retract"]  # type: ignore[method-assign]
         self.result = made["result"]  # type: ignore[method-assign]
