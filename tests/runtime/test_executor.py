@@ -237,7 +237,9 @@ def test_dead_letter_policy_keeps_the_record_step_and_error() -> None:
     assert result.metrics.step("keep").dead_lettered == 3
 
 
-def test_a_dead_letter_file_takes_records_json_cannot_hold(tmp_path: Any) -> None:
+def test_a_dead_letter_file_takes_records_json_cannot_hold(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     """A record that failed may hold what the dead-letter sink cannot encode (an
     object, a lone surrogate, a huge int): its entry keeps the record's shape with
     those values replaced (repr, escaped, as text), and the job goes on."""
@@ -269,9 +271,15 @@ def test_a_dead_letter_file_takes_records_json_cannot_hold(tmp_path: Any) -> Non
         .sink(sink)
         .build()
     )
-    result = run_job(job)
+    with caplog.at_level("WARNING"):
+        result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert [r["n"] for r in sink.records] == [0, 6]
+    # log lines are UTF-8 text: a stream that cannot write a lone surrogate (Ray's
+    # worker stderr) made the log call itself fail the step
+    logged = [r.getMessage() for r in caplog.records if "dead-lettered record" in r.getMessage()]
+    assert len(logged) == 3
+    assert all(m.encode("utf-8") for m in logged)
     dead = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert [d["error"] for d in dead] == ["odd x\\ud800", "odd y", "odd plain"]
     assert dead[0]["record"]["s"] == "x\\ud800"  # the surrogate escaped

@@ -77,9 +77,11 @@ class RecordErrorHandler:
         metrics.rejected += 1
         count = metrics.rejected
         if count <= LOG_FIRST or count % LOG_EVERY == 0:
-            shown = repr(record)
+            shown = _text(repr(record))
             if len(shown) > PREVIEW_CHARS:
                 shown = shown[:PREVIEW_CHARS] + "..."
+            # (the error's text escaped too: a stream that cannot write a lone
+            # surrogate would otherwise make the log call itself fail the step)
             logger.warning(
                 "job %s step %s subtask %d: %s record #%d (%s: %s): %s",
                 self.job_id,
@@ -88,7 +90,7 @@ class RecordErrorHandler:
                 "dead-lettered" if self.mode is ErrorMode.DEAD_LETTER else "skipped",
                 count,
                 type(error).__name__,
-                error,
+                _text(str(error)),
                 shown,
                 extra={"job_id": self.job_id, "step_id": self.step_id},
             )
