@@ -237,9 +237,7 @@ def test_dead_letter_policy_keeps_the_record_step_and_error() -> None:
     assert result.metrics.step("keep").dead_lettered == 3
 
 
-def test_a_dead_letter_file_takes_records_json_cannot_hold(
-    tmp_path: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_a_dead_letter_file_takes_records_json_cannot_hold(tmp_path: Any) -> None:
     """A record that failed may hold what the dead-letter sink cannot encode (an
     object, a lone surrogate, a huge int): its entry keeps the record's shape with
     those values replaced (repr, escaped, as text), and the job goes on."""
@@ -271,21 +269,40 @@ def test_a_dead_letter_file_takes_records_json_cannot_hold(
         .sink(sink)
         .build()
     )
-    with caplog.at_level("WARNING"):
-        result = run_job(job)
+    # (on Ray this also shows the log line is written: a worker's stderr cannot
+    # write a lone surrogate, and the log call itself failed the step)
+    result = run_job(job)
     assert result.status is JobStatus.COMPLETED, result.error
     assert [r["n"] for r in sink.records] == [0, 6]
-    # log lines are UTF-8 text: a stream that cannot write a lone surrogate (Ray's
-    # worker stderr) made the log call itself fail the step
-    logged = [r.getMessage() for r in caplog.records if "dead-lettered record" in r.getMessage()]
-    assert len(logged) == 3
-    assert all(m.encode("utf-8") for m in logged)
     dead = [orjson.loads(line) for line in path.read_bytes().splitlines()]
     assert [d["error"] for d in dead] == ["odd x\\ud800", "odd y", "odd plain"]
     assert dead[0]["record"]["s"] == "x\\ud800"  # the surrogate escaped
     assert dead[0]["record"]["o"].startswith("<object object")  # the object's repr
     assert dead[1]["record"] == {"n": 3, "s": "y", "big": "1180591620717411303424"}
     assert dead[2]["record"] == {"n": 5, "s": "plain"}  # JSON holds it: kept as it is
+
+
+@pytest.mark.local_only  # reads this process's log records
+def test_a_rejected_records_log_line_is_utf8_text(caplog: pytest.LogCaptureFixture) -> None:
+    """The error's text and the record are escaped where UTF-8 cannot hold them."""
+
+    def fail(record: str) -> str:
+        raise ValueError(f"bad {record}")
+
+    job = (
+        Job.builder()
+        .error_policy(ErrorPolicy(ErrorMode.SKIP))
+        .source(TestingSource(["x\ud800", "y"]))
+        .transform(Operators.map(fail), id="bad")
+        .sink(TestingSink())
+        .build()
+    )
+    with caplog.at_level("WARNING"):
+        assert run_job(job).status is JobStatus.COMPLETED
+    logged = [r.getMessage() for r in caplog.records if "skipped record" in r.getMessage()]
+    assert len(logged) == 2
+    assert "bad x\\ud800" in logged[0]
+    assert all(m.encode("utf-8") for m in logged)
 
 
 def test_per_step_policy_overrides_the_job_policy() -> None:
