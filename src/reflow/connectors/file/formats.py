@@ -133,15 +133,9 @@ def encode_text(batch: list[Any], encoding: str, reject: Reject) -> bytes:
     lone surrogate, a character latin-1 has not) go to ``reject``."""
     try:
         return "".join([f"{r}\n" for r in batch]).encode(encoding)
-    except (UnicodeError, TypeError, ValueError):
-        pass  # one by one
-    out: list[bytes] = []
-    for record in batch:
-        try:
-            out.append(f"{record}\n".encode(encoding))
-        except (UnicodeError, TypeError, ValueError) as exc:
-            reject(record, exc)
-    return b"".join(out)
+    except _UNWRITABLE:
+        pass
+    return b"".join(_one_by_one(batch, lambda r: f"{r}\n".encode(encoding), reject))
 
 
 def encode_csv(
@@ -161,17 +155,27 @@ def encode_csv(
         return head + _csv_text(_csv_rows(batch, columns, dicts), delimiter).encode(encoding)
     except _UNWRITABLE:
         pass  # one by one
-    out = [head]
+
+    def one(record: Any) -> bytes:
+        return _csv_text(_csv_rows([record], columns, dicts), delimiter).encode(encoding)
+
+    return head + b"".join(_one_by_one(batch, one, reject))
+
+
+# What encoding a record as text or a CSV row may raise: the record is rejected.
+_UNWRITABLE = (UnicodeError, csv.Error, AttributeError, TypeError, ValueError)
+
+
+def _one_by_one(batch: list[Any], encode: Callable[[Any], bytes], reject: Reject) -> list[bytes]:
+    """Each record encoded alone, after its batch could not be in one go: the ones
+    that cannot be go to ``reject``."""
+    out: list[bytes] = []
     for record in batch:
         try:
-            row = _csv_rows([record], columns, dicts)
-            out.append(_csv_text(row, delimiter).encode(encoding))
+            out.append(encode(record))
         except _UNWRITABLE as exc:
             reject(record, exc)
-    return b"".join(out)
-
-
-_UNWRITABLE = (UnicodeError, csv.Error, AttributeError, TypeError, ValueError)
+    return out
 
 
 def _csv_rows(batch: list[Any], columns: list[str], dicts: bool) -> list[Any]:
