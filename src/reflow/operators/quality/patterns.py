@@ -10,10 +10,22 @@ in one call: its values joined by newlines against ``(?:(?:PATTERN)\\n)*``.
 When no value holds a newline and the pattern cannot match one (read off its
 parse), each repetition matches exactly one value, so a match means every value
 matches; otherwise (or when the batch fails) values are matched one by one.
+
+RE2's binding lets go of the GIL for each call, and taking it back after the
+interpreter's own work in between costs about as much as the match (17 µs
+against 9 for a batch of 100 URLs in a running job). For a batch of ASCII
+text and a pattern of the simple kind (literals, ``.``, classes of ASCII
+characters and digits or word characters, groups, and at most one repetition
+whose length can vary, of one character: ``https://x\\.com/item\\?q=\\d+``),
+Python's own engine gives RE2's answer (the two read such patterns alike) in
+time linear in the text, and matches without letting go: each value is an
+atomic group, so nothing backtracks from one value into another, and one
+varying repetition of one character can only be tried at each length once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import re
 from collections.abc import Callable
@@ -48,7 +60,20 @@ class Pattern:
             ) from None
         self._fullmatch: Callable[[str], Any] = compiled.fullmatch
         self._known: dict[str, bool] = {}
-        self._batch = _batch_matcher(re2, pattern) if _newline_free(pattern) else None
+        tree = _parse(pattern)
+        free = tree is not None and _newline_free(tree)
+        self._batch = _batch_matcher(re2, pattern) if free else None
+        self._text: Callable[[str], Any] | None = None
+        """The batch match by Python's engine, for ASCII text (simple patterns)."""
+        if free and _simple(tree, pattern):
+            # Possessive and atomic: a value once matched is never matched again.
+            with contextlib.suppress(re.error, RecursionError, OverflowError):
+                self._text = re.compile(f"(?>(?:{pattern})\n)*+", re.ASCII).fullmatch
+
+    @property
+    def batched(self) -> bool:
+        """True when ``all_match`` can answer for a whole batch at once."""
+        return self._batch is not None
 
     def matches(self, value: str) -> bool:
         """Whether the pattern matches ``value`` whole (False for a string that is not
@@ -65,14 +90,24 @@ class Pattern:
         return known
 
     def all_match(self, values: list[Any]) -> bool:
-        """True only if every value is a string the pattern matches whole (False
-        means: look one by one)."""
+        """True only if every value is None or a string the pattern matches whole
+        (False means: look one by one)."""
         if self._batch is None:
             return False
         try:
             joined = "\n".join(values)
-        except TypeError:  # nulls or non-strings
-            return False
+        except TypeError:  # nulls (which pass) or non-strings
+            try:
+                joined = "\n".join([v for v in values if v is not None])
+            except TypeError:
+                return False
+            values = [v for v in values if v is not None]
+            if not values:
+                return True
+        if self._text is not None and joined.isascii():
+            if joined.count("\n") != len(values) - 1:
+                return False
+            return self._text(joined + "\n") is not None
         try:
             text = (joined + "\n").encode()
         except UnicodeEncodeError:  # a lone surrogate: look one by one
@@ -99,17 +134,75 @@ def _batch_matcher(re2: Any, pattern: str) -> Callable[[bytes], bool] | None:
     return match
 
 
-def _newline_free(pattern: str) -> bool:
-    """True when the pattern cannot match a newline (False when unsure)."""
+def _parse(pattern: str) -> Any:
+    """The pattern as CPython's regex parser reads it (None when it cannot, or the
+    pattern holds syntax the two engines read differently)."""
     if any(marker in pattern for marker in _RE2_ONLY):
-        return False
+        return None
     try:
         # CPython's own regex parser (typeshed lists it in some versions only).
-        c: Any = importlib.import_module("re._constants")
         parser: Any = importlib.import_module("re._parser")
+        return parser.parse(pattern)
+    except Exception:
+        return None
 
-        tree = parser.parse(pattern)
+
+def _newline_free(tree: Any) -> bool:
+    """True when the parsed pattern cannot match a newline (False when unsure)."""
+    c: Any = importlib.import_module("re._constants")
+    try:
         return _free(tree, bool(tree.state.flags & c.SRE_FLAG_DOTALL), c)
+    except Exception:
+        return False
+
+
+def _simple(tree: Any, pattern: str) -> bool:
+    """True for a pattern Python's engine matches as RE2 does on ASCII text, in time
+    linear in the text: no flags, anchors, alternatives, back-references or
+    look-arounds, character classes of ASCII characters, digits and word
+    characters only (``\\s`` differs: Python's holds a vertical tab), and at most
+    one repetition whose length varies, of a single character."""
+    if "{," in pattern:  # Python reads {,n} as {0,n}; RE2 as the text "{,n}"
+        return False
+    c: Any = importlib.import_module("re._constants")
+    if tree.state.flags & ~c.SRE_FLAG_UNICODE:
+        return False
+    same = (c.CATEGORY_DIGIT, c.CATEGORY_NOT_DIGIT, c.CATEGORY_WORD, c.CATEGORY_NOT_WORD)
+    varying = [0]
+
+    def single(op: Any, av: Any) -> bool:
+        """One character: a literal, ``.`` or a class."""
+        if op is c.LITERAL or op is c.NOT_LITERAL or op is c.ANY:
+            return True
+        if op is c.IN:
+            return all(
+                kind in (c.LITERAL, c.RANGE, c.NEGATE) or (kind is c.CATEGORY and value in same)
+                for kind, value in av
+            )
+        return False
+
+    def walk(items: Any) -> bool:
+        for op, av in items:
+            if single(op, av):
+                continue
+            if op is c.SUBPATTERN:
+                _, add, remove, body = av
+                if add or remove or not walk(body):
+                    return False
+            elif op is c.MAX_REPEAT or op is c.MIN_REPEAT:
+                low, high, body = av
+                if len(body) != 1 or not single(*body[0]):
+                    return False
+                if low != high:
+                    varying[0] += 1
+                    if varying[0] > 1:
+                        return False
+            else:
+                return False
+        return True
+
+    try:
+        return walk(tree)
     except Exception:
         return False
 

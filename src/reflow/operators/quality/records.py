@@ -72,7 +72,7 @@ class _SchemaLogic(RuleLogic):
         self.types = [(f, NULL_TYPES.union(_TYPES[t]), t) for f, t in rule.types.items()]
 
     def inline(self, inliner: Inliner) -> list[str]:
-        conditions = [f"{inliner.field(name)} is not None" for name in self.required]
+        conditions = [inliner.not_null(name) for name in self.required]
         for name, allowed, _ in self.types:
             conditions.append(inliner.typed(name, allowed - NULL_TYPES))
         return conditions
@@ -130,7 +130,7 @@ class _NotNullLogic(RuleLogic):
         self.fields = fields
 
     def inline(self, inliner: Inliner) -> list[str]:
-        return [f"{inliner.field(name)} is not None" for name in self.fields]
+        return [inliner.not_null(name) for name in self.fields]
 
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         bad: dict[int, str] = {}
@@ -186,9 +186,10 @@ class _RangeLogic(RuleLogic):
         low, high = inliner.bind(self.low), inliner.bind(self.high)
         # An int or a float (not bool, which the exact check calls not a number),
         # within the bounds; NaN fails both comparisons.
+        within = f"{low} <= {value} <= {high}"
         return [
             inliner.typed(self.name, _NUMBERS),
-            f"{value} is None or {low} <= {value} <= {high}",
+            f"{value} is None or {within}" if inliner.nullable(self.name) else within,
         ]
 
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
@@ -303,6 +304,13 @@ class _RegexLogic(RuleLogic):
     def __init__(self, name: str, pattern: Pattern) -> None:
         self.name = name
         self.pattern = pattern
+
+    def inline(self, inliner: Inliner) -> list[str] | None:
+        if not self.pattern.batched:
+            return None
+        values = inliner.column(self.name)
+        inliner.after(f"{inliner.bind(self.pattern.all_match)}({values})")
+        return []
 
     def failures(self, batch: list[Any], columns: Columns) -> dict[int, str]:
         values = columns.of(self.name)
