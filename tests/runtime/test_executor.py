@@ -489,3 +489,66 @@ def test_a_source_with_ready_records_and_a_chain_that_never_waits_yields_the_loo
     # A turn about every 10 ms (the source's turn) plus a batch; without the turns the
     # loop waited for the whole 0.8 s of processing.
     assert longest < 0.4
+
+
+def test_a_dead_letter_entry_holds_a_typed_row_or_dataclass_as_its_fields(
+    tmp_path: Any,
+) -> None:
+    """Records a declared schema decoded into typed rows, and dataclass records,
+    are dead-lettered as objects of their fields (not as their repr)."""
+    import dataclasses
+
+    import orjson
+
+    from reflow import Connectors
+
+    @dataclasses.dataclass
+    class Point:
+        x: int
+        label: str
+        inner: Any = None
+
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"n": 1, "s": "a"}\n{"n": 2, "s": "b\\u00e9"}\n{"n": 3}\n')
+    dead_path = tmp_path / "dead.jsonl"
+
+    def fail_even(row: Any) -> Any:
+        if row["n"] % 2 == 0:
+            raise ValueError("even")
+        return row
+
+    policy = ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=Connectors.file(path=str(dead_path)))
+    typed = (
+        Job.builder()
+        .error_policy(policy)
+        .source(
+            Connectors.file(path=str(source), format="json", schema={"n": "BIGINT", "s": "VARCHAR"})
+        )
+        .transform(Operators.map(fail_even), id="even")
+        .sink(TestingSink())
+        .build()
+    )
+    assert run_job(typed).status is JobStatus.COMPLETED
+    dead = [orjson.loads(line) for line in dead_path.read_bytes().splitlines()]
+    assert [d["record"] for d in dead] == [{"n": 2, "s": "bé"}]
+
+    dead_path.unlink()
+
+    def fail_point(point: Point) -> Point:
+        if point.x:
+            raise ValueError("x")
+        return point
+
+    objects = (
+        Job.builder()
+        .error_policy(policy)
+        .source(TestingSource([Point(0, "a"), Point(1, "b", Point(2, "c", object()))]))
+        .transform(Operators.map(fail_point), id="point")
+        .sink(TestingSink())
+        .build()
+    )
+    assert run_job(objects).status is JobStatus.COMPLETED
+    (entry,) = [orjson.loads(line) for line in dead_path.read_bytes().splitlines()]
+    record = entry["record"]
+    assert record["x"] == 1 and record["label"] == "b"
+    assert record["inner"]["x"] == 2 and record["inner"]["inner"].startswith("<object object")

@@ -9,10 +9,12 @@ step_id and error.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from typing import Any
 
+import msgspec
 import orjson
 
 from reflow.connectors.base import SinkWriter
@@ -115,9 +117,14 @@ def _jsonable(record: Any) -> Any:
     """The record as a dead-letter entry holds it: as it is when JSON can hold it;
     else with what it cannot replaced (an object by its repr, a lone surrogate
     escaped, an int beyond 64 bits as text), keeping the record's shape, so that a
-    dead-letter sink can write every entry whatever made the record fail."""
+    dead-letter sink can write every entry whatever made the record fail. A typed
+    row (a declared schema's msgspec Struct) or a dataclass is held as the object
+    of its fields."""
     if isinstance(record, bytes):
         return record.decode("utf-8", "replace")
+    fields = _fields(record)
+    if fields is not None:
+        record = fields
     if isinstance(record, str | int | float | bool | list | dict) or record is None:
         try:
             orjson.dumps(record)
@@ -125,6 +132,18 @@ def _jsonable(record: Any) -> Any:
             return _held(record, 0)
         return record
     return _text(repr(record))
+
+
+def _fields(record: Any) -> dict[str, Any] | None:
+    """A Struct's or a dataclass's fields by name (None for other records)."""
+    try:
+        if isinstance(record, msgspec.Struct):
+            return msgspec.structs.asdict(record)
+        if dataclasses.is_dataclass(record) and not isinstance(record, type):
+            return {f.name: getattr(record, f.name) for f in dataclasses.fields(record)}
+    except Exception:  # a field that cannot be read: the record's repr then
+        return None
+    return None
 
 
 def _held(value: Any, depth: int) -> Any:
@@ -141,6 +160,9 @@ def _held(value: Any, depth: int) -> Any:
         }
     if depth < _DEPTH and isinstance(value, list | tuple):
         return [_held(v, depth + 1) for v in value]
+    fields = _fields(value) if depth < _DEPTH else None
+    if fields is not None:
+        return _held(fields, depth + 1)
     return _text(repr(value))  # (repr shows a cycle as [...])
 
 
