@@ -86,7 +86,14 @@ def row_type(schema: Mapping[str, str] | Schema) -> type[msgspec.Struct]:
     made = msgspec.defstruct(
         "Row",
         fields,
-        namespace={"get": get, "__getitem__": item, "__reduce__": reduce},
+        # __reflow_row__: steps that read fields tell these rows from other objects
+        # and read their columns as attributes (quality/kernel.py).
+        namespace={
+            "get": get,
+            "__getitem__": item,
+            "__reduce__": reduce,
+            "__reflow_row__": True,
+        },
         module=__name__,
         # Not tracked by the cyclic GC: a row holds column values, which never hold
         # the row, so it is never part of a cycle; a million rows allocated no longer
