@@ -24,6 +24,8 @@ from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
+import msgspec
+
 from reflow.errors import ConnectorError
 from reflow.eventtime.clock import Clock, SystemClock
 
@@ -206,6 +208,11 @@ class Source(abc.ABC):
 class SinkWriter(abc.ABC):
     """Writes one subtask's records to the external system."""
 
+    typed_rows: bool = False
+    """True when ``write`` takes typed rows (the msgspec Structs a declared schema
+    decodes into) as they are, encoding them itself (JSON lines, JSON messages);
+    other writers are given each typed row as the dict of its columns."""
+
     async def open(self) -> None:
         """Connect; called once before the first write."""
 
@@ -245,6 +252,15 @@ class SinkWriter(abc.ABC):
         """After a rescale: the states of the old subtasks, whose commits subtask 0
         finishes (``restore``). Take from them what this writer must not reuse (file
         part numbers, ...); never commit them. Default: nothing."""
+
+
+def rows_as_dicts(batch: list[Any]) -> list[Any]:
+    """``batch`` with each typed row (msgspec Struct) as the dict of its columns;
+    the batch itself when it holds none."""
+    if not any(issubclass(kind, msgspec.Struct) for kind in set(map(type, batch))):
+        return batch
+    asdict = msgspec.structs.asdict
+    return [asdict(r) if isinstance(r, msgspec.Struct) else r for r in batch]
 
 
 class Sink(abc.ABC):

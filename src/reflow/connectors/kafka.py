@@ -464,6 +464,7 @@ class _KafkaWriter(SinkWriter):
         self.headers = [(k, v.encode()) for k, v in options.headers.items()] or None
         self.inflight: deque[asyncio.Future[Any]] = deque()
         self.codec = PayloadCodec(options)
+        self.typed_rows = self.codec.format == "json"  # JSON messages encode rows
 
     async def open(self) -> None:
         from aiokafka import AIOKafkaProducer

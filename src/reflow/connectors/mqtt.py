@@ -364,6 +364,7 @@ class _MqttWriter(SinkWriter):
         self.options = options
         self.ctx = ctx
         self.codec = PayloadCodec(options)
+        self.typed_rows = self.codec.format == "json"  # JSON messages encode rows
         self.client: Any = None
         self.connected = False
         self.templated = "{" in options.topic

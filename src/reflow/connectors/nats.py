@@ -206,6 +206,7 @@ class _NatsWriter(SinkWriter):
         self.options = options
         self.ctx = ctx
         self.codec = PayloadCodec(options)
+        self.typed_rows = self.codec.format == "json"  # JSON messages encode rows
         self.client: Any = None
         self.js: Any = None
 

@@ -205,6 +205,7 @@ class _RabbitWriter(SinkWriter):
         self.options = options
         self.ctx = ctx
         self.codec = PayloadCodec(options)
+        self.typed_rows = self.codec.format == "json"  # JSON messages encode rows
         self.connection: Any = None
         self.exchange: Any = None
         self.routing = options.routing_key or options.queue or ""

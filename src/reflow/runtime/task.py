@@ -29,7 +29,7 @@ from zlib import crc32
 from reflow.checkpoint.alignment import BarrierAligner
 from reflow.checkpoint.barrier import Barrier, SenderFinished
 from reflow.checkpoint.coordinator import CheckpointAcks
-from reflow.connectors.base import END_OF_INPUT, SinkWriter, SourceReader
+from reflow.connectors.base import END_OF_INPUT, SinkWriter, SourceReader, rows_as_dicts
 from reflow.eventtime.clock import Clock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
@@ -44,7 +44,9 @@ __all__ = ["Router", "Stage", "Subtask"]
 
 logger = logging.getLogger(__name__)
 
-SYNC, ASYNC, BLOCKING, SINK = range(4)
+SYNC, ASYNC, BLOCKING, SINK, SINK_OF_ROWS = range(5)
+"""How a stage runs: an operator's ``process`` on the loop, awaited, or in the
+compute pool; a sink given dicts for typed rows, or a sink that takes typed rows."""
 
 # While its reader holds more records ready (a file's chunk, a backlog), a source
 # advances event time once per this many records rather than after every batch:
@@ -73,7 +75,7 @@ class Stage:
         self.logic = logic
         self.writer = writer
         if writer is not None:
-            self.mode = SINK
+            self.mode = SINK_OF_ROWS if writer.typed_rows else SINK
         elif logic is not None and logic.is_async:
             self.mode = ASYNC
         elif logic is not None and logic.blocking:
@@ -407,8 +409,12 @@ class Subtask:
             mode = stage.mode
             if mode == SYNC:
                 batch = stage.logic.process(batch)  # type: ignore[union-attr]
-            elif mode == SINK:
+            elif mode == SINK_OF_ROWS:
                 await stage.writer.write(batch)  # type: ignore[union-attr]
+                metrics.processing_ns += time.perf_counter_ns() - began
+                return
+            elif mode == SINK:
+                await stage.writer.write(rows_as_dicts(batch))  # type: ignore[union-attr]
                 metrics.processing_ns += time.perf_counter_ns() - began
                 return
             elif mode == ASYNC:

@@ -70,6 +70,7 @@ class FileWriter(SinkWriter):
     def __init__(self, options: Any, fmt: str, ctx: ConnectorContext) -> None:
         self.options = options
         self.fmt = fmt
+        self.typed_rows = fmt == "json"  # JSON lines encode typed rows in one call
         self.ctx = ctx
         self.exactly_once = options.delivery == "exactly-once"
         rolling = bool(options.rolling_max_records or options.rolling_max_bytes)
