@@ -104,3 +104,44 @@ def test_rows_as_dicts_leaves_other_records_as_they_are(mixed: bool) -> None:
     assert out == ([{"id": 0}] if mixed else []) + RECORDS
     plain = [{"id": 1}, "text", 3]
     assert rows_as_dicts(plain) is plain
+
+
+# -- a typed row reads like a dict of its columns ------------------------------------------
+
+
+def test_a_typed_row_reads_like_a_dict_of_its_columns() -> None:
+    import pickle
+
+    kind = row_type(SCHEMA)
+    row: Any = kind(id=1, amount=2.5, country=None)
+    assert {**row} == dict(row) == {"id": 1, "amount": 2.5, "country": None}
+    assert list(row) == list(row.keys()) == ["id", "amount", "country"]
+    assert list(row.values()) == [1, 2.5, None] and len(row) == 3
+    assert list(row.items()) == [("id", 1), ("amount", 2.5), ("country", None)]
+    assert "country" in row and "extra" not in row and 0 not in row
+    assert row["amount"] == 2.5 and row.get("extra", "none") == "none"
+    # only columns are items: the class's methods and attributes are not
+    for name in ("keys", "get", "__class__", "__reflow_row__"):
+        assert row.get(name) is None and name not in row
+        with pytest.raises(KeyError):
+            row[name]
+    assert pickle.loads(pickle.dumps(row)) == row
+
+
+def test_functions_written_for_dicts_take_typed_rows(tmp_path: Path) -> None:
+    """A source given a schema for speed keeps working with the dict idioms of
+    the job's functions."""
+    sink = TestingSink()
+    source = tmp_path / "in.jsonl"
+    source.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
+    flow = Flow("dict-idioms")
+    (
+        flow.source(Connectors.file(path=str(source), format="json", schema=SCHEMA))
+        .filter(lambda r: "country" in r and r["country"] is not None)
+        .map(lambda r: {**r, "tax": r["amount"] * 0.2})
+        .sink(sink)
+    )
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    assert sink.records == [
+        {**r, "tax": r["amount"] * 0.2} for r in RECORDS if r["country"] is not None
+    ]

@@ -7,14 +7,18 @@ A schema maps column names to SQL-style types (``BIGINT``, ``DOUBLE``,
 that reads two of seven columns decodes two. A value of the wrong type is a
 schema violation: the record goes to the error policy with the column named.
 
-Rows answer ``row[column]`` and ``row.get(column)`` like a dict (so field names
-work as keys and timestamps in the Python API and YAML), and pickle by schema, so
-they cross to Ray actors that never built the class.
+Rows read like a dict of their columns — ``row[column]``, ``row.get(column)``,
+``column in row``, ``row.keys()``/``values()``/``items()``, ``{**row}``,
+``dict(row)`` — so field names work as keys and timestamps in the Python API and
+YAML and functions written for dict records take them; and they pickle by schema,
+so they cross to Ray actors that never built the class. A column named like one
+of those methods (``get``, ``keys``, ...) is read as ``row[name]`` (the
+attribute is the column).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Optional
 
 import msgspec
@@ -71,14 +75,18 @@ def row_type(schema: Mapping[str, str] | Schema) -> type[msgspec.Struct]:
             raise ValueError(f"column {name!r}: type {kind!r} is not one of {known}")
         fields.append((name, Optional[python], None))  # noqa: UP045 - a runtime type for msgspec
 
+    columns = frozenset(name for name, _ in pairs)
+
     def get(self: Any, name: str, default: Any = None) -> Any:
-        return getattr(self, name, default)
+        return getattr(self, name, default) if name in columns else default
 
     def item(self: Any, name: str) -> Any:
-        try:
+        if name in columns:
             return getattr(self, name)
-        except (AttributeError, TypeError):
-            raise KeyError(name) from None
+        raise KeyError(name)
+
+    def contains(self: Any, name: object) -> bool:
+        return name in columns
 
     def reduce(self: Any) -> tuple[Callable[..., Any], tuple[Any, ...]]:
         return _rebuild, (pairs, tuple(getattr(self, f) for f in self.__struct_fields__))
@@ -88,9 +96,17 @@ def row_type(schema: Mapping[str, str] | Schema) -> type[msgspec.Struct]:
         fields,
         # __reflow_row__: steps that read fields tell these rows from other objects
         # and read their columns as attributes (quality/kernel.py).
+        # The rest reads a row as a dict of its columns: {**row}, dict(row), "x" in
+        # row, row.items() (a column is always there: null and missing are None).
         namespace={
             "get": get,
             "__getitem__": item,
+            "__contains__": contains,
+            "__iter__": _iter,
+            "__len__": _len,
+            "keys": _keys,
+            "values": _values,
+            "items": _items,
             "__reduce__": reduce,
             "__reflow_row__": True,
         },
@@ -102,6 +118,26 @@ def row_type(schema: Mapping[str, str] | Schema) -> type[msgspec.Struct]:
     )
     _TYPES[pairs] = made
     return made
+
+
+def _keys(row: Any) -> tuple[str, ...]:
+    return row.__struct_fields__  # type: ignore[no-any-return]
+
+
+def _iter(row: Any) -> Iterator[str]:
+    return iter(row.__struct_fields__)
+
+
+def _len(row: Any) -> int:
+    return len(row.__struct_fields__)
+
+
+def _values(row: Any) -> tuple[Any, ...]:
+    return msgspec.structs.astuple(row)
+
+
+def _items(row: Any) -> list[tuple[str, Any]]:
+    return list(zip(row.__struct_fields__, msgspec.structs.astuple(row), strict=True))
 
 
 def _rebuild(schema: Schema, values: tuple[Any, ...]) -> Any:
