@@ -232,6 +232,31 @@ def test_window_join() -> None:
     assert sorted(sink.records) == [(1, "x"), (3, "y")]
 
 
+def test_the_default_join_merges_typed_rows_as_it_merges_dicts(tmp_path: Any) -> None:
+    """A source with a declared schema gives typed rows: joined with dicts (or with
+    typed rows), the default join merges the fields, the left's winning."""
+    import json
+
+    from reflow import Connectors
+
+    path = tmp_path / "orders.jsonl"
+    orders = [{"user": "a", "ts": 100, "o": 1}, {"user": "b", "ts": 1_500, "o": 2}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in orders))
+    schema = {"user": "VARCHAR", "ts": "BIGINT", "o": "BIGINT"}
+    flow = Flow("typed-join")
+    left = flow.source(
+        Connectors.file(path=str(path), format="json", schema=schema), id="orders"
+    ).assign_timestamps("ts")
+    right = flow.source(
+        TestingSource([{"user": "a", "ts": 900, "c": "x"}, {"user": "b", "ts": 100, "c": "y"}]),
+        id="clicks",
+    ).assign_timestamps("ts")
+    sink = TestingSink()
+    left.window_join(right, "user", "user", 1_000).sink(sink)
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    assert sink.records == [{"user": "a", "ts": 100, "c": "x", "o": 1}]
+
+
 def test_interval_join() -> None:
     flow = Flow("ijoin")
     left = flow.source(

@@ -24,6 +24,7 @@ __all__ = [
     "OperatorLogic",
     "OperatorSpec",
     "RejectFn",
+    "is_row",
 ]
 
 IN = TypeVar("IN")
@@ -32,6 +33,12 @@ OUT = TypeVar("OUT")
 RejectFn = Callable[[Any, BaseException], None]
 """Called with a record a user function rejected and the exception; applies the
 error policy (raise, count and log, or dead-letter)."""
+
+
+def is_row(record: Any) -> bool:
+    """A typed row: a declared schema's record, whose columns are attributes and
+    which reads like a dict of them (``reflow/connectors/typed.py``)."""
+    return bool(getattr(type(record), "__reflow_row__", False))
 
 
 class KeyedBatch(list[Any]):

@@ -16,7 +16,7 @@ from reflow.errors import GraphValidationError
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.durations import millis
 from reflow.operators.aggregations import value_of
-from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
+from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec, is_row
 from reflow.state.backend import MemoryBackend, OrderedTable, StateTable
 
 __all__ = ["IntervalJoinOp", "LookupJoinOp", "WindowJoinOp", "tagged"]
@@ -41,7 +41,8 @@ def tagged(left: Callable[[Any], Any], right: Callable[[Any], Any]) -> Callable[
 
 
 def default_join(left: Any, right: Any) -> Any:
-    if isinstance(left, dict) and isinstance(right, dict):
+    """Two dicts (or typed rows) merged, the left's fields winning; else the pair."""
+    if (isinstance(left, dict) or is_row(left)) and (isinstance(right, dict) or is_row(right)):
         return {**right, **left}
     return (left, right)
 

@@ -36,6 +36,8 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
+from reflow.operators.base import is_row
+
 __all__ = ["Inliner", "precheck"]
 
 
@@ -165,18 +167,13 @@ def precheck(
         "__builtins__": {"Exception": Exception, "bool": bool},
         "_type": type,
         "_map": map,
-        "_is_row": _is_row,
+        "_is_row": is_row,
         **inliner.values,
     }
     # reflow's own template source: of the job's text, plain identifiers only (docstring)
     exec(compile(source, "<reflow quality pre-check>", "exec"), namespace)
     check_batch: Callable[[list[Any]], bool] = namespace["_check"]
     return check_batch
-
-
-def _is_row(record: Any) -> bool:
-    """A typed row (its columns are attributes)."""
-    return bool(getattr(type(record), "__reflow_row__", False))
 
 
 def _plain(name: str) -> bool:
