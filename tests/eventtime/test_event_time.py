@@ -225,3 +225,73 @@ def test_a_backlogged_file_advances_event_time_per_thousand_records(tmp_path: Pa
     assert seen[-1] == MAX_WATERMARK
     live, _ = _probe_watermarks(TestingSource(events), batch_size=100)
     assert live[:-1] == [t * 100 + 98 for t in range(50)]
+
+
+# -- windows over windows ---------------------------------------------------------------
+
+
+def _minute_counts(flow: Flow, events: list[Any]) -> Any:
+    stream = flow.source(TestingSource(events), id="events")
+    stream = stream.assign_timestamps("ts", max_out_of_orderness_ms=500)
+    return (
+        stream.key_by("k")
+        .window(Windows.tumbling("1m"))
+        .aggregate(Aggregations.count(), id="minutes")
+    )
+
+
+def test_a_window_over_windows_puts_each_result_in_the_window_of_its_window() -> None:
+    """Minute counts summed per hour: each minute's result carries its minute's last
+    millisecond as event time (as Flink stamps window results), not the fields of
+    the records it counted (which it no longer has)."""
+    events = [{"k": i % 3, "ts": i * 7_000} for i in range(2_000)]  # ~3.9 hours
+    flow = Flow("rollup")
+    out = TestingSink()
+    _minute_counts(flow, events).key_by("key").window(Windows.tumbling("1h")).aggregate(
+        Aggregations.sum("value"), id="hours"
+    ).sink(out)
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.COMPLETED, result.error
+    expected: dict[tuple[int, int], int] = {}
+    for e in events:
+        hour = e["ts"] - e["ts"] % 3_600_000
+        expected[e["k"], hour] = expected.get((e["k"], hour), 0) + 1
+    assert {(r["key"], r["window_start"]): r["value"] for r in out.records} == expected
+    assert result.metrics.step("hours").late == 0
+
+
+def test_a_join_after_a_window_reads_the_results_event_time() -> None:
+    events = [{"k": "a", "ts": t} for t in (1_000, 2_000, 61_000)]
+    flow = Flow("join-after")
+    minutes = _minute_counts(flow, events)
+    marks = flow.source(
+        TestingSource([{"key": "a", "ts": 59_999, "mark": 1}, {"key": "a", "ts": 1, "mark": 2}]),
+        id="marks",
+    ).assign_timestamps("ts")
+    out = TestingSink()
+    minutes.interval_join(marks, "key", "key", 0, 0).sink(out)
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    # minute [0, 60000) carries 59,999: it meets the mark at 59,999, not the one at 1
+    assert [(r["window_start"], r["value"], r["mark"]) for r in out.records] == [(0, 2, 1)]
+
+
+def test_the_graph_says_how_each_step_reads_event_time() -> None:
+    from reflow.operators.windows import window_result_time
+
+    flow = Flow("graph")
+    minutes = _minute_counts(flow, [])
+    minutes.map(lambda r: r, id="after").sink(TestingSink(), id="out")
+    minutes.late().sink(TestingSink(), id="late-out")
+    processing = (
+        flow.source(TestingSource([]), id="plain")
+        .key_by("k")
+        .window(Windows.tumbling("1m"))
+        .aggregate(Aggregations.count(), id="unstamped")
+    )
+    processing.sink(TestingSink(), id="plain-out")
+    graph = flow.to_job().stream_graph
+    assert graph.timestamps_of("after") is window_result_time
+    assert graph.timestamps_of("out") is window_result_time
+    late_stamp = graph.timestamps_of("late-out")  # late records are input records
+    assert late_stamp is not None and late_stamp({"ts": 5}) == 5
+    assert graph.timestamps_of("plain-out") is None  # a processing-time window's results

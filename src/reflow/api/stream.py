@@ -491,7 +491,9 @@ class WindowedStream(Generic[K, V]):
             allowed_lateness_ms=allowed_lateness_ms,
             emit=emit,
         )
-        return Stream(self.keyed.flow, self.keyed._then(op, id, "window"))
+        # on event time, its results carry their window's (for joins, windows after it)
+        step = self.keyed._then(op, id, "window")
+        return Stream(self.keyed.flow, step, timestamp=op.timestamp_extractor)
 
     def count(self, *, id: str | None = None, **options: Any) -> Stream[Any]:
         return self.aggregate(Count(), id=id, **options)

@@ -172,19 +172,31 @@ class StreamGraph:
         raise GraphValidationError(f"no step {step_id!r} in graph {self.name!r}", step_id=step_id)
 
     def timestamps_of(self, step_id: str) -> Callable[[Any], int] | None:
-        """How records reaching ``step_id`` carry their event time: the timestamp
-        extractor of the nearest timestamp assigner upstream, if any."""
-        seen: set[str] = set()
-        frontier = [edge.source_id for edge in self.node(step_id).in_edges]
+        """How records reaching ``step_id`` carry their event time: from the nearest
+        step upstream that says how its output does (a timestamp assigner; a window
+        on event time, whose results carry their window's), if any. A side output
+        (a window's late records) carries that step's input records."""
+        seen: set[tuple[str, bool]] = set()
+        frontier = [
+            (edge.source_id, edge.side_output is not None) for edge in self.node(step_id).in_edges
+        ]
         while frontier:
-            step = frontier.pop(0)
-            if step in seen:
+            step, side = frontier.pop(0)
+            if (step, side) in seen:
                 continue
-            seen.add(step)
-            node = self.node(step)
-            if node.traits.timestamp_extractor is not None:
-                return node.traits.timestamp_extractor
-            frontier.extend(edge.source_id for edge in node.in_edges)
+            seen.add((step, side))
+            traits = self.node(step).traits
+            if side:
+                if traits.input_timestamps is not None:
+                    return traits.input_timestamps
+            elif traits.timestamp_extractor is not None:
+                return traits.timestamp_extractor
+            elif traits.result_timestamps is not None:
+                # a window that runs on event time when its input has timestamps
+                return traits.result_timestamps if self.timestamps_of(step) else None
+            frontier.extend(
+                (edge.source_id, edge.side_output is not None) for edge in self.node(step).in_edges
+            )
         return None
 
     def uses_event_time_from(self, step_id: str) -> bool:

@@ -49,7 +49,14 @@ class NodeTraits:
     output_partitioning: str | None = None
     """A partitioning its output asks for (``rebalance``, ``broadcast``, ...)."""
     timestamp_extractor: Callable[[Any], int] | None = None
-    """(Timestamp assigners) how a record's event time is read."""
+    """How event time is read from the records it emits (timestamp assigners; a
+    window on event time, from its results)."""
+    input_timestamps: Callable[[Any], int] | None = None
+    """How event time is read from its input records, when it says so itself (a
+    window's ``timestamp``); its side outputs carry such records."""
+    result_timestamps: Callable[[Any], int] | None = None
+    """(Windows on event time only when the stream has timestamps) how event time
+    is read from its results then."""
     uses_event_time: bool = False
     """Acts on watermarks: upstream routers forward them."""
     needs_timestamps: str | None = None
@@ -80,6 +87,8 @@ class NodeTraits:
             input_key_selector=read("input_key_selector"),
             output_partitioning=read("output_partitioning"),
             timestamp_extractor=read("timestamp_extractor"),
+            result_timestamps=read("result_timestamps"),
+            input_timestamps=read("input_timestamps"),
             uses_event_time=uses_event_time is True,
             needs_timestamps=needs if isinstance(needs, str) and needs else None,
             side_outputs=tuple(read("side_outputs", ()) or ()),

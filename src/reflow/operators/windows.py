@@ -118,6 +118,13 @@ def default_emit(key: Any, start: int, end: int, value: Any) -> dict[str, Any]:
     return {"key": key, "window_start": start, "window_end": end, "value": value}
 
 
+def window_result_time(result: Any) -> int:
+    """A window result's event time: its window's last millisecond (``window_end -
+    1``), as Flink stamps window results, so a window over windows (minutes into
+    hours) puts each result in the window that holds its window."""
+    return int(result["window_end"]) - 1
+
+
 EmitMany = Callable[[int, int, Iterable[tuple[Any, Any]]], list[Any]]
 
 
@@ -175,7 +182,29 @@ class WindowAggregateOp(OperatorSpec):
 
     @property
     def timestamp_extractor(self) -> Callable[[Any], int] | None:
+        """How its results carry event time when it surely runs on event time (its
+        own ``timestamp``, or ``time: event``): the window's last millisecond."""
+        if self._stamps_results and (self.timestamp is not None or self.window.time == "event"):
+            return window_result_time
+        return None
+
+    @property
+    def input_timestamps(self) -> Callable[[Any], int] | None:
+        """Its own ``timestamp``, which its late records carry their event time by."""
         return value_of(self.timestamp)
+
+    @property
+    def result_timestamps(self) -> Callable[[Any], int] | None:
+        """How its results carry event time when it runs on event time only if the
+        stream has timestamps (the graph decides: ``StreamGraph.timestamps_of``)."""
+        if self._stamps_results and self.timestamp is None and self.window.time is None:
+            return window_result_time
+        return None
+
+    @property
+    def _stamps_results(self) -> bool:
+        """Its results hold their window's end: the default result shape, of a time window."""
+        return self.emit is default_emit and self.window.kind != "global"
 
     def build(self, ctx: OperatorContext) -> OperatorLogic:
         if self.window.kind == "session":
@@ -188,7 +217,7 @@ class WindowAggregateOp(OperatorSpec):
 def _timestamp(spec: WindowAggregateOp, ctx: OperatorContext) -> Callable[[Any], int] | None:
     if spec.window.time == "processing" or spec.window.kind == "global":
         return None
-    ts = spec.timestamp_extractor or ctx.timestamp_of
+    ts = spec.input_timestamps or ctx.timestamp_of
     if ts is None and spec.window.time == "event":
         raise GraphValidationError(
             f"step {ctx.step_id!r}: {EVENT_TIME_WITHOUT_TIMESTAMPS}", step_id=ctx.step_id
