@@ -246,6 +246,38 @@ job:
     assert memory_store["bids-late"] == [{"auction": 1, "dateTime": 200}]
 
 
+@pytest.mark.parametrize("assigner", [True, False])
+def test_steps_after_a_window_in_yaml_read_the_results_event_time(assigner: bool) -> None:
+    """A window's results carry their window's last millisecond as event time:
+    minute sums summed again per 10 minutes, with the timestamps assigned by a step
+    or given to the first window itself (its late records keep the input's)."""
+    memory_store["ticks-in"] = [{"k": i % 2, "t": i * 20_000, "v": 1} for i in range(100)]
+    stamp = "    - {name: event-time, type: assign_timestamps, timestamp: t}\n" if assigner else ""
+    own = "" if assigner else "      timestamp: t\n"
+    job = load_job_text(
+        "job:\n  name: rollup\n  source: {connector: memory, config: {collection: ticks-in}}\n"
+        "  operators:\n"
+        f"{stamp}"
+        "    - name: minutes\n      type: window-aggregate\n      key: k\n"
+        f"{own}"
+        "      window: {type: tumbling, size: 1m, time: event}\n"
+        "      aggregate: {type: sum, field: v}\n"
+        "    - name: tens\n      type: window-aggregate\n      key: key\n"
+        "      window: {type: tumbling, size: 10m, time: event}\n"
+        "      aggregate: {type: sum, field: value}\n"
+        "  sink: {connector: memory, config: {collection: ticks-out, append: false}}\n",
+        "rollup.yaml",
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.COMPLETED, result.error
+    got = sorted((r["key"], r["window_start"], r["value"]) for r in memory_store["ticks-out"])
+    expected: dict[tuple[int, int], int] = {}
+    for tick in memory_store["ticks-in"]:
+        ten = (tick["k"], tick["t"] - tick["t"] % 600_000)
+        expected[ten] = expected.get(ten, 0) + 1
+    assert got == sorted((k, start, n) for (k, start), n in expected.items())
+
+
 def test_rolling_aggregate_and_dedup_in_yaml() -> None:
     memory_store["orders-in"] = [
         {"id": 1, "region": "n", "amount": 2.0},
@@ -280,5 +312,23 @@ def test_window_needs_its_size() -> None:
             "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
             "    - name: w\n      type: window_aggregate\n      key: id\n"
             "      window: {type: sliding, size: 1m}\n  sink: {connector: stdout}\n",
+            "j.yaml",
+        )
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("window: {type: tumbling, size: 1m}", "'window' does not apply to a map step"),
+        ("ttl: 1h", "'ttl' does not apply to a map step .*deduplicate"),
+        ("timestamp: ts", "'timestamp' does not apply to a map step .*assign_timestamps"),
+    ],
+)
+def test_an_option_of_another_step_type_is_an_error_not_ignored(option: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=rf"j.yaml:5: .*{message}"):
+        load_job_text(
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            f"    - name: m\n      {option}\n      type: map\n      expression: r\n"
+            "  sink: {connector: stdout}\n",
             "j.yaml",
         )

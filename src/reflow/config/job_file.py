@@ -303,6 +303,11 @@ def _operator(
             _window(op.window),
             key,
             aggregate,
+            timestamp=(
+                None
+                if op.timestamp is None
+                else _field_or_expression(op.timestamp, where("timestamp"))
+            ),
             allowed_lateness_ms=_ms(op.allowed_lateness),
             name=op.name,
             parallelism=op.parallelism,

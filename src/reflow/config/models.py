@@ -287,6 +287,20 @@ class AggregateModel(_Model):
         return self
 
 
+_OPTION_TYPES: dict[str, tuple[str, ...]] = {
+    "timestamp": ("assign_timestamps", "window_aggregate"),
+    "max_out_of_orderness": ("assign_timestamps",),
+    "idle_timeout": ("assign_timestamps",),
+    "window": ("window_aggregate",),
+    "allowed_lateness": ("window_aggregate",),
+    "aggregate": ("window_aggregate", "aggregate"),
+    "emit": ("aggregate",),
+    "ttl": ("deduplicate",),
+}
+"""The step types each event-time or keyed option applies to (set on another type,
+it would be ignored)."""
+
+
 class OperatorModel(_Model):
     name: str
     type: str
@@ -298,7 +312,11 @@ class OperatorModel(_Model):
     concurrency: int = Field(16, gt=0)
     ordered: bool = True
     blocking: bool = False
-    timestamp: str | None = Field(None, description="assign_timestamps: field or expression")
+    timestamp: str | None = Field(
+        None,
+        description="assign_timestamps: field or expression; window_aggregate: the window's "
+        "own (instead of a timestamp step upstream)",
+    )
     max_out_of_orderness: Duration = 0.0
     idle_timeout: Duration | None = None
     window: WindowModel | None = None
@@ -320,6 +338,14 @@ class OperatorModel(_Model):
 
     @model_validator(mode="after")
     def _body(self) -> OperatorModel:
+        for option in sorted(self.model_fields_set & _OPTION_TYPES.keys()):
+            types = _OPTION_TYPES[option]
+            if self.type not in types:
+                raise ValueError(
+                    f"'{option}' does not apply to a {self.type} step (it is an option of "
+                    + " and ".join(types)
+                    + "); remove it, or add a step of that type"
+                )
         if self.type == "union":
             return self
         if self.type == "assign_timestamps":
