@@ -72,3 +72,25 @@ def test_a_window_reading_timestamps_itself_skips_bad_ones_under_skip() -> None:
     assert result.status is JobStatus.COMPLETED, result.error
     assert sorted(r["value"] for r in out.records) == [1, 1, 2]
     assert result.metrics.step("window-aggregate").rejected == len(BAD)
+
+
+def test_a_record_without_its_timestamp_field_is_told_where_event_time_comes_from() -> None:
+    """A step that reshaped the records dropped the field the timestamps are read
+    from: the record is dead-lettered with what is missing and the fix."""
+    dead, out = TestingSink(), TestingSink()
+    flow = Flow("no-ts", error_policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=dead))
+    (
+        flow.source(TestingSource([{"k": "a", "ts": 5}, {"k": "b", "ts": 7, "keep": True}]))
+        .assign_timestamps("ts")
+        .map(lambda r: r if r.get("keep") else {"k": r["k"]})
+        .key_by("k")
+        .window(Windows.tumbling(1_000))
+        .aggregate(Aggregations.count())
+        .sink(out)
+    )
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    assert [(r["key"], r["value"]) for r in out.records] == [("b", 1)]
+    (entry,) = dead.records
+    assert entry["record"] == {"k": "a"}
+    assert "field 'ts' missing" in entry["error"]
+    assert "assign timestamps again after it" in entry["error"]

@@ -29,6 +29,15 @@ def _bad_timestamp(ts: Any) -> ValueError | None:
     return None
 
 
+def _no_timestamp(exc: Exception) -> ValueError:
+    what = f"field {exc.args[0]!r} missing" if isinstance(exc, KeyError) and exc.args else exc
+    return ValueError(
+        f"no event time in the record ({type(exc).__name__}: {what}): the stream's "
+        "timestamp field or expression cannot read it; a step that reshaped the records "
+        "can keep the field, or assign timestamps again after it"
+    )
+
+
 def checked_timestamps(
     extract: Callable[[Any], Any], batch: list[Any], reject: Callable[[Any, BaseException], None]
 ) -> tuple[list[Any], list[Any]]:
@@ -51,7 +60,7 @@ def checked_timestamps(
         try:
             ts = extract(record)
         except Exception as exc:
-            reject(record, exc)
+            reject(record, _no_timestamp(exc))
             continue
         problem = _bad_timestamp(ts)
         if problem is not None:
