@@ -122,6 +122,40 @@ def test_errors_name_the_line_and_column_and_the_fix(
         assert f"line {line}:{column}: " in str(error)
 
 
+def test_a_computed_column_is_refused_with_the_way_to_declare_event_time() -> None:
+    """It was taken as a column the records hold, always NULL: every row then had
+    no event time."""
+    with pytest.raises(SqlError) as caught:
+        reflow.sql(
+            "CREATE TABLE t (k BIGINT, ms BIGINT,\n"
+            "  ts AS TO_TIMESTAMP_LTZ(ms, 3), WATERMARK FOR ts AS ts)\n"
+            "WITH ('connector' = 'memory', 'collection' = 'a');\n"
+            "SELECT k FROM t;"
+        )
+    assert caught.value.line == 2, str(caught.value)
+    assert "computed column ts AS TO_TIMESTAMP_LTZ(ms, 3) is not supported" in str(caught.value)
+    assert "WATERMARK FOR dateTime AS dateTime - INTERVAL" in str(caught.value)
+
+
+def test_options_may_be_written_unquoted() -> None:
+    """format = 'json' is a word of the SQL dialect's own: it was read as an option
+    named 'json'."""
+    memory_store["unquoted-in"] = [{"k": 1}, {"k": 2}]
+    job = reflow.sql(
+        "CREATE TABLE t (k BIGINT) WITH (connector = 'memory', collection = 'unquoted-in');\n"
+        "CREATE TABLE o (k BIGINT) WITH (connector = memory, collection = 'unquoted-out', "
+        "append = 'false');\n"
+        "INSERT INTO o SELECT k * 10 AS k FROM t;"
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert memory_store["unquoted-out"] == [{"k": 10}, {"k": 20}]
+    with pytest.raises(SqlError, match="option PARTITIONED_BY='k': write options as quoted names"):
+        reflow.sql(
+            "CREATE TABLE t (k BIGINT) WITH (connector = 'memory', partitioned_by = 'k');\n"
+            "SELECT k FROM t;"
+        )
+
+
 def test_a_window_needs_a_declared_watermark() -> None:
     with pytest.raises(SqlError, match="WATERMARK FOR ts AS ts - INTERVAL"):
         reflow.sql(
@@ -252,6 +286,14 @@ GROUP BY window_start, window_end, auction;
     bad = tmp_path / "bad.sql"
     bad.write_text(script.read_text().replace("MAX(price)", "MAX(cost)"))
     assert main(["sql", str(bad), "--validate"], out=io.StringIO()) == 2
+
+    # a job that fails as it runs: its error, not a traceback of the CLI
+    failing = tmp_path / "failing.sql"
+    failing.write_text(
+        script.read_text().replace(str(tmp_path / "out.jsonl"), "/proc/no/out.jsonl")
+    )
+    out = io.StringIO()
+    assert main(["sql", str(failing), "--no-progress"], out=out) == 1
 
 
 YAML_SQL = """

@@ -246,6 +246,7 @@ def _cmd_sql(args: argparse.Namespace, out: TextIO) -> int:
             from_savepoint=None,
             executor=None,
             address=None,
+            debug=args.debug,
         ),
         out,
     )
