@@ -200,11 +200,28 @@ def _table(create: exp.Create, watermark: tuple[str, str] | None, role: str | No
     for column in schema.expressions:
         if not isinstance(column, exp.ColumnDef):
             raise fail(column, f"table {name}: {column.sql()} is not a column definition")
+        if column.find(exp.ComputedColumnConstraint) is not None:
+            raise fail(
+                column,
+                f"table {name}: computed column {column.sql()} is not supported: declare the "
+                "columns the records hold, and event time on one of them (WATERMARK FOR "
+                "dateTime AS dateTime - INTERVAL '1' SECOND; epoch milliseconds or ISO-8601 "
+                "text), and compute other values in the query",
+            )
         kind = column.args.get("kind")
         columns.append(SqlColumn(column.name, kind.sql() if kind is not None else "STRING"))
     options: dict[str, Any] = {}
     properties = create.args.get("properties")
     for prop in properties.expressions if properties is not None else []:
+        if isinstance(prop, exp.FileFormatProperty):  # format = 'json', unquoted
+            options["format"] = _option_value(prop.this)
+            continue
+        if type(prop) is not exp.Property:  # a word the SQL dialect reads as its own
+            raise fail(
+                prop,
+                f"table {name}: option {prop.sql()}: write options as quoted names and "
+                "values, 'name' = 'value'",
+            )
         key = prop.this.name if isinstance(prop.this, exp.Expr) else str(prop.this)
         value = prop.args.get("value")
         options[key] = _option_value(value) if isinstance(value, exp.Expr) else value
