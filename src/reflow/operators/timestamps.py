@@ -29,7 +29,7 @@ def _bad_timestamp(ts: Any) -> ValueError | None:
     return None
 
 
-def _no_timestamp(exc: Exception) -> ValueError:
+def _no_timestamp(exc: LookupError | AttributeError) -> ValueError:
     what = f"field {exc.args[0]!r} missing" if isinstance(exc, KeyError) and exc.args else exc
     return ValueError(
         f"no event time in the record ({type(exc).__name__}: {what}): the stream's "
@@ -59,8 +59,11 @@ def checked_timestamps(
     for record in batch:
         try:
             ts = extract(record)
-        except Exception as exc:
+        except (KeyError, AttributeError, IndexError) as exc:  # no such field
             reject(record, _no_timestamp(exc))
+            continue
+        except Exception as exc:
+            reject(record, exc)
             continue
         problem = _bad_timestamp(ts)
         if problem is not None:
