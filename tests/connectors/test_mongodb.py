@@ -293,6 +293,66 @@ def test_exactly_once_commit_lost_in_a_crash_is_redone_once_on_restore(
     assert sorted(d["n"] for d in coll.find()) == list(range(1_000))
 
 
+@pytest.mark.parametrize("kill", [True, False])
+def test_a_commit_killed_mid_transaction_does_not_hold_up_the_restart(
+    mongodb_url: str, mongodb_database: str, kill: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The process died inside its commit transaction, which stays open on the server
+    (60 s by default) holding the marker: the restart kills that session (its id is
+    in the checkpoint) and commits at once, instead of conflicting until the retries
+    run out."""
+    from reflow.connectors.mongodb import MongoConnector
+    from reflow.connectors.mongodb.sink import MARKER_COLLECTION, MongoWriter
+    from reflow.errors import ConnectorError
+
+    if not kill:  # what the restart met before: the dead transaction's conflict
+        monkeypatch.setattr(MongoWriter, "_kill_session", lambda self, session_id: None)
+    spec = MongoConnector().create_sink(
+        {
+            "url": mongodb_url,
+            "database": mongodb_database,
+            "collection": "items",
+            "delivery": "exactly-once",
+            "max_retries": 1,
+            "retry_backoff": 0.05,
+        }
+    )
+
+    async def scenario() -> None:
+        crashed: Any = spec.create_writer(ConnectorContext("out", job_id="job-k"))
+        await crashed.open()
+        await crashed.write([{"n": i} for i in range(100)])
+        state = await crashed.pre_commit(1)
+        # its commit begins in the checkpoint's session, and the process dies in it:
+        # the transaction holds the marker; the dead process never ends the session
+        session = crashed.sessions[1]
+        session.start_transaction()
+        crashed.client[mongodb_database][MARKER_COLLECTION].update_one(
+            {"_id": crashed._marker_id(0)},
+            {"$set": {"checkpoint_id": 0}},
+            upsert=True,
+            session=session,
+        )
+        try:
+            restarted: Any = spec.create_writer(ConnectorContext("out", job_id="job-k"))
+            await restarted.open()
+            try:
+                await restarted.restore([state])
+            finally:
+                await restarted.close()
+        finally:
+            crashed.client.close()
+
+    coll = _collection(mongodb_url, mongodb_database)
+    if not kill:
+        with pytest.raises(ConnectorError, match="WriteConflict"):
+            asyncio.run(scenario())
+        assert coll.count_documents({}) == 0
+        return
+    asyncio.run(scenario())
+    assert sorted(d["n"] for d in coll.find()) == list(range(100))
+
+
 def test_exactly_once_insert_without_transactions_is_refused_with_the_fix(
     mongodb_url: str, mongodb_database: str
 ) -> None:

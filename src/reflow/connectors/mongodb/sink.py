@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -35,6 +36,13 @@ class MongoWriter(StagedSinkWriter):
     restart writes the restored checkpoint's records again unless the marker shows
     they are in. Without transactions the writes are upserts or replaces, which
     give the same result when repeated.
+
+    A process killed while it commits leaves its transaction open on the server
+    (until the server's transaction lifetime, 60 s by default, runs out), and the
+    restarted job's commit of the same checkpoint would conflict with it. So each
+    checkpoint's commit runs in a session made when the checkpoint is taken, whose
+    id is stored with the records; a restart first kills the sessions of the
+    checkpoints it commits again, which aborts what they left open.
     """
 
     def __init__(self, options: Any, ctx: ConnectorContext) -> None:
@@ -48,6 +56,8 @@ class MongoWriter(StagedSinkWriter):
         self.collection: Any = None
         self.transactions = False
         self.refused = Refusals()
+        self.sessions: dict[int, Any] = {}
+        """checkpoint id -> the session its commit runs in (transactions only)."""
 
     # -- connecting --------------------------------------------------------------
 
@@ -195,6 +205,39 @@ class MongoWriter(StagedSinkWriter):
             session=session,
         )
 
+    # -- exactly-once ------------------------------------------------------------
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        state = await super().pre_commit(checkpoint_id)
+        if state is None or not self.transactions:
+            return state
+        session = self.client.start_session()  # no I/O: the server learns it on first use
+        self.sessions[checkpoint_id] = session
+        return (*state, bytes(session.session_id["id"]))
+
+    async def restore(self, states: list[Any]) -> None:
+        if not self.exactly_once:
+            return
+        for state in states:
+            subtask, checkpoint_id, records, *session = state
+            if session:
+                await self.ctx.run_blocking(self._kill_session, session[0])
+            await self.commit_records(subtask, checkpoint_id, records)
+
+    def _kill_session(self, session_id: bytes) -> None:
+        """Abort what a killed process's commit left open in its session."""
+        from bson.binary import UUID_SUBTYPE, Binary
+
+        try:
+            self.client.admin.command("killSessions", [{"id": Binary(session_id, UUID_SUBTYPE)}])
+        except Exception as exc:  # not allowed, or gone: the commit retries as before
+            logger.warning(
+                "mongodb sink: cannot kill session %s of an earlier attempt (%s); its "
+                "open transaction may delay the commit until the server ends it",
+                session_id.hex(),
+                reason(exc),
+            )
+
     def _commit_blocking(
         self, subtask: int, checkpoint_id: int, records: list[Any], retried: bool
     ) -> None:
@@ -207,15 +250,18 @@ class MongoWriter(StagedSinkWriter):
             self._bulk(ops, retried)  # upserts/replaces: a repeat changes nothing
             self._mark(subtask, checkpoint_id)
             return
+        owned = self.sessions.get(checkpoint_id)
         while True:
             try:
-                with self.client.start_session() as session, session.start_transaction():
-                    done = self._committed(subtask, session)
-                    if done is not None and done >= checkpoint_id:
-                        return
-                    if ops:
-                        self._bulk(ops, retried=False, session=session)
-                    self._mark(subtask, checkpoint_id, session)
+                with contextlib.ExitStack() as scope:
+                    session = owned or scope.enter_context(self.client.start_session())
+                    with session.start_transaction():
+                        done = self._committed(subtask, session)
+                        if done is not None and done >= checkpoint_id:
+                            return
+                        if ops:
+                            self._bulk(ops, retried=False, session=session)
+                        self._mark(subtask, checkpoint_id, session)
                 return
             except TransactionRetry as refused:
                 gone = {id(op) for op in refused.ops}
@@ -226,11 +272,15 @@ class MongoWriter(StagedSinkWriter):
             f"committing checkpoint {checkpoint_id} ({len(records)} records)",
             lambda retried: self._commit_blocking(subtask, checkpoint_id, records, retried),
         )
+        session = self.sessions.pop(checkpoint_id, None)
+        if session is not None:
+            session.end_session()
 
     async def close(self) -> None:
         try:
             await super().close()
         finally:
+            self.sessions.clear()  # ended with the client
             if self.client is not None:
                 await self.ctx.run_blocking(self.client.close)
                 self.client = None
