@@ -9,6 +9,7 @@ runtime calls one logic after another as plain function calls.
 from __future__ import annotations
 
 import abc
+import keyword
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Generic, TypeVar
@@ -24,6 +25,7 @@ __all__ = [
     "OperatorLogic",
     "OperatorSpec",
     "RejectFn",
+    "is_plain_identifier",
     "is_row",
 ]
 
@@ -33,6 +35,17 @@ OUT = TypeVar("OUT")
 RejectFn = Callable[[Any, BaseException], None]
 """Called with a record a user function rejected and the exception; applies the
 error policy (raise, count and log, or dead-letter)."""
+
+
+def is_plain_identifier(name: str) -> bool:
+    """A name that generated source may hold as an attribute (``row.name``): ASCII
+    letters, digits and underscores, not a keyword, not starting with ``_``."""
+    return (
+        name.isascii()
+        and name.isidentifier()
+        and not keyword.iskeyword(name)
+        and not name.startswith("_")
+    )
 
 
 def is_row(record: Any) -> bool:

@@ -19,7 +19,6 @@ part that is not TRUE, so an error in ``b`` on such a row is not raised.
 from __future__ import annotations
 
 import itertools
-import keyword
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from typing import Any
 from sqlglot import exp
 
 from reflow.connectors.typed import row_type
+from reflow.operators.base import is_plain_identifier
 from reflow.table.expressions import (
     Compiled,
     _constant,
@@ -61,16 +61,6 @@ _HELPERS: dict[type[exp.Expr], Callable[[Any, Any], Any]] = {
     exp.Mod: _mod,
     exp.DPipe: lambda a, b: _text(a) + _text(b),
 }
-
-
-def is_plain_identifier(name: str) -> bool:
-    """A name that can be written as an attribute in generated source."""
-    return (
-        name.isascii()
-        and name.isidentifier()
-        and not keyword.iskeyword(name)
-        and not name.startswith("_")
-    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,12 +31,11 @@ under generated names (``_b0``) and read from there, as the SQL kernels do
 
 from __future__ import annotations
 
-import keyword
 from collections.abc import Callable, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any
 
-from reflow.operators.base import is_row
+from reflow.operators.base import is_plain_identifier, is_row
 
 __all__ = ["Inliner", "precheck"]
 
@@ -129,7 +128,7 @@ def precheck(
     locals_ = [inliner.fields[name] for name in names]
     # One name: a getter gives the value itself; more: a tuple to unpack.
     target = locals_[0] if len(locals_) == 1 else ", ".join(locals_)
-    if all(_plain(name) for name in names):
+    if all(is_plain_identifier(name) for name in names):
         reads = "".join(f"                {inliner.fields[n]} = _r.{n}\n" for n in names)
     else:
         reads = f"                {target} = {inliner.bind(attrgetter(*names))}(_r)\n"
@@ -174,16 +173,6 @@ def precheck(
     exec(compile(source, "<reflow quality pre-check>", "exec"), namespace)
     check_batch: Callable[[list[Any]], bool] = namespace["_check"]
     return check_batch
-
-
-def _plain(name: str) -> bool:
-    """A field name that can be written as an attribute in the source."""
-    return (
-        name.isascii()
-        and name.isidentifier()
-        and not keyword.iskeyword(name)
-        and not name.startswith("_")
-    )
 
 
 def _indent(text: str, spaces: int) -> str:
