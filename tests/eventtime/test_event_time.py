@@ -295,3 +295,19 @@ def test_the_graph_says_how_each_step_reads_event_time() -> None:
     late_stamp = graph.timestamps_of("late-out")  # late records are input records
     assert late_stamp is not None and late_stamp({"ts": 5}) == 5
     assert graph.timestamps_of("plain-out") is None  # a processing-time window's results
+
+
+def test_a_processing_time_window_gives_its_results_no_event_time() -> None:
+    from reflow.operators.windows import window_result_time
+
+    flow = Flow("processing-results")
+    (
+        flow.source(TestingSource([]), id="events")
+        .assign_timestamps("ts")
+        .key_by("k")
+        .window(Windows.tumbling("1m", processing_time=True))
+        .aggregate(Aggregations.count(), id="minutes")
+        .sink(TestingSink(), id="out")
+    )
+    stamp = flow.to_job().stream_graph.timestamps_of("out")
+    assert stamp is not window_result_time

@@ -203,8 +203,13 @@ class WindowAggregateOp(OperatorSpec):
 
     @property
     def _stamps_results(self) -> bool:
-        """Its results hold their window's end: the default result shape, of a time window."""
-        return self.emit is default_emit and self.window.kind != "global"
+        """Its results hold their window's end, in event time: the default result
+        shape, of a time window that is not on processing time."""
+        return (
+            self.emit is default_emit
+            and self.window.kind != "global"
+            and self.window.time != "processing"
+        )
 
     def build(self, ctx: OperatorContext) -> OperatorLogic:
         if self.window.kind == "session":
