@@ -288,6 +288,12 @@ class AggregateModel(_Model):
 
 
 _OPTION_TYPES: dict[str, tuple[str, ...]] = {
+    "function": ("map", "filter", "flat_map", "key_by"),
+    "expression": ("map", "filter", "flat_map", "key_by"),
+    "key": ("key_by", "window_aggregate", "aggregate", "deduplicate"),
+    "concurrency": ("map", "filter", "flat_map"),
+    "ordered": ("map", "filter", "flat_map"),
+    "blocking": ("map", "filter", "flat_map"),
     "timestamp": ("assign_timestamps", "window_aggregate"),
     "max_out_of_orderness": ("assign_timestamps",),
     "idle_timeout": ("assign_timestamps",),
@@ -297,8 +303,7 @@ _OPTION_TYPES: dict[str, tuple[str, ...]] = {
     "emit": ("aggregate",),
     "ttl": ("deduplicate",),
 }
-"""The step types each event-time or keyed option applies to (set on another type,
-it would be ignored)."""
+"""The step types each option applies to (set on another type, it would be ignored)."""
 
 
 class OperatorModel(_Model):
