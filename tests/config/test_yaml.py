@@ -316,31 +316,28 @@ def test_window_needs_its_size() -> None:
         )
 
 
+_MAP = "type: map, expression: r"
+
+
 @pytest.mark.parametrize(
-    ("option", "message"),
+    ("step", "message"),
     [
-        ("window: {type: tumbling, size: 1m}", "'window' does not apply to a map step"),
-        ("ttl: 1h", "'ttl' does not apply to a map step .*deduplicate"),
-        ("timestamp: ts", "'timestamp' does not apply to a map step .*assign_timestamps"),
-        ("key: id", "'key' does not apply to a map step .*key_by and window_aggregate"),
+        (f"window: {{type: tumbling, size: 1m}}, {_MAP}", "'window' does not apply to a map step"),
+        (f"ttl: 1h, {_MAP}", "'ttl' does not apply to a map step .*deduplicate"),
+        (f"timestamp: ts, {_MAP}", "'timestamp' does not apply to a map step .*assign_timestamps"),
+        (f"key: id, {_MAP}", "'key' does not apply to a map step .*key_by and window_aggregate"),
+        # a deduplicate takes a key, not a function: the expression was dropped
+        (
+            "type: deduplicate, key: id, expression: r",
+            "'expression' does not apply to a deduplicate",
+        ),
     ],
 )
-def test_an_option_of_another_step_type_is_an_error_not_ignored(option: str, message: str) -> None:
+def test_an_option_of_another_step_type_is_an_error_not_ignored(step: str, message: str) -> None:
     with pytest.raises(ConfigError, match=rf"j.yaml:5: .*{message}"):
         load_job_text(
             "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
-            f"    - name: m\n      {option}\n      type: map\n      expression: r\n"
-            "  sink: {connector: stdout}\n",
-            "j.yaml",
-        )
-
-
-def test_a_function_on_a_keyed_step_is_an_error_not_ignored() -> None:
-    """A deduplicate takes a key, not a function: the expression was dropped."""
-    with pytest.raises(ConfigError, match=r"'expression' does not apply to a deduplicate step"):
-        load_job_text(
-            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
-            "    - {name: d, type: deduplicate, key: id, expression: r}\n"
+            f"    - {{name: m, {step}}}\n"
             "  sink: {connector: stdout}\n",
             "j.yaml",
         )

@@ -185,7 +185,8 @@ class StreamGraph:
             if (step, side) in seen:
                 continue
             seen.add((step, side))
-            traits = self.node(step).traits
+            node = self.node(step)
+            traits = node.traits
             if side:
                 if traits.input_timestamps is not None:
                     return traits.input_timestamps
@@ -195,7 +196,7 @@ class StreamGraph:
                 # a window that runs on event time when its input has timestamps
                 return traits.result_timestamps if self.timestamps_of(step) else None
             frontier.extend(
-                (edge.source_id, edge.side_output is not None) for edge in self.node(step).in_edges
+                (edge.source_id, edge.side_output is not None) for edge in node.in_edges
             )
         return None
 

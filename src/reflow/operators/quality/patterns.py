@@ -97,13 +97,13 @@ class Pattern:
         try:
             joined = "\n".join(values)
         except TypeError:  # nulls (which pass) or non-strings
-            try:
-                joined = "\n".join([v for v in values if v is not None])
-            except TypeError:
-                return False
             values = [v for v in values if v is not None]
             if not values:
                 return True
+            try:
+                joined = "\n".join(values)
+            except TypeError:
+                return False
         if self._text is not None and joined.isascii():
             if joined.count("\n") != len(values) - 1:
                 return False
