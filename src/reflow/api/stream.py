@@ -25,6 +25,7 @@ from reflow.api.builders import StreamGraphBuilder
 from reflow.graph.durations import DurationLike, millis
 from reflow.graph.job import (
     CheckpointConfig,
+    ErrorMode,
     ErrorPolicy,
     Job,
     JobConfig,
@@ -126,6 +127,16 @@ class Flow:
 
         interval = millis(interval_ms, "checkpoint interval")
         self._config = replace(self._config, checkpoint=CheckpointConfig(path, interval, **options))
+        return self
+
+    def error_policy(self, policy: ErrorPolicy | ErrorMode | str, dead_letter: Any = None) -> Flow:
+        """The job's error policy: an ErrorPolicy, or a mode ("fail", "skip",
+        "dead-letter" with ``dead_letter``, a sink), as ``Job.builder().error_policy``."""
+        from dataclasses import replace
+
+        if not isinstance(policy, ErrorPolicy):
+            policy = ErrorPolicy(ErrorMode(policy), dead_letter=dead_letter)
+        self._config = replace(self._config, error_policy=policy)
         return self
 
     def to_job(self, *, job_id: str | None = None, job_type: JobType | None = None) -> Job:

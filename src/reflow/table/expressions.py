@@ -14,16 +14,25 @@ job's error policy handles for that row.
 
 from __future__ import annotations
 
-import math
 import operator
-import re
 from collections.abc import Callable, Mapping
-from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 from sqlglot import exp
 
 from reflow.errors import ConfigError
+from reflow.table.functions import (
+    EXTRACT_UNITS,
+    FLOOR_UNITS,
+    FUNCTIONS,
+    PART_FUNCTIONS,
+    TIME_UNITS,
+    check_format,
+    like_matcher,
+    mod,
+    text_of,
+    timestamp_ms,
+)
 
 __all__ = [
     "Compiled",
@@ -55,14 +64,23 @@ class SqlError(ConfigError):
 
 
 def position(node: exp.Expr | None) -> tuple[int | None, int]:
-    """The (line, column) sqlglot recorded for ``node`` or its first child with one."""
+    """The (line, column) sqlglot recorded for ``node`` or its first child with one
+    (or, for a node without either, as ``CURRENT_TIMESTAMP``, its parent's)."""
+    line, col = _position_within(node)
+    while line is None and node is not None and node.parent is not None:
+        node = node.parent
+        line, col = _position_within(node)
+    return line, col
+
+
+def _position_within(node: exp.Expr | None) -> tuple[int | None, int]:
     while node is not None:
         meta = node.meta
         if "line" in meta:  # sqlglot's column is the token's last character: give its first
             width = meta["end"] - meta["start"] if "start" in meta and "end" in meta else 0
             return meta["line"], meta.get("col", 0) - width
         for child in node.iter_expressions():
-            line, col = position(child)
+            line, col = _position_within(child)
             if line is not None:
                 return line, col
         return None, 0
@@ -127,100 +145,40 @@ def _int_div(a: Any, b: Any) -> Any:
     return a / b
 
 
-def _mod(a: Any, b: Any) -> Any:
-    if type(a) is int and type(b) is int:
-        r = abs(a) % abs(b)
-        return -r if a < 0 else r
-    return math.fmod(a, b)
-
-
 _BINARY: dict[type[exp.Expr], Callable[[Any, Any], Any]] = {
     exp.Add: operator.add,
     exp.Sub: operator.sub,
     exp.Mul: operator.mul,
     exp.Div: _int_div,
-    exp.Mod: _mod,
+    exp.Mod: mod,
     exp.EQ: operator.eq,
     exp.NEQ: operator.ne,
     exp.GT: operator.gt,
     exp.GTE: operator.ge,
     exp.LT: operator.lt,
     exp.LTE: operator.le,
-    exp.DPipe: lambda a, b: _text(a) + _text(b),
+    exp.DPipe: lambda a, b: text_of(a) + text_of(b),
 }
 
 
-def _text(value: Any) -> str:
-    if isinstance(value, bool):
-        return "TRUE" if value else "FALSE"
-    return str(value)
-
-
-def _like(pattern: str, escape: str | None = None) -> re.Pattern[str]:
-    out = []
-    chars = iter(pattern)
-    for ch in chars:
-        if escape is not None and ch == escape:
-            out.append(re.escape(next(chars, "")))
-        elif ch == "%":
-            out.append(".*")
-        elif ch == "_":
-            out.append(".")
-        else:
-            out.append(re.escape(ch))
-    return re.compile("".join(out), re.DOTALL)
-
-
-def _round(value: Any, digits: int = 0) -> Any:
-    if isinstance(value, int):
-        if digits >= 0:
-            return value
-        factor = 10**-digits
-        return int(Decimal(value / factor).quantize(Decimal(1), ROUND_HALF_UP)) * factor
-    quantum = Decimal(1).scaleb(-digits)
-    return float(Decimal(repr(value)).quantize(quantum, ROUND_HALF_UP))
-
-
-def _substring(s: str, start: int, length: int | None = None) -> str:
-    begin = max(start - 1, 0) if start > 0 else 0
-    if length is None:
-        return s[begin:]
-    end = start - 1 + length
-    return s[begin : max(end, begin)] if end > 0 else ""
-
-
-_FUNCTIONS: dict[str, Callable[..., Any]] = {
-    "UPPER": str.upper,
-    "LOWER": str.lower,
-    "LENGTH": len,
-    "CHAR_LENGTH": len,
-    "CHARACTER_LENGTH": len,
-    "TRIM": str.strip,
-    "LTRIM": str.lstrip,
-    "RTRIM": str.rstrip,
-    "ABS": abs,
-    "FLOOR": math.floor,
-    "CEIL": math.ceil,
-    "CEILING": math.ceil,
-    "SQRT": math.sqrt,
-    "POWER": lambda a, b: float(a) ** b,
-    "POW": lambda a, b: float(a) ** b,
-    "ROUND": _round,
-    "SUBSTRING": _substring,
-    "SUBSTR": _substring,
-    "MOD": _mod,
-    "CONCAT": lambda *parts: "".join(_text(p) for p in parts),
-}
+def _to_int(value: Any) -> int:
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            return int(text)  # exact: '9007199254740993' stays itself
+        except ValueError:
+            return int(float(text))  # '3.7' -> 3, as CAST(3.7 AS BIGINT)
+    return int(value)
 
 
 def _cast(target: str) -> Callable[[Any], Any]:
     kind = target.upper()
     if kind in {"BIGINT", "INT", "INTEGER", "SMALLINT", "TINYINT"}:
-        return lambda v: int(float(v)) if isinstance(v, str) else int(v)
+        return _to_int
     if kind in {"DOUBLE", "FLOAT", "REAL", "DECIMAL"}:
         return float
     if kind in {"VARCHAR", "STRING", "TEXT", "CHAR"}:
-        return _text
+        return text_of
     if kind in {"BOOLEAN", "BOOL"}:
         return lambda v: v.strip().lower() in {"true", "t", "1"} if isinstance(v, str) else bool(v)
     raise ValueError(kind)
@@ -264,13 +222,17 @@ def compile_expression(
         if isinstance(node, exp.Neg):
             inner = build(node.this)
             return lambda row: None if (v := inner(row)) is None else -v
+        if isinstance(node, (exp.Add, exp.Sub)):
+            shifted = _shifted(node, build)
+            if shifted is not None:
+                return shifted
         op = _BINARY.get(type(node))
         if op is not None:
             left, right = build(node.this), build(node.expression)
             constant = _constant(node.expression)
             if constant is not None:  # `x op literal`: one call fewer per row
                 value_ = constant
-                if op is _mod and type(constant) is int and constant > 0:
+                if op is mod and type(constant) is int and constant > 0:
 
                     def mod_constant(row: Mapping[str, Any]) -> Any:
                         a = left(row)
@@ -278,7 +240,7 @@ def compile_expression(
                             return None
                         if type(a) is int and a >= 0:
                             return a % value_
-                        return _mod(a, value_)
+                        return mod(a, value_)
 
                     return mod_constant
 
@@ -299,7 +261,19 @@ def compile_expression(
             inner = build(node.this)
             if not isinstance(node.expression, exp.Null):
                 raise fail(node, f"IS {node.expression.sql()} is not supported; use IS [NOT] NULL")
+            if node.args.get("negate"):  # a NOTNULL
+                return lambda row: inner(row) is not None
             return lambda row: inner(row) is None
+        if isinstance(node, (exp.NullSafeEQ, exp.NullSafeNEQ)):
+            left, right = build(node.this), build(node.expression)
+            same = isinstance(node, exp.NullSafeEQ)
+
+            def distinct(row: Mapping[str, Any]) -> bool:
+                a, b = left(row), right(row)
+                equal = (a is None and b is None) or (a is not None and b is not None and a == b)
+                return equal if same else not equal
+
+            return distinct
         if isinstance(node, exp.In):
             return _in(build(node.this), [build(e) for e in node.expressions], node)
         if isinstance(node, exp.Between):
@@ -322,6 +296,18 @@ def compile_expression(
                 convert = _cast(target)
             except ValueError:
                 raise fail(node, f"CAST to {node.to.sql()} is not supported") from None
+            if isinstance(node, exp.TryCast):  # a value that does not convert is NULL
+
+                def try_cast(row: Mapping[str, Any]) -> Any:
+                    v = inner(row)
+                    if v is None:
+                        return None
+                    try:
+                        return convert(v)
+                    except (ValueError, TypeError, ArithmeticError):
+                        return None
+
+                return try_cast
             return lambda row: None if (v := inner(row)) is None else convert(v)
         if isinstance(node, exp.Coalesce):
             parts = [build(node.this), *(build(e) for e in node.expressions)]
@@ -426,11 +412,10 @@ def _like_of(node: exp.Expr, value: Compiled, escape: str | None = None) -> Comp
     pattern_node = node.expression
     if not isinstance(pattern_node, exp.Literal) or not pattern_node.is_string:
         raise fail(node, "LIKE needs a string literal pattern")
-    pattern = _like(pattern_node.this, escape)
-    if isinstance(node, exp.ILike):
-        pattern = re.compile(pattern.pattern, re.DOTALL | re.IGNORECASE)
-    match = pattern.fullmatch
-    return lambda row: None if (v := value(row)) is None else match(str(v)) is not None
+    match = like_matcher(pattern_node.this, escape, ignore_case=isinstance(node, exp.ILike))
+    if node.args.get("negate"):  # NOT LIKE
+        return lambda row: None if (v := value(row)) is None else not match(str(v))
+    return lambda row: None if (v := value(row)) is None else match(str(v))
 
 
 def _case(node: exp.Case, build: Callable[[exp.Expr], Compiled]) -> Compiled:
@@ -454,40 +439,173 @@ def _case(node: exp.Case, build: Callable[[exp.Expr], Compiled]) -> Compiled:
     return case
 
 
-def _function(node: exp.Expr, build: Callable[[exp.Expr], Compiled]) -> Compiled:
+def _unit(node: exp.Expr | None) -> exp.Expr:
+    """A time unit written as a word (``HOUR``) as a text constant."""
+    if isinstance(node, (exp.Column, exp.Var, exp.Identifier)):
+        return exp.Literal.string(node.name.upper())
+    if node is None:
+        raise ValueError("a time unit is missing")
+    return node
+
+
+def _call_of(node: exp.Expr) -> tuple[str, list[exp.Expr]]:
+    """The function name and arguments, in the order ``FUNCTIONS`` takes them, of a
+    call sqlglot parsed into its own node."""
+    arg = node.args.get
     if isinstance(node, exp.Anonymous):
         name = str(node.this).upper()
         args = list(node.expressions)
-    elif isinstance(node, exp.Func):
+        if name in ("TIMESTAMPADD", "TIMESTAMPDIFF") and args:
+            args[0] = _unit(args[0])
+        return name, args
+    if isinstance(node, exp.Extract):
+        return "EXTRACT", [_unit(node.this), node.expression]
+    if isinstance(node, (exp.Floor, exp.Ceil)) and arg("to") is not None:
+        kind = "FLOOR_TIME" if isinstance(node, exp.Floor) else "CEIL_TIME"
+        return kind, [node.this, _unit(arg("to"))]
+    if isinstance(node, exp.Trim):
+        where = str(arg("position") or "BOTH").upper()
+        name = {"LEADING": "LTRIM", "TRAILING": "RTRIM"}.get(where, "TRIM")
+        chars = arg("expression")
+        return name, [node.this] if chars is None else [node.this, chars]
+    if isinstance(node, exp.StrPosition):  # POSITION(sub IN s), LOCATE(sub, s[, from])
+        start = arg("position")
+        return "LOCATE", [arg("substr"), node.this, *([start] if start is not None else [])]
+    if isinstance(node, exp.Pad):
+        fill = arg("fill_pattern") or exp.Literal.string(" ")
+        return ("LPAD" if arg("is_left") else "RPAD"), [node.this, node.expression, fill]
+    if isinstance(node, exp.Log):
+        base, value = node.this, node.expression
+        if value is None:  # LOG(x): the natural logarithm, as Flink
+            return "LN", [base]
+        literal = isinstance(base, exp.Literal)
+        known = {"10": "LOG10", "2": "LOG2"}.get(base.name) if literal else None
+        return (known, [value]) if known else ("LOG", [base, value])
+    if isinstance(node, exp.Func):
         name = node.sql_name().upper()
-        args = [a for a in node.args.values() if isinstance(a, exp.Expr)]
-        args += [e for v in node.args.values() if isinstance(v, list) for e in v]
-        if isinstance(node, exp.Substring):
-            args = [node.this, node.args.get("start"), node.args.get("length")]
-            args = [a for a in args if a is not None]
-        elif isinstance(node, exp.Round):
-            args = [a for a in (node.this, node.args.get("decimals")) if a is not None]
-        elif isinstance(node, exp.Concat):
-            args = list(node.expressions)
-        elif isinstance(node, (exp.Pow, exp.Mod)):
-            args = [node.this, node.expression]
-        elif isinstance(node, exp.Trim):
-            args = [node.this]
-    else:
-        raise fail(node, f"{node.sql()} is not supported in reflow SQL yet")
-    fn = _FUNCTIONS.get(name)
-    if fn is None:
-        known = ", ".join(sorted(_FUNCTIONS))
+        if name not in FUNCTIONS and name not in PART_FUNCTIONS and name != "TRUNC":
+            return name, []  # refused by name
+        ordered = {
+            exp.Substring: ("start", "length"),
+            exp.Round: ("decimals",),
+            exp.Trunc: ("decimals",),
+            exp.Replace: ("expression", "replacement"),
+            exp.Repeat: ("times",),
+        }.get(type(node), ("expression",))
+        args = [a for a in (node.this, *(arg(k) for k in ordered)) if isinstance(a, exp.Expr)]
+        args += list(node.expressions)
+        # Whatever else the call says would be left out: refuse it rather than ignore it.
+        used = {"this", "expressions", *ordered}
+        extra = [k for k, v in node.args.items() if k not in used and isinstance(v, exp.Expr)]
+        if extra:
+            raise fail(node, f"{node.sql()}: {', '.join(extra)} is not supported in reflow SQL")
+        return {"TRUNC": "TRUNCATE"}.get(name, name), args
+    raise fail(node, f"{node.sql()} is not supported in reflow SQL yet")
+
+
+def _arity(least: int, most: int | None) -> str:
+    if most == least:
+        return f"{least} argument{'s' if least != 1 else ''}"
+    if most is None:
+        return f"{least} or more arguments"
+    return f"{least} to {most} arguments"
+
+
+def _check_arguments(name: str, args: list[exp.Expr], node: exp.Expr) -> None:
+    """Units and date formats written as constants are checked as the job is planned."""
+
+    def text(i: int) -> str | None:
+        a = args[i] if i < len(args) else None
+        return a.this if isinstance(a, exp.Literal) and a.is_string else None
+
+    units = {
+        "EXTRACT": EXTRACT_UNITS,
+        "TIMESTAMPADD": TIME_UNITS,
+        "TIMESTAMPDIFF": TIME_UNITS,
+    }.get(name)
+    unit_at = 1 if name in ("FLOOR_TIME", "CEIL_TIME") else 0
+    if name in ("FLOOR_TIME", "CEIL_TIME"):
+        units = FLOOR_UNITS
+    if units is not None:
+        unit = text(unit_at)
+        if unit is None or unit.upper() not in units:
+            raise fail(node, f"{node.sql()}: the unit must be one of {', '.join(units)}")
+        args[unit_at] = exp.Literal.string(unit.upper())
+    formats = {"DATE_FORMAT": (1, False), "FROM_UNIXTIME": (1, False)}
+    formats |= {"TO_TIMESTAMP": (1, True), "UNIX_TIMESTAMP": (1, True)}
+    if name in formats:
+        index, parsing = formats[name]
+        pattern = text(index)
+        if pattern is not None:
+            try:
+                check_format(pattern, parsing=parsing)
+            except ValueError as exc:
+                raise fail(node, str(exc)) from None
+    if name == "TO_TIMESTAMP_LTZ" and len(args) > 1:
+        precision = _constant(args[1])
+        if precision not in (0, 3):
+            raise fail(node, f"{node.sql()}: the precision is 0 (seconds) or 3 (milliseconds)")
+
+
+def _function(node: exp.Expr, build: Callable[[exp.Expr], Compiled]) -> Compiled:
+    name, args = _call_of(node)
+    if name in PART_FUNCTIONS:  # HOUR(ts) is EXTRACT(HOUR FROM ts)
+        name, args = "EXTRACT", [exp.Literal.string(PART_FUNCTIONS[name]), *args]
+    spec = FUNCTIONS.get(name)
+    if spec is None:
+        known = ", ".join(sorted(n for n in FUNCTIONS if not n.endswith("_TIME")))
         raise fail(node, f"function {name} is not supported; the scalar functions are: {known}")
+    if len(args) < spec.least or (spec.most is not None and len(args) > spec.most):
+        raise fail(
+            node, f"{name} takes {_arity(spec.least, spec.most)}, not {len(args)}: {node.sql()}"
+        )
+    _check_arguments(name, args, node)
     compiled = [build(a) for a in args]
+    fn = spec.fn
+    if spec.takes_nulls:
+        return lambda row: fn(*[c(row) for c in compiled])
+    if len(compiled) == 1:
+        only = compiled[0]
+        return lambda row: None if (v := only(row)) is None else fn(v)
 
     def call(row: Mapping[str, Any]) -> Any:
         values = [c(row) for c in compiled]
-        if any(v is None for v in values):
+        if None in values:
             return None
         return fn(*values)
 
     return call
+
+
+def _shifted(node: exp.Expr, build: Callable[[exp.Expr], Compiled]) -> Compiled | None:
+    """``time + INTERVAL ...``, ``INTERVAL ... + time`` or ``time - INTERVAL ...`` (None
+    for other additions): a time in epoch milliseconds."""
+    left, right = node.this, node.expression
+    if isinstance(right, exp.Interval):
+        time, interval, sign = left, right, (-1 if isinstance(node, exp.Sub) else 1)
+    elif isinstance(left, exp.Interval) and isinstance(node, exp.Add):
+        time, interval, sign = right, left, 1
+    elif isinstance(left, exp.Interval):
+        raise fail(node, f"{node.sql()}: an INTERVAL can be added to a time, not take one away")
+    else:
+        return None
+    unit = interval.args.get("unit")
+    months = {"MONTH": 1, "MONTHS": 1, "QUARTER": 3, "YEAR": 12, "YEARS": 12}.get(
+        unit.name.upper() if unit is not None else ""
+    )
+    value = build(time)
+    if months is None:
+        ms = sign * interval_ms(interval)
+        return lambda row: None if (v := value(row)) is None else timestamp_ms(v) + ms
+    amount = _constant(interval.this)
+    if not isinstance(amount, int):
+        try:
+            amount = int(str(interval.this.name))
+        except ValueError:
+            raise fail(interval, f"{interval.sql()}: a whole number of months is needed") from None
+    step = sign * amount * months
+    add = FUNCTIONS["TIMESTAMPADD"].fn
+    return lambda row: None if (v := value(row)) is None else add("MONTH", step, v)
 
 
 _PREDICATES = (

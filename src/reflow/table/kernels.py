@@ -32,12 +32,11 @@ from reflow.table.expressions import (
     Compiled,
     _constant,
     _int_div,
-    _mod,
-    _text,
     conjuncts,
     is_predicate,
     is_true,
 )
+from reflow.table.functions import mod, text_of
 
 __all__ = ["Kernel", "is_plain_identifier", "select_kernel"]
 
@@ -58,8 +57,8 @@ _OPERATORS: dict[type[exp.Expr], str] = {
 
 _HELPERS: dict[type[exp.Expr], Callable[[Any, Any], Any]] = {
     exp.Div: _int_div,
-    exp.Mod: _mod,
-    exp.DPipe: lambda a, b: _text(a) + _text(b),
+    exp.Mod: mod,
+    exp.DPipe: lambda a, b: text_of(a) + text_of(b),
 }
 
 
@@ -134,7 +133,9 @@ class _Writer:
             t = self.temp()
             return f"(None if ({t} := {self.expr(node.this)}) is None else -{t})"
         kind = type(node)
-        if kind in _OPERATORS or kind in _HELPERS:
+        if (kind in _OPERATORS or kind in _HELPERS) and not (
+            isinstance(node.this, exp.Interval) or isinstance(node.expression, exp.Interval)
+        ):  # time +/- INTERVAL: the closures' time arithmetic
             return self.binary(node)
         if isinstance(node, exp.And):
             return self.logic(node, and_=True)
@@ -181,7 +182,7 @@ class _Writer:
             and left_const is None
         ):
             # a non-negative dividend: Python's % is SQL's; a negative one keeps its sign
-            value = f"({a} % {b} if {a} >= 0 else {self.bind(_mod)}({a}, {b}))"
+            value = f"({a} % {b} if {a} >= 0 else {self.bind(mod)}({a}, {b}))"
         else:
             value = f"{self.bind(_HELPERS[type(node)])}({a}, {b})"
         return f"(None if {guard} else {value})"

@@ -18,7 +18,9 @@ from typing import Any, Literal
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.parsers.base import BaseParser
 from sqlglot.tokenizer_core import Token, TokenType
 from sqlglot.tokens import Tokenizer
 
@@ -27,6 +29,21 @@ from reflow.table.expressions import SqlError, fail, interval_ms, position
 __all__ = ["Script", "SqlColumn", "TableDef", "parse_script"]
 
 WINDOW_FUNCTIONS = {"TUMBLE", "HOP", "SESSION"}
+
+
+class _ReflowParser(BaseParser):
+    # TIMESTAMPDIFF(unit, start, end) as Flink writes it: the default grammar reads
+    # (start, end, unit) and upper-cases a column in the unit's place.
+    FUNCTIONS = {
+        **BaseParser.FUNCTIONS,
+        "TIMESTAMPDIFF": lambda args: exp.Anonymous(this="TIMESTAMPDIFF", expressions=args),
+    }
+
+
+class _ReflowDialect(Dialect):
+    """sqlglot's default grammar, with Flink's argument order where they differ."""
+
+    parser_class = _ReflowParser
 
 
 @dataclass(frozen=True, slots=True)
@@ -244,7 +261,7 @@ def _table(create: exp.Create, watermark: tuple[str, str] | None, role: str | No
             raise fail(create, f"table {name}: WATERMARK FOR {column}: no such column")
         delay = 0
         try:
-            parsed = sqlglot.parse_one(text)
+            parsed = sqlglot.parse_one(text, read=_ReflowDialect)
         except ParseError as exc:
             raise fail(create, f"table {name}: WATERMARK expression {text!r}: {exc}") from None
         if isinstance(parsed, exp.Sub) and isinstance(parsed.this, exp.Column):
@@ -274,7 +291,7 @@ def parse_script(text: str, file: str | None = None) -> Script:
     try:
         rewritten, watermarks, roles = _rewrite(text)
         try:
-            statements = sqlglot.parse(rewritten)
+            statements = sqlglot.parse(rewritten, read=_ReflowDialect)
         except ParseError as exc:
             first = exc.errors[0] if exc.errors else {}
             message = str(first.get("description") or exc).split("\n")[0]

@@ -17,7 +17,6 @@ import itertools
 import operator
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
 from typing import Any, ClassVar, Literal, TypeVar
 
 import msgspec
@@ -29,7 +28,7 @@ from reflow.connectors.file.formats import infer_format
 from reflow.connectors.typed import SCHEMA_TYPES, row_type
 from reflow.errors import ConfigError, ReflowError
 from reflow.graph.durations import millis
-from reflow.graph.job import Job
+from reflow.graph.job import ErrorPolicy, Job
 from reflow.loading import resolve_callable
 from reflow.operators.aggregations import Count
 from reflow.operators.base import OperatorContext, OperatorLogic, OperatorSpec
@@ -49,6 +48,7 @@ from reflow.table.expressions import (
     is_true,
 )
 from reflow.table.frames import SqlFrameAggregates
+from reflow.table.functions import timestamp_ms
 from reflow.table.kernels import Kernel, is_plain_identifier, select_kernel
 from reflow.table.parser import Script, TableDef, parse_script
 
@@ -295,20 +295,6 @@ _AGGREGATES: dict[type[exp.Expr], str] = {
 
 
 # -- planning ---------------------------------------------------------------------------
-
-
-def _timestamp_ms(value: Any) -> int:
-    """An event time given as epoch milliseconds or an ISO-8601 string."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return int(value)
-    if isinstance(value, str):
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-        if parsed.tzinfo is None:
-            from datetime import UTC
-
-            parsed = parsed.replace(tzinfo=UTC)
-        return int(parsed.timestamp() * 1000)
-    raise ValueError(f"event time {value!r} is neither epoch milliseconds nor an ISO-8601 time")
 
 
 class _Planner:
@@ -1450,7 +1436,10 @@ def _event_time(column: str, typed: bool = False) -> Callable[[Any], int]:
     read = _read(column, typed)
 
     def event_time(row: Any) -> int:
-        return _timestamp_ms(read(row))
+        try:
+            return timestamp_ms(read(row))
+        except ValueError as exc:
+            raise ValueError(f"event time {column}: {exc}") from None
 
     return event_time
 
@@ -1491,19 +1480,6 @@ def _typed_schema(table: TableDef) -> dict[str, str] | None:
     if not schema or any(kind not in SCHEMA_TYPES for kind in schema.values()):
         return None
     return schema
-
-
-def _writes_typed_rows(table: TableDef) -> bool:
-    """Whether ``table``'s sink encodes typed rows itself: JSON-lines files do, a
-    batch in one C-level call, and the JSON messages of Kafka, RabbitMQ, NATS and
-    MQTT a row in one (an MQTT topic's ``{field}`` placeholders read the row's
-    columns); other sinks are given dicts."""
-    if table.connector in ("kafka", "rabbitmq", "nats", "mqtt"):
-        return bool(table.options.get("format", "json") == "json")
-    if table.connector != "file":
-        return False
-    fmt = table.options.get("format") or infer_format(str(table.options.get("path", "")))
-    return fmt in (None, "json")
 
 
 def _tuple_key(fns: list[Compiled]) -> Callable[[Any], Any]:
@@ -1715,6 +1691,11 @@ SETTINGS = {
     "changelog.column": "the column that carries a changelog row's kind (default 'op')",
     "late.table": "a table every window aggregate writes its late rows to (rows behind the "
     "watermark, as read); unset: they are counted on the step",
+    "error.policy": "what happens to a row an expression, a function or a decoder rejects: "
+    "'fail' (default: the job fails naming the row), 'skip' (counted and logged) or "
+    "'dead-letter' (written to SET 'dead-letter.table')",
+    "dead-letter.table": "the table rejected rows are written to, with the step and the error "
+    "(needs SET 'error.policy' = 'dead-letter')",
 }
 
 
@@ -1740,6 +1721,13 @@ def _settings(script: Script) -> dict[str, Any]:
                     statement, f"SET 'changelog.mode' is 'retract' or 'upsert', not {value!r}"
                 )
             values[key] = value
+        elif key == "error.policy":
+            if value not in ("fail", "skip", "dead-letter"):
+                raise fail(
+                    statement,
+                    f"SET 'error.policy' is 'fail', 'skip' or 'dead-letter', not {value!r}",
+                )
+            values[key] = value
         elif key == "checkpoint.interval":
             try:
                 values[key] = millis(value, "checkpoint.interval")
@@ -1749,6 +1737,11 @@ def _settings(script: Script) -> dict[str, Any]:
             values[key] = value
     if "changelog.column" in values and "changelog.mode" not in values:
         raise SqlError("SET 'changelog.column' needs SET 'changelog.mode' = 'retract' or 'upsert'")
+    if (values.get("error.policy") == "dead-letter") != ("dead-letter.table" in values):
+        raise SqlError(
+            "SET 'error.policy' = 'dead-letter' and SET 'dead-letter.table' = '<table>' "
+            "go together: the table is where rejected rows are written"
+        )
     if "checkpoint.interval" in values and "checkpoint.path" not in values:
         raise SqlError("SET 'checkpoint.interval' needs SET 'checkpoint.path' = '<folder>' too")
     return values
@@ -1806,13 +1799,20 @@ def plan_script(
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
     for target, query in script.inserts:
         table = planner.table(query, target, "sink")
+        # Typed rows go to the sink as they are: the runtime gives a sink that does
+        # not encode them itself (SinkWriter.typed_rows) the dict of each row.
         relation = planner.query(query)
-        if not _writes_typed_rows(table):
-            relation = planner.untyped(relation)
         relation.stream.sink(planner.connector(table, "sink"), id=planner.step(target))
     for query in script.queries:
         sink = print_sink if print_sink is not None else Connectors.get("stdout")
-        planner.untyped(planner.query(query)).stream.sink(sink, id=planner.step("print"))
+        planner.query(query).stream.sink(sink, id=planner.step("print"))
+    if "error.policy" in settings:
+        dead_letter = None
+        if "dead-letter.table" in settings:
+            statement = script.settings["dead-letter.table"][1]
+            table = planner.table(statement, settings["dead-letter.table"], "sink")
+            dead_letter = planner.connector(table, "sink")
+        flow.error_policy(ErrorPolicy(settings["error.policy"], dead_letter=dead_letter))
     if planner.late_table is not None:
         statement = script.settings["late.table"][1]
         if not planner.late_streams:
