@@ -80,6 +80,7 @@ def test_a_date_is_its_midnight_and_month_ends_are_kept() -> None:
         ("TIMESTAMPADD(HOUR, 1, ts, 2)", "TIMESTAMPADD takes 3 arguments, not 4"),
         ("CURRENT_TIMESTAMP", "function CURRENT_TIMESTAMP is not supported"),
         ("REGEXP_REPLACE(s, 'a', 'b')", "function REGEXP_REPLACE is not supported"),
+        ("STDDEV(a)", "aggregate STDDEV is not supported: the aggregates are COUNT"),
     ],
 )
 def test_a_wrong_call_is_refused_where_it_is_written(sql: str, message: str) -> None:

@@ -195,6 +195,12 @@ FUNCTION_QUERIES = [
         "CASE WHEN a IS NULL OR k IS NULL THEN NULL ELSE LEAST(a, k) END AS y FROM t",
     ),
     ("SELECT TRY_CAST(s AS BIGINT) AS x, CAST('9007199254740993' AS BIGINT) AS y FROM t", None),
+    (
+        "SELECT a > 3 IS TRUE AS x, a > 3 IS NOT TRUE AS y, a > 3 IS FALSE AS z, "
+        "a > 3 IS NOT FALSE AS w FROM t",
+        None,
+    ),
+    ("SELECT a FROM t WHERE (a > 3 OR b > 0) IS NOT FALSE", None),
 ]
 
 
@@ -407,6 +413,25 @@ def test_group_by_without_a_window_equals_duckdb(parallelism: int) -> None:
     )
     rows = _rows(6, 1_000)
     _same(_reflow(ours, rows, parallelism), _duckdb(ours, rows))
+
+
+@pytest.mark.parametrize("window", [False, True], ids=["group-by", "tumble"])
+def test_aggregates_with_filter_equal_duckdb(window: bool) -> None:
+    aggregates = (
+        "COUNT(*) FILTER (WHERE a > 0) AS pos, SUM(a) FILTER (WHERE s LIKE '%a%') AS sa, "
+        "COUNT(DISTINCT s) FILTER (WHERE b < 0) AS ds, MAX(b) FILTER (WHERE k IS NULL) AS mb, "
+        "AVG(a) AS aa"
+    )
+    if window:
+        ours = (
+            f"SELECT window_start, k, {aggregates} FROM TABLE(TUMBLE(TABLE t, "
+            "DESCRIPTOR(ts), INTERVAL '5' SECOND)) GROUP BY window_start, window_end, k"
+        )
+        reference = f"SELECT ts // 5000 * 5000 AS ws, k, {aggregates} FROM t GROUP BY ws, k"
+    else:
+        ours = reference = f"SELECT k, {aggregates} FROM t GROUP BY k"
+    rows = _rows(8, 800)
+    _same(_reflow(ours, rows), _duckdb(reference, rows))
 
 
 def test_expressions_of_group_keys_equal_duckdb() -> None:

@@ -259,8 +259,22 @@ def compile_expression(
             return lambda row: None if (v := inner(row)) is None else not is_true(v)
         if isinstance(node, exp.Is):
             inner = build(node.this)
+            if isinstance(node.expression, exp.Boolean):  # IS [NOT] TRUE/FALSE: never NULL
+                wanted = bool(node.expression.this)
+                negate = bool(node.args.get("negate"))
+
+                def is_boolean(row: Mapping[str, Any]) -> bool:
+                    v = inner(row)
+                    holds = v is not None and is_true(v) == wanted
+                    return holds != negate
+
+                return is_boolean
             if not isinstance(node.expression, exp.Null):
-                raise fail(node, f"IS {node.expression.sql()} is not supported; use IS [NOT] NULL")
+                raise fail(
+                    node,
+                    f"IS {node.expression.sql()} is not supported; use IS [NOT] NULL, "
+                    "IS [NOT] TRUE or IS [NOT] FALSE",
+                )
             if node.args.get("negate"):  # a NOTNULL
                 return lambda row: inner(row) is not None
             return lambda row: inner(row) is None
@@ -552,6 +566,12 @@ def _function(node: exp.Expr, build: Callable[[exp.Expr], Compiled]) -> Compiled
     if name in PART_FUNCTIONS:  # HOUR(ts) is EXTRACT(HOUR FROM ts)
         name, args = "EXTRACT", [exp.Literal.string(PART_FUNCTIONS[name]), *args]
     spec = FUNCTIONS.get(name)
+    if spec is None and isinstance(node, exp.AggFunc):
+        raise fail(
+            node,
+            f"aggregate {name} is not supported: the aggregates are COUNT, COUNT(DISTINCT), "
+            "SUM, MIN, MAX and AVG (with FILTER (WHERE ...))",
+        )
     if spec is None:
         known = ", ".join(sorted(n for n in FUNCTIONS if not n.endswith("_TIME")))
         raise fail(node, f"function {name} is not supported; the scalar functions are: {known}")

@@ -20,6 +20,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError, TokenError
+from sqlglot.parser import IsPredicatePrecedence
 from sqlglot.parsers.base import BaseParser
 from sqlglot.tokenizer_core import Token, TokenType
 from sqlglot.tokens import Tokenizer
@@ -32,6 +33,10 @@ WINDOW_FUNCTIONS = {"TUMBLE", "HOP", "SESSION"}
 
 
 class _ReflowParser(BaseParser):
+    # IS [NOT] NULL/TRUE/FALSE binds looser than comparisons, as in the SQL standard,
+    # Calcite (Flink), PostgreSQL and DuckDB: `a > 3 IS TRUE` is `(a > 3) IS TRUE`
+    # (the default grammar read `a > (3 IS TRUE)`).
+    IS_PREDICATE_PRECEDENCE = IsPredicatePrecedence.LOW
     # TIMESTAMPDIFF(unit, start, end) as Flink writes it: the default grammar reads
     # (start, end, unit) and upper-cases a column in the unit's place.
     FUNCTIONS = {

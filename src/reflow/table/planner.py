@@ -204,6 +204,8 @@ class _Overlay:
 class _Agg:
     kind: str  # count_star, count, count_distinct, sum, min, max, avg
     value: Compiled | None
+    where: Compiled | None = None
+    """``AGG(x) FILTER (WHERE condition)``: only rows the condition holds TRUE for count."""
 
 
 class SqlAggregates(AggregateFunction[Any, list[Any], list[Any]]):
@@ -229,6 +231,8 @@ class SqlAggregates(AggregateFunction[Any, list[Any], list[Any]]):
     def add(self, acc: list[Any], row: Any) -> list[Any]:
         for i, agg in enumerate(self.aggs):
             kind = agg.kind
+            if agg.where is not None and not is_true(agg.where(row)):
+                continue
             if kind == "count_star":
                 acc[i] += 1
                 continue
@@ -1086,7 +1090,8 @@ class _Planner:
 
         def to_context(node: exp.Expr) -> exp.Expr:
             """Aggregate calls and group keys become columns of the aggregated row."""
-            if _is_aggregate(node):
+            filtered = isinstance(node, exp.Filter) and _is_aggregate(node.this)
+            if _is_aggregate(node) or filtered:
                 sql = node.sql()
                 if sql not in slots:
                     slots[sql] = f"__agg{len(calls)}"
@@ -1124,7 +1129,7 @@ class _Planner:
                 having.this.copy().transform(to_context), context_column, self.functions
             )
         # COUNT(*) alone takes the window operator's counting fast path.
-        only_count = [c.kind for c in calls] == ["count_star"]
+        only_count = [(c.kind, c.where) for c in calls] == [("count_star", None)]
         aggregate: AggregateFunction[Any, Any, Any] = (
             Count() if only_count else SqlAggregates(calls)
         )
@@ -1663,6 +1668,11 @@ def _aggregates_in(node: exp.Expr) -> list[exp.Expr]:
 
 
 def _agg_of(node: exp.Expr, compile: Callable[[exp.Expr], Compiled]) -> _Agg:
+    if isinstance(node, exp.Filter):  # AGG(x) FILTER (WHERE condition)
+        where = node.expression
+        if any(_is_aggregate(n) for n in where.walk() if isinstance(n, exp.Expr)):
+            raise fail(node, "an aggregate's FILTER (WHERE ...) cannot hold an aggregate")
+        return replace(_agg_of(node.this, compile), where=compile(where.this))
     inner = node.this
     if isinstance(node, exp.Count):
         if isinstance(inner, exp.Star) or inner is None:
