@@ -260,6 +260,39 @@ def test_a_window_over_windows_puts_each_result_in_the_window_of_its_window() ->
     assert result.metrics.step("hours").late == 0
 
 
+@pytest.mark.parametrize("fan_out", [False, True], ids=["one-branch", "two-branches"])
+def test_an_assigner_behind_an_exchange_makes_the_watermarks_its_windows_close_by(
+    fan_out: bool,
+) -> None:
+    """Timestamps assigned again after a window (as SQL does for a window over a view
+    of windows), in a subtask that also hears the window's own watermarks: those
+    were taken as the subtask's output, so the assigner's watermarks and the final
+    one at the end of input never passed and the last hour was lost, uncounted."""
+    events = [{"k": i % 3, "ts": i * 7_000} for i in range(2_000)]  # ~3.9 hours
+    flow = Flow("reassigned")
+    minutes = _minute_counts(flow, events).map(
+        lambda r: {**r, "at": r["window_end"] - 1}, id="with-time"
+    )
+    if fan_out:  # a second reader: the assigner is no longer chained to the window
+        minutes.sink(TestingSink(), id="minutes-out")
+    out = TestingSink()
+    (
+        minutes.assign_timestamps("at", id="again")
+        .key_by("key")
+        .window(Windows.tumbling("1h"))
+        .aggregate(Aggregations.sum("value"), id="hours")
+        .sink(out)
+    )
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.COMPLETED, result.error
+    expected: dict[tuple[int, int], int] = {}
+    for e in events:
+        hour = e["ts"] - e["ts"] % 3_600_000
+        expected[e["k"], hour] = expected.get((e["k"], hour), 0) + 1
+    assert {(r["key"], r["window_start"]): r["value"] for r in out.records} == expected
+    assert result.metrics.step("hours").late == 0
+
+
 def test_a_join_after_a_window_reads_the_results_event_time() -> None:
     events = [{"k": "a", "ts": t} for t in (1_000, 2_000, 61_000)]
     flow = Flow("join-after")

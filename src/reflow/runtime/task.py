@@ -222,6 +222,10 @@ class Subtask:
         self.clock = clock
         self.current_step: str | None = None
         self.watermark = MIN_WATERMARK
+        """The event time this subtask's output has reached (its routers' last watermark)."""
+        self.input_watermark = MIN_WATERMARK
+        """With an assigner in the chain: the inputs' watermark, which only the stages
+        before the assigner see (the assigner makes the output's own)."""
         self.sender_watermarks: dict[Hashable, int] = dict.fromkeys(senders or (), MIN_WATERMARK)
         self.idle_senders: set[Hashable] = set()
         self.generator = next(
@@ -494,6 +498,14 @@ class Subtask:
         if not active:
             return
         combined = min(active)
+        if self.generator is not None:
+            # An assigner further down makes the output's watermark: the inputs' advance
+            # the stages before it only. Taken as the output's, an input ahead of the
+            # assigner held back every watermark it made, and the end's final one.
+            if combined > self.input_watermark:
+                self.input_watermark = combined
+                await self._emit_watermark(combined, 0)
+            return
         if combined > self.watermark:
             self.watermark = combined
             await self._emit_watermark(combined, 0)

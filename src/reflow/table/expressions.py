@@ -179,6 +179,8 @@ def _cast(target: str) -> Callable[[Any], Any]:
         return float
     if kind in {"VARCHAR", "STRING", "TEXT", "CHAR"}:
         return text_of
+    if kind in {"TIMESTAMP", "TIMESTAMPLTZ", "TIMESTAMPTZ", "DATETIME"}:
+        return timestamp_ms  # a time is epoch milliseconds (ISO-8601 text is read)
     if kind in {"BOOLEAN", "BOOL"}:
         return lambda v: v.strip().lower() in {"true", "t", "1"} if isinstance(v, str) else bool(v)
     raise ValueError(kind)

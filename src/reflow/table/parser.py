@@ -8,7 +8,9 @@ was, so sqlglot's line:column positions stay those of the user's file:
 - ``WATERMARK FOR ts AS ts - INTERVAL '5' SECOND`` is taken out of the column
   list and kept as the table's watermark (column, delay);
 - ``TUMBLE(TABLE bids, DESCRIPTOR(ts), ...)`` loses ``TABLE`` and ``DESCRIPTOR``,
-  so both the Flink TVF form and ``TUMBLE(bids, ts, ...)`` read the same.
+  so both the Flink TVF form and ``TUMBLE(bids, ts, ...)`` read the same;
+- ``EXECUTE STATEMENT SET BEGIN ... END;`` and ``BEGIN STATEMENT SET; ... END;`` lose
+  their frame: every ``INSERT`` of a script runs in one job anyway.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from reflow.table.expressions import SqlError, fail, interval_ms, position
 
 __all__ = ["Script", "SqlColumn", "TableDef", "parse_script"]
 
-WINDOW_FUNCTIONS = {"TUMBLE", "HOP", "SESSION"}
+WINDOW_FUNCTIONS = {"TUMBLE", "HOP", "SESSION", "CUMULATE"}
 
 
 class _ReflowParser(BaseParser):
@@ -45,10 +47,19 @@ class _ReflowParser(BaseParser):
     }
 
 
+class _ReflowTokenizer(Tokenizer):
+    # Flink quotes identifiers with backticks (`timestamp`); double quotes work too.
+    IDENTIFIERS = ['"', "`"]
+    # EXECUTE starts Flink's EXECUTE STATEMENT SET BEGIN ... END, not a command whose
+    # text is one token.
+    COMMANDS = Tokenizer.COMMANDS - {TokenType.EXECUTE}
+
+
 class _ReflowDialect(Dialect):
     """sqlglot's default grammar, with Flink's argument order where they differ."""
 
     parser_class = _ReflowParser
+    Tokenizer = _ReflowTokenizer  # the name sqlglot's dialects look up
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +97,10 @@ class Script:
     """``SET 'key' = 'value'``: the value and the statement (for its position)."""
     functions: dict[str, tuple[str, exp.Expr]] = field(default_factory=dict)
     """``CREATE FUNCTION name AS 'module:function'``, by upper-case name."""
+    views: dict[str, exp.Query] = field(default_factory=dict)
+    """``CREATE [TEMPORARY] VIEW name AS SELECT ...``: planned where it is read."""
+    insert_columns: dict[int, tuple[list[str], exp.Expr]] = field(default_factory=dict)
+    """``INSERT INTO t (a, b) SELECT ...``: the target columns of insert *i*, in order."""
 
 
 def _blank(chars: list[str], start: int, end: int) -> None:
@@ -94,12 +109,16 @@ def _blank(chars: list[str], start: int, end: int) -> None:
             chars[i] = " "
 
 
+def _words(tokens: list[Token], start: int, count: int) -> list[str]:
+    return [t.text.upper() for t in tokens[start : start + count]]
+
+
 def _rewrite(text: str) -> tuple[str, dict[int, tuple[str, str]], dict[int, str]]:
     """The text with the Flink spellings rewritten; the watermark clauses found, by the
     index of their CREATE statement: (column, delay expression text); and the role
     (source/sink) of each ``CREATE SOURCE/SINK`` by statement index."""
     try:
-        tokens: list[Token] = Tokenizer().tokenize(text)
+        tokens: list[Token] = _ReflowTokenizer().tokenize(text)
     except TokenError as exc:
         raise SqlError(f"cannot read the SQL: {exc}") from None
     chars = list(text)
@@ -110,11 +129,28 @@ def _rewrite(text: str) -> tuple[str, dict[int, tuple[str, str]], dict[int, str]
     in_create = False
     calls: list[str | None] = []  # the function each open parenthesis belongs to
     renamed: list[tuple[int, int]] = []  # SOURCE/SINK words to spell TABLE
+    in_set = False  # inside Flink's statement set: its INSERTs run as one job, as all do
     i = 0
     while i < len(tokens):
         token = tokens[i]
         kind, word = token.token_type, token.text.upper()
-        if kind is TokenType.SEMICOLON:
+        opening = _words(tokens, i, 4) == ["EXECUTE", "STATEMENT", "SET", "BEGIN"] or (
+            _words(tokens, i, 4) == ["BEGIN", "STATEMENT", "SET", ";"]
+        )
+        if opening and not in_set:
+            last = i + 3 if word == "EXECUTE" else i + 2  # the ';' after BEGIN ... SET stays
+            _blank(chars, token.start, tokens[last].end)
+            in_set = True
+            i = last + 1
+            continue
+        if (
+            in_set
+            and kind is TokenType.END
+            and (i == 0 or tokens[i - 1].token_type is TokenType.SEMICOLON)
+        ):
+            _blank(chars, token.start, token.end)
+            in_set = False
+        elif kind is TokenType.SEMICOLON:
             statement += 1
             in_create = False
             depth = 0
@@ -314,6 +350,14 @@ def parse_script(text: str, file: str | None = None) -> Script:
                 if table.name in script.tables:
                     raise fail(statement, f"table {table.name} is defined twice")
                 script.tables[table.name] = table
+            elif isinstance(statement, exp.Create) and statement.kind == "VIEW":
+                name = statement.this.name
+                query = statement.expression
+                if not isinstance(query, exp.Query):
+                    raise fail(statement, f"CREATE VIEW {name} needs AS SELECT ...")
+                if name in script.tables or name in script.views:
+                    raise fail(statement, f"CREATE VIEW {name}: the name is already taken")
+                script.views[name] = query
             elif isinstance(statement, exp.Create) and statement.kind == "FUNCTION":
                 name = statement.this.name.upper()
                 target = statement.args.get("expression")
@@ -338,8 +382,16 @@ def parse_script(text: str, file: str | None = None) -> Script:
                         statement,
                     )
             elif isinstance(statement, exp.Insert):
+                if statement.args.get("overwrite"):
+                    raise fail(
+                        statement,
+                        "INSERT OVERWRITE is not supported on streams (as in Flink): write "
+                        "INSERT INTO",
+                    )
                 target = statement.this
                 if isinstance(target, exp.Schema):
+                    names = [c.name for c in target.expressions]
+                    script.insert_columns[len(script.inserts)] = (names, target)
                     target = target.this
                 query = statement.expression
                 if not isinstance(query, exp.Query):
@@ -351,7 +403,7 @@ def parse_script(text: str, file: str | None = None) -> Script:
                 raise fail(
                     statement,
                     f"{statement.key.upper()} statements are not supported: write CREATE TABLE, "
-                    "CREATE FUNCTION, SET, INSERT INTO ... SELECT, or SELECT",
+                    "CREATE VIEW, CREATE FUNCTION, SET, INSERT INTO ... SELECT, or SELECT",
                 )
         return script
     except SqlError as exc:

@@ -319,6 +319,8 @@ class _Planner:
         self.changelog: tuple[str, bool] | None = None
         """(column, retract) when updating aggregates emit a changelog."""
         self.late_table: str | None = None
+        self.viewing: set[str] = set()
+        """Views being planned (one that reads itself is refused)."""
         """The table window aggregates' late rows are written to (``SET 'late.table'``)."""
         self.late_streams: list[Stream[Any]] = []
 
@@ -386,7 +388,15 @@ class _Planner:
     # -- relations --------------------------------------------------------------------
 
     def named(self, node: exp.Expr, name: str) -> Relation:
-        """A table or common table expression by name, as a relation."""
+        """A table, view or common table expression by name, as a relation (a view or CTE
+        read twice is planned once and fanned out)."""
+        view = self.script.views.get(name)
+        if view is not None and name not in self.ctes:
+            if name in self.viewing:
+                raise fail(node, f"view {name} reads itself")
+            self.viewing.add(name)
+            self.ctes[name] = self.query(view)
+            self.viewing.discard(name)
         if name in self.ctes:
             return self.ctes[name]
         table = self.table(node, name, "source")
@@ -402,6 +412,31 @@ class _Planner:
             typed=schema is not None,
         )
 
+    def renamed(
+        self, relation: Relation, table: TableDef, names: list[str], node: exp.Expr
+    ) -> Relation:
+        """``INSERT INTO table (names) SELECT ...``: the query's columns, by place, as
+        ``names`` (columns of the table)."""
+        declared = {c.name for c in table.columns}
+        unknown = [n for n in names if n not in declared]
+        if unknown or len(set(names)) != len(names):
+            problem = f"no column {unknown[0]}" if unknown else "a column is named twice"
+            raise fail(
+                node,
+                f"INSERT INTO {table.name} ({', '.join(names)}): {problem} "
+                f"(columns: {', '.join(sorted(declared))})",
+            )
+        if len(names) != len(relation.columns):
+            raise fail(
+                node,
+                f"INSERT INTO {table.name} names {len(names)} columns but the SELECT gives "
+                f"{len(relation.columns)} ({', '.join(relation.columns)})",
+            )
+        pairs = zip(names, relation.columns, strict=True)
+        outputs = tuple((new, _read(old, relation.typed)) for new, old in pairs)
+        stream = relation.stream.transform(SelectOp(None, outputs), id=self.step("insert-columns"))
+        return replace(relation, stream=stream, columns=tuple(names), typed=False)
+
     def untyped(self, relation: Relation) -> Relation:
         """``relation`` with dict rows (joins and unions combine rows as dicts)."""
         if not relation.typed:
@@ -415,7 +450,8 @@ class _Planner:
         with_ = query.args.get("with_")
         if with_ is not None:
             for cte in with_.expressions:
-                if cte.alias in self.ctes or cte.alias in self.script.tables:
+                taken = (self.ctes, self.script.tables, self.script.views)
+                if any(cte.alias in names for names in taken):
                     raise fail(cte, f"WITH {cte.alias}: the name is already a table or CTE")
                 self.ctes[cte.alias] = self.query(cte.this)
         if isinstance(query, exp.Union):
@@ -458,6 +494,8 @@ class _Planner:
         if isinstance(target, exp.Anonymous) and str(target.this).upper() in WINDOW_KINDS:
             name, spec, column = self.window_function(target)
             return self.named(target, name), spec, column
+        if isinstance(target, exp.Anonymous) and str(target.this).upper() == "CUMULATE":
+            raise fail(node, "CUMULATE windows are not supported yet: TUMBLE, HOP and SESSION are")
         raise fail(node, f"FROM {node.sql()}: joins are not supported yet")
 
     def select(self, query: exp.Select) -> Relation:
@@ -579,12 +617,17 @@ class _Planner:
                 SelectOp(condition, None, exact, kernel=kernel), id=self.step("where")
             )
         aggregated, names, typed = self.aggregate(query, stream, column, window, group)
-        # A window's rows leave in the order of their end: window_end is their event
-        # time, ready for a window or join further on (as Flink's window_time).
-        ends = _carried_watermark(
-            query.expressions,
-            Relation(stream, ("window_end",), "", ("window_end", 0), {"window_end": "BIGINT"}),
-        )
+        # A window's rows leave in the order of their end: window_time (its last
+        # millisecond, Flink's time attribute of window results) is their event time,
+        # ready for a window or join further on; window_end serves too when window_time
+        # is not selected (one millisecond late: a window ending at 10:00 counts in the
+        # 10:00-11:00 hour, as read from window_end).
+        ends = None
+        for time_column in ("window_time", "window_end"):
+            ends = ends or _carried_watermark(
+                query.expressions,
+                Relation(stream, (time_column,), "", (time_column, 0), {time_column: "BIGINT"}),
+            )
         if window is None or ends is None:
             return Relation(aggregated, names, "the aggregate", None, {}, typed=typed)
         return Relation(
@@ -1078,7 +1121,10 @@ class _Planner:
         """The aggregated stream, its output columns and whether its rows are typed."""
         keys: list[exp.Expr] = []
         for expression in group.expressions if group is not None else []:
-            if isinstance(expression, exp.Column) and expression.name in WINDOW_COLUMNS:
+            if isinstance(expression, exp.Column) and expression.name in (
+                *WINDOW_COLUMNS,
+                "window_time",
+            ):
                 if window is None:
                     raise fail(expression, f"{expression.name} needs a window table function")
                 continue
@@ -1099,6 +1145,9 @@ class _Planner:
                 return exp.column(slots[sql])
             if node.sql() in key_sql:
                 return exp.column(key_sql[node.sql()])
+            if isinstance(node, exp.Column) and node.name == "window_time" and window is not None:
+                # Flink's window_time: the window's last millisecond, its rows' event time
+                return exp.Sub(this=exp.column("window_end"), expression=exp.Literal.number(1))
             return node
 
         context = set(key_sql.values()) | (set(WINDOW_COLUMNS) if window is not None else set())
@@ -1807,11 +1856,14 @@ def plan_script(
     planner.late_table = settings.get("late.table")
     if not script.inserts and not script.queries:
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
-    for target, query in script.inserts:
+    for index, (target, query) in enumerate(script.inserts):
         table = planner.table(query, target, "sink")
         # Typed rows go to the sink as they are: the runtime gives a sink that does
         # not encode them itself (SinkWriter.typed_rows) the dict of each row.
         relation = planner.query(query)
+        if index in script.insert_columns:
+            names, node = script.insert_columns[index]
+            relation = planner.renamed(relation, table, names, node)
         relation.stream.sink(planner.connector(table, "sink"), id=planner.step(target))
     for query in script.queries:
         sink = print_sink if print_sink is not None else Connectors.get("stdout")
