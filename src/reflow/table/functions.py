@@ -96,11 +96,19 @@ def _year(d: datetime, n: int) -> str:
     return f"{d.year % 100:02d}" if n == 2 else f"{d.year:0{n}d}"
 
 
+# English names whatever the machine's locale (calendar's follow LC_TIME).
+_MONTHS = (
+    *("January", "February", "March", "April", "May", "June", "July", "August"),
+    *("September", "October", "November", "December"),
+)
+_DAYS = ("Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday")
+
+
 def _month(d: datetime, n: int) -> str:
     if n >= 4:
-        return calendar.month_name[d.month]
+        return _MONTHS[d.month - 1]
     if n == 3:
-        return calendar.month_abbr[d.month]
+        return _MONTHS[d.month - 1][:3]
     return f"{d.month:0{n}d}"
 
 
@@ -110,7 +118,7 @@ def _fraction(d: datetime, n: int) -> str:
 
 
 def _weekday(d: datetime, n: int) -> str:
-    return calendar.day_name[d.weekday()] if n >= 4 else calendar.day_abbr[d.weekday()]
+    return _DAYS[d.weekday()] if n >= 4 else _DAYS[d.weekday()][:3]
 
 
 def _zone(d: datetime, n: int) -> str:
