@@ -15,11 +15,13 @@ from reflow import (
     Connectors,
     ErrorMode,
     ErrorPolicy,
+    Flow,
     Job,
     JobStatus,
     Operators,
 )
 from reflow.connectors.file.reader import plan_splits
+from reflow.errors import GraphValidationError
 from reflow.testing import TestingSink, TestingSource, run_job
 
 ROWS = [{"id": i, "name": f"n{i}", "price": i * 1.5, "ok": i % 2 == 0} for i in range(3_000)]
@@ -488,3 +490,26 @@ def test_a_typed_row_answers_by_name_and_refuses_other_names() -> None:
     assert (row["a"], row["b"], row.get("c", 0)) == (1, "x", 0)
     with pytest.raises(KeyError, match="'c'"):
         row["c"]
+
+
+def test_two_sinks_of_one_path_are_refused_naming_both(tmp_path: Path) -> None:
+    # Both wrote the file from its start: one half of the records was lost, silently.
+    flow = Flow("two-writers")
+    numbers = flow.source(TestingSource([{"n": i} for i in range(100)]), id="numbers")
+    numbers.filter(lambda r: r["n"] % 2 == 0).sink(
+        Connectors.file(path=str(tmp_path / "out.jsonl")), id="evens"
+    )
+    numbers.filter(lambda r: r["n"] % 2 == 1).sink(
+        Connectors.file(path=str(tmp_path / "sub" / ".." / "out.jsonl")), id="odds"
+    )
+    with pytest.raises(GraphValidationError, match="sinks 'evens' and 'odds' both write"):
+        flow.to_job()
+    # Each its own path, or one sink of the union: every record written.
+    flow = Flow("one-writer")
+    numbers = flow.source(TestingSource([{"n": i} for i in range(100)]), id="numbers")
+    evens = numbers.filter(lambda r: r["n"] % 2 == 0)
+    odds = numbers.filter(lambda r: r["n"] % 2 == 1)
+    evens.union(odds).sink(Connectors.file(path=str(tmp_path / "all.jsonl")), id="all")
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    lines = (tmp_path / "all.jsonl").read_bytes().splitlines()
+    assert sorted(orjson.loads(line)["n"] for line in lines) == list(range(100))

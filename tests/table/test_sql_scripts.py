@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 import uuid
+from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 
 from reflow import JobStatus
@@ -125,3 +127,29 @@ GROUP BY window_start, window_end;
         start = row["ts"] // 10_000 * 10_000
         direct[start] = direct.get(start, 0) + 1
     assert {r["x"]: int(r["y"]) for r in out["p"]} == direct
+
+
+def test_inserts_into_one_table_share_its_sink(tmp_path: Path) -> None:
+    # Each INSERT had a sink of its own: two writers of one file, one over the other.
+    memory_store["two-inserts"] = list(ROWS)
+    out = tmp_path / "out.jsonl"
+    job = sql_job(
+        f"""
+CREATE TABLE t (a BIGINT, s VARCHAR, ts BIGINT)
+WITH ('connector' = 'memory', 'collection' = 'two-inserts');
+CREATE SINK o (x BIGINT) WITH ('connector' = 'file', 'path' = '{out}');
+INSERT INTO o SELECT a AS x FROM t WHERE a % 2 = 0;
+INSERT INTO o SELECT a AS x FROM t WHERE a % 2 = 1;
+"""
+    )
+    assert [n.step_id for n in job.stream_graph.nodes].count("o") == 1
+    assert run_job(job).status is JobStatus.COMPLETED
+    written = [orjson.loads(line)["x"] for line in out.read_bytes().splitlines()]
+    assert sorted(written) == list(range(60))
+
+
+@pytest.mark.parametrize("key", ["late.table", "dead-letter.table"])
+def test_rows_set_aside_need_a_table_no_insert_writes(key: str) -> None:
+    policy = "SET 'error.policy' = 'dead-letter';" if key == "dead-letter.table" else ""
+    with pytest.raises(SqlError, match="that table is also written by INSERT INTO"):
+        _run(f"{policy} SET '{key}' = 'o'; INSERT INTO o SELECT a AS x FROM t;")

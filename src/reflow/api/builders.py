@@ -199,6 +199,26 @@ class StreamGraphBuilder:
         )
         return self
 
+    def _check_written_targets(self) -> None:
+        """Two sinks of one file would write over each other: refused, naming both."""
+        writers: dict[str, str] = {}
+        for step_id, (kind, payload, _, _) in self._nodes.items():
+            if kind is not NodeKind.SINK:
+                continue
+            # Sinks and connector specs answer; other payloads share what they write.
+            written = getattr(payload, "written_target", None)
+            target = written() if callable(written) else None
+            if target is None:
+                continue
+            if target in writers:
+                raise GraphValidationError(
+                    f"sinks {writers[target]!r} and {step_id!r} both write {target}: one "
+                    "would write over the other; union the two streams into one sink, or "
+                    "give each sink its own path",
+                    step_id=step_id,
+                )
+            writers[target] = step_id
+
     def build(self) -> StreamGraph:
         """Validate and return the StreamGraph.
 
@@ -214,6 +234,7 @@ class StreamGraphBuilder:
                 f"graph {self._name!r} has no sink; add one with add_sink(id, sink) so the "
                 "results go somewhere"
             )
+        self._check_written_targets()
         incoming: dict[str, list[StreamEdge]] = {s: [] for s in self._nodes}
         outgoing: dict[str, list[StreamEdge]] = {s: [] for s in self._nodes}
         for edge in self._edges:

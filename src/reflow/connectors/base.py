@@ -280,6 +280,12 @@ class Sink(abc.ABC):
     def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
         """A writer for subtask ``ctx.subtask_index`` of ``ctx.parallelism``."""
 
+    def written_target(self) -> str | None:
+        """What this sink writes that no other sink of a job may write too (a file
+        path: two writers of one file write over each other); None: it can be
+        shared (a topic, a table)."""
+        return None
+
 
 class BufferedSinkWriter(SinkWriter):
     """A writer that sends batches of ``batch_size`` records, at least every ``flush_interval``.
@@ -449,6 +455,10 @@ class Connector(abc.ABC):
     @abc.abstractmethod
     def config_descriptor(self) -> Any:
         """The options this connector takes (a ConfigDescriptor)."""
+
+    def written_target(self, options: Mapping[str, Any]) -> str | None:
+        """``Sink.written_target`` of the sink ``options`` make (None: shareable)."""
+        return None
 
 
 async def read_all(reader: SourceReader) -> list[Any]:

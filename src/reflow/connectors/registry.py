@@ -170,6 +170,10 @@ class ConnectorSpec:
         """Raise ConnectorConfigError if the options do not fit ``role``."""
         get_connector(self.connector).validate_config(self.options, role)
 
+    def written_target(self) -> str | None:
+        """``Sink.written_target`` of the sink this spec makes."""
+        return get_connector(self.connector).written_target(self.options)
+
 
 def resolve_source(payload: Any) -> Source:
     """A Source from a Source or a ConnectorSpec; validates the options.

@@ -1856,15 +1856,36 @@ def plan_script(
     planner.late_table = settings.get("late.table")
     if not script.inserts and not script.queries:
         raise SqlError("the SQL has no INSERT INTO ... SELECT or SELECT to run")
+    # Every INSERT INTO one table goes to one sink: two sinks of one table would write
+    # the same file (or topic, or rows) side by side, one over the other.
+    into: dict[str, list[Stream[Any]]] = {}
     for index, (target, query) in enumerate(script.inserts):
-        table = planner.table(query, target, "sink")
+        planner.table(query, target, "sink")
         # Typed rows go to the sink as they are: the runtime gives a sink that does
         # not encode them itself (SinkWriter.typed_rows) the dict of each row.
         relation = planner.query(query)
         if index in script.insert_columns:
             names, node = script.insert_columns[index]
-            relation = planner.renamed(relation, table, names, node)
-        relation.stream.sink(planner.connector(table, "sink"), id=planner.step(target))
+            relation = planner.renamed(relation, script.tables[target], names, node)
+        into.setdefault(target, []).append(relation.stream)
+    for key in ("late.table", "dead-letter.table"):
+        if settings.get(key) in into:
+            raise fail(
+                script.settings[key][1],
+                f"SET {key!r} = {settings[key]!r}: that table is also written by INSERT INTO; "
+                "give these rows a table of their own",
+            )
+    if settings.get("late.table") is not None and settings.get("late.table") == settings.get(
+        "dead-letter.table"
+    ):
+        raise fail(
+            script.settings["late.table"][1],
+            "SET 'late.table' and SET 'dead-letter.table' name one table: give each its own",
+        )
+    for target, streams in into.items():
+        first, *others = streams
+        stream = first.union(*others, id=planner.step(f"{target}-inserts")) if others else first
+        stream.sink(planner.connector(script.tables[target], "sink"), id=planner.step(target))
     for query in script.queries:
         sink = print_sink if print_sink is not None else Connectors.get("stdout")
         planner.query(query).stream.sink(sink, id=planner.step("print"))

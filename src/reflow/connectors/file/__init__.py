@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
@@ -177,6 +178,15 @@ class FileSink(Sink):
     def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
         return FileWriter(self.options, self.format, ctx)
 
+    def written_target(self) -> str | None:
+        return written_path(self.options.path)
+
+
+def written_path(path: str) -> str:
+    """A sink's path as one name for one place: two sinks of one path (template)
+    would write the same files."""
+    return path if "://" in path else os.path.normpath(os.path.abspath(path))
+
 
 class FileConnector(OptionsConnector):
     """Local files: a path, a folder or a glob; JSON lines, CSV, text or Parquet."""
@@ -192,6 +202,10 @@ class FileConnector(OptionsConnector):
 
     def create_source(self, options: Mapping[str, Any]) -> Source:
         return FileSource(self.parse(options, "source", FileSourceOptions))
+
+    def written_target(self, options: Mapping[str, Any]) -> str | None:
+        path = options.get("path")
+        return written_path(str(path)) if path else None
 
     def create_sink(self, options: Mapping[str, Any]) -> Sink:
         parsed = self.parse(options, "sink", FileSinkOptions)
