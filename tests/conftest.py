@@ -16,28 +16,6 @@ from tests.servers import OwnedServer
 
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
-RAY_SUITE = "tests/runtime/test_ray_executor.py::test_job_suites_pass_on_the_ray_executor"
-
-
-def pytest_collection_finish(session: pytest.Session) -> None:
-    """The job suites on Ray start at once, beside the rest of the run (their test
-    collects the result): they take minutes, mostly waiting on actors starting."""
-    if os.environ.get("REFLOW_TEST_EXECUTOR") == "ray":
-        return
-    if any(item.nodeid == RAY_SUITE for item in session.items):
-        from tests.runtime.test_ray_executor import INNER_RUN
-
-        INNER_RUN.start()
-
-
-def pytest_sessionfinish(session: pytest.Session) -> None:
-    import sys
-
-    module = sys.modules.get("tests.runtime.test_ray_executor")
-    if module is not None:  # interrupted before its test collected it
-        module.INNER_RUN.stop()
-
-
 # Checkpoints are signed with a key made on first use: the tests (and the
 # processes they start, which inherit this) use one of their own.
 if not os.environ.get("REFLOW_CHECKPOINT_KEY_FILE"):

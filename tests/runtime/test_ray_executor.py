@@ -15,9 +15,7 @@ import shlex
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -63,78 +61,37 @@ def _namespaces_available() -> str | None:
     return None
 
 
-class _InnerRun:
-    """The suites on Ray, in a process of their own started when the outer run has
-    collected its tests (``start``, from ``tests/conftest.py``): it runs beside the
-    rest of the suite (in its own network namespace: no port is shared), which waits
-    on servers more than it computes, and the test below collects its result."""
-
-    def __init__(self) -> None:
-        self.proc: subprocess.Popen[str] | None = None
-        self.output: Any = None
-        self.missing: str | None = None
-
-    def start(self) -> None:
-        if self.proc is not None or self.missing is not None:
-            return
-        self.missing = _namespaces_available()
-        if self.missing is not None:
-            return
-        env = {
-            **os.environ,
-            "REFLOW_TEST_EXECUTOR": "ray",
-            "RAY_USAGE_STATS_ENABLED": "0",
-            # This checkout's reflow, in the actors too, whatever the venv installed.
-            "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
-        }
-        pytest_args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
-        command = "ip link set lo up && exec " + shlex.join(
-            [*pytest_args, "-m", "not local_only", *SUITES]
-        )
-        self.output = tempfile.TemporaryFile("w+")  # noqa: SIM115 (read by the test, closed after)
-        self.proc = subprocess.Popen(
-            ["unshare", "-n", "sh", "-c", command],
-            cwd=ROOT,
-            env=env,
-            stdout=self.output,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )
-
-    def result(self, timeout: float) -> tuple[int, str]:
-        """The inner run's exit code and output (killed after ``timeout`` seconds)."""
-        assert self.proc is not None and self.output is not None
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            self.stop()
-            code = -1
-        self.output.seek(0)
-        text = self.output.read()
-        self.output.close()
-        return code, text
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-INNER_RUN = _InnerRun()
-
-
 @pytest.mark.skipif(
     os.environ.get("REFLOW_TEST_EXECUTOR") == "ray", reason="already the inner run on Ray"
 )
-@pytest.mark.timeout(900)  # ~4 minutes: the suites again, on Ray actors, beside the rest
+@pytest.mark.timeout(900)  # ~2 minutes: the suites again, on Ray actors
 def test_job_suites_pass_on_the_ray_executor() -> None:
-    INNER_RUN.start()  # already started by conftest in a whole run
-    if INNER_RUN.missing is not None:
+    missing = _namespaces_available()
+    if missing is not None:
         if IN_CI:
-            pytest.fail(INNER_RUN.missing)
-        pytest.skip(INNER_RUN.missing)
-    code, output = INNER_RUN.result(timeout=880)
-    tail = output[-6000:]
-    assert code == 0, tail
-    counts = re.findall(r"(\d+) passed", output)
+            pytest.fail(missing)
+        pytest.skip(missing)
+    env = {
+        **os.environ,
+        "REFLOW_TEST_EXECUTOR": "ray",
+        "RAY_USAGE_STATS_ENABLED": "0",
+        # This checkout's reflow, in the actors too, whatever the venv installed.
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+    }
+    pytest_args = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"]
+    command = "ip link set lo up && exec " + shlex.join(
+        [*pytest_args, "-m", "not local_only", *SUITES]
+    )
+    proc = subprocess.run(
+        ["unshare", "-n", "sh", "-c", command],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    tail = (proc.stdout + proc.stderr)[-6000:]
+    assert proc.returncode == 0, tail
+    counts = re.findall(r"(\d+) passed", proc.stdout)
     assert counts and int(counts[-1]) >= 30, tail  # the suites really ran, on Ray
