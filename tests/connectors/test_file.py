@@ -513,3 +513,14 @@ def test_two_sinks_of_one_path_are_refused_naming_both(tmp_path: Path) -> None:
     assert run_job(flow.to_job()).status is JobStatus.COMPLETED
     lines = (tmp_path / "all.jsonl").read_bytes().splitlines()
     assert sorted(orjson.loads(line)["n"] for line in lines) == list(range(100))
+
+
+def test_a_dead_letter_file_that_a_sink_writes_too_is_refused(tmp_path: Path) -> None:
+    path = str(tmp_path / "out.jsonl")
+    flow = Flow(
+        "shared-file",
+        error_policy=ErrorPolicy(ErrorMode.DEAD_LETTER, dead_letter=Connectors.file(path=path)),
+    )
+    flow.source(TestingSource([{"n": 1}])).sink(Connectors.file(path=path), id="out")
+    with pytest.raises(GraphValidationError, match="the dead-letter sink and sink 'out' both"):
+        flow.to_job()

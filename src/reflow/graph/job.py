@@ -19,7 +19,7 @@ from reflow.errors import ConfigError, GraphValidationError, InvalidTransitionEr
 from reflow.graph.durations import millis
 from reflow.graph.job_graph import JobGraph
 from reflow.graph.restart import NoRestart, RestartStrategy
-from reflow.graph.stream_graph import SpelledEnum, StreamGraph, registered_builder
+from reflow.graph.stream_graph import NodeKind, SpelledEnum, StreamGraph, registered_builder
 
 if TYPE_CHECKING:
     from reflow.api.builders import JobBuilder
@@ -237,6 +237,28 @@ def check_job_name(name: str) -> str:
     return name
 
 
+def _written_target(payload: Any) -> str | None:
+    # Sinks and connector specs answer (a file's path); other payloads share theirs.
+    written = getattr(payload, "written_target", None)
+    target = written() if callable(written) else None
+    return target if isinstance(target, str) else None
+
+
+def _check_dead_letter_target(graph: StreamGraph, dead_letter: Any) -> None:
+    """The dead-letter sink may not write a file a sink of the job writes: one would
+    write over the other."""
+    target = _written_target(dead_letter) if dead_letter is not None else None
+    if target is None:
+        return
+    for node in graph.nodes:
+        if node.kind is NodeKind.SINK and _written_target(node.payload) == target:
+            raise GraphValidationError(
+                f"the dead-letter sink and sink {node.step_id!r} both write {target}: one "
+                "would write over the other; give the dead letters a path of their own",
+                step_id=node.step_id,
+            )
+
+
 class Job:
     """A runnable job: id, name, type, status, config, JobGraph and timestamps."""
 
@@ -256,6 +278,7 @@ class Job:
         self.job_name = check_job_name(name or job_graph.name)
         self.job_graph = job_graph
         self.config = config or JobConfig()
+        _check_dead_letter_target(job_graph.stream_graph, self.config.error_policy.dead_letter)
         self.job_type = job_type or _infer_type(job_graph.stream_graph)
         self.status = JobStatus.CREATED
         self.create_time: datetime = _now()
