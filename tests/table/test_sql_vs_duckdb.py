@@ -741,6 +741,8 @@ CHANGELOG_QUERIES = [
     "SELECT k, COUNT(*) AS n, SUM(a) AS total FROM t GROUP BY k HAVING SUM(a) % 4 <> 1",
     "SELECT s, k, COUNT(*) AS n, MAX(a) AS top FROM t GROUP BY s, k "
     "HAVING MAX(a) > 10 AND COUNT(*) % 5 <> 0",
+    "SELECT k, COUNT(*) FILTER (WHERE a > 0) AS pos, SUM(a) FILTER (WHERE s LIKE '%a%') AS sa "
+    "FROM t GROUP BY k",
 ]
 
 
