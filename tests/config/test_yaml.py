@@ -306,14 +306,48 @@ job:
     ]
 
 
-def test_window_needs_its_size() -> None:
-    with pytest.raises(ConfigError, match=r"a sliding window needs slide"):
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ("{type: sliding, size: 1m}", "a sliding window needs slide"),
+        ("{type: cumulative, size: 1d}", "a cumulative window needs step"),
+        ("{type: cumulative, size: 1d, step: 7h}", "the step must be > 0 and divide the size"),
+    ],
+)
+def test_window_needs_its_size(window: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
         load_job_text(
             "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
             "    - name: w\n      type: window_aggregate\n      key: id\n"
-            "      window: {type: sliding, size: 1m}\n  sink: {connector: stdout}\n",
+            f"      window: {window}\n  sink: {{connector: stdout}}\n",
             "j.yaml",
         )
+
+
+def test_a_cumulative_window_in_yaml_counts_each_period_so_far() -> None:
+    memory_store["cumulative-in"] = [{"k": "a", "t": t} for t in (100, 1_500, 2_500, 3_100)]
+    job = load_job_text(
+        "job:\n  name: running\n"
+        "  source: {connector: memory, config: {collection: cumulative-in}}\n"
+        "  operators:\n"
+        "    - {name: event-time, type: assign_timestamps, timestamp: t}\n"
+        "    - name: so-far\n      type: window-aggregate\n      key: k\n"
+        "      window: {type: cumulative, size: 3s, step: 1s}\n"
+        "      aggregate: {type: count}\n"
+        "  sink: {connector: memory, config: {collection: cumulative-out, append: false}}\n",
+        "running.yaml",
+    )
+    assert run_job(job).status is JobStatus.COMPLETED
+    assert [
+        (r["window_start"], r["window_end"], r["value"]) for r in memory_store["cumulative-out"]
+    ] == [
+        (0, 1_000, 1),
+        (0, 2_000, 2),
+        (0, 3_000, 3),
+        (3_000, 4_000, 1),
+        (3_000, 5_000, 1),
+        (3_000, 6_000, 1),
+    ]
 
 
 _MAP = "type: map, expression: r"

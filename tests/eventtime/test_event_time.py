@@ -101,6 +101,36 @@ def test_allowed_lateness_updates_a_fired_window() -> None:
     assert [r["ts"] for r in late.records] == [400]
 
 
+def test_cumulative_windows_grow_by_their_step_and_refire_within_the_lateness() -> None:
+    """Windows [0, 1s), [0, 2s), [0, 3s), then [3s, 4s) ...: a day's running total every
+    hour, in miniature. 1,200 arrives after [0, 2s) fired (watermark 2,399) but within
+    the lateness: [0, 2s) fires again with it, and [0, 3s) counts it; 350 comes after
+    the last window of its period closed and the lateness passed: late."""
+    events = [{"k": "a", "ts": t} for t in (100, 1_500, 2_500, 1_200, 3_100, 4_900, 350)]
+    flow = Flow("cumulative", batch_size=1)
+    out, late = TestingSink(), TestingSink()
+    windows = (
+        flow.source(TestingSource(events))
+        .assign_timestamps("ts", max_out_of_orderness_ms=100)
+        .key_by("k")
+        .window(Windows.cumulative("3s", "1s"))
+        .aggregate(Aggregations.count(), allowed_lateness_ms=500)
+    )
+    windows.sink(out)
+    windows.late().sink(late)
+    assert run_job(flow.to_job()).status is JobStatus.COMPLETED
+    assert [(r["window_start"], r["window_end"], r["value"]) for r in out.records] == [
+        (0, 1_000, 1),
+        (0, 2_000, 2),
+        (0, 2_000, 3),  # again, with 1,200
+        (0, 3_000, 4),
+        (3_000, 4_000, 1),
+        (3_000, 5_000, 2),
+        (3_000, 6_000, 2),
+    ]
+    assert [r["ts"] for r in late.records] == [350]
+
+
 def test_replaying_a_file_gives_the_same_windows_at_any_speed(tmp_path: Path) -> None:
     path = tmp_path / "events.jsonl"
     rows = [{"k": f"k{i % 7}", "ts": 1_000 * i + (i * 37) % 250} for i in range(2_000)]

@@ -405,6 +405,26 @@ def test_a_hopping_window_equals_duckdb() -> None:
     _same(_reflow(ours, rows), _duckdb(reference, rows))
 
 
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
+@pytest.mark.parametrize("parallelism", [1, 2])
+def test_a_cumulating_window_equals_duckdb(parallelism: int, typed: bool) -> None:
+    """CUMULATE: windows from each 12-second period's start, growing by 3 seconds
+    ([0, 3s), [0, 6s), [0, 9s), [0, 12s), then [12s, 15s), ...)."""
+    ours = (
+        "SELECT window_start, window_end, k, COUNT(*) AS n, SUM(a) AS total, MAX(b) AS top "
+        "FROM TABLE(CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL '3' SECOND, INTERVAL '12' SECOND)) "
+        "GROUP BY window_start, window_end, k"
+    )
+    reference = """
+        WITH ends AS (SELECT range AS e FROM range(3000, 12001, 3000)),
+             w AS (SELECT ts - ts % 12000 AS ws, ts - ts % 12000 + e AS we, t.*
+                   FROM t, ends WHERE ts < ts - ts % 12000 + e)
+        SELECT ws, we, k, COUNT(*) AS n, SUM(a) AS total, MAX(b) AS top FROM w GROUP BY ws, we, k
+    """
+    rows = _rows(9, 1_500)
+    _same(_reflow(ours, rows, parallelism, typed), _duckdb(reference, rows))
+
+
 @pytest.mark.parametrize("parallelism", [1, 2])
 def test_group_by_without_a_window_equals_duckdb(parallelism: int) -> None:
     ours = (

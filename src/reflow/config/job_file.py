@@ -94,6 +94,9 @@ def _window(model: WindowModel) -> WindowSpec:
     if model.type == "sliding":
         assert model.size is not None and model.slide is not None
         return Windows.sliding(_ms(model.size), _ms(model.slide), processing_time=processing)
+    if model.type == "cumulative":
+        assert model.size is not None and model.step is not None
+        return Windows.cumulative(_ms(model.size), _ms(model.step), processing_time=processing)
     if model.type == "session":
         assert model.gap is not None
         return Windows.session(_ms(model.gap), processing_time=processing)

@@ -252,9 +252,11 @@ KEYED_TYPES = ("window_aggregate", "aggregate", "deduplicate")
 class WindowModel(_Model):
     """``window:`` of a window-aggregate (seed §6.2): durations as ``10s``, ``5m``, ..."""
 
-    type: Literal["tumbling", "sliding", "session", "global"] = "tumbling"
+    type: Literal["tumbling", "sliding", "cumulative", "session", "global"] = "tumbling"
     size: Duration | None = None
     slide: Duration | None = None
+    step: Duration | None = None
+    """cumulative: how much each window grows (windows [0, step), [0, 2 step) ... [0, size))"""
     gap: Duration | None = None
     count: int | None = Field(None, gt=0)
     time: Literal["event", "processing"] | None = None
@@ -262,7 +264,7 @@ class WindowModel(_Model):
     @model_validator(mode="after")
     def _shape(self) -> WindowModel:
         needs = {"tumbling": ("size",), "sliding": ("size", "slide"), "session": ("gap",),
-                 "global": ("count",)}[self.type]  # fmt: skip
+                 "cumulative": ("size", "step"), "global": ("count",)}[self.type]  # fmt: skip
         missing = [n for n in needs if getattr(self, n) is None]
         if missing:
             raise ValueError(f"a {self.type} window needs {', '.join(missing)}")

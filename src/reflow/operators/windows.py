@@ -57,7 +57,7 @@ MAX_TICK_MS = 1000
 class WindowSpec:
     """What windows a record falls into."""
 
-    kind: Literal["tumbling", "sliding", "session", "global"]
+    kind: Literal["tumbling", "sliding", "cumulative", "session", "global"]
     size_ms: int = 0
     slide_ms: int = 0
     gap_ms: int = 0
@@ -69,10 +69,16 @@ class WindowSpec:
     def __post_init__(self) -> None:
         for name in ("size_ms", "slide_ms", "gap_ms"):
             object.__setattr__(self, name, millis(getattr(self, name), f"window {name[:-3]}"))
-        if self.kind in ("tumbling", "sliding") and self.size_ms <= 0:
+        if self.kind in ("tumbling", "sliding", "cumulative") and self.size_ms <= 0:
             raise GraphValidationError(f"{self.kind} window: size must be > 0 ms")
         if self.kind == "sliding" and not 0 < self.slide_ms <= self.size_ms:
             raise GraphValidationError("sliding window: slide must be > 0 and <= size")
+        if self.kind == "cumulative" and (
+            not 0 < self.slide_ms <= self.size_ms or self.size_ms % self.slide_ms
+        ):
+            raise GraphValidationError(
+                "cumulative window: the step must be > 0 and divide the size (a day in hours)"
+            )
         if self.kind == "session" and self.gap_ms <= 0:
             raise GraphValidationError("session window: gap must be > 0 ms")
         if self.kind == "global" and self.count <= 0:
@@ -97,6 +103,15 @@ class Windows:
         size_ms: DurationLike, slide_ms: DurationLike, *, processing_time: bool | None = None
     ) -> WindowSpec:
         return WindowSpec("sliding", size_ms, slide_ms, time=_time(processing_time))  # type: ignore[arg-type]
+
+    @staticmethod
+    def cumulative(
+        size_ms: DurationLike, step_ms: DurationLike, *, processing_time: bool | None = None
+    ) -> WindowSpec:
+        """Flink's CUMULATE: windows that start where a tumbling window of ``size_ms``
+        starts and grow by ``step_ms`` until they are that window: [0, 1h), [0, 2h),
+        ..., [0, 24h), then [24h, 25h), ... (a day's running total, every hour)."""
+        return WindowSpec("cumulative", size_ms, step_ms, time=_time(processing_time))  # type: ignore[arg-type]
 
     @staticmethod
     def session(gap_ms: DurationLike, *, processing_time: bool | None = None) -> WindowSpec:
@@ -299,7 +314,10 @@ class _WindowLogic(OperatorLogic):
 
 
 class PaneWindowLogic(_WindowLogic):
-    """Tumbling and sliding windows over panes of gcd(size, slide)."""
+    """Tumbling, sliding and cumulative windows over panes of gcd(size, slide).
+
+    A window ends every ``slide``; it starts ``size`` before its end, or, cumulative,
+    where the tumbling window of ``size`` around it starts (``_start``)."""
 
     def __init__(self, spec: WindowAggregateOp, ctx: OperatorContext) -> None:
         super().__init__(spec, ctx)
@@ -307,6 +325,7 @@ class PaneWindowLogic(_WindowLogic):
         self.size = window.size_ms
         self.slide = window.slide_ms or window.size_ms
         self.pane = math.gcd(self.size, self.slide)
+        self.cumulative = window.kind == "cumulative" and self.slide < self.size
         size = self.agg.size if self.agg.grows() else None  # collected lists
         self.panes: OrderedTable = self.backend.ordered_table(
             ctx.step_id,
@@ -319,7 +338,21 @@ class PaneWindowLogic(_WindowLogic):
             isinstance(self.panes, MemoryOrderedTable)
             and type(self.agg) is Count
             and self.lateness == 0
+            and not self.cumulative
         )
+
+    def _start(self, end: int) -> int:
+        """The start of the window that ends at ``end``."""
+        if self.cumulative:
+            return (end - 1) - (end - 1) % self.size
+        return end - self.size
+
+    def _last_end(self, ts: int) -> int:
+        """The end of the last window a record at ``ts`` falls into."""
+        if self.cumulative:
+            return ts - ts % self.size + self.size
+        reach = ts + self.size
+        return reach - reach % self.slide
 
     def process(self, batch: list[Any]) -> list[Any]:
         batch, stamps, keys = self._timestamps(batch)
@@ -333,11 +366,17 @@ class PaneWindowLogic(_WindowLogic):
         late: list[Any] = []
         refire: set[tuple[Any, int]] = set()
         given = repeat(None) if keys is None else keys
+        cumulative = self.cumulative
         for record, ts, k in zip(batch, stamps, given, strict=False):
-            reach = ts + size
-            if reach - reach % slide <= horizon:  # its last window is past the lateness
-                late.append(record)
-                continue
+            if cumulative:
+                if ts - ts % size + size <= horizon:
+                    late.append(record)
+                    continue
+            else:
+                reach = ts + size
+                if reach - reach % slide <= horizon:  # its last window is past the lateness
+                    late.append(record)
+                    continue
             start = ts - ts % pane
             try:  # a record without its key or value goes to the error policy
                 key = key_of(record) if keys is None else k
@@ -349,7 +388,7 @@ class PaneWindowLogic(_WindowLogic):
             table.put(start, key, acc)
             if self.lateness:
                 end = ts - ts % slide + slide
-                while end <= fired_until and end - size <= ts:
+                while end <= fired_until and self._start(end) <= ts:
                     refire.add((key, end))  # a fired window within the lateness changed
                     end += slide
         if late:
@@ -431,13 +470,12 @@ class PaneWindowLogic(_WindowLogic):
     def _result(self, key: Any, end: int) -> Any:
         agg = self.agg
         acc = None
-        for start in range(end - self.size, end, self.pane):
+        first = self._start(end)
+        for start in range(first, end, self.pane):
             part = self.panes.get(start, key)
             if part is not None:
                 acc = part if acc is None else agg.merge(acc, part)
-        return self.emit(
-            key, end - self.size, end, agg.result(acc if acc is not None else agg.create())
-        )
+        return self.emit(key, first, end, agg.result(acc if acc is not None else agg.create()))
 
     def _fire(self, bound: int) -> list[Any]:
         out: list[Any] = []
@@ -454,7 +492,7 @@ class PaneWindowLogic(_WindowLogic):
                 end = max(end, self.fired_until + slide)
             if end > bound:
                 break
-            start = end - size
+            start = self._start(end)
             if one_pane:
                 assert isinstance(table, MemoryOrderedTable)
                 counts = table.by_time.get(start)
@@ -471,9 +509,9 @@ class PaneWindowLogic(_WindowLogic):
                 out += emit_many(start, end, [(k, result(acc)) for k, acc in merged.items()])
             self.fired_until = end
             # Drop the panes that no later window needs and that are past the lateness.
-            unneeded = end + slide - size
+            unneeded = self._start(end + slide)
             if lateness:
-                unneeded = min(unneeded, bound - lateness - size - pane + 1)
+                unneeded = min(unneeded, self._start(bound - lateness - pane + 1))
             table.drop_until(unneeded - 1)
         return out
 

@@ -56,7 +56,7 @@ __all__ = ["SelectOp", "is_vectorized", "load_sql_file", "plan_script", "sql_job
 
 WINDOW_COLUMNS = ("window_start", "window_end")
 
-WINDOW_KINDS = {"TUMBLE", "HOP", "SESSION"}
+WINDOW_KINDS = {"TUMBLE", "HOP", "CUMULATE", "SESSION"}
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -494,8 +494,6 @@ class _Planner:
         if isinstance(target, exp.Anonymous) and str(target.this).upper() in WINDOW_KINDS:
             name, spec, column = self.window_function(target)
             return self.named(target, name), spec, column
-        if isinstance(target, exp.Anonymous) and str(target.this).upper() == "CUMULATE":
-            raise fail(node, "CUMULATE windows are not supported yet: TUMBLE, HOP and SESSION are")
         raise fail(node, f"FROM {node.sql()}: joins are not supported yet")
 
     def select(self, query: exp.Select) -> Relation:
@@ -1044,17 +1042,22 @@ class _Planner:
         return Relation(joined, tuple(columns), "the JOIN", watermark, dict(left.types))
 
     def window_function(self, target: exp.Anonymous) -> tuple[str, WindowSpec, str]:
-        """``TUMBLE``/``HOP``/``SESSION`` (table, time column, intervals)."""
+        """``TUMBLE``/``HOP``/``CUMULATE``/``SESSION`` (table, time column, intervals)."""
         kind = str(target.this).upper()
         args = target.expressions
-        arity = {"TUMBLE": 3, "HOP": 4, "SESSION": 3}[kind]
+        arity = {"TUMBLE": 3, "HOP": 4, "CUMULATE": 4, "SESSION": 3}[kind]
         if len(args) != arity or not all(isinstance(a, exp.Column) for a in args[:2]):
             spelled = {
                 "TUMBLE": "TUMBLE(TABLE t, DESCRIPTOR(ts), INTERVAL '10' SECOND)",
                 "HOP": "HOP(TABLE t, DESCRIPTOR(ts), INTERVAL '5' SECOND, INTERVAL '1' MINUTE)",
+                "CUMULATE": "CUMULATE(TABLE t, DESCRIPTOR(ts), INTERVAL '1' HOUR, "
+                "INTERVAL '1' DAY)",
                 "SESSION": "SESSION(TABLE t, DESCRIPTOR(ts), INTERVAL '30' SECOND)",
             }[kind]
-            raise fail(target, f"write {spelled} (slide before size for HOP, as Flink)")
+            raise fail(
+                target,
+                f"write {spelled} (slide or step before size for HOP and CUMULATE, as Flink)",
+            )
         table, column = args[0].name, args[1].name
         if kind == "TUMBLE":
             spec = Windows.tumbling(interval_ms(args[2]))
@@ -1063,6 +1066,11 @@ class _Planner:
             if size % slide:
                 raise fail(target, "HOP: the size must be a multiple of the slide")
             spec = Windows.sliding(size, slide)
+        elif kind == "CUMULATE":
+            step, size = interval_ms(args[2]), interval_ms(args[3])
+            if size % step:
+                raise fail(target, "CUMULATE: the size must be a multiple of the step")
+            spec = Windows.cumulative(size, step)
         else:
             spec = Windows.session(interval_ms(args[2]))
         return table, spec, column
@@ -1869,6 +1877,8 @@ def plan_script(
             relation = planner.renamed(relation, script.tables[target], names, node)
         into.setdefault(target, []).append(relation.stream)
     for key in ("late.table", "dead-letter.table"):
+        if key == "late.table" and not planner.late_streams:
+            continue  # refused below: no window has late rows
         if settings.get(key) in into:
             raise fail(
                 script.settings[key][1],
