@@ -270,6 +270,18 @@ def _minute_counts(flow: Flow, events: list[Any]) -> Any:
     )
 
 
+def _assert_hourly_counts(flow: Flow, events: list[Any], out: TestingSink) -> None:
+    """Run ``flow``: ``out`` holds each key's count per hour of ``events``, none late."""
+    result = run_job(flow.to_job())
+    assert result.status is JobStatus.COMPLETED, result.error
+    expected: dict[tuple[int, int], int] = {}
+    for e in events:
+        hour = e["ts"] - e["ts"] % 3_600_000
+        expected[e["k"], hour] = expected.get((e["k"], hour), 0) + 1
+    assert {(r["key"], r["window_start"]): r["value"] for r in out.records} == expected
+    assert result.metrics.step("hours").late == 0
+
+
 def test_a_window_over_windows_puts_each_result_in_the_window_of_its_window() -> None:
     """Minute counts summed per hour: each minute's result carries its minute's last
     millisecond as event time (as Flink stamps window results), not the fields of
@@ -280,14 +292,7 @@ def test_a_window_over_windows_puts_each_result_in_the_window_of_its_window() ->
     _minute_counts(flow, events).key_by("key").window(Windows.tumbling("1h")).aggregate(
         Aggregations.sum("value"), id="hours"
     ).sink(out)
-    result = run_job(flow.to_job())
-    assert result.status is JobStatus.COMPLETED, result.error
-    expected: dict[tuple[int, int], int] = {}
-    for e in events:
-        hour = e["ts"] - e["ts"] % 3_600_000
-        expected[e["k"], hour] = expected.get((e["k"], hour), 0) + 1
-    assert {(r["key"], r["window_start"]): r["value"] for r in out.records} == expected
-    assert result.metrics.step("hours").late == 0
+    _assert_hourly_counts(flow, events, out)
 
 
 @pytest.mark.parametrize("fan_out", [False, True], ids=["one-branch", "two-branches"])
@@ -313,14 +318,7 @@ def test_an_assigner_behind_an_exchange_makes_the_watermarks_its_windows_close_b
         .aggregate(Aggregations.sum("value"), id="hours")
         .sink(out)
     )
-    result = run_job(flow.to_job())
-    assert result.status is JobStatus.COMPLETED, result.error
-    expected: dict[tuple[int, int], int] = {}
-    for e in events:
-        hour = e["ts"] - e["ts"] % 3_600_000
-        expected[e["k"], hour] = expected.get((e["k"], hour), 0) + 1
-    assert {(r["key"], r["window_start"]): r["value"] for r in out.records} == expected
-    assert result.metrics.step("hours").late == 0
+    _assert_hourly_counts(flow, events, out)
 
 
 def test_a_join_after_a_window_reads_the_results_event_time() -> None:
