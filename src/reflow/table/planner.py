@@ -319,10 +319,10 @@ class _Planner:
         self.changelog: tuple[str, bool] | None = None
         """(column, retract) when updating aggregates emit a changelog."""
         self.late_table: str | None = None
-        self.viewing: set[str] = set()
-        """Views being planned (one that reads itself is refused)."""
         """The table window aggregates' late rows are written to (``SET 'late.table'``)."""
         self.late_streams: list[Stream[Any]] = []
+        self.viewing: set[str] = set()
+        """Views being planned (one that reads itself is refused)."""
 
     def compile(self, node: exp.Expr, columns: Callable[[exp.Column], str]) -> Compiled:
         """``node`` for rows of the relation ``columns`` resolves names in (typed rows
