@@ -79,7 +79,8 @@ def test_a_date_is_its_midnight_and_month_ends_are_kept() -> None:
         ("DATE_FORMAT(ts)", "DATE_FORMAT takes 2 arguments, not 1"),
         ("TIMESTAMPADD(HOUR, 1, ts, 2)", "TIMESTAMPADD takes 3 arguments, not 4"),
         ("CURRENT_TIMESTAMP", "function CURRENT_TIMESTAMP is not supported"),
-        ("REGEXP_REPLACE(s, 'a', 'b')", "function REGEXP_REPLACE is not supported"),
+        ("REGEXP_REPLACE(s, '(?=a)', 'b')", "is not a regular expression RE2 takes"),
+        ("SIMILAR_TO(s)", "function SIMILAR_TO is not supported"),
         ("STDDEV(a)", "aggregate STDDEV is not supported: the aggregates are COUNT"),
     ],
 )
@@ -182,3 +183,12 @@ def test_texts_built_from_sql_are_bounded() -> None:
     assert _value("RPAD(s, 6, 'xy')", {"s": "abc"}) == "abcxyx"
     assert _value("LPAD(s, 2, 'xy')", {"s": "abc"}) == "ab"
     assert _value("REPEAT(s, -1)", {"s": "abc"}) == ""
+
+
+@pytest.mark.timeout(60)
+def test_regular_expressions_run_in_linear_time_and_name_a_missing_group() -> None:
+    # RE2: the nested repetition that takes a backtracking engine exponential time.
+    assert _value("REGEXP(s, '(a+)+b')", {"s": "a" * 100_000}) is False
+    assert _value("REGEXP_REPLACE(s, '(a)(b)?', '[$1$2]')", {"s": "aab"}) == "[a][ab]"
+    with pytest.raises(ValueError, match="has no group 2"):
+        _value("REGEXP_EXTRACT(s, 'a(b)', 2)", {"s": "ab"})

@@ -201,6 +201,19 @@ FUNCTION_QUERIES = [
         None,
     ),
     ("SELECT a FROM t WHERE (a > 3 OR b > 0) IS NOT FALSE", None),
+    (
+        "SELECT REGEXP(s, 'an+') AS x, s REGEXP '^[a-c]' AS y FROM t",
+        "SELECT regexp_matches(s, 'an+') AS x, regexp_matches(s, '^[a-c]') AS y FROM t",
+    ),
+    (
+        "SELECT REGEXP_REPLACE(s, '([aeiou])(.)', '<$2$1>') AS x FROM t",
+        "SELECT regexp_replace(s, '([aeiou])(.)', '<\\2\\1>', 'g') AS x FROM t",
+    ),
+    (
+        "SELECT REGEXP_EXTRACT(s, '([a-z])(an)', 2) AS x, REGEXP_EXTRACT(s, 'e.') AS y FROM t",
+        "SELECT NULLIF(regexp_extract(s, '([a-z])(an)', 2), '') AS x, "
+        "NULLIF(regexp_extract(s, 'e.'), '') AS y FROM t",
+    ),
 ]
 
 

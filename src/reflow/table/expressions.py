@@ -28,6 +28,7 @@ from reflow.table.functions import (
     PART_FUNCTIONS,
     TIME_UNITS,
     check_format,
+    check_regex,
     like_matcher,
     mod,
     text_of,
@@ -502,6 +503,8 @@ def _call_of(node: exp.Expr) -> tuple[str, list[exp.Expr]]:
         if name not in FUNCTIONS and name not in PART_FUNCTIONS and name != "TRUNC":
             return name, []  # refused by name
         ordered = {
+            exp.RegexpReplace: ("expression", "replacement"),
+            exp.RegexpExtract: ("expression", "position"),  # Flink: the group's index
             exp.Substring: ("start", "length"),
             exp.Round: ("decimals",),
             exp.Trunc: ("decimals",),
@@ -557,6 +560,11 @@ def _check_arguments(name: str, args: list[exp.Expr], node: exp.Expr) -> None:
                 check_format(pattern, parsing=parsing)
             except ValueError as exc:
                 raise fail(node, str(exc)) from None
+    if name.startswith("REGEXP") and text(1) is not None:
+        try:
+            check_regex(str(text(1)))
+        except ValueError as exc:
+            raise fail(node, str(exc)) from None
     if name == "TO_TIMESTAMP_LTZ" and len(args) > 1:
         precision = _constant(args[1])
         if precision not in (0, 3):

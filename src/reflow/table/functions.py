@@ -35,6 +35,7 @@ __all__ = [
     "MAX_TEXT",
     "Function",
     "check_format",
+    "check_regex",
     "like_matcher",
     "mod",
     "text_of",
@@ -477,6 +478,64 @@ def like_matcher(
     return match
 
 
+@functools.lru_cache(maxsize=256)
+def _regex(pattern: str) -> Any:
+    """``pattern`` compiled by RE2 (time linear in the text: SQL is untrusted input);
+    ValueError if RE2 does not take it."""
+    import re2  # type: ignore[import-untyped]
+
+    try:
+        return re2.compile(pattern)
+    except (re2.error, re.error, TypeError, ValueError) as exc:
+        raise ValueError(
+            f"{pattern!r} is not a regular expression RE2 takes ({exc}); RE2 has no "
+            "look-arounds or back-references"
+        ) from None
+
+
+def check_regex(pattern: str) -> None:
+    """Raise ValueError if ``pattern`` is no regular expression RE2 takes."""
+    _regex(pattern)
+
+
+def _replacement(java: str) -> str:
+    """A Java replacement (``$1`` a group, ``\\$`` a dollar) as a Python one."""
+    out: list[str] = []
+    i = 0
+    while i < len(java):
+        ch = java[i]
+        if ch == "\\" and i + 1 < len(java):
+            literal = java[i + 1]
+            out.append("\\\\" if literal == "\\" else literal)
+            i += 2
+        elif ch == "$" and i + 1 < len(java) and java[i + 1].isdigit():
+            j = i + 1
+            while j < len(java) and java[j].isdigit():
+                j += 1
+            out.append(f"\\g<{java[i + 1 : j]}>")
+            i = j
+        else:
+            out.append("\\\\" if ch == "\\" else ch)
+            i += 1
+    return "".join(out)
+
+
+def _regexp(text: str, pattern: str) -> bool:
+    return _regex(pattern).search(text) is not None
+
+
+def _regexp_replace(text: str, pattern: str, replacement: str) -> str:
+    return str(_regex(pattern).sub(_replacement(replacement), text))
+
+
+def _regexp_extract(text: str, pattern: str, index: int = 0) -> str | None:
+    regex = _regex(pattern)
+    if not 0 <= index <= regex.groups:
+        raise ValueError(f"REGEXP_EXTRACT: {pattern!r} has no group {index}")
+    match = regex.search(text)
+    return None if match is None else match.group(index)
+
+
 # -- numbers ------------------------------------------------------------------------------
 
 
@@ -560,6 +619,10 @@ FUNCTIONS: dict[str, Function] = {
     "REPEAT": _f(_repeat, 2),
     "REVERSE": _f(lambda s: s[::-1], 1),
     "NULLIF": _f(_nullif, 2, nulls=True),
+    "REGEXP": _f(_regexp, 2),
+    "REGEXP_LIKE": _f(_regexp, 2),
+    "REGEXP_REPLACE": _f(_regexp_replace, 3),
+    "REGEXP_EXTRACT": _f(_regexp_extract, 2, 3),
     # numbers
     "ABS": _f(abs, 1),
     "FLOOR": _f(math.floor, 1),
