@@ -141,6 +141,14 @@ def _check_keywords(call: ast.Call, source: str, where: Callable[[str], ConfigEr
 
 
 def _check_node(node: ast.AST, source: str, where: Callable[[str], ConfigError]) -> None:
+    if (
+        isinstance(node, ast.Subscript)
+        and isinstance(node.value, ast.Name)
+        and node.value.id not in RECORD_NAMES
+    ):
+        # ``dict[r]`` is a type alias: the typing machinery then reads the record's
+        # dunder attributes (``__parameters__``); no expression needs it.
+        raise _refuse(source, f"subscripting the builtin {node.value.id!r}", where)
     if isinstance(node, _ALLOWED):
         return
     if isinstance(node, ast.Name):
