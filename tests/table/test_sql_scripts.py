@@ -91,6 +91,10 @@ def test_insert_with_a_column_list_names_the_columns_by_place() -> None:
             "CUMULATE: the size must be a multiple of the step",
         ),
         ("CREATE VIEW t AS SELECT a FROM t;", "CREATE VIEW t: the name is already taken"),
+        (
+            "INSERT INTO o SELECT DISTINCT s AS y, COUNT(*) AS x FROM t GROUP BY s;",
+            "SELECT DISTINCT with GROUP BY, aggregates or OVER is not supported",
+        ),
         ("CREATE VIEW v AS SELECT a FROM v; INSERT INTO o SELECT a AS x FROM v;", "reads itself"),
     ],
 )

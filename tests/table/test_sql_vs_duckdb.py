@@ -420,6 +420,19 @@ def test_a_hopping_window_equals_duckdb() -> None:
 
 @pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 @pytest.mark.parametrize("parallelism", [1, 2])
+def test_select_distinct_equals_duckdb(parallelism: int, typed: bool) -> None:
+    selects = [
+        "SELECT DISTINCT s, k FROM t",
+        "SELECT DISTINCT k, a % 3 AS m FROM t WHERE b > 0",
+        "SELECT DISTINCT * FROM (SELECT s FROM t) AS x",
+    ]
+    rows = _rows(13, 900)
+    for select, got in zip(selects, _reflow_many(selects, rows, parallelism, typed), strict=True):
+        _same(got, _duckdb(select, rows), select)
+
+
+@pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
+@pytest.mark.parametrize("parallelism", [1, 2])
 def test_a_cumulating_window_equals_duckdb(parallelism: int, typed: bool) -> None:
     """CUMULATE: windows from each 12-second period's start, growing by 3 seconds
     ([0, 3s), [0, 6s), [0, 9s), [0, 12s), then [12s, 15s), ...)."""

@@ -482,6 +482,28 @@ class _Planner:
         merged = left.stream.union(stream, id=self.step("union-all"))
         return Relation(merged, left.columns, "the UNION ALL", watermark, left.types)
 
+    def distinct(self, query: exp.Select, distinct: exp.Expr) -> Relation:
+        """``SELECT DISTINCT ...``: each row the first time its values come (as Flink on an
+        append-only stream); every distinct row is kept in keyed state, for good."""
+        if distinct.args.get("on") is not None:
+            raise fail(distinct, "SELECT DISTINCT ON is not supported; SELECT DISTINCT is")
+        if query.args.get("group") is not None or any(
+            _aggregates_in(e) or e.find(exp.Window) for e in query.expressions
+        ):
+            raise fail(
+                distinct,
+                "SELECT DISTINCT with GROUP BY, aggregates or OVER is not supported: its "
+                "rows are distinct already, or write the query without DISTINCT",
+            )
+        plain = query.copy()
+        plain.set("distinct", None)
+        relation = self.select(plain)
+        key = _tuple_key([_read(c, relation.typed) for c in relation.columns])
+        stream = relation.stream.key_by(key, id=self.step("distinct-key")).deduplicate(
+            event_time=False, id=self.step("distinct")
+        )
+        return replace(relation, stream=stream)
+
     def from_clause(self, node: exp.Expr) -> tuple[Relation, WindowSpec | None, str | None]:
         """The relation FROM reads, and the window and time column of a window TVF."""
         if isinstance(node, exp.Subquery):
@@ -497,7 +519,10 @@ class _Planner:
         raise fail(node, f"FROM {node.sql()}: joins are not supported yet")
 
     def select(self, query: exp.Select) -> Relation:
-        for unsupported in ("distinct", "order", "limit"):
+        distinct = query.args.get("distinct")
+        if distinct is not None:
+            return self.distinct(query, distinct)
+        for unsupported in ("order", "limit"):
             if query.args.get(unsupported):
                 word = unsupported.rstrip("_").upper()
                 raise fail(query, f"{word} is not supported in reflow SQL v1 (docs/sql.md)")
