@@ -56,7 +56,8 @@ class _ReflowTokenizer(Tokenizer):
 
 
 class _ReflowDialect(Dialect):
-    """sqlglot's default grammar, with Flink's argument order where they differ."""
+    """sqlglot's default grammar, read as Flink reads it where they differ: backtick
+    identifiers, IS binding looser than comparisons, TIMESTAMPDIFF's arguments."""
 
     parser_class = _ReflowParser
     Tokenizer = _ReflowTokenizer  # the name sqlglot's dialects look up
@@ -347,7 +348,7 @@ def parse_script(text: str, file: str | None = None) -> Script:
                 continue  # nothing, or only a comment, after the last statement
             if isinstance(statement, exp.Create) and statement.kind == "TABLE":
                 table = _table(statement, watermarks.get(index), roles.get(index))
-                if table.name in script.tables:
+                if table.name in script.tables or table.name in script.views:
                     raise fail(statement, f"table {table.name} is defined twice")
                 script.tables[table.name] = table
             elif isinstance(statement, exp.Create) and statement.kind == "VIEW":
