@@ -92,7 +92,7 @@ def _ms_of(moment: datetime) -> int:
 
 
 # Java's date-format letters reflow takes, with how each formats a UTC datetime
-# (given the letter's count) and what it parses as (a regex group, a field name).
+# (given the letter's count); ``_PARSE_LETTERS`` says what each reads.
 def _year(d: datetime, n: int) -> str:
     return f"{d.year % 100:02d}" if n == 2 else f"{d.year:0{n}d}"
 
@@ -216,6 +216,8 @@ def _parser(pattern: str) -> Callable[[str], datetime]:
                 f"read one (reading takes {''.join(_PARSE_LETTERS)})"
             )
         group, field = _PARSE_LETTERS[letter]
+        if letter == "y" and count != 4:  # 'yy' would read 24 as the year 24
+            raise ValueError(f"date format {pattern!r}: to read a year, write yyyy")
         if field in fields:
             raise ValueError(f"date format {pattern!r}: the {field} is given twice")
         regex.append(f"({group})" if count == 1 or letter == "S" else f"(\\d{{{count}}})")
