@@ -76,6 +76,7 @@ def test_a_date_is_its_midnight_and_month_ends_are_kept() -> None:
         ("DATE_FORMAT(ts, 'yyyy ''oops')", "a quote ' is not closed"),
         ("TO_TIMESTAMP(s, 'EEE yyyy')", "can format a time but not read one"),
         ("TO_TIMESTAMP(s, 'yy-MM-dd')", "to read a year, write yyyy"),
+        ("UNIX_TIMESTAMP(s, 'dd MMM yyyy')", "MMM can format a time but not read one"),
         ("TO_TIMESTAMP_LTZ(ts, 6)", "the precision is 0 (seconds) or 3 (milliseconds)"),
         ("DATE_FORMAT(ts)", "DATE_FORMAT takes 2 arguments, not 1"),
         ("TIMESTAMPADD(HOUR, 1, ts, 2)", "TIMESTAMPADD takes 3 arguments, not 4"),

@@ -218,6 +218,11 @@ def _parser(pattern: str) -> Callable[[str], datetime]:
         group, field = _PARSE_LETTERS[letter]
         if letter == "y" and count != 4:  # 'yy' would read 24 as the year 24
             raise ValueError(f"date format {pattern!r}: to read a year, write yyyy")
+        if letter not in "yS" and count > 2:  # 'MMM' is a name: read as digits, nonsense
+            raise ValueError(
+                f"date format {pattern!r}: {letter * count} can format a time but not read "
+                f"one (write {letter * 2})"
+            )
         if field in fields:
             raise ValueError(f"date format {pattern!r}: the {field} is given twice")
         regex.append(f"({group})" if count == 1 or letter == "S" else f"(\\d{{{count}}})")
