@@ -11,6 +11,7 @@ import random
 import tempfile
 import uuid
 from collections import Counter
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -125,6 +126,19 @@ def _same(ours: list[tuple[Any, ...]], reference: list[tuple[Any, ...]], query: 
     assert ours, f"the query produced no rows: the comparison proves nothing ({query})"
 
 
+def _queries_equal_duckdb(
+    queries: Sequence[tuple[str, str | None]],
+    rows: list[dict[str, Any]],
+    typed: bool,
+    parallelism: int = 1,
+) -> None:
+    """Each (reflow SQL, DuckDB SQL or None for the same) pair, run in one reflow job,
+    gives DuckDB's rows."""
+    results = _reflow_many([ours for ours, _ in queries], rows, parallelism, typed)
+    for (ours, reference), got in zip(queries, results, strict=True):
+        _same(got, _duckdb(reference or ours, rows), ours)
+
+
 # (reflow SQL, DuckDB SQL): the DuckDB form is the same query where the engines'
 # spellings differ (integer division, event-time windows).
 PROJECTIONS = [
@@ -157,10 +171,7 @@ PROJECTIONS = [
 @pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 @pytest.mark.parametrize("seed", [1, 2])
 def test_projections_and_filters_equal_duckdb(seed: int, typed: bool) -> None:
-    rows = _rows(seed)
-    results = _reflow_many([ours for ours, _ in PROJECTIONS], rows, typed=typed)
-    for (ours, reference), got in zip(PROJECTIONS, results, strict=True):
-        _same(got, _duckdb(reference or ours, rows), ours)
+    _queries_equal_duckdb(PROJECTIONS, _rows(seed), typed)
 
 
 # String and number functions, and NOT LIKE (read as LIKE until sqlglot 30's
@@ -219,10 +230,7 @@ FUNCTION_QUERIES = [
 
 @pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 def test_string_and_number_functions_equal_duckdb(typed: bool) -> None:
-    rows = _rows(5)
-    results = _reflow_many([ours for ours, _ in FUNCTION_QUERIES], rows, typed=typed)
-    for (ours, reference), got in zip(FUNCTION_QUERIES, results, strict=True):
-        _same(got, _duckdb(reference or ours, rows), ours)
+    _queries_equal_duckdb(FUNCTION_QUERIES, _rows(5), typed)
 
 
 def _time_rows(seed: int, n: int = 400) -> list[dict[str, Any]]:
@@ -334,10 +342,7 @@ TIME_QUERIES = [
 
 @pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])
 def test_time_functions_equal_duckdb(typed: bool) -> None:
-    rows = _time_rows(7)
-    results = _reflow_many([ours for ours, _ in TIME_QUERIES], rows, typed=typed)
-    for (ours, reference), got in zip(TIME_QUERIES, results, strict=True):
-        _same(got, _duckdb(reference, rows), ours)
+    _queries_equal_duckdb(TIME_QUERIES, _time_rows(7), typed)
 
 
 AGGREGATES = (
@@ -426,9 +431,9 @@ def test_select_distinct_equals_duckdb(parallelism: int, typed: bool) -> None:
         "SELECT DISTINCT k, a % 3 AS m FROM t WHERE b > 0",
         "SELECT DISTINCT * FROM (SELECT s FROM t) AS x",
     ]
-    rows = _rows(13, 900)
-    for select, got in zip(selects, _reflow_many(selects, rows, parallelism, typed), strict=True):
-        _same(got, _duckdb(select, rows), select)
+    _queries_equal_duckdb(
+        [(select, None) for select in selects], _rows(13, 900), typed, parallelism
+    )
 
 
 @pytest.mark.parametrize("typed", [False, True], ids=["dict-rows", "typed-rows"])

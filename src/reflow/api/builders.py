@@ -22,6 +22,7 @@ from reflow.graph.job import (
     JobConfig,
     JobType,
     ResourceSettings,
+    written_target,
 )
 from reflow.graph.partitioning import Partitioning
 from reflow.graph.restart import RestartStrategy
@@ -205,9 +206,7 @@ class StreamGraphBuilder:
         for step_id, (kind, payload, _, _) in self._nodes.items():
             if kind is not NodeKind.SINK:
                 continue
-            # Sinks and connector specs answer; other payloads share what they write.
-            written = getattr(payload, "written_target", None)
-            target = written() if callable(written) else None
+            target = written_target(payload)
             if target is None:
                 continue
             if target in writers:

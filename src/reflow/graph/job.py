@@ -237,8 +237,10 @@ def check_job_name(name: str) -> str:
     return name
 
 
-def _written_target(payload: Any) -> str | None:
-    # Sinks and connector specs answer (a file's path); other payloads share theirs.
+def written_target(payload: Any) -> str | None:
+    """What a sink payload writes that no other sink of the job may write too (a
+    file's path); None when it can be shared. Sinks and connector specs answer
+    (``written_target()``); other payloads share what they write."""
     written = getattr(payload, "written_target", None)
     target = written() if callable(written) else None
     return target if isinstance(target, str) else None
@@ -247,11 +249,11 @@ def _written_target(payload: Any) -> str | None:
 def _check_dead_letter_target(graph: StreamGraph, dead_letter: Any) -> None:
     """The dead-letter sink may not write a file a sink of the job writes: one would
     write over the other."""
-    target = _written_target(dead_letter) if dead_letter is not None else None
+    target = written_target(dead_letter) if dead_letter is not None else None
     if target is None:
         return
     for node in graph.nodes:
-        if node.kind is NodeKind.SINK and _written_target(node.payload) == target:
+        if node.kind is NodeKind.SINK and written_target(node.payload) == target:
             raise GraphValidationError(
                 f"the dead-letter sink and sink {node.step_id!r} both write {target}: one "
                 "would write over the other; give the dead letters a path of their own",

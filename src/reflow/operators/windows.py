@@ -347,13 +347,6 @@ class PaneWindowLogic(_WindowLogic):
             return (end - 1) - (end - 1) % self.size
         return end - self.size
 
-    def _last_end(self, ts: int) -> int:
-        """The end of the last window a record at ``ts`` falls into."""
-        if self.cumulative:
-            return ts - ts % self.size + self.size
-        reach = ts + self.size
-        return reach - reach % self.slide
-
     def process(self, batch: list[Any]) -> list[Any]:
         batch, stamps, keys = self._timestamps(batch)
         if self.fast:

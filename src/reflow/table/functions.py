@@ -617,7 +617,6 @@ FUNCTIONS: dict[str, Function] = {
     "CONCAT": _f(lambda *parts: "".join(text_of(p) for p in parts), 1, None),
     "CONCAT_WS": _f(_concat_ws, 2, None, nulls=True),
     "REPLACE": _f(lambda s, old, new: text_of(s).replace(old, new), 3),
-    "POSITION": _f(_position, 2),
     "LOCATE": _f(_position, 2, 3),
     "LEFT": _f(_left, 2),
     "RIGHT": _f(_right, 2),
