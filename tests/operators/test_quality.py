@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from reflow import ErrorMode, ErrorPolicy, Flow, JobStatus
@@ -364,6 +364,7 @@ def _logic(rules: tuple[q.Expectation, ...], **context: Any) -> Any:
 
 @settings(max_examples=200, deadline=None)
 @given(_RECORDS)
+@example([{"a": 0, "b": 0, "c": "EUR"}])  # no "d" (optional): the one-call read raised KeyError
 def test_the_pre_check_passes_a_batch_exactly_when_no_rule_fails(batch: list[Any]) -> None:
     """Against the rules' exact, column-at-a-time checks on the same batch."""
     from reflow.operators.quality.base import Columns

@@ -145,6 +145,9 @@ def precheck(
         body += f"if not ({test}):\n    return False\n"
     body = body or "pass\n"
     after = " and ".join(f"({t})" for t in inliner.tests) or "True"
+    # A dict without one of the fields (an optional one) stops the one-call read with
+    # KeyError: the batch is read again field by field, a missing field as null.
+    gets = "".join(f"            {inliner.fields[n]} = _r.get({inliner.bind(n)})\n" for n in names)
     # Bound values as defaults: locals read faster than globals in the loop.
     defaults = "".join(f", {name}={name}" for name in ("_type", "_map", "_is_row", *inliner.values))
     source = (
@@ -159,11 +162,21 @@ def precheck(
         f"            for {target} in _map({items}, batch):\n"
         f"{_indent(body, 16)}"
         f"        return bool({after})\n"
+        "    except KeyError:\n"
+        "        pass\n"
+        "    except Exception:\n"
+        "        return False\n"
+        f"{gather}"
+        "    try:\n"
+        "        for _r in batch:\n"
+        f"{gets}"
+        f"{_indent(body, 12)}"
+        f"        return bool({after})\n"
         "    except Exception:\n"
         "        return False\n"
     )
     namespace: dict[str, Any] = {
-        "__builtins__": {"Exception": Exception, "bool": bool},
+        "__builtins__": {"Exception": Exception, "KeyError": KeyError, "bool": bool},
         "_type": type,
         "_map": map,
         "_is_row": is_row,
