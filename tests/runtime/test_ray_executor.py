@@ -46,6 +46,8 @@ SUITES = [
     # A running window job rescaled 1 -> 3 -> 2 through savepoints: new actors take
     # over redistributed keyed state; the exactly-once output equals an uninterrupted run.
     "tests/scheduler/test_rescale.py",
+    # Actors of a job that ended cleanly run the next job; a failed job's never do.
+    "tests/runtime/test_actor_reuse_any_executor.py",
 ]
 
 

@@ -23,11 +23,17 @@ local executor: a done actor acknowledges with its final state when asked, and
 its sinks make their final commit once the whole job ended. Any actor failure
 fails the whole attempt: every actor is killed and ``execute_with_recovery``
 restarts the job from the last complete checkpoint under its restart strategy.
+
+The actors of a job that ended cleanly are empty again after their final
+commit; the driver keeps those that reserve nothing for this process's later
+jobs (``pool.ActorPool``), which start on them in milliseconds instead of the
+seconds a new worker process takes.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -50,6 +56,7 @@ from reflow.runtime.base import (
 )
 from reflow.runtime.local import take_savepoint
 from reflow.runtime.ray.channel import DEFAULT_MAX_IN_FLIGHT, SubtaskKey
+from reflow.runtime.ray.pool import MAX_IDLE, ActorPool, placement_key
 from reflow.runtime.ray.worker import Ack, Ending, PollAnswer, SubtaskWorker, WorkerOutcome
 
 __all__ = ["RayExecutor"]
@@ -114,7 +121,9 @@ class RayExecutor(ExecutionTable[_RayExecution]):
     """Runs jobs on a Ray cluster, one actor per subtask (``executor.type: distributed``).
 
     ``address`` is a running cluster's ``HOST:PORT`` (``ray start --head``); without
-    it, an already initialised Ray is used, or a local one is started.
+    it, an already initialised Ray is used, or a local one is started. Up to
+    ``idle_actors`` actors of jobs that ended cleanly wait for later jobs of this
+    process (``pool.ActorPool``; 0 keeps none).
     """
 
     runs_on_own_loops = False
@@ -128,6 +137,7 @@ class RayExecutor(ExecutionTable[_RayExecution]):
         max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
         reserve_cpus: bool = False,
         start_timeout_s: float = 120.0,
+        idle_actors: int = MAX_IDLE,
     ) -> None:
         super().__init__()
         self.settings = settings or ExecutorSettings()
@@ -148,6 +158,11 @@ class RayExecutor(ExecutionTable[_RayExecution]):
         self.start_timeout_s = start_timeout_s
         self.last_actor_options: dict[SubtaskKey, dict[str, Any]] = {}
         """The Ray options each subtask's actor was created with, in the last job."""
+        self.idle_actors = idle_actors
+        self.last_reused = 0
+        """How many of the last job's actors were kept from earlier jobs."""
+        self.last_actor_ids: dict[SubtaskKey, str] = {}
+        """The Ray actor id of each subtask of the last job."""
 
     def pool_stats(self) -> dict[str, tuple[int, int]]:
         """No thread pools in the driver: the actors have their own."""
@@ -260,41 +275,81 @@ class RayExecutor(ExecutionTable[_RayExecution]):
         options = self._actor_options(job, ray)
         _check_feasible(ray, job, options)
         self.last_actor_options = options
-        actors: dict[SubtaskKey, Any] = {
-            key: worker_class.options(**opts).remote(job, key, self.settings, self.max_in_flight)
-            for key, opts in options.items()
-        }
+        pool = _session_pool(ray)
+        pool.max_idle = self.idle_actors
+        keys = {key: placement_key(opts) for key, opts in options.items()}
+        actors: dict[SubtaskKey, Any] = {}
         execution.actors = actors
         coordinator_task: asyncio.Task[None] | None = None
         coordinator: CheckpointCoordinator | None = None
         ended_cleanly = False
+        reusable = False
         creating = time.perf_counter()
         try:
             restore_ref = ray.put(restore) if restore is not None else None
-            try:
-                started = await asyncio.wait_for(
-                    asyncio.gather(*(a.start.remote(actors, restore_ref) for a in actors.values())),
-                    self.start_timeout_s,
-                )
-            except TimeoutError:
-                return _Outcome(
-                    f"the job's {len(actors)} actors did not start within "
-                    f"{self.start_timeout_s:g}s: the Ray cluster has no room for them now "
-                    f"(each asks for {_describe(next(iter(options.values())))}); free "
-                    "resources, add nodes, or lower the job's resources.cpu / resources.memory",
-                )
-            except Exception as exc:  # an actor could not be placed or died starting
-                return _Outcome(f"starting the job's actors failed: {exc}")
+            job_ref = ray.put(job)
+            for attempt in (1, 2):
+                reused = 0
+                for key, opts in options.items():
+                    actor = pool.take(keys[key]) if attempt == 1 and keys[key] is not None else None
+                    if actor is None:
+                        actor = worker_class.options(**opts).remote()
+                    else:
+                        reused += 1
+                    actors[key] = actor
+                self.last_reused = reused
+                self.last_actor_ids = {key: a._actor_id.hex() for key, a in actors.items()}
+                try:
+                    started = await asyncio.wait_for(
+                        asyncio.gather(
+                            *(
+                                a.start.remote(
+                                    job_ref,
+                                    key,
+                                    self.settings,
+                                    self.max_in_flight,
+                                    actors,
+                                    restore_ref,
+                                )
+                                for key, a in actors.items()
+                            )
+                        ),
+                        self.start_timeout_s,
+                    )
+                    break
+                except TimeoutError:
+                    return _Outcome(
+                        f"the job's {len(actors)} actors did not start within "
+                        f"{self.start_timeout_s:g}s: the Ray cluster has no room for them now "
+                        f"(each asks for {_describe(next(iter(options.values())))}); free "
+                        "resources, add nodes, or lower the job's resources.cpu / resources.memory",
+                    )
+                except Exception as exc:  # an actor could not be placed or died starting
+                    if attempt == 1 and reused:
+                        # An idle actor died while it waited (its node left, out of
+                        # memory): this attempt starts again, on new actors only.
+                        logger.warning(
+                            "job %s: starting on %d kept actors failed (%s); starting new ones",
+                            job.job_id,
+                            reused,
+                            exc,
+                        )
+                        for actor in actors.values():
+                            _kill(ray, actor)
+                        pool.clear()
+                        continue
+                    return _Outcome(f"starting the job's actors failed: {exc}")
             proxies = {
                 key: _RemoteSubtask(key, name or f"{key}", actor, graph.vertex(key[0]))
                 for (key, actor), name in zip(actors.items(), started, strict=True)
             }
             self.last_start_seconds = time.perf_counter() - creating
             logger.info(
-                "job %s: %d actors started in %.2fs",
+                "job %s: %d actors started in %.2fs (%d of them kept from earlier jobs)",
                 job.job_id,
                 len(actors),
                 self.last_start_seconds,
+                self.last_reused,
                 extra={"job_id": job.job_id, "event": "ACTORS_STARTED"},
             )
             coordinator = self._coordinator(job, list(proxies.values()))
@@ -377,6 +432,7 @@ class RayExecutor(ExecutionTable[_RayExecution]):
                 if ending.error is not None:
                     step = graph.vertex(key[0]).head.step_id
                     return _Outcome(f"the final commit failed: {ending.error}", step, parts)
+            reusable = True  # every actor is empty again (end_of_input)
             return _Outcome(None, None, parts, [e.collected for e in endings])
         finally:
             if coordinator is not None and not ended_cleanly:
@@ -390,8 +446,12 @@ class RayExecutor(ExecutionTable[_RayExecution]):
                         )
                 coordinator_task.cancel()
                 await asyncio.gather(coordinator_task, return_exceptions=True)
-            for actor in actors.values():
-                ray.kill(actor, no_restart=True)
+            for key, actor in actors.items():
+                kept = keys[key]
+                if reusable and kept is not None:
+                    pool.give(kept, actor)
+                else:
+                    _kill(ray, actor)
 
     def _actor_options(self, job: Job, ray: Any) -> dict[SubtaskKey, dict[str, Any]]:
         """Ray options of each subtask's actor, from the job's resources (seed §6.2):
@@ -612,3 +672,21 @@ def _absorb(job: Job, collected: dict[str, list[Any]]) -> None:
     dead = collected.get("__dead_letter__")
     if dead is not None:
         job.config.error_policy.dead_letter.records.extend(dead)
+
+
+_POOLS: dict[str, ActorPool] = {}
+"""The idle actors of this process's Ray session (by its driver's job id)."""
+
+
+def _session_pool(ray: Any) -> ActorPool:
+    session = ray.get_runtime_context().get_job_id()
+    pool = _POOLS.get(session)
+    if pool is None:
+        _POOLS.clear()  # an earlier session's actors ended with it
+        pool = _POOLS[session] = ActorPool(lambda actor: _kill(ray, actor))
+    return pool
+
+
+def _kill(ray: Any, actor: Any) -> None:
+    with contextlib.suppress(Exception):  # (already dead)
+        ray.kill(actor, no_restart=True)

@@ -69,9 +69,25 @@ class PollAnswer:
 
 
 class SubtaskWorker:
-    """One subtask actor (wrapped by ``ray.remote`` in the driver)."""
+    """One subtask actor (wrapped by ``ray.remote`` in the driver).
 
-    def __init__(
+    It hosts one job's subtask at a time: ``start`` gives it the subtask to build and
+    run; once the job ended cleanly, ``end_of_input`` releases the subtask and
+    leaves the actor empty, and the driver may keep it for a later job
+    (``pool.ActorPool``).
+    """
+
+    def __init__(self) -> None:
+        self._empty()
+
+    def _empty(self) -> None:
+        """Ready for a subtask. (A peer's first ``deliver`` may come before ``start``:
+        it waits for ``ready``; the per-sender order it sets up is this job's.)"""
+        vars(self).clear()  # the last job's subtask, copy of the job and collected records
+        self.ready = asyncio.Event()
+        self.order: dict[SubtaskKey, tuple[list[int], asyncio.Condition]] = {}
+
+    def _host(
         self, job: Job, own: SubtaskKey, settings: ExecutorSettings, max_in_flight: int
     ) -> None:
         # The driver owns the job's lifecycle; this copy runs one subtask from the start.
@@ -86,8 +102,6 @@ class SubtaskWorker:
         self.peers: dict[SubtaskKey, Any] = {}
         self.inbox: Channel | None = None
         self.remotes: list[RemoteChannel] = []
-        self.ready = asyncio.Event()
-        self.order: dict[SubtaskKey, tuple[list[int], asyncio.Condition]] = {}
         self.pools = ThreadPools(settings)
         self.execution = Execution(job)
         self.task: asyncio.Task[BaseException | None] | None = None
@@ -102,10 +116,17 @@ class SubtaskWorker:
         self.changed = asyncio.Event()
 
     async def start(
-        self, peers: dict[SubtaskKey, Any], restore: CheckpointData | None = None
+        self,
+        job: Job,
+        own: SubtaskKey,
+        settings: ExecutorSettings,
+        max_in_flight: int,
+        peers: dict[SubtaskKey, Any],
+        restore: CheckpointData | None = None,
     ) -> str | None:
-        """Build the subtask (restoring ``restore``) and start it; its name (None if it
-        could not be built: ``wait`` tells why)."""
+        """Build subtask ``own`` of ``job`` (restoring ``restore``) and start it; its
+        name (None if it could not be built: ``wait`` tells why)."""
+        self._host(job, own, settings, max_in_flight)
         self.cpu_started = time.process_time()
         self.peers = peers
         self.task = asyncio.create_task(self._run(restore))
@@ -206,7 +227,10 @@ class SubtaskWorker:
         """Every subtask of the job ended cleanly: this one's final commit."""
         error = await end_of_input(self.execution)
         await self._release(flush=error is None)
-        return Ending(error, {name: lst[n:] for name, (lst, n) in self.collecting.items()})
+        ending = Ending(error, {name: lst[n:] for name, (lst, n) in self.collecting.items()})
+        if error is None:
+            self._empty()  # the driver may give this actor a later job's subtask
+        return ending
 
     async def poll(self, wait_s: float = 1.0) -> PollAnswer:
         """Wait up to ``wait_s`` for acknowledgements or the end; what happened and the
