@@ -132,7 +132,13 @@ class ScanReader(_Reader):
         """``_id`` values splitting the (filtered) collection into ``parallelism`` parts."""
         parts = self.ctx.parallelism
         where = self.options.filter or {}
-        total = self.collection.count_documents(where)
+        # The cuts only balance the parts: a whole collection's size comes from its
+        # metadata (count_documents would read every document).
+        total = (
+            self.collection.count_documents(where)
+            if where
+            else self.collection.estimated_document_count()
+        )
         cuts: list[Any] = []
         for k in range(1, parts):
             found = list(
