@@ -74,3 +74,22 @@ def test_a_clean_jobs_actors_run_the_next_job_and_a_failed_jobs_never() -> None:
     assert totals == TOTALS
     if ON_RAY:
         assert failed_actors and not (after_actors & failed_actors)  # killed, not kept
+
+
+def test_a_kept_actor_that_died_while_idle_makes_the_job_start_on_new_ones() -> None:
+    first, totals, first_actors = _run()
+    assert first.status is JobStatus.COMPLETED, first.error
+    if ON_RAY:  # the kept actors die while they wait (their node left, say)
+        import ray
+
+        from reflow.runtime.ray import driver
+
+        for pool in driver._POOLS.values():
+            for _, _, actor in pool._idle:
+                ray.kill(actor, no_restart=True)
+
+    after, totals, after_actors = _run()
+    assert after.status is JobStatus.COMPLETED, after.error
+    assert totals == TOTALS
+    if ON_RAY:
+        assert after_actors and not (after_actors & first_actors)
