@@ -94,6 +94,25 @@ def test_job_file_runs(tmp_path: Path) -> None:
             5,
             "unknown operator type 'explode'",
         ),
+        # types a user coming from elsewhere writes: the error says how reflow spells them
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - {name: m, type: quality}\n  sink: {connector: stdout}\n",
+            5,
+            "list them under 'quality:' on the source or operator",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - {name: m, type: tumbling}\n  sink: {connector: stdout}\n",
+            5,
+            "a window is 'type: window_aggregate'",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - {name: m, type: sql}\n  sink: {connector: stdout}\n",
+            5,
+            "write it under 'job:' as 'sql: |'",
+        ),
         (
             "job:\n  name: x\n  source: {connector: datagen}\n  sink:\n    connector: stdout\n"
             "    inputs: [nowhere]\n",

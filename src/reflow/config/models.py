@@ -308,6 +308,25 @@ _OPTION_TYPES: dict[str, tuple[str, ...]] = {
 """The step types each option applies to (set on another type, it would be ignored)."""
 
 
+# What a user may write as an operator type that is written another way here.
+_QUALITY_HINT = (
+    "; data-quality checks are not a step of their own: list them under 'quality:' "
+    "on the source or operator whose output they check (docs/quality.md)"
+)
+_TYPE_HINTS: dict[str, str] = {
+    **dict.fromkeys(
+        ("quality", "expect", "expectation", "expectations", "check", "validate"), _QUALITY_HINT
+    ),
+    **dict.fromkeys(
+        ("window", "windows", "tumble", "tumbling", "sliding", "session"),
+        "; a window is 'type: window_aggregate' with 'window:' and 'aggregate:' "
+        "(docs/event-time.md)",
+    ),
+    "sql": "; SQL describes a whole job: write it under 'job:' as 'sql: |' with no "
+    "source, operators or sink (docs/sql.md)",
+}
+
+
 class OperatorModel(_Model):
     name: str
     type: str
@@ -338,8 +357,11 @@ class OperatorModel(_Model):
     def _type(cls, value: str) -> str:
         normal = value.replace("-", "_")
         if normal not in OPERATOR_TYPES:
+            hint = _TYPE_HINTS.get(normal.lower(), "")
             raise ValueError(
-                f"unknown operator type {value!r}; this version knows: " + ", ".join(OPERATOR_TYPES)
+                f"unknown operator type {value!r}; this version knows: "
+                + ", ".join(OPERATOR_TYPES)
+                + hint
             )
         return normal
 
