@@ -127,3 +127,22 @@ def test_the_python_pattern_is_atomic_per_value() -> None:
     assert matcher.all_match(["12", None, "3"]) is True  # nulls pass
     assert matcher.all_match([None, None]) is True
     assert matcher.all_match(["12", 3]) is False
+
+
+@pytest.mark.parametrize("pattern", ["(a+)+\\1", "(?<=x)y", "[z-a]"])
+def test_a_refused_pattern_is_one_clear_error_and_nothing_on_stderr(
+    pattern: str, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """RE2's C++ log would print the reason a second time (and a notice about its
+    logging) on the process's stderr, in the middle of `reflow validate`'s output;
+    the error itself gives the reason as text, not as the binding's bytes."""
+    from reflow.errors import ConfigError
+    from reflow.table.functions import check_regex
+
+    with pytest.raises(ConfigError) as refused:
+        Pattern(pattern, "format")
+    with pytest.raises(ValueError) as refused_in_sql:
+        check_regex(pattern)
+    for message in (str(refused.value), str(refused_in_sql.value)):
+        assert "is not a" in message and "b'" not in message and 'b"' not in message
+    assert capfd.readouterr().err == ""

@@ -30,6 +30,8 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
+from reflow.operators.quality.patterns import re2_compile, re2_reason
+
 __all__ = [
     "FUNCTIONS",
     "MAX_TEXT",
@@ -492,11 +494,11 @@ def _regex(pattern: str) -> Any:
     import re2  # type: ignore[import-untyped]
 
     try:
-        return re2.compile(pattern)
+        return re2_compile(pattern)
     except (re2.error, re.error, TypeError, ValueError) as exc:
         raise ValueError(
-            f"{pattern!r} is not a regular expression RE2 takes ({exc}); RE2 has no "
-            "look-arounds or back-references"
+            f"{pattern!r} is not a regular expression RE2 takes ({re2_reason(exc)}); "
+            "RE2 has no look-arounds or back-references"
         ) from None
 
 

@@ -33,7 +33,7 @@ from typing import Any
 
 from reflow.errors import ConfigError
 
-__all__ = ["Pattern"]
+__all__ = ["Pattern", "re2_compile", "re2_reason"]
 
 # Distinct values whose result is remembered for the one-by-one path.
 CACHE_SIZE = 65_536
@@ -42,21 +42,41 @@ CACHE_SIZE = 65_536
 _RE2_ONLY = ("[[:", "\\p", "\\P", "\\Q", "\\C")
 
 
+def re2_compile(pattern: str, *, never_capture: bool = False) -> Any:
+    """``pattern`` compiled by RE2 with its default options, except that a pattern
+    RE2 refuses raises ``re2.error`` without RE2 also writing the reason to stderr
+    (its C++ log: a second copy of the error, out of place in a CLI's output)."""
+    import re2  # type: ignore[import-untyped]
+
+    options = re2.Options()
+    options.log_errors = False
+    options.never_capture = never_capture
+    return re2.compile(pattern, options)
+
+
+def re2_reason(exc: BaseException) -> str:
+    """Why RE2 refused a pattern, as text (its binding gives bytes)."""
+    reason = exc.args[0] if len(exc.args) == 1 else exc
+    if isinstance(reason, bytes):
+        return reason.decode("utf-8", "replace")
+    return str(reason)
+
+
 class Pattern:
     """A compiled pattern: ``all_match(values)`` for a batch of strings, ``matches(v)``
     for one value."""
 
     def __init__(self, pattern: str, rule: str) -> None:
-        import re2  # type: ignore[import-untyped]
+        import re2
 
         if not isinstance(pattern, str) or not pattern:
             raise ConfigError(f"rule {rule!r}: regex needs a non-empty 'pattern'")
         try:
-            compiled = re2.compile(pattern)
+            compiled = re2_compile(pattern)
         except (re2.error, re.error, TypeError, ValueError) as exc:
             raise ConfigError(
-                f"rule {rule!r}: pattern {pattern!r} is not a valid RE2 expression ({exc}); "
-                "RE2 has no look-arounds or back-references"
+                f"rule {rule!r}: pattern {pattern!r} is not a valid RE2 expression "
+                f"({re2_reason(exc)}); RE2 has no look-arounds or back-references"
             ) from None
         self._fullmatch: Callable[[str], Any] = compiled.fullmatch
         self._known: dict[str, bool] = {}
@@ -119,10 +139,8 @@ class Pattern:
 
 
 def _batch_matcher(re2: Any, pattern: str) -> Callable[[bytes], bool] | None:
-    options = re2.Options()
-    options.never_capture = True
     try:
-        compiled = re2.compile(f"(?:(?:{pattern})\n)*", options)
+        compiled = re2_compile(f"(?:(?:{pattern})\n)*", never_capture=True)
         regexp = compiled._regexp  # the binding's RE2 object: one call, no offsets
         anchor = re2._re2.RE2.Anchor.ANCHOR_BOTH
     except (AttributeError, re2.error):
