@@ -58,6 +58,21 @@ def test_job_file_runs(tmp_path: Path) -> None:
     [
         ("job:\n  name: x\n  source: {connector: memory\n", 4, "invalid YAML"),
         ("job:\n  name: x\n  nmae: y\n", 3, "unknown key 'nmae'"),
+        # an unknown key names the close one and the keys its place takes
+        ("job:\n  name: x\n  nmae: y\n", 3, "did you mean 'name'? keys here: "),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  operators:\n"
+            "    - name: c\n      type: window_aggregate\n      aggregate: {kind: count}\n"
+            "  sink: {connector: stdout}\n",
+            7,
+            "unknown key 'kind'; keys here: type, field, expression",
+        ),
+        (
+            "job:\n  name: x\n  source: {connector: datagen}\n  restart:\n    stratgy: fixed\n"
+            "  sink: {connector: stdout}\n",
+            5,
+            "did you mean 'strategy'?",
+        ),
         (
             "job:\n  source: {connector: stdout}\n  sink: {connector: stdout}\n",
             1,

@@ -5,6 +5,9 @@ Keys may be written in snake_case or in the seed's camelCase.
 
 from __future__ import annotations
 
+import difflib
+import types
+import typing
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -632,10 +635,64 @@ def validate_loaded(loaded: LoadedYaml, model: type[BaseModel]) -> Any:
                 message = f"missing required key {loc[-1]!r}" if loc else message
                 loc = loc[:-1]
             elif error["type"] == "extra_forbidden":
-                message = f"unknown key {loc[-1]!r}; check the spelling (see docs/yaml.md)"
+                message = _unknown_key(model, loc)
             elif error["type"] not in ("value_error", "assertion_error"):
                 message = f"{message} (got {error.get('input')!r})"
             problems.append(loaded.error(loc, message))
         raise ConfigError.combine(problems) from None
     except ConfigError:
         raise
+
+
+def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
+    """The message for an unknown key at ``loc``: the closest key of that place if
+    one is close, and the keys written there (where the model says which)."""
+    key = str(loc[-1])
+    place = _model_at(model, loc[:-1])
+    if place is None:
+        return f"unknown key {key!r}; check the spelling (see docs/yaml.md)"
+    names = list(place.model_fields)
+    spellings = {name: name for name in names}
+    for name, info in place.model_fields.items():
+        if info.alias:
+            spellings[info.alias] = name
+    close = difflib.get_close_matches(key, list(spellings), n=1, cutoff=0.6)
+    hint = f"did you mean {spellings[close[0]]!r}? " if close else ""
+    return f"unknown key {key!r}; {hint}keys here: {', '.join(names)} (see docs/yaml.md)"
+
+
+def _model_at(model: Any, loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The model that validates the mapping at ``loc`` (a path of keys and list
+    indices from ``model``), or None when the annotations do not say one model."""
+    current = model
+    for part in loc:
+        current = _one_type(current)
+        if isinstance(current, type) and issubclass(current, BaseModel):
+            field = current.model_fields.get(str(part))
+            if field is None:  # written by its camelCase alias
+                by_alias = [f for f in current.model_fields.values() if f.alias == part]
+                field = by_alias[0] if by_alias else None
+            if field is None:
+                return None
+            current = field.annotation
+            continue
+        origin, args = typing.get_origin(current), typing.get_args(current)
+        if origin in (list, tuple) and isinstance(part, int) and args:
+            current = args[0]
+        elif origin is dict and len(args) == 2:
+            current = args[1]
+        else:
+            return None
+    current = _one_type(current)
+    if isinstance(current, type) and issubclass(current, BaseModel):
+        return current
+    return None
+
+
+def _one_type(annotation: Any) -> Any:
+    """``X | None`` as ``X``; other unions and plain annotations as they are."""
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        members = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(members) == 1:
+            return members[0]
+    return annotation
