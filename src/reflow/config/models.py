@@ -651,12 +651,11 @@ def _unknown_key(model: type[BaseModel], loc: tuple[Any, ...]) -> str:
     place = _model_at(model, loc[:-1])
     if place is None:
         return f"unknown key {key!r}; check the spelling (see docs/yaml.md)"
-    names = list(place.model_fields)
-    spellings = {name: name for name in names}
-    for name, info in place.model_fields.items():
-        if info.alias:
-            spellings[info.alias] = name
-    close = difflib.get_close_matches(key, list(spellings), n=1, cutoff=0.6)
+    fields = place.model_fields
+    names = list(fields)
+    # each field by its name and by its camelCase alias
+    spellings = {n: n for n in names} | {f.alias: n for n, f in fields.items() if f.alias}
+    close = difflib.get_close_matches(key, list(spellings), n=1)
     hint = f"did you mean {spellings[close[0]]!r}? " if close else ""
     return f"unknown key {key!r}; {hint}keys here: {', '.join(names)} (see docs/yaml.md)"
 
