@@ -194,6 +194,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
     sink_restores: dict[int, list[Any]] = {}
     sink_adopts: dict[int, list[Any]] = {}
     reader = None
+    source_position = None
     source_metrics = None
     handlers: dict[str, RecordErrorHandler] = {}
     for node in vertex.chained_nodes:
@@ -216,9 +217,9 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
         if node.kind is NodeKind.SOURCE:
             reader = plan.sources[node.step_id].create_reader(ctx)
             source_metrics = metrics
-            position = plan.restore.source_position(node.step_id, index, vertex.parallelism)
-            if position is not None:
-                reader.restore(position)
+            source_position = plan.restore.source_position(node.step_id, index, vertex.parallelism)
+            if source_position is not None:
+                reader.restore(source_position)
             continue
         previous = plan.restore.states(node.step_id, index, vertex.parallelism)
         if node.kind is NodeKind.SINK:
@@ -312,6 +313,7 @@ def build_subtask(plan: Plan, vertex: JobVertex, index: int) -> Subtask:
     subtask.sink_restores = sink_restores
     subtask.sink_adopts = sink_adopts
     subtask.source_step = vertex.head.step_id if vertex.head.kind is NodeKind.SOURCE else None
+    subtask.position = source_position  # until the reader is open: where it restarts
     subtask.state = plan.state
     return subtask
 

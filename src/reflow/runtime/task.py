@@ -549,8 +549,10 @@ class Subtask:
         try:
             # Under the lock: a checkpoint the coordinator triggers meanwhile (a
             # barrier at a source, a completion notice) waits until the sinks are
-            # open and restored, rather than pre-committing or committing through a
-            # writer whose connection is still being made.
+            # open and restored and the reader is open at its position, rather than
+            # pre-committing or committing through a writer whose connection is
+            # still being made, or storing a source position not yet known. One
+            # section: a barrier queued on the lock gets it when it is released.
             async with self.lock:
                 for position, stage in enumerate(self.stages):
                     if stage.writer is not None:
@@ -560,6 +562,12 @@ class Subtask:
                             await stage.writer.restore(self.sink_restores.pop(position))
                         if position in self.sink_adopts:
                             await stage.writer.adopt(self.sink_adopts.pop(position))
+                if self.reader is not None:
+                    assert self.source_metrics is not None
+                    self.current_step = self.source_metrics.step_id
+                    await self.reader.open()
+                    if self.acks is not None:
+                        self.position = self.reader.snapshot()
             if self.tick_ms:
                 ticker = asyncio.create_task(self._ticker(self.tick_ms))
             if self.reader is not None:
@@ -581,11 +589,7 @@ class Subtask:
         metrics = self.source_metrics
         assert metrics is not None
         self.current_step = metrics.step_id
-        checkpointing = self.acks is not None
-        async with self.lock:  # no barrier before the reader is open (as for sinks)
-            await reader.open()
-            if checkpointing:
-                self.position = reader.snapshot()
+        checkpointing = self.acks is not None  # the reader is open (``run``)
         gate = self.gate
         lock = self.lock
         generator = None if self.generator is None else self.stages[self.generator].logic

@@ -1,0 +1,129 @@
+"""A checkpoint triggered while a restarted subtask is still opening (its sink
+connecting and committing what the restore gave it) stores the source's restored
+position, not "nothing read yet": a later restart from that checkpoint goes on
+where the input was, rather than reading it again from the start (which an
+exactly-once sink would commit a second time)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from reflow import Job, JobStatus, Operators
+from reflow.connectors.base import ConnectorContext, SinkWriter, SourceReader
+from reflow.graph.restart import FixedDelayRestart
+from reflow.testing import TestingSink, TestingSource, run_job
+
+EVENTS = [{"n": i} for i in range(300)]
+
+
+class _Attempts:
+    """What the test sees of each attempt: how often the reader opened, and the
+    checkpoints committed since."""
+
+    def __init__(self) -> None:
+        self.opens = 0
+        self.committed_since_open: list[int] = []
+        self.a_commit = asyncio.Event()
+
+
+class _Reader(SourceReader):
+    """TestingSource's reader; in the second attempt its first batch waits until a
+    checkpoint of that attempt has committed (taken before any record was read)."""
+
+    def __init__(self, inner: SourceReader, attempts: _Attempts) -> None:
+        self.inner = inner
+        self.attempts = attempts
+        self.first = True
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def restore(self, position: Any) -> None:
+        self.inner.restore(position)
+
+    async def open(self) -> None:
+        self.attempts.opens += 1
+        self.attempts.committed_since_open = []
+        self.attempts.a_commit = asyncio.Event()
+        await self.inner.open()
+
+    async def read_batch(self) -> list[Any] | None:
+        if self.first and self.attempts.opens == 2:
+            self.first = False
+            await self.attempts.a_commit.wait()
+        return await self.inner.read_batch()
+
+
+class _Source(TestingSource):
+    def __init__(self, attempts: _Attempts) -> None:
+        super().__init__(EVENTS)
+        self.attempts = attempts
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return _Reader(super().create_reader(ctx), self.attempts)
+
+
+class _SlowSink(TestingSink):
+    """Exactly-once; each writer takes a while to open (a connection being made,
+    checkpoints triggered every 5 ms meanwhile) and reports its commits."""
+
+    def __init__(self, attempts: _Attempts) -> None:
+        super().__init__(exactly_once=True)
+        self.attempts = attempts
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        writer = super().create_writer(ctx)
+        attempts = self.attempts
+        commit = writer.commit
+
+        async def slow_open() -> None:
+            for _ in range(30):
+                await asyncio.sleep(0.005)
+
+        async def reporting_commit(checkpoint_id: int) -> None:
+            await commit(checkpoint_id)
+            attempts.committed_since_open.append(checkpoint_id)
+            attempts.a_commit.set()
+
+        setattr(writer, "open", slow_open)  # noqa: B010 -- a test probe
+        setattr(writer, "commit", reporting_commit)  # noqa: B010 -- a test probe
+        return writer
+
+
+def test_a_checkpoint_during_a_restarted_open_keeps_the_restored_source_position(
+    tmp_path: Path,
+) -> None:
+    """Attempt 1 fails at event 200; attempt 2 fails on its first record, after a
+    checkpoint it took while opening has committed; attempt 3 restarts from that
+    checkpoint. Every event is committed once."""
+    attempts = _Attempts()
+
+    async def fail_twice(record: dict[str, int]) -> dict[str, int]:
+        if record["n"] % 25 == 0:
+            await asyncio.sleep(0.002)  # let checkpoints complete while records flow
+        if (attempts.opens == 1 and record["n"] == 200) or attempts.opens == 2:
+            raise RuntimeError("forced failure")
+        return record
+
+    sink = _SlowSink(attempts)
+    job = (
+        Job.builder()
+        .batch_size(25)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
+        .restart_strategy(FixedDelayRestart(attempts=2, delay_s=0.01))
+        .source(_Source(attempts))
+        .transform(Operators.map(fail_twice, concurrency=1))
+        .sink(sink)
+        .build()
+    )
+
+    result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts == 2 and attempts.opens == 3
+    counts = Counter(r["n"] for r in sink.records)
+    assert sorted(counts) == list(range(len(EVENTS)))  # none lost
+    assert set(counts.values()) == {1}  # none twice
