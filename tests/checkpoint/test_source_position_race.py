@@ -1,15 +1,24 @@
-"""A checkpoint triggered while a restarted subtask is still opening (its sink
+"""Failures at the edges of a checkpoint.
+
+A checkpoint triggered while a restarted subtask is still opening (its sink
 connecting and committing what the restore gave it) stores the source's restored
 position, not "nothing read yet": a later restart from that checkpoint goes on
 where the input was, rather than reading it again from the start (which an
-exactly-once sink would commit a second time)."""
+exactly-once sink would commit a second time).
+
+A checkpoint that is stored but whose commit fails is complete (the restart
+restores it): the log says so before the restart names it, and the job's error
+says which checkpoint failed to commit where."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from reflow import Job, JobStatus, Operators
 from reflow.connectors.base import ConnectorContext, SinkWriter, SourceReader
@@ -127,3 +136,87 @@ def test_a_checkpoint_during_a_restarted_open_keeps_the_restored_source_position
     counts = Counter(r["n"] for r in sink.records)
     assert sorted(counts) == list(range(len(EVENTS)))  # none lost
     assert set(counts.values()) == {1}  # none twice
+
+
+class _FailingCommitSink(TestingSink):
+    """Exactly-once; the first commit fails (a server gone while it commits)."""
+
+    def __init__(self) -> None:
+        super().__init__(exactly_once=True)
+        self.failed = asyncio.Event()
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        writer = super().create_writer(ctx)
+        commit = writer.commit
+
+        async def failing_commit(checkpoint_id: int) -> None:
+            if not self.failed.is_set():
+                self.failed.set()
+                raise RuntimeError("connection lost while committing")
+            await commit(checkpoint_id)
+
+        setattr(writer, "commit", failing_commit)  # noqa: B010 -- a test probe
+        return writer
+
+
+class _HalfwayReader(SourceReader):
+    """TestingSource's reader that, in the first attempt, stops halfway until the
+    sink's first commit has failed (so the failure comes mid-run)."""
+
+    def __init__(self, inner: SourceReader, sink: _FailingCommitSink) -> None:
+        self.inner = inner
+        self.sink = sink
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def restore(self, position: Any) -> None:
+        self.inner.restore(position)
+
+    async def read_batch(self) -> list[Any] | None:
+        if self.inner.snapshot() >= len(EVENTS) // 2:
+            await self.sink.failed.wait()
+        return await self.inner.read_batch()
+
+
+class _HalfwaySource(TestingSource):
+    def __init__(self, sink: _FailingCommitSink) -> None:
+        super().__init__(EVENTS)
+        self.sink = sink
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return _HalfwayReader(super().create_reader(ctx), self.sink)
+
+
+def test_a_checkpoint_whose_commit_fails_is_logged_complete_before_the_restart_uses_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The checkpoint is stored, then its commit fails the job: the log says it
+    completed before the restart says it starts from it, the error says where the
+    commit failed, and nothing is lost or written twice."""
+    sink = _FailingCommitSink()
+    job = (
+        Job.builder()
+        .batch_size(25)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
+        .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
+        .source(_HalfwaySource(sink))
+        .sink(sink)
+        .build()
+    )
+
+    with caplog.at_level(logging.INFO, logger="reflow"):
+        result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts == 1
+    messages = [r.getMessage() for r in caplog.records]
+    (restart,) = [m for m in messages if "restarts from checkpoint" in m]
+    restored = int(restart.rsplit(" ", 1)[1])
+    assert len([m for m in messages if f"checkpoint {restored} completed" in m]) == 1
+    # The first attempt's error names the checkpoint, the sink's step and the way on.
+    (first,) = result.earlier_attempts
+    assert first[3] is not None
+    assert f"checkpoint {restored} is stored, but committing it at step 'sink'" in first[3]
+    assert "RuntimeError: connection lost while committing" in first[3]
+    assert [r["n"] for r in sink.records] == [e["n"] for e in EVENTS]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from reflow.checkpoint.storage import CheckpointData, CheckpointError, CheckpointStorage
+from reflow.errors import ExecutionError
 from reflow.eventtime.clock import Clock
 from reflow.graph.job import Job
 
@@ -288,8 +289,9 @@ class CheckpointCoordinator:
                 # the next checkpoint that completes.
                 self._failed(checkpoint_id, str(exc))
                 return None
-            for subtask in self.subtasks:
-                await subtask.notify_complete(checkpoint_id)
+            # Complete once stored (a restart restores it): counted and logged before
+            # the sinks commit, so a failure during the commits (which cancels this)
+            # does not leave a restart "from checkpoint n" that no log line completed.
             elapsed = time.perf_counter() - pending.started
             stats = self.stats
             stats.completed += 1
@@ -311,7 +313,28 @@ class CheckpointCoordinator:
                 path,
                 extra={"job_id": self.job.job_id, "event": "CHECKPOINT_COMPLETED"},
             )
+            for subtask in self.subtasks:
+                try:
+                    await subtask.notify_complete(checkpoint_id)
+                except Exception as exc:
+                    raise _commit_failed(checkpoint_id, subtask, exc) from exc
             return data
+
+
+def _commit_failed(
+    checkpoint_id: int, subtask: CheckpointParticipant, error: Exception
+) -> ExecutionError:
+    """The error a failed commit fails the job with: which checkpoint, where, and
+    that the restart commits it again (it is stored)."""
+    if isinstance(error, ExecutionError) and error.step_id is not None:
+        return error
+    step = getattr(subtask, "current_step", None)
+    where = f"step {step!r} (subtask {subtask.name})" if step else f"subtask {subtask.name}"
+    return ExecutionError(
+        f"checkpoint {checkpoint_id} is stored, but committing it at {where} failed: "
+        f"{type(error).__name__}: {error}; the job's restart commits it again",
+        step_id=step,
+    )
 
 
 def _size(location: str) -> int:
