@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -219,4 +220,118 @@ def test_a_checkpoint_whose_commit_fails_is_logged_complete_before_the_restart_u
     assert first[3] is not None
     assert f"checkpoint {restored} is stored, but committing it at step 'sink'" in first[3]
     assert "RuntimeError: connection lost while committing" in first[3]
+    assert [r["n"] for r in sink.records] == [e["n"] for e in EVENTS]
+
+
+class _EndReader(SourceReader):
+    """TestingSource's reader that, at the end of its input (first attempt only),
+    waits until one more checkpoint has taken its snapshot before it ends."""
+
+    def __init__(self, inner: SourceReader, end: _End) -> None:
+        self.inner = inner
+        self.end = end
+        self.snapshots = 0
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def restore(self, position: Any) -> None:
+        self.inner.restore(position)
+
+    def on_checkpoint(self, checkpoint_id: int) -> None:
+        self.snapshots += 1
+        self.end.snapshot_taken.set()
+
+    async def read_batch(self) -> list[Any] | None:
+        batch = await self.inner.read_batch()
+        if batch is None and not self.end.reached.is_set():
+            self.end.snapshot_taken.clear()
+            self.end.reached.set()
+            await self.end.snapshot_taken.wait()
+        return batch
+
+
+class _End:
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        """The first attempt's input ended (checkpoint storage then waits)."""
+        self.finished = threading.Event()
+        """The first attempt's subtask has finished (the stored write goes on)."""
+        self.snapshot_taken = asyncio.Event()
+
+
+class _EndSource(TestingSource):
+    def __init__(self, end: _End) -> None:
+        super().__init__(EVENTS)
+        self.end = end
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return _EndReader(super().create_reader(ctx), self.end)
+
+
+class _FailingLateCommitSink(TestingSink):
+    """Exactly-once; the commit of a checkpoint that completes after the subtask
+    has finished fails once (the server went away at the very end)."""
+
+    def __init__(self, end: _End) -> None:
+        super().__init__(exactly_once=True)
+        self.end = end
+        self.failed = False
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        writer = super().create_writer(ctx)
+        commit = writer.commit
+
+        async def failing_commit(checkpoint_id: int) -> None:
+            if self.end.finished.is_set() and not self.failed:
+                self.failed = True
+                raise RuntimeError("connection lost while committing")
+            await commit(checkpoint_id)
+
+        setattr(writer, "commit", failing_commit)  # noqa: B010 -- a test probe
+        return writer
+
+
+def test_a_commit_failing_after_the_input_ended_fails_the_job_and_the_restart_commits_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint in progress when the subtasks finish is stored after they have,
+    and its commit fails: the job does not report COMPLETED over it (a sink may have
+    let go of those records); it fails, and the restart commits that checkpoint from
+    the stored state. Every event arrives once."""
+    from reflow.checkpoint.storage import FileCheckpointStorage
+    from reflow.runtime.task import Subtask
+
+    end = _End()
+    write, finish = FileCheckpointStorage.write, Subtask._finish
+
+    def waiting_write(self: FileCheckpointStorage, data: Any) -> str:
+        if end.reached.is_set() and not end.finished.is_set():
+            assert end.finished.wait(30), "the subtask did not finish"
+        return write(self, data)
+
+    async def reporting_finish(self: Subtask) -> None:
+        await finish(self)
+        if end.reached.is_set():
+            end.finished.set()
+
+    monkeypatch.setattr(FileCheckpointStorage, "write", waiting_write)
+    monkeypatch.setattr(Subtask, "_finish", reporting_finish)
+    sink = _FailingLateCommitSink(end)
+    job = (
+        Job.builder()
+        .batch_size(25)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
+        .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
+        .source(_EndSource(end))
+        .sink(sink)
+        .build()
+    )
+
+    result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sink.failed and result.restarts == 1
+    (first,) = result.earlier_attempts
+    assert first[3] is not None and "RuntimeError: connection lost while committing" in first[3]
     assert [r["n"] for r in sink.records] == [e["n"] for e in EVENTS]

@@ -201,12 +201,20 @@ class CheckpointCoordinator:
                     "checkpoint.tolerable_failures"
                 )
 
-    async def settle(self) -> None:
+    async def settle(self) -> BaseException | None:
         """Wait for the checkpoint in progress, if any, to complete and commit: at the
-        end of a job its sinks' final commit must come after it, not during it."""
+        end of a job its sinks' final commit must come after it, not during it.
+
+        Returns the error its commit failed with (None if it did not): the job then
+        fails rather than completes, and its restart commits that checkpoint again
+        from the stored state (a sink may have let go of what it failed to commit)."""
         current = self._current
-        if current is not None and not current.done():
-            await asyncio.gather(current, return_exceptions=True)
+        if current is None:
+            return None
+        (outcome,) = await asyncio.gather(current, return_exceptions=True)
+        if isinstance(outcome, Exception):
+            return outcome
+        return None
 
     def abandon(self) -> None:
         """The job failed or was cancelled: stop the checkpoint in progress (what it

@@ -627,7 +627,8 @@ class _KafkaTransactionalWriter(_KafkaWriter):
 
     async def commit(self, checkpoint_id: int) -> None:
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            await self._commit(self.ctx.subtask_index, staged, self.staged.pop(staged))
+            await self._commit(self.ctx.subtask_index, staged, self.staged[staged])
+            del self.staged[staged]  # only once committed: a failed commit is redone
 
     async def restore(self, states: list[Any]) -> None:
         for subtask, checkpoint_id, records in states:

@@ -339,7 +339,8 @@ async def _run_subtasks(execution: Execution, defer_final_commit: bool) -> BaseE
     ended_cleanly = not pending and error is None and not execution.cancelled
     if execution.coordinator is not None:
         if ended_cleanly:
-            await execution.coordinator.settle()
+            error = await execution.coordinator.settle()
+            ended_cleanly = error is None
         else:
             execution.coordinator.abandon()
     if ended_cleanly and defer_final_commit:

@@ -281,7 +281,8 @@ class FileWriter(SinkWriter):
 
     async def commit(self, checkpoint_id: int) -> None:
         for staged in sorted(c for c in self.staged if c <= checkpoint_id):
-            await self.ctx.run_blocking(self._publish, self.staged.pop(staged))
+            await self.ctx.run_blocking(self._publish, self.staged[staged])
+            del self.staged[staged]  # only once published: a failed commit is redone
 
     def _remove_strays(self, keep: frozenset[str] = frozenset(), beyond: int | None = None) -> None:
         """Remove this subtask's in-progress files of earlier runs (written after the

@@ -420,7 +420,9 @@ class RayExecutor(ExecutionTable[_RayExecution]):
                 await asyncio.gather(coordinator_task, return_exceptions=True)
                 coordinator_task = None
             if coordinator is not None:
-                await coordinator.settle()
+                problem = await coordinator.settle()
+                if problem is not None:  # the restart commits that checkpoint again
+                    return _Outcome(str(problem), getattr(problem, "step_id", None), parts)
             ended_cleanly = True
             try:
                 endings: list[Ending] = await asyncio.gather(
