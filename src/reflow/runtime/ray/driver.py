@@ -378,14 +378,16 @@ class RayExecutor(ExecutionTable[_RayExecution]):
                 if coordinator_task in finished:
                     assert coordinator_task is not None
                     problem = None if coordinator_task.cancelled() else coordinator_task.exception()
-                    if isinstance(problem, ray.exceptions.RayActorError):
+                    # (a commit notice to a dead actor comes wrapped, naming the checkpoint)
+                    dead = problem if problem is None else problem.__cause__ or problem
+                    if isinstance(dead, ray.exceptions.RayActorError):
                         # The coordinator met a dead actor first: name the subtask
                         # lost, as its follower reports it.
-                        return await _lost(problem, pending, proxies, graph, parts)
-                    if problem is not None:  # too many checkpoints failed in a row
+                        return await _lost(dead, pending, proxies, graph, parts)
+                    if problem is not None:  # a commit failed, or too many checkpoints did
                         for future in pending:
                             future.cancel()
-                        return _Outcome(str(problem), None, parts)
+                        return _Outcome(str(problem), getattr(problem, "step_id", None), parts)
                     coordinator_task = None
                 if stopping in finished:  # stop(): the actors are killed below
                     for future in pending:
