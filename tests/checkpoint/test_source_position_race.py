@@ -8,7 +8,10 @@ exactly-once sink would commit a second time).
 
 A checkpoint that is stored but whose commit fails is complete (the restart
 restores it): the log says so before the restart names it, and the job's error
-says which checkpoint failed to commit where."""
+says which checkpoint failed to commit where; also when the commit comes after the
+input ended. A sink that fails while the checkpoint is taken (its pre-commit could
+not flush) fails the job at once, rather than the checkpoint timing out while the
+job goes on without those records."""
 
 from __future__ import annotations
 
@@ -22,7 +25,13 @@ from typing import Any
 import pytest
 
 from reflow import Job, JobStatus, Operators
-from reflow.connectors.base import ConnectorContext, SinkWriter, SourceReader
+from reflow.connectors.base import (
+    BufferedSinkWriter,
+    ConnectorContext,
+    Sink,
+    SinkWriter,
+    SourceReader,
+)
 from reflow.graph.restart import FixedDelayRestart
 from reflow.testing import TestingSink, TestingSource, run_job
 
@@ -335,3 +344,63 @@ def test_a_commit_failing_after_the_input_ended_fails_the_job_and_the_restart_co
     (first,) = result.earlier_attempts
     assert first[3] is not None and "RuntimeError: connection lost while committing" in first[3]
     assert [r["n"] for r in sink.records] == [e["n"] for e in EVENTS]
+
+
+class _FlushingWriter(BufferedSinkWriter):
+    """At-least-once, 1,000 records a write; the first flush of a partial buffer (a
+    checkpoint's pre-commit) fails, as a server that went away would."""
+
+    def __init__(self, sink: _FlushingSink) -> None:
+        super().__init__(batch_size=1_000, flush_interval=None)
+        self.sink = sink
+
+    async def write_records(self, records: list[Any]) -> None:
+        if len(records) < self.batch_size and not self.sink.failed:
+            self.sink.failed = True
+            raise RuntimeError("server gone while flushing at a checkpoint")
+        self.sink.records.extend(records)
+
+
+class _FlushingSink(Sink):
+    connector_type = "flushing"
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.failed = False
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        return _FlushingWriter(self)
+
+
+def test_a_sink_failing_its_pre_commit_fails_the_job_and_loses_nothing(tmp_path: Path) -> None:
+    """A source chained to an at-least-once sink: the sink's flush at a checkpoint
+    fails with records taken out of its buffer. The job fails at once, naming the
+    checkpoint and the sink's step (it did not: the checkpoint timed out and the
+    job went on without those records), and the restart writes them again."""
+    many = [{"n": i} for i in range(3_000)]
+
+    async def slow(record: dict[str, int]) -> dict[str, int]:
+        if record["n"] % 25 == 0:
+            await asyncio.sleep(0.002)  # let checkpoints come while records flow
+        return record
+
+    sink = _FlushingSink()
+    job = (
+        Job.builder()
+        .batch_size(25)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=5, timeout_ms=5_000)
+        .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
+        .source(TestingSource(many))
+        .transform(Operators.map(slow, concurrency=1))
+        .sink(sink, id="out")
+        .build()
+    )
+
+    result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert sink.failed and result.restarts == 1
+    (first,) = result.earlier_attempts
+    assert first[3] is not None and "the snapshot at step 'out'" in first[3]
+    assert "RuntimeError: server gone while flushing at a checkpoint" in first[3]
+    assert {r["n"] for r in sink.records} == set(range(len(many)))  # at least once

@@ -253,30 +253,47 @@ class CheckpointCoordinator:
                 loop.create_future(),
             )
             self.pending[checkpoint_id] = pending
-            injections = [
-                asyncio.ensure_future(source.inject_barrier(checkpoint_id))
+            owners: dict[asyncio.Future[None], CheckpointParticipant] = {
+                asyncio.ensure_future(source.inject_barrier(checkpoint_id)): source
                 for source in self.sources
-            ]
+            }
             if self.after_finish:
                 # No barrier reaches a finished subtask: it acknowledges when asked.
-                injections += [
-                    asyncio.ensure_future(subtask.acknowledge_finished(checkpoint_id))
+                owners.update(
+                    (asyncio.ensure_future(subtask.acknowledge_finished(checkpoint_id)), subtask)
                     for subtask in self.subtasks
                     if not subtask.is_source and subtask.done
-                ]
-            timer = asyncio.ensure_future(self.clock.sleep(self.timeout_ms / 1000))
-            try:
-                done, _ = await asyncio.wait(
-                    {pending.done, timer}, return_when=asyncio.FIRST_COMPLETED
                 )
+            injections = list(owners)
+            timer = asyncio.ensure_future(self.clock.sleep(self.timeout_ms / 1000))
+            broken: asyncio.Future[None] | None = None
+            try:
+                # Until every subtask acknowledged, the timeout, or a snapshot that
+                # failed (a sink whose pre-commit could not flush): that one fails the
+                # job, rather than the checkpoint timing out while what the sink let
+                # go of is lost and the job goes on.
+                waiting: set[asyncio.Future[Any]] = {pending.done, timer, *injections}
+                while True:
+                    done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+                    broken = next((i for i in injections if i in done and _raised(i)), None)
+                    if broken is not None or pending.done in done or timer in done:
+                        break
+                    waiting -= done
             except asyncio.CancelledError:  # abandoned: the job failed or was cancelled
                 for injection in injections:
                     injection.cancel()
                 raise
             finally:
                 timer.cancel()
+                if broken is not None:
+                    for injection in injections:
+                        injection.cancel()
                 await asyncio.gather(*injections, return_exceptions=True)
                 del self.pending[checkpoint_id]
+            if broken is not None:
+                error = broken.exception()
+                assert isinstance(error, Exception)
+                raise _failed_at(checkpoint_id, owners[broken], error, commit=False) from error
             if pending.done not in done:
                 missing = ", ".join(sorted(pending.expected - pending.acked)[:5])
                 self._failed(
@@ -325,24 +342,35 @@ class CheckpointCoordinator:
                 try:
                     await subtask.notify_complete(checkpoint_id)
                 except Exception as exc:
-                    raise _commit_failed(checkpoint_id, subtask, exc) from exc
+                    raise _failed_at(checkpoint_id, subtask, exc, commit=True) from exc
             return data
 
 
-def _commit_failed(
-    checkpoint_id: int, subtask: CheckpointParticipant, error: Exception
+def _raised(future: asyncio.Future[Any]) -> bool:
+    return not future.cancelled() and isinstance(future.exception(), Exception)
+
+
+def _failed_at(
+    checkpoint_id: int, subtask: CheckpointParticipant, error: Exception, *, commit: bool
 ) -> ExecutionError:
-    """The error a failed commit fails the job with: which checkpoint, where, and
-    that the restart commits it again (it is stored)."""
+    """The error a failed snapshot or commit fails the job with: which checkpoint,
+    where, and what the restart does about it."""
     if isinstance(error, ExecutionError) and error.step_id is not None:
         return error
     step = getattr(subtask, "current_step", None)
     where = f"step {step!r} (subtask {subtask.name})" if step else f"subtask {subtask.name}"
-    return ExecutionError(
-        f"checkpoint {checkpoint_id} is stored, but committing it at {where} failed: "
-        f"{type(error).__name__}: {error}; the job's restart commits it again",
-        step_id=step,
-    )
+    cause = f"{type(error).__name__}: {error}"
+    if commit:
+        text = (
+            f"checkpoint {checkpoint_id} is stored, but committing it at {where} failed: "
+            f"{cause}; the job's restart commits it again"
+        )
+    else:
+        text = (
+            f"checkpoint {checkpoint_id}: the snapshot at {where} failed: {cause}; the job "
+            "restarts from its last complete checkpoint"
+        )
+    return ExecutionError(text, step_id=step)
 
 
 def _size(location: str) -> int:

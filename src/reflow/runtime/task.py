@@ -30,6 +30,7 @@ from reflow.checkpoint.alignment import BarrierAligner
 from reflow.checkpoint.barrier import Barrier, SenderFinished
 from reflow.checkpoint.coordinator import CheckpointAcks
 from reflow.connectors.base import END_OF_INPUT, SinkWriter, SourceReader, rows_as_dicts
+from reflow.errors import ExecutionError
 from reflow.eventtime.clock import Clock
 from reflow.eventtime.watermarks import MAX_WATERMARK, MIN_WATERMARK
 from reflow.graph.job_graph import JobEdge
@@ -354,21 +355,33 @@ class Subtask:
             states[(self.source_step, self.index)] = {"source": self.position}
             if self.reader is not None and send_barriers:
                 self.reader.on_checkpoint(checkpoint_id)
-        for position, stage in enumerate(self.stages):
-            step = stage.metrics.step_id
-            entry: dict[str, Any] = {}
-            if stage.logic is not None:
-                entry["logic"] = stage.logic.snapshot_state()
-                if self.state is not None:
-                    entry["keyed"] = self.state.snapshot_scope(step, self.index)
-            if stage.writer is not None:
-                entry["sink"] = await stage.writer.pre_commit(checkpoint_id)
-                pending = self.uncommitted.setdefault(position, {})
-                if pending:
-                    entry["sink_uncommitted"] = [pending[c] for c in sorted(pending)]
-                if entry["sink"] is not None:
-                    pending[checkpoint_id] = entry["sink"]
-            states[(step, self.index)] = entry
+        previous = self.current_step
+        try:
+            for position, stage in enumerate(self.stages):
+                step = self.current_step = stage.metrics.step_id
+                entry: dict[str, Any] = {}
+                if stage.logic is not None:
+                    entry["logic"] = stage.logic.snapshot_state()
+                    if self.state is not None:
+                        entry["keyed"] = self.state.snapshot_scope(step, self.index)
+                if stage.writer is not None:
+                    entry["sink"] = await stage.writer.pre_commit(checkpoint_id)
+                    pending = self.uncommitted.setdefault(position, {})
+                    if pending:
+                        entry["sink_uncommitted"] = [pending[c] for c in sorted(pending)]
+                    if entry["sink"] is not None:
+                        pending[checkpoint_id] = entry["sink"]
+                states[(step, self.index)] = entry
+        except ExecutionError:
+            raise
+        except Exception as exc:  # a sink that could not flush or stage: name where
+            raise ExecutionError(
+                f"checkpoint {checkpoint_id}: the snapshot at step {self.current_step!r} "
+                f"(subtask {self.name}) failed: {type(exc).__name__}: {exc}; the job restarts "
+                "from its last complete checkpoint",
+                step_id=self.current_step,
+            ) from exc
+        self.current_step = previous
         assert self.acks is not None
         self.acks.acknowledge(checkpoint_id, self.name, states, alignment_s)
         if not send_barriers:
