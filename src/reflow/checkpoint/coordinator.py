@@ -355,7 +355,9 @@ def _failed_at(
 ) -> ExecutionError:
     """The error a failed snapshot or commit fails the job with: which checkpoint,
     where, and what the restart does about it."""
-    if isinstance(error, ExecutionError) and error.step_id is not None:
+    # (getattr: an error re-raised from a Ray actor is an ExecutionError by class
+    # without always carrying its attributes)
+    if isinstance(error, ExecutionError) and getattr(error, "step_id", None) is not None:
         return error
     step = getattr(subtask, "current_step", None)
     where = f"step {step!r} (subtask {subtask.name})" if step else f"subtask {subtask.name}"
