@@ -404,3 +404,104 @@ def test_a_sink_failing_its_pre_commit_fails_the_job_and_loses_nothing(tmp_path:
     assert first[3] is not None and "the snapshot at step 'out'" in first[3]
     assert "RuntimeError: server gone while flushing at a checkpoint" in first[3]
     assert {r["n"] for r in sink.records} == set(range(len(many)))  # at least once
+
+
+class _TimedWriter(BufferedSinkWriter):
+    """At-least-once, 1,000 records a write or every millisecond; the first write
+    by the timer fails (the server went away while the stream was quiet)."""
+
+    def __init__(self, sink: _TimedSink) -> None:
+        super().__init__(batch_size=1_000, flush_interval=0.001)
+        self.sink = sink
+        self.in_pre_commit = False
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        self.in_pre_commit = True
+        try:
+            return await super().pre_commit(checkpoint_id)
+        finally:
+            self.in_pre_commit = False
+
+    async def write_records(self, records: list[Any]) -> None:
+        sink = self.sink
+        if sink.quiet.is_set() and not self.in_pre_commit and not sink.timer_failed.is_set():
+            sink.timer_failed.set()
+            raise RuntimeError("server gone during a timed flush")
+        sink.records.extend(records)
+
+
+class _TimedSink(Sink):
+    connector_type = "timed"
+
+    def __init__(self) -> None:
+        self.records: list[Any] = []
+        self.quiet = asyncio.Event()
+        self.timer_failed = asyncio.Event()
+
+    def create_writer(self, ctx: ConnectorContext) -> SinkWriter:
+        return _TimedWriter(self)
+
+
+class _QuietReader(SourceReader):
+    """TestingSource's reader that goes quiet at event 100 (first attempt) until the
+    sink's timed flush has failed and a checkpoint has taken its snapshot since."""
+
+    def __init__(self, inner: SourceReader, sink: _TimedSink) -> None:
+        self.inner = inner
+        self.sink = sink
+        self.snapshot_since = asyncio.Event()
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def restore(self, position: Any) -> None:
+        self.inner.restore(position)
+
+    def on_checkpoint(self, checkpoint_id: int) -> None:
+        if self.sink.timer_failed.is_set():
+            self.snapshot_since.set()
+
+    async def read_batch(self) -> list[Any] | None:
+        if self.inner.snapshot() == 100 and not self.snapshot_since.is_set():
+            self.sink.quiet.set()
+            await self.sink.timer_failed.wait()
+            await self.snapshot_since.wait()
+        return await self.inner.read_batch()
+
+
+class _QuietSource(TestingSource):
+    def __init__(self, sink: _TimedSink) -> None:
+        super().__init__(EVENTS)
+        self.sink = sink
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return _QuietReader(super().create_reader(ctx), self.sink)
+
+
+def test_a_failed_timed_flush_fails_the_next_checkpoint_not_only_the_next_write(
+    tmp_path: Path,
+) -> None:
+    """A sink's timer flush fails while the stream is quiet, with records taken out
+    of its buffer; the next thing the sink sees is a checkpoint, not a write. That
+    checkpoint must not complete (it did, over the lost records: the job failed at
+    the next write and restarted from it, past them); the restart from the one
+    before writes them."""
+    sink = _TimedSink()
+    job = (
+        Job.builder()
+        .batch_size(25)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
+        .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
+        .source(_QuietSource(sink))
+        .sink(sink, id="out")
+        .build()
+    )
+
+    result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts == 1
+    (first,) = result.earlier_attempts  # failed by the snapshot or the write after it
+    assert first[3] is not None and "step 'out'" in first[3]
+    assert "RuntimeError: server gone during a timed flush" in first[3]
+    assert {r["n"] for r in sink.records} == {e["n"] for e in EVENTS}  # at least once

@@ -332,6 +332,11 @@ class BufferedSinkWriter(SinkWriter):
                     await self.write_records(chunk)
 
     async def flush(self) -> None:
+        # A timed flush that failed took its records out of the buffer: the next
+        # flush (a checkpoint's pre-commit) fails too, or the checkpoint would complete
+        # past records that were never written.
+        if self._timer_error is not None:
+            raise self._timer_error
         async with self._lock:
             if self._buffer:
                 chunk, self._buffer = self._buffer, []
