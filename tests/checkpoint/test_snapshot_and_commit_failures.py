@@ -19,6 +19,7 @@ import asyncio
 import logging
 import threading
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,36 @@ from reflow.testing import TestingSink, TestingSource, run_job
 EVENTS = [{"n": i} for i in range(300)]
 
 
+class _Wrapped(SourceReader):
+    """TestingSource's reader, ``inner``, with something added by a subclass."""
+
+    def __init__(self, inner: SourceReader) -> None:
+        self.inner = inner
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def restore(self, position: Any) -> None:
+        self.inner.restore(position)
+
+    async def open(self) -> None:
+        await self.inner.open()
+
+    async def read_batch(self) -> list[Any] | None:
+        return await self.inner.read_batch()
+
+
+class _Wrapping(TestingSource):
+    """A TestingSource of EVENTS whose readers ``wrap`` makes from its own."""
+
+    def __init__(self, wrap: Callable[[SourceReader], SourceReader]) -> None:
+        super().__init__(EVENTS)
+        self.wrap = wrap
+
+    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
+        return self.wrap(super().create_reader(ctx))
+
+
 class _Attempts:
     """What the test sees of each attempt: how often the reader opened, and the
     checkpoints committed since."""
@@ -48,20 +79,14 @@ class _Attempts:
         self.a_commit = asyncio.Event()
 
 
-class _Reader(SourceReader):
+class _Reader(_Wrapped):
     """TestingSource's reader; in the second attempt its first batch waits until a
     checkpoint of that attempt has committed (taken before any record was read)."""
 
     def __init__(self, inner: SourceReader, attempts: _Attempts) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.attempts = attempts
         self.first = True
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def restore(self, position: Any) -> None:
-        self.inner.restore(position)
 
     async def open(self) -> None:
         self.attempts.opens += 1
@@ -74,15 +99,6 @@ class _Reader(SourceReader):
             self.first = False
             await self.attempts.a_commit.wait()
         return await self.inner.read_batch()
-
-
-class _Source(TestingSource):
-    def __init__(self, attempts: _Attempts) -> None:
-        super().__init__(EVENTS)
-        self.attempts = attempts
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _Reader(super().create_reader(ctx), self.attempts)
 
 
 class _SlowSink(TestingSink):
@@ -133,7 +149,7 @@ def test_a_checkpoint_during_a_restarted_open_keeps_the_restored_source_position
         .batch_size(25)
         .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
         .restart_strategy(FixedDelayRestart(attempts=2, delay_s=0.01))
-        .source(_Source(attempts))
+        .source(_Wrapping(lambda inner: _Reader(inner, attempts)))
         .transform(Operators.map(fail_twice, concurrency=1))
         .sink(sink)
         .build()
@@ -169,33 +185,18 @@ class _FailingCommitSink(TestingSink):
         return writer
 
 
-class _HalfwayReader(SourceReader):
+class _HalfwayReader(_Wrapped):
     """TestingSource's reader that, in the first attempt, stops halfway until the
     sink's first commit has failed (so the failure comes mid-run)."""
 
     def __init__(self, inner: SourceReader, sink: _FailingCommitSink) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sink = sink
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def restore(self, position: Any) -> None:
-        self.inner.restore(position)
 
     async def read_batch(self) -> list[Any] | None:
         if self.inner.snapshot() >= len(EVENTS) // 2:
             await self.sink.failed.wait()
         return await self.inner.read_batch()
-
-
-class _HalfwaySource(TestingSource):
-    def __init__(self, sink: _FailingCommitSink) -> None:
-        super().__init__(EVENTS)
-        self.sink = sink
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _HalfwayReader(super().create_reader(ctx), self.sink)
 
 
 def test_a_checkpoint_whose_commit_fails_is_logged_complete_before_the_restart_uses_it(
@@ -210,7 +211,7 @@ def test_a_checkpoint_whose_commit_fails_is_logged_complete_before_the_restart_u
         .batch_size(25)
         .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
         .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
-        .source(_HalfwaySource(sink))
+        .source(_Wrapping(lambda inner: _HalfwayReader(inner, sink)))
         .sink(sink)
         .build()
     )
@@ -232,20 +233,14 @@ def test_a_checkpoint_whose_commit_fails_is_logged_complete_before_the_restart_u
     assert [r["n"] for r in sink.records] == [e["n"] for e in EVENTS]
 
 
-class _EndReader(SourceReader):
+class _EndReader(_Wrapped):
     """TestingSource's reader that, at the end of its input (first attempt only),
     waits until one more checkpoint has taken its snapshot before it ends."""
 
     def __init__(self, inner: SourceReader, end: _End) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.end = end
         self.snapshots = 0
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def restore(self, position: Any) -> None:
-        self.inner.restore(position)
 
     def on_checkpoint(self, checkpoint_id: int) -> None:
         self.snapshots += 1
@@ -267,15 +262,6 @@ class _End:
         self.finished = threading.Event()
         """The first attempt's subtask has finished (the stored write goes on)."""
         self.snapshot_taken = asyncio.Event()
-
-
-class _EndSource(TestingSource):
-    def __init__(self, end: _End) -> None:
-        super().__init__(EVENTS)
-        self.end = end
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _EndReader(super().create_reader(ctx), self.end)
 
 
 class _FailingLateCommitSink(TestingSink):
@@ -332,7 +318,7 @@ def test_a_commit_failing_after_the_input_ended_fails_the_job_and_the_restart_co
         .batch_size(25)
         .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
         .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
-        .source(_EndSource(end))
+        .source(_Wrapping(lambda inner: _EndReader(inner, end)))
         .sink(sink)
         .build()
     )
@@ -442,20 +428,14 @@ class _TimedSink(Sink):
         return _TimedWriter(self)
 
 
-class _QuietReader(SourceReader):
+class _QuietReader(_Wrapped):
     """TestingSource's reader that goes quiet at event 100 (first attempt) until the
     sink's timed flush has failed and a checkpoint has taken its snapshot since."""
 
     def __init__(self, inner: SourceReader, sink: _TimedSink) -> None:
-        self.inner = inner
+        super().__init__(inner)
         self.sink = sink
         self.snapshot_since = asyncio.Event()
-
-    def snapshot(self) -> Any:
-        return self.inner.snapshot()
-
-    def restore(self, position: Any) -> None:
-        self.inner.restore(position)
 
     def on_checkpoint(self, checkpoint_id: int) -> None:
         if self.sink.timer_failed.is_set():
@@ -467,15 +447,6 @@ class _QuietReader(SourceReader):
             await self.sink.timer_failed.wait()
             await self.snapshot_since.wait()
         return await self.inner.read_batch()
-
-
-class _QuietSource(TestingSource):
-    def __init__(self, sink: _TimedSink) -> None:
-        super().__init__(EVENTS)
-        self.sink = sink
-
-    def create_reader(self, ctx: ConnectorContext) -> SourceReader:
-        return _QuietReader(super().create_reader(ctx), self.sink)
 
 
 def test_a_failed_timed_flush_fails_the_next_checkpoint_not_only_the_next_write(
@@ -492,7 +463,7 @@ def test_a_failed_timed_flush_fails_the_next_checkpoint_not_only_the_next_write(
         .batch_size(25)
         .checkpointing(str(tmp_path / "ckpt"), interval_ms=5)
         .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
-        .source(_QuietSource(sink))
+        .source(_Wrapping(lambda inner: _QuietReader(inner, sink)))
         .sink(sink, id="out")
         .build()
     )

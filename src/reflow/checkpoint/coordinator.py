@@ -37,6 +37,7 @@ __all__ = [
     "CheckpointParticipant",
     "CheckpointStats",
     "TooManyCheckpointFailuresError",
+    "checkpoint_failure",
 ]
 
 logger = logging.getLogger(__name__)
@@ -353,14 +354,22 @@ def _raised(future: asyncio.Future[Any]) -> bool:
 def _failed_at(
     checkpoint_id: int, subtask: CheckpointParticipant, error: Exception, *, commit: bool
 ) -> ExecutionError:
-    """The error a failed snapshot or commit fails the job with: which checkpoint,
-    where, and what the restart does about it."""
+    """The error a failed snapshot or commit fails the job with (one that already
+    names its step, as a subtask's own snapshot error does, as it is)."""
     # (getattr: an error re-raised from a Ray actor is an ExecutionError by class
     # without always carrying its attributes)
     if isinstance(error, ExecutionError) and getattr(error, "step_id", None) is not None:
         return error
     step = getattr(subtask, "current_step", None)
-    where = f"step {step!r} (subtask {subtask.name})" if step else f"subtask {subtask.name}"
+    return checkpoint_failure(checkpoint_id, step, subtask.name, error, commit=commit)
+
+
+def checkpoint_failure(
+    checkpoint_id: int, step: str | None, subtask: str, error: Exception, *, commit: bool
+) -> ExecutionError:
+    """A failed snapshot or commit of ``checkpoint_id`` at ``step`` of ``subtask``:
+    which checkpoint, where, and what the restart does about it."""
+    where = f"step {step!r} (subtask {subtask})" if step else f"subtask {subtask}"
     cause = f"{type(error).__name__}: {error}"
     if commit:
         text = (

@@ -28,7 +28,7 @@ from zlib import crc32
 
 from reflow.checkpoint.alignment import BarrierAligner
 from reflow.checkpoint.barrier import Barrier, SenderFinished
-from reflow.checkpoint.coordinator import CheckpointAcks
+from reflow.checkpoint.coordinator import CheckpointAcks, checkpoint_failure
 from reflow.connectors.base import END_OF_INPUT, SinkWriter, SourceReader, rows_as_dicts
 from reflow.errors import ExecutionError
 from reflow.eventtime.clock import Clock
@@ -375,11 +375,8 @@ class Subtask:
         except ExecutionError:
             raise
         except Exception as exc:  # a sink that could not flush or stage: name where
-            raise ExecutionError(
-                f"checkpoint {checkpoint_id}: the snapshot at step {self.current_step!r} "
-                f"(subtask {self.name}) failed: {type(exc).__name__}: {exc}; the job restarts "
-                "from its last complete checkpoint",
-                step_id=self.current_step,
+            raise checkpoint_failure(
+                checkpoint_id, self.current_step, self.name, exc, commit=False
             ) from exc
         self.current_step = previous
         assert self.acks is not None
