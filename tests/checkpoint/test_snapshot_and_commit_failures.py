@@ -476,3 +476,71 @@ def test_a_failed_timed_flush_fails_the_next_checkpoint_not_only_the_next_write(
     assert first[3] is not None and "step 'out'" in first[3]
     assert "RuntimeError: server gone during a timed flush" in first[3]
     assert {r["n"] for r in sink.records} == {e["n"] for e in EVENTS}  # at least once
+
+
+class _EndOfFirstAttempt(_Wrapped):
+    """TestingSource's reader that, at the end of the first attempt's input, says so
+    and waits until the test lets it end (a later attempt ends at once)."""
+
+    opens = 0
+
+    def __init__(self, inner: SourceReader, at_end: asyncio.Event, go: asyncio.Event) -> None:
+        super().__init__(inner)
+        self.at_end, self.go = at_end, go
+
+    async def open(self) -> None:
+        _EndOfFirstAttempt.opens += 1
+        self.attempt = _EndOfFirstAttempt.opens
+        await self.inner.open()
+
+    async def read_batch(self) -> list[Any] | None:
+        batch = await self.inner.read_batch()
+        if batch is None and self.attempt == 1:
+            self.at_end.set()
+            await self.go.wait()
+        return batch
+
+
+def test_a_savepoint_whose_pre_commit_fails_fails_the_job_and_loses_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A savepoint (``reflow savepoint``, a rescale) of a running job whose
+    at-least-once sink fails to flush its buffer at the pre-commit: the caller gets
+    the error naming the sink's step, and the job fails with it too and restarts
+    (it went on without the records the sink let go of, and wrote none of them)."""
+    from reflow.errors import ExecutionError
+    from reflow.runtime import ExecutorSettings, LocalExecutor, execute_with_recovery
+
+    monkeypatch.setattr(_EndOfFirstAttempt, "opens", 0)
+    sink = _FlushingSink()
+
+    async def main() -> tuple[Any, str]:
+        at_end, go = asyncio.Event(), asyncio.Event()
+        job = (
+            Job.builder()
+            .batch_size(25)
+            .checkpointing(str(tmp_path / "ckpt"), interval_ms=3_600_000)
+            .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
+            .source(_Wrapping(lambda inner: _EndOfFirstAttempt(inner, at_end, go)))
+            .sink(sink, id="out")
+            .build()
+        )
+        with LocalExecutor(ExecutorSettings()) as executor:
+            run = asyncio.create_task(execute_with_recovery(executor, job))
+            await at_end.wait()  # every event read, all of them in the sink's buffer
+            with pytest.raises(ExecutionError) as caught:
+                await executor.savepoint(job.job_id)
+            go.set()
+            return await run, str(caught.value)
+
+    result, error = asyncio.run(main())
+
+    assert "the snapshot at step 'out'" in error
+    assert "RuntimeError: server gone while flushing at a checkpoint" in error
+    assert sink.failed
+    assert result.status is JobStatus.COMPLETED, result.error
+    # (it was COMPLETED with no restart, the sink holding none of the 300 records)
+    assert sorted(r["n"] for r in sink.records) == [e["n"] for e in EVENTS]
+    assert result.restarts == 1
+    (first,) = result.earlier_attempts
+    assert first[3] == error

@@ -160,6 +160,9 @@ class CheckpointCoordinator:
         self._trigger_lock = asyncio.Lock()
         self.savepoint_requested = asyncio.Event()
         self._current: asyncio.Future[CheckpointData | None] | None = None
+        self._broken: ExecutionError | None = None
+        """A snapshot or commit that failed: the job fails with it (see ``run``)."""
+        self._broke = asyncio.Event()
 
     def acknowledge(
         self,
@@ -185,7 +188,7 @@ class CheckpointCoordinator:
                 checkpoints in a row failed; the executor fails the job with it.
         """
         while True:
-            await self.clock.sleep(self.interval_ms / 1000)
+            await self._pause()
             if all(s.finished for s in self.subtasks) or (
                 not self.after_finish and any(s.finished for s in self.subtasks)
             ):
@@ -201,6 +204,27 @@ class CheckpointCoordinator:
                     f"{self.stats.last_failure}. Fix the checkpoint storage, or raise "
                     "checkpoint.tolerable_failures"
                 )
+
+    async def _pause(self) -> None:
+        """Sleep one interval; raise at once when a checkpoint outside this loop (a
+        savepoint, taken for its caller) failed at a snapshot or commit. Its caller
+        gets the error, but the job must fail with it too: a sink may have let go
+        of what it could not pre-commit or commit, and only a restart from the last
+        complete checkpoint writes that again."""
+        nap = asyncio.ensure_future(self.clock.sleep(self.interval_ms / 1000))
+        broke = asyncio.ensure_future(self._broke.wait())
+        try:
+            await asyncio.wait({nap, broke}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            nap.cancel()
+            broke.cancel()
+        if self._broken is not None:
+            raise self._broken
+
+    def _break(self, error: ExecutionError) -> ExecutionError:
+        self._broken = error
+        self._broke.set()
+        return error
 
     async def settle(self) -> BaseException | None:
         """Wait for the checkpoint in progress, if any, to complete and commit: at the
@@ -294,7 +318,8 @@ class CheckpointCoordinator:
             if broken is not None:
                 error = broken.exception()
                 assert isinstance(error, Exception)
-                raise _failed_at(checkpoint_id, owners[broken], error, commit=False) from error
+                failure = _failed_at(checkpoint_id, owners[broken], error, commit=False)
+                raise self._break(failure) from error
             if pending.done not in done:
                 missing = ", ".join(sorted(pending.expected - pending.acked)[:5])
                 self._failed(
@@ -343,7 +368,8 @@ class CheckpointCoordinator:
                 try:
                     await subtask.notify_complete(checkpoint_id)
                 except Exception as exc:
-                    raise _failed_at(checkpoint_id, subtask, exc, commit=True) from exc
+                    failure = _failed_at(checkpoint_id, subtask, exc, commit=True)
+                    raise self._break(failure) from exc
             return data
 
 
