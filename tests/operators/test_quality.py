@@ -405,6 +405,23 @@ def test_the_pre_check_reads_hostile_field_names_as_values() -> None:
     assert {n: s.failed for n, s in logic.ctx.quality.items()} == {rule.name: 1 for rule in rules}
 
 
+def test_the_pre_check_reads_decoded_json_records_by_the_decoders_own_keys() -> None:
+    """The loop's field names are the JSON decoder's key objects (a lookup by
+    identity); records decoded elsewhere, or keys it does not keep, read the same."""
+    import orjson
+
+    from reflow.operators.base import decoded_key
+
+    for name in ("a", "dateTime", "prix", "Préis", "x" * 300, "\ud800"):
+        assert decoded_key(name) == name
+    decoded = orjson.loads(b'[{"a": 1, "b": 5, "c": "EUR"}, {"a": 2, "b": 7, "c": "USD"}]')
+    assert all(key is decoded_key(key) for record in decoded for key in record)
+    logic = _logic(_inline_rules())
+    assert logic.precheck(decoded) is True
+    assert logic.precheck([*decoded, {"a": 3, "b": 500, "c": "EUR"}]) is False
+    assert logic.precheck(orjson.loads(b'[{"a": 1, "b": 5, "c": "EURO"}]')) is False
+
+
 def _rows(batch: list[Any]) -> list[Any]:
     from reflow.connectors.typed import row_type
 

@@ -186,7 +186,8 @@ class _RangeLogic(RuleLogic):
         low, high = inliner.bind(self.low), inliner.bind(self.high)
         # An int or a float (not bool, which the exact check calls not a number),
         # within the bounds; NaN fails both comparisons.
-        within = f"{low} <= {value} <= {high}"
+        # (two comparisons, not one chained: each compares and jumps in one step)
+        within = f"{low} <= {value} and {value} <= {high}"
         return [
             inliner.typed(self.name, _NUMBERS),
             f"{value} is None or {within}" if inliner.nullable(self.name) else within,
