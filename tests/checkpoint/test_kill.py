@@ -168,3 +168,69 @@ def test_file_sink_exactly_once_through_sigkills(tmp_path: Path) -> None:
     killed = _run_with_kills(job, kills=5, seed=5)
     assert killed >= 5
     assert lines(tmp_path / "out") == expected
+
+
+DEAD_LETTER_HELPERS = """
+import asyncio
+
+async def picky(record):
+    await asyncio.sleep(0.002)
+    if record["n"] % 10 == 0:
+        raise ValueError(f"record {record['n']} refused")
+    return record
+"""
+
+DEAD_LETTER_JOB = """
+job:
+  id: dead-letters
+  name: dead-letter-kill-test
+  batch_size: 20
+  checkpoint: {{path: "{ckpt}", interval: 100ms}}
+  error_policy:
+    mode: dead-letter
+    dead_letter: {{connector: file, config: {{path: "{dead}"}}}}
+  source:
+    name: events
+    connector: file
+    config: {{path: "{input}"}}
+  operators:
+    - {{name: picky, type: map, function: "deadhelpers:picky", concurrency: 1}}
+  sink:
+    name: out
+    connector: file
+    config: {{path: "{out}"}}
+"""
+
+
+@pytest.mark.timeout(300)
+def test_dead_letters_of_a_completed_checkpoint_survive_sigkills(tmp_path: Path) -> None:
+    """Every tenth record is refused by its map and dead-lettered to a file. A
+    checkpoint past a refused record must hold its dead letter on disk: a restart
+    from it does not read that record again. SIGKILLed three times, the job ends
+    with every refused record in the dead-letter file (at least once) and every
+    other in the output."""
+    (tmp_path / "deadhelpers.py").write_text(DEAD_LETTER_HELPERS)
+    inputs = tmp_path / "events.jsonl"
+    inputs.write_bytes(b"".join(orjson.dumps({"n": n}) + b"\n" for n in range(1_500)))
+    dead, out = tmp_path / "dead" / "dead.jsonl", tmp_path / "out" / "out.jsonl"
+    job = tmp_path / "dead-letters.yaml"
+    job.write_text(
+        DEAD_LETTER_JOB.format(
+            ckpt=tmp_path / "dead-letters-ckpt", dead=dead, input=inputs, out=out
+        )
+    )
+
+    killed = _run_with_kills(job, kills=3, seed=7)
+
+    assert killed >= 1, "the job must have been killed"
+
+    def numbers(path: Path, pick: str) -> set[int]:
+        found: set[int] = set()
+        for file in path.parent.glob("*.jsonl"):
+            for line in file.read_bytes().splitlines():
+                entry = orjson.loads(line)
+                found.add(entry["record"]["n"] if pick == "record" else entry["n"])
+        return found
+
+    assert numbers(dead, "record") == set(range(0, 1_500, 10))
+    assert numbers(out, "n") == {n for n in range(1_500) if n % 10}

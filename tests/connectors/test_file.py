@@ -524,3 +524,54 @@ def test_a_dead_letter_file_that_a_sink_writes_too_is_refused(tmp_path: Path) ->
     flow.source(TestingSource([{"n": 1}])).sink(Connectors.file(path=path), id="out")
     with pytest.raises(GraphValidationError, match="the dead-letter sink and sink 'out' both"):
         flow.to_job()
+
+
+@pytest.mark.parametrize(("fmt", "mode"), [("json", "overwrite"), ("csv", "error")])
+def test_a_restarted_at_least_once_file_sink_keeps_what_earlier_attempts_wrote(
+    tmp_path: Path, fmt: str, mode: str
+) -> None:
+    """The job fails at record 700 after some checkpoints and restarts from the
+    latest. Its file sink (at least once, the default) must not start the file
+    again from empty (it did: 300 of 1,000 records were left) nor, in mode
+    'error', refuse its own file; it cuts the file back to where the checkpoint
+    had it and appends: every record once, a CSV header once."""
+    import asyncio
+    from collections import Counter
+
+    from reflow.graph.restart import FixedDelayRestart
+
+    failed: list[int] = []
+
+    async def fail_once(record: dict[str, int]) -> dict[str, int]:
+        await asyncio.sleep(0.0005)  # let checkpoints complete while records flow
+        if record["n"] == 700 and not failed:
+            failed.append(record["n"])
+            raise RuntimeError("forced failure")
+        return record
+
+    out = tmp_path / "out" / f"o.{fmt}"
+    job = (
+        Job.builder()
+        .batch_size(20)
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=10)
+        .restart_strategy(FixedDelayRestart(attempts=1, delay_s=0.01))
+        .source(TestingSource([{"n": n} for n in range(1_000)]))
+        .transform(Operators.map(fail_once, concurrency=1))
+        .sink(Connectors.file(path=str(out), format=fmt, mode=mode))
+        .build()
+    )
+
+    result = run_job(job)
+
+    assert result.status is JobStatus.COMPLETED, result.error
+    assert result.restarts == 1 and failed == [700]
+    assert [p.name for p in out.parent.iterdir()] == [out.name]
+    if fmt == "json":
+        numbers = [orjson.loads(line)["n"] for line in out.read_bytes().splitlines()]
+    else:
+        lines = out.read_text().splitlines()
+        assert lines.count("n") == 1 and lines[0] == "n"
+        numbers = [int(line) for line in lines[1:]]
+    counts = Counter(numbers)
+    assert sorted(counts) == list(range(1_000))  # none lost
+    assert set(counts.values()) == {1}  # the file was cut back to the checkpoint

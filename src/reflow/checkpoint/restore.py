@@ -40,6 +40,13 @@ class RestorePlan:
             return [own] if own is not None else []
         return [data.states[(step_id, i)] for i in range(old) if (step_id, i) in data.states]
 
+    def dead_letter_states(self) -> list[Any]:
+        """The dead-letter writer's states, as each subtask's snapshot left it."""
+        if self.data is None:
+            return []
+        entries = [e for e in self.data.states.values() if isinstance(e, dict)]
+        return [e["dead_letters"] for e in entries if e.get("dead_letters") is not None]
+
     def rescaled(self, step_id: str, parallelism: int) -> bool:
         """True when ``step_id`` ran with another parallelism in the checkpoint."""
         data = self.data

@@ -38,11 +38,35 @@ PREVIEW_CHARS = 200
 class DeadLetterOutput:
     """The job's dead-letter sink writer, shared by every subtask."""
 
-    def __init__(self, writer: SinkWriter) -> None:
+    def __init__(self, writer: SinkWriter, restored: list[Any] | None = None) -> None:
         self.writer = writer
         self.pending: list[dict[str, Any]] = []
         self._lock = asyncio.Lock()
         self.written = 0
+        self.restored = restored or []
+        """The writer's states in the checkpoint the job restarts from."""
+
+    async def open(self) -> None:
+        if self.restored:
+            await self.writer.restore(self.restored)
+        await self.writer.open()
+
+    async def pre_commit(self, checkpoint_id: int) -> Any:
+        """Part of a subtask's snapshot: the dead letters of the records before its
+        barrier written and made durable (the writer's pre-commit), since a restart
+        from this checkpoint does not read those records again; the writer's state
+        (restored on a restart: a file goes on where it was, not from empty).
+
+        An exactly-once writer stages a checkpoint's output once; one shared by the
+        subtasks cannot, so it is left to publish at the end of the job."""
+        if getattr(self.writer, "exactly_once", False):
+            return None
+        async with self._lock:
+            entries, self.pending = self.pending, []
+            if entries:
+                await self.writer.write(entries)
+                self.written += len(entries)
+            return await self.writer.pre_commit(checkpoint_id)
 
     async def drain(self) -> None:
         """Write pending entries; called by subtasks after each batch."""

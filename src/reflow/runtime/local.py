@@ -281,7 +281,7 @@ async def run_execution(
     both stay open instead, for ``end_of_input`` to do that once the whole job
     ended cleanly (a Ray actor's subtask: the driver says when)."""
     if execution.dead_letters is not None:
-        await execution.dead_letters.writer.open()
+        await execution.dead_letters.open()
     for subtask in execution.subtasks:
         # Sources commit what they read once the whole job has ended (_final_commit).
         subtask.reader_closed_by_executor = subtask.reader is not None

@@ -160,7 +160,7 @@ def make_plan(
                 "dead-letter", 0, 1, job.job_id, batch_size, io_pool, clock=settings.clock
             )
         )
-        plan.dead_letters = DeadLetterOutput(dl_writer)
+        plan.dead_letters = DeadLetterOutput(dl_writer, plan.restore.dead_letter_states())
     if any(n.traits.stateful for n in graph.stream_graph.nodes):
         plan.state = create_backend(
             settings.state_backend,

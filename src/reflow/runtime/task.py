@@ -372,6 +372,11 @@ class Subtask:
                     if entry["sink"] is not None:
                         pending[checkpoint_id] = entry["sink"]
                 states[(step, self.index)] = entry
+            if self.dead_letters is not None:
+                self.current_step = "dead-letter"
+                written = await self.dead_letters.pre_commit(checkpoint_id)
+                if written is not None and states:
+                    states[next(reversed(states))]["dead_letters"] = written
         except ExecutionError:
             raise
         except Exception as exc:  # a sink that could not flush or stage: name where

@@ -102,6 +102,17 @@ class FileWriter(SinkWriter):
         self.staged: dict[int, list[tuple[str, str]]] = {}
         self.storage = storage_for(options.path, options)
         self.parquet_stream: Any = None  # the S3 object a Parquet writer writes into
+        # At least once, into local text files: a checkpoint notes how far the file
+        # being written was written; a restart cuts that file back to there and
+        # appends to it, rather than truncating what earlier attempts wrote (the
+        # records after the checkpoint are written again, once).
+        self.resumable = not self.exactly_once and fmt != "parquet" and not self.storage.remote
+        self.file_start = 0
+        """The size of the file being written when it was opened."""
+        self.file_written = 0
+        """Bytes encoded into the file being written since it was opened."""
+        self.resumed: dict[str, dict[str, Any]] = {}
+        """Restored: the files to append to, with their checkpointed size."""
 
     async def open(self) -> None:
         interval = self.options.flush_interval
@@ -122,7 +133,10 @@ class FileWriter(SinkWriter):
         folder, name = storage.split(path)
         storage.makedirs(folder)
         mode = self.options.mode
-        if mode == "error" and storage.exists(path):
+        resumed = self.resumed.pop(path, None)
+        if resumed is not None:
+            self._cut_back(path, resumed["size"])
+        elif mode == "error" and storage.exists(path):
             raise ConnectorError(
                 f"file sink: {path} exists and mode is 'error'; remove it or set "
                 "mode: overwrite / append"
@@ -131,10 +145,13 @@ class FileWriter(SinkWriter):
         if self.exactly_once:
             # Written under a hidden in-progress name; renamed when its checkpoint completes.
             write_path = storage.join(folder, f".{name}.{self.owner}.{self.token}{IN_PROGRESS}")
+        append = mode == "append" or resumed is not None
         if self.fmt == "parquet":
             self.file = None
         else:
-            self.file = storage.open_write(write_path, append=mode == "append")
+            self.file = storage.open_write(write_path, append=append)
+        self.file_start = storage.size(path) if append and self.resumable else 0
+        self.file_written = 0
         self.path = path
         self.write_path = write_path
         self.paths_written.append(path)
@@ -157,9 +174,11 @@ class FileWriter(SinkWriter):
             if path != self.path:
                 if self.path is not None:
                     await self._close_file()
+                resumed = self.resumed.get(path)
                 await self.ctx.run_blocking(self._open_file, path)
-                self.file_records = 0
-                self.file_bytes = 0
+                # (a file appended to after a restart goes on with its counts)
+                self.file_records = 0 if resumed is None else resumed["records"]
+                self.file_bytes = 0 if resumed is None else resumed["size"]
 
     async def write(self, batch: list[Any]) -> None:
         max_records = self.options.rolling_max_records
@@ -200,6 +219,7 @@ class FileWriter(SinkWriter):
         self.buffer.append(data)
         self.buffered_bytes += size
         self.file_bytes += size
+        self.file_written += size
         if self.buffered_bytes >= WRITE_BUFFER_BYTES:
             await self._write_buffer()
 
@@ -259,7 +279,14 @@ class FileWriter(SinkWriter):
     async def pre_commit(self, checkpoint_id: int) -> Any:
         if not self.exactly_once:
             await self.flush()
-            return None
+            if not self.resumable or self.path is None:
+                return None
+            return {
+                "path": self.path,
+                "size": self.file_start + self.file_written,
+                "records": self.file_records,
+                "part": self.part,
+            }
         if self.path is not None:
             await self._close_file()
             self.part += 1
@@ -312,8 +339,38 @@ class FileWriter(SinkWriter):
                 with contextlib.suppress(FileNotFoundError):
                     storage.remove(path)
 
+    def _resume(self, states: list[Any]) -> None:
+        """(At least once) the files the restored checkpoint was writing, each with the
+        size it had then: the subtask that opens one again cuts it back to that size
+        and appends to it. (After a rescale every subtask learns all of them; each
+        file is opened by the one subtask whose name it is.)"""
+        for state in states:
+            if not isinstance(state, dict) or "size" not in state:
+                continue  # a checkpoint of before resuming files was written
+            numbers = [state.get(key) for key in ("size", "records", "part")]
+            if not isinstance(state.get("path"), str) or not all(
+                type(n) is int and n >= 0 for n in numbers
+            ):
+                raise ConnectorError(
+                    f"file sink: the restored checkpoint holds a broken state for this sink "
+                    f"({state!r:.200}); restore from another checkpoint"
+                )
+            # The furthest a file got (the dead-letter writer is shared by the subtasks,
+            # each snapshot noting how far it was then).
+            known = self.resumed.get(state["path"])
+            if known is None or state["size"] >= known["size"]:
+                self.resumed[state["path"]] = state
+            self.part = max(self.part, state["part"])
+
+    def _cut_back(self, path: str, size: int) -> None:
+        """Drop what was written to ``path`` after the restored checkpoint (its
+        records come again), and a last line a crash cut short."""
+        if os.path.exists(path) and os.path.getsize(path) > size:
+            os.truncate(path, size)
+
     async def restore(self, states: list[Any]) -> None:
         if not self.exactly_once:
+            self._resume(states)
             return
         for state in states:
             await self.ctx.run_blocking(self._publish, [tuple(f) for f in state["files"]])
@@ -323,7 +380,9 @@ class FileWriter(SinkWriter):
         await self.ctx.run_blocking(self._remove_strays, frozenset(), beyond)
 
     async def adopt(self, states: list[Any]) -> None:
-        if self.exactly_once:  # after a rescale: never reuse an old subtask's part names
+        if not self.exactly_once:
+            self._resume(states)
+        else:  # after a rescale: never reuse an old subtask's part names
             self.part = max([self.part, *(state["next_part"] for state in states)])
             # Its own leftovers of before the rescale, but not the files of the
             # checkpoint that subtask 0 is publishing meanwhile.
