@@ -575,3 +575,30 @@ def test_a_restarted_at_least_once_file_sink_keeps_what_earlier_attempts_wrote(
     counts = Counter(numbers)
     assert sorted(counts) == list(range(1_000))  # none lost
     assert set(counts.values()) == {1}  # the file was cut back to the checkpoint
+
+
+def test_parquet_at_least_once_with_checkpoints_is_refused_with_the_fix(tmp_path: Path) -> None:
+    """A restart would write the Parquet file anew from empty (a file cannot be
+    appended to), losing what it held before the checkpoint."""
+    job = (
+        Job.builder()
+        .checkpointing(str(tmp_path / "ckpt"), interval_ms=50)
+        .source(TestingSource([{"n": 1}]))
+        .sink(Connectors.file(path=str(tmp_path / "o.parquet"), format="parquet"))
+        .build()
+    )
+    result = run_job(job)
+    assert result.status is JobStatus.FAILED
+    assert "Parquet files written at least once cannot be taken up again" in str(result.error)
+    assert "set delivery: exactly-once" in str(result.error)
+    exactly_once = Connectors.file(
+        path=str(tmp_path / "p.parquet"), format="parquet", delivery="exactly-once"
+    )
+    job = (
+        Job.builder()
+        .checkpointing(str(tmp_path / "ckpt2"), interval_ms=50)
+        .source(TestingSource([{"n": 1}]))
+        .sink(exactly_once)
+        .build()
+    )
+    assert run_job(job).status is JobStatus.COMPLETED

@@ -107,6 +107,14 @@ class FileWriter(SinkWriter):
         # appends to it, rather than truncating what earlier attempts wrote (the
         # records after the checkpoint are written again, once).
         self.resumable = not self.exactly_once and fmt != "parquet" and not self.storage.remote
+        if ctx.checkpointing and not self.exactly_once and not self.resumable:
+            kind = "Parquet files" if fmt == "parquet" else "S3 objects"
+            raise ConnectorError(
+                f"file sink {options.path}: {kind} written at least once cannot be taken up "
+                "again after a restart (it would write them anew from empty, and a crash "
+                "loses one not finished); with checkpoints set delivery: exactly-once, "
+                "which finishes them at each checkpoint"
+            )
         self.file_start = 0
         """The size of the file being written when it was opened."""
         self.file_written = 0
