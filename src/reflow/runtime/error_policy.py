@@ -62,10 +62,7 @@ class DeadLetterOutput:
         if getattr(self.writer, "exactly_once", False):
             return None
         async with self._lock:
-            entries, self.pending = self.pending, []
-            if entries:
-                await self.writer.write(entries)
-                self.written += len(entries)
+            await self._write_pending()
             return await self.writer.pre_commit(checkpoint_id)
 
     async def drain(self) -> None:
@@ -73,10 +70,14 @@ class DeadLetterOutput:
         if not self.pending:
             return
         async with self._lock:
-            entries, self.pending = self.pending, []
-            if entries:
-                await self.writer.write(entries)
-                self.written += len(entries)
+            await self._write_pending()
+
+    async def _write_pending(self) -> None:
+        """(Lock held) write the entries pending now."""
+        entries, self.pending = self.pending, []
+        if entries:
+            await self.writer.write(entries)
+            self.written += len(entries)
 
 
 class RecordErrorHandler:

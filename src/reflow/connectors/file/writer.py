@@ -160,6 +160,9 @@ class FileWriter(SinkWriter):
             self.file = storage.open_write(write_path, append=append)
         self.file_start = storage.size(path) if append and self.resumable else 0
         self.file_written = 0
+        # (a file appended to after a restart goes on with its counts)
+        self.file_records = 0 if resumed is None else resumed["records"]
+        self.file_bytes = 0 if resumed is None else resumed["size"]
         self.path = path
         self.write_path = write_path
         self.paths_written.append(path)
@@ -182,11 +185,7 @@ class FileWriter(SinkWriter):
             if path != self.path:
                 if self.path is not None:
                     await self._close_file()
-                resumed = self.resumed.get(path)
                 await self.ctx.run_blocking(self._open_file, path)
-                # (a file appended to after a restart goes on with its counts)
-                self.file_records = 0 if resumed is None else resumed["records"]
-                self.file_bytes = 0 if resumed is None else resumed["size"]
 
     async def write(self, batch: list[Any]) -> None:
         max_records = self.options.rolling_max_records
